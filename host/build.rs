@@ -1,0 +1,62 @@
+//! Builds the bundled plugins (every crate under `plugins/`) into wasm32-wasip2
+//! components with `scripts/build-plugins.sh` and embeds them in the binary,
+//! so `gleitzeit` carries its echo provider wherever it is copied.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = host.parent().ok_or("host/ has no parent directory")?;
+    for input in ["plugins", "plugin-sdk", "wit", "scripts/build-plugins.sh"] {
+        println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    let target_dir = root.join("target").join("wasm");
+    let status = Command::new(root.join("scripts").join("build-plugins.sh"))
+        .arg(&target_dir)
+        .status()?;
+    if !status.success() {
+        return Err("building the bundled plugins failed (see above); \
+                    scripts/setup-wasm-target.sh installs the wasm32-wasip2 target"
+            .into());
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("bundled_plugins.rs"),
+        bundled_list(root, &target_dir)?,
+    )?;
+    Ok(())
+}
+
+/// `pub const BUNDLED: &[(&str, &[u8])]`: each plugin's name and component.
+fn bundled_list(root: &Path, target_dir: &Path) -> Result<String, Box<dyn Error>> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("plugins"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut list = String::from("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
+    for name in names {
+        let wasm = target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        if !wasm.is_file() {
+            return Err(format!(
+                "plugin '{name}' was built but {} is missing",
+                wasm.display()
+            )
+            .into());
+        }
+        writeln!(
+            list,
+            "    ({name:?}, include_bytes!({:?})),",
+            wasm.display().to_string()
+        )?;
+    }
+    list.push_str("];\n");
+    Ok(list)
+}

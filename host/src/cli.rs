@@ -1,0 +1,263 @@
+//! The `gleitzeit` command line.
+//!
+//! Exit codes: 0 every task completed (or the file is valid), 1 the workflow
+//! failed, 2 invalid input or usage. Errors print as one readable paragraph on
+//! stderr. This module wires the library together; it holds no engine logic.
+
+use crate::engine::{Engine, EngineConfig};
+use crate::model::WorkflowStatus;
+use crate::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
+use crate::registry::Registry;
+use crate::report::RunReport;
+use crate::workflow::{self, WorkflowError};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "gleitzeit",
+    version,
+    about = "Run workflows of tasks through WASM and remote providers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow file once, in this process, with the local plugins.
+    Run(RunArgs),
+    /// Work with workflow files.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkflowCommand {
+    /// Check a workflow file without running it.
+    Validate(ValidateArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// Directory of extra plugins (NAME.wasm), served beside the bundled ones.
+    #[arg(long, env = "GLEITZEIT_PLUGINS", default_value = "plugins")]
+    plugins: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The workflow file (YAML or JSON).
+    file: PathBuf,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// How to print the results.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Also write the full result document (JSON) to this file.
+    #[arg(long)]
+    output_file: Option<PathBuf>,
+    /// Tasks running at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// Per-attempt timeout (seconds) for tasks that set none.
+    #[arg(long, default_value_t = 300.0)]
+    default_timeout: f64,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// The workflow file (YAML or JSON).
+    file: PathBuf,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// Skip the check that protocols and methods exist (for workflows meant
+    /// for a daemon whose providers are not local).
+    #[arg(long)]
+    schema_only: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Why a command failed, and so its exit code.
+enum Failure {
+    /// Bad input or usage: exit 2.
+    Input(anyhow::Error),
+    /// The host itself failed: exit 2 as well, but worded as an internal error.
+    Internal(anyhow::Error),
+}
+
+impl From<WorkflowError> for Failure {
+    fn from(e: WorkflowError) -> Self {
+        Failure::Input(e.into())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(Failure::Internal(anyhow::anyhow!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Workflow(WorkflowCommand::Validate(args)) => validate(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => fail(failure),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GLEITZEIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn fail(failure: Failure) -> ExitCode {
+    let (kind, e) = match failure {
+        Failure::Input(e) => ("error", e),
+        Failure::Internal(e) => ("internal error", e),
+    };
+    eprintln!("{kind}: {e:#}");
+    ExitCode::from(2)
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let workflow = workflow::load(&args.file)?;
+    let registry = local_registry(&args.plugins.plugins).await?;
+    workflow::check_catalog(
+        &args.file.display().to_string(),
+        &workflow,
+        registry.as_ref(),
+    )?;
+    let default_timeout = Duration::try_from_secs_f64(args.default_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Failure::Input(anyhow::anyhow!(
+                "--default-timeout must be a positive number of seconds"
+            ))
+        })?;
+    let config = EngineConfig {
+        concurrency: args.concurrency as usize,
+        default_timeout,
+    };
+    let engine = Engine::start(registry, config);
+    let report = engine
+        .run(workflow)
+        .await
+        .map_err(|e| Failure::Internal(e.into()))?;
+    print_report(&report, args.output, args.output_file.as_deref())?;
+    Ok(match report.status {
+        WorkflowStatus::Completed => ExitCode::SUCCESS,
+        WorkflowStatus::Failed => ExitCode::from(1),
+    })
+}
+
+fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Result<(), Failure> {
+    let json = || serde_json::to_string_pretty(report).context("cannot encode the result document");
+    if let Some(path) = file {
+        let text = json().map_err(Failure::Internal)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the result document to {}", path.display()))
+            .map_err(Failure::Input)?;
+    }
+    match output {
+        Output::Text => println!("{}", report.to_text()),
+        Output::Json => println!("{}", json().map_err(Failure::Internal)?),
+    }
+    Ok(())
+}
+
+async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
+    let workflow = workflow::load(&args.file)?;
+    if !args.schema_only {
+        let registry = local_registry(&args.plugins.plugins).await?;
+        workflow::check_catalog(
+            &args.file.display().to_string(),
+            &workflow,
+            registry.as_ref(),
+        )?;
+    }
+    let levels = level_count(&workflow);
+    println!(
+        "{} is valid: workflow '{}', {} tasks in {levels} levels",
+        args.file.display(),
+        workflow.name,
+        workflow.tasks.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn level_count(workflow: &crate::model::Workflow) -> usize {
+    let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
+    let dag = crate::resolver::Dag::from_ids(&ids, |t| {
+        workflow.tasks[t]
+            .dependencies
+            .iter()
+            .map(String::as_str)
+            .collect()
+    });
+    dag.levels().map_or(0, |l| l.len())
+}
+
+/// The bundled plugins plus those in `dir`. A plugin in `dir` that serves a
+/// bundled protocol replaces the bundled one; broken files are reported and
+/// skipped.
+async fn local_registry(dir: &Path) -> Result<Arc<Registry>, Failure> {
+    let runtime = Arc::new(
+        WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?,
+    );
+    let registry = Arc::new(Registry::new());
+    let bundled = plugins::bundled(&runtime).await;
+    let local = plugins::load_dir(&runtime, dir).await;
+    let mut local_protocols = Vec::new();
+    for loaded in local {
+        match loaded {
+            Ok(plugin) => {
+                local_protocols.push(plugin.spec.protocol.clone());
+                registry.register(Arc::new(WasmProvider::new(Arc::new(plugin))));
+            }
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    for loaded in bundled {
+        match loaded {
+            Ok(plugin) if local_protocols.contains(&plugin.spec.protocol) => {
+                tracing::info!(
+                    "{} from {} replaces the bundled plugin '{}'",
+                    plugin.spec.protocol,
+                    dir.display(),
+                    plugin.name
+                );
+            }
+            Ok(plugin) => registry.register(Arc::new(WasmProvider::new(Arc::new(plugin)))),
+            Err(e) => return Err(Failure::Internal(e.into())),
+        }
+    }
+    Ok(registry)
+}

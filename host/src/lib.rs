@@ -1,0 +1,18 @@
+//! Gleitzeit: a workflow orchestration host.
+//!
+//! A workflow file is parsed and validated (`workflow`), its tasks ordered by
+//! their dependencies (`resolver`) and run by the `engine`, which takes ready
+//! tasks from the shared priority `queue` and sends each to a provider of its
+//! protocol found in the `registry`. Providers are WebAssembly components
+//! (`plugins`) or, later, remote peers. `model` holds the shared data types,
+//! `report` the result document, `cli` the command line.
+
+pub mod cli;
+pub mod engine;
+pub mod model;
+pub mod plugins;
+pub mod queue;
+pub mod registry;
+pub mod report;
+pub mod resolver;
+pub mod workflow;

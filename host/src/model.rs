@@ -1,0 +1,369 @@
+//! The data the whole host speaks: workflows, tasks, priorities, retry
+//! policies, statuses, task errors and the specs providers declare.
+//!
+//! Plain data with no behaviour beyond small derived facts (a retry delay, a
+//! priority's rank). Parsing lives in `workflow`, execution in `engine`.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Dispatch priority; the queue serves `Urgent` first, FIFO within a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Urgent,
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// 0 for `Urgent` up to 3 for `Low`: the queue's lane index.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// How the wait between attempts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// Always `base_delay`.
+    Fixed,
+    /// `base_delay * n` before retry n.
+    Linear,
+    /// `base_delay * 2^(n-1)` before retry n.
+    Exponential,
+}
+
+impl Backoff {
+    pub const NAMES: &str = "fixed, linear, exponential";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fixed" => Some(Backoff::Fixed),
+            "linear" => Some(Backoff::Linear),
+            "exponential" => Some(Backoff::Exponential),
+            _ => None,
+        }
+    }
+}
+
+/// When and how often a failed task is tried again. Only retryable errors
+/// (timeouts, transient provider failures) are retried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Total attempts including the first; 1 means no retry.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    #[serde(with = "secs")]
+    pub base_delay: Duration,
+    #[serde(with = "secs")]
+    pub max_delay: Duration,
+    /// Adds 10–30 % to each delay so retries of many tasks spread out.
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    /// No retries: what a task without a `retry` block gets.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default_when_given()
+        }
+    }
+
+    /// The defaults for fields missing from a `retry` block (the original's).
+    pub fn default_when_given() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: Backoff::Exponential,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            jitter: true,
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry), capped at
+    /// `max_delay`. `random` is a number in [0, 1) used for jitter.
+    pub fn delay_before(&self, retry: u32, random: f64) -> Duration {
+        let n = retry.max(1);
+        let base = self.base_delay.as_secs_f64();
+        let raw = match self.backoff {
+            Backoff::Fixed => base,
+            Backoff::Linear => base * f64::from(n),
+            Backoff::Exponential => {
+                base * 2f64.powi(i32::try_from(n - 1).unwrap_or(i32::MAX).min(1000))
+            }
+        };
+        let jittered = if self.jitter {
+            raw * (1.1 + 0.2 * random.clamp(0.0, 1.0))
+        } else {
+            raw
+        };
+        Duration::from_secs_f64(jittered.min(self.max_delay.as_secs_f64()))
+    }
+}
+
+/// One unit of work: a method call on a protocol.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    pub protocol: String,
+    pub method: String,
+    /// A JSON object; strings may hold `${task-id.result.path}` references.
+    pub params: Value,
+    /// Ids of tasks that must complete first.
+    pub dependencies: Vec<String>,
+    pub priority: Priority,
+    /// Per-attempt limit; the engine's default applies when `None`.
+    #[serde(with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub metadata: Value,
+}
+
+/// A DAG of tasks, validated by `workflow::parse`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workflow {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub version: Option<String>,
+    /// The default for tasks that do not set their own.
+    pub priority: Priority,
+    /// At most this many of the workflow's tasks queued or running at once.
+    pub max_parallel: Option<u32>,
+    /// The whole workflow's limit; unfinished tasks are cancelled after it.
+    #[serde(with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    pub metadata: Value,
+    pub tasks: Vec<Task>,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for dependencies (or for a retry timer).
+    Pending,
+    /// Ready and waiting for a free slot.
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    /// Not run because a dependency failed.
+    Skipped,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Skipped | Self::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        };
+        f.write_str(name)
+    }
+}
+
+/// How a workflow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowStatus {
+    /// Every task completed.
+    Completed,
+    /// At least one task failed, was skipped or cancelled.
+    Failed,
+}
+
+/// JSON-RPC 2.0 error codes the host itself uses.
+pub mod codes {
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// A provider-defined or transient failure.
+    pub const SERVER_ERROR: i32 = -32000;
+    /// The attempt ran past its timeout.
+    pub const TIMEOUT: i32 = -32001;
+    /// No provider serves the task's protocol.
+    pub const NO_PROVIDER: i32 = -32002;
+    /// A `${…}` reference could not be resolved at run time.
+    pub const SUBSTITUTION: i32 = -32003;
+    /// The plugin trapped (panic, out of memory, ...).
+    pub const PLUGIN_TRAP: i32 = -32004;
+    /// The task was cancelled (workflow timeout or cancellation).
+    pub const CANCELLED: i32 = -32005;
+    /// The task did not run because a dependency failed.
+    pub const SKIPPED: i32 = -32006;
+}
+
+/// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct TaskError {
+    pub code: i32,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(skip)]
+    pub retryable: bool,
+}
+
+impl TaskError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+            retryable: false,
+        }
+    }
+
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+}
+
+/// One method a protocol offers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodSpec {
+    pub name: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params_schema: Option<Value>,
+}
+
+/// What a provider serves, as it declares it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderSpec {
+    pub protocol: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub methods: Vec<MethodSpec>,
+}
+
+impl ProviderSpec {
+    pub fn has_method(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m.name == method)
+    }
+}
+
+/// Durations serialize as seconds (f64), like the workflow files write them.
+mod secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+mod opt_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(backoff: Backoff) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(7),
+            jitter: false,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_as_named_and_is_capped() {
+        let secs = |p: &RetryPolicy, n| p.delay_before(n, 0.0).as_secs_f64();
+        let fixed = policy(Backoff::Fixed);
+        assert_eq!([secs(&fixed, 1), secs(&fixed, 3)], [2.0, 2.0]);
+        let linear = policy(Backoff::Linear);
+        assert_eq!(
+            [secs(&linear, 1), secs(&linear, 3), secs(&linear, 4)],
+            [2.0, 6.0, 7.0]
+        );
+        let exp = policy(Backoff::Exponential);
+        assert_eq!(
+            [secs(&exp, 1), secs(&exp, 2), secs(&exp, 3)],
+            [2.0, 4.0, 7.0]
+        );
+        assert_eq!(secs(&exp, u32::MAX), 7.0, "huge retry numbers stay capped");
+    }
+
+    #[test]
+    fn jitter_adds_ten_to_thirty_percent_within_the_cap() {
+        let mut p = policy(Backoff::Fixed);
+        p.jitter = true;
+        assert!((p.delay_before(1, 0.0).as_secs_f64() - 2.2).abs() < 1e-9);
+        assert!((p.delay_before(1, 0.999_999).as_secs_f64() - 2.6).abs() < 1e-5);
+        p.base_delay = Duration::from_secs(7);
+        assert_eq!(p.delay_before(1, 0.5), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn priorities_rank_urgent_first() {
+        let mut all = [
+            Priority::Low,
+            Priority::Urgent,
+            Priority::Normal,
+            Priority::High,
+        ];
+        all.sort();
+        assert_eq!(all, Priority::ALL);
+        assert_eq!(Priority::from_name("high"), Some(Priority::High));
+        assert_eq!(Priority::from_name("hgh"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! The per-call store state and the host imports a plugin may use (`log`,
+//! `config`, `http-fetch`, `progress`).
+//!
+//! Capabilities are deny-by-default: until a plugin's manifest grants hosts,
+//! `http-fetch` refuses every request and says how to grant one.
+
+use super::bindings::gleitzeit::provider::{host, types};
+use super::output::LogPipe;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What a plugin is allowed, fixed when it loads.
+#[derive(Debug, Default)]
+pub struct Grants {
+    /// `[config]` values returned by `config()`.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Who a call runs for, for logs.
+#[derive(Debug)]
+pub struct CallIdentity {
+    pub plugin: Arc<str>,
+    pub task_id: String,
+}
+
+/// The data of one store: one instance, one call.
+pub struct StoreState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub grants: Arc<Grants>,
+    pub identity: CallIdentity,
+    pub stdout: LogPipe,
+    pub stderr: LogPipe,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let plugin = &*self.identity.plugin;
+        let task = &self.identity.task_id;
+        match level {
+            host::LogLevel::Trace => tracing::trace!(target: "plugin", plugin, task, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(target: "plugin", plugin, task, "{message}"),
+            host::LogLevel::Info => tracing::info!(target: "plugin", plugin, task, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(target: "plugin", plugin, task, "{message}"),
+            host::LogLevel::Error => tracing::error!(target: "plugin", plugin, task, "{message}"),
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.grants.config.get(&key).cloned()
+    }
+
+    async fn http_fetch(
+        &mut self,
+        request: host::HttpRequest,
+    ) -> Result<host::HttpResponse, String> {
+        Err(format!(
+            "http-fetch denied: plugin '{}' may not reach {} (no hosts are granted; grant them with allowed_hosts in the plugin's manifest)",
+            self.identity.plugin, request.url
+        ))
+    }
+
+    fn progress(&mut self, chunk: String) {
+        tracing::debug!(target: "plugin", plugin = &*self.identity.plugin, task = %self.identity.task_id, "progress: {chunk}");
+    }
+}

@@ -1,0 +1,230 @@
+//! Finding and loading plugins: compile, link-check, ask `describe()`, and
+//! check the spec it returns. A file that fails any step is reported with the
+//! file and the step; it never stops other plugins from loading.
+
+use super::bindings::ProviderPre;
+use super::host::{Grants, StoreState};
+use super::runtime::WasmRuntime;
+use crate::model::{MethodSpec, ProviderSpec};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `describe()` must answer within this.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The plugins built into the binary (see `build.rs`).
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    Bundled,
+    File(PathBuf),
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Bundled => f.write_str("bundled"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The loading step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStep {
+    Compile,
+    Link,
+    Describe,
+}
+
+impl fmt::Display for LoadStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoadStep::Compile => "is not a valid component",
+            LoadStep::Link => "does not fit the gleitzeit:provider world",
+            LoadStep::Describe => "failed its describe() check",
+        })
+    }
+}
+
+/// Why a plugin did not load, naming the plugin, its source and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("plugin '{plugin}' ({origin}) {step}: {reason}")]
+    Plugin {
+        plugin: String,
+        origin: PluginSource,
+        step: LoadStep,
+        reason: String,
+    },
+}
+
+/// A compiled, checked plugin, ready to instantiate per call.
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub source: PluginSource,
+    pub spec: ProviderSpec,
+    pub(super) pre: ProviderPre<StoreState>,
+    pub(super) grants: Arc<Grants>,
+    pub(super) runtime: Arc<WasmRuntime>,
+}
+
+/// Compile and check one plugin.
+pub async fn load_bytes(
+    runtime: &Arc<WasmRuntime>,
+    name: &str,
+    source: PluginSource,
+    bytes: Vec<u8>,
+) -> Result<Plugin, LoadError> {
+    let fail = |step, reason| LoadError::Plugin {
+        plugin: name.to_owned(),
+        origin: source.clone(),
+        step,
+        reason,
+    };
+    let compiler = runtime.clone();
+    // Compilation takes tens of milliseconds of CPU: keep it off the async threads.
+    let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes))
+        .await
+        .map_err(|e| fail(LoadStep::Compile, e.to_string()))?
+        .map_err(|e| fail(LoadStep::Compile, format!("{e:#}")))?;
+    let pre = runtime
+        .linker()
+        .instantiate_pre(&component)
+        .and_then(ProviderPre::new)
+        .map_err(|e| fail(LoadStep::Link, format!("{e:#}")))?;
+    let grants = Arc::new(Grants::default());
+    let name: Arc<str> = name.into();
+    let deadline = Instant::now() + DESCRIBE_TIMEOUT;
+    let mut store = runtime.new_store(name.clone(), grants.clone(), "describe".into(), deadline);
+    let described = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.call_describe(&mut store).await
+    };
+    let spec = match tokio::time::timeout_at(deadline.into(), described).await {
+        Ok(Ok(spec)) => spec,
+        Ok(Err(e)) => {
+            let stderr = store.data().stderr.finish();
+            return Err(fail(
+                LoadStep::Describe,
+                with_stderr(format!("{e:#}"), &stderr),
+            ));
+        }
+        Err(_) => {
+            return Err(fail(
+                LoadStep::Describe,
+                format!("no answer within {DESCRIBE_TIMEOUT:?}"),
+            ));
+        }
+    };
+    let spec = check_spec(spec).map_err(|reason| fail(LoadStep::Describe, reason))?;
+    Ok(Plugin {
+        name,
+        source,
+        spec,
+        pre,
+        grants,
+        runtime: runtime.clone(),
+    })
+}
+
+/// Append the plugin's last stderr output (a panic message) to an error.
+pub(super) fn with_stderr(message: String, stderr: &str) -> String {
+    if stderr.is_empty() {
+        message
+    } else {
+        format!("{message}; plugin stderr: {stderr}")
+    }
+}
+
+fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, String> {
+    let protocol_ok = spec.protocol.split_once('/').is_some_and(|(n, v)| {
+        n.starts_with(|c: char| c.is_ascii_lowercase())
+            && !v.is_empty()
+            && (n.chars().chain(v.chars()))
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    });
+    if !protocol_ok {
+        return Err(format!(
+            "protocol '{}' is not of the form 'name/version' (e.g. echo/v1)",
+            spec.protocol
+        ));
+    }
+    if spec.methods.is_empty() {
+        return Err(format!("protocol '{}' declares no methods", spec.protocol));
+    }
+    let methods =
+        spec.methods
+            .into_iter()
+            .map(|m| {
+                let schema = match m.params_schema {
+                    None => None,
+                    Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                        format!("method '{}': params-schema is not JSON: {e}", m.name)
+                    })?),
+                };
+                Ok(MethodSpec {
+                    name: m.name,
+                    description: m.description,
+                    params_schema: schema,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+    Ok(ProviderSpec {
+        protocol: spec.protocol,
+        name: spec.name,
+        version: spec.version,
+        description: spec.description,
+        methods,
+    })
+}
+
+/// The plugins built into this binary.
+pub async fn bundled(runtime: &Arc<WasmRuntime>) -> Vec<Result<Plugin, LoadError>> {
+    let mut loaded = Vec::new();
+    for (name, bytes) in embedded::BUNDLED {
+        loaded.push(load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec()).await);
+    }
+    loaded
+}
+
+/// Every `*.wasm` file directly in `dir`, by file name. A missing directory
+/// holds no plugins.
+pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plugin, LoadError>> {
+    let read_error = |path: &Path, e: std::io::Error| LoadError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return vec![Err(read_error(dir, e))],
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    paths.sort();
+    let mut loaded = Vec::new();
+    for path in paths {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let result = match std::fs::read(&path) {
+            Ok(bytes) => load_bytes(runtime, &name, PluginSource::File(path.clone()), bytes).await,
+            Err(e) => Err(read_error(&path, e)),
+        };
+        loaded.push(result);
+    }
+    loaded
+}

@@ -1,0 +1,110 @@
+//! A loaded plugin as a [`Provider`]: one fresh instance per call.
+
+use super::bindings::gleitzeit::provider::types::TaskContext;
+use super::loader::{Plugin, with_stderr};
+use crate::model::{ProviderSpec, TaskError, codes};
+use crate::registry::{Call, CallFuture, Provider};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::Trap;
+
+pub struct WasmProvider {
+    id: String,
+    plugin: Arc<Plugin>,
+}
+
+impl WasmProvider {
+    pub fn new(plugin: Arc<Plugin>) -> Self {
+        Self {
+            id: format!("wasm:{}", plugin.name),
+            plugin,
+        }
+    }
+
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+impl Provider for WasmProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn spec(&self) -> &ProviderSpec {
+        &self.plugin.spec
+    }
+
+    fn call(&self, call: Call) -> CallFuture {
+        Box::pin(execute(self.plugin.clone(), call))
+    }
+}
+
+async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
+    let name = plugin.name.clone();
+    let mut store = plugin.runtime.new_store(
+        name.clone(),
+        plugin.grants.clone(),
+        call.task_id.clone(),
+        call.deadline,
+    );
+    let instance = plugin
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| {
+            // Usually a full instance pool: worth another attempt later.
+            TaskError::new(
+                codes::PLUGIN_TRAP,
+                format!("plugin '{name}': cannot instantiate: {e:#}"),
+            )
+            .retryable()
+        })?;
+    let ctx = TaskContext {
+        task_id: call.task_id,
+        workflow_id: call.workflow_id,
+        attempt: call.attempt,
+    };
+    let params = call.params.to_string();
+    let outcome = instance
+        .call_execute(&mut store, &ctx, &call.method, &params)
+        .await;
+    store.data().stdout.finish();
+    let stderr = store.data().stderr.finish();
+    match outcome {
+        Ok(Ok(json)) => serde_json::from_str(&json).map_err(|e| {
+            TaskError::new(
+                codes::INTERNAL_ERROR,
+                format!("plugin '{name}' returned a result that is not JSON ({e})"),
+            )
+        }),
+        Ok(Err(rpc)) => Err(TaskError {
+            code: rpc.code,
+            message: rpc.message,
+            data: rpc
+                .data
+                .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+            retryable: rpc.retryable,
+        }),
+        Err(e)
+            if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+                || Instant::now() >= call.deadline =>
+        {
+            Err(TaskError::new(
+                codes::TIMEOUT,
+                format!(
+                    "plugin '{name}' was stopped at the task's deadline in '{}'",
+                    call.method
+                ),
+            )
+            .retryable())
+        }
+        Err(e) => Err(TaskError::new(
+            codes::PLUGIN_TRAP,
+            with_stderr(
+                format!("plugin '{name}' trapped in '{}': {e:#}", call.method),
+                &stderr,
+            ),
+        )),
+    }
+}

@@ -1,0 +1,175 @@
+//! The wasmtime engine and linker shared by every plugin, with the engine
+//! settings and why each is chosen.
+
+use super::bindings::Provider as ProviderWorld;
+use super::host::{CallIdentity, Grants, StoreState};
+use super::output::{LogPipe, Stream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// How often the epoch advances: the granularity of deadlines, and how often
+/// a busy plugin yields its thread to other tasks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of the runtime as a whole.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances alive at once (running calls). Sizes the pooling allocator.
+    pub max_instances: u32,
+    /// Linear memory one call may use, in bytes.
+    pub memory_limit: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            memory_limit: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The engine, linker and epoch ticker.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    config: RuntimeConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WASM runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl WasmRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine = Self::engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        // WASI p2 is linked so ordinary Rust guests (std) instantiate; what it
+        // may touch is decided per store in `new_store`: nothing by default.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        ProviderWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Self {
+            engine,
+            linker,
+            config,
+        })
+    }
+
+    fn engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true);
+        // Deadlines without the cost of fuel: a ticker bumps the epoch and a
+        // store past its deadline traps (or yields, see `new_store`).
+        wasm.epoch_interruption(true);
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component holds a few core instances (main module plus
+        // wit-component shims), each with tables; one memory is typical.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(config.memory_limit.max(1 << 20));
+        let mut pooled = wasm.clone();
+        // Pre-reserved slots make instantiation a few microseconds: no mmap
+        // per instance, copy-on-write initial memory.
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&pooled) {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                // Too little virtual address space (e.g. a ulimit): fall back
+                // to allocating per instance, slower but correct.
+                tracing::warn!(
+                    "pooling allocator unavailable ({e:#}); allocating instances on demand"
+                );
+                Engine::new(&wasm).map_err(|e| RuntimeError(format!("{e:#}")))
+            }
+        }
+    }
+
+    pub fn engine_ref(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<StoreState> {
+        &self.linker
+    }
+
+    /// Compile a component (CPU-heavy: call off the async threads).
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.engine, bytes)
+    }
+
+    /// A fresh store for one call: WASI with nothing granted, output to
+    /// `tracing`, the memory limit, and a deadline that traps at `deadline`
+    /// while yielding the thread every tick before it.
+    pub fn new_store(
+        &self,
+        plugin: Arc<str>,
+        grants: Arc<Grants>,
+        task_id: String,
+        deadline: Instant,
+    ) -> Store<StoreState> {
+        let stdout = LogPipe::new(plugin.clone(), Stream::Stdout);
+        let stderr = LogPipe::new(plugin.clone(), Stream::Stderr);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit)
+            .build();
+        let state = StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            grants,
+            identity: CallIdentity { plugin, task_id },
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+/// Advance the engine's epoch every tick, until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(
+            "cannot start the epoch ticker ({e}); plugin deadlines rely on the async timeout alone"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The ready queue: four priority lanes (`urgent > high > normal > low`), FIFO
+//! within a lane, shared by every workflow.
+//!
+//! It only orders; it knows nothing of concurrency limits or providers (the
+//! engine decides when to pop).
+
+use crate::model::Priority;
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+pub struct PriorityQueue<T> {
+    lanes: [VecDeque<T>; 4],
+}
+
+impl<T> Default for PriorityQueue<T> {
+    fn default() -> Self {
+        Self {
+            lanes: Default::default(),
+        }
+    }
+}
+
+impl<T> PriorityQueue<T> {
+    pub fn push(&mut self, priority: Priority, item: T) {
+        self.lanes[priority.rank()].push_back(item);
+    }
+
+    /// The oldest item of the most urgent non-empty lane.
+    pub fn pop(&mut self) -> Option<T> {
+        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lanes.iter().all(VecDeque::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_by_priority_then_arrival() {
+        let mut q = PriorityQueue::default();
+        q.push(Priority::Low, "low-1");
+        q.push(Priority::Normal, "normal-1");
+        q.push(Priority::Urgent, "urgent-1");
+        q.push(Priority::Low, "low-2");
+        q.push(Priority::High, "high-1");
+        q.push(Priority::Urgent, "urgent-2");
+        assert_eq!(q.len(), 6);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(
+            order,
+            [
+                "urgent-1", "urgent-2", "high-1", "normal-1", "low-1", "low-2"
+            ]
+        );
+        assert!(q.is_empty());
+    }
+}

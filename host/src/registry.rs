@@ -1,0 +1,207 @@
+//! The protocol registry: which providers serve which protocol, and the
+//! [`Provider`] interface every kind of provider (WASM plugin, later remote
+//! Socket.IO peer) implements.
+//!
+//! It routes; it does not run, queue or retry anything. Providers can be added
+//! and removed while tasks run (hot reload, remote peers), so lookups hand out
+//! `Arc`s and never hold the lock across a call.
+
+use crate::model::{ProviderSpec, TaskError};
+use crate::workflow::Catalog;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// One method call for one task attempt.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub task_id: String,
+    pub workflow_id: Option<String>,
+    /// Starts at 1.
+    pub attempt: u32,
+    pub method: String,
+    /// The params after `${…}` substitution.
+    pub params: Value,
+    /// The attempt must end by then; providers should stop work at it.
+    pub deadline: Instant,
+}
+
+/// The future a provider returns for a call.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
+
+/// Something that serves one protocol.
+pub trait Provider: Send + Sync {
+    /// A unique id, e.g. `wasm:echo` (shown in listings and logs).
+    fn id(&self) -> &str;
+    /// What it serves.
+    fn spec(&self) -> &ProviderSpec;
+    /// Run one call. The engine also enforces `call.deadline`.
+    fn call(&self, call: Call) -> CallFuture;
+}
+
+#[derive(Default)]
+struct Entry {
+    providers: Vec<Arc<dyn Provider>>,
+    next: AtomicUsize,
+}
+
+/// Providers by protocol.
+#[derive(Default)]
+pub struct Registry {
+    protocols: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a provider; it serves alongside others of the same protocol.
+    /// A provider with the same id replaces the old one.
+    pub fn register(&self, provider: Arc<dyn Provider>) {
+        let mut protocols = self.write();
+        let entry = protocols
+            .entry(provider.spec().protocol.clone())
+            .or_default();
+        entry.providers.retain(|p| p.id() != provider.id());
+        entry.providers.push(provider);
+    }
+
+    /// Remove a provider by id; returns whether it was registered.
+    pub fn unregister(&self, id: &str) -> bool {
+        let mut protocols = self.write();
+        let mut removed = false;
+        protocols.retain(|_, entry| {
+            let before = entry.providers.len();
+            entry.providers.retain(|p| p.id() != id);
+            removed |= entry.providers.len() != before;
+            !entry.providers.is_empty()
+        });
+        removed
+    }
+
+    /// A provider for `protocol`, rotating among several.
+    pub fn provider_for(&self, protocol: &str) -> Option<Arc<dyn Provider>> {
+        let protocols = self.read();
+        let entry = protocols.get(protocol)?;
+        let n = entry.providers.len();
+        let i = entry.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        entry.providers.get(i).cloned()
+    }
+
+    /// Every provider, ordered by protocol.
+    pub fn providers(&self) -> Vec<Arc<dyn Provider>> {
+        self.read()
+            .values()
+            .flat_map(|e| e.providers.iter().cloned())
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (every update is a single insert or retain), so poison is harmless.
+        self.protocols.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.protocols.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Catalog for Registry {
+    fn methods(&self, protocol: &str) -> Option<Vec<String>> {
+        let protocols = self.read();
+        let entry = protocols.get(protocol)?;
+        let mut methods: Vec<String> = entry
+            .providers
+            .iter()
+            .flat_map(|p| p.spec().methods.iter().map(|m| m.name.clone()))
+            .collect();
+        methods.sort();
+        methods.dedup();
+        Some(methods)
+    }
+
+    fn protocols(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::MethodSpec;
+
+    /// An in-process provider for engine and registry tests.
+    pub struct FnProvider<F> {
+        pub id: String,
+        pub spec: ProviderSpec,
+        pub f: F,
+    }
+
+    impl<F> Provider for FnProvider<F>
+    where
+        F: Fn(Call) -> CallFuture + Send + Sync,
+    {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn spec(&self) -> &ProviderSpec {
+            &self.spec
+        }
+        fn call(&self, call: Call) -> CallFuture {
+            (self.f)(call)
+        }
+    }
+
+    pub fn spec(protocol: &str, methods: &[&str]) -> ProviderSpec {
+        ProviderSpec {
+            protocol: protocol.into(),
+            name: "test".into(),
+            version: "0".into(),
+            description: String::new(),
+            methods: methods
+                .iter()
+                .map(|m| MethodSpec {
+                    name: (*m).into(),
+                    description: String::new(),
+                    params_schema: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn provider(id: &str, protocol: &str) -> Arc<dyn Provider> {
+        let id_owned = id.to_owned();
+        Arc::new(FnProvider {
+            id: id.into(),
+            spec: spec(protocol, &["m"]),
+            f: move |_call: Call| -> CallFuture {
+                let id = id_owned.clone();
+                Box::pin(async move { Ok(Value::String(id)) })
+            },
+        })
+    }
+
+    #[test]
+    fn rotates_among_providers_and_unregisters() {
+        let registry = Registry::new();
+        registry.register(provider("a", "p/v1"));
+        registry.register(provider("b", "p/v1"));
+        registry.register(provider("c", "q/v1"));
+        let ids: Vec<String> = (0..4)
+            .filter_map(|_| registry.provider_for("p/v1"))
+            .map(|p| p.id().to_owned())
+            .collect();
+        assert_eq!(ids, ["a", "b", "a", "b"]);
+        assert_eq!(registry.protocols(), ["p/v1", "q/v1"]);
+        assert!(registry.unregister("c"));
+        assert!(!registry.unregister("c"));
+        assert!(registry.provider_for("q/v1").is_none());
+        assert_eq!(registry.methods("p/v1"), Some(vec!["m".to_owned()]));
+    }
+}

@@ -1,0 +1,160 @@
+//! The result document of a finished workflow: every task's final status,
+//! attempts, timings, result or error; as JSON (`--output json`,
+//! `--output-file`) and as text for terminals.
+
+use crate::model::{TaskError, TaskStatus, WorkflowStatus};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+/// Longest result or error shown per task in text output.
+const TEXT_VALUE_CHARS: usize = 120;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    pub id: String,
+    pub name: String,
+    pub protocol: String,
+    pub method: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: Option<SystemTime>,
+    #[serde(serialize_with = "rfc3339")]
+    pub finished_at: Option<SystemTime>,
+    /// From the workflow's start to the task's first attempt.
+    pub queued_ms: Option<f64>,
+    /// From the first attempt's start to the end (retries included).
+    pub duration_ms: Option<f64>,
+    pub result: Option<Value>,
+    pub error: Option<TaskError>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub workflow_id: String,
+    pub name: String,
+    pub status: WorkflowStatus,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: Option<SystemTime>,
+    #[serde(serialize_with = "rfc3339")]
+    pub finished_at: Option<SystemTime>,
+    pub duration_ms: f64,
+    pub summary: Summary,
+    pub tasks: Vec<TaskReport>,
+}
+
+impl RunReport {
+    pub fn new(
+        workflow_id: String,
+        name: String,
+        started_at: SystemTime,
+        took: Duration,
+        tasks: Vec<TaskReport>,
+    ) -> Self {
+        let mut summary = Summary {
+            total: tasks.len(),
+            ..Summary::default()
+        };
+        for t in &tasks {
+            match t.status {
+                TaskStatus::Completed => summary.completed += 1,
+                TaskStatus::Failed => summary.failed += 1,
+                TaskStatus::Skipped => summary.skipped += 1,
+                _ => summary.cancelled += 1,
+            }
+        }
+        let status = if summary.completed == summary.total {
+            WorkflowStatus::Completed
+        } else {
+            WorkflowStatus::Failed
+        };
+        Self {
+            workflow_id,
+            name,
+            status,
+            started_at: Some(started_at),
+            finished_at: Some(started_at + took),
+            duration_ms: took.as_secs_f64() * 1000.0,
+            summary,
+            tasks,
+        }
+    }
+
+    /// A terminal-friendly rendering: one line per task, then a summary.
+    pub fn to_text(&self) -> String {
+        let width = |f: fn(&TaskReport) -> usize| self.tasks.iter().map(f).max().unwrap_or(0);
+        let id_w = width(|t| t.id.chars().count());
+        let call_w = width(|t| t.protocol.len() + t.method.len() + 1);
+        let mut out = String::new();
+        for t in &self.tasks {
+            let call = format!("{}.{}", t.protocol, t.method);
+            let attempts = if t.attempts == 1 {
+                "1 attempt ".to_owned()
+            } else {
+                format!("{} attempts", t.attempts)
+            };
+            let took = t
+                .duration_ms
+                .map(|ms| format!("{ms:.1} ms"))
+                .unwrap_or_else(|| "-".into());
+            let detail = match (&t.result, &t.error) {
+                (Some(result), _) => clip(&result.to_string()),
+                (None, Some(e)) => clip(&format!("error {}: {}", e.code, e.message)),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<9}  {:<id_w$}  {:<call_w$}  {attempts:<10}  {took:>9}  {detail}",
+                t.status.to_string(),
+                t.id,
+                call
+            );
+        }
+        let s = &self.summary;
+        let status = match self.status {
+            WorkflowStatus::Completed => "completed",
+            WorkflowStatus::Failed => "failed",
+        };
+        let _ = write!(
+            out,
+            "workflow '{}' ({}) {status} in {:.1} ms: {} tasks, {} completed, {} failed, {} skipped, {} cancelled",
+            self.name,
+            self.workflow_id,
+            self.duration_ms,
+            s.total,
+            s.completed,
+            s.failed,
+            s.skipped,
+            s.cancelled
+        );
+        out
+    }
+}
+
+fn clip(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(TEXT_VALUE_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}… (--output json shows all)")
+    } else {
+        head
+    }
+}
+
+fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string()),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,11 @@
+//! Dependency resolution: the DAG of a workflow's tasks (cycles, execution
+//! levels, ancestry) and `${task-id.result.path}` substitution.
+//!
+//! Pure functions over tasks and results; it never runs anything and keeps no
+//! state between calls. The engine owns run-time state and calls in here.
+
+pub mod graph;
+pub mod substitution;
+
+pub use graph::Dag;
+pub use substitution::{PathSegment, Reference, SubstitutionError, TemplateError, substitute};

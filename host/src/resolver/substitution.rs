@@ -1,0 +1,360 @@
+//! `${task-id.result.a.b[2].c}` references in task params.
+//!
+//! A string that is exactly one reference is replaced by the referenced JSON
+//! value, keeping its type; references embedded in text insert strings as they
+//! are and other values as compact JSON. `$${` writes a literal `${`. A path
+//! that is missing at run time is an error naming the path, never a silent
+//! pass-through.
+
+use serde_json::Value;
+use std::fmt;
+
+/// One step of a path into a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    Key(String),
+    Index(usize),
+}
+
+/// A parsed `${task-id.result…}` reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The referenced task's id.
+    pub task: String,
+    /// The path below `result`.
+    pub path: Vec<PathSegment>,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${{{}.result{}}}", self.task, PathDisplay(&self.path))
+    }
+}
+
+struct PathDisplay<'a>(&'a [PathSegment]);
+
+impl fmt::Display for PathDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for segment in self.0 {
+            match segment {
+                PathSegment::Key(k) => write!(f, ".{k}")?,
+                PathSegment::Index(i) => write!(f, "[{i}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string whose `${…}` cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reference '{text}': {reason}")]
+pub struct TemplateError {
+    pub text: String,
+    pub reason: String,
+}
+
+/// A reference that cannot be resolved at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstitutionError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("'{reference}': task '{task}' has no result")]
+    NoResult { reference: String, task: String },
+    #[error("'{reference}': path '{path}' not found in the result of task '{task}' ({reason})")]
+    MissingPath {
+        reference: String,
+        task: String,
+        path: String,
+        reason: String,
+    },
+}
+
+enum Piece<'a> {
+    Text(&'a str),
+    Ref(Reference),
+}
+
+fn malformed(text: &str, reason: impl Into<String>) -> TemplateError {
+    TemplateError {
+        text: text.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// True for characters allowed in task ids (and so in references).
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Split a string into literal text and references.
+fn parse_template(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        let after = &rest[at..];
+        if after.starts_with("$${") {
+            pieces.push(Piece::Text(&rest[..at]));
+            pieces.push(Piece::Text("${"));
+            rest = &rest[at + 3..];
+        } else if after.starts_with("${") {
+            pieces.push(Piece::Text(&rest[..at]));
+            let Some(close) = after.find('}') else {
+                return Err(malformed(after, "no closing '}'"));
+            };
+            let text = &after[..=close];
+            pieces.push(Piece::Ref(parse_reference(text, &after[2..close])?));
+            rest = &after[close + 1..];
+        } else {
+            pieces.push(Piece::Text(&rest[..=at]));
+            rest = &rest[at + 1..];
+        }
+    }
+    pieces.push(Piece::Text(rest));
+    pieces.retain(|p| !matches!(p, Piece::Text("")));
+    Ok(pieces)
+}
+
+/// Parse the inside of `${…}`: `task-id.result` then `.key` / `[n]` steps.
+fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> {
+    let expected = "expected '${task-id.result}' or '${task-id.result.field[0]}'";
+    let (task, tail) = inner.split_once('.').unwrap_or((inner, ""));
+    if task.is_empty() || !task.chars().all(is_id_char) {
+        return Err(malformed(
+            text,
+            format!("'{task}' is not a task id; {expected}"),
+        ));
+    }
+    let Some(mut tail) = tail.strip_prefix("result") else {
+        return Err(malformed(
+            text,
+            format!("the part after the task id must be 'result'; {expected}"),
+        ));
+    };
+    let mut path = Vec::new();
+    while !tail.is_empty() {
+        if let Some(after) = tail.strip_prefix('.') {
+            let end = after.find(['.', '[', ']']).unwrap_or(after.len());
+            if end == 0 {
+                return Err(malformed(text, "empty field name after '.'"));
+            }
+            path.push(PathSegment::Key(after[..end].to_owned()));
+            tail = &after[end..];
+        } else if let Some(after) = tail.strip_prefix('[') {
+            let Some(end) = after.find(']') else {
+                return Err(malformed(text, "'[' without ']'"));
+            };
+            let index = after[..end].parse::<usize>().map_err(|_| {
+                malformed(text, format!("'[{}]' is not an array index", &after[..end]))
+            })?;
+            path.push(PathSegment::Index(index));
+            tail = &after[end + 1..];
+        } else {
+            return Err(malformed(
+                text,
+                format!("unexpected '{tail}' after 'result'; {expected}"),
+            ));
+        }
+    }
+    Ok(Reference {
+        task: task.to_owned(),
+        path,
+    })
+}
+
+/// Every string in `value`, walked without recursion.
+fn strings_mut(
+    value: &mut Value,
+    mut visit: impl FnMut(&mut Value) -> Result<(), SubstitutionError>,
+) -> Result<(), SubstitutionError> {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(_) => visit(v)?,
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => stack.extend(map.values_mut()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every reference in `params`, or the first malformed one per string, for
+/// validation. The walk is iterative.
+pub fn references(params: &Value) -> Vec<Result<Reference, TemplateError>> {
+    let mut found = Vec::new();
+    let mut stack = vec![params];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains("${") => match parse_template(s) {
+                Ok(pieces) => found.extend(pieces.into_iter().filter_map(|p| match p {
+                    Piece::Ref(r) => Some(Ok(r)),
+                    Piece::Text(_) => None,
+                })),
+                Err(e) => found.push(Err(e)),
+            },
+            Value::Array(items) => stack.extend(items.iter()),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Follow `reference.path` into `result`.
+fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, SubstitutionError> {
+    let mut at = result;
+    for (depth, segment) in reference.path.iter().enumerate() {
+        let next = match (segment, at) {
+            (PathSegment::Key(k), Value::Object(map)) => {
+                map.get(k).ok_or_else(|| format!("no field '{k}'"))
+            }
+            (PathSegment::Index(i), Value::Array(items)) => items.get(*i).ok_or_else(|| {
+                format!("index {i} is out of range for an array of {}", items.len())
+            }),
+            (_, other) => Err(format!(
+                "'result{}' is {}, not {}",
+                PathDisplay(&reference.path[..depth]),
+                kind(other),
+                match segment {
+                    PathSegment::Key(_) => "an object",
+                    PathSegment::Index(_) => "an array",
+                }
+            )),
+        };
+        at = next.map_err(|reason| SubstitutionError::MissingPath {
+            reference: reference.to_string(),
+            task: reference.task.clone(),
+            path: format!("result{}", PathDisplay(&reference.path)),
+            reason,
+        })?;
+    }
+    Ok(at)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Replace every reference in `params` using `result_of(task_id)`.
+pub fn substitute<'r>(
+    params: &Value,
+    result_of: impl Fn(&str) -> Option<&'r Value>,
+) -> Result<Value, SubstitutionError> {
+    let mut out = params.clone();
+    strings_mut(&mut out, |v| {
+        let Value::String(s) = v else { return Ok(()) };
+        if !s.contains('$') {
+            return Ok(());
+        }
+        let pieces = parse_template(s)?;
+        let resolve = |r: &Reference| -> Result<&'r Value, SubstitutionError> {
+            let result = result_of(&r.task).ok_or_else(|| SubstitutionError::NoResult {
+                reference: r.to_string(),
+                task: r.task.clone(),
+            })?;
+            lookup(r, result)
+        };
+        if let [Piece::Ref(r)] = pieces.as_slice() {
+            *v = resolve(r)?.clone();
+            return Ok(());
+        }
+        let mut text = String::with_capacity(s.len());
+        for piece in &pieces {
+            match piece {
+                Piece::Text(t) => text.push_str(t),
+                Piece::Ref(r) => match resolve(r)? {
+                    Value::String(inner) => text.push_str(inner),
+                    other => text.push_str(&other.to_string()),
+                },
+            }
+        }
+        *v = Value::String(text);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(params: Value, results: &Value) -> Result<Value, SubstitutionError> {
+        substitute(&params, |id| results.get(id))
+    }
+
+    #[test]
+    fn whole_string_keeps_type_and_embedded_inserts_text() {
+        let results = json!({"a": {"n": 3, "s": "hi", "list": [1, {"c": true}], "obj": {"k": 1}}});
+        let out = run(
+            json!({
+                "whole": "${a.result}",
+                "num": "${a.result.n}",
+                "deep": "${a.result.list[1].c}",
+                "text": "say ${a.result.s} x${a.result.n} ${a.result.obj}",
+                "nested": [{"x": "${a.result.s}"}],
+                "escaped": "cost $${a.result.n} and $5",
+            }),
+            &results,
+        )
+        .unwrap();
+        assert_eq!(out["whole"], results["a"]);
+        assert_eq!(out["num"], json!(3));
+        assert_eq!(out["deep"], json!(true));
+        assert_eq!(out["text"], json!("say hi x3 {\"k\":1}"));
+        assert_eq!(out["nested"][0]["x"], json!("hi"));
+        assert_eq!(out["escaped"], json!("cost ${a.result.n} and $5"));
+    }
+
+    #[test]
+    fn a_missing_path_names_the_path_and_why() {
+        let results = json!({"a": {"list": [1]}});
+        let err = run(json!({"p": "${a.result.list[4]}"}), &results).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'${a.result.list[4]}': path 'result.list[4]' not found in the result of task 'a' (index 4 is out of range for an array of 1)"
+        );
+        let err = run(json!({"p": "${a.result.list.x}"}), &results).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'result.list' is an array, not an object"),
+            "{err}"
+        );
+        let err = run(json!({"p": "${zz.result}"}), &results).unwrap_err();
+        assert!(matches!(err, SubstitutionError::NoResult { .. }));
+    }
+
+    #[test]
+    fn malformed_references_are_reported() {
+        for (text, reason) in [
+            ("${a.result", "no closing"),
+            ("${}", "is not a task id"),
+            ("${a.output}", "must be 'result'"),
+            ("${a.result..x}", "empty field name"),
+            ("${a.result[x]}", "not an array index"),
+            ("${a.result[1}", "'[' without ']'"),
+            ("${a b.result}", "is not a task id"),
+        ] {
+            let found = references(&json!({ "p": text }));
+            let err = found[0].as_ref().unwrap_err();
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn references_are_collected_from_nested_params() {
+        let found = references(
+            &json!({"a": ["${x.result}", {"b": "${y.result.k[0]} ${x.result}"}], "c": 1}),
+        );
+        let mut tasks: Vec<String> = found.into_iter().map(|r| r.unwrap().task).collect();
+        tasks.sort();
+        assert_eq!(tasks, ["x", "x", "y"]);
+    }
+}

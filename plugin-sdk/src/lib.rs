@@ -1,0 +1,280 @@
+//! Write a Gleitzeit provider in a few lines.
+//!
+//! A provider is a WebAssembly component that serves one protocol. This crate
+//! hides the WIT bindings (`wit/provider.wit`) behind a small typed API: build
+//! a [`Provider`] that names the protocol and registers each method with a
+//! `serde` params type, then hand its constructor to [`export_provider!`].
+//!
+//! ```ignore
+//! use gleitzeit_plugin_sdk::{export_provider, json, Context, Provider, RpcError, Value};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Hello { name: String }
+//!
+//! fn provider() -> Provider {
+//!     Provider::new("hello/v1", "hello", env!("CARGO_PKG_VERSION"))
+//!         .method("greet", "Say hello", |_ctx: &Context, p: Hello| {
+//!             Ok(json!({ "greeting": format!("Hello, {}!", p.name) }))
+//!         })
+//! }
+//! export_provider!(provider);
+//! ```
+//!
+//! Params that do not deserialize into the method's type become a JSON-RPC
+//! `-32602 invalid params` error (not retried); an unknown method becomes
+//! `-32601 method not found`. Build with
+//! `cargo build --release --target wasm32-wasip2`.
+
+use serde::de::DeserializeOwned;
+pub use serde_json::{Value, json};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "provider",
+        pub_export_macro: true,
+        default_bindings_module: "gleitzeit_plugin_sdk::bindings",
+    });
+}
+
+use bindings::gleitzeit::provider::types as wit;
+
+/// JSON-RPC 2.0 standard error codes used by the SDK and the host.
+pub mod codes {
+    /// The params do not fit the method.
+    pub const INVALID_PARAMS: i32 = -32602;
+    /// The protocol has no such method.
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    /// Something failed inside the provider.
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// Start of the range for provider-defined errors (-32000..-32099).
+    pub const SERVER_ERROR: i32 = -32000;
+}
+
+/// A JSON-RPC 2.0 error object returned by a method, plus whether the host may
+/// retry the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    pub data: Option<Value>,
+    pub retryable: bool,
+}
+
+impl RpcError {
+    /// A non-retryable error with the given code.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+            retryable: false,
+        }
+    }
+
+    /// `-32602`: the params are wrong; retrying cannot help.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(codes::INVALID_PARAMS, message)
+    }
+
+    /// `-32601`: no such method.
+    pub fn method_not_found(method: &str) -> Self {
+        Self::new(
+            codes::METHOD_NOT_FOUND,
+            format!("method not found: '{method}'"),
+        )
+    }
+
+    /// `-32603`: an internal failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(codes::INTERNAL_ERROR, message)
+    }
+
+    /// `-32000`: a transient failure the host should retry (per the task's policy).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(codes::SERVER_ERROR, message).retryable(true)
+    }
+
+    /// Set whether a retry may help.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Attach structured detail.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// Which task a call runs for.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub task_id: String,
+    pub workflow_id: Option<String>,
+    /// Starts at 1; grows with each retry.
+    pub attempt: u32,
+}
+
+type Handler = Box<dyn Fn(&Context, Value) -> Result<Value, RpcError>>;
+
+struct Method {
+    name: String,
+    description: String,
+    handler: Handler,
+}
+
+/// A provider: its protocol, identity and methods.
+pub struct Provider {
+    protocol: String,
+    name: String,
+    version: String,
+    description: String,
+    methods: Vec<Method>,
+}
+
+impl Provider {
+    /// `protocol` is `name/version`, e.g. `echo/v1`.
+    pub fn new(protocol: &str, name: &str, version: &str) -> Self {
+        Self {
+            protocol: protocol.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: String::new(),
+            methods: Vec::new(),
+        }
+    }
+
+    /// One line for humans.
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+
+    /// Register a method whose params deserialize into `P`.
+    pub fn method<P, F>(mut self, name: &str, description: &str, handler: F) -> Self
+    where
+        P: DeserializeOwned,
+        F: Fn(&Context, P) -> Result<Value, RpcError> + 'static,
+    {
+        let method = name.to_owned();
+        let handler: Handler = Box::new(move |ctx, params| {
+            let params = serde_json::from_value(params).map_err(|e| {
+                RpcError::invalid_params(format!("method '{method}': invalid params: {e}"))
+            })?;
+            handler(ctx, params)
+        });
+        self.methods.push(Method {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            handler,
+        });
+        self
+    }
+
+    fn call(&self, ctx: &Context, method: &str, params: &str) -> Result<Value, RpcError> {
+        let method = self
+            .methods
+            .iter()
+            .find(|m| m.name == method)
+            .ok_or_else(|| RpcError::method_not_found(method))?;
+        let params: Value = serde_json::from_str(params)
+            .map_err(|e| RpcError::invalid_params(format!("params are not valid JSON: {e}")))?;
+        (method.handler)(ctx, params)
+    }
+}
+
+#[doc(hidden)]
+pub fn __describe(provider: &Provider) -> wit::ProviderSpec {
+    wit::ProviderSpec {
+        protocol: provider.protocol.clone(),
+        name: provider.name.clone(),
+        version: provider.version.clone(),
+        description: provider.description.clone(),
+        methods: provider
+            .methods
+            .iter()
+            .map(|m| wit::MethodSpec {
+                name: m.name.clone(),
+                description: m.description.clone(),
+                params_schema: None,
+            })
+            .collect(),
+    }
+}
+
+#[doc(hidden)]
+pub fn __execute(
+    provider: &Provider,
+    ctx: wit::TaskContext,
+    method: String,
+    params: String,
+) -> Result<String, wit::RpcError> {
+    let ctx = Context {
+        task_id: ctx.task_id,
+        workflow_id: ctx.workflow_id,
+        attempt: ctx.attempt,
+    };
+    provider
+        .call(&ctx, &method, &params)
+        .map(|value| value.to_string())
+        .map_err(|e| wit::RpcError {
+            code: e.code,
+            message: e.message,
+            data: e.data.map(|d| d.to_string()),
+            retryable: e.retryable,
+        })
+}
+
+/// Export a provider from this component. Pass a function that builds the
+/// [`Provider`]; it runs once per call (each task gets a fresh instance).
+#[macro_export]
+macro_rules! export_provider {
+    ($build:path) => {
+        struct __GleitzeitProvider;
+
+        impl $crate::bindings::Guest for __GleitzeitProvider {
+            fn describe() -> $crate::bindings::ProviderSpec {
+                $crate::__describe(&$build())
+            }
+
+            fn execute(
+                ctx: $crate::bindings::TaskContext,
+                method: ::std::string::String,
+                params: ::std::string::String,
+            ) -> ::std::result::Result<::std::string::String, $crate::bindings::RpcError> {
+                $crate::__execute(&$build(), ctx, method, params)
+            }
+        }
+
+        $crate::bindings::export!(__GleitzeitProvider with_types_in $crate::bindings);
+    };
+}
+
+/// The host's imports as plain functions.
+pub mod host {
+    use super::bindings::gleitzeit::provider::host as wit_host;
+    pub use wit_host::{HttpRequest, HttpResponse, LogLevel};
+
+    /// Log through the host's `tracing`, tagged with this plugin's name.
+    pub fn log(level: LogLevel, message: &str) {
+        wit_host::log(level, message);
+    }
+
+    /// A value from this plugin's `[config]`, if set.
+    pub fn config(key: &str) -> Option<String> {
+        wit_host::config(key)
+    }
+
+    /// Outbound HTTP; only hosts granted to the plugin are reachable.
+    pub fn http_fetch(request: &HttpRequest) -> Result<HttpResponse, String> {
+        wit_host::http_fetch(request)
+    }
+
+    /// Forward partial output (e.g. LLM tokens) to the task's subscribers.
+    pub fn progress(chunk: &super::Value) {
+        wit_host::progress(&chunk.to_string());
+    }
+}
