@@ -190,10 +190,53 @@ pub fn parse(origin: &str, bytes: &[u8], format: Format) -> Result<Workflow, Wor
             serde_json::from_str(text).map_err(|e| syntax(format!("invalid JSON: {e}")))?
         }
         Format::Yaml => {
+            check_flow_depth(text).map_err(syntax)?;
             serde_yaml_ng::from_str(text).map_err(|e| syntax(format!("invalid YAML: {e}")))?
         }
     };
     from_value(origin, tree)
+}
+
+/// Refuse YAML flow collections (`[[[…`) nested deeper than the parser's
+/// own limit before parsing: libyaml's scanner takes quadratic time on them
+/// (100,000 levels took 37 s). A light scan that skips quoted text and
+/// comments; block nesting is cheap for the parser and not counted.
+fn check_flow_depth(text: &str) -> Result<(), String> {
+    const MAX_DEPTH: usize = 128;
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    let mut previous = '\n';
+    for c in text.chars() {
+        column += 1;
+        if c == '\n' {
+            (line, column, comment) = (line + 1, 0, false);
+        }
+        match quote {
+            _ if comment => {}
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' if previous.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(format!(
+                            "invalid YAML: collections nested deeper than {MAX_DEPTH} levels at line {line} column {column}"
+                        ));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        previous = c;
+    }
+    Ok(())
 }
 
 /// Validate a workflow given as a JSON value (a file's tree or a payload).
@@ -313,7 +356,7 @@ impl Fields {
         let tasks = self.tasks(&mut map, priority);
         Some(Workflow {
             id,
-            name: name?,
+            name: name.unwrap_or_default(),
             description,
             version,
             priority,
@@ -356,12 +399,12 @@ impl Fields {
                 return None;
             }
         };
-        let tasks: Vec<Option<Task>> = list
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| self.task(i, v, default_priority))
-            .collect();
-        tasks.into_iter().collect()
+        Some(
+            list.into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| self.task(i, v, default_priority))
+                .collect(),
+        )
     }
 
     fn task(&mut self, index: usize, tree: Value, default_priority: Priority) -> Option<Task> {
@@ -418,17 +461,19 @@ impl Fields {
         let timeout = self.duration(at, &mut map, "timeout");
         let retry = self.retry(at, &mut map);
         let metadata = self.metadata(at, &mut map);
+        // Invalid fields were reported; the task still takes part in the
+        // graph checks under its id, so one pass finds every problem.
         let id = id?;
         Some(Task {
             name: name.unwrap_or_else(|| id.clone()),
             id,
-            protocol: protocol?,
-            method: method?,
-            params: params?,
+            protocol: protocol.unwrap_or_default(),
+            method: method.unwrap_or_default(),
+            params: params.unwrap_or_else(|| Value::Object(Map::new())),
             dependencies,
             priority,
             timeout,
-            retry: retry?,
+            retry: retry.unwrap_or_else(RetryPolicy::none),
             metadata,
         })
     }

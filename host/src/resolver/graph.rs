@@ -20,11 +20,11 @@ impl Dag {
     /// Build from ids: `edges[t]` names the ids task `t` depends on. Unknown ids
     /// and self-dependencies are ignored (validation reports them).
     pub fn from_ids<'a>(ids: &[&'a str], edges: impl Fn(usize) -> Vec<&'a str>) -> Self {
-        let index: HashMap<&str, u32> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, i as u32))
-            .collect();
+        // With duplicate ids (reported elsewhere), edges go to the first task.
+        let mut index: HashMap<&str, u32> = HashMap::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            index.entry(*id).or_insert(i as u32);
+        }
         let deps = (0..ids.len())
             .map(|t| {
                 edges(t)
