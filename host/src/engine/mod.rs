@@ -504,3 +504,6 @@ impl Run {
 fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests;
