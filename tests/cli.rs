@@ -1,6 +1,9 @@
 //! The real `gleitzeit` binary on the example workflows, on malformed and
 //! hostile files, and on plugins directories: output, results and exit codes.
 
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
