@@ -22,7 +22,7 @@ WASI_LIBC_DIR=/opt/wasm-toolchain/wasi-libc
 cd "$root"
 # Plugins ship without debug info: smaller components compile faster at load.
 export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+if [ "${GLEITZEIT_WASM_TOOLCHAIN:-}" != debian ] && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   cargo build --quiet --release --target wasm32-wasip2 --target-dir "$target_dir" "${packages[@]}"
 elif [ -f "$WASI_LIBC_DIR/usr/lib/wasm32-wasip2/libc.a" ]; then
   unset RUSTUP_TOOLCHAIN

@@ -8,8 +8,10 @@
 set -euo pipefail
 
 WASI_LIBC_DIR=/opt/wasm-toolchain/wasi-libc
+# GLEITZEIT_WASM_TOOLCHAIN=debian skips rustup (to test the fallback).
+force_debian=${GLEITZEIT_WASM_TOOLCHAIN:-}
 
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+if [ "$force_debian" != debian ] && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "wasm32-wasip2: rustup target installed"
   exit 0
 fi
@@ -18,9 +20,11 @@ if [ -f "$WASI_LIBC_DIR/usr/lib/wasm32-wasip2/libc.a" ] && [ -x /usr/bin/cargo ]
   exit 0
 fi
 
-echo "wasm32-wasip2: trying rustup target add (60 s timeout)"
-if timeout 60 rustup target add wasm32-wasip2; then
-  exit 0
+if [ "$force_debian" != debian ]; then
+  echo "wasm32-wasip2: trying rustup target add (60 s timeout)"
+  if timeout 60 rustup target add wasm32-wasip2; then
+    exit 0
+  fi
 fi
 
 echo "wasm32-wasip2: rustup failed or hung; installing the Debian fallback" >&2
@@ -36,7 +40,9 @@ apt-get install -y -qq --no-install-recommends "$(basename "$(readlink /usr/bin/
 # trixie's wasi-libc has wasm32-wasip2/libc.a (bookworm's is preview1 only).
 # Fetch it with a private apt state so the system's sources stay untouched.
 state=$(mktemp -d)
-mirror=$(grep -rhoE 'https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | grep -v security | head -n1)
+# The system's own Debian mirror (the one this machine can reach).
+mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true) \
+  | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1)
 mirror=${mirror:-http://deb.debian.org/debian}
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
 echo "deb $mirror trixie main" > "$state/sources.list"

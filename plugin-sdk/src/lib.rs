@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 pub use serde_json::{Value, json};
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
