@@ -456,3 +456,60 @@ fn a_plugin_in_the_plugins_directory_serves_tasks() {
         text(&out.stderr)
     );
 }
+
+/// The fenced blocks of `lang` in a markdown file.
+fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match current.as_mut() {
+            None if line.trim_start() == open => current = Some(String::new()),
+            None => {}
+            Some(_) if line.trim_start() == "```" => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn workflows_shown_in_the_docs_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut count = 0;
+    for doc in ["README.md", "docs/workflows.md"] {
+        let markdown = std::fs::read_to_string(root().join(doc)).unwrap();
+        for (i, block) in fenced_blocks(&markdown, "yaml").into_iter().enumerate() {
+            let file = dir
+                .path()
+                .join(format!("{}-{i}.yaml", doc.replace('/', "-")));
+            std::fs::write(&file, &block).unwrap();
+            let (code, report) = run_json(file.to_str().unwrap(), &[]);
+            assert_eq!(
+                (code, report["status"].as_str()),
+                (0, Some("completed")),
+                "{doc} block {i}:\n{block}\n{report}"
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 2, "the docs show workflows");
+}
+
+#[test]
+fn the_validation_output_shown_in_the_docs_is_current() {
+    let markdown = std::fs::read_to_string(root().join("docs/workflows.md")).unwrap();
+    let shown = fenced_blocks(&markdown, "text")
+        .into_iter()
+        .find(|b| b.contains("bad-fields.yaml"))
+        .unwrap();
+    let out = gleitzeit(&[
+        "workflow",
+        "validate",
+        "tests/fixtures/invalid/bad-fields.yaml",
+    ]);
+    assert_eq!(text(&out.stderr), shown);
+}

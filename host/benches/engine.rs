@@ -1,1 +1,237 @@
-fn main() {}
+//! Engine benchmarks; prints a table of medians over several rounds.
+//!
+//! 1. 10,000 independent echo tasks through the whole engine and real WASM
+//!    instances, against the same engine with a native in-process echo as
+//!    baseline (the ratio is the cost of WASM).
+//! 2. validate + levels of a 100,000-task DAG (from its JSON tree).
+//! 3. instantiate + call of the echo component alone.
+//!
+//! Run: `cargo bench -p gleitzeit --bench engine` (add `-- --quick` for fewer rounds).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
+
+use gleitzeit::engine::{Engine, EngineConfig};
+use gleitzeit::model::{ProviderSpec, TaskStatus, Workflow};
+use gleitzeit::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
+use gleitzeit::registry::{Call, CallFuture, Provider, Registry};
+use gleitzeit::resolver::Dag;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The same allocator as the `gleitzeit` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TASKS: usize = 10_000;
+const DAG_TASKS: usize = 100_000;
+const CALLS: usize = 10_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `engine`, `dag` or `calls` runs only that part (for profiling).
+    let only = |part: &str| {
+        !args
+            .iter()
+            .any(|a| ["engine", "dag", "calls"].contains(&a.as_str()))
+            || args.iter().any(|a| a == part)
+    };
+    let rounds = if quick { 3 } else { 7 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let echo = rt.block_on(load_echo());
+
+    println!(
+        "gleitzeit engine benchmark: medians of {rounds} rounds, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("| benchmark | median | per task | tasks/s | median task latency |");
+    println!("|---|---:|---:|---:|---:|");
+
+    if only("engine") {
+        let wasm = rt.block_on(engine_rounds(rounds, echo.clone()));
+        let native = rt.block_on(engine_rounds(
+            rounds,
+            Arc::new(NativeEcho(echo.spec().clone())),
+        ));
+        row(&format!("{TASKS} echo tasks, engine + WASM"), &wasm);
+        row(
+            &format!("{TASKS} echo tasks, engine + native echo (baseline)"),
+            &native,
+        );
+        println!(
+            "|  WASM/native wall-time ratio: {:.2}x | | | | |",
+            wasm.wall.as_secs_f64() / native.wall.as_secs_f64()
+        );
+    }
+    if only("dag") {
+        let dag = median(&(0..rounds).map(|_| validate_dag()).collect::<Vec<_>>());
+        println!(
+            "| validate + levels, {DAG_TASKS}-task DAG | {} | {} | - | - |",
+            ms(dag),
+            us(dag / DAG_TASKS as u32)
+        );
+    }
+    if only("calls") {
+        let calls = rt.block_on(call_rounds(rounds, &echo));
+        println!(
+            "| instantiate + call echo component, sequential | {} | {} | {:.0} | - |",
+            ms(calls * CALLS as u32),
+            us(calls),
+            1.0 / calls.as_secs_f64()
+        );
+    }
+}
+
+struct EngineRun {
+    wall: Duration,
+    latency: Duration,
+}
+
+fn row(name: &str, r: &EngineRun) {
+    let per_task = r.wall / TASKS as u32;
+    println!(
+        "| {name} | {} | {} | {:.0} | {} |",
+        ms(r.wall),
+        us(per_task),
+        TASKS as f64 / r.wall.as_secs_f64(),
+        us(r.latency)
+    );
+}
+
+async fn load_echo() -> Arc<WasmProvider> {
+    let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
+    let plugin = plugins::bundled(&runtime)
+        .await
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    Arc::new(WasmProvider::new(Arc::new(plugin)))
+}
+
+/// Median wall time and median per-task latency (dispatch to completion).
+async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>) -> EngineRun {
+    let registry = Arc::new(Registry::new());
+    registry.register(provider);
+    let engine = Engine::start(
+        registry,
+        EngineConfig {
+            concurrency: 256,
+            ..EngineConfig::default()
+        },
+    );
+    engine.run(fan_out(100)).await.unwrap(); // warm-up
+    let mut walls = Vec::new();
+    let mut latencies = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let report = engine.run(fan_out(TASKS)).await.unwrap();
+        walls.push(started.elapsed());
+        assert_eq!(report.summary.completed, TASKS);
+        let mut task_ms: Vec<f64> = report.tasks.iter().filter_map(|t| t.duration_ms).collect();
+        task_ms.sort_by(f64::total_cmp);
+        latencies.push(Duration::from_secs_f64(task_ms[task_ms.len() / 2] / 1000.0));
+        assert!(
+            report
+                .tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Completed)
+        );
+    }
+    EngineRun {
+        wall: median(&walls),
+        latency: median(&latencies),
+    }
+}
+
+fn fan_out(n: usize) -> Workflow {
+    let tasks: Vec<Value> =
+        (0..n).map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "params": {"message": i}})).collect();
+    gleitzeit::workflow::from_value("bench", json!({"name": "fan-out", "tasks": tasks})).unwrap()
+}
+
+/// A 100k-task DAG: each task depends on up to three of the 50 tasks before it.
+fn validate_dag() -> Duration {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let tasks: Vec<Value> = (0..DAG_TASKS)
+        .map(|i| {
+            let deps: Vec<String> = (0..rng.usize(0..=3.min(i))).map(|_| format!("t{}", i - 1 - rng.usize(0..i.min(50)))).collect();
+            json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "dependencies": deps,
+                   "params": {"message": if deps.is_empty() { json!(i) } else { json!(format!("${{{}.result.echoed}}", deps[0])) }}})
+        })
+        .collect();
+    let tree = json!({"name": "dag", "tasks": tasks});
+    let started = Instant::now();
+    let workflow = gleitzeit::workflow::from_value("bench", tree).unwrap();
+    let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
+    let dag = Dag::from_ids(&ids, |t| {
+        workflow.tasks[t]
+            .dependencies
+            .iter()
+            .map(String::as_str)
+            .collect()
+    });
+    let levels = dag.levels().unwrap();
+    let took = started.elapsed();
+    assert!(!levels.is_empty());
+    took
+}
+
+/// Median time of one instantiate + call, calls made one after another.
+async fn call_rounds(rounds: usize, echo: &WasmProvider) -> Duration {
+    let mut medians = Vec::new();
+    for _ in 0..rounds {
+        let mut times = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let call = Call {
+                task_id: format!("t{i}"),
+                workflow_id: None,
+                attempt: 1,
+                method: "echo".into(),
+                params: json!({"message": "hello"}),
+                deadline: Instant::now() + Duration::from_secs(10),
+            };
+            let started = Instant::now();
+            echo.call(call).await.unwrap();
+            times.push(started.elapsed());
+        }
+        medians.push(median(&times));
+    }
+    median(&medians)
+}
+
+/// The echo method in native Rust, for the baseline.
+struct NativeEcho(ProviderSpec);
+
+impl Provider for NativeEcho {
+    fn id(&self) -> &str {
+        "native:echo"
+    }
+    fn spec(&self) -> &ProviderSpec {
+        &self.0
+    }
+    fn call(&self, call: Call) -> CallFuture {
+        Box::pin(
+            async move { Ok(json!({"echoed": call.params["message"], "provider_id": "native"})) },
+        )
+    }
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}

@@ -5,7 +5,7 @@
 //! stderr. This module wires the library together; it holds no engine logic.
 
 use crate::engine::{Engine, EngineConfig};
-use crate::model::WorkflowStatus;
+use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
@@ -147,13 +147,7 @@ fn fail(failure: Failure) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let workflow = workflow::load(&args.file)?;
-    let registry = local_registry(&args.plugins.plugins).await?;
-    workflow::check_catalog(
-        &args.file.display().to_string(),
-        &workflow,
-        registry.as_ref(),
-    )?;
+    let (workflow, registry) = load_against_registry(&args.file, &args.plugins.plugins).await?;
     let default_timeout = Duration::try_from_secs_f64(args.default_timeout)
         .ok()
         .filter(|d| !d.is_zero())
@@ -194,15 +188,13 @@ fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Resu
 }
 
 async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
-    let workflow = workflow::load(&args.file)?;
-    if !args.schema_only {
-        let registry = local_registry(&args.plugins.plugins).await?;
-        workflow::check_catalog(
-            &args.file.display().to_string(),
-            &workflow,
-            registry.as_ref(),
-        )?;
-    }
+    let workflow = if args.schema_only {
+        workflow::load(&args.file)?
+    } else {
+        load_against_registry(&args.file, &args.plugins.plugins)
+            .await?
+            .0
+    };
     let levels = level_count(&workflow);
     println!(
         "{} is valid: workflow '{}', {} tasks in {levels} levels",
@@ -213,7 +205,7 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn level_count(workflow: &crate::model::Workflow) -> usize {
+fn level_count(workflow: &Workflow) -> usize {
     let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
     let dag = crate::resolver::Dag::from_ids(&ids, |t| {
         workflow.tasks[t]
@@ -223,6 +215,18 @@ fn level_count(workflow: &crate::model::Workflow) -> usize {
             .collect()
     });
     dag.levels().map_or(0, |l| l.len())
+}
+
+/// Load and validate `file`, then check its protocols and methods against
+/// the local plugins.
+async fn load_against_registry(
+    file: &Path,
+    plugins: &Path,
+) -> Result<(Workflow, Arc<Registry>), Failure> {
+    let workflow = workflow::load(file)?;
+    let registry = local_registry(plugins).await?;
+    workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
+    Ok((workflow, registry))
 }
 
 /// The bundled plugins plus those in `dir`. A plugin in `dir` that serves a

@@ -242,13 +242,13 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
 /// Validate a workflow given as a JSON value (a file's tree or a payload).
 pub fn from_value(origin: &str, tree: Value) -> Result<Workflow, WorkflowError> {
     let mut fields = Fields::default();
-    let workflow = fields.workflow(tree);
+    let mut workflow = fields.workflow(tree);
     let mut problems = fields.problems;
-    if let Some(workflow) = &workflow {
+    if let Some(workflow) = &mut workflow {
         problems.extend(check_graph(workflow));
     }
     match workflow {
-        Some(workflow) if problems.is_empty() => Ok(dependencies_by_id(workflow)),
+        Some(workflow) if problems.is_empty() => Ok(workflow),
         _ => Err(WorkflowError::Invalid {
             origin: origin.to_owned(),
             problems,
@@ -868,92 +868,83 @@ impl Fields {
 }
 
 /// Duplicate ids, unknown and self dependencies, cycles and references.
-fn check_graph(workflow: &Workflow) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let task_label = |id: &str| Some(format!("task '{id}'"));
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for (i, task) in workflow.tasks.iter().enumerate() {
-        if let Some(first) = index.insert(&task.id, i) {
-            index.insert(&workflow.tasks[first].id, first);
-            problems.push(Problem {
-                task: task_label(&task.id),
-                field: Some("id".into()),
-                message: format!(
-                    "duplicate id: tasks #{} and #{} both use it",
-                    first + 1,
-                    i + 1
-                ),
-            });
-        }
+/// Dependencies given by task name are rewritten to ids.
+fn check_graph(workflow: &mut Workflow) -> Vec<Problem> {
+    let (problems, renames) = graph_problems(workflow);
+    for (task, dep, target) in renames {
+        let id = workflow.tasks[target].id.clone();
+        workflow.tasks[task].dependencies[dep] = id;
     }
-    let by_name = names_to_ids(workflow);
-    let resolved: Vec<Vec<&str>> = workflow
-        .tasks
-        .iter()
-        .map(|task| {
-            let mut deps = Vec::new();
-            for dep in &task.dependencies {
-                let target = if index.contains_key(dep.as_str()) {
-                    Some(dep.as_str())
-                } else {
-                    by_name.get(dep.as_str()).copied()
-                };
-                match target {
-                    Some(t) if t == task.id => problems.push(Problem {
-                        task: task_label(&task.id),
-                        field: Some("dependencies".into()),
-                        message: "a task cannot depend on itself".into(),
-                    }),
-                    Some(t) => deps.push(t),
-                    None => problems.push(Problem {
-                        task: task_label(&task.id),
-                        field: Some("dependencies".into()),
-                        message: format!(
-                            "unknown task '{}'{}",
-                            excerpt(dep),
-                            suggest(dep, workflow)
-                        ),
-                    }),
-                }
-            }
-            deps
-        })
-        .collect();
-    let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
-    let dag = Dag::from_ids(&ids, |t| resolved[t].clone());
-    for cycle in dag.cycles() {
-        let mut path: Vec<&str> = cycle.iter().map(|&t| ids[t as usize]).collect();
-        path.push(path[0]);
-        problems.push(Problem {
-            task: task_label(path[0]),
-            field: Some("dependencies".into()),
-            message: format!(
-                "dependency cycle: {} (each task depends on the next)",
-                path.join(" -> ")
-            ),
-        });
-    }
-    problems.extend(check_references(workflow, &dag, &index));
     problems
 }
 
-/// Rewrite dependencies given by task name to ids (validation accepted them).
-fn dependencies_by_id(mut workflow: Workflow) -> Workflow {
-    let ids: HashSet<String> = workflow.tasks.iter().map(|t| t.id.clone()).collect();
-    let by_name: HashMap<String, String> = names_to_ids(&workflow)
-        .into_iter()
-        .map(|(n, i)| (n.to_owned(), i.to_owned()))
-        .collect();
-    for task in &mut workflow.tasks {
-        for dep in &mut task.dependencies {
-            if !ids.contains(dep.as_str())
-                && let Some(id) = by_name.get(dep.as_str())
-            {
-                dep.clone_from(id);
+/// The problems, and the dependencies named by task name as
+/// `(task, dependency position, target task)`.
+fn graph_problems(workflow: &Workflow) -> (Vec<Problem>, Vec<(usize, usize, usize)>) {
+    let mut problems = Vec::new();
+    let located = |id: &str, field: &str, message: String| Problem {
+        task: Some(format!("task '{id}'")),
+        field: Some(field.to_owned()),
+        message,
+    };
+    // With duplicate ids the first task keeps the id.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(workflow.tasks.len());
+    for (i, task) in workflow.tasks.iter().enumerate() {
+        if let Some(&first) = index.get(task.id.as_str()) {
+            let message = format!(
+                "duplicate id: tasks #{} and #{} both use it",
+                first + 1,
+                i + 1
+            );
+            problems.push(located(&task.id, "id", message));
+        } else {
+            index.insert(&task.id, i);
+        }
+    }
+    let mut by_name: Option<HashMap<&str, &str>> = None;
+    let mut renames = Vec::new();
+    let mut deps = vec![Vec::new(); workflow.tasks.len()];
+    for (t, task) in workflow.tasks.iter().enumerate() {
+        for (d, dep) in task.dependencies.iter().enumerate() {
+            let target = index.get(dep.as_str()).copied().or_else(|| {
+                let names = by_name.get_or_insert_with(|| names_to_ids(workflow));
+                let target = names
+                    .get(dep.as_str())
+                    .and_then(|id| index.get(id))
+                    .copied();
+                renames.extend(target.map(|target| (t, d, target)));
+                target
+            });
+            match target {
+                Some(target) if target == t => problems.push(located(
+                    &task.id,
+                    "dependencies",
+                    "a task cannot depend on itself".into(),
+                )),
+                Some(target) => deps[t].push(target as u32),
+                None => {
+                    let message =
+                        format!("unknown task '{}'{}", excerpt(dep), suggest(dep, workflow));
+                    problems.push(located(&task.id, "dependencies", message));
+                }
             }
         }
     }
-    workflow
+    let dag = Dag::new(deps);
+    for cycle in dag.cycles() {
+        let mut path: Vec<&str> = cycle
+            .iter()
+            .map(|&t| workflow.tasks[t as usize].id.as_str())
+            .collect();
+        path.push(path[0]);
+        let message = format!(
+            "dependency cycle: {} (each task depends on the next)",
+            path.join(" -> ")
+        );
+        problems.push(located(path[0], "dependencies", message));
+    }
+    problems.extend(check_references(workflow, &dag, &index));
+    (problems, renames)
 }
 
 /// Names that map to exactly one task, for dependencies given by name.
@@ -1139,15 +1130,24 @@ tasks:
     priority: low
     timeout: 2.5
     params: {message: "${a.result.echoed}"}
+  - id: c
+    protocol: echo/v1
+    method: echo
+    dependencies: [Second Step, a, a]
 "#,
         )
         .unwrap();
+        assert_eq!(
+            wf.tasks[2].dependencies,
+            ["second-step", "a"],
+            "names become ids, repeats drop"
+        );
         assert_eq!(
             (wf.id.as_str(), wf.version.as_deref(), wf.max_parallel),
             ("wf-1", Some("2"), Some(4))
         );
         assert_eq!(wf.timeout, Some(Duration::from_secs(300)));
-        let [a, b] = &wf.tasks[..] else { panic!() };
+        let [a, b, _] = &wf.tasks[..] else { panic!() };
         assert_eq!(
             a.priority,
             Priority::High,

@@ -17,3 +17,6 @@ mod runtime;
 pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_dir};
 pub use provider::WasmProvider;
 pub use runtime::{RuntimeConfig, WasmRuntime};
+
+#[cfg(test)]
+mod tests;

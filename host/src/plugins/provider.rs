@@ -5,7 +5,6 @@ use super::loader::{Plugin, with_stderr};
 use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Provider};
 use std::sync::Arc;
-use std::time::Instant;
 use wasmtime::Trap;
 
 pub struct WasmProvider {
@@ -40,6 +39,12 @@ impl Provider for WasmProvider {
     }
 }
 
+/// How a call can end besides the guest's own answer.
+enum Stop {
+    Instantiate(wasmtime::Error),
+    Trap(wasmtime::Error),
+}
+
 async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
     let name = plugin.name.clone();
     let mut store = plugin.runtime.new_store(
@@ -48,37 +53,46 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
         call.task_id.clone(),
         call.deadline,
     );
-    let instance = plugin
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| {
-            // Usually a full instance pool: worth another attempt later.
-            TaskError::new(
-                codes::PLUGIN_TRAP,
-                format!("plugin '{name}': cannot instantiate: {e:#}"),
-            )
-            .retryable()
-        })?;
     let ctx = TaskContext {
         task_id: call.task_id,
         workflow_id: call.workflow_id,
         attempt: call.attempt,
     };
     let params = call.params.to_string();
-    let outcome = instance
-        .call_execute(&mut store, &ctx, &call.method, &params)
-        .await;
+    // The epoch deadline stops a busy guest; this timeout stops one that
+    // waits in a host call (a sleep, later HTTP).
+    let outcome = tokio::time::timeout_at(call.deadline.into(), async {
+        let instance = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(Stop::Instantiate)?;
+        instance
+            .call_execute(&mut store, &ctx, &call.method, &params)
+            .await
+            .map_err(Stop::Trap)
+    })
+    .await;
     store.data().stdout.finish();
     let stderr = store.data().stderr.finish();
+    let timeout = || {
+        TaskError::new(
+            codes::TIMEOUT,
+            format!(
+                "plugin '{name}' was stopped at the task's deadline in '{}'",
+                call.method
+            ),
+        )
+        .retryable()
+    };
     match outcome {
-        Ok(Ok(json)) => serde_json::from_str(&json).map_err(|e| {
+        Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|e| {
             TaskError::new(
                 codes::INTERNAL_ERROR,
                 format!("plugin '{name}' returned a result that is not JSON ({e})"),
             )
         }),
-        Ok(Err(rpc)) => Err(TaskError {
+        Ok(Ok(Err(rpc))) => Err(TaskError {
             code: rpc.code,
             message: rpc.message,
             data: rpc
@@ -86,20 +100,17 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
                 .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
             retryable: rpc.retryable,
         }),
-        Err(e)
-            if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-                || Instant::now() >= call.deadline =>
-        {
-            Err(TaskError::new(
-                codes::TIMEOUT,
-                format!(
-                    "plugin '{name}' was stopped at the task's deadline in '{}'",
-                    call.method
-                ),
-            )
-            .retryable())
+        Err(_elapsed) => Err(timeout()),
+        Ok(Err(Stop::Trap(e))) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+            Err(timeout())
         }
-        Err(e) => Err(TaskError::new(
+        // Usually a full instance pool: worth another attempt later.
+        Ok(Err(Stop::Instantiate(e))) => Err(TaskError::new(
+            codes::PLUGIN_TRAP,
+            format!("plugin '{name}': cannot instantiate: {e:#}"),
+        )
+        .retryable()),
+        Ok(Err(Stop::Trap(e))) => Err(TaskError::new(
             codes::PLUGIN_TRAP,
             with_stderr(
                 format!("plugin '{name}' trapped in '{}': {e:#}", call.method),
