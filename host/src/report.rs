@@ -158,3 +158,54 @@ fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Erro
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(id: &str, status: TaskStatus, result: Option<Value>, error: Option<TaskError>) -> TaskReport {
+        TaskReport {
+            id: id.into(),
+            name: id.into(),
+            protocol: "echo/v1".into(),
+            method: "echo".into(),
+            status,
+            attempts: u32::from(status != TaskStatus::Skipped),
+            started_at: None,
+            finished_at: None,
+            queued_ms: None,
+            duration_ms: Some(1.25),
+            result,
+            error,
+        }
+    }
+
+    #[test]
+    fn summary_status_and_text() {
+        let long = json!("x".repeat(500));
+        let report = RunReport::new(
+            "wf-1".into(),
+            "demo".into(),
+            SystemTime::UNIX_EPOCH,
+            Duration::from_millis(3),
+            vec![
+                task("a", TaskStatus::Completed, Some(long), None),
+                task("b", TaskStatus::Failed, None, Some(TaskError::new(-32602, "bad"))),
+                task("c", TaskStatus::Skipped, None, None),
+            ],
+        );
+        assert_eq!(report.status, WorkflowStatus::Failed);
+        assert_eq!(report.summary, Summary { total: 3, completed: 1, failed: 1, skipped: 1, cancelled: 0 });
+        let text = report.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("completed  a  echo/v1.echo  1 attempt"), "{text}");
+        assert!(lines[0].ends_with("… (--output json shows all)"), "long results are clipped");
+        assert!(lines[1].ends_with("error -32602: bad"), "{text}");
+        assert!(lines[2].contains("0 attempts"), "{text}");
+        assert_eq!(lines[3], "workflow 'demo' (wf-1) failed in 3.0 ms: 3 tasks, 1 completed, 1 failed, 1 skipped, 0 cancelled");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["started_at"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(json["tasks"][1]["error"], json!({"code": -32602, "message": "bad"}));
+    }
+}

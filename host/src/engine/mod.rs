@@ -206,11 +206,7 @@ impl Scheduler {
             .timeout
             .and_then(|after| self.after(after, Event::TimedOut { run: id }));
         let run = Run {
-            dependents: dag
-                .dependents()
-                .into_iter()
-                .map(|d| d.into_iter().collect())
-                .collect(),
+            dependents: dag.dependents(),
             tasks,
             index,
             ready: PriorityQueue::default(),
