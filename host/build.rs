@@ -14,19 +14,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
     let target_dir = root.join("target").join("wasm");
-    let status = Command::new(root.join("scripts").join("build-plugins.sh"))
-        .arg(&target_dir)
-        .status()?;
+    let status = Command::new(root.join("scripts").join("build-plugins.sh")).arg(&target_dir).status()?;
     if !status.success() {
         return Err("building the bundled plugins failed (see above); \
                     scripts/setup-wasm-target.sh installs the wasm32-wasip2 target"
             .into());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("bundled_plugins.rs"),
-        bundled_list(root, &target_dir)?,
-    )?;
+    std::fs::write(out.join("bundled_plugins.rs"), bundled_list(root, &target_dir)?)?;
     Ok(())
 }
 
@@ -40,22 +35,11 @@ fn bundled_list(root: &Path, target_dir: &Path) -> Result<String, Box<dyn Error>
     names.sort();
     let mut list = String::from("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
     for name in names {
-        let wasm = target_dir
-            .join("wasm32-wasip2")
-            .join("release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
+        let wasm = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
         if !wasm.is_file() {
-            return Err(format!(
-                "plugin '{name}' was built but {} is missing",
-                wasm.display()
-            )
-            .into());
+            return Err(format!("plugin '{name}' was built but {} is missing", wasm.display()).into());
         }
-        writeln!(
-            list,
-            "    ({name:?}, include_bytes!({:?})),",
-            wasm.display().to_string()
-        )?;
+        writeln!(list, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string())?;
     }
     list.push_str("];\n");
     Ok(list)

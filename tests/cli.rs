@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
 fn gleitzeit(args: &[&str]) -> Output {
@@ -36,18 +33,12 @@ fn run_json(file: &str, extra: &[&str]) -> (i32, Value) {
     let out = gleitzeit(&args);
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let doc = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", text(&out.stdout)));
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", text(&out.stdout)));
     (out.status.code().unwrap(), doc)
 }
 
 fn task<'a>(doc: &'a Value, id: &str) -> &'a Value {
-    doc["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap()
+    doc["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap()
 }
 
 /// Exit 2 with every expected fragment on stderr, and no panic.
@@ -57,10 +48,7 @@ fn rejected(args: &[&str], fragments: &[&str]) {
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     for fragment in fragments {
-        assert!(
-            stderr.contains(fragment),
-            "{args:?}: missing {fragment:?} in:\n{stderr}"
-        );
+        assert!(stderr.contains(fragment), "{args:?}: missing {fragment:?} in:\n{stderr}");
     }
 }
 
@@ -69,10 +57,7 @@ fn hello_chain_passes_results_along() {
     let (code, doc) = run_json("workflows/hello.yaml", &[]);
     assert_eq!(code, 0);
     assert_eq!(doc["status"], "completed");
-    assert_eq!(
-        task(&doc, "reply")["result"]["echoed"],
-        "The greeting was: Hello from Gleitzeit"
-    );
+    assert_eq!(task(&doc, "reply")["result"]["echoed"], "The greeting was: Hello from Gleitzeit");
     assert_eq!(
         task(&doc, "summary")["result"]["response"],
         "The greeting was: Hello from Gleitzeit (served by echo-wasm)"
@@ -87,11 +72,7 @@ fn text_output_lists_every_task_and_a_summary() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
     assert!(lines[0].starts_with("completed  greet"), "{stdout}");
-    assert!(
-        lines[3].starts_with("workflow 'Hello chain'")
-            && lines[3].contains("3 completed, 0 failed"),
-        "{stdout}"
-    );
+    assert!(lines[3].starts_with("workflow 'Hello chain'") && lines[3].contains("3 completed, 0 failed"), "{stdout}");
 }
 
 #[test]
@@ -99,10 +80,7 @@ fn diamond_keeps_json_types_through_substitution() {
     let (code, doc) = run_json("workflows/diamond.yaml", &[]);
     assert_eq!(code, 0);
     assert_eq!(task(&doc, "left")["result"]["echoed"], 8);
-    assert_eq!(
-        task(&doc, "join")["result"]["echoed"],
-        serde_json::json!({"title": "Weather for Berlin", "high": 8})
-    );
+    assert_eq!(task(&doc, "join")["result"]["echoed"], serde_json::json!({"title": "Weather for Berlin", "high": 8}));
 }
 
 #[test]
@@ -121,21 +99,11 @@ fn with_concurrency_one_tasks_start_in_priority_order() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| {
-            (
-                t["started_at"].as_str().unwrap().to_owned(),
-                t["id"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|t| (t["started_at"].as_str().unwrap().to_owned(), t["id"].as_str().unwrap().to_owned()))
         .collect();
     started.sort();
     let order: Vec<&str> = started.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(
-        order,
-        [
-            "urgent-1", "urgent-2", "high-1", "high-2", "normal-1", "low-1", "low-2"
-        ]
-    );
+    assert_eq!(order, ["urgent-1", "urgent-2", "high-1", "high-2", "normal-1", "low-1", "low-2"]);
 }
 
 #[test]
@@ -143,16 +111,10 @@ fn retry_recovers_flaky_tasks_and_fails_when_attempts_run_out() {
     let (code, doc) = run_json("workflows/retry.yaml", &[]);
     assert_eq!(code, 1);
     let recovers = task(&doc, "recovers");
-    assert_eq!(
-        (recovers["status"].as_str(), recovers["attempts"].as_u64()),
-        (Some("completed"), Some(3))
-    );
+    assert_eq!((recovers["status"].as_str(), recovers["attempts"].as_u64()), (Some("completed"), Some(3)));
     assert_eq!(recovers["result"]["attempt"], 3);
     let gives_up = task(&doc, "gives-up");
-    assert_eq!(
-        (gives_up["status"].as_str(), gives_up["attempts"].as_u64()),
-        (Some("failed"), Some(2))
-    );
+    assert_eq!((gives_up["status"].as_str(), gives_up["attempts"].as_u64()), (Some("failed"), Some(2)));
     assert_eq!(gives_up["error"]["code"], -32000);
 }
 
@@ -160,10 +122,7 @@ fn retry_recovers_flaky_tasks_and_fails_when_attempts_run_out() {
 fn failure_skips_dependents_and_independent_branches_finish() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.json");
-    let (code, doc) = run_json(
-        "workflows/failure.yaml",
-        &["--output-file", file.to_str().unwrap()],
-    );
+    let (code, doc) = run_json("workflows/failure.yaml", &["--output-file", file.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert_eq!(doc["status"], "failed");
     let statuses: Vec<(&str, &str)> = doc["tasks"]
@@ -182,20 +141,10 @@ fn failure_skips_dependents_and_independent_branches_finish() {
             ("after-independent", "completed"),
         ]
     );
-    assert_eq!(
-        task(&doc, "boom")["attempts"],
-        1,
-        "invalid params are not retried"
-    );
-    assert_eq!(
-        task(&doc, "boom")["error"]["message"],
-        "ValueError: no such city"
-    );
+    assert_eq!(task(&doc, "boom")["attempts"], 1, "invalid params are not retried");
+    assert_eq!(task(&doc, "boom")["error"]["message"], "ValueError: no such city");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(
-        saved["tasks"], doc["tasks"],
-        "--output-file holds the full document"
-    );
+    assert_eq!(saved["tasks"], doc["tasks"], "--output-file holds the full document");
     assert!(saved["tasks"][3]["duration_ms"].as_f64().unwrap() >= 100.0);
 }
 
@@ -211,10 +160,7 @@ fn a_wasm_task_past_its_timeout_fails_with_a_timeout_error() {
     let started = std::time::Instant::now();
     let (code, doc) = run_json(file.to_str().unwrap(), &[]);
     assert_eq!(code, 1);
-    assert!(
-        started.elapsed().as_secs_f64() < 4.0,
-        "the 5 s delay was cut short"
-    );
+    assert!(started.elapsed().as_secs_f64() < 4.0, "the 5 s delay was cut short");
     let slow = task(&doc, "slow");
     assert_eq!(slow["status"], "failed");
     assert_eq!(slow["error"]["code"], -32001);
@@ -224,12 +170,7 @@ fn a_wasm_task_past_its_timeout_fails_with_a_timeout_error() {
 fn every_example_workflow_validates() {
     for entry in std::fs::read_dir(root().join("workflows")).unwrap() {
         let path = entry.unwrap().path();
-        let rel = path
-            .strip_prefix(root())
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let rel = path.strip_prefix(root()).unwrap().to_str().unwrap().to_owned();
         let out = gleitzeit(&["workflow", "validate", &rel]);
         assert_eq!(out.status.code(), Some(0), "{rel}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("is valid"), "{rel}");
@@ -239,10 +180,7 @@ fn every_example_workflow_validates() {
 #[test]
 fn malformed_files_are_rejected_with_located_errors() {
     let cases: &[(&str, &[&str])] = &[
-        (
-            "cycle.yaml",
-            &["task 'a', field 'dependencies': dependency cycle: a -> c -> b -> a"],
-        ),
+        ("cycle.yaml", &["task 'a', field 'dependencies': dependency cycle: a -> c -> b -> a"]),
         (
             "duplicate-and-unknown.yaml",
             &[
@@ -279,10 +217,7 @@ fn malformed_files_are_rejected_with_located_errors() {
                 "task 'b', field 'method': protocol 'echo/v1' has no method 'shout' (methods: delay, echo, error, flaky, ping, timestamp)",
             ],
         ),
-        (
-            "not-a-workflow.json",
-            &["the top level must be a mapping with 'name' and 'tasks', found a list"],
-        ),
+        ("not-a-workflow.json", &["the top level must be a mapping with 'name' and 'tasks', found a list"]),
         ("syntax.yaml", &["syntax.yaml: invalid YAML", "line 4"]),
     ];
     for (file, fragments) in cases {
@@ -294,12 +229,7 @@ fn malformed_files_are_rejected_with_located_errors() {
 
 #[test]
 fn schema_only_validation_skips_the_registry() {
-    let out = gleitzeit(&[
-        "workflow",
-        "validate",
-        "--schema-only",
-        "tests/fixtures/invalid/unknown-protocol.yaml",
-    ]);
+    let out = gleitzeit(&["workflow", "validate", "--schema-only", "tests/fixtures/invalid/unknown-protocol.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -313,51 +243,18 @@ fn hostile_files_get_clear_errors_or_succeed() {
     };
     let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
     for (prev, next) in "abcdefgh".chars().zip("bcdefghi".chars()) {
-        bomb.push_str(&format!(
-            "{next}: &{next} [{}]\n",
-            vec![format!("*{prev}"); 10].join(",")
-        ));
+        bomb.push_str(&format!("{next}: &{next} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
     }
     let bomb = write("bomb.yaml", bomb.as_bytes());
-    rejected(
-        &["workflow", "validate", &bomb],
-        &["invalid YAML: repetition limit exceeded"],
-    );
+    rejected(&["workflow", "validate", &bomb], &["invalid YAML: repetition limit exceeded"]);
 
-    let deep = write(
-        "deep.yaml",
-        format!(
-            "name: x\ntasks: {}{}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        )
-        .as_bytes(),
-    );
-    rejected(
-        &["workflow", "validate", &deep],
-        &["nested deeper than 128 levels at line 2"],
-    );
-    let deep_block = write(
-        "deep-block.yaml",
-        format!("name: x\ntasks:\n{}x\n", "- ".repeat(100_000)).as_bytes(),
-    );
-    rejected(
-        &["workflow", "validate", &deep_block],
-        &["invalid YAML: recursion limit exceeded"],
-    );
-    let deep_json = write(
-        "deep.json",
-        format!(
-            "{{\"name\": {}{}}}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        )
-        .as_bytes(),
-    );
-    rejected(
-        &["workflow", "validate", &deep_json],
-        &["invalid JSON: recursion limit exceeded"],
-    );
+    let deep = write("deep.yaml", format!("name: x\ntasks: {}{}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes());
+    rejected(&["workflow", "validate", &deep], &["nested deeper than 128 levels at line 2"]);
+    let deep_block = write("deep-block.yaml", format!("name: x\ntasks:\n{}x\n", "- ".repeat(100_000)).as_bytes());
+    rejected(&["workflow", "validate", &deep_block], &["invalid YAML: recursion limit exceeded"]);
+    let deep_json =
+        write("deep.json", format!("{{\"name\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes());
+    rejected(&["workflow", "validate", &deep_json], &["invalid JSON: recursion limit exceeded"]);
 
     let binary = write("binary.yaml", b"name: \xff\xfe\x00\x01\ntasks: []\n");
     rejected(
@@ -367,14 +264,8 @@ fn hostile_files_get_clear_errors_or_succeed() {
 
     let mut chain = String::from("name: chain\ntasks:\n");
     for i in 0..200_000 {
-        let dep = if i == 0 {
-            String::new()
-        } else {
-            format!(", dependencies: [t{}]", i - 1)
-        };
-        chain.push_str(&format!(
-            "  - {{id: t{i}, protocol: echo/v1, method: echo{dep}}}\n"
-        ));
+        let dep = if i == 0 { String::new() } else { format!(", dependencies: [t{}]", i - 1) };
+        chain.push_str(&format!("  - {{id: t{i}, protocol: echo/v1, method: echo{dep}}}\n"));
     }
     let chain_path = write("chain.yaml", chain.as_bytes());
     let out = gleitzeit(&["workflow", "validate", &chain_path]);
@@ -389,41 +280,20 @@ fn hostile_files_get_clear_errors_or_succeed() {
 #[test]
 fn usage_and_io_errors_exit_2() {
     rejected(&["run"], &["Usage"]);
-    rejected(
-        &["run", "workflows/does-not-exist.yaml"],
-        &["cannot read workflow file workflows/does-not-exist.yaml"],
-    );
-    rejected(
-        &["run", "workflows/hello.yaml", "--output", "xml"],
-        &["invalid value 'xml'"],
-    );
-    rejected(
-        &["run", "workflows/hello.yaml", "--concurrency", "0"],
-        &["--concurrency"],
-    );
+    rejected(&["run", "workflows/does-not-exist.yaml"], &["cannot read workflow file workflows/does-not-exist.yaml"]);
+    rejected(&["run", "workflows/hello.yaml", "--output", "xml"], &["invalid value 'xml'"]);
+    rejected(&["run", "workflows/hello.yaml", "--concurrency", "0"], &["--concurrency"]);
 }
 
 #[test]
 fn a_broken_plugin_file_is_reported_and_the_rest_still_serve() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("broken.wasm"),
-        b"\0asm this is not a component",
-    )
-    .unwrap();
-    let out = gleitzeit(&[
-        "run",
-        "workflows/hello.yaml",
-        "--plugins",
-        dir.path().to_str().unwrap(),
-    ]);
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm this is not a component").unwrap();
+    let out = gleitzeit(&["run", "workflows/hello.yaml", "--plugins", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("warning: plugin 'broken'"), "{stderr}");
-    assert!(
-        stderr.contains("broken.wasm) is not a valid component"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("broken.wasm) is not a valid component"), "{stderr}");
 }
 
 #[test]
@@ -434,27 +304,14 @@ fn a_plugin_in_the_plugins_directory_serves_tasks() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&built, dir.path().join("my-echo.wasm")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args([
-            "run",
-            "workflows/hello.yaml",
-            "--plugins",
-            dir.path().to_str().unwrap(),
-        ])
+        .args(["run", "workflows/hello.yaml", "--plugins", dir.path().to_str().unwrap()])
         .current_dir(root())
         .env("GLEITZEIT_LOG", "gleitzeit=info")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("echo/v1 from"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stderr).contains("replaces the bundled plugin 'echo'"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("echo/v1 from"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("replaces the bundled plugin 'echo'"), "{}", text(&out.stderr));
 }
 
 /// The fenced blocks of `lang` in a markdown file.
@@ -483,9 +340,7 @@ fn workflows_shown_in_the_docs_run() {
     for doc in ["README.md", "docs/workflows.md"] {
         let markdown = std::fs::read_to_string(root().join(doc)).unwrap();
         for (i, block) in fenced_blocks(&markdown, "yaml").into_iter().enumerate() {
-            let file = dir
-                .path()
-                .join(format!("{}-{i}.yaml", doc.replace('/', "-")));
+            let file = dir.path().join(format!("{}-{i}.yaml", doc.replace('/', "-")));
             std::fs::write(&file, &block).unwrap();
             let (code, report) = run_json(file.to_str().unwrap(), &[]);
             assert_eq!(
@@ -502,14 +357,7 @@ fn workflows_shown_in_the_docs_run() {
 #[test]
 fn the_validation_output_shown_in_the_docs_is_current() {
     let markdown = std::fs::read_to_string(root().join("docs/workflows.md")).unwrap();
-    let shown = fenced_blocks(&markdown, "text")
-        .into_iter()
-        .find(|b| b.contains("bad-fields.yaml"))
-        .unwrap();
-    let out = gleitzeit(&[
-        "workflow",
-        "validate",
-        "tests/fixtures/invalid/bad-fields.yaml",
-    ]);
+    let shown = fenced_blocks(&markdown, "text").into_iter().find(|b| b.contains("bad-fields.yaml")).unwrap();
+    let out = gleitzeit(&["workflow", "validate", "tests/fixtures/invalid/bad-fields.yaml"]);
     assert_eq!(text(&out.stderr), shown);
 }

@@ -32,16 +32,10 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     // `engine`, `dag` or `calls` runs only that part (for profiling).
     let only = |part: &str| {
-        !args
-            .iter()
-            .any(|a| ["engine", "dag", "calls"].contains(&a.as_str()))
-            || args.iter().any(|a| a == part)
+        !args.iter().any(|a| ["engine", "dag", "calls"].contains(&a.as_str())) || args.iter().any(|a| a == part)
     };
     let rounds = if quick { 3 } else { 7 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let echo = rt.block_on(load_echo());
 
     println!(
@@ -54,15 +48,9 @@ fn main() {
 
     if only("engine") {
         let wasm = rt.block_on(engine_rounds(rounds, echo.clone()));
-        let native = rt.block_on(engine_rounds(
-            rounds,
-            Arc::new(NativeEcho(echo.spec().clone())),
-        ));
+        let native = rt.block_on(engine_rounds(rounds, Arc::new(NativeEcho(echo.spec().clone()))));
         row(&format!("{TASKS} echo tasks, engine + WASM"), &wasm);
-        row(
-            &format!("{TASKS} echo tasks, engine + native echo (baseline)"),
-            &native,
-        );
+        row(&format!("{TASKS} echo tasks, engine + native echo (baseline)"), &native);
         println!(
             "|  WASM/native wall-time ratio: {:.2}x | | | | |",
             wasm.wall.as_secs_f64() / native.wall.as_secs_f64()
@@ -70,11 +58,7 @@ fn main() {
     }
     if only("dag") {
         let dag = median(&(0..rounds).map(|_| validate_dag()).collect::<Vec<_>>());
-        println!(
-            "| validate + levels, {DAG_TASKS}-task DAG | {} | {} | - | - |",
-            ms(dag),
-            us(dag / DAG_TASKS as u32)
-        );
+        println!("| validate + levels, {DAG_TASKS}-task DAG | {} | {} | - | - |", ms(dag), us(dag / DAG_TASKS as u32));
     }
     if only("calls") {
         let calls = rt.block_on(call_rounds(rounds, &echo));
@@ -105,12 +89,7 @@ fn row(name: &str, r: &EngineRun) {
 
 async fn load_echo() -> Arc<WasmProvider> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
-    let plugin = plugins::bundled(&runtime)
-        .await
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap();
+    let plugin = plugins::bundled(&runtime).await.into_iter().next().unwrap().unwrap();
     Arc::new(WasmProvider::new(Arc::new(plugin)))
 }
 
@@ -118,13 +97,7 @@ async fn load_echo() -> Arc<WasmProvider> {
 async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>) -> EngineRun {
     let registry = Arc::new(Registry::new());
     registry.register(provider);
-    let engine = Engine::start(
-        registry,
-        EngineConfig {
-            concurrency: 256,
-            ..EngineConfig::default()
-        },
-    );
+    let engine = Engine::start(registry, EngineConfig { concurrency: 256, ..EngineConfig::default() });
     engine.run(fan_out(100)).await.unwrap(); // warm-up
     let mut walls = Vec::new();
     let mut latencies = Vec::new();
@@ -136,22 +109,15 @@ async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>) -> EngineRun 
         let mut task_ms: Vec<f64> = report.tasks.iter().filter_map(|t| t.duration_ms).collect();
         task_ms.sort_by(f64::total_cmp);
         latencies.push(Duration::from_secs_f64(task_ms[task_ms.len() / 2] / 1000.0));
-        assert!(
-            report
-                .tasks
-                .iter()
-                .all(|t| t.status == TaskStatus::Completed)
-        );
+        assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Completed));
     }
-    EngineRun {
-        wall: median(&walls),
-        latency: median(&latencies),
-    }
+    EngineRun { wall: median(&walls), latency: median(&latencies) }
 }
 
 fn fan_out(n: usize) -> Workflow {
-    let tasks: Vec<Value> =
-        (0..n).map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "params": {"message": i}})).collect();
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "params": {"message": i}}))
+        .collect();
     gleitzeit::workflow::from_value("bench", json!({"name": "fan-out", "tasks": tasks})).unwrap()
 }
 
@@ -169,13 +135,7 @@ fn validate_dag() -> Duration {
     let started = Instant::now();
     let workflow = gleitzeit::workflow::from_value("bench", tree).unwrap();
     let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
-    let dag = Dag::from_ids(&ids, |t| {
-        workflow.tasks[t]
-            .dependencies
-            .iter()
-            .map(String::as_str)
-            .collect()
-    });
+    let dag = Dag::from_ids(&ids, |t| workflow.tasks[t].dependencies.iter().map(String::as_str).collect());
     let levels = dag.levels().unwrap();
     let took = started.elapsed();
     assert!(!levels.is_empty());
@@ -216,9 +176,7 @@ impl Provider for NativeEcho {
         &self.0
     }
     fn call(&self, call: Call) -> CallFuture {
-        Box::pin(
-            async move { Ok(json!({"echoed": call.params["message"], "provider_id": "native"})) },
-        )
+        Box::pin(async move { Ok(json!({"echoed": call.params["message"], "provider_id": "native"})) })
     }
 }
 

@@ -18,11 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "gleitzeit",
-    version,
-    about = "Run workflows of tasks through WASM and remote providers"
-)]
+#[command(name = "gleitzeit", version, about = "Run workflows of tasks through WASM and remote providers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,15 +101,10 @@ impl From<WorkflowError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(Failure::Internal(anyhow::anyhow!(
-                "cannot start the async runtime: {e}"
-            )));
+            return fail(Failure::Internal(anyhow::anyhow!("cannot start the async runtime: {e}")));
         }
     };
     let outcome = runtime.block_on(async {
@@ -131,10 +122,7 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GLEITZEIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn fail(failure: Failure) -> ExitCode {
@@ -151,25 +139,12 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let default_timeout = Duration::try_from_secs_f64(args.default_timeout)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            Failure::Input(anyhow::anyhow!(
-                "--default-timeout must be a positive number of seconds"
-            ))
-        })?;
-    let config = EngineConfig {
-        concurrency: args.concurrency as usize,
-        default_timeout,
-    };
+        .ok_or_else(|| Failure::Input(anyhow::anyhow!("--default-timeout must be a positive number of seconds")))?;
+    let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
     let engine = Engine::start(registry, config);
-    let report = engine
-        .run(workflow)
-        .await
-        .map_err(|e| Failure::Internal(e.into()))?;
+    let report = engine.run(workflow).await.map_err(|e| Failure::Internal(e.into()))?;
     print_report(&report, args.output, args.output_file.as_deref())?;
-    Ok(match report.status {
-        WorkflowStatus::Completed => ExitCode::SUCCESS,
-        WorkflowStatus::Failed => ExitCode::from(1),
-    })
+    Ok(if report.status == WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Result<(), Failure> {
@@ -191,9 +166,7 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let workflow = if args.schema_only {
         workflow::load(&args.file)?
     } else {
-        load_against_registry(&args.file, &args.plugins.plugins)
-            .await?
-            .0
+        load_against_registry(&args.file, &args.plugins.plugins).await?.0
     };
     let levels = level_count(&workflow);
     println!(
@@ -207,22 +180,14 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
 
 fn level_count(workflow: &Workflow) -> usize {
     let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
-    let dag = crate::resolver::Dag::from_ids(&ids, |t| {
-        workflow.tasks[t]
-            .dependencies
-            .iter()
-            .map(String::as_str)
-            .collect()
-    });
+    let dag =
+        crate::resolver::Dag::from_ids(&ids, |t| workflow.tasks[t].dependencies.iter().map(String::as_str).collect());
     dag.levels().map_or(0, |l| l.len())
 }
 
 /// Load and validate `file`, then check its protocols and methods against
 /// the local plugins.
-async fn load_against_registry(
-    file: &Path,
-    plugins: &Path,
-) -> Result<(Workflow, Arc<Registry>), Failure> {
+async fn load_against_registry(file: &Path, plugins: &Path) -> Result<(Workflow, Arc<Registry>), Failure> {
     let workflow = workflow::load(file)?;
     let registry = local_registry(plugins).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
@@ -233,9 +198,7 @@ async fn load_against_registry(
 /// bundled protocol replaces the bundled one; broken files are reported and
 /// skipped.
 async fn local_registry(dir: &Path) -> Result<Arc<Registry>, Failure> {
-    let runtime = Arc::new(
-        WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?,
-    );
+    let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
     let bundled = plugins::bundled(&runtime).await;
     let local = plugins::load_dir(&runtime, dir).await;

@@ -21,12 +21,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    pub const ALL: [Priority; 4] = [
-        Priority::Urgent,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-    ];
+    pub const ALL: [Priority; 4] = [Priority::Urgent, Priority::High, Priority::Normal, Priority::Low];
 
     /// 0 for `Urgent` up to 3 for `Low`: the queue's lane index.
     pub fn rank(self) -> usize {
@@ -90,10 +85,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// No retries: what a task without a `retry` block gets.
     pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default_when_given()
-        }
+        Self { max_attempts: 1, ..Self::default_when_given() }
     }
 
     /// The defaults for fields missing from a `retry` block (the original's).
@@ -115,15 +107,9 @@ impl RetryPolicy {
         let raw = match self.backoff {
             Backoff::Fixed => base,
             Backoff::Linear => base * f64::from(n),
-            Backoff::Exponential => {
-                base * 2f64.powi(i32::try_from(n - 1).unwrap_or(i32::MAX).min(1000))
-            }
+            Backoff::Exponential => base * 2f64.powi(i32::try_from(n - 1).unwrap_or(i32::MAX).min(1000)),
         };
-        let jittered = if self.jitter {
-            raw * (1.1 + 0.2 * random.clamp(0.0, 1.0))
-        } else {
-            raw
-        };
+        let jittered = if self.jitter { raw * (1.1 + 0.2 * random.clamp(0.0, 1.0)) } else { raw };
         Duration::from_secs_f64(jittered.min(self.max_delay.as_secs_f64()))
     }
 }
@@ -183,10 +169,7 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Failed | Self::Skipped | Self::Cancelled
-        )
+        matches!(self, Self::Completed | Self::Failed | Self::Skipped | Self::Cancelled)
     }
 }
 
@@ -205,14 +188,28 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// How a workflow ended.
+/// Where a workflow stands, or how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowStatus {
+    Running,
     /// Every task completed.
     Completed,
-    /// At least one task failed, was skipped or cancelled.
+    /// At least one task failed, was skipped or cancelled by a timeout.
     Failed,
+    /// A client cancelled it.
+    Cancelled,
+}
+
+impl WorkflowStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// JSON-RPC 2.0 error codes the host itself uses.
@@ -246,20 +243,24 @@ pub struct TaskError {
     pub data: Option<Value>,
     #[serde(skip)]
     pub retryable: bool,
+    /// The provider vanished mid-call: run the attempt again elsewhere
+    /// without counting it (bounded by the engine).
+    #[serde(skip)]
+    pub requeue: bool,
 }
 
 impl TaskError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-            retryable: false,
-        }
+        Self { code, message: message.into(), data: None, retryable: false, requeue: false }
     }
 
     pub fn retryable(mut self) -> Self {
         self.retryable = true;
+        self
+    }
+
+    pub fn requeue(mut self) -> Self {
+        self.requeue = true;
         self
     }
 }
@@ -331,15 +332,9 @@ mod tests {
         let fixed = policy(Backoff::Fixed);
         assert_eq!([secs(&fixed, 1), secs(&fixed, 3)], [2.0, 2.0]);
         let linear = policy(Backoff::Linear);
-        assert_eq!(
-            [secs(&linear, 1), secs(&linear, 3), secs(&linear, 4)],
-            [2.0, 6.0, 7.0]
-        );
+        assert_eq!([secs(&linear, 1), secs(&linear, 3), secs(&linear, 4)], [2.0, 6.0, 7.0]);
         let exp = policy(Backoff::Exponential);
-        assert_eq!(
-            [secs(&exp, 1), secs(&exp, 2), secs(&exp, 3)],
-            [2.0, 4.0, 7.0]
-        );
+        assert_eq!([secs(&exp, 1), secs(&exp, 2), secs(&exp, 3)], [2.0, 4.0, 7.0]);
         assert_eq!(secs(&exp, u32::MAX), 7.0, "huge retry numbers stay capped");
     }
 
@@ -355,12 +350,7 @@ mod tests {
 
     #[test]
     fn priorities_rank_urgent_first() {
-        let mut all = [
-            Priority::Low,
-            Priority::Urgent,
-            Priority::Normal,
-            Priority::High,
-        ];
+        let mut all = [Priority::Low, Priority::Urgent, Priority::Normal, Priority::High];
         all.sort();
         assert_eq!(all, Priority::ALL);
         assert_eq!(Priority::from_name("high"), Some(Priority::High));

@@ -14,9 +14,7 @@ pub struct PriorityQueue<T> {
 
 impl<T> Default for PriorityQueue<T> {
     fn default() -> Self {
-        Self {
-            lanes: Default::default(),
-        }
+        Self { lanes: Default::default() }
     }
 }
 
@@ -54,12 +52,7 @@ mod tests {
         q.push(Priority::Urgent, "urgent-2");
         assert_eq!(q.len(), 6);
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
-        assert_eq!(
-            order,
-            [
-                "urgent-1", "urgent-2", "high-1", "normal-1", "low-1", "low-2"
-            ]
-        );
+        assert_eq!(order, ["urgent-1", "urgent-2", "high-1", "normal-1", "low-1", "low-2"]);
         assert!(q.is_empty());
     }
 }

@@ -39,8 +39,22 @@ pub trait Provider: Send + Sync {
     fn id(&self) -> &str;
     /// What it serves.
     fn spec(&self) -> &ProviderSpec;
-    /// Run one call. The engine also enforces `call.deadline`.
+    /// Start one call; a provider with limited slots takes one here, before
+    /// the future is first polled. The engine also enforces `call.deadline`.
     fn call(&self, call: Call) -> CallFuture;
+    /// Calls it can take now; `None` for no limit.
+    fn free_slots(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The outcome of looking for a provider.
+pub enum Selection {
+    Provider(Arc<dyn Provider>),
+    /// Providers exist but none has a free slot.
+    Busy,
+    /// No provider serves the protocol.
+    Missing,
 }
 
 #[derive(Default)]
@@ -64,9 +78,7 @@ impl Registry {
     /// A provider with the same id replaces the old one.
     pub fn register(&self, provider: Arc<dyn Provider>) {
         let mut protocols = self.write();
-        let entry = protocols
-            .entry(provider.spec().protocol.clone())
-            .or_default();
+        let entry = protocols.entry(provider.spec().protocol.clone()).or_default();
         entry.providers.retain(|p| p.id() != provider.id());
         entry.providers.push(provider);
     }
@@ -84,21 +96,29 @@ impl Registry {
         removed
     }
 
-    /// A provider for `protocol`, rotating among several.
-    pub fn provider_for(&self, protocol: &str) -> Option<Arc<dyn Provider>> {
+    /// The provider of `protocol` with the most free slots, rotating among
+    /// equals.
+    pub fn select(&self, protocol: &str) -> Selection {
         let protocols = self.read();
-        let entry = protocols.get(protocol)?;
+        let Some(entry) = protocols.get(protocol).filter(|e| !e.providers.is_empty()) else {
+            return Selection::Missing;
+        };
         let n = entry.providers.len();
-        let i = entry.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        entry.providers.get(i).cloned()
+        let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, &Arc<dyn Provider>)> = None;
+        for i in 0..n {
+            let provider = &entry.providers[(start + i) % n];
+            let free = provider.free_slots().unwrap_or(usize::MAX);
+            if free > 0 && best.is_none_or(|(most, _)| free > most) {
+                best = Some((free, provider));
+            }
+        }
+        best.map_or(Selection::Busy, |(_, p)| Selection::Provider(p.clone()))
     }
 
     /// Every provider, ordered by protocol.
     pub fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        self.read()
-            .values()
-            .flat_map(|e| e.providers.iter().cloned())
-            .collect()
+        self.read().values().flat_map(|e| e.providers.iter().cloned()).collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
@@ -116,11 +136,8 @@ impl Catalog for Registry {
     fn methods(&self, protocol: &str) -> Option<Vec<String>> {
         let protocols = self.read();
         let entry = protocols.get(protocol)?;
-        let mut methods: Vec<String> = entry
-            .providers
-            .iter()
-            .flat_map(|p| p.spec().methods.iter().map(|m| m.name.clone()))
-            .collect();
+        let mut methods: Vec<String> =
+            entry.providers.iter().flat_map(|p| p.spec().methods.iter().map(|m| m.name.clone())).collect();
         methods.sort();
         methods.dedup();
         Some(methods)
@@ -166,11 +183,7 @@ pub(crate) mod tests {
             description: String::new(),
             methods: methods
                 .iter()
-                .map(|m| MethodSpec {
-                    name: (*m).into(),
-                    description: String::new(),
-                    params_schema: None,
-                })
+                .map(|m| MethodSpec { name: (*m).into(), description: String::new(), params_schema: None })
                 .collect(),
         }
     }
@@ -194,14 +207,16 @@ pub(crate) mod tests {
         registry.register(provider("b", "p/v1"));
         registry.register(provider("c", "q/v1"));
         let ids: Vec<String> = (0..4)
-            .filter_map(|_| registry.provider_for("p/v1"))
-            .map(|p| p.id().to_owned())
+            .filter_map(|_| match registry.select("p/v1") {
+                Selection::Provider(p) => Some(p.id().to_owned()),
+                _ => None,
+            })
             .collect();
         assert_eq!(ids, ["a", "b", "a", "b"]);
         assert_eq!(registry.protocols(), ["p/v1", "q/v1"]);
         assert!(registry.unregister("c"));
         assert!(!registry.unregister("c"));
-        assert!(registry.provider_for("q/v1").is_none());
+        assert!(matches!(registry.select("q/v1"), Selection::Missing));
         assert_eq!(registry.methods("p/v1"), Some(vec!["m".to_owned()]));
     }
 }

@@ -38,6 +38,8 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub cancelled: usize,
+    /// Not final yet (pending, queued or running).
+    pub unfinished: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,23 +64,18 @@ impl RunReport {
         took: Duration,
         tasks: Vec<TaskReport>,
     ) -> Self {
-        let mut summary = Summary {
-            total: tasks.len(),
-            ..Summary::default()
-        };
+        let mut summary = Summary { total: tasks.len(), ..Summary::default() };
         for t in &tasks {
             match t.status {
                 TaskStatus::Completed => summary.completed += 1,
                 TaskStatus::Failed => summary.failed += 1,
                 TaskStatus::Skipped => summary.skipped += 1,
-                _ => summary.cancelled += 1,
+                TaskStatus::Cancelled => summary.cancelled += 1,
+                _ => summary.unfinished += 1,
             }
         }
-        let status = if summary.completed == summary.total {
-            WorkflowStatus::Completed
-        } else {
-            WorkflowStatus::Failed
-        };
+        let status =
+            if summary.completed == summary.total { WorkflowStatus::Completed } else { WorkflowStatus::Failed };
         Self {
             workflow_id,
             name,
@@ -99,15 +96,8 @@ impl RunReport {
         let mut out = String::new();
         for t in &self.tasks {
             let call = format!("{}.{}", t.protocol, t.method);
-            let attempts = if t.attempts == 1 {
-                "1 attempt ".to_owned()
-            } else {
-                format!("{} attempts", t.attempts)
-            };
-            let took = t
-                .duration_ms
-                .map(|ms| format!("{ms:.1} ms"))
-                .unwrap_or_else(|| "-".into());
+            let attempts = if t.attempts == 1 { "1 attempt ".to_owned() } else { format!("{} attempts", t.attempts) };
+            let took = t.duration_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "-".into());
             let detail = match (&t.result, &t.error) {
                 (Some(result), _) => clip(&result.to_string()),
                 (None, Some(e)) => clip(&format!("error {}: {}", e.code, e.message)),
@@ -122,21 +112,11 @@ impl RunReport {
             );
         }
         let s = &self.summary;
-        let status = match self.status {
-            WorkflowStatus::Completed => "completed",
-            WorkflowStatus::Failed => "failed",
-        };
+        let status = self.status.name();
         let _ = write!(
             out,
             "workflow '{}' ({}) {status} in {:.1} ms: {} tasks, {} completed, {} failed, {} skipped, {} cancelled",
-            self.name,
-            self.workflow_id,
-            self.duration_ms,
-            s.total,
-            s.completed,
-            s.failed,
-            s.skipped,
-            s.cancelled
+            self.name, self.workflow_id, self.duration_ms, s.total, s.completed, s.failed, s.skipped, s.cancelled
         );
         out
     }
@@ -145,11 +125,7 @@ impl RunReport {
 fn clip(text: &str) -> String {
     let mut chars = text.chars();
     let head: String = chars.by_ref().take(TEXT_VALUE_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}… (--output json shows all)")
-    } else {
-        head
-    }
+    if chars.next().is_some() { format!("{head}… (--output json shows all)") } else { head }
 }
 
 fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -196,14 +172,20 @@ mod tests {
             ],
         );
         assert_eq!(report.status, WorkflowStatus::Failed);
-        assert_eq!(report.summary, Summary { total: 3, completed: 1, failed: 1, skipped: 1, cancelled: 0 });
+        assert_eq!(
+            report.summary,
+            Summary { total: 3, completed: 1, failed: 1, skipped: 1, cancelled: 0, unfinished: 0 }
+        );
         let text = report.to_text();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("completed  a  echo/v1.echo  1 attempt"), "{text}");
         assert!(lines[0].ends_with("… (--output json shows all)"), "long results are clipped");
         assert!(lines[1].ends_with("error -32602: bad"), "{text}");
         assert!(lines[2].contains("0 attempts"), "{text}");
-        assert_eq!(lines[3], "workflow 'demo' (wf-1) failed in 3.0 ms: 3 tasks, 1 completed, 1 failed, 1 skipped, 0 cancelled");
+        assert_eq!(
+            lines[3],
+            "workflow 'demo' (wf-1) failed in 3.0 ms: 3 tasks, 1 completed, 1 failed, 1 skipped, 0 cancelled"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["started_at"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(json["tasks"][1]["error"], json!({"code": -32602, "message": "bad"}));

@@ -56,14 +56,7 @@ const TASK_FIELDS: &[&str] = &[
     "retry_config",
     "metadata",
 ];
-const RETRY_FIELDS: &[&str] = &[
-    "max_attempts",
-    "backoff",
-    "backoff_strategy",
-    "base_delay",
-    "max_delay",
-    "jitter",
-];
+const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
 /// The text format of a workflow file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,17 +102,11 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
     #[error("cannot read workflow file {origin}: {source}")]
-    Read {
-        origin: String,
-        source: std::io::Error,
-    },
+    Read { origin: String, source: std::io::Error },
     #[error("{origin}: {message}")]
     Syntax { origin: String, message: String },
     #[error("{}", render_problems(origin, problems))]
-    Invalid {
-        origin: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { origin: String, problems: Vec<Problem> },
 }
 
 impl WorkflowError {
@@ -156,10 +143,7 @@ pub trait Catalog {
 /// Read and validate a workflow file.
 pub fn load(path: &Path) -> Result<Workflow, WorkflowError> {
     let origin = path.display().to_string();
-    let bytes = read_capped(path).map_err(|source| WorkflowError::Read {
-        origin: origin.clone(),
-        source,
-    })?;
+    let bytes = read_capped(path).map_err(|source| WorkflowError::Read { origin: origin.clone(), source })?;
     parse(&origin, &bytes, Format::detect(path, &bytes))
 }
 
@@ -175,20 +159,11 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Parse and validate workflow text. `origin` names the source in errors.
 pub fn parse(origin: &str, bytes: &[u8], format: Format) -> Result<Workflow, WorkflowError> {
-    let syntax = |message: String| WorkflowError::Syntax {
-        origin: origin.to_owned(),
-        message,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        syntax(format!(
-            "the file is not UTF-8 text (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-    })?;
+    let syntax = |message: String| WorkflowError::Syntax { origin: origin.to_owned(), message };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| syntax(format!("the file is not UTF-8 text (invalid byte at offset {})", e.valid_up_to())))?;
     let tree: Value = match format {
-        Format::Json => {
-            serde_json::from_str(text).map_err(|e| syntax(format!("invalid JSON: {e}")))?
-        }
+        Format::Json => serde_json::from_str(text).map_err(|e| syntax(format!("invalid JSON: {e}")))?,
         Format::Yaml => {
             check_flow_depth(text).map_err(syntax)?;
             serde_yaml_ng::from_str(text).map_err(|e| syntax(format!("invalid YAML: {e}")))?
@@ -249,25 +224,16 @@ pub fn from_value(origin: &str, tree: Value) -> Result<Workflow, WorkflowError> 
     }
     match workflow {
         Some(workflow) if problems.is_empty() => Ok(workflow),
-        _ => Err(WorkflowError::Invalid {
-            origin: origin.to_owned(),
-            problems,
-        }),
+        _ => Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }),
     }
 }
 
 /// Check that every task's protocol and method are served.
-pub fn check_catalog(
-    origin: &str,
-    workflow: &Workflow,
-    catalog: &dyn Catalog,
-) -> Result<(), WorkflowError> {
+pub fn check_catalog(origin: &str, workflow: &Workflow, catalog: &dyn Catalog) -> Result<(), WorkflowError> {
     let mut methods_of: HashMap<&str, Option<Vec<String>>> = HashMap::new();
     let mut problems = Vec::new();
     for task in &workflow.tasks {
-        let methods = methods_of
-            .entry(&task.protocol)
-            .or_insert_with(|| catalog.methods(&task.protocol));
+        let methods = methods_of.entry(&task.protocol).or_insert_with(|| catalog.methods(&task.protocol));
         let located = |field: &str, message: String| Problem {
             task: Some(format!("task '{}'", task.id)),
             field: Some(field.to_owned()),
@@ -276,17 +242,10 @@ pub fn check_catalog(
         match methods {
             None => {
                 let known = catalog.protocols();
-                let list = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                };
+                let list = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
                 problems.push(located(
                     "protocol",
-                    format!(
-                        "no provider serves protocol '{}' (served: {list})",
-                        task.protocol
-                    ),
+                    format!("no provider serves protocol '{}' (served: {list})", task.protocol),
                 ));
             }
             Some(methods) if !methods.contains(&task.method) => problems.push(located(
@@ -301,14 +260,7 @@ pub fn check_catalog(
             Some(_) => {}
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(WorkflowError::Invalid {
-            origin: origin.to_owned(),
-            problems,
-        })
-    }
+    if problems.is_empty() { Ok(()) } else { Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }) }
 }
 
 /// Field-by-field conversion that records every problem it meets.
@@ -331,10 +283,7 @@ impl Fields {
             self.report(
                 None,
                 None,
-                format!(
-                    "the top level must be a mapping with 'name' and 'tasks', found {}",
-                    kind(&tree)
-                ),
+                format!("the top level must be a mapping with 'name' and 'tasks', found {}", kind(&tree)),
             );
             return None;
         };
@@ -344,9 +293,8 @@ impl Fields {
         if let Some(name) = &name {
             self.check_len(at, "name", name, MAX_NAME_CHARS);
         }
-        let id = self
-            .optional_id(at, &mut map, "id")
-            .unwrap_or_else(|| format!("wf-{}", uuid::Uuid::new_v4().simple()));
+        let id =
+            self.optional_id(at, &mut map, "id").unwrap_or_else(|| format!("wf-{}", uuid::Uuid::new_v4().simple()));
         let description = self.optional_string(at, &mut map, "description");
         let version = self.version(&mut map);
         let priority = self.priority(at, &mut map).unwrap_or_default();
@@ -367,54 +315,29 @@ impl Fields {
         })
     }
 
-    fn tasks(
-        &mut self,
-        map: &mut Map<String, Value>,
-        default_priority: Priority,
-    ) -> Option<Vec<Task>> {
+    fn tasks(&mut self, map: &mut Map<String, Value>, default_priority: Priority) -> Option<Vec<Task>> {
         let list = match map.remove("tasks") {
             None => {
-                self.report(
-                    None,
-                    Some("tasks"),
-                    "missing; a workflow needs a list of tasks",
-                );
+                self.report(None, Some("tasks"), "missing; a workflow needs a list of tasks");
                 return None;
             }
             Some(Value::Array(list)) if list.is_empty() => {
-                self.report(
-                    None,
-                    Some("tasks"),
-                    "the list is empty; a workflow needs at least one task",
-                );
+                self.report(None, Some("tasks"), "the list is empty; a workflow needs at least one task");
                 return None;
             }
             Some(Value::Array(list)) => list,
             Some(other) => {
-                self.report(
-                    None,
-                    Some("tasks"),
-                    format!("must be a list of tasks, found {}", kind(&other)),
-                );
+                self.report(None, Some("tasks"), format!("must be a list of tasks, found {}", kind(&other)));
                 return None;
             }
         };
-        Some(
-            list.into_iter()
-                .enumerate()
-                .filter_map(|(i, v)| self.task(i, v, default_priority))
-                .collect(),
-        )
+        Some(list.into_iter().enumerate().filter_map(|(i, v)| self.task(i, v, default_priority)).collect())
     }
 
     fn task(&mut self, index: usize, tree: Value, default_priority: Priority) -> Option<Task> {
         let numbered = format!("task #{}", index + 1);
         let Value::Object(mut map) = tree else {
-            self.report(
-                Some(&numbered),
-                None,
-                format!("must be a mapping, found {}", kind(&tree)),
-            );
+            self.report(Some(&numbered), None, format!("must be a mapping, found {}", kind(&tree)));
             return None;
         };
         let raw_id = self.optional_id(Some(&numbered), &mut map, "id");
@@ -427,11 +350,7 @@ impl Fields {
         let label = match &id {
             Some(id) => format!("task '{id}'"),
             None => {
-                self.report(
-                    Some(&numbered),
-                    None,
-                    "needs an 'id' (or a 'name' to derive one from)",
-                );
+                self.report(Some(&numbered), None, "needs an 'id' (or a 'name' to derive one from)");
                 numbered
             }
         };
@@ -478,13 +397,7 @@ impl Fields {
         })
     }
 
-    fn unknown_fields(
-        &mut self,
-        at: Option<&str>,
-        map: &Map<String, Value>,
-        known: &[&str],
-        what: &str,
-    ) {
+    fn unknown_fields(&mut self, at: Option<&str>, map: &Map<String, Value>, known: &[&str], what: &str) {
         for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
             let hint = known
                 .iter()
@@ -507,11 +420,7 @@ impl Fields {
     ) -> Option<(String, Value)> {
         match (map.remove(key), map.remove(alias)) {
             (Some(_), Some(_)) => {
-                self.report(
-                    at,
-                    Some(key),
-                    format!("given twice, as '{key}' and as '{alias}'; keep one"),
-                );
+                self.report(at, Some(key), format!("given twice, as '{key}' and as '{alias}'; keep one"));
                 None
             }
             (Some(v), None) => Some((key.to_owned(), v)),
@@ -520,31 +429,17 @@ impl Fields {
         }
     }
 
-    fn optional_string(
-        &mut self,
-        at: Option<&str>,
-        map: &mut Map<String, Value>,
-        key: &str,
-    ) -> Option<String> {
+    fn optional_string(&mut self, at: Option<&str>, map: &mut Map<String, Value>, key: &str) -> Option<String> {
         match map.remove(key)? {
             Value::String(s) => Some(s),
             other => {
-                self.report(
-                    at,
-                    Some(key),
-                    format!("must be a string, found {}", kind(&other)),
-                );
+                self.report(at, Some(key), format!("must be a string, found {}", kind(&other)));
                 None
             }
         }
     }
 
-    fn required_string(
-        &mut self,
-        at: Option<&str>,
-        map: &mut Map<String, Value>,
-        key: &str,
-    ) -> Option<String> {
+    fn required_string(&mut self, at: Option<&str>, map: &mut Map<String, Value>, key: &str) -> Option<String> {
         if !map.contains_key(key) {
             self.report(at, Some(key), "missing (required)");
             return None;
@@ -560,29 +455,16 @@ impl Fields {
     fn check_len(&mut self, at: Option<&str>, key: &str, value: &str, max: usize) {
         let chars = value.chars().count();
         if chars > max {
-            self.report(
-                at,
-                Some(key),
-                format!("is {chars} characters long; the limit is {max}"),
-            );
+            self.report(at, Some(key), format!("is {chars} characters long; the limit is {max}"));
         }
     }
 
-    fn optional_id(
-        &mut self,
-        at: Option<&str>,
-        map: &mut Map<String, Value>,
-        key: &str,
-    ) -> Option<String> {
+    fn optional_id(&mut self, at: Option<&str>, map: &mut Map<String, Value>, key: &str) -> Option<String> {
         let id = match map.remove(key)? {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
             other => {
-                self.report(
-                    at,
-                    Some(key),
-                    format!("must be a string, found {}", kind(&other)),
-                );
+                self.report(at, Some(key), format!("must be a string, found {}", kind(&other)));
                 return None;
             }
         };
@@ -590,10 +472,7 @@ impl Fields {
             self.report(
                 at,
                 Some(key),
-                format!(
-                    "'{}' is not a valid id: use 1 to {MAX_ID_CHARS} letters, digits, '_' or '-'",
-                    excerpt(&id)
-                ),
+                format!("'{}' is not a valid id: use 1 to {MAX_ID_CHARS} letters, digits, '_' or '-'", excerpt(&id)),
             );
             return None;
         }
@@ -610,11 +489,7 @@ impl Fields {
     ) -> Option<String> {
         let value = self.required_string(at, map, key)?;
         if !valid(&value) {
-            self.report(
-                at,
-                Some(key),
-                format!("'{}' is not {expected}", excerpt(&value)),
-            );
+            self.report(at, Some(key), format!("'{}' is not {expected}", excerpt(&value)));
             return None;
         }
         Some(value)
@@ -625,11 +500,7 @@ impl Fields {
             Value::String(s) => Some(s),
             Value::Number(n) => Some(n.to_string()),
             other => {
-                self.report(
-                    None,
-                    Some("version"),
-                    format!("must be a string, found {}", kind(&other)),
-                );
+                self.report(None, Some("version"), format!("must be a string, found {}", kind(&other)));
                 None
             }
         }
@@ -643,10 +514,7 @@ impl Fields {
                     self.report(
                         at,
                         Some("priority"),
-                        format!(
-                            "unknown priority '{}'; use urgent, high, normal or low",
-                            excerpt(&s)
-                        ),
+                        format!("unknown priority '{}'; use urgent, high, normal or low", excerpt(&s)),
                     );
                 }
                 p
@@ -655,10 +523,7 @@ impl Fields {
                 self.report(
                     at,
                     Some("priority"),
-                    format!(
-                        "must be one of urgent, high, normal, low; found {}",
-                        kind(&other)
-                    ),
+                    format!("must be one of urgent, high, normal, low; found {}", kind(&other)),
                 );
                 None
             }
@@ -667,28 +532,17 @@ impl Fields {
 
     fn max_parallel(&mut self, map: &mut Map<String, Value>) -> Option<u32> {
         let (key, value) = self.take_aliased(None, map, "max_parallel", "max_parallel_tasks")?;
-        self.integer(None, &key, &value, 1, MAX_PARALLEL)
-            .map(|n| n as u32)
+        self.integer(None, &key, &value, 1, MAX_PARALLEL).map(|n| n as u32)
     }
 
-    fn integer(
-        &mut self,
-        at: Option<&str>,
-        key: &str,
-        value: &Value,
-        min: u64,
-        max: u64,
-    ) -> Option<u64> {
+    fn integer(&mut self, at: Option<&str>, key: &str, value: &Value, min: u64, max: u64) -> Option<u64> {
         match value.as_u64() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 self.report(
                     at,
                     Some(key),
-                    format!(
-                        "must be a whole number from {min} to {max}, found {}",
-                        show(value)
-                    ),
+                    format!("must be a whole number from {min} to {max}, found {}", show(value)),
                 );
                 None
             }
@@ -696,14 +550,7 @@ impl Fields {
     }
 
     /// Seconds as a number, or a string like `"90s"`, `"5m"`, `"1h 30m"`.
-    fn duration_value(
-        &mut self,
-        at: Option<&str>,
-        key: &str,
-        value: &Value,
-        min: f64,
-        max: f64,
-    ) -> Option<Duration> {
+    fn duration_value(&mut self, at: Option<&str>, key: &str, value: &Value, min: f64, max: f64) -> Option<Duration> {
         let secs = match value {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => humantime::parse_duration(s).ok().map(|d| d.as_secs_f64()),
@@ -712,21 +559,20 @@ impl Fields {
         match secs {
             Some(s) if (min..=max).contains(&s) => Some(Duration::from_secs_f64(s)),
             _ => {
-                self.report(at, Some(key), format!(
-                    "must be a number of seconds (or a duration like \"90s\") from {min} to {max}, found {}",
-                    show(value)
-                ));
+                self.report(
+                    at,
+                    Some(key),
+                    format!(
+                        "must be a number of seconds (or a duration like \"90s\") from {min} to {max}, found {}",
+                        show(value)
+                    ),
+                );
                 None
             }
         }
     }
 
-    fn duration(
-        &mut self,
-        at: Option<&str>,
-        map: &mut Map<String, Value>,
-        key: &str,
-    ) -> Option<Duration> {
+    fn duration(&mut self, at: Option<&str>, map: &mut Map<String, Value>, key: &str) -> Option<Duration> {
         let value = map.remove(key)?;
         self.duration_value(at, key, &value, MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS)
     }
@@ -736,11 +582,7 @@ impl Fields {
             None => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v,
             Some(other) => {
-                self.report(
-                    at,
-                    Some("metadata"),
-                    format!("must be a mapping, found {}", kind(&other)),
-                );
+                self.report(at, Some("metadata"), format!("must be a mapping, found {}", kind(&other)));
                 Value::Null
             }
         }
@@ -755,10 +597,7 @@ impl Fields {
                 self.report(
                     at,
                     Some(&key),
-                    format!(
-                        "must be a mapping of parameter names to values, found {}",
-                        kind(&other)
-                    ),
+                    format!("must be a mapping of parameter names to values, found {}", kind(&other)),
                 );
                 None
             }
@@ -771,11 +610,7 @@ impl Fields {
             Some(Value::String(one)) => vec![Value::String(one)],
             Some(Value::Array(list)) => list,
             Some(other) => {
-                self.report(
-                    at,
-                    Some("dependencies"),
-                    format!("must be a list of task ids, found {}", kind(&other)),
-                );
+                self.report(at, Some("dependencies"), format!("must be a list of task ids, found {}", kind(&other)));
                 return Vec::new();
             }
         };
@@ -791,10 +626,7 @@ impl Fields {
                 other => self.report(
                     at,
                     Some("dependencies"),
-                    format!(
-                        "each entry must be a task id (a string), found {}",
-                        kind(&other)
-                    ),
+                    format!("each entry must be a task id (a string), found {}", kind(&other)),
                 ),
             }
         }
@@ -809,7 +641,14 @@ impl Fields {
             Value::Object(m) => m,
             Value::Null => return Some(RetryPolicy::none()),
             other => {
-                self.report(at, Some(&key), format!("must be a mapping (max_attempts, backoff, base_delay, max_delay, jitter), found {}", kind(&other)));
+                self.report(
+                    at,
+                    Some(&key),
+                    format!(
+                        "must be a mapping (max_attempts, backoff, base_delay, max_delay, jitter), found {}",
+                        kind(&other)
+                    ),
+                );
                 return None;
             }
         };
@@ -818,9 +657,7 @@ impl Fields {
         let mut policy = RetryPolicy::default_when_given();
         let field = |name: &str| format!("{key}.{name}");
         if let Some(v) = retry.remove("max_attempts") {
-            policy.max_attempts = self
-                .integer(at, &field("max_attempts"), &v, 1, MAX_ATTEMPTS)
-                .unwrap_or(1) as u32;
+            policy.max_attempts = self.integer(at, &field("max_attempts"), &v, 1, MAX_ATTEMPTS).unwrap_or(1) as u32;
         }
         if let Some((name, v)) = self.take_aliased(at, &mut retry, "backoff", "backoff_strategy") {
             match v.as_str().and_then(Backoff::from_name) {
@@ -833,23 +670,17 @@ impl Fields {
             }
         }
         if let Some(v) = retry.remove("base_delay") {
-            policy.base_delay = self
-                .duration_value(at, &field("base_delay"), &v, 0.0, 3600.0)
-                .unwrap_or_default();
+            policy.base_delay = self.duration_value(at, &field("base_delay"), &v, 0.0, 3600.0).unwrap_or_default();
         }
         if let Some(v) = retry.remove("max_delay") {
-            policy.max_delay = self
-                .duration_value(at, &field("max_delay"), &v, 0.0, 86_400.0)
-                .unwrap_or_default();
+            policy.max_delay = self.duration_value(at, &field("max_delay"), &v, 0.0, 86_400.0).unwrap_or_default();
         }
         if let Some(v) = retry.remove("jitter") {
             match v {
                 Value::Bool(b) => policy.jitter = b,
-                other => self.report(
-                    at,
-                    Some(&field("jitter")),
-                    format!("must be true or false, found {}", show(&other)),
-                ),
+                other => {
+                    self.report(at, Some(&field("jitter")), format!("must be true or false, found {}", show(&other)))
+                }
             }
         }
         if policy.max_delay < policy.base_delay {
@@ -891,11 +722,7 @@ fn graph_problems(workflow: &Workflow) -> (Vec<Problem>, Vec<(usize, usize, usiz
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(workflow.tasks.len());
     for (i, task) in workflow.tasks.iter().enumerate() {
         if let Some(&first) = index.get(task.id.as_str()) {
-            let message = format!(
-                "duplicate id: tasks #{} and #{} both use it",
-                first + 1,
-                i + 1
-            );
+            let message = format!("duplicate id: tasks #{} and #{} both use it", first + 1, i + 1);
             problems.push(located(&task.id, "id", message));
         } else {
             index.insert(&task.id, i);
@@ -908,23 +735,17 @@ fn graph_problems(workflow: &Workflow) -> (Vec<Problem>, Vec<(usize, usize, usiz
         for (d, dep) in task.dependencies.iter().enumerate() {
             let target = index.get(dep.as_str()).copied().or_else(|| {
                 let names = by_name.get_or_insert_with(|| names_to_ids(workflow));
-                let target = names
-                    .get(dep.as_str())
-                    .and_then(|id| index.get(id))
-                    .copied();
+                let target = names.get(dep.as_str()).and_then(|id| index.get(id)).copied();
                 renames.extend(target.map(|target| (t, d, target)));
                 target
             });
             match target {
-                Some(target) if target == t => problems.push(located(
-                    &task.id,
-                    "dependencies",
-                    "a task cannot depend on itself".into(),
-                )),
+                Some(target) if target == t => {
+                    problems.push(located(&task.id, "dependencies", "a task cannot depend on itself".into()))
+                }
                 Some(target) => deps[t].push(target as u32),
                 None => {
-                    let message =
-                        format!("unknown task '{}'{}", excerpt(dep), suggest(dep, workflow));
+                    let message = format!("unknown task '{}'{}", excerpt(dep), suggest(dep, workflow));
                     problems.push(located(&task.id, "dependencies", message));
                 }
             }
@@ -932,15 +753,9 @@ fn graph_problems(workflow: &Workflow) -> (Vec<Problem>, Vec<(usize, usize, usiz
     }
     let dag = Dag::new(deps);
     for cycle in dag.cycles() {
-        let mut path: Vec<&str> = cycle
-            .iter()
-            .map(|&t| workflow.tasks[t as usize].id.as_str())
-            .collect();
+        let mut path: Vec<&str> = cycle.iter().map(|&t| workflow.tasks[t as usize].id.as_str()).collect();
         path.push(path[0]);
-        let message = format!(
-            "dependency cycle: {} (each task depends on the next)",
-            path.join(" -> ")
-        );
+        let message = format!("dependency cycle: {} (each task depends on the next)", path.join(" -> "));
         problems.push(located(path[0], "dependencies", message));
     }
     problems.extend(check_references(workflow, &dag, &index));
@@ -953,12 +768,7 @@ fn names_to_ids(workflow: &Workflow) -> HashMap<&str, &str> {
     for t in &workflow.tasks {
         *count.entry(&t.name).or_default() += 1;
     }
-    workflow
-        .tasks
-        .iter()
-        .filter(|t| count[t.name.as_str()] == 1)
-        .map(|t| (t.name.as_str(), t.id.as_str()))
-        .collect()
+    workflow.tasks.iter().filter(|t| count[t.name.as_str()] == 1).map(|t| (t.name.as_str(), t.id.as_str())).collect()
 }
 
 fn suggest(dep: &str, workflow: &Workflow) -> String {
@@ -987,24 +797,15 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
             match found {
                 Err(e) => problems.push(located(e.to_string())),
                 Ok(r) => match index.get(r.task.as_str()) {
-                    None => problems.push(located(format!(
-                        "'{r}' refers to unknown task '{}'",
-                        r.task
-                    ))),
-                    Some(&target) if target == t => {
-                        problems.push(located(format!("'{r}' refers to the task itself")))
-                    }
+                    None => problems.push(located(format!("'{r}' refers to unknown task '{}'", r.task))),
+                    Some(&target) if target == t => problems.push(located(format!("'{r}' refers to the task itself"))),
                     Some(&target) if dag.deps(t).contains(&(target as u32)) => {}
                     Some(&target) => wanted.entry(target).or_default().push(t),
                 },
             }
         }
     }
-    let dependents = if wanted.is_empty() {
-        Vec::new()
-    } else {
-        dag.dependents()
-    };
+    let dependents = if wanted.is_empty() { Vec::new() } else { dag.dependents() };
     let mut targets: Vec<_> = wanted.into_iter().collect();
     targets.sort_unstable();
     for (target, users) in targets {
@@ -1041,8 +842,7 @@ fn is_protocol(s: &str) -> bool {
 /// `^[a-zA-Z][a-zA-Z0-9_./:-]*$`, the original's method pattern.
 fn is_method(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c))
         && s.len() <= 200
 }
 
@@ -1050,13 +850,7 @@ fn is_method(s: &str) -> bool {
 fn slug(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '-' })
         .collect();
     s.trim_matches('-').chars().take(MAX_ID_CHARS).collect()
 }
@@ -1085,11 +879,7 @@ fn show(v: &Value) -> String {
 fn excerpt(s: &str) -> String {
     let mut chars = s.chars();
     let head: String = chars.by_ref().take(60).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
+    if chars.next().is_some() { format!("{head}…") } else { head }
 }
 
 #[cfg(test)]
@@ -1137,29 +927,15 @@ tasks:
 "#,
         )
         .unwrap();
-        assert_eq!(
-            wf.tasks[2].dependencies,
-            ["second-step", "a"],
-            "names become ids, repeats drop"
-        );
-        assert_eq!(
-            (wf.id.as_str(), wf.version.as_deref(), wf.max_parallel),
-            ("wf-1", Some("2"), Some(4))
-        );
+        assert_eq!(wf.tasks[2].dependencies, ["second-step", "a"], "names become ids, repeats drop");
+        assert_eq!((wf.id.as_str(), wf.version.as_deref(), wf.max_parallel), ("wf-1", Some("2"), Some(4)));
         assert_eq!(wf.timeout, Some(Duration::from_secs(300)));
         let [a, b, _] = &wf.tasks[..] else { panic!() };
-        assert_eq!(
-            a.priority,
-            Priority::High,
-            "inherits the workflow's priority"
-        );
+        assert_eq!(a.priority, Priority::High, "inherits the workflow's priority");
         assert_eq!(a.retry.max_attempts, 4);
         assert_eq!(a.retry.backoff, Backoff::Linear);
         assert_eq!(a.params["message"], "hi");
-        assert_eq!(
-            (b.id.as_str(), b.name.as_str()),
-            ("second-step", "Second Step")
-        );
+        assert_eq!((b.id.as_str(), b.name.as_str()), ("second-step", "Second Step"));
         assert_eq!(b.priority, Priority::Low);
         assert_eq!(b.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(b.retry, RetryPolicy::none());
@@ -1199,10 +975,7 @@ tasks:
             "task 'c', field 'dependencies': unknown task 'nope'",
         ];
         for want in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(want)),
-                "missing {want:?} in {found:#?}"
-            );
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
         }
     }
 
@@ -1219,19 +992,9 @@ tasks:
   - {id: a, protocol: echo/v1, method: echo}
 "#,
         );
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("duplicate id: tasks #1 and #5")),
-            "{found:#?}"
-        );
+        assert!(found.iter().any(|p| p.contains("duplicate id: tasks #1 and #5")), "{found:#?}");
         assert!(found.iter().any(|p| p == "task 'a', field 'dependencies': dependency cycle: a -> c -> b -> a (each task depends on the next)"), "{found:#?}");
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("task 'd'") && p.contains("itself")),
-            "{found:#?}"
-        );
+        assert!(found.iter().any(|p| p.contains("task 'd'") && p.contains("itself")), "{found:#?}");
     }
 
     #[test]
@@ -1247,55 +1010,31 @@ tasks:
 "#,
         );
         assert_eq!(found.len(), 3, "{found:#?}");
-        assert!(found.iter().any(|p| p.starts_with("task 'd', field 'params': refers to the result of task 'c', which is not among its dependencies")));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("'${ghost.result}' refers to unknown task 'ghost'"))
-        );
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("malformed reference '${a.reslt}'"))
-        );
+        assert!(found.iter().any(|p| p.starts_with(
+            "task 'd', field 'params': refers to the result of task 'c', which is not among its dependencies"
+        )));
+        assert!(found.iter().any(|p| p.contains("'${ghost.result}' refers to unknown task 'ghost'")));
+        assert!(found.iter().any(|p| p.contains("malformed reference '${a.reslt}'")));
     }
 
     #[test]
     fn hostile_input_gets_clear_errors() {
         let err = parse("x.yaml", b"name: \xff\xfe", Format::Yaml).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("not UTF-8 text (invalid byte at offset 6)"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not UTF-8 text (invalid byte at offset 6)"), "{err}");
 
         let bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
         let err = yaml(bomb).unwrap_err();
         assert!(matches!(err, WorkflowError::Syntax { .. }), "{err}");
 
-        let deep = format!(
-            "name: x\ntasks: {}{}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
-        assert!(matches!(
-            yaml(&deep).unwrap_err(),
-            WorkflowError::Syntax { .. }
-        ));
-        let deep_json = format!(
-            "{{\"name\": {}{}}}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
+        let deep = format!("name: x\ntasks: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(yaml(&deep).unwrap_err(), WorkflowError::Syntax { .. }));
+        let deep_json = format!("{{\"name\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
             parse("x.json", deep_json.as_bytes(), Format::Json).unwrap_err(),
             WorkflowError::Syntax { .. }
         ));
 
         let err = yaml("- just\n- a list\n").unwrap_err();
-        assert!(
-            err.to_string().contains("the top level must be a mapping"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("the top level must be a mapping"), "{err}");
     }
 }

@@ -66,12 +66,7 @@ pub struct RpcError {
 impl RpcError {
     /// A non-retryable error with the given code.
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-            retryable: false,
-        }
+        Self { code, message: message.into(), data: None, retryable: false }
     }
 
     /// `-32602`: the params are wrong; retrying cannot help.
@@ -81,10 +76,7 @@ impl RpcError {
 
     /// `-32601`: no such method.
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(
-            codes::METHOD_NOT_FOUND,
-            format!("method not found: '{method}'"),
-        )
+        Self::new(codes::METHOD_NOT_FOUND, format!("method not found: '{method}'"))
     }
 
     /// `-32603`: an internal failure.
@@ -162,25 +154,17 @@ impl Provider {
     {
         let method = name.to_owned();
         let handler: Handler = Box::new(move |ctx, params| {
-            let params = serde_json::from_value(params).map_err(|e| {
-                RpcError::invalid_params(format!("method '{method}': invalid params: {e}"))
-            })?;
+            let params = serde_json::from_value(params)
+                .map_err(|e| RpcError::invalid_params(format!("method '{method}': invalid params: {e}")))?;
             handler(ctx, params)
         });
-        self.methods.push(Method {
-            name: name.to_owned(),
-            description: description.to_owned(),
-            handler,
-        });
+        self.methods.push(Method { name: name.to_owned(), description: description.to_owned(), handler });
         self
     }
 
     fn call(&self, ctx: &Context, method: &str, params: &str) -> Result<Value, RpcError> {
-        let method = self
-            .methods
-            .iter()
-            .find(|m| m.name == method)
-            .ok_or_else(|| RpcError::method_not_found(method))?;
+        let method =
+            self.methods.iter().find(|m| m.name == method).ok_or_else(|| RpcError::method_not_found(method))?;
         let params: Value = serde_json::from_str(params)
             .map_err(|e| RpcError::invalid_params(format!("params are not valid JSON: {e}")))?;
         (method.handler)(ctx, params)
@@ -197,11 +181,7 @@ pub fn __describe(provider: &Provider) -> wit::ProviderSpec {
         methods: provider
             .methods
             .iter()
-            .map(|m| wit::MethodSpec {
-                name: m.name.clone(),
-                description: m.description.clone(),
-                params_schema: None,
-            })
+            .map(|m| wit::MethodSpec { name: m.name.clone(), description: m.description.clone(), params_schema: None })
             .collect(),
     }
 }
@@ -213,20 +193,13 @@ pub fn __execute(
     method: String,
     params: String,
 ) -> Result<String, wit::RpcError> {
-    let ctx = Context {
-        task_id: ctx.task_id,
-        workflow_id: ctx.workflow_id,
-        attempt: ctx.attempt,
-    };
-    provider
-        .call(&ctx, &method, &params)
-        .map(|value| value.to_string())
-        .map_err(|e| wit::RpcError {
-            code: e.code,
-            message: e.message,
-            data: e.data.map(|d| d.to_string()),
-            retryable: e.retryable,
-        })
+    let ctx = Context { task_id: ctx.task_id, workflow_id: ctx.workflow_id, attempt: ctx.attempt };
+    provider.call(&ctx, &method, &params).map(|value| value.to_string()).map_err(|e| wit::RpcError {
+        code: e.code,
+        message: e.message,
+        data: e.data.map(|d| d.to_string()),
+        retryable: e.retryable,
+    })
 }
 
 /// Export a provider from this component. Pass a function that builds the

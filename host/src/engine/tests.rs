@@ -2,9 +2,10 @@
 //! succeed, fail, sleep or flake on request and record what ran.
 
 use super::*;
-use crate::model::{TaskStatus, WorkflowStatus};
+use crate::model::{TaskStatus, WorkflowStatus, codes};
 use crate::registry::CallFuture;
 use crate::registry::tests::{FnProvider, spec};
+use crate::registry::{Call, Registry};
 use crate::report::TaskReport;
 use serde_json::json;
 use std::sync::Mutex;
@@ -37,10 +38,7 @@ fn start(concurrency: usize) -> (Engine, Arc<Probe>) {
     };
     let registry = Arc::new(Registry::new());
     registry.register(Arc::new(provider));
-    let config = EngineConfig {
-        concurrency,
-        default_timeout: Duration::from_secs(10),
-    };
+    let config = EngineConfig { concurrency, default_timeout: Duration::from_secs(10), ..EngineConfig::default() };
     (Engine::start(registry, config), probe)
 }
 
@@ -49,11 +47,9 @@ async fn behave(call: &Call) -> Result<Value, TaskError> {
     match call.method.as_str() {
         "ok" => Ok(p.clone()),
         "fail" => Err(TaskError::new(codes::INVALID_PARAMS, "bad params")),
-        "flaky" if u64::from(call.attempt) < p["n"].as_u64().unwrap_or(1) => Err(TaskError::new(
-            codes::SERVER_ERROR,
-            format!("attempt {}", call.attempt),
-        )
-        .retryable()),
+        "flaky" if u64::from(call.attempt) < p["n"].as_u64().unwrap_or(1) => {
+            Err(TaskError::new(codes::SERVER_ERROR, format!("attempt {}", call.attempt)).retryable())
+        }
         "flaky" => Ok(json!({"attempt": call.attempt})),
         "sleep" => {
             tokio::time::sleep(Duration::from_millis(p["ms"].as_u64().unwrap_or(10))).await;
@@ -89,43 +85,23 @@ tasks:
         .await
         .unwrap();
     assert_eq!(report.status, WorkflowStatus::Completed);
-    assert_eq!(
-        *probe.order.lock().unwrap(),
-        ["urgent-1", "urgent-2", "high", "normal", "low"]
-    );
+    assert_eq!(*probe.order.lock().unwrap(), ["urgent-1", "urgent-2", "high", "normal", "low"]);
 }
 
 #[tokio::test]
 async fn max_parallel_and_host_concurrency_bound_running_tasks() {
     let (engine, probe) = start(100);
-    let tasks: String = (0..12)
-        .map(|i| format!("  - {{id: s{i}, protocol: t/v1, method: sleep, params: {{ms: 20}}}}\n"))
-        .collect();
-    let report = engine
-        .run(workflow(&format!(
-            "name: p\nmax_parallel: 3\ntasks:\n{tasks}"
-        )))
-        .await
-        .unwrap();
+    let tasks: String =
+        (0..12).map(|i| format!("  - {{id: s{i}, protocol: t/v1, method: sleep, params: {{ms: 20}}}}\n")).collect();
+    let report = engine.run(workflow(&format!("name: p\nmax_parallel: 3\ntasks:\n{tasks}"))).await.unwrap();
     assert_eq!(report.summary.completed, 12);
-    assert_eq!(
-        probe.peak.load(Ordering::SeqCst),
-        3,
-        "max_parallel caps the workflow"
-    );
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 3, "max_parallel caps the workflow");
 
     let (engine, probe) = start(4);
     let wf = |name: &str| workflow(&format!("name: {name}\ntasks:\n{tasks}"));
     let (a, b) = tokio::join!(engine.run(wf("a")), engine.run(wf("b")));
-    assert_eq!(
-        a.unwrap().summary.completed + b.unwrap().summary.completed,
-        24
-    );
-    assert_eq!(
-        probe.peak.load(Ordering::SeqCst),
-        4,
-        "the host limit spans workflows"
-    );
+    assert_eq!(a.unwrap().summary.completed + b.unwrap().summary.completed, 24);
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 4, "the host limit spans workflows");
 }
 
 #[tokio::test]
@@ -146,25 +122,11 @@ tasks:
         .unwrap();
     let status = |id| (task(&report, id).status, task(&report, id).attempts);
     assert_eq!(status("recovers"), (TaskStatus::Completed, 3));
-    assert_eq!(
-        task(&report, "recovers").result,
-        Some(json!({"attempt": 3}))
-    );
+    assert_eq!(task(&report, "recovers").result, Some(json!({"attempt": 3})));
     assert_eq!(status("gives-up"), (TaskStatus::Failed, 3));
-    assert_eq!(
-        task(&report, "gives-up").error.as_ref().unwrap().message,
-        "attempt 3"
-    );
-    assert_eq!(
-        status("invalid"),
-        (TaskStatus::Failed, 1),
-        "non-retryable errors fail at once"
-    );
-    assert_eq!(
-        status("no-policy"),
-        (TaskStatus::Failed, 1),
-        "no retry block, no retry"
-    );
+    assert_eq!(task(&report, "gives-up").error.as_ref().unwrap().message, "attempt 3");
+    assert_eq!(status("invalid"), (TaskStatus::Failed, 1), "non-retryable errors fail at once");
+    assert_eq!(status("no-policy"), (TaskStatus::Failed, 1), "no retry block, no retry");
 }
 
 #[tokio::test]
@@ -185,11 +147,7 @@ tasks:
         .await
         .unwrap();
     assert_eq!(report.status, WorkflowStatus::Failed);
-    let statuses: Vec<_> = report
-        .tasks
-        .iter()
-        .map(|t| (t.id.as_str(), t.status))
-        .collect();
+    let statuses: Vec<_> = report.tasks.iter().map(|t| (t.id.as_str(), t.status)).collect();
     assert_eq!(
         statuses,
         [
@@ -200,10 +158,7 @@ tasks:
             ("side-next", TaskStatus::Completed),
         ]
     );
-    assert_eq!(
-        task(&report, "later").error.as_ref().unwrap().message,
-        "not run: dependency 'boom' failed"
-    );
+    assert_eq!(task(&report, "later").error.as_ref().unwrap().message, "not run: dependency 'boom' failed");
     let mut ran = probe.order.lock().unwrap().clone();
     ran.sort();
     assert_eq!(ran, ["boom", "side", "side-next"]);
@@ -226,10 +181,7 @@ tasks:
         .await
         .unwrap();
     assert_eq!(report.status, WorkflowStatus::Completed);
-    assert_eq!(
-        task(&report, "bottom").result,
-        Some(json!({"l": 2, "r": "w=b"}))
-    );
+    assert_eq!(task(&report, "bottom").result, Some(json!({"l": 2, "r": "w=b"})));
     assert_eq!(probe.order.lock().unwrap().len(), 4);
 }
 
@@ -252,9 +204,7 @@ tasks:
     let error = b.error.as_ref().unwrap();
     assert_eq!(error.code, codes::SUBSTITUTION);
     assert!(
-        error
-            .message
-            .contains("path 'result.y' not found in the result of task 'a' (no field 'y')"),
+        error.message.contains("path 'result.y' not found in the result of task 'a' (no field 'y')"),
         "{}",
         error.message
     );
@@ -299,10 +249,7 @@ tasks:
     assert_eq!(task(&report, "quick").status, TaskStatus::Completed);
     for id in ["slow", "after"] {
         assert_eq!(task(&report, id).status, TaskStatus::Cancelled, "{id}");
-        assert_eq!(
-            task(&report, id).error.as_ref().unwrap().code,
-            codes::CANCELLED
-        );
+        assert_eq!(task(&report, id).error.as_ref().unwrap().code, codes::CANCELLED);
     }
     assert!(report.duration_ms < 2000.0);
 }
@@ -310,13 +257,153 @@ tasks:
 #[tokio::test]
 async fn a_protocol_without_provider_fails_its_task() {
     let (engine, _) = start(8);
-    let report = engine
-        .run(workflow(
-            "name: x\ntasks:\n  - {id: a, protocol: nope/v1, method: m}\n",
-        ))
-        .await
-        .unwrap();
+    let report = engine.run(workflow("name: x\ntasks:\n  - {id: a, protocol: nope/v1, method: m}\n")).await.unwrap();
     let a = task(&report, "a");
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(a.error.as_ref().unwrap().code, codes::NO_PROVIDER);
+}
+
+/// A provider with `slots` call slots, taken when a call starts.
+struct Limited {
+    spec: crate::model::ProviderSpec,
+    slots: usize,
+    busy: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl crate::registry::Provider for Limited {
+    fn id(&self) -> &str {
+        "limited"
+    }
+    fn spec(&self) -> &crate::model::ProviderSpec {
+        &self.spec
+    }
+    fn call(&self, _call: Call) -> CallFuture {
+        let now = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let busy = self.busy.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            busy.fetch_sub(1, Ordering::SeqCst);
+            Ok(json!("done"))
+        })
+    }
+    fn free_slots(&self) -> Option<usize> {
+        Some(self.slots.saturating_sub(self.busy.load(Ordering::SeqCst)))
+    }
+}
+
+fn fan_out(protocol: &str, n: usize) -> Workflow {
+    let tasks: String = (0..n).map(|i| format!("  - {{id: t{i}, protocol: {protocol}, method: ok}}\n")).collect();
+    workflow(&format!("name: fan\ntasks:\n{tasks}"))
+}
+
+#[tokio::test]
+async fn a_busy_provider_parks_tasks_until_a_slot_frees() {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(Limited {
+        spec: spec("l/v1", &["ok"]),
+        slots: 3,
+        busy: Arc::default(),
+        peak: peak.clone(),
+    }));
+    let engine = Engine::start(registry, EngineConfig::default());
+    let report = engine.run(fan_out("l/v1", 40)).await.unwrap();
+    assert_eq!(report.summary.completed, 40);
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "never more calls than slots");
+}
+
+#[tokio::test]
+async fn with_wait_for_providers_tasks_wait_for_a_provider_to_register() {
+    let registry = Arc::new(Registry::new());
+    let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
+    let engine = Engine::start(registry.clone(), config);
+    let submitted = engine.submit(fan_out("l/v1", 5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let snapshot = engine.workflow(&submitted.workflow_id).await.unwrap().unwrap();
+    assert_eq!(snapshot.status, WorkflowStatus::Running);
+    assert_eq!(snapshot.summary.unfinished, 5);
+    let peak = Arc::new(AtomicUsize::new(0));
+    registry.register(Arc::new(Limited { spec: spec("l/v1", &["ok"]), slots: 2, busy: Arc::default(), peak }));
+    engine.providers_changed();
+    let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
+    assert_eq!(report.summary.completed, 5);
+}
+
+#[tokio::test]
+async fn workflows_can_be_listed_queried_and_cancelled() {
+    let (engine, _) = start(8);
+    let slow =
+        workflow("name: slow\nid: slow-1\ntasks:\n  - {id: s, protocol: t/v1, method: sleep, params: {ms: 5000}}\n");
+    let submitted = engine.submit(slow.clone()).await.unwrap();
+    assert_eq!(engine.submit(slow).await.err(), Some(EngineError::DuplicateId("slow-1".into())));
+    let listed = engine.workflows().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].workflow_id.as_str(), listed[0].status), ("slow-1", WorkflowStatus::Running));
+    assert!(engine.cancel("slow-1").await.unwrap());
+    assert!(!engine.cancel("no-such").await.unwrap());
+    let report = submitted.done.await.unwrap();
+    assert_eq!(report.status, WorkflowStatus::Cancelled);
+    assert_eq!(report.tasks[0].status, TaskStatus::Cancelled);
+    let kept = engine.workflow("slow-1").await.unwrap().unwrap();
+    assert_eq!(kept.status, WorkflowStatus::Cancelled, "finished workflows stay queryable");
+    assert!(engine.workflow("other").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_vanished_provider_requeues_without_using_attempts_but_not_forever() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(FnProvider {
+        id: "flaky-peer".into(),
+        spec: spec("p/v1", &["once", "never"]),
+        f: move |call: Call| -> CallFuture {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let lost = TaskError::new(codes::SERVER_ERROR, "provider disconnected").requeue();
+                match call.method.as_str() {
+                    "once" if n == 0 => Err(lost),
+                    "once" => Ok(json!({"attempt": call.attempt})),
+                    _ => Err(lost),
+                }
+            })
+        },
+    }));
+    let engine = Engine::start(registry, EngineConfig::default());
+    let report = engine.run(workflow("name: r\ntasks:\n  - {id: a, protocol: p/v1, method: once}\n")).await.unwrap();
+    assert_eq!(report.tasks[0].status, TaskStatus::Completed);
+    assert_eq!(report.tasks[0].result, Some(json!({"attempt": 1})), "the lost attempt was not counted");
+    calls.store(0, Ordering::SeqCst);
+    let report = engine.run(workflow("name: r2\ntasks:\n  - {id: b, protocol: p/v1, method: never}\n")).await.unwrap();
+    assert_eq!(report.tasks[0].status, TaskStatus::Failed);
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "one attempt plus three re-queues");
+}
+
+#[tokio::test]
+async fn the_observer_sees_every_transition_and_the_end() {
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(FnProvider {
+        id: "t".into(),
+        spec: spec("t/v1", &["ok"]),
+        f: |call: Call| -> CallFuture { Box::pin(async move { Ok(call.params) }) },
+    }));
+    let (engine, mut events) = Engine::start_observed(registry, EngineConfig::default());
+    let report = engine
+        .run(workflow("name: o\ntasks:\n  - {id: a, protocol: t/v1, method: ok, params: {x: 1}}\n  - {id: b, protocol: t/v1, method: ok, dependencies: [a]}\n"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            EngineEvent::Task(e) => seen.push(format!("{} {}", e.task_id, e.status)),
+            EngineEvent::WorkflowFinished(r) => seen.push(format!("done {}", r.status.name())),
+        }
+    }
+    assert_eq!(
+        seen,
+        ["a queued", "a running", "a completed", "b queued", "b running", "b completed", "done completed"]
+    );
+    assert_eq!(report.status, WorkflowStatus::Completed);
 }

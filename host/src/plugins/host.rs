@@ -39,10 +39,7 @@ pub struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -65,10 +62,7 @@ impl host::Host for StoreState {
         self.grants.config.get(&key).cloned()
     }
 
-    async fn http_fetch(
-        &mut self,
-        request: host::HttpRequest,
-    ) -> Result<host::HttpResponse, String> {
+    async fn http_fetch(&mut self, request: host::HttpRequest) -> Result<host::HttpResponse, String> {
         Err(format!(
             "http-fetch denied: plugin '{}' may not reach {} (no hosts are granted; grant them with allowed_hosts in the plugin's manifest)",
             self.identity.plugin, request.url

@@ -59,12 +59,7 @@ pub enum LoadError {
     #[error("cannot read plugin {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("plugin '{plugin}' ({origin}) {step}: {reason}")]
-    Plugin {
-        plugin: String,
-        origin: PluginSource,
-        step: LoadStep,
-        reason: String,
-    },
+    Plugin { plugin: String, origin: PluginSource, step: LoadStep, reason: String },
 }
 
 /// A compiled, checked plugin, ready to instantiate per call.
@@ -84,12 +79,7 @@ pub async fn load_bytes(
     source: PluginSource,
     bytes: Vec<u8>,
 ) -> Result<Plugin, LoadError> {
-    let fail = |step, reason| LoadError::Plugin {
-        plugin: name.to_owned(),
-        origin: source.clone(),
-        step,
-        reason,
-    };
+    let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
     let compiler = runtime.clone();
     // Compilation takes tens of milliseconds of CPU: keep it off the async threads.
     let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes))
@@ -113,36 +103,19 @@ pub async fn load_bytes(
         Ok(Ok(spec)) => spec,
         Ok(Err(e)) => {
             let stderr = store.data().stderr.finish();
-            return Err(fail(
-                LoadStep::Describe,
-                with_stderr(format!("{e:#}"), &stderr),
-            ));
+            return Err(fail(LoadStep::Describe, with_stderr(format!("{e:#}"), &stderr)));
         }
         Err(_) => {
-            return Err(fail(
-                LoadStep::Describe,
-                format!("no answer within {DESCRIBE_TIMEOUT:?}"),
-            ));
+            return Err(fail(LoadStep::Describe, format!("no answer within {DESCRIBE_TIMEOUT:?}")));
         }
     };
     let spec = check_spec(spec).map_err(|reason| fail(LoadStep::Describe, reason))?;
-    Ok(Plugin {
-        name,
-        source,
-        spec,
-        pre,
-        grants,
-        runtime: runtime.clone(),
-    })
+    Ok(Plugin { name, source, spec, pre, grants, runtime: runtime.clone() })
 }
 
 /// Append the plugin's last stderr output (a panic message) to an error.
 pub(super) fn with_stderr(message: String, stderr: &str) -> String {
-    if stderr.is_empty() {
-        message
-    } else {
-        format!("{message}; plugin stderr: {stderr}")
-    }
+    if stderr.is_empty() { message } else { format!("{message}; plugin stderr: {stderr}") }
 }
 
 fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, String> {
@@ -153,31 +126,25 @@ fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, Strin
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
     });
     if !protocol_ok {
-        return Err(format!(
-            "protocol '{}' is not of the form 'name/version' (e.g. echo/v1)",
-            spec.protocol
-        ));
+        return Err(format!("protocol '{}' is not of the form 'name/version' (e.g. echo/v1)", spec.protocol));
     }
     if spec.methods.is_empty() {
         return Err(format!("protocol '{}' declares no methods", spec.protocol));
     }
-    let methods =
-        spec.methods
-            .into_iter()
-            .map(|m| {
-                let schema = match m.params_schema {
-                    None => None,
-                    Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                        format!("method '{}': params-schema is not JSON: {e}", m.name)
-                    })?),
-                };
-                Ok(MethodSpec {
-                    name: m.name,
-                    description: m.description,
-                    params_schema: schema,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+    let methods = spec
+        .methods
+        .into_iter()
+        .map(|m| {
+            let schema = match m.params_schema {
+                None => None,
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| format!("method '{}': params-schema is not JSON: {e}", m.name))?,
+                ),
+            };
+            Ok(MethodSpec { name: m.name, description: m.description, params_schema: schema })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(ProviderSpec {
         protocol: spec.protocol,
         name: spec.name,
@@ -199,10 +166,7 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>) -> Vec<Result<Plugin, LoadError
 /// Every `*.wasm` file directly in `dir`, by file name. A missing directory
 /// holds no plugins.
 pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plugin, LoadError>> {
-    let read_error = |path: &Path, e: std::io::Error| LoadError::Read {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
+    let read_error = |path: &Path, e: std::io::Error| LoadError::Read { path: path.to_owned(), reason: e.to_string() };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -216,10 +180,7 @@ pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plug
     paths.sort();
     let mut loaded = Vec::new();
     for path in paths {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let result = match std::fs::read(&path) {
             Ok(bytes) => load_bytes(runtime, &name, PluginSource::File(path.clone()), bytes).await,
             Err(e) => Err(read_error(&path, e)),

@@ -35,13 +35,7 @@ pub struct LogPipe(Arc<Mutex<State>>);
 
 impl LogPipe {
     pub fn new(plugin: Arc<str>, stream: Stream) -> Self {
-        Self(Arc::new(Mutex::new(State {
-            plugin,
-            stream,
-            line: Vec::new(),
-            tail: Vec::new(),
-            written: 0,
-        })))
+        Self(Arc::new(Mutex::new(State { plugin, stream, line: Vec::new(), tail: Vec::new(), written: 0 })))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -136,17 +130,11 @@ impl tokio::io::AsyncWrite for LogPipe {
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }

@@ -14,10 +14,7 @@ pub struct WasmProvider {
 
 impl WasmProvider {
     pub fn new(plugin: Arc<Plugin>) -> Self {
-        Self {
-            id: format!("wasm:{}", plugin.name),
-            plugin,
-        }
+        Self { id: format!("wasm:{}", plugin.name), plugin }
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -47,30 +44,14 @@ enum Stop {
 
 async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
     let name = plugin.name.clone();
-    let mut store = plugin.runtime.new_store(
-        name.clone(),
-        plugin.grants.clone(),
-        call.task_id.clone(),
-        call.deadline,
-    );
-    let ctx = TaskContext {
-        task_id: call.task_id,
-        workflow_id: call.workflow_id,
-        attempt: call.attempt,
-    };
+    let mut store = plugin.runtime.new_store(name.clone(), plugin.grants.clone(), call.task_id.clone(), call.deadline);
+    let ctx = TaskContext { task_id: call.task_id, workflow_id: call.workflow_id, attempt: call.attempt };
     let params = call.params.to_string();
     // The epoch deadline stops a busy guest; this timeout stops one that
     // waits in a host call (a sleep, later HTTP).
     let outcome = tokio::time::timeout_at(call.deadline.into(), async {
-        let instance = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(Stop::Instantiate)?;
-        instance
-            .call_execute(&mut store, &ctx, &call.method, &params)
-            .await
-            .map_err(Stop::Trap)
+        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(Stop::Instantiate)?;
+        instance.call_execute(&mut store, &ctx, &call.method, &params).await.map_err(Stop::Trap)
     })
     .await;
     store.data().stdout.finish();
@@ -78,44 +59,30 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
     let timeout = || {
         TaskError::new(
             codes::TIMEOUT,
-            format!(
-                "plugin '{name}' was stopped at the task's deadline in '{}'",
-                call.method
-            ),
+            format!("plugin '{name}' was stopped at the task's deadline in '{}'", call.method),
         )
         .retryable()
     };
     match outcome {
         Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|e| {
-            TaskError::new(
-                codes::INTERNAL_ERROR,
-                format!("plugin '{name}' returned a result that is not JSON ({e})"),
-            )
+            TaskError::new(codes::INTERNAL_ERROR, format!("plugin '{name}' returned a result that is not JSON ({e})"))
         }),
         Ok(Ok(Err(rpc))) => Err(TaskError {
             code: rpc.code,
             message: rpc.message,
-            data: rpc
-                .data
-                .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+            data: rpc.data.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
             retryable: rpc.retryable,
+            requeue: false,
         }),
         Err(_elapsed) => Err(timeout()),
-        Ok(Err(Stop::Trap(e))) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-            Err(timeout())
-        }
+        Ok(Err(Stop::Trap(e))) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(timeout()),
         // Usually a full instance pool: worth another attempt later.
-        Ok(Err(Stop::Instantiate(e))) => Err(TaskError::new(
-            codes::PLUGIN_TRAP,
-            format!("plugin '{name}': cannot instantiate: {e:#}"),
-        )
-        .retryable()),
+        Ok(Err(Stop::Instantiate(e))) => {
+            Err(TaskError::new(codes::PLUGIN_TRAP, format!("plugin '{name}': cannot instantiate: {e:#}")).retryable())
+        }
         Ok(Err(Stop::Trap(e))) => Err(TaskError::new(
             codes::PLUGIN_TRAP,
-            with_stderr(
-                format!("plugin '{name}' trapped in '{}': {e:#}", call.method),
-                &stderr,
-            ),
+            with_stderr(format!("plugin '{name}' trapped in '{}': {e:#}", call.method), &stderr),
         )),
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimitsBuilder, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+    UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -31,10 +31,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self {
-            max_instances: 1000,
-            memory_limit: 64 * 1024 * 1024,
-        }
+        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024 }
     }
 }
 
@@ -55,16 +52,11 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so ordinary Rust guests (std) instantiate; what it
         // may touch is decided per store in `new_store`: nothing by default.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(format!("{e:#}")))?;
         ProviderWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self {
-            engine,
-            linker,
-            config,
-        })
+        Ok(Self { engine, linker, config })
     }
 
     fn engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
@@ -98,9 +90,7 @@ impl WasmRuntime {
             Err(e) => {
                 // Too little virtual address space (e.g. a ulimit): fall back
                 // to allocating per instance, slower but correct.
-                tracing::warn!(
-                    "pooling allocator unavailable ({e:#}); allocating instances on demand"
-                );
+                tracing::warn!("pooling allocator unavailable ({e:#}); allocating instances on demand");
                 Engine::new(&wasm).map_err(|e| RuntimeError(format!("{e:#}")))
             }
         }
@@ -138,9 +128,7 @@ impl WasmRuntime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.config.memory_limit)
-            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(self.config.memory_limit).build();
         let state = StoreState {
             wasi,
             table: ResourceTable::new(),
@@ -154,11 +142,7 @@ impl WasmRuntime {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         store
     }
@@ -167,18 +151,14 @@ impl WasmRuntime {
 /// Advance the engine's epoch every tick, until the engine is dropped.
 fn spawn_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
     if let Err(e) = spawned {
-        tracing::error!(
-            "cannot start the epoch ticker ({e}); plugin deadlines rely on the async timeout alone"
-        );
+        tracing::error!("cannot start the epoch ticker ({e}); plugin deadlines rely on the async timeout alone");
     }
 }

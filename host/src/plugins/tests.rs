@@ -9,22 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 async fn runtime() -> Arc<WasmRuntime> {
-    Arc::new(
-        WasmRuntime::new(RuntimeConfig {
-            max_instances: 16,
-            ..RuntimeConfig::default()
-        })
-        .unwrap(),
-    )
+    Arc::new(WasmRuntime::new(RuntimeConfig { max_instances: 16, ..RuntimeConfig::default() }).unwrap())
 }
 
 async fn echo() -> WasmProvider {
-    let plugin = bundled(&runtime().await)
-        .await
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap();
+    let plugin = bundled(&runtime().await).await.into_iter().next().unwrap().unwrap();
     WasmProvider::new(Arc::new(plugin))
 }
 
@@ -46,10 +35,7 @@ async fn the_bundled_echo_describes_itself() {
     let spec = echo.spec();
     assert_eq!(spec.protocol, "echo/v1");
     let methods: Vec<&str> = spec.methods.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(
-        methods,
-        ["echo", "ping", "timestamp", "delay", "error", "flaky"]
-    );
+    assert_eq!(methods, ["echo", "ping", "timestamp", "delay", "error", "flaky"]);
     assert_eq!(echo.plugin().source, PluginSource::Bundled);
 }
 
@@ -57,134 +43,52 @@ async fn the_bundled_echo_describes_itself() {
 async fn calls_return_results_and_json_rpc_errors() {
     let echo = echo().await;
     let second = Duration::from_secs(5);
-    let out = echo
-        .call(call("echo", json!({"message": {"a": [1, 2]}}), 1, second))
-        .await
-        .unwrap();
+    let out = echo.call(call("echo", json!({"message": {"a": [1, 2]}}), 1, second)).await.unwrap();
     assert_eq!(out["echoed"], json!({"a": [1, 2]}));
 
-    let err = echo
-        .call(call("echo", json!({"msg": 1}), 1, second))
-        .await
-        .unwrap_err();
+    let err = echo.call(call("echo", json!({"msg": 1}), 1, second)).await.unwrap_err();
     assert_eq!((err.code, err.retryable), (codes::INVALID_PARAMS, false));
-    assert!(
-        err.message
-            .contains("method 'echo': invalid params: missing field `message`"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("method 'echo': invalid params: missing field `message`"), "{}", err.message);
 
-    let err = echo
-        .call(call("shout", json!({}), 1, second))
-        .await
-        .unwrap_err();
+    let err = echo.call(call("shout", json!({}), 1, second)).await.unwrap_err();
     assert_eq!(err.code, codes::METHOD_NOT_FOUND);
 
-    let err = echo
-        .call(call("flaky", json!({"succeed_on_attempt": 2}), 1, second))
-        .await
-        .unwrap_err();
+    let err = echo.call(call("flaky", json!({"succeed_on_attempt": 2}), 1, second)).await.unwrap_err();
     assert!(err.retryable, "{err}");
-    let ok = echo
-        .call(call("flaky", json!({"succeed_on_attempt": 2}), 2, second))
-        .await
-        .unwrap();
+    let ok = echo.call(call("flaky", json!({"succeed_on_attempt": 2}), 2, second)).await.unwrap();
     assert_eq!(ok["attempt"], 2);
 
     let err = echo
-        .call(call(
-            "error",
-            json!({"type": "runtime", "message": "x", "retryable": true}),
-            1,
-            second,
-        ))
+        .call(call("error", json!({"type": "runtime", "message": "x", "retryable": true}), 1, second))
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code, err.message.as_str(), err.retryable),
-        (-32000, "RuntimeError: x", true)
-    );
+    assert_eq!((err.code, err.message.as_str(), err.retryable), (-32000, "RuntimeError: x", true));
 }
 
 #[tokio::test]
 async fn a_call_is_stopped_at_its_deadline() {
     let echo = echo().await;
     let started = Instant::now();
-    let err = echo
-        .call(call(
-            "delay",
-            json!({"seconds": 5}),
-            1,
-            Duration::from_millis(100),
-        ))
-        .await
-        .unwrap_err();
+    let err = echo.call(call("delay", json!({"seconds": 5}), 1, Duration::from_millis(100))).await.unwrap_err();
     assert_eq!((err.code, err.retryable), (codes::TIMEOUT, true), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn broken_files_fail_at_the_right_step() {
     let rt = runtime().await;
-    let load = |bytes: &[u8]| {
-        load_bytes(
-            &rt,
-            "bad",
-            PluginSource::File("bad.wasm".into()),
-            bytes.to_vec(),
-        )
-    };
+    let load = |bytes: &[u8]| load_bytes(&rt, "bad", PluginSource::File("bad.wasm".into()), bytes.to_vec());
 
     let err = load(b"not wasm at all").await.err().unwrap();
-    assert!(
-        matches!(
-            err,
-            LoadError::Plugin {
-                step: LoadStep::Compile,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with("plugin 'bad' (bad.wasm) is not a valid component"),
-        "{err}"
-    );
+    assert!(matches!(err, LoadError::Plugin { step: LoadStep::Compile, .. }), "{err}");
+    assert!(err.to_string().starts_with("plugin 'bad' (bad.wasm) is not a valid component"), "{err}");
 
     // A valid but empty core module is not a component.
     let err = load(b"\0asm\x01\0\0\0").await.err().unwrap();
-    assert!(
-        matches!(
-            err,
-            LoadError::Plugin {
-                step: LoadStep::Compile,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, LoadError::Plugin { step: LoadStep::Compile, .. }), "{err}");
 
     // A valid, empty component exports nothing of our world.
     let err = load(b"\0asm\x0d\0\x01\0").await.err().unwrap();
-    assert!(
-        matches!(
-            err,
-            LoadError::Plugin {
-                step: LoadStep::Link,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("does not fit the gleitzeit:provider world"),
-        "{err}"
-    );
+    assert!(matches!(err, LoadError::Plugin { step: LoadStep::Link, .. }), "{err}");
+    assert!(err.to_string().contains("does not fit the gleitzeit:provider world"), "{err}");
 }

@@ -26,13 +26,7 @@ impl Dag {
             index.entry(*id).or_insert(i as u32);
         }
         let deps = (0..ids.len())
-            .map(|t| {
-                edges(t)
-                    .into_iter()
-                    .filter_map(|d| index.get(d).copied())
-                    .filter(|&d| d as usize != t)
-                    .collect()
-            })
+            .map(|t| edges(t).into_iter().filter_map(|d| index.get(d).copied()).filter(|&d| d as usize != t).collect())
             .collect();
         Self { deps }
     }
@@ -79,10 +73,7 @@ impl Dag {
     pub fn levels(&self) -> Option<Vec<Vec<u32>>> {
         let dependents = self.dependents();
         let mut waiting: Vec<usize> = self.deps.iter().map(Vec::len).collect();
-        let mut current: Vec<u32> = (0..self.len())
-            .filter(|&t| waiting[t] == 0)
-            .map(|t| t as u32)
-            .collect();
+        let mut current: Vec<u32> = (0..self.len()).filter(|&t| waiting[t] == 0).map(|t| t as u32).collect();
         let mut levels = Vec::new();
         let mut placed = 0;
         while !current.is_empty() {
@@ -259,9 +250,7 @@ mod tests {
     #[test]
     fn a_long_chain_does_not_overflow_the_stack() {
         let n = 300_000u32;
-        let deps = (0..n)
-            .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
-            .collect();
+        let deps = (0..n).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect();
         let d = Dag::new(deps);
         assert!(d.cycles().is_empty());
         assert_eq!(d.levels().map(|l| l.len()), Some(n as usize));
@@ -275,24 +264,20 @@ mod tests {
     /// Random graphs on `n` nodes; `acyclic` keeps only edges to lower indices.
     fn graph(acyclic: bool) -> impl Strategy<Value = Dag> {
         (1usize..40).prop_flat_map(move |n| {
-            proptest::collection::vec(proptest::collection::vec(0..n as u32, 0..4), n).prop_map(
-                move |lists| {
-                    let deps = lists
-                        .into_iter()
-                        .enumerate()
-                        .map(|(t, l)| {
-                            let mut l: Vec<u32> = l
-                                .into_iter()
-                                .filter(|&d| d as usize != t && (!acyclic || (d as usize) < t))
-                                .collect();
-                            l.sort_unstable();
-                            l.dedup();
-                            l
-                        })
-                        .collect();
-                    Dag::new(deps)
-                },
-            )
+            proptest::collection::vec(proptest::collection::vec(0..n as u32, 0..4), n).prop_map(move |lists| {
+                let deps = lists
+                    .into_iter()
+                    .enumerate()
+                    .map(|(t, l)| {
+                        let mut l: Vec<u32> =
+                            l.into_iter().filter(|&d| d as usize != t && (!acyclic || (d as usize) < t)).collect();
+                        l.sort_unstable();
+                        l.dedup();
+                        l
+                    })
+                    .collect();
+                Dag::new(deps)
+            })
         })
     }
 

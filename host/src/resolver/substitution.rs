@@ -61,12 +61,7 @@ pub enum SubstitutionError {
     #[error("'{reference}': task '{task}' has no result")]
     NoResult { reference: String, task: String },
     #[error("'{reference}': path '{path}' not found in the result of task '{task}' ({reason})")]
-    MissingPath {
-        reference: String,
-        task: String,
-        path: String,
-        reason: String,
-    },
+    MissingPath { reference: String, task: String, path: String, reason: String },
 }
 
 enum Piece<'a> {
@@ -75,10 +70,7 @@ enum Piece<'a> {
 }
 
 fn malformed(text: &str, reason: impl Into<String>) -> TemplateError {
-    TemplateError {
-        text: text.to_owned(),
-        reason: reason.into(),
-    }
+    TemplateError { text: text.to_owned(), reason: reason.into() }
 }
 
 /// True for characters allowed in task ids (and so in references).
@@ -119,16 +111,10 @@ fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> 
     let expected = "expected '${task-id.result}' or '${task-id.result.field[0]}'";
     let (task, tail) = inner.split_once('.').unwrap_or((inner, ""));
     if task.is_empty() || !task.chars().all(is_id_char) {
-        return Err(malformed(
-            text,
-            format!("'{task}' is not a task id; {expected}"),
-        ));
+        return Err(malformed(text, format!("'{task}' is not a task id; {expected}")));
     }
     let Some(mut tail) = tail.strip_prefix("result") else {
-        return Err(malformed(
-            text,
-            format!("the part after the task id must be 'result'; {expected}"),
-        ));
+        return Err(malformed(text, format!("the part after the task id must be 'result'; {expected}")));
     };
     let mut path = Vec::new();
     while !tail.is_empty() {
@@ -143,22 +129,16 @@ fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> 
             let Some(end) = after.find(']') else {
                 return Err(malformed(text, "'[' without ']'"));
             };
-            let index = after[..end].parse::<usize>().map_err(|_| {
-                malformed(text, format!("'[{}]' is not an array index", &after[..end]))
-            })?;
+            let index = after[..end]
+                .parse::<usize>()
+                .map_err(|_| malformed(text, format!("'[{}]' is not an array index", &after[..end])))?;
             path.push(PathSegment::Index(index));
             tail = &after[end + 1..];
         } else {
-            return Err(malformed(
-                text,
-                format!("unexpected '{tail}' after 'result'; {expected}"),
-            ));
+            return Err(malformed(text, format!("unexpected '{tail}' after 'result'; {expected}")));
         }
     }
-    Ok(Reference {
-        task: task.to_owned(),
-        path,
-    })
+    Ok(Reference { task: task.to_owned(), path })
 }
 
 /// Every string in `value`, walked without recursion.
@@ -205,12 +185,10 @@ fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, Sub
     let mut at = result;
     for (depth, segment) in reference.path.iter().enumerate() {
         let next = match (segment, at) {
-            (PathSegment::Key(k), Value::Object(map)) => {
-                map.get(k).ok_or_else(|| format!("no field '{k}'"))
+            (PathSegment::Key(k), Value::Object(map)) => map.get(k).ok_or_else(|| format!("no field '{k}'")),
+            (PathSegment::Index(i), Value::Array(items)) => {
+                items.get(*i).ok_or_else(|| format!("index {i} is out of range for an array of {}", items.len()))
             }
-            (PathSegment::Index(i), Value::Array(items)) => items.get(*i).ok_or_else(|| {
-                format!("index {i} is out of range for an array of {}", items.len())
-            }),
             (_, other) => Err(format!(
                 "'result{}' is {}, not {}",
                 PathDisplay(&reference.path[..depth]),
@@ -255,10 +233,8 @@ pub fn substitute<'r>(
         }
         let pieces = parse_template(s)?;
         let resolve = |r: &Reference| -> Result<&'r Value, SubstitutionError> {
-            let result = result_of(&r.task).ok_or_else(|| SubstitutionError::NoResult {
-                reference: r.to_string(),
-                task: r.task.clone(),
-            })?;
+            let result = result_of(&r.task)
+                .ok_or_else(|| SubstitutionError::NoResult { reference: r.to_string(), task: r.task.clone() })?;
             lookup(r, result)
         };
         if let [Piece::Ref(r)] = pieces.as_slice() {
@@ -322,11 +298,7 @@ mod tests {
             "'${a.result.list[4]}': path 'result.list[4]' not found in the result of task 'a' (index 4 is out of range for an array of 1)"
         );
         let err = run(json!({"p": "${a.result.list.x}"}), &results).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("'result.list' is an array, not an object"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("'result.list' is an array, not an object"), "{err}");
         let err = run(json!({"p": "${zz.result}"}), &results).unwrap_err();
         assert!(matches!(err, SubstitutionError::NoResult { .. }));
     }
@@ -350,9 +322,7 @@ mod tests {
 
     #[test]
     fn references_are_collected_from_nested_params() {
-        let found = references(
-            &json!({"a": ["${x.result}", {"b": "${y.result.k[0]} ${x.result}"}], "c": 1}),
-        );
+        let found = references(&json!({"a": ["${x.result}", {"b": "${y.result.k[0]} ${x.result}"}], "c": 1}));
         let mut tasks: Vec<String> = found.into_iter().map(|r| r.unwrap().task).collect();
         tasks.sort();
         assert_eq!(tasks, ["x", "x", "y"]);

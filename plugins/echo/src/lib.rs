@@ -48,9 +48,7 @@ struct FlakyParams {
 }
 
 fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn echo(_: &Context, p: EchoParams) -> Result<Value, RpcError> {
@@ -89,9 +87,7 @@ fn error(_: &Context, p: ErrorParams) -> Result<Value, RpcError> {
         "runtime" => RpcError::new(-32000, format!("RuntimeError: {message}")),
         "generic" => RpcError::internal(format!("Exception: {message}")),
         other => {
-            return Err(RpcError::invalid_params(format!(
-                "'type' must be value, runtime or generic, got '{other}'"
-            )));
+            return Err(RpcError::invalid_params(format!("'type' must be value, runtime or generic, got '{other}'")));
         }
     };
     Err(err.retryable(p.retryable))
@@ -118,16 +114,8 @@ fn provider() -> Provider {
         .method("ping", "Answer with the message or 'pong'", ping)
         .method("timestamp", "The current Unix time", timestamp)
         .method("delay", "Wait 'seconds' (at most 10), then answer", delay)
-        .method(
-            "error",
-            "Fail with a value, runtime or generic error",
-            error,
-        )
-        .method(
-            "flaky",
-            "Fail (retryably) until attempt 'succeed_on_attempt'",
-            flaky,
-        )
+        .method("error", "Fail with a value, runtime or generic error", error)
+        .method("flaky", "Fail (retryably) until attempt 'succeed_on_attempt'", flaky)
 }
 
 export_provider!(provider);

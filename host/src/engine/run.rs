@@ -1,0 +1,182 @@
+//! Run-time state of one workflow and its tasks, and the report built from it.
+
+use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
+use crate::queue::PriorityQueue;
+use crate::report::{RunReport, TaskReport};
+use crate::resolver::Dag;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+/// Run-time state of one task.
+#[derive(Debug)]
+pub(super) struct TaskState {
+    pub status: TaskStatus,
+    /// Attempts made (a re-queued attempt whose provider vanished is not counted).
+    pub attempts: u32,
+    /// Times the task went back to the queue because its provider vanished.
+    pub requeues: u32,
+    /// Dependencies not yet completed.
+    pub waiting_on: usize,
+    pub started_at: Option<SystemTime>,
+    pub started: Option<Instant>,
+    pub finished_at: Option<SystemTime>,
+    pub finished: Option<Instant>,
+    pub result: Option<Value>,
+    pub error: Option<TaskError>,
+    pub abort: Option<AbortHandle>,
+}
+
+/// Run-time state of one workflow.
+pub(super) struct Run {
+    pub workflow: Workflow,
+    pub tasks: Vec<TaskState>,
+    pub dependents: Vec<Vec<u32>>,
+    pub index: HashMap<String, usize>,
+    /// Ready tasks not yet admitted to the shared queue (`max_parallel`).
+    pub ready: PriorityQueue<usize>,
+    /// Tasks in the shared queue or running.
+    pub admitted: usize,
+    pub unfinished: usize,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    pub done: Option<oneshot::Sender<Arc<RunReport>>>,
+    pub timeout: Option<AbortHandle>,
+    /// Set when a client cancelled the workflow.
+    pub cancelled: bool,
+}
+
+impl Run {
+    pub fn new(workflow: Workflow, done: oneshot::Sender<Arc<RunReport>>) -> Self {
+        let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
+        let dag = Dag::from_ids(&ids, |t| workflow.tasks[t].dependencies.iter().map(String::as_str).collect());
+        let tasks = (0..dag.len())
+            .map(|t| TaskState {
+                status: TaskStatus::Pending,
+                attempts: 0,
+                requeues: 0,
+                waiting_on: dag.deps(t).len(),
+                started_at: None,
+                started: None,
+                finished_at: None,
+                finished: None,
+                result: None,
+                error: None,
+                abort: None,
+            })
+            .collect();
+        let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
+        Self {
+            dependents: dag.dependents(),
+            tasks,
+            index,
+            ready: PriorityQueue::default(),
+            admitted: 0,
+            unfinished: dag.len(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            done: Some(done),
+            timeout: None,
+            cancelled: false,
+            workflow,
+        }
+    }
+
+    /// Tasks with nothing to wait for.
+    pub fn roots(&self) -> Vec<usize> {
+        (0..self.tasks.len()).filter(|&t| self.tasks[t].waiting_on == 0).collect()
+    }
+
+    pub fn finish_task(&mut self, t: usize, status: TaskStatus) {
+        let state = &mut self.tasks[t];
+        state.status = status;
+        state.finished_at = Some(SystemTime::now());
+        state.finished = Some(Instant::now());
+        self.unfinished -= 1;
+    }
+
+    /// Record a completion; returns the dependents that became ready.
+    pub fn complete(&mut self, t: usize, value: Value) -> Vec<usize> {
+        self.tasks[t].result = Some(value);
+        self.tasks[t].error = None;
+        self.finish_task(t, TaskStatus::Completed);
+        let mut ready = Vec::new();
+        for &d in &self.dependents[t] {
+            let dependent = &mut self.tasks[d as usize];
+            dependent.waiting_on -= 1;
+            if dependent.waiting_on == 0 && dependent.status == TaskStatus::Pending {
+                ready.push(d as usize);
+            }
+        }
+        ready
+    }
+
+    /// Mark every task downstream of `failed` as skipped (iteratively);
+    /// returns them.
+    pub fn skip_dependents_of(&mut self, failed: usize) -> Vec<usize> {
+        let failed_id = self.workflow.tasks[failed].id.clone();
+        let mut skipped = Vec::new();
+        let mut stack: Vec<u32> = self.dependents[failed].clone();
+        while let Some(d) = stack.pop() {
+            let d = d as usize;
+            if self.tasks[d].status != TaskStatus::Pending {
+                continue;
+            }
+            let message = format!("not run: dependency '{failed_id}' failed");
+            self.tasks[d].error = Some(TaskError::new(codes::SKIPPED, message));
+            self.finish_task(d, TaskStatus::Skipped);
+            skipped.push(d);
+            stack.extend_from_slice(&self.dependents[d]);
+        }
+        skipped
+    }
+
+    fn task_reports(&self) -> Vec<TaskReport> {
+        let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
+        self.workflow
+            .tasks
+            .iter()
+            .zip(&self.tasks)
+            .map(|(task, state)| TaskReport {
+                id: task.id.clone(),
+                name: task.name.clone(),
+                protocol: task.protocol.clone(),
+                method: task.method.clone(),
+                status: state.status,
+                attempts: state.attempts,
+                started_at: state.started_at,
+                finished_at: state.finished_at,
+                queued_ms: state.started.map(|s| ms(self.started, s)),
+                duration_ms: state.started.zip(state.finished).map(|(s, f)| ms(s, f)),
+                result: state.result.clone(),
+                error: state.error.clone(),
+            })
+            .collect()
+    }
+
+    /// The report of a finished run.
+    pub fn report(&self) -> RunReport {
+        let mut report = RunReport::new(
+            self.workflow.id.clone(),
+            self.workflow.name.clone(),
+            self.started_at,
+            self.started.elapsed(),
+            self.task_reports(),
+        );
+        if self.cancelled {
+            report.status = WorkflowStatus::Cancelled;
+        }
+        report
+    }
+
+    /// The state of a run still in progress.
+    pub fn snapshot(&self) -> RunReport {
+        let mut report = self.report();
+        report.status = WorkflowStatus::Running;
+        report.finished_at = None;
+        report
+    }
+}

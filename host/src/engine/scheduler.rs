@@ -1,0 +1,409 @@
+//! The scheduler task: the only owner of run-time state. Commands and call
+//! outcomes arrive on one channel and are handled in order, so no state is
+//! shared or locked.
+
+use super::run::Run;
+use super::{Command, EngineConfig, EngineError, EngineEvent, TaskEvent, WorkflowSummary};
+use crate::model::{TaskError, TaskStatus, Workflow, codes};
+use crate::queue::PriorityQueue;
+use crate::registry::{Call, Provider, Registry, Selection};
+use crate::report::RunReport;
+use crate::resolver::substitute;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+type RunId = u64;
+
+/// How often a task may go back to the queue because its provider vanished
+/// mid-call (those attempts do not count against its retries).
+const MAX_REQUEUES: u32 = 3;
+
+/// Messages the scheduler sends itself (timers, finished calls).
+pub(super) enum Internal {
+    Finished { run: RunId, task: usize, attempt: u32, outcome: Result<Value, TaskError> },
+    RetryDue { run: RunId, task: usize },
+    TimedOut { run: RunId },
+}
+
+pub(super) enum Message {
+    Command(Command),
+    Internal(Internal),
+}
+
+pub(super) struct Scheduler {
+    registry: Arc<Registry>,
+    config: EngineConfig,
+    /// Weak, so the scheduler ends once every `Engine` handle and running
+    /// call is gone.
+    inbox: mpsc::WeakUnboundedSender<Message>,
+    observer: Option<mpsc::UnboundedSender<EngineEvent>>,
+    runs: HashMap<RunId, Run>,
+    by_workflow_id: HashMap<String, RunId>,
+    finished: VecDeque<Arc<RunReport>>,
+    queue: PriorityQueue<(RunId, usize)>,
+    /// Ready tasks whose protocol has no free provider right now, by
+    /// protocol, in the order they left the queue.
+    parked: HashMap<String, VecDeque<(RunId, usize)>>,
+    /// Protocols that may have a free provider again.
+    woken: Vec<String>,
+    running: usize,
+    next_run: RunId,
+}
+
+impl Scheduler {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: EngineConfig,
+        inbox: mpsc::WeakUnboundedSender<Message>,
+        observer: Option<mpsc::UnboundedSender<EngineEvent>>,
+    ) -> Self {
+        Self {
+            registry,
+            config,
+            inbox,
+            observer,
+            runs: HashMap::new(),
+            by_workflow_id: HashMap::new(),
+            finished: VecDeque::new(),
+            queue: PriorityQueue::default(),
+            parked: HashMap::new(),
+            woken: Vec::new(),
+            running: 0,
+            next_run: 0,
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Message>) {
+        let mut batch = Vec::with_capacity(256);
+        while inbox.recv_many(&mut batch, 256).await > 0 {
+            for message in batch.drain(..) {
+                match message {
+                    Message::Command(command) => self.command(command),
+                    Message::Internal(internal) => self.internal(internal),
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Submit { workflow, accepted, done } => {
+                let _ = accepted.send(self.submit(workflow, done));
+            }
+            Command::Get { workflow_id, reply } => {
+                let _ = reply.send(self.get(&workflow_id));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.list());
+            }
+            Command::Cancel { workflow_id, reply } => {
+                let found = self.by_workflow_id.get(&workflow_id).copied();
+                if let Some(id) = found {
+                    if let Some(run) = self.runs.get_mut(&id) {
+                        run.cancelled = true;
+                    }
+                    self.cancel(id, "the workflow was cancelled");
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Command::ProvidersChanged => self.woken.extend(self.parked.keys().cloned()),
+        }
+    }
+
+    fn internal(&mut self, internal: Internal) {
+        match internal {
+            Internal::Finished { run, task, attempt, outcome } => self.finished(run, task, attempt, outcome),
+            Internal::RetryDue { run, task } => self.retry_due(run, task),
+            Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
+        }
+    }
+
+    fn submit(&mut self, workflow: Workflow, done: oneshot::Sender<Arc<RunReport>>) -> Result<(), EngineError> {
+        if self.by_workflow_id.contains_key(&workflow.id) {
+            return Err(EngineError::DuplicateId(workflow.id));
+        }
+        let id = self.next_run;
+        self.next_run += 1;
+        let mut run = Run::new(workflow, done);
+        run.timeout = run.workflow.timeout.and_then(|after| self.after(after, Internal::TimedOut { run: id }));
+        let roots = run.roots();
+        self.by_workflow_id.insert(run.workflow.id.clone(), id);
+        self.runs.insert(id, run);
+        for t in roots {
+            self.make_ready(id, t);
+        }
+        Ok(())
+    }
+
+    fn get(&self, workflow_id: &str) -> Option<Arc<RunReport>> {
+        match self.by_workflow_id.get(workflow_id).and_then(|id| self.runs.get(id)) {
+            Some(run) => Some(Arc::new(run.snapshot())),
+            None => self.finished.iter().rev().find(|r| r.workflow_id == workflow_id).cloned(),
+        }
+    }
+
+    fn list(&self) -> Vec<WorkflowSummary> {
+        let running = self.runs.values().map(|run| WorkflowSummary::of(&run.snapshot()));
+        let finished = self.finished.iter().map(|r| WorkflowSummary::of(r));
+        running.chain(finished).collect()
+    }
+
+    /// Send `message` to the scheduler after `delay`.
+    fn after(&self, delay: Duration, message: Internal) -> Option<AbortHandle> {
+        let inbox = self.inbox.upgrade()?;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = inbox.send(Message::Internal(message));
+        });
+        Some(timer.abort_handle())
+    }
+
+    fn notify(&self, id: RunId, t: usize) {
+        let (Some(observer), Some(run)) = (&self.observer, self.runs.get(&id)) else { return };
+        let state = &run.tasks[t];
+        let final_ = state.status.is_final();
+        let _ = observer.send(EngineEvent::Task(TaskEvent {
+            workflow_id: run.workflow.id.clone(),
+            task_id: run.workflow.tasks[t].id.clone(),
+            status: state.status,
+            attempt: state.attempts,
+            result: if final_ { state.result.clone() } else { None },
+            error: if final_ || state.status == TaskStatus::Pending { state.error.clone() } else { None },
+        }));
+    }
+
+    fn make_ready(&mut self, id: RunId, t: usize) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        run.tasks[t].status = TaskStatus::Queued;
+        run.ready.push(run.workflow.tasks[t].priority, t);
+        self.notify(id, t);
+        self.admit(id);
+    }
+
+    /// Move ready tasks into the shared queue while `max_parallel` allows.
+    fn admit(&mut self, id: RunId) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        let limit = run.workflow.max_parallel.map_or(usize::MAX, |m| m as usize);
+        while run.admitted < limit {
+            let Some(t) = run.ready.pop() else { break };
+            run.admitted += 1;
+            self.queue.push(run.workflow.tasks[t].priority, (id, t));
+        }
+    }
+
+    fn dispatch(&mut self) {
+        self.unpark();
+        while self.running < self.config.concurrency {
+            let Some((id, t)) = self.queue.pop() else { break };
+            self.start(id, t);
+        }
+    }
+
+    /// Start parked tasks of woken protocols while providers take them.
+    fn unpark(&mut self) {
+        for protocol in std::mem::take(&mut self.woken) {
+            while self.running < self.config.concurrency {
+                let Some(&(id, t)) = self.parked.get(&protocol).and_then(VecDeque::front) else { break };
+                let Selection::Provider(provider) = self.registry.select(&protocol) else { break };
+                self.parked.get_mut(&protocol).map(VecDeque::pop_front);
+                self.launch(id, t, provider);
+            }
+            if self.parked.get(&protocol).is_some_and(VecDeque::is_empty) {
+                self.parked.remove(&protocol);
+            }
+        }
+    }
+
+    /// Start a queued task, or park it until its protocol has a free provider.
+    fn start(&mut self, id: RunId, t: usize) {
+        let Some(run) = self.runs.get(&id) else { return };
+        if run.tasks[t].status != TaskStatus::Queued {
+            return;
+        }
+        let protocol = &run.workflow.tasks[t].protocol;
+        match self.registry.select(protocol) {
+            Selection::Provider(provider) => self.launch(id, t, provider),
+            Selection::Missing if !self.config.wait_for_providers => {
+                let message = format!("no provider serves protocol '{protocol}'");
+                self.fail_before_start(id, t, TaskError::new(codes::NO_PROVIDER, message));
+            }
+            Selection::Busy | Selection::Missing => {
+                self.parked.entry(protocol.clone()).or_default().push_back((id, t));
+            }
+        }
+    }
+
+    /// Call the provider for one attempt of a task.
+    fn launch(&mut self, id: RunId, t: usize, provider: Arc<dyn Provider>) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        if run.tasks[t].status != TaskStatus::Queued {
+            return;
+        }
+        let task = &run.workflow.tasks[t];
+        let lookup = |dep: &str| run.index.get(dep).and_then(|&i| run.tasks[i].result.as_ref());
+        let params = match substitute(&task.params, lookup) {
+            Ok(params) => params,
+            Err(e) => return self.fail_before_start(id, t, TaskError::new(codes::SUBSTITUTION, e.to_string())),
+        };
+        let Some(inbox) = self.inbox.upgrade() else { return };
+        let timeout = task.timeout.unwrap_or(self.config.default_timeout);
+        let deadline = Instant::now() + timeout;
+        let state = &mut run.tasks[t];
+        state.attempts += 1;
+        state.status = TaskStatus::Running;
+        state.started_at.get_or_insert_with(SystemTime::now);
+        state.started.get_or_insert_with(Instant::now);
+        let attempt = state.attempts;
+        let call = Call {
+            task_id: task.id.clone(),
+            workflow_id: Some(run.workflow.id.clone()),
+            attempt,
+            method: task.method.clone(),
+            params,
+            deadline,
+        };
+        // Made here, not in the spawned task: a provider reserves its slot
+        // when `call` is invoked, before the next selection.
+        let pending = provider.call(call);
+        let handle = tokio::spawn(async move {
+            let outcome = match tokio::time::timeout_at(deadline.into(), pending).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    Err(TaskError::new(codes::TIMEOUT, format!("timed out after {}s", timeout.as_secs_f64()))
+                        .retryable())
+                }
+            };
+            let _ = inbox.send(Message::Internal(Internal::Finished { run: id, task: t, attempt, outcome }));
+        });
+        state.abort = Some(handle.abort_handle());
+        self.running += 1;
+        self.notify(id, t);
+    }
+
+    /// A task that cannot even start (bad reference, no provider) fails.
+    fn fail_before_start(&mut self, id: RunId, t: usize, error: TaskError) {
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.admitted -= 1;
+        }
+        self.settle(id, t, Err(error));
+        self.admit(id);
+    }
+
+    fn finished(&mut self, id: RunId, t: usize, attempt: u32, outcome: Result<Value, TaskError>) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        // A provider slot of this protocol is free again.
+        let protocol = &run.workflow.tasks[t].protocol;
+        if self.parked.contains_key(protocol) && !self.woken.contains(protocol) {
+            self.woken.push(protocol.clone());
+        }
+        let state = &mut run.tasks[t];
+        if state.status != TaskStatus::Running || state.attempts != attempt {
+            return; // cancelled while it ran; already accounted for
+        }
+        state.abort = None;
+        run.admitted -= 1;
+        self.running -= 1;
+        self.settle(id, t, outcome);
+        self.admit(id);
+    }
+
+    /// Record an attempt's outcome: complete, re-queue, retry later, or fail.
+    fn settle(&mut self, id: RunId, t: usize, outcome: Result<Value, TaskError>) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        let policy = &run.workflow.tasks[t].retry;
+        let state = &mut run.tasks[t];
+        let mut changed = vec![t];
+        match outcome {
+            Ok(value) => {
+                let ready = run.complete(t, value);
+                self.notify(id, t);
+                for d in ready {
+                    self.make_ready(id, d);
+                }
+                changed.clear();
+            }
+            Err(error) if error.requeue && state.requeues < MAX_REQUEUES => {
+                tracing::info!(task = %run.workflow.tasks[t].id, "re-queued: {error}");
+                state.requeues += 1;
+                state.attempts -= 1;
+                state.error = Some(error);
+                state.status = TaskStatus::Pending;
+                changed.clear();
+                self.make_ready(id, t);
+            }
+            Err(error) if error.retryable && state.attempts < policy.max_attempts => {
+                let delay = policy.delay_before(state.attempts, fastrand::f64());
+                tracing::debug!(task = %run.workflow.tasks[t].id, attempt = state.attempts, "retrying in {delay:?}: {error}");
+                state.error = Some(error);
+                state.status = TaskStatus::Pending;
+                self.after(delay, Internal::RetryDue { run: id, task: t });
+            }
+            Err(error) => {
+                state.error = Some(error);
+                run.finish_task(t, TaskStatus::Failed);
+                changed.extend(run.skip_dependents_of(t));
+            }
+        }
+        for task in changed {
+            self.notify(id, task);
+        }
+        self.finish_if_done(id);
+    }
+
+    fn retry_due(&mut self, id: RunId, t: usize) {
+        let waiting = self.runs.get(&id).is_some_and(|run| run.tasks[t].status == TaskStatus::Pending);
+        if waiting {
+            self.make_ready(id, t);
+        }
+    }
+
+    /// End every unfinished task of a run as cancelled.
+    fn cancel(&mut self, id: RunId, reason: &str) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        let mut changed = Vec::new();
+        for t in 0..run.tasks.len() {
+            let state = &mut run.tasks[t];
+            if state.status.is_final() {
+                continue;
+            }
+            if let Some(abort) = state.abort.take() {
+                abort.abort();
+                self.running -= 1;
+            }
+            state.error = Some(TaskError::new(codes::CANCELLED, format!("cancelled: {reason}")));
+            run.finish_task(t, TaskStatus::Cancelled);
+            changed.push(t);
+        }
+        for t in changed {
+            self.notify(id, t);
+        }
+        self.finish_if_done(id);
+    }
+
+    fn finish_if_done(&mut self, id: RunId) {
+        if self.runs.get(&id).is_none_or(|run| run.unfinished != 0) {
+            return;
+        }
+        let Some(mut run) = self.runs.remove(&id) else { return };
+        self.by_workflow_id.remove(&run.workflow.id);
+        if let Some(timer) = run.timeout.take() {
+            timer.abort();
+        }
+        let report = Arc::new(run.report());
+        if let Some(done) = run.done.take() {
+            let _ = done.send(report.clone());
+        }
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(EngineEvent::WorkflowFinished(report.clone()));
+        }
+        self.finished.push_back(report);
+        while self.finished.len() > self.config.keep_finished {
+            self.finished.pop_front();
+        }
+    }
+}
