@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the host daemon: WASM and remote providers, clients over Socket.IO.
+    Serve(ServeArgs),
     /// Run a workflow file once, in this process, with the local plugins.
     Run(RunArgs),
     /// Work with workflow files.
@@ -44,6 +46,46 @@ struct PluginArgs {
     /// Directory of extra plugins (NAME.wasm), served beside the bundled ones.
     #[arg(long, env = "GLEITZEIT_PLUGINS", default_value = "plugins")]
     plugins: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback unless you say otherwise).
+    #[arg(long, env = "GLEITZEIT_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of extra plugins (NAME.wasm), served beside the bundled ones.
+    #[arg(long, env = "GLEITZEIT_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Settings file (TOML); flags and GLEITZEIT_* variables win over it.
+    #[arg(long, env = "GLEITZEIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Tasks running at once across all workflows.
+    #[arg(long, env = "GLEITZEIT_CONCURRENCY")]
+    concurrency: Option<u32>,
+    /// Seconds running work may take to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "GLEITZEIT_GRACE")]
+    grace: Option<f64>,
+}
+
+/// `gleitzeit.toml`: the same settings as the `serve` flags.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<std::net::SocketAddr>,
+    plugins: Option<PathBuf>,
+    concurrency: Option<u32>,
+    grace: Option<f64>,
+    default_timeout: Option<f64>,
+}
+
+impl ConfigFile {
+    fn load(path: Option<&Path>) -> Result<Self, Failure> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))
+            .map_err(Failure::Input)?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display())).map_err(Failure::Input)
+    }
 }
 
 #[derive(clap::Args)]
@@ -109,6 +151,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve(args).await,
             Command::Run(args) => run(args).await,
             Command::Workflow(WorkflowCommand::Validate(args)) => validate(args).await,
         }
@@ -134,12 +177,59 @@ fn fail(failure: Failure) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let (workflow, registry) = load_against_registry(&args.file, &args.plugins.plugins).await?;
-    let default_timeout = Duration::try_from_secs_f64(args.default_timeout)
+fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| Failure::Input(anyhow::anyhow!("--default-timeout must be a positive number of seconds")))?;
+        .ok_or_else(|| Failure::Input(anyhow::anyhow!("{name} must be a positive number of seconds, got {value}")))
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let file = ConfigFile::load(args.config.as_deref())?;
+    let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
+    let plugins = args.plugins.or(file.plugins).unwrap_or_else(|| PathBuf::from("plugins"));
+    let mut engine = EngineConfig::default();
+    if let Some(n) = args.concurrency.or(file.concurrency) {
+        engine.concurrency = n.max(1) as usize;
+    }
+    if let Some(s) = file.default_timeout {
+        engine.default_timeout = seconds("default_timeout", s)?;
+    }
+    let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
+    let (registry, plugin_list) = load_plugins(&plugins).await?;
+    let config = crate::socket::ServeConfig { listen, engine, grace };
+    crate::socket::serve(config, registry, plugin_list, shutdown_signal())
+        .await
+        .map_err(|e| Failure::Input(e.into()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    eprintln!("shutting down: no new work; waiting for running workflows");
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let (workflow, registry) = load_against_registry(&args.file, &args.plugins.plugins).await?;
+    let default_timeout = seconds("--default-timeout", args.default_timeout)?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
     let engine = Engine::start(registry, config);
     let report = engine.run(workflow).await.map_err(|e| Failure::Internal(e.into()))?;
@@ -189,30 +279,40 @@ fn level_count(workflow: &Workflow) -> usize {
 /// the local plugins.
 async fn load_against_registry(file: &Path, plugins: &Path) -> Result<(Workflow, Arc<Registry>), Failure> {
     let workflow = workflow::load(file)?;
-    let registry = local_registry(plugins).await?;
+    let (registry, _) = load_plugins(plugins).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
     Ok((workflow, registry))
 }
 
-/// The bundled plugins plus those in `dir`. A plugin in `dir` that serves a
-/// bundled protocol replaces the bundled one; broken files are reported and
-/// skipped.
-async fn local_registry(dir: &Path) -> Result<Arc<Registry>, Failure> {
+/// The bundled plugins plus those in `dir`, and a listing of them. A plugin
+/// in `dir` that serves a bundled protocol replaces the bundled one; broken
+/// files are reported and skipped.
+async fn load_plugins(dir: &Path) -> Result<(Arc<Registry>, Vec<serde_json::Value>), Failure> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
-    let bundled = plugins::bundled(&runtime).await;
-    let local = plugins::load_dir(&runtime, dir).await;
+    let mut listing = Vec::new();
+    let mut register = |plugin: plugins::Plugin| {
+        let methods: Vec<&str> = plugin.spec.methods.iter().map(|m| m.name.as_str()).collect();
+        listing.push(serde_json::json!({
+            "name": &*plugin.name,
+            "protocol_id": plugin.spec.protocol,
+            "version": plugin.spec.version,
+            "source": plugin.source.to_string(),
+            "methods": methods,
+        }));
+        registry.register(Arc::new(WasmProvider::new(Arc::new(plugin))));
+    };
     let mut local_protocols = Vec::new();
-    for loaded in local {
+    for loaded in plugins::load_dir(&runtime, dir).await {
         match loaded {
             Ok(plugin) => {
                 local_protocols.push(plugin.spec.protocol.clone());
-                registry.register(Arc::new(WasmProvider::new(Arc::new(plugin))));
+                register(plugin);
             }
             Err(e) => eprintln!("warning: {e}"),
         }
     }
-    for loaded in bundled {
+    for loaded in plugins::bundled(&runtime).await {
         match loaded {
             Ok(plugin) if local_protocols.contains(&plugin.spec.protocol) => {
                 tracing::info!(
@@ -222,9 +322,9 @@ async fn local_registry(dir: &Path) -> Result<Arc<Registry>, Failure> {
                     plugin.name
                 );
             }
-            Ok(plugin) => registry.register(Arc::new(WasmProvider::new(Arc::new(plugin)))),
+            Ok(plugin) => register(plugin),
             Err(e) => return Err(Failure::Internal(e.into())),
         }
     }
-    Ok(registry)
+    Ok((registry, listing))
 }

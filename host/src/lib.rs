@@ -4,8 +4,9 @@
 //! their dependencies (`resolver`) and run by the `engine`, which takes ready
 //! tasks from the shared priority `queue` and sends each to a provider of its
 //! protocol found in the `registry`. Providers are WebAssembly components
-//! (`plugins`) or, later, remote peers. `model` holds the shared data types,
-//! `report` the result document, `cli` the command line.
+//! (`plugins`) or remote peers connected to the daemon's Socket.IO server
+//! (`socket`). `model` holds the shared data types, `report` the result
+//! document, `cli` the command line.
 
 pub mod cli;
 pub mod engine;
@@ -15,4 +16,5 @@ pub mod queue;
 pub mod registry;
 pub mod report;
 pub mod resolver;
+pub mod socket;
 pub mod workflow;

@@ -829,7 +829,7 @@ fn is_id(s: &str) -> bool {
 }
 
 /// `^[a-z][a-z0-9_-]*(/[a-z0-9_-]+)?$`, the original's protocol pattern.
-fn is_protocol(s: &str) -> bool {
+pub fn is_protocol(s: &str) -> bool {
     let (name, version) = s.split_once('/').unwrap_or((s, "v"));
     let lower = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     name.starts_with(|c: char| c.is_ascii_lowercase())

@@ -1,0 +1,330 @@
+//! Event handlers: what each client → server event does and answers.
+//!
+//! Every event answers through its ack when the client asks for one, and
+//! also with the original system's reply events where it had them. Failures
+//! are JSON-RPC 2.0 error objects (ack `{error}` and an `error` event); a bad
+//! payload never takes the server down.
+
+use super::Host;
+use super::remote::RemoteProvider;
+use super::wire::{Fields, RpcError, errors, object};
+use crate::model::{MethodSpec, ProviderSpec};
+use crate::workflow::{self, Catalog};
+use serde_json::{Map, Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use std::sync::Arc;
+
+/// Most calls a remote provider gets at once unless it says otherwise.
+const DEFAULT_MAX_CONCURRENT: u64 = 32;
+const MAX_CONCURRENT_LIMIT: u64 = 10_000;
+
+type Payload = TryData<Value>;
+
+/// Answer an event: the ack (when asked for) and, on failure, an `error`
+/// event as the original server sent.
+fn answer(socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) {
+    let reply = match outcome {
+        Ok(value) => value,
+        Err(error) => {
+            tracing::debug!(socket = %socket.id, "request failed: {}", error.message);
+            let reply = error.to_reply();
+            let _ = socket.emit("error", &reply);
+            reply
+        }
+    };
+    let _ = ack.send(&reply);
+}
+
+fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
+    object(event, data.0.map_err(|e| e.to_string()))
+}
+
+pub async fn on_connect(socket: SocketRef) {
+    let _ = socket
+        .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
+    socket.on("register_protocol", register_protocol);
+    socket.on("register_provider", register_provider);
+    socket.on("method_result", method_result);
+    socket.on("submit_workflow", submit_workflow);
+    socket.on("submit_task", submit_task);
+    socket.on("get_workflow", get_workflow);
+    socket.on("list_workflows", list_workflows);
+    socket.on("cancel_workflow", cancel_workflow);
+    socket.on("subscribe", subscribe);
+    socket.on("unsubscribe", unsubscribe);
+    socket.on("list_providers", list_providers);
+    socket.on("list_protocols", list_protocols);
+    socket.on("list_plugins", list_plugins);
+    socket.on_fallback(unknown_event);
+    socket.on_disconnect(disconnected);
+}
+
+async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender) {
+    let message = format!("unknown event '{event}'; see docs/protocol.md for the events the host understands");
+    answer(&socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
+}
+
+async fn disconnected(socket: SocketRef, State(host): State<Arc<Host>>) {
+    host.forget_socket(&socket.id.to_string());
+}
+
+/// `{protocol: {name, version, description?, methods: {NAME: {description}}}}`
+async fn register_protocol(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = (|| {
+        let map = payload("register_protocol", data)?;
+        let fields = Fields { event: "register_protocol", map: &map };
+        let protocol = fields.object("protocol")?;
+        let inner = protocol.as_object().cloned().unwrap_or_default();
+        let spec = Fields { event: "register_protocol.protocol", map: &inner };
+        let name = spec.string("name")?;
+        let version = spec.string("version")?;
+        let protocol_id = format!("{name}/{version}");
+        let methods: Vec<MethodSpec> = match inner.get("methods") {
+            Some(Value::Object(methods)) => methods
+                .iter()
+                .map(|(name, m)| MethodSpec {
+                    name: name.clone(),
+                    description: m.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    params_schema: None,
+                })
+                .collect(),
+            Some(Value::Array(names)) => names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| MethodSpec { name: n.to_owned(), description: String::new(), params_schema: None })
+                .collect(),
+            _ => Vec::new(),
+        };
+        host.declare_protocol(&socket.id.to_string(), &protocol_id, methods);
+        let reply = json!({ "protocol_id": protocol_id, "message": format!("Protocol {protocol_id} registered") });
+        let _ = socket.emit("protocol_registered", &reply);
+        Ok(reply)
+    })();
+    answer(&socket, ack, outcome);
+}
+
+/// `{provider_id, protocol_id, supported_methods, name?, description?, max_concurrent?}`
+async fn register_provider(
+    socket: SocketRef,
+    data: Payload,
+    ack: AckSender,
+    io: SocketIo,
+    State(host): State<Arc<Host>>,
+) {
+    let outcome = (|| {
+        let map = payload("register_provider", data)?;
+        let fields = Fields { event: "register_provider", map: &map };
+        let provider_id = fields.string("provider_id")?;
+        let protocol_id = fields.string("protocol_id")?;
+        if !workflow::is_protocol(&protocol_id) {
+            return Err(RpcError::new(
+                errors::INVALID_PARAMS,
+                format!(
+                    "register_provider: protocol_id '{protocol_id}' is not of the form name/version (e.g. echo/v1)"
+                ),
+            ));
+        }
+        let sid = socket.id.to_string();
+        let methods = match fields.strings("supported_methods", "methods")? {
+            Some(names) if !names.is_empty() => names
+                .into_iter()
+                .map(|name| MethodSpec { name, description: String::new(), params_schema: None })
+                .collect(),
+            _ => host.declared_methods(&sid, &protocol_id).ok_or_else(|| {
+                RpcError::new(
+                    errors::INVALID_PARAMS,
+                    "register_provider: field 'supported_methods' must list the methods served (or register_protocol first)",
+                )
+            })?,
+        };
+        let max_concurrent =
+            fields.optional_count("max_concurrent", MAX_CONCURRENT_LIMIT)?.unwrap_or(DEFAULT_MAX_CONCURRENT);
+        let spec = ProviderSpec {
+            protocol: protocol_id.clone(),
+            name: fields.optional_string("name")?.unwrap_or_else(|| provider_id.clone()),
+            version: "remote".into(),
+            description: fields.optional_string("description")?.unwrap_or_default(),
+            methods,
+        };
+        let method_names: Vec<String> = spec.methods.iter().map(|m| m.name.clone()).collect();
+        let provider = RemoteProvider::new(provider_id.clone(), spec, socket.clone(), max_concurrent as usize);
+        host.add_remote(&sid, Arc::new(provider))?;
+        let message = format!("Provider {provider_id} registered for {protocol_id}");
+        let reply = json!({ "provider_id": provider_id, "protocol_id": protocol_id, "message": message });
+        let _ = socket.emit("provider_registered", &reply);
+        let available =
+            json!({ "provider_id": provider_id, "protocol_id": protocol_id, "supported_methods": method_names });
+        tokio::spawn(async move { io.emit("provider_available", &available).await });
+        Ok(reply)
+    })();
+    answer(&socket, ack, outcome);
+}
+
+/// `{id, result}` / `{id, error}` / a JSON-RPC 2.0 response: the answer to an
+/// `execute_method` call, for clients that cannot answer acks.
+async fn method_result(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = (|| {
+        let map = payload("method_result", data)?;
+        let id = match map.get("id") {
+            Some(Value::String(id)) => id.clone(),
+            _ => return Err(RpcError::new(errors::INVALID_PARAMS, "method_result: field 'id' must be the call's id")),
+        };
+        if host.deliver(&socket.id.to_string(), &id, Value::Object(map)) {
+            Ok(json!({ "id": id, "accepted": true }))
+        } else {
+            Err(RpcError::new(errors::NOT_FOUND, format!("method_result: no call '{id}' is waiting for an answer")))
+        }
+    })();
+    answer(&socket, ack, outcome);
+}
+
+/// Validate a workflow tree exactly as `gleitzeit run` does.
+fn validated(host: &Host, origin: &str, tree: Value) -> Result<crate::model::Workflow, RpcError> {
+    let invalid = |e: workflow::WorkflowError| {
+        let problems: Vec<Value> =
+            e.problems().iter().map(|p| json!({ "task": p.task, "field": p.field, "message": p.message })).collect();
+        RpcError::new(errors::INVALID_PARAMS, e.to_string()).with_data(json!({ "problems": problems }))
+    };
+    let workflow = workflow::from_value(origin, tree).map_err(invalid)?;
+    workflow::check_catalog(origin, &workflow, host.registry.as_ref() as &dyn Catalog).map_err(invalid)?;
+    Ok(workflow)
+}
+
+async fn submit_validated(
+    socket: &SocketRef,
+    io: SocketIo,
+    host: &Host,
+    workflow: crate::model::Workflow,
+) -> Result<(String, usize), RpcError> {
+    if host.shutting_down() {
+        return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
+    }
+    let task_count = workflow.tasks.len();
+    // Join first, so no event of the new workflow is missed.
+    socket.join(super::room(&workflow.id));
+    let submitted = host.engine.submit(workflow).await.map_err(|e| match e {
+        crate::engine::EngineError::DuplicateId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
+        crate::engine::EngineError::Stopped => RpcError::new(errors::INTERNAL_ERROR, e.to_string()),
+    })?;
+    let started = json!({ "workflow_id": submitted.workflow_id, "task_count": task_count });
+    tokio::spawn(async move { io.emit("workflow_started", &started).await });
+    Ok((submitted.workflow_id, task_count))
+}
+
+/// `{workflow: {...}}`
+async fn submit_workflow(
+    socket: SocketRef,
+    data: Payload,
+    ack: AckSender,
+    io: SocketIo,
+    State(host): State<Arc<Host>>,
+) {
+    let outcome = async {
+        let map = payload("submit_workflow", data)?;
+        let tree = Fields { event: "submit_workflow", map: &map }.object("workflow")?;
+        let workflow = validated(&host, "submit_workflow: workflow", tree)?;
+        let (workflow_id, task_count) = submit_validated(&socket, io, &host, workflow).await?;
+        let message = format!("Workflow {workflow_id} submitted with {task_count} tasks");
+        let reply = json!({ "workflow_id": workflow_id, "task_count": task_count, "message": message });
+        let _ = socket.emit("workflow_submitted", &reply);
+        Ok(reply)
+    }
+    .await;
+    answer(&socket, ack, outcome);
+}
+
+/// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
+async fn submit_task(socket: SocketRef, data: Payload, ack: AckSender, io: SocketIo, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let map = payload("submit_task", data)?;
+        let mut task = Fields { event: "submit_task", map: &map }.object("task")?;
+        let workflow_id = task.as_object_mut().and_then(|t| t.remove("workflow_id"));
+        let name = task.get("name").or_else(|| task.get("id")).cloned().unwrap_or(json!("task"));
+        let mut tree = json!({ "name": name, "tasks": [task] });
+        if let Some(id) = workflow_id.filter(|id| !id.is_null()) {
+            tree["id"] = id;
+        }
+        let workflow = validated(&host, "submit_task", tree)?;
+        let task_id = workflow.tasks[0].id.clone();
+        let (workflow_id, _) = submit_validated(&socket, io, &host, workflow).await?;
+        let message = format!("Task {task_id} submitted");
+        let reply = json!({ "task_id": task_id, "workflow_id": workflow_id, "message": message });
+        let _ = socket.emit("task_submitted", &reply);
+        Ok(reply)
+    }
+    .await;
+    answer(&socket, ack, outcome);
+}
+
+fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
+    let map = payload(event, data)?;
+    Fields { event, map: &map }.string("workflow_id")
+}
+
+/// `{workflow_id}`: the workflow's report (running or finished).
+async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let id = workflow_id("get_workflow", data)?;
+        match host.engine.workflow(&id).await {
+            Ok(Some(report)) => {
+                serde_json::to_value(&*report).map_err(|e| RpcError::new(errors::INTERNAL_ERROR, e.to_string()))
+            }
+            Ok(None) => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
+            Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+        }
+    }
+    .await;
+    answer(&socket, ack, outcome);
+}
+
+async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = match host.engine.workflows().await {
+        Ok(list) => Ok(json!({ "workflows": list })),
+        Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+    };
+    answer(&socket, ack, outcome);
+}
+
+/// `{workflow_id}`
+async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let id = workflow_id("cancel_workflow", data)?;
+        match host.engine.cancel(&id).await {
+            Ok(true) => Ok(json!({ "workflow_id": id, "cancelled": true })),
+            Ok(false) => Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'"))),
+            Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+        }
+    }
+    .await;
+    answer(&socket, ack, outcome);
+}
+
+/// `{workflow_id}`: receive that workflow's events.
+async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender) {
+    let outcome = workflow_id("subscribe", data).map(|id| {
+        socket.join(super::room(&id));
+        json!({ "workflow_id": id, "subscribed": true })
+    });
+    answer(&socket, ack, outcome);
+}
+
+async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender) {
+    let outcome = workflow_id("unsubscribe", data).map(|id| {
+        socket.leave(super::room(&id));
+        json!({ "workflow_id": id, "subscribed": false })
+    });
+    answer(&socket, ack, outcome);
+}
+
+async fn list_providers(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+    answer(&socket, ack, Ok(json!({ "providers": host.providers() })));
+}
+
+async fn list_protocols(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+    answer(&socket, ack, Ok(json!({ "protocols": host.protocols() })));
+}
+
+async fn list_plugins(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+    answer(&socket, ack, Ok(json!({ "plugins": host.plugins })));
+}

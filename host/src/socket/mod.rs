@@ -1,0 +1,266 @@
+//! The host daemon's Socket.IO server (socketioxide on axum): remote
+//! providers register and answer `execute_method` calls; clients submit and
+//! query workflows and receive their events. The wire protocol is in
+//! `docs/protocol.md`.
+//!
+//! It owns the sockets and the remote providers they registered; it runs
+//! nothing itself (the `engine` does) and validates workflows through
+//! `workflow`, exactly as single-shot mode does.
+
+mod handlers;
+mod remote;
+mod wire;
+
+use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::model::MethodSpec;
+use crate::registry::{Provider, Registry};
+use remote::RemoteProvider;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+pub use wire::errors;
+
+/// Settings of `gleitzeit serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub engine: EngineConfig,
+    /// How long running work may take to finish after a shutdown signal.
+    pub grace: Duration,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// State shared by the handlers.
+pub struct Host {
+    engine: Engine,
+    registry: Arc<Registry>,
+    /// `list_plugins` answer, fixed at start.
+    plugins: Vec<Value>,
+    /// Remote providers by the socket that registered them.
+    remotes: Mutex<HashMap<String, Vec<Arc<RemoteProvider>>>>,
+    /// Methods declared with `register_protocol`, by socket and protocol.
+    declared: Mutex<HashMap<(String, String), Vec<MethodSpec>>>,
+    shutting_down: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single map update.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The room of a workflow's events: its submitter and subscribers.
+fn room(workflow_id: &str) -> String {
+    format!("workflow:{workflow_id}")
+}
+
+impl Host {
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    fn declare_protocol(&self, sid: &str, protocol: &str, methods: Vec<MethodSpec>) {
+        lock(&self.declared).insert((sid.to_owned(), protocol.to_owned()), methods);
+    }
+
+    fn declared_methods(&self, sid: &str, protocol: &str) -> Option<Vec<MethodSpec>> {
+        lock(&self.declared).get(&(sid.to_owned(), protocol.to_owned())).cloned().filter(|m| !m.is_empty())
+    }
+
+    fn add_remote(&self, sid: &str, provider: Arc<RemoteProvider>) -> Result<(), wire::RpcError> {
+        let mut remotes = lock(&self.remotes);
+        let own = remotes.get(sid).is_some_and(|list| list.iter().any(|p| p.id() == provider.id()));
+        if !own && self.registry.providers().iter().any(|p| p.id() == provider.id()) {
+            return Err(wire::RpcError::new(
+                errors::CONFLICT,
+                format!(
+                    "register_provider: provider_id '{}' is already registered by another connection",
+                    provider.id()
+                ),
+            ));
+        }
+        let list = remotes.entry(sid.to_owned()).or_default();
+        if let Some(old) = list.iter().position(|p| p.id() == provider.id()) {
+            let old = list.remove(old);
+            self.registry.unregister(old.id());
+            old.close();
+        }
+        self.registry.register(provider.clone());
+        list.push(provider);
+        drop(remotes);
+        self.engine.providers_changed();
+        Ok(())
+    }
+
+    /// A socket disconnected: its providers leave; their calls in flight go
+    /// back to the queue.
+    fn forget_socket(&self, sid: &str) {
+        let providers = lock(&self.remotes).remove(sid).unwrap_or_default();
+        for provider in providers {
+            tracing::info!(provider = provider.id(), "remote provider disconnected");
+            self.registry.unregister(provider.id());
+            provider.close();
+        }
+        lock(&self.declared).retain(|(socket, _), _| socket != sid);
+    }
+
+    fn deliver(&self, sid: &str, call_id: &str, reply: Value) -> bool {
+        let remotes = lock(&self.remotes);
+        remotes.get(sid).is_some_and(|list| list.iter().any(|p| p.deliver(call_id, reply.clone())))
+    }
+
+    fn providers(&self) -> Vec<Value> {
+        let remotes = lock(&self.remotes);
+        let remote_of = |id: &str| remotes.values().flatten().find(|p| p.id() == id).cloned();
+        self.registry
+            .providers()
+            .iter()
+            .map(|p| {
+                let spec = p.spec();
+                let methods: Vec<&str> = spec.methods.iter().map(|m| m.name.as_str()).collect();
+                let mut entry = json!({
+                    "provider_id": p.id(),
+                    "protocol_id": spec.protocol,
+                    "name": spec.name,
+                    "version": spec.version,
+                    "methods": methods,
+                    "kind": "wasm",
+                });
+                if let Some(remote) = remote_of(p.id()) {
+                    entry["kind"] = json!("remote");
+                    entry["max_concurrent"] = json!(remote.max_concurrent());
+                    entry["in_flight"] = json!(remote.in_flight());
+                    entry["socket_id"] = json!(remote.socket_id());
+                }
+                entry
+            })
+            .collect()
+    }
+
+    fn protocols(&self) -> Vec<Value> {
+        let mut by_protocol: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> = Default::default();
+        for p in self.registry.providers() {
+            let entry = by_protocol.entry(p.spec().protocol.clone()).or_default();
+            entry.0.extend(p.spec().methods.iter().map(|m| m.name.clone()));
+            entry.1.push(p.id().to_owned());
+        }
+        by_protocol
+            .into_iter()
+            .map(|(protocol, (mut methods, providers))| {
+                methods.sort();
+                methods.dedup();
+                json!({ "protocol_id": protocol, "methods": methods, "providers": providers })
+            })
+            .collect()
+    }
+}
+
+/// Send the engine's events to the sockets in each workflow's room.
+async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            EngineEvent::Task(task) => {
+                let room = room(&task.workflow_id);
+                let _ = io.to(room.clone()).emit("task_status", &task).await;
+                if task.status.is_final() {
+                    let result = json!({
+                        "task_id": task.task_id,
+                        "workflow_id": task.workflow_id,
+                        "status": task.status,
+                        "result": task.result,
+                        "error": task.error,
+                    });
+                    let _ = io.to(room).emit("task_result", &result).await;
+                }
+            }
+            EngineEvent::WorkflowFinished(report) => {
+                let done = json!({
+                    "workflow_id": report.workflow_id,
+                    "name": report.name,
+                    "status": report.status,
+                    "summary": report.summary,
+                    "duration_ms": report.duration_ms,
+                });
+                let _ = io.to(room(&report.workflow_id)).emit("workflow_completed", &done).await;
+            }
+        }
+    }
+}
+
+/// Run the daemon until `shutdown` resolves, then stop taking work, let
+/// running workflows finish within the grace period, and close.
+pub async fn serve(
+    config: ServeConfig,
+    registry: Arc<Registry>,
+    plugins: Vec<Value>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let engine_config = EngineConfig { wait_for_providers: true, ..config.engine };
+    let (engine, events) = Engine::start_observed(registry.clone(), engine_config);
+    let host = Arc::new(Host {
+        engine: engine.clone(),
+        registry,
+        plugins,
+        remotes: Mutex::default(),
+        declared: Mutex::default(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (layer, io) = SocketIo::builder()
+        // Workflows with large params arrive in one message.
+        .max_payload(64 * 1024 * 1024)
+        .with_state(host.clone())
+        .build_layer();
+    io.ns("/", handlers::on_connect);
+    tokio::spawn(forward_events(io.clone(), events));
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!("listening on {addr}");
+    println!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)");
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        result = server => result.map_err(ServeError::Serve),
+        () = shutdown => {
+            host.shutting_down.store(true, Ordering::Relaxed);
+            drain(&engine, config.grace).await;
+            io.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// Wait until no workflow runs, or the grace period ends.
+async fn drain(engine: &Engine, grace: Duration) {
+    let until = Instant::now() + grace;
+    loop {
+        let running = engine
+            .workflows()
+            .await
+            .map(|list| list.iter().filter(|w| w.status == crate::model::WorkflowStatus::Running).count())
+            .unwrap_or(0);
+        if running == 0 {
+            return;
+        }
+        if Instant::now() >= until {
+            tracing::warn!("{running} workflows still running after the grace period; stopping anyway");
+            return;
+        }
+        tracing::info!("waiting for {running} running workflows to finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! A provider connected over Socket.IO, as a [`Provider`].
+//!
+//! Each call is an `execute_method` event with an ack; the answer may also
+//! come as a `method_result` event carrying the call's `id`, for client
+//! libraries that cannot answer acks. When the socket goes away, calls in
+//! flight end with a re-queue error so the engine gives them to another
+//! provider without using up their attempts.
+
+use super::wire::method_reply;
+use crate::model::{ProviderSpec, TaskError, codes};
+use crate::registry::{Call, CallFuture, Provider};
+use serde_json::{Value, json};
+use socketioxide::extract::SocketRef;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{oneshot, watch};
+
+pub struct RemoteProvider {
+    id: String,
+    spec: ProviderSpec,
+    socket: SocketRef,
+    max_concurrent: usize,
+    in_flight: Arc<AtomicUsize>,
+    /// Answers that arrive as `method_result` events, by call id.
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
+    next_call: AtomicU64,
+    /// Flips to true when the socket disconnects.
+    closed: watch::Sender<bool>,
+}
+
+impl RemoteProvider {
+    pub fn new(id: String, spec: ProviderSpec, socket: SocketRef, max_concurrent: usize) -> Self {
+        Self {
+            id,
+            spec,
+            socket,
+            max_concurrent,
+            in_flight: Arc::default(),
+            pending: Arc::default(),
+            next_call: AtomicU64::new(1),
+            closed: watch::Sender::new(false),
+        }
+    }
+
+    pub fn socket_id(&self) -> String {
+        self.socket.id.to_string()
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Deliver a `method_result` event; false if no call waits for `id`.
+    pub fn deliver(&self, id: &str, reply: Value) -> bool {
+        let waiter = lock(&self.pending).remove(id);
+        waiter.is_some_and(|w| w.send(reply).is_ok())
+    }
+
+    /// The socket is gone: wake every call in flight.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+fn is_empty(reply: &Value) -> bool {
+    match reply {
+        Value::Null => true,
+        Value::Array(args) => args.is_empty() || args.iter().all(Value::is_null),
+        _ => false,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is a single insert or remove.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases the call's slot and pending entry however the call ends.
+struct Slot {
+    in_flight: Arc<AtomicUsize>,
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
+    call_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.call_id);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Provider for RemoteProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn spec(&self) -> &ProviderSpec {
+        &self.spec
+    }
+
+    fn free_slots(&self) -> Option<usize> {
+        Some(self.max_concurrent.saturating_sub(self.in_flight()))
+    }
+
+    fn call(&self, call: Call) -> CallFuture {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let call_id = format!("{}-{}", self.id, self.next_call.fetch_add(1, Ordering::Relaxed));
+        let (answer, by_event) = oneshot::channel();
+        lock(&self.pending).insert(call_id.clone(), answer);
+        let slot = Slot { in_flight: self.in_flight.clone(), pending: self.pending.clone(), call_id: call_id.clone() };
+        let payload = json!({
+            "jsonrpc": "2.0",
+            "id": call_id,
+            "method": call.method,
+            "params": call.params,
+            "task_id": call.task_id,
+            "workflow_id": call.workflow_id,
+            "attempt": call.attempt,
+        });
+        let provider = self.id.clone();
+        let socket = self.socket.clone();
+        let mut closed = self.closed.subscribe();
+        Box::pin(async move {
+            let _slot = slot;
+            let lost = || {
+                TaskError::new(codes::SERVER_ERROR, format!("provider '{provider}' disconnected during the call"))
+                    .requeue()
+            };
+            let wait = call.deadline.saturating_duration_since(Instant::now());
+            let acked = match socket.timeout(wait).emit_with_ack::<_, Value>("execute_method", &payload) {
+                Ok(ack) => ack,
+                Err(_) => return Err(lost()),
+            };
+            let late = || {
+                TaskError::new(codes::TIMEOUT, format!("provider '{provider}' did not answer before the task's deadline"))
+                    .retryable()
+            };
+            // An empty ack means "the answer follows as a `method_result`
+            // event" (python-socketio acks every call, even without a value).
+            let by_ack = async {
+                match acked.await {
+                    Ok(reply) if !is_empty(&reply) => Some(method_reply(&provider, reply)),
+                    Ok(_) => None,
+                    Err(socketioxide::AckError::Timeout) => Some(Err(late())),
+                    Err(socketioxide::AckError::Socket(_)) => Some(Err(lost())),
+                    Err(e) => Some(Err(TaskError::new(codes::INTERNAL_ERROR, format!("provider '{provider}': bad ack: {e}")))),
+                }
+            };
+            tokio::select! {
+                Some(outcome) = by_ack => outcome,
+                Ok(reply) = by_event => method_reply(&provider, reply),
+                _ = closed.wait_for(|closed| *closed) => Err(lost()),
+                () = tokio::time::sleep_until(call.deadline.into()) => Err(late()),
+            }
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! Payloads on the wire: JSON-RPC 2.0 error objects, field extraction with
+//! precise messages, and the replies providers send to `execute_method`.
+
+use crate::model::{TaskError, codes};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// JSON-RPC 2.0 codes used by the Socket.IO layer (see docs/protocol.md).
+pub mod errors {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// The daemon is shutting down and takes no new work.
+    pub const SHUTTING_DOWN: i32 = -32010;
+    /// No such workflow.
+    pub const NOT_FOUND: i32 = -32011;
+    /// The id is taken (a running workflow, another socket's provider).
+    pub const CONFLICT: i32 = -32012;
+}
+
+/// A JSON-RPC 2.0 error object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// The ack answer and `error` event payload: `{error: {...}, message}`;
+    /// `message` repeats the text for the original's clients.
+    pub fn to_reply(&self) -> Value {
+        json!({ "error": self, "message": self.message })
+    }
+}
+
+/// The object payload of `event`, or an error saying what arrived instead.
+pub fn object(event: &str, payload: Result<Value, String>) -> Result<Map<String, Value>, RpcError> {
+    match payload {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(RpcError::new(
+            errors::INVALID_REQUEST,
+            format!("{event}: the payload must be a JSON object, got {}", kind(&other)),
+        )),
+        Err(e) => Err(RpcError::new(errors::PARSE_ERROR, format!("{event}: cannot read the payload: {e}"))),
+    }
+}
+
+/// Fields of one event's payload, with errors that name the event and field.
+pub struct Fields<'a> {
+    pub event: &'a str,
+    pub map: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn invalid(&self, field: &str, expected: &str) -> RpcError {
+        let found = self.map.get(field).map_or("nothing", kind);
+        RpcError::new(
+            errors::INVALID_PARAMS,
+            format!("{}: field '{field}' must be {expected}, got {found}", self.event),
+        )
+    }
+
+    pub fn string(&self, field: &str) -> Result<String, RpcError> {
+        match self.map.get(field) {
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.clone()),
+            _ => Err(self.invalid(field, "a non-empty string of at most 256 bytes")),
+        }
+    }
+
+    pub fn optional_string(&self, field: &str) -> Result<Option<String>, RpcError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            _ => Err(self.invalid(field, "a string")),
+        }
+    }
+
+    pub fn optional_count(&self, field: &str, max: u64) -> Result<Option<u64>, RpcError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(self.invalid(field, &format!("a whole number from 1 to {max}"))),
+            },
+        }
+    }
+
+    pub fn object(&self, field: &str) -> Result<Value, RpcError> {
+        match self.map.get(field) {
+            Some(v @ Value::Object(_)) => Ok(v.clone()),
+            _ => Err(self.invalid(field, "an object")),
+        }
+    }
+
+    /// A list of strings, under `field` or its `alias`.
+    pub fn strings(&self, field: &str, alias: &str) -> Result<Option<Vec<String>>, RpcError> {
+        let key = if self.map.contains_key(field) { field } else { alias };
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| self.invalid(key, "a list of strings")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(self.invalid(key, "a list of strings")),
+        }
+    }
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A provider's answer to `execute_method`: `{result}`, `{error}` or a
+/// JSON-RPC 2.0 response (which has one of the two). Ack answers arrive as
+/// the list of ack arguments; the first one counts.
+pub fn method_reply(provider: &str, reply: Value) -> Result<Value, TaskError> {
+    let reply = match reply {
+        Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+        other => other,
+    };
+    let Value::Object(mut map) = reply else {
+        return Err(TaskError::new(
+            codes::INTERNAL_ERROR,
+            format!("provider '{provider}' answered with {} instead of {{result}} or {{error}}", kind(&reply)),
+        ));
+    };
+    if let Some(error) = map.remove("error").filter(|e| !e.is_null()) {
+        return Err(provider_error(provider, error));
+    }
+    map.remove("result").ok_or_else(|| {
+        TaskError::new(codes::INTERNAL_ERROR, format!("provider '{provider}' answered without 'result' or 'error'"))
+    })
+}
+
+/// `{code, message, data, retryable}` or a plain string.
+fn provider_error(provider: &str, error: Value) -> TaskError {
+    match error {
+        Value::Object(e) => {
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("provider error").to_owned();
+            let code = e.get("code").and_then(Value::as_i64).and_then(|c| i32::try_from(c).ok());
+            let mut error = TaskError::new(code.unwrap_or(codes::SERVER_ERROR), message);
+            error.data = e.get("data").cloned();
+            error.retryable = e.get("retryable").and_then(Value::as_bool).unwrap_or(false);
+            error
+        }
+        Value::String(message) => TaskError::new(codes::SERVER_ERROR, message),
+        other => TaskError::new(codes::SERVER_ERROR, format!("provider '{provider}' failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_in_every_accepted_shape() {
+        assert_eq!(method_reply("p", json!([{"result": {"a": 1}}])), Ok(json!({"a": 1})));
+        assert_eq!(method_reply("p", json!({"jsonrpc": "2.0", "id": "1", "result": 5})), Ok(json!(5)));
+        let e = method_reply("p", json!({"error": {"code": -32602, "message": "bad", "retryable": true}})).unwrap_err();
+        assert_eq!((e.code, e.message.as_str(), e.retryable), (-32602, "bad", true));
+        let e = method_reply("p", json!({"error": "ValueError: x"})).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (codes::SERVER_ERROR, "ValueError: x"));
+        let e = method_reply("p", json!([42])).unwrap_err();
+        assert!(e.message.contains("answered with a number"), "{}", e.message);
+        assert!(method_reply("p", json!({"other": 1})).is_err());
+    }
+
+    #[test]
+    fn fields_name_the_event_and_field() {
+        let map = json!({"provider_id": 3, "methods": ["a", 2]}).as_object().cloned().unwrap();
+        let fields = Fields { event: "register_provider", map: &map };
+        assert_eq!(
+            fields.string("provider_id").unwrap_err().message,
+            "register_provider: field 'provider_id' must be a non-empty string of at most 256 bytes, got a number"
+        );
+        assert!(
+            fields
+                .strings("supported_methods", "methods")
+                .unwrap_err()
+                .message
+                .contains("field 'methods' must be a list of strings")
+        );
+        let e = object("submit_workflow", Ok(json!([1]))).unwrap_err();
+        assert_eq!(e.code, errors::INVALID_REQUEST);
+    }
+}
