@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: make the wasm target available, then run every test
-# (unit, property and integration; host/build.rs builds the bundled plugins).
+# The whole test suite: make the wasm target and the test clients available,
+# then run every test (unit, property and integration; host/build.rs builds
+# the bundled plugins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
+# Real Socket.IO clients that the daemon tests drive.
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
   # nextest does not run doctests.

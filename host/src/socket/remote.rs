@@ -138,8 +138,11 @@ impl Provider for RemoteProvider {
                 Err(_) => return Err(lost()),
             };
             let late = || {
-                TaskError::new(codes::TIMEOUT, format!("provider '{provider}' did not answer before the task's deadline"))
-                    .retryable()
+                TaskError::new(
+                    codes::TIMEOUT,
+                    format!("provider '{provider}' did not answer before the task's deadline"),
+                )
+                .retryable()
             };
             // An empty ack means "the answer follows as a `method_result`
             // event" (python-socketio acks every call, even without a value).
@@ -149,7 +152,9 @@ impl Provider for RemoteProvider {
                     Ok(_) => None,
                     Err(socketioxide::AckError::Timeout) => Some(Err(late())),
                     Err(socketioxide::AckError::Socket(_)) => Some(Err(lost())),
-                    Err(e) => Some(Err(TaskError::new(codes::INTERNAL_ERROR, format!("provider '{provider}': bad ack: {e}")))),
+                    Err(e) => {
+                        Some(Err(TaskError::new(codes::INTERNAL_ERROR, format!("provider '{provider}': bad ack: {e}"))))
+                    }
                 }
             };
             tokio::select! {

@@ -1,0 +1,53 @@
+"""A Gleitzeit remote provider in Python: protocol text/v1.
+
+Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 python3 provider.py
+Needs: pip install "python-socketio[asyncio_client]" aiohttp
+"""
+import asyncio
+import os
+
+import socketio
+
+SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
+PROVIDER_ID = os.environ.get("PROVIDER_ID", "text-python")
+
+METHODS = {
+    "upper": lambda p: {"text": p["text"].upper()},
+    "count": lambda p: {"length": len(p["text"]), "words": len(p["text"].split())},
+}
+
+sio = socketio.AsyncClient()
+
+
+@sio.event
+async def connect():
+    # Register (again) on every connect: the host forgets providers that leave.
+    reply = await sio.call("register_provider", {
+        "provider_id": PROVIDER_ID,
+        "protocol_id": "text/v1",
+        "supported_methods": list(METHODS),
+        "max_concurrent": 8,
+    })
+    if "error" in reply:
+        raise SystemExit(f"registration refused: {reply['error']['message']}")
+    print("registered", reply["provider_id"], flush=True)
+
+
+@sio.on("execute_method")
+async def execute_method(call):
+    # call: {jsonrpc, id, method, params, task_id, workflow_id, attempt}
+    method = METHODS.get(call["method"])
+    if method is None:
+        return {"error": {"code": -32601, "message": f"no method '{call['method']}'"}}
+    try:
+        return {"result": method(call["params"])}
+    except (KeyError, TypeError, AttributeError) as e:
+        return {"error": {"code": -32602, "message": f"invalid params: {e!r}"}}
+
+
+async def main():
+    await sio.connect(SERVER)
+    await sio.wait()
+
+
+asyncio.run(main())

@@ -1,0 +1,54 @@
+"""Submit a workflow to a Gleitzeit host and print its report as JSON.
+
+It mixes the bundled WASM echo provider with the text/v1 provider of
+provider.py, passing results on with ${...}.
+Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 python3 submit.py
+"""
+import asyncio
+import json
+import os
+
+import socketio
+
+SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
+
+WORKFLOW = {
+    "name": "Mixed providers",
+    "tasks": [
+        {"id": "greet", "protocol": "echo/v1", "method": "echo",
+         "params": {"message": "hello from python"}},
+        {"id": "shout", "protocol": "text/v1", "method": "upper", "dependencies": ["greet"],
+         "params": {"text": "${greet.result.echoed}"}},
+        {"id": "measure", "protocol": "text/v1", "method": "count", "dependencies": ["shout"],
+         "params": {"text": "${shout.result.text}"}},
+        {"id": "report", "protocol": "echo/v1", "method": "echo", "dependencies": ["shout", "measure"],
+         "params": {"message": "${shout.result.text} has ${measure.result.words} words"}},
+    ],
+}
+
+
+async def main():
+    sio = socketio.AsyncClient()
+    finished = {}
+
+    @sio.on("workflow_completed")
+    async def workflow_completed(event):
+        finished[event["workflow_id"]] = event["status"]
+
+    @sio.on("task_result")
+    async def task_result(event):
+        print("task", event["task_id"], event["status"], flush=True)
+
+    await sio.connect(SERVER)
+    reply = await sio.call("submit_workflow", {"workflow": WORKFLOW})
+    if "error" in reply:
+        raise SystemExit(reply["error"]["message"])
+    workflow_id = reply["workflow_id"]
+    while workflow_id not in finished:
+        await asyncio.sleep(0.05)
+    report = await sio.call("get_workflow", {"workflow_id": workflow_id})
+    print(json.dumps(report))
+    await sio.disconnect()
+
+
+asyncio.run(asyncio.wait_for(main(), 60))

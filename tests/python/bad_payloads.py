@@ -1,0 +1,66 @@
+"""Malformed requests each get a JSON-RPC error; the server keeps serving.
+
+Exits 0 and prints "ok" when every expectation holds.
+"""
+import asyncio
+import os
+
+import socketio
+
+SERVER = os.environ["GLEITZEIT_SERVER"]
+
+
+async def expect_error(sio, event, payload, code, fragment):
+    reply = await sio.call(event, payload, timeout=10)
+    assert "error" in reply, (event, payload, reply)
+    error = reply["error"]
+    assert error["code"] == code, (event, error)
+    assert fragment in error["message"], (event, error["message"])
+
+
+async def main():
+    sio = socketio.AsyncClient()
+    errors = []
+
+    @sio.on("error")
+    async def on_error(data):
+        errors.append(data)
+
+    await sio.connect(SERVER)
+    await expect_error(sio, "submit_workflow", {}, -32602, "field 'workflow' must be an object, got nothing")
+    await expect_error(sio, "submit_workflow", [1, 2, 3], -32600, "must be a JSON object, got a list")
+    await expect_error(sio, "submit_workflow", "text", -32600, "got a string")
+    await expect_error(sio, "submit_workflow", {"workflow": {"name": "x", "tasks": [
+        {"id": "a", "protocol": "echo/v1", "method": "echo", "dependencies": ["b"]},
+        {"id": "b", "protocol": "echo/v1", "method": "echo", "dependencies": ["a"]},
+    ]}}, -32602, "dependency cycle: a -> b -> a")
+    await expect_error(sio, "submit_workflow", {"workflow": {"name": "x", "tasks": [
+        {"id": "a", "protocol": "nope/v1", "method": "m"}]}}, -32602, "no provider serves protocol 'nope/v1'")
+    await expect_error(sio, "register_provider", {"provider_id": 7}, -32602, "field 'provider_id' must be a non-empty string")
+    await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "Bad Protocol"}, -32602, "is not of the form name/version")
+    await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "x/v1"}, -32602, "must list the methods")
+    await expect_error(sio, "get_workflow", {"workflow_id": "nope"}, -32011, "no workflow 'nope'")
+    await expect_error(sio, "cancel_workflow", {"workflow_id": "nope"}, -32011, "no running workflow 'nope'")
+    await expect_error(sio, "no_such_event", {"x": 1}, -32601, "unknown event 'no_such_event'")
+    huge = "x" * (8 * 1024 * 1024)
+    await expect_error(sio, "submit_workflow", {"workflow": {"name": "big", "tasks": [
+        {"id": "a", "protocol": "echo/v1", "method": "shout", "params": {"message": huge}}]}}, -32602, "has no method 'shout'")
+    assert len(errors) >= 12, errors
+
+    # Still serving: a valid task runs (submit_task runs on its own).
+    done = asyncio.Event()
+
+    @sio.on("task_result")
+    async def on_result(data):
+        if data["status"] == "completed" and data["result"]["echoed"] == "still here":
+            done.set()
+
+    reply = await sio.call("submit_task", {"task": {"name": "alive", "protocol": "echo/v1", "method": "echo",
+                                                    "params": {"message": "still here"}}})
+    assert reply["task_id"] == "alive", reply
+    await asyncio.wait_for(done.wait(), 10)
+    await sio.disconnect()
+    print("ok")
+
+
+asyncio.run(asyncio.wait_for(main(), 60))
