@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
 # Real Socket.IO clients that the daemon tests drive.
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+npm ci --prefix docs/examples/js --no-audit --no-fund --loglevel=error
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
   # nextest does not run doctests.

@@ -66,6 +66,12 @@ fn python(daemon: &Daemon, script: &str) -> Command {
     command
 }
 
+fn node(daemon: &Daemon, script: &str) -> Command {
+    let mut command = Command::new("node");
+    command.arg(root().join(script)).env("GLEITZEIT_SERVER", &daemon.url);
+    command
+}
+
 fn finished(mut command: Command) -> Output {
     let out = command.output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -90,6 +96,24 @@ fn a_python_provider_and_submitter_mix_with_the_wasm_echo() {
     assert_eq!(task(&report, "report")["result"]["echoed"], "HELLO FROM PYTHON has 3 words");
     assert_eq!(task(&report, "report")["result"]["provider_id"], "echo-wasm");
     assert!(stdout.contains("task measure completed"), "task_result events reach the submitter");
+}
+
+/// The JS provider answers through acks, or (REPLY_BY_EVENT=1) through
+/// `method_result` events as libraries without acks must.
+#[test]
+fn a_js_provider_and_submitter_mix_with_the_wasm_echo() {
+    for by_event in ["0", "1"] {
+        let daemon = daemon();
+        let mut provider = node(&daemon, "docs/examples/js/provider.mjs");
+        provider.env("REPLY_BY_EVENT", by_event);
+        let (_provider, _) = spawn_until(provider, "registered");
+        let out = finished(node(&daemon, "docs/examples/js/submit.mjs"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(report["status"], "completed", "by event: {by_event}: {report}");
+        assert_eq!(task(&report, "shout")["result"]["text"], "HELLO FROM JAVASCRIPT");
+        assert_eq!(task(&report, "report")["result"]["echoed"], "HELLO FROM JAVASCRIPT has 3 words");
+    }
 }
 
 #[test]

@@ -1,0 +1,52 @@
+// Submit a workflow to a Gleitzeit host and print its report as JSON.
+//
+// It mixes the bundled WASM echo provider with the text/v1 provider of
+// provider.mjs, passing results on with ${...}.
+// Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 node submit.mjs
+import { io } from "socket.io-client";
+
+const SERVER = process.env.GLEITZEIT_SERVER ?? "http://127.0.0.1:8000";
+
+const workflow = {
+  name: "Mixed providers",
+  tasks: [
+    { id: "greet", protocol: "echo/v1", method: "echo", params: { message: "hello from javascript" } },
+    { id: "shout", protocol: "text/v1", method: "upper", dependencies: ["greet"],
+      params: { text: "${greet.result.echoed}" } },
+    { id: "measure", protocol: "text/v1", method: "count", dependencies: ["shout"],
+      params: { text: "${shout.result.text}" } },
+    { id: "report", protocol: "echo/v1", method: "echo", dependencies: ["shout", "measure"],
+      params: { message: "${shout.result.text} has ${measure.result.words} words" } },
+  ],
+};
+
+const socket = io(SERVER);
+const finished = new Map();
+let waiting = null;
+
+socket.on("workflow_completed", (event) => {
+  finished.set(event.workflow_id, event.status);
+  if (waiting === event.workflow_id) done(event.workflow_id);
+});
+socket.on("task_result", (event) => console.log("task", event.task_id, event.status));
+
+async function done(workflowId) {
+  const report = await socket.emitWithAck("get_workflow", { workflow_id: workflowId });
+  console.log(JSON.stringify(report));
+  socket.disconnect();
+}
+
+socket.once("connect", async () => {
+  const reply = await socket.emitWithAck("submit_workflow", { workflow });
+  if (reply.error) {
+    console.error(reply.error.message);
+    process.exit(1);
+  }
+  waiting = reply.workflow_id;
+  if (finished.has(waiting)) done(waiting);
+});
+
+setTimeout(() => {
+  console.error("timed out");
+  process.exit(1);
+}, 60_000).unref();
