@@ -26,29 +26,51 @@ impl Drop for Running {
     }
 }
 
-/// Start `child` and wait for a stdout line containing `marker`; returns the
-/// line. Later output is drained so the child never blocks on a full pipe.
-fn spawn_until(mut command: Command, marker: &str) -> (Running, String) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines, seen) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("  | {line}");
-            let _ = lines.send(line);
+/// A child process with its stdout lines (echoed to the test's output).
+struct Proc {
+    process: Running,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("  | {line}");
+                let _ = sender.send(line);
+            }
+        });
+        Self { process: Running(child), lines }
+    }
+
+    /// The next line containing `marker` (within 60 s).
+    fn wait_for(&self, marker: &str) -> String {
+        loop {
+            let line =
+                self.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no line with {marker:?}"));
+            if line.contains(marker) {
+                return line;
+            }
         }
-    });
-    let running = Running(child);
-    loop {
-        let line = seen.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no line with {marker:?}"));
-        if line.contains(marker) {
-            return (running, line);
-        }
+    }
+
+    fn kill(mut self) {
+        self.process.0.kill().unwrap();
     }
 }
 
+/// Start `command` and wait for a stdout line containing `marker`.
+fn spawn_until(command: Command, marker: &str) -> (Proc, String) {
+    let proc = Proc::spawn(command);
+    let line = proc.wait_for(marker);
+    (proc, line)
+}
+
 struct Daemon {
-    _process: Running,
+    _process: Proc,
     url: String,
 }
 
@@ -128,4 +150,92 @@ fn bad_payloads_get_errors_and_the_server_keeps_serving() {
     let daemon = daemon();
     let out = finished(python(&daemon, "tests/python/bad_payloads.py"));
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
+/// Submit workflows (JSON) with tests/python/submit_file.py; returns their reports.
+fn submit(daemon: &Daemon, workflows: &Value, cancel: Option<&str>) -> std::thread::JoinHandle<Vec<Value>> {
+    let mut command = python(daemon, "tests/python/submit_file.py");
+    command.args(cancel).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, workflows.to_string().as_bytes()).unwrap();
+    drop(stdin);
+    std::thread::spawn(move || {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "submitter failed: {}", String::from_utf8_lossy(&out.stdout));
+        serde_json::from_slice(&out.stdout).unwrap()
+    })
+}
+
+fn work_provider(daemon: &Daemon, id: &str) -> Proc {
+    let mut command = python(daemon, "tests/python/work_provider.py");
+    command.env("PROVIDER_ID", id);
+    spawn_until(command, "registered").0
+}
+
+fn jobs(name: &str, n: usize, priority: &str) -> Value {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"id": format!("{name}-{i}"), "protocol": "work/v1", "method": "job", "priority": priority, "params": {"n": i}}))
+        .collect();
+    serde_json::json!({"name": name, "id": name, "tasks": tasks})
+}
+
+#[test]
+fn two_providers_share_a_fan_out_and_one_dies_mid_run() {
+    let daemon = daemon();
+    let first = work_provider(&daemon, "worker-a");
+    let _second = work_provider(&daemon, "worker-b");
+    let submitted = submit(&daemon, &jobs("fan", 1000, "normal"), None);
+    first.wait_for("executed 100");
+    first.kill();
+    let reports = submitted.join().unwrap();
+    let report = &reports[0];
+    assert_eq!(report["status"], "completed", "{}", report["summary"]);
+    assert_eq!(report["summary"]["completed"], 1000);
+    let tasks = report["tasks"].as_array().unwrap();
+    assert!(tasks.iter().all(|t| t["attempts"] == 1), "lost calls do not count as attempts");
+    let by = |p: &str| tasks.iter().filter(|t| t["result"]["provider"] == p).count();
+    assert!(by("worker-a") >= 100 && by("worker-b") > 0, "a: {}, b: {}", by("worker-a"), by("worker-b"));
+    assert_eq!(by("worker-a") + by("worker-b"), 1000, "each task has exactly one result");
+}
+
+#[test]
+fn priorities_hold_across_workflows_submitted_together() {
+    let daemon = daemon();
+    let mut command = python(&daemon, "tests/python/work_provider.py");
+    command.env("PROVIDER_ID", "serial").env("MAX_CONCURRENT", "1");
+    let (_provider, _) = spawn_until(command, "registered");
+    let both = serde_json::json!([jobs("background", 20, "low"), jobs("interactive", 6, "urgent")]);
+    let reports = submit(&daemon, &both, None).join().unwrap();
+    let mut started: Vec<(String, String)> = reports
+        .iter()
+        .flat_map(|r| r["tasks"].as_array().unwrap().clone())
+        .map(|t| (t["started_at"].as_str().unwrap().to_owned(), t["id"].as_str().unwrap().to_owned()))
+        .collect();
+    started.sort();
+    let order: Vec<&str> = started.iter().map(|(_, id)| id.split('-').next().unwrap()).collect();
+    // Low tasks may start while the urgent workflow is being submitted; once
+    // it is in, every urgent task goes before the low ones left.
+    let first_urgent = order.iter().position(|w| *w == "interactive").unwrap();
+    assert!(order[first_urgent..first_urgent + 6].iter().all(|w| *w == "interactive"), "{order:?}");
+    assert!(order.len() > first_urgent + 6, "some low tasks waited: {order:?}");
+}
+
+#[test]
+fn a_workflow_can_be_cancelled_while_it_runs() {
+    let daemon = daemon();
+    let (_provider, _) = spawn_until(
+        {
+            let mut c = python(&daemon, "tests/python/work_provider.py");
+            c.env("PROVIDER_ID", "w").env("MAX_CONCURRENT", "1");
+            c
+        },
+        "registered",
+    );
+    let reports = submit(&daemon, &jobs("doomed", 50, "normal"), Some("doomed")).join().unwrap();
+    let report = &reports[0];
+    assert_eq!(report["status"], "cancelled");
+    let cancelled = report["summary"]["cancelled"].as_u64().unwrap();
+    assert!(cancelled >= 40, "{}", report["summary"]);
+    assert_eq!(report["summary"]["completed"].as_u64().unwrap() + cancelled, 50);
 }

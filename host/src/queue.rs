@@ -24,8 +24,14 @@ impl<T> PriorityQueue<T> {
     }
 
     /// The oldest item of the most urgent non-empty lane.
-    pub fn pop(&mut self) -> Option<T> {
-        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    pub fn pop(&mut self) -> Option<(Priority, T)> {
+        let (rank, lane) = self.lanes.iter_mut().enumerate().find(|(_, lane)| !lane.is_empty())?;
+        lane.pop_front().map(|item| (Priority::ALL[rank], item))
+    }
+
+    /// Put back an item just popped, ahead of its lane.
+    pub fn push_front(&mut self, priority: Priority, item: T) {
+        self.lanes[priority.rank()].push_front(item);
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +57,10 @@ mod tests {
         q.push(Priority::High, "high-1");
         q.push(Priority::Urgent, "urgent-2");
         assert_eq!(q.len(), 6);
-        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        let (priority, first) = q.pop().unwrap();
+        assert_eq!((priority, first), (Priority::Urgent, "urgent-1"));
+        q.push_front(priority, first);
+        let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|(_, item)| item)).collect();
         assert_eq!(order, ["urgent-1", "urgent-2", "high-1", "normal-1", "low-1", "low-2"]);
         assert!(q.is_empty());
     }

@@ -46,8 +46,8 @@ pub(super) struct Scheduler {
     finished: VecDeque<Arc<RunReport>>,
     queue: PriorityQueue<(RunId, usize)>,
     /// Ready tasks whose protocol has no free provider right now, by
-    /// protocol, in the order they left the queue.
-    parked: HashMap<String, VecDeque<(RunId, usize)>>,
+    /// protocol, still in priority order.
+    parked: HashMap<String, PriorityQueue<(RunId, usize)>>,
     /// Protocols that may have a free provider again.
     woken: Vec<String>,
     running: usize,
@@ -190,16 +190,16 @@ impl Scheduler {
         let Some(run) = self.runs.get_mut(&id) else { return };
         let limit = run.workflow.max_parallel.map_or(usize::MAX, |m| m as usize);
         while run.admitted < limit {
-            let Some(t) = run.ready.pop() else { break };
+            let Some((priority, t)) = run.ready.pop() else { break };
             run.admitted += 1;
-            self.queue.push(run.workflow.tasks[t].priority, (id, t));
+            self.queue.push(priority, (id, t));
         }
     }
 
     fn dispatch(&mut self) {
         self.unpark();
         while self.running < self.config.concurrency {
-            let Some((id, t)) = self.queue.pop() else { break };
+            let Some((_, (id, t))) = self.queue.pop() else { break };
             self.start(id, t);
         }
     }
@@ -208,12 +208,15 @@ impl Scheduler {
     fn unpark(&mut self) {
         for protocol in std::mem::take(&mut self.woken) {
             while self.running < self.config.concurrency {
-                let Some(&(id, t)) = self.parked.get(&protocol).and_then(VecDeque::front) else { break };
-                let Selection::Provider(provider) = self.registry.select(&protocol) else { break };
-                self.parked.get_mut(&protocol).map(VecDeque::pop_front);
+                let Some(parked) = self.parked.get_mut(&protocol) else { break };
+                let Some((priority, (id, t))) = parked.pop() else { break };
+                let Selection::Provider(provider) = self.registry.select(&protocol) else {
+                    parked.push_front(priority, (id, t));
+                    break;
+                };
                 self.launch(id, t, provider);
             }
-            if self.parked.get(&protocol).is_some_and(VecDeque::is_empty) {
+            if self.parked.get(&protocol).is_some_and(PriorityQueue::is_empty) {
                 self.parked.remove(&protocol);
             }
         }
@@ -233,7 +236,8 @@ impl Scheduler {
                 self.fail_before_start(id, t, TaskError::new(codes::NO_PROVIDER, message));
             }
             Selection::Busy | Selection::Missing => {
-                self.parked.entry(protocol.clone()).or_default().push_back((id, t));
+                let priority = run.workflow.tasks[t].priority;
+                self.parked.entry(protocol.clone()).or_default().push(priority, (id, t));
             }
         }
     }

@@ -1,0 +1,38 @@
+"""A provider of work/v1 for load tests: `job` waits a little and returns
+which provider ran it. Prints "executed N" every 50 jobs.
+"""
+import asyncio
+import os
+
+import socketio
+
+SERVER = os.environ["GLEITZEIT_SERVER"]
+PROVIDER_ID = os.environ["PROVIDER_ID"]
+sio = socketio.AsyncClient()
+executed = 0
+
+
+@sio.event
+async def connect():
+    await sio.call("register_provider", {"provider_id": PROVIDER_ID, "protocol_id": "work/v1",
+                                         "supported_methods": ["job"],
+                                         "max_concurrent": int(os.environ.get("MAX_CONCURRENT", "16"))})
+    print("registered", PROVIDER_ID, flush=True)
+
+
+@sio.on("execute_method")
+async def execute_method(call):
+    global executed
+    await asyncio.sleep(0.02)
+    executed += 1
+    if executed % 50 == 0:
+        print("executed", executed, flush=True)
+    return {"result": {"n": call["params"]["n"], "provider": PROVIDER_ID}}
+
+
+async def main():
+    await sio.connect(SERVER)
+    await sio.wait()
+
+
+asyncio.run(main())
