@@ -239,3 +239,92 @@ fn a_workflow_can_be_cancelled_while_it_runs() {
     assert!(cancelled >= 40, "{}", report["summary"]);
     assert_eq!(report["summary"]["completed"].as_u64().unwrap() + cancelled, 50);
 }
+
+fn cli(daemon: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(args)
+        .current_dir(root())
+        .env("GLEITZEIT_SERVER", &daemon.url)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_cli_submits_waits_lists_and_cancels() {
+    let daemon = daemon();
+    let out = cli(&daemon, &["workflow", "submit", "workflows/hello.yaml", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("3 completed, 0 failed"), "{}", stdout(&out));
+
+    let out = cli(&daemon, &["workflow", "submit", "workflows/failure.yaml", "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "a failed workflow exits 1");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task(&report, "report")["status"], "skipped");
+
+    let out = cli(
+        &daemon,
+        &[
+            "task",
+            "submit",
+            "--protocol",
+            "echo/v1",
+            "--method",
+            "ping",
+            "--params",
+            r#"{"message": "hi"}"#,
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tasks"][0]["result"]["response"], "hi");
+
+    let slow = root().join("target/slow-workflow.yaml");
+    std::fs::write(
+        &slow,
+        "name: slow\nid: slow-one\ntasks:\n  - {id: wait, protocol: echo/v1, method: delay, params: {seconds: 10}}\n",
+    )
+    .unwrap();
+    let out = cli(&daemon, &["workflow", "submit", slow.to_str().unwrap()]);
+    assert!(stdout(&out).contains("submitted workflow slow-one (1 tasks)"), "{}", stdout(&out));
+    let out = cli(&daemon, &["workflow", "cancel", "slow-one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&daemon, &["workflow", "status", "slow-one", "--output", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "cancelled");
+
+    let out = cli(&daemon, &["workflow", "list", "--output", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    let out = cli(&daemon, &["workflow", "list"]);
+    assert!(stdout(&out).lines().next().unwrap().starts_with("workflow_id"), "{}", stdout(&out));
+
+    for (what, expected) in [("provider", "wasm:echo"), ("protocol", "echo/v1"), ("plugin", "bundled")] {
+        let out = cli(&daemon, &[what, "list"]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains(expected), "{what}: {}", stdout(&out));
+    }
+
+    let out = cli(&daemon, &["workflow", "submit", "tests/fixtures/invalid/unknown-protocol.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider serves protocol 'llm/v1'"));
+    let out = cli(&daemon, &["workflow", "status", "no-such-workflow"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workflow 'no-such-workflow'"));
+}
+
+#[test]
+fn the_cli_reports_an_unreachable_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "list", "--server", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to http://127.0.0.1:9"));
+}

@@ -9,6 +9,7 @@
 //! document, `cli` the command line.
 
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod model;
 pub mod plugins;

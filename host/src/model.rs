@@ -4,7 +4,7 @@
 //! Plain data with no behaviour beyond small derived facts (a retry delay, a
 //! priority's rank). Parsing lives in `workflow`, execution in `engine`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
@@ -152,7 +152,7 @@ pub struct Workflow {
 }
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Waiting for dependencies (or for a retry timer).
@@ -189,7 +189,7 @@ impl fmt::Display for TaskStatus {
 }
 
 /// Where a workflow stands, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowStatus {
     Running,
@@ -234,12 +234,12 @@ pub mod codes {
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} (code {code})")]
 pub struct TaskError {
     pub code: i32,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     #[serde(skip)]
     pub retryable: bool,

@@ -3,7 +3,7 @@
 //! `--output-file`) and as text for terminals.
 
 use crate::model::{TaskError, TaskStatus, WorkflowStatus};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 /// Longest result or error shown per task in text output.
 const TEXT_VALUE_CHARS: usize = 120;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskReport {
     pub id: String,
     pub name: String,
@@ -19,9 +19,9 @@ pub struct TaskReport {
     pub method: String,
     pub status: TaskStatus,
     pub attempts: u32,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub finished_at: Option<SystemTime>,
     /// From the workflow's start to the task's first attempt.
     pub queued_ms: Option<f64>,
@@ -31,7 +31,7 @@ pub struct TaskReport {
     pub error: Option<TaskError>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Summary {
     pub total: usize,
     pub completed: usize,
@@ -42,14 +42,14 @@ pub struct Summary {
     pub unfinished: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub workflow_id: String,
     pub name: String,
     pub status: WorkflowStatus,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     pub finished_at: Option<SystemTime>,
     pub duration_ms: f64,
     pub summary: Summary,
@@ -126,6 +126,11 @@ fn clip(text: &str) -> String {
     let mut chars = text.chars();
     let head: String = chars.by_ref().take(TEXT_VALUE_CHARS).collect();
     if chars.next().is_some() { format!("{head}… (--output json shows all)") } else { head }
+}
+
+fn from_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
 fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {

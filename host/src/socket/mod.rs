@@ -221,6 +221,10 @@ pub async fn serve(
     let (layer, io) = SocketIo::builder()
         // Workflows with large params arrive in one message.
         .max_payload(64 * 1024 * 1024)
+        // Packets queued per socket before emits fail: a submitter of a large
+        // workflow receives several events per task in a burst, and a full
+        // buffer would drop them (and acks) silently.
+        .max_buffer_size(1 << 20)
         .with_state(host.clone())
         .build_layer();
     io.ns("/", handlers::on_connect);

@@ -4,6 +4,8 @@
 //! failed, 2 invalid input or usage. Errors print as one readable paragraph on
 //! stderr. This module wires the library together; it holds no engine logic.
 
+mod remote;
+
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
@@ -30,15 +32,71 @@ enum Command {
     Serve(ServeArgs),
     /// Run a workflow file once, in this process, with the local plugins.
     Run(RunArgs),
-    /// Work with workflow files.
+    /// Work with workflow files and a host's workflows.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Submit single tasks to a host.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// The host's providers (WASM and remote).
+    #[command(subcommand)]
+    Provider(ListCommand),
+    /// The protocols the host serves.
+    #[command(subcommand)]
+    Protocol(ListCommand),
+    /// The host's WASM plugins.
+    #[command(subcommand)]
+    Plugin(ListCommand),
 }
 
 #[derive(Subcommand)]
 enum WorkflowCommand {
     /// Check a workflow file without running it.
     Validate(ValidateArgs),
+    /// Submit a workflow file to a running host.
+    Submit {
+        #[command(flatten)]
+        args: remote::SubmitArgs,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// A workflow's status and results, from the host.
+    Status {
+        workflow_id: String,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// Running and recently finished workflows.
+    List {
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// Cancel a running workflow.
+    Cancel {
+        workflow_id: String,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Submit one task to a running host; it runs at once.
+    Submit {
+        #[command(flatten)]
+        args: remote::TaskArgs,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// List them.
+    List {
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -154,6 +212,34 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Run(args) => run(args).await,
             Command::Workflow(WorkflowCommand::Validate(args)) => validate(args).await,
+            Command::Workflow(WorkflowCommand::Submit { args, server }) => remote::submit(&server, args).await,
+            Command::Workflow(WorkflowCommand::Status { workflow_id, server }) => {
+                remote::status(&server, &workflow_id).await
+            }
+            Command::Workflow(WorkflowCommand::List { server }) => {
+                remote::list(&server, "list_workflows", "workflows", &["workflow_id", "name", "status", "summary"])
+                    .await
+            }
+            Command::Workflow(WorkflowCommand::Cancel { workflow_id, server }) => {
+                remote::cancel(&server, &workflow_id).await
+            }
+            Command::Task(TaskCommand::Submit { args, server }) => remote::task(&server, args).await,
+            Command::Provider(ListCommand::List { server }) => {
+                let columns = ["provider_id", "kind", "protocol_id", "methods", "max_concurrent", "in_flight"];
+                remote::list(&server, "list_providers", "providers", &columns).await
+            }
+            Command::Protocol(ListCommand::List { server }) => {
+                remote::list(&server, "list_protocols", "protocols", &["protocol_id", "methods", "providers"]).await
+            }
+            Command::Plugin(ListCommand::List { server }) => {
+                remote::list(
+                    &server,
+                    "list_plugins",
+                    "plugins",
+                    &["name", "protocol_id", "version", "source", "methods"],
+                )
+                .await
+            }
         }
     });
     match outcome {

@@ -1,0 +1,237 @@
+//! Commands that talk to a running `gleitzeit serve` over Socket.IO.
+
+use super::{Failure, Output, print_report};
+use crate::client::{Client, ClientError};
+use crate::report::RunReport;
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Answers to simple requests come quickly; submissions of large workflows
+/// may take longer to validate.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(clap::Args)]
+pub(super) struct ServerArgs {
+    /// The host's URL.
+    #[arg(long, env = "GLEITZEIT_SERVER", default_value = "http://127.0.0.1:8000")]
+    server: String,
+    /// How to print the answer.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+pub(super) struct SubmitArgs {
+    /// The workflow file (YAML or JSON); validated here and again by the host.
+    file: PathBuf,
+    /// Wait for the workflow to finish and print its results (exit 1 if it failed).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: also write the full result document (JSON) to this file.
+    #[arg(long)]
+    output_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(super) struct TaskArgs {
+    #[arg(long)]
+    protocol: String,
+    #[arg(long)]
+    method: String,
+    /// The params as a JSON object.
+    #[arg(long, default_value = "{}")]
+    params: String,
+    /// Wait for the task to finish and print its result.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Input(e.into())
+    }
+}
+
+async fn connect(server: &ServerArgs) -> Result<Client, Failure> {
+    Ok(Client::connect(&server.server).await?)
+}
+
+/// Ask the host; a JSON-RPC error in the answer becomes an input failure.
+async fn request(client: &Client, event: &str, data: Value) -> Result<Value, Failure> {
+    let reply = client.call(event, &data, REQUEST_TIMEOUT).await?;
+    match reply.get("error") {
+        Some(error) => {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("request failed");
+            Err(Failure::Input(anyhow::anyhow!("the host refused {event}: {message}")))
+        }
+        None => Ok(reply),
+    }
+}
+
+fn print_json(value: &Value) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string_pretty(value).context("cannot encode the answer").map_err(Failure::Internal)?);
+    Ok(())
+}
+
+pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<ExitCode, Failure> {
+    let workflow = read_tree(&args.file)?;
+    let mut client = connect(server).await?;
+    let reply = request(&client, "submit_workflow", json!({ "workflow": workflow })).await?;
+    let workflow_id = reply["workflow_id"].as_str().unwrap_or_default().to_owned();
+    let task_count = reply["task_count"].as_u64().unwrap_or(0);
+    if !args.wait {
+        match server.output {
+            Output::Json => print_json(&reply)?,
+            Output::Text => println!("submitted workflow {workflow_id} ({task_count} tasks)"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_and_print(&mut client, server, &workflow_id, task_count, args.output_file.as_deref()).await
+}
+
+/// The file as a JSON tree, after the same local validation `run` does, so
+/// mistakes are reported with the file's name.
+fn read_tree(path: &Path) -> Result<Value, Failure> {
+    crate::workflow::load(path)?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display())).map_err(Failure::Input)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let tree = match crate::workflow::Format::detect(path, &bytes) {
+        crate::workflow::Format::Json => serde_json::from_str(&text).context("invalid JSON"),
+        crate::workflow::Format::Yaml => serde_yaml_ng::from_str(&text).context("invalid YAML"),
+    };
+    tree.with_context(|| format!("cannot read {}", path.display())).map_err(Failure::Input)
+}
+
+/// Follow the workflow's events with a progress bar, then print its report.
+async fn wait_and_print(
+    client: &mut Client,
+    server: &ServerArgs,
+    workflow_id: &str,
+    task_count: u64,
+    output_file: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    let bar = indicatif::ProgressBar::new(task_count);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} tasks [{bar:30}] {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // Subscribing covers a workflow submitted by someone else, too.
+    request(client, "subscribe", json!({ "workflow_id": workflow_id })).await?;
+    // A workflow that finished before we subscribed has a report already.
+    let finished = |report: &Value| report["status"].as_str().is_some_and(|s| s != "running");
+    let mut report = request(client, "get_workflow", json!({ "workflow_id": workflow_id })).await?;
+    while !finished(&report) {
+        let event = client.next_event().await.ok_or(ClientError::Closed)?;
+        let ours = event.data["workflow_id"].as_str() == Some(workflow_id);
+        match event.name.as_str() {
+            "task_result" if ours => {
+                bar.inc(1);
+                bar.set_message(format!(
+                    "{} {}",
+                    event.data["task_id"].as_str().unwrap_or("?"),
+                    event.data["status"].as_str().unwrap_or("")
+                ));
+            }
+            "workflow_completed" if ours => {
+                report = request(client, "get_workflow", json!({ "workflow_id": workflow_id })).await?;
+            }
+            _ => {}
+        }
+    }
+    bar.finish_and_clear();
+    client.disconnect();
+    let report: RunReport =
+        serde_json::from_value(report).context("the host sent a malformed report").map_err(Failure::Internal)?;
+    print_report(&report, server.output, output_file)?;
+    Ok(if report.status == crate::model::WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(super) async fn status(server: &ServerArgs, workflow_id: &str) -> Result<ExitCode, Failure> {
+    let client = connect(server).await?;
+    let report = request(&client, "get_workflow", json!({ "workflow_id": workflow_id })).await?;
+    let report: RunReport =
+        serde_json::from_value(report).context("the host sent a malformed report").map_err(Failure::Internal)?;
+    print_report(&report, server.output, None)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn cancel(server: &ServerArgs, workflow_id: &str) -> Result<ExitCode, Failure> {
+    let client = connect(server).await?;
+    let reply = request(&client, "cancel_workflow", json!({ "workflow_id": workflow_id })).await?;
+    match server.output {
+        Output::Json => print_json(&reply)?,
+        Output::Text => println!("cancelled workflow {workflow_id}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode, Failure> {
+    let params: Value = serde_json::from_str(&args.params)
+        .with_context(|| format!("--params is not JSON: {}", args.params))
+        .map_err(Failure::Input)?;
+    let mut client = connect(server).await?;
+    let task = json!({ "name": args.method, "protocol": args.protocol, "method": args.method, "params": params });
+    let reply = request(&client, "submit_task", json!({ "task": task })).await?;
+    let workflow_id = reply["workflow_id"].as_str().unwrap_or_default().to_owned();
+    if args.wait {
+        return wait_and_print(&mut client, server, &workflow_id, 1, None).await;
+    }
+    match server.output {
+        Output::Json => print_json(&reply)?,
+        Output::Text => {
+            println!("submitted task {} in workflow {workflow_id}", reply["task_id"].as_str().unwrap_or("?"))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One of the listing requests, printed as a table or JSON.
+pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<ExitCode, Failure> {
+    let client = connect(server).await?;
+    let reply = request(&client, event, json!({})).await?;
+    if server.output == Output::Json {
+        print_json(&reply[key])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = reply[key]
+        .as_array()
+        .map(|items| items.iter().map(|item| columns.iter().map(|c| cell(&item[*c])).collect()).collect())
+        .unwrap_or_default();
+    print!("{}", table(columns, &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
+        Value::Null => "-".into(),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(columns: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([columns[c].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(columns.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
