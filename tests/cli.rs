@@ -4,9 +4,12 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::fenced_blocks;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -312,25 +315,6 @@ fn a_plugin_in_the_plugins_directory_serves_tasks() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("echo/v1 from"), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("replaces the bundled plugin 'echo'"), "{}", text(&out.stderr));
-}
-
-/// The fenced blocks of `lang` in a markdown file.
-fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
-    let open = format!("```{lang}");
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match current.as_mut() {
-            None if line.trim_start() == open => current = Some(String::new()),
-            None => {}
-            Some(_) if line.trim_start() == "```" => blocks.extend(current.take()),
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-        }
-    }
-    blocks
 }
 
 #[test]

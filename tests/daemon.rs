@@ -5,6 +5,8 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -327,4 +329,22 @@ fn the_cli_reports_an_unreachable_host() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to http://127.0.0.1:9"));
+}
+
+#[test]
+fn the_protocol_doc_shows_exactly_the_tested_examples() {
+    let doc = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
+    let files = [
+        ("python", "docs/examples/python/provider.py"),
+        ("python", "docs/examples/python/submit.py"),
+        ("javascript", "docs/examples/js/provider.mjs"),
+        ("javascript", "docs/examples/js/submit.mjs"),
+    ];
+    let mut python = support::fenced_blocks(&doc, "python").into_iter();
+    let mut javascript = support::fenced_blocks(&doc, "javascript").into_iter();
+    for (lang, file) in files {
+        let shown = if lang == "python" { python.next() } else { javascript.next() };
+        let code = std::fs::read_to_string(root().join(file)).unwrap();
+        assert_eq!(shown.as_deref(), Some(code.as_str()), "docs/protocol.md must show {file} as it is");
+    }
 }

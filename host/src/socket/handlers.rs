@@ -40,9 +40,10 @@ fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
     object(event, data.0.map_err(|e| e.to_string()))
 }
 
-pub async fn on_connect(socket: SocketRef) {
-    let _ = socket
-        .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
+/// Registers every handler. It runs as a connect *middleware*, before the
+/// host confirms the connection: socketioxide spawns the connect handler, so
+/// handlers registered there could miss a client's first, immediate request.
+pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("register_protocol", register_protocol);
     socket.on("register_provider", register_provider);
     socket.on("method_result", method_result);
@@ -58,6 +59,13 @@ pub async fn on_connect(socket: SocketRef) {
     socket.on("list_plugins", list_plugins);
     socket.on_fallback(unknown_event);
     socket.on_disconnect(disconnected);
+    Ok(())
+}
+
+/// Greets the client as the original host did.
+pub async fn on_connect(socket: SocketRef) {
+    let _ = socket
+        .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
 }
 
 async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender) {

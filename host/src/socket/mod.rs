@@ -17,6 +17,7 @@ use crate::registry::{Provider, Registry};
 use remote::RemoteProvider;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -227,7 +228,7 @@ pub async fn serve(
         .max_buffer_size(1 << 20)
         .with_state(host.clone())
         .build_layer();
-    io.ns("/", handlers::on_connect);
+    io.ns("/", handlers::on_connect.with(handlers::register_handlers));
     tokio::spawn(forward_events(io.clone(), events));
     let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
     let listener = tokio::net::TcpListener::bind(config.listen)
