@@ -197,7 +197,9 @@ fn two_providers_share_a_fan_out_and_one_dies_mid_run() {
     let tasks = report["tasks"].as_array().unwrap();
     assert!(tasks.iter().all(|t| t["attempts"] == 1), "lost calls do not count as attempts");
     let by = |p: &str| tasks.iter().filter(|t| t["result"]["provider"] == p).count();
-    assert!(by("worker-a") >= 100 && by("worker-b") > 0, "a: {}, b: {}", by("worker-a"), by("worker-b"));
+    // worker-a ran 100 jobs before it died; the answers still on the wire
+    // were lost and those tasks ran again on worker-b.
+    assert!(by("worker-a") > 50 && by("worker-b") > 0, "a: {}, b: {}", by("worker-a"), by("worker-b"));
     assert_eq!(by("worker-a") + by("worker-b"), 1000, "each task has exactly one result");
 }
 
@@ -347,4 +349,28 @@ fn the_protocol_doc_shows_exactly_the_tested_examples() {
         let code = std::fs::read_to_string(root().join(file)).unwrap();
         assert_eq!(shown.as_deref(), Some(code.as_str()), "docs/protocol.md must show {file} as it is");
     }
+}
+
+#[test]
+fn a_provider_that_stops_answering_is_dropped_and_its_tasks_finish_elsewhere() {
+    let daemon = daemon();
+    let mut hung = python(&daemon, "tests/python/work_provider.py");
+    hung.env("PROVIDER_ID", "hung").env("HANG", "1").env("MAX_CONCURRENT", "4");
+    let (_hung, _) = spawn_until(hung, "registered");
+    let mut good = python(&daemon, "tests/python/work_provider.py");
+    good.env("PROVIDER_ID", "good").env("MAX_CONCURRENT", "4");
+    let (_good, _) = spawn_until(good, "registered");
+    let mut workflow = jobs("survive", 30, "normal");
+    for task in workflow["tasks"].as_array_mut().unwrap() {
+        task["timeout"] = serde_json::json!(0.5);
+        task["retry"] = serde_json::json!({"max_attempts": 5, "base_delay": 0.01, "backoff": "fixed"});
+    }
+    let report = &submit(&daemon, &workflow, None).join().unwrap()[0];
+    assert_eq!(report["status"], "completed", "{}", report["summary"]);
+    let tasks = report["tasks"].as_array().unwrap();
+    assert!(tasks.iter().all(|t| t["result"]["provider"] == "good"));
+    let out = cli(&daemon, &["provider", "list", "--output", "json"]);
+    let providers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = providers.as_array().unwrap().iter().map(|p| p["provider_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["wasm:echo", "good"], "the hung provider was disconnected");
 }

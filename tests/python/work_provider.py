@@ -23,6 +23,8 @@ async def connect():
 @sio.on("execute_method")
 async def execute_method(call):
     global executed
+    if os.environ.get("HANG") == "1":  # a provider that stopped answering
+        await asyncio.Event().wait()
     await asyncio.sleep(0.02)
     executed += 1
     if executed % 50 == 0:

@@ -12,7 +12,7 @@ use crate::registry::{Call, CallFuture, Provider};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
@@ -28,7 +28,14 @@ pub struct RemoteProvider {
     next_call: AtomicU64,
     /// Flips to true when the socket disconnects.
     closed: watch::Sender<bool>,
+    /// Calls in a row that ran into their deadline unanswered.
+    unanswered: Arc<AtomicU32>,
 }
+
+/// After this many calls in a row go unanswered, the provider is taken for
+/// dead and disconnected (its other calls go back to the queue). A dead
+/// connection is noticed sooner by Engine.IO's ping timeout.
+const MAX_UNANSWERED: u32 = 3;
 
 impl RemoteProvider {
     pub fn new(id: String, spec: ProviderSpec, socket: SocketRef, max_concurrent: usize) -> Self {
@@ -41,6 +48,7 @@ impl RemoteProvider {
             pending: Arc::default(),
             next_call: AtomicU64::new(1),
             closed: watch::Sender::new(false),
+            unanswered: Arc::default(),
         }
     }
 
@@ -81,17 +89,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Releases the call's slot and pending entry however the call ends.
+/// Releases the call's slot and pending entry however the call ends, and
+/// counts calls that reached their deadline unanswered (the engine may drop
+/// the call at its deadline before this provider's own timer fires).
 struct Slot {
     in_flight: Arc<AtomicUsize>,
     pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
     call_id: String,
+    deadline: Instant,
+    answered: bool,
+    unanswered: Arc<AtomicU32>,
+    socket: SocketRef,
+    provider: String,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.call_id);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.answered {
+            self.unanswered.store(0, Ordering::Relaxed);
+        } else if Instant::now() >= self.deadline
+            && self.unanswered.fetch_add(1, Ordering::Relaxed) + 1 == MAX_UNANSWERED
+        {
+            tracing::warn!(provider = self.provider, "{MAX_UNANSWERED} calls in a row unanswered; disconnecting it");
+            let _ = self.socket.clone().disconnect();
+        }
     }
 }
 
@@ -113,7 +136,16 @@ impl Provider for RemoteProvider {
         let call_id = format!("{}-{}", self.id, self.next_call.fetch_add(1, Ordering::Relaxed));
         let (answer, by_event) = oneshot::channel();
         lock(&self.pending).insert(call_id.clone(), answer);
-        let slot = Slot { in_flight: self.in_flight.clone(), pending: self.pending.clone(), call_id: call_id.clone() };
+        let slot = Slot {
+            in_flight: self.in_flight.clone(),
+            pending: self.pending.clone(),
+            call_id: call_id.clone(),
+            deadline: call.deadline,
+            answered: false,
+            unanswered: self.unanswered.clone(),
+            socket: self.socket.clone(),
+            provider: self.id.clone(),
+        };
         let payload = json!({
             "jsonrpc": "2.0",
             "id": call_id,
@@ -127,7 +159,9 @@ impl Provider for RemoteProvider {
         let socket = self.socket.clone();
         let mut closed = self.closed.subscribe();
         Box::pin(async move {
-            let _slot = slot;
+            // Moved whole (not just the field written below), so it lives
+            // exactly as long as the call.
+            let mut slot = slot;
             let lost = || {
                 TaskError::new(codes::SERVER_ERROR, format!("provider '{provider}' disconnected during the call"))
                     .requeue()
@@ -157,12 +191,14 @@ impl Provider for RemoteProvider {
                     }
                 }
             };
-            tokio::select! {
+            let outcome = tokio::select! {
                 Some(outcome) = by_ack => outcome,
                 Ok(reply) = by_event => method_reply(&provider, reply),
                 _ = closed.wait_for(|closed| *closed) => Err(lost()),
                 () = tokio::time::sleep_until(call.deadline.into()) => Err(late()),
-            }
+            };
+            slot.answered = outcome.as_ref().err().is_none_or(|e| e.code != codes::TIMEOUT && !e.requeue);
+            outcome
         })
     }
 }
