@@ -283,8 +283,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
     let (registry, plugin_list) = load_plugins(&plugins).await?;
-    let config = crate::socket::ServeConfig { listen, engine, grace };
-    crate::socket::serve(config, registry, plugin_list, shutdown_signal())
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(Failure::Input)?;
+    let config = crate::socket::ServeConfig { engine, grace };
+    crate::socket::serve(config, listener, registry, plugin_list, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
     Ok(ExitCode::SUCCESS)

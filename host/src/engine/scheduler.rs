@@ -166,6 +166,9 @@ impl Scheduler {
     fn notify(&self, id: RunId, t: usize) {
         let (Some(observer), Some(run)) = (&self.observer, self.runs.get(&id)) else { return };
         let state = &run.tasks[t];
+        if state.status == TaskStatus::Queued {
+            return; // every ready task is queued at once: not worth an event
+        }
         let final_ = state.status.is_final();
         let _ = observer.send(EngineEvent::Task(TaskEvent {
             workflow_id: run.workflow.id.clone(),

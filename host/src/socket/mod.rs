@@ -20,7 +20,6 @@ use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,20 +29,15 @@ pub use wire::errors;
 /// Settings of `gleitzeit serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub listen: SocketAddr,
     pub engine: EngineConfig,
     /// How long running work may take to finish after a shutdown signal.
     pub grace: Duration,
 }
 
-/// Why the server could not run.
+/// The server failed while running.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("the server failed: {0}")]
-    Serve(std::io::Error),
-}
+#[error("the server failed: {0}")]
+pub struct ServeError(std::io::Error);
 
 /// State shared by the handlers.
 pub struct Host {
@@ -173,19 +167,21 @@ impl Host {
 async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
         match event {
+            // Two events per task: `task_status` when it starts (or waits
+            // for a retry), `task_result` when it ends.
+            EngineEvent::Task(task) if task.status.is_final() => {
+                let result = json!({
+                    "task_id": task.task_id,
+                    "workflow_id": task.workflow_id,
+                    "status": task.status,
+                    "result": task.result,
+                    "error": task.error,
+                    "attempt": task.attempt,
+                });
+                let _ = io.to(room(&task.workflow_id)).emit("task_result", &result).await;
+            }
             EngineEvent::Task(task) => {
-                let room = room(&task.workflow_id);
-                let _ = io.to(room.clone()).emit("task_status", &task).await;
-                if task.status.is_final() {
-                    let result = json!({
-                        "task_id": task.task_id,
-                        "workflow_id": task.workflow_id,
-                        "status": task.status,
-                        "result": task.result,
-                        "error": task.error,
-                    });
-                    let _ = io.to(room).emit("task_result", &result).await;
-                }
+                let _ = io.to(room(&task.workflow_id)).emit("task_status", &task).await;
             }
             EngineEvent::WorkflowFinished(report) => {
                 let done = json!({
@@ -205,6 +201,7 @@ async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<Engine
 /// running workflows finish within the grace period, and close.
 pub async fn serve(
     config: ServeConfig,
+    listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     plugins: Vec<Value>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -231,15 +228,12 @@ pub async fn serve(
     io.ns("/", handlers::on_connect.with(handlers::register_handlers));
     tokio::spawn(forward_events(io.clone(), events));
     let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let addr = listener.local_addr().map_err(ServeError)?;
     tracing::info!("listening on {addr}");
     println!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)");
     let server = axum::serve(listener, app);
     tokio::select! {
-        result = server => result.map_err(ServeError::Serve),
+        result = server => result.map_err(ServeError),
         () = shutdown => {
             host.shutting_down.store(true, Ordering::Relaxed);
             drain(&engine, config.grace).await;

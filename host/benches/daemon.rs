@@ -1,0 +1,165 @@
+//! Daemon benchmark; prints a table of medians over several rounds.
+//!
+//! 10,000 echo tasks submitted over Socket.IO to an in-process `serve`:
+//! 1. through one remote provider written in Rust with `gleitzeit::client`,
+//!    connected over loopback;
+//! 2. through the bundled WASM echo in the same daemon;
+//! 3. baseline: the same WASM tasks single-shot (validation and the engine
+//!    in-process, as `gleitzeit run` does after reading the file), for the
+//!    daemon's overhead: the Socket.IO transfer of the workflow and of two
+//!    events per task to the submitter.
+//!
+//! Run: `cargo bench -p gleitzeit --bench daemon` (`-- --quick` for 3 rounds).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
+
+use gleitzeit::client::Client;
+use gleitzeit::engine::{Engine, EngineConfig};
+use gleitzeit::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
+use gleitzeit::registry::Registry;
+use gleitzeit::report::RunReport;
+use gleitzeit::socket::{ServeConfig, serve};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TASKS: usize = 10_000;
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 7 };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let registry = Arc::new(Registry::new());
+        let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
+        let echo = plugins::bundled(&runtime).await.into_iter().next().unwrap().unwrap();
+        registry.register(Arc::new(WasmProvider::new(Arc::new(echo))));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = ServeConfig { engine: EngineConfig::default(), grace: Duration::from_secs(1) };
+        tokio::spawn(serve(config, listener, registry.clone(), Vec::new(), std::future::pending()));
+        tokio::spawn(remote_echo(url.clone()));
+        let mut submitter = Client::connect(&url).await.unwrap();
+        wait_for_protocol(&submitter, "bench/v1").await;
+        run(&mut submitter, "bench/v1", 100).await; // warm-up
+
+        println!("gleitzeit daemon benchmark: {TASKS} echo tasks per round, medians of {rounds} rounds");
+        println!();
+        println!("| path | median wall | tasks/s | median task latency |");
+        println!("|---|---:|---:|---:|");
+        let (mut remote, mut wasm, mut single) = (Vec::new(), Vec::new(), Vec::new());
+        let engine = Engine::start(registry.clone(), EngineConfig::default());
+        // Interleaved, so drift on a noisy machine hits all three alike.
+        for _ in 0..rounds {
+            remote.push(run(&mut submitter, "bench/v1", TASKS).await);
+            wasm.push(run(&mut submitter, "echo/v1", TASKS).await);
+            single.push(single_shot(&engine, &registry).await);
+        }
+        let (remote, wasm, single) = (medians(&remote), medians(&wasm), medians(&single));
+        row("daemon, one remote provider (Rust client, loopback)", &remote);
+        row("daemon, WASM echo", &wasm);
+        row("single-shot engine, WASM echo (baseline)", &single);
+        println!(
+            "|  daemon / single-shot wall-time ratio (WASM): {:.2}x | | | |",
+            wasm.0.as_secs_f64() / single.0.as_secs_f64()
+        );
+    });
+}
+
+/// (median wall time, median task latency) of several rounds.
+fn medians(rounds: &[(Duration, Duration)]) -> (Duration, Duration) {
+    let walls: Vec<Duration> = rounds.iter().map(|r| r.0).collect();
+    let latencies: Vec<Duration> = rounds.iter().map(|r| r.1).collect();
+    (median(&walls), median(&latencies))
+}
+
+fn row(name: &str, (wall, latency): &(Duration, Duration)) {
+    println!(
+        "| {name} | {:.1} ms | {:.0} | {:.2} ms |",
+        wall.as_secs_f64() * 1000.0,
+        TASKS as f64 / wall.as_secs_f64(),
+        latency.as_secs_f64() * 1000.0
+    );
+}
+
+/// A remote provider of bench/v1 that echoes, answering through acks.
+async fn remote_echo(url: String) {
+    let mut client = Client::connect(&url).await.unwrap();
+    let registration = json!({
+        "provider_id": "bench-remote", "protocol_id": "bench/v1",
+        "supported_methods": ["echo"], "max_concurrent": 512,
+    });
+    client.call("register_provider", &registration, TIMEOUT).await.unwrap();
+    while let Some(event) = client.next_event().await {
+        if let (true, Some(id)) = (event.name == "execute_method", event.ack) {
+            let answer = json!({ "result": { "echoed": event.data["params"]["message"] } });
+            client.ack(id, &answer).unwrap();
+        }
+    }
+}
+
+async fn wait_for_protocol(client: &Client, protocol: &str) {
+    for _ in 0..100 {
+        let reply = client.call("list_protocols", &json!({}), TIMEOUT).await.unwrap();
+        if reply["protocols"].as_array().unwrap().iter().any(|p| p["protocol_id"] == protocol) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{protocol} never registered");
+}
+
+fn fan_out(protocol: &str, n: usize) -> Value {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "protocol": protocol, "method": "echo", "params": {"message": i}}))
+        .collect();
+    json!({"name": "bench", "tasks": tasks})
+}
+
+/// Submit one fan-out over Socket.IO; wall time from submission to the
+/// `workflow_completed` event, and the median task latency.
+async fn run(client: &mut Client, protocol: &str, n: usize) -> (Duration, Duration) {
+    let workflow = fan_out(protocol, n);
+    let started = Instant::now();
+    let reply = client.call("submit_workflow", &json!({ "workflow": workflow }), TIMEOUT).await.unwrap();
+    let id = reply["workflow_id"].as_str().expect("submitted").to_owned();
+    loop {
+        let event = client.next_event().await.unwrap();
+        if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
+            break;
+        }
+    }
+    let wall = started.elapsed();
+    let report = client.call("get_workflow", &json!({ "workflow_id": id }), TIMEOUT).await.unwrap();
+    let report: RunReport = serde_json::from_value(report).unwrap();
+    assert_eq!(report.summary.completed, n);
+    (wall, median_latency(&report))
+}
+
+/// What `gleitzeit run` does with a parsed file: validate (also against the
+/// registry) and run, in process.
+async fn single_shot(engine: &Engine, registry: &Registry) -> (Duration, Duration) {
+    let tree = fan_out("echo/v1", TASKS);
+    let started = Instant::now();
+    let workflow = gleitzeit::workflow::from_value("bench", tree).unwrap();
+    gleitzeit::workflow::check_catalog("bench", &workflow, registry).unwrap();
+    let report = engine.run(workflow).await.unwrap();
+    (started.elapsed(), median_latency(&report))
+}
+
+fn median_latency(report: &RunReport) -> Duration {
+    let mut ms: Vec<f64> = report.tasks.iter().filter_map(|t| t.duration_ms).collect();
+    ms.sort_by(f64::total_cmp);
+    Duration::from_secs_f64(ms[ms.len() / 2] / 1000.0)
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
