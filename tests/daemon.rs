@@ -374,3 +374,40 @@ fn a_provider_that_stops_answering_is_dropped_and_its_tasks_finish_elsewhere() {
     let ids: Vec<&str> = providers.as_array().unwrap().iter().map(|p| p["provider_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["wasm:echo", "good"], "the hung provider was disconnected");
 }
+
+#[test]
+fn serve_reads_its_config_file_and_rejects_mistakes() {
+    let dir = std::env::temp_dir().join(format!("gleitzeit-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("gleitzeit.toml");
+    std::fs::write(&good, "listen = \"127.0.0.1:0\"\nconcurrency = 4\ngrace = 2\n").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
+    command.args(["serve", "--config", good.to_str().unwrap()]).current_dir(root());
+    let (_daemon, line) = spawn_until(command, "listening on");
+    assert!(line.contains("http://127.0.0.1:"), "{line}");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nconcurrancy = 4\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid config file") && stderr.contains("concurrancy"), "{stderr}");
+}
+
+#[test]
+fn sigterm_lets_running_work_finish_then_exits() {
+    let daemon = daemon();
+    let slow = serde_json::json!({"name": "slow", "id": "slow", "tasks": [
+        {"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 1}}]});
+    let submitted = submit(&daemon, &slow, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = daemon._process.process.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let reports = submitted.join().unwrap();
+    assert_eq!(reports[0]["status"], "completed", "the running workflow finished during the grace period");
+    let out = cli(&daemon, &["workflow", "list"]);
+    assert_eq!(out.status.code(), Some(2), "the daemon is gone after the grace period");
+}

@@ -236,16 +236,25 @@ pub async fn serve(
         result = server => result.map_err(ServeError),
         () = shutdown => {
             host.shutting_down.store(true, Ordering::Relaxed);
-            drain(&engine, config.grace).await;
+            if drain(&engine, config.grace).await {
+                // Let submitters fetch the reports of what just finished.
+                tokio::time::sleep(LINGER.min(config.grace)).await;
+            }
             io.close().await;
             Ok(())
         }
     }
 }
 
-/// Wait until no workflow runs, or the grace period ends.
-async fn drain(engine: &Engine, grace: Duration) {
+/// After a shutdown signal, how long clients may still query workflows that
+/// finished during the grace period.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Wait until no workflow runs, or the grace period ends; true if any
+/// workflow was still running when the signal came.
+async fn drain(engine: &Engine, grace: Duration) -> bool {
     let until = Instant::now() + grace;
+    let mut waited = false;
     loop {
         let running = engine
             .workflows()
@@ -253,12 +262,13 @@ async fn drain(engine: &Engine, grace: Duration) {
             .map(|list| list.iter().filter(|w| w.status == crate::model::WorkflowStatus::Running).count())
             .unwrap_or(0);
         if running == 0 {
-            return;
+            return waited;
         }
         if Instant::now() >= until {
             tracing::warn!("{running} workflows still running after the grace period; stopping anyway");
-            return;
+            return true;
         }
+        waited = true;
         tracing::info!("waiting for {running} running workflows to finish");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
