@@ -403,11 +403,28 @@ fn sigterm_lets_running_work_finish_then_exits() {
     let slow = serde_json::json!({"name": "slow", "id": "slow", "tasks": [
         {"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 1}}]});
     let submitted = submit(&daemon, &slow, None);
-    std::thread::sleep(Duration::from_millis(300));
+    while cli(&daemon, &["workflow", "status", "slow"]).status.code() != Some(0) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pid = daemon._process.process.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let reports = submitted.join().unwrap();
     assert_eq!(reports[0]["status"], "completed", "the running workflow finished during the grace period");
     let out = cli(&daemon, &["workflow", "list"]);
     assert_eq!(out.status.code(), Some(2), "the daemon is gone after the grace period");
+}
+
+#[test]
+fn task_progress_reaches_the_submitter() {
+    let daemon = daemon();
+    let mut provider = python(&daemon, "tests/python/work_provider.py");
+    provider.env("PROVIDER_ID", "chatty").env("PROGRESS", "1");
+    let (_provider, _) = spawn_until(provider, "registered");
+    let report = &submit(&daemon, &jobs("talk", 5, "normal"), None).join().unwrap()[0];
+    assert_eq!(report["status"], "completed");
+    let events = report["progress_events"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(
+        events.iter().any(|e| e["task_id"] == "talk-3" && e["chunk"] == serde_json::json!({"step": "started", "n": 3}))
+    );
 }

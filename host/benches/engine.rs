@@ -155,6 +155,7 @@ async fn call_rounds(rounds: usize, echo: &WasmProvider) -> Duration {
                 method: "echo".into(),
                 params: json!({"message": "hello"}),
                 deadline: Instant::now() + Duration::from_secs(10),
+                progress: None,
             };
             let started = Instant::now();
             echo.call(call).await.unwrap();

@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// Receives a call's partial output (LLM tokens, steps), for subscribers.
+pub type Progress = Arc<dyn Fn(Value) + Send + Sync>;
+
 /// One method call for one task attempt.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Call {
     pub task_id: String,
     pub workflow_id: Option<String>,
@@ -28,6 +31,8 @@ pub struct Call {
     pub params: Value,
     /// The attempt must end by then; providers should stop work at it.
     pub deadline: Instant,
+    /// Where partial output goes, when someone listens.
+    pub progress: Option<Progress>,
 }
 
 /// The future a provider returns for a call.

@@ -19,6 +19,11 @@ async def main():
     sio = socketio.AsyncClient()
     finished = set()
     started = set()
+    progress = {}
+
+    @sio.on("task_progress")
+    async def task_progress(event):
+        progress.setdefault(event["workflow_id"], []).append(event)
 
     @sio.on("workflow_completed")
     async def completed(event):
@@ -40,6 +45,8 @@ async def main():
     while not all(i in finished for i in ids):
         await asyncio.sleep(0.05)
     reports = [await sio.call("get_workflow", {"workflow_id": i}) for i in ids]
+    for report in reports:
+        report["progress_events"] = progress.get(report["workflow_id"], [])
     print(json.dumps(reports))
     await sio.disconnect()
 

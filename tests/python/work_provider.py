@@ -25,6 +25,8 @@ async def execute_method(call):
     global executed
     if os.environ.get("HANG") == "1":  # a provider that stopped answering
         await asyncio.Event().wait()
+    if os.environ.get("PROGRESS") == "1":  # partial output for subscribers
+        await sio.emit("task_progress", {"id": call["id"], "chunk": {"step": "started", "n": call["params"]["n"]}})
     await asyncio.sleep(0.02)
     executed += 1
     if executed % 50 == 0:

@@ -73,10 +73,19 @@ pub struct TaskEvent {
     pub error: Option<TaskError>,
 }
 
+/// Partial output of a running task (`progress` from its provider).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressEvent {
+    pub workflow_id: String,
+    pub task_id: String,
+    pub chunk: Value,
+}
+
 /// What the engine tells its observer.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     Task(TaskEvent),
+    Progress(ProgressEvent),
     WorkflowFinished(Arc<RunReport>),
 }
 

@@ -3,7 +3,7 @@
 //! shared or locked.
 
 use super::run::Run;
-use super::{Command, EngineConfig, EngineError, EngineEvent, TaskEvent, WorkflowSummary};
+use super::{Command, EngineConfig, EngineError, EngineEvent, ProgressEvent, TaskEvent, WorkflowSummary};
 use crate::model::{TaskError, TaskStatus, Workflow, codes};
 use crate::queue::PriorityQueue;
 use crate::registry::{Call, Provider, Registry, Selection};
@@ -266,6 +266,13 @@ impl Scheduler {
         state.started_at.get_or_insert_with(SystemTime::now);
         state.started.get_or_insert_with(Instant::now);
         let attempt = state.attempts;
+        let progress = self.observer.clone().map(|observer| {
+            let (workflow_id, task_id) = (run.workflow.id.clone(), task.id.clone());
+            Arc::new(move |chunk| {
+                let (workflow_id, task_id) = (workflow_id.clone(), task_id.clone());
+                let _ = observer.send(EngineEvent::Progress(ProgressEvent { workflow_id, task_id, chunk }));
+            }) as crate::registry::Progress
+        });
         let call = Call {
             task_id: task.id.clone(),
             workflow_id: Some(run.workflow.id.clone()),
@@ -273,6 +280,7 @@ impl Scheduler {
             method: task.method.clone(),
             params,
             deadline,
+            progress,
         };
         // Made here, not in the spawned task: a provider reserves its slot
         // when `call` is invoked, before the next selection.

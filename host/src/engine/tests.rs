@@ -399,6 +399,7 @@ async fn the_observer_sees_every_transition_and_the_end() {
         match event {
             EngineEvent::Task(e) => seen.push(format!("{} {}", e.task_id, e.status)),
             EngineEvent::WorkflowFinished(r) => seen.push(format!("done {}", r.status.name())),
+            EngineEvent::Progress(p) => seen.push(format!("{} progress", p.task_id)),
         }
     }
     assert_eq!(seen, ["a running", "a completed", "b running", "b completed", "done completed"]);

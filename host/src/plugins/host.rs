@@ -28,6 +28,8 @@ pub struct CallIdentity {
 
 /// The data of one store: one instance, one call.
 pub struct StoreState {
+    /// Where `progress` chunks go, if anyone listens.
+    pub progress: Option<crate::registry::Progress>,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: StoreLimits,
@@ -70,6 +72,10 @@ impl host::Host for StoreState {
     }
 
     fn progress(&mut self, chunk: String) {
-        tracing::debug!(target: "plugin", plugin = &*self.identity.plugin, task = %self.identity.task_id, "progress: {chunk}");
+        tracing::trace!(target: "plugin", plugin = &*self.identity.plugin, task = %self.identity.task_id, "progress: {chunk}");
+        if let Some(progress) = &self.progress {
+            // A chunk that is not JSON is passed on as text.
+            progress(serde_json::from_str(&chunk).unwrap_or(serde_json::Value::String(chunk)));
+        }
     }
 }

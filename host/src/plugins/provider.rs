@@ -5,16 +5,30 @@ use super::loader::{Plugin, with_stderr};
 use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Provider};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::Trap;
 
 pub struct WasmProvider {
     id: String,
     plugin: Arc<Plugin>,
+    /// Calls it takes at once (instances alive at once, at most).
+    max_concurrency: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Gives the call's slot back however the call ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl WasmProvider {
     pub fn new(plugin: Arc<Plugin>) -> Self {
-        Self { id: format!("wasm:{}", plugin.name), plugin }
+        let max_concurrency = plugin.runtime.max_instances();
+        Self { id: format!("wasm:{}", plugin.name), plugin, max_concurrency, in_flight: Arc::default() }
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -32,7 +46,17 @@ impl Provider for WasmProvider {
     }
 
     fn call(&self, call: Call) -> CallFuture {
-        Box::pin(execute(self.plugin.clone(), call))
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(self.in_flight.clone());
+        let running = execute(self.plugin.clone(), call);
+        Box::pin(async move {
+            let _slot = slot;
+            running.await
+        })
+    }
+
+    fn free_slots(&self) -> Option<usize> {
+        Some(self.max_concurrency.saturating_sub(self.in_flight.load(Ordering::Relaxed)))
     }
 }
 
@@ -45,6 +69,7 @@ enum Stop {
 async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
     let name = plugin.name.clone();
     let mut store = plugin.runtime.new_store(name.clone(), plugin.grants.clone(), call.task_id.clone(), call.deadline);
+    store.data_mut().progress = call.progress.clone();
     let ctx = TaskContext { task_id: call.task_id, workflow_id: call.workflow_id, attempt: call.attempt };
     let params = call.params.to_string();
     // The epoch deadline stops a busy guest; this timeout stops one that

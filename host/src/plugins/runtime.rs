@@ -96,8 +96,9 @@ impl WasmRuntime {
         }
     }
 
-    pub fn engine_ref(&self) -> &Engine {
-        &self.engine
+    /// Instances alive at once: a plugin cannot take more calls than this.
+    pub fn max_instances(&self) -> usize {
+        self.config.max_instances as usize
     }
 
     pub fn linker(&self) -> &Linker<StoreState> {
@@ -130,6 +131,7 @@ impl WasmRuntime {
             .build();
         let limits = StoreLimitsBuilder::new().memory_size(self.config.memory_limit).build();
         let state = StoreState {
+            progress: None,
             wasi,
             table: ResourceTable::new(),
             limits,

@@ -25,6 +25,7 @@ fn call(method: &str, params: Value, attempt: u32, within: Duration) -> Call {
         method: method.into(),
         params,
         deadline: Instant::now() + within,
+        progress: None,
     }
 }
 

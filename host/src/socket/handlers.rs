@@ -47,6 +47,7 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     socket.on("register_protocol", register_protocol);
     socket.on("register_provider", register_provider);
     socket.on("method_result", method_result);
+    socket.on("task_progress", task_progress);
     socket.on("submit_workflow", submit_workflow);
     socket.on("submit_task", submit_task);
     socket.on("get_workflow", get_workflow);
@@ -182,6 +183,23 @@ async fn method_result(socket: SocketRef, data: Payload, ack: AckSender, State(h
             Ok(json!({ "id": id, "accepted": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("method_result: no call '{id}' is waiting for an answer")))
+        }
+    })();
+    answer(&socket, ack, outcome);
+}
+
+/// `{id, chunk}`: partial output of a running call, for the task's subscribers.
+async fn task_progress(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let outcome = (|| {
+        let map = payload("task_progress", data)?;
+        let Some(Value::String(id)) = map.get("id") else {
+            return Err(RpcError::new(errors::INVALID_PARAMS, "task_progress: field 'id' must be the call's id"));
+        };
+        let chunk = map.get("chunk").cloned().unwrap_or(Value::Null);
+        if host.progress(&socket.id.to_string(), id, chunk) {
+            Ok(json!({ "id": id, "accepted": true }))
+        } else {
+            Err(RpcError::new(errors::NOT_FOUND, format!("task_progress: no call '{id}' is running")))
         }
     })();
     answer(&socket, ack, outcome);

@@ -112,6 +112,11 @@ impl Host {
         lock(&self.declared).retain(|(socket, _), _| socket != sid);
     }
 
+    fn progress(&self, sid: &str, call_id: &str, chunk: Value) -> bool {
+        let remotes = lock(&self.remotes);
+        remotes.get(sid).is_some_and(|list| list.iter().any(|p| p.progress(call_id, chunk.clone())))
+    }
+
     fn deliver(&self, sid: &str, call_id: &str, reply: Value) -> bool {
         let remotes = lock(&self.remotes);
         remotes.get(sid).is_some_and(|list| list.iter().any(|p| p.deliver(call_id, reply.clone())))
@@ -182,6 +187,9 @@ async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<Engine
             }
             EngineEvent::Task(task) => {
                 let _ = io.to(room(&task.workflow_id)).emit("task_status", &task).await;
+            }
+            EngineEvent::Progress(progress) => {
+                let _ = io.to(room(&progress.workflow_id)).emit("task_progress", &progress).await;
             }
             EngineEvent::WorkflowFinished(report) => {
                 let done = json!({

@@ -8,7 +8,7 @@
 
 use super::wire::method_reply;
 use crate::model::{ProviderSpec, TaskError, codes};
-use crate::registry::{Call, CallFuture, Provider};
+use crate::registry::{Call, CallFuture, Progress, Provider};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct RemoteProvider {
     in_flight: Arc<AtomicUsize>,
     /// Answers that arrive as `method_result` events, by call id.
     pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
+    /// Where each running call's `task_progress` goes, by call id.
+    progress: Arc<Mutex<HashMap<String, Progress>>>,
     next_call: AtomicU64,
     /// Flips to true when the socket disconnects.
     closed: watch::Sender<bool>,
@@ -46,6 +48,7 @@ impl RemoteProvider {
             max_concurrent,
             in_flight: Arc::default(),
             pending: Arc::default(),
+            progress: Arc::default(),
             next_call: AtomicU64::new(1),
             closed: watch::Sender::new(false),
             unanswered: Arc::default(),
@@ -68,6 +71,12 @@ impl RemoteProvider {
     pub fn deliver(&self, id: &str, reply: Value) -> bool {
         let waiter = lock(&self.pending).remove(id);
         waiter.is_some_and(|w| w.send(reply).is_ok())
+    }
+
+    /// Forward a `task_progress` chunk; false if no call runs under `id`.
+    pub fn progress(&self, id: &str, chunk: Value) -> bool {
+        let sink = lock(&self.progress).get(id).cloned();
+        sink.map(|progress| progress(chunk)).is_some()
     }
 
     /// The socket is gone: wake every call in flight.
@@ -95,6 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Slot {
     in_flight: Arc<AtomicUsize>,
     pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
+    progress: Arc<Mutex<HashMap<String, Progress>>>,
     call_id: String,
     deadline: Instant,
     answered: bool,
@@ -106,6 +116,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.call_id);
+        lock(&self.progress).remove(&self.call_id);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.answered {
             self.unanswered.store(0, Ordering::Relaxed);
@@ -136,9 +147,13 @@ impl Provider for RemoteProvider {
         let call_id = format!("{}-{}", self.id, self.next_call.fetch_add(1, Ordering::Relaxed));
         let (answer, by_event) = oneshot::channel();
         lock(&self.pending).insert(call_id.clone(), answer);
+        if let Some(progress) = call.progress.clone() {
+            lock(&self.progress).insert(call_id.clone(), progress);
+        }
         let slot = Slot {
             in_flight: self.in_flight.clone(),
             pending: self.pending.clone(),
+            progress: self.progress.clone(),
             call_id: call_id.clone(),
             deadline: call.deadline,
             answered: false,
