@@ -231,6 +231,17 @@ fn malformed_files_are_rejected_with_located_errors() {
 }
 
 #[test]
+fn validate_can_answer_in_json() {
+    let out = gleitzeit(&["workflow", "validate", "workflows/diamond.yaml", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict,
+        serde_json::json!({"valid": true, "file": "workflows/diamond.yaml", "name": "Diamond", "tasks": 4, "levels": 3})
+    );
+}
+
+#[test]
 fn schema_only_validation_skips_the_registry() {
     let out = gleitzeit(&["workflow", "validate", "--schema-only", "tests/fixtures/invalid/unknown-protocol.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

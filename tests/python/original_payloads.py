@@ -44,6 +44,7 @@ async def provider():
 
 
 async def submitter():
+    # The original's clients started with HTTP long-polling; stay on it.
     sio = socketio.AsyncClient()
     submitted = asyncio.Future()
     results = {}
@@ -60,7 +61,8 @@ async def submitter():
     async def on_error(data):
         print("error event:", data, flush=True)
 
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, transports=["polling"])
+    assert sio.transport() == "polling"
     await sio.emit("submit_workflow", {"workflow": {
         "name": "Legacy sums",
         "description": "Tasks named, not identified; dependencies by name",

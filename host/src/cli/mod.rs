@@ -176,6 +176,9 @@ struct ValidateArgs {
     /// for a daemon whose providers are not local).
     #[arg(long)]
     schema_only: bool,
+    /// How to print the verdict (problems still go to stderr).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -349,12 +352,18 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
         load_against_registry(&args.file, &args.plugins.plugins).await?.0
     };
     let levels = level_count(&workflow);
-    println!(
-        "{} is valid: workflow '{}', {} tasks in {levels} levels",
-        args.file.display(),
-        workflow.name,
-        workflow.tasks.len()
-    );
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels })
+        ),
+        Output::Text => println!(
+            "{} is valid: workflow '{}', {} tasks in {levels} levels",
+            args.file.display(),
+            workflow.name,
+            workflow.tasks.len()
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
