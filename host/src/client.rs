@@ -9,6 +9,7 @@
 //!
 //! It owns the connection; it knows nothing of workflows.
 
+use crate::locks::lock;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -50,11 +51,6 @@ pub struct Client {
     acks: Acks,
     next_ack: AtomicU64,
     events: mpsc::UnboundedReceiver<ServerEvent>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one insert or remove.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `http://host:port` (or `ws://`) to the Engine.IO WebSocket URL.

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod engine;
+mod locks;
 pub mod model;
 pub mod plugins;
 pub mod queue;

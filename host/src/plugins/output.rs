@@ -39,7 +39,7 @@ impl LogPipe {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.0)
     }
 
     fn write_bytes(&self, bytes: &[u8]) {

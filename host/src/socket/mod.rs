@@ -12,6 +12,7 @@ mod remote;
 mod wire;
 
 use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::locks::lock;
 use crate::model::MethodSpec;
 use crate::registry::{Provider, Registry};
 use remote::RemoteProvider;
@@ -50,11 +51,6 @@ pub struct Host {
     /// Methods declared with `register_protocol`, by socket and protocol.
     declared: Mutex<HashMap<(String, String), Vec<MethodSpec>>>,
     shutting_down: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a single map update.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The room of a workflow's events: its submitter and subscribers.

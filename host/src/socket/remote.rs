@@ -7,6 +7,7 @@
 //! provider without using up their attempts.
 
 use super::wire::method_reply;
+use crate::locks::lock;
 use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Progress, Provider};
 use serde_json::{Value, json};
@@ -91,11 +92,6 @@ fn is_empty(reply: &Value) -> bool {
         Value::Array(args) => args.is_empty() || args.iter().all(Value::is_null),
         _ => false,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is a single insert or remove.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Releases the call's slot and pending entry however the call ends, and
