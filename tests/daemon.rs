@@ -428,3 +428,41 @@ fn task_progress_reaches_the_submitter() {
         events.iter().any(|e| e["task_id"] == "talk-3" && e["chunk"] == serde_json::json!({"step": "started", "n": 3}))
     );
 }
+
+/// Our own Socket.IO client as a provider: it must answer the acks the host
+/// asks for, with ids that never collide under load.
+#[test]
+fn a_provider_on_the_rust_client_answers_the_hosts_acks() {
+    use gleitzeit::client::Client;
+    let daemon = daemon();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(async {
+        let url = daemon.url.clone();
+        let mut provider = Client::connect(&url).await.unwrap();
+        let registration = serde_json::json!({"provider_id": "rusty", "protocol_id": "work/v1", "supported_methods": ["job"], "max_concurrent": 64});
+        let reply = provider.call("register_provider", &registration, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(reply["provider_id"], "rusty", "{reply}");
+        tokio::spawn(async move {
+            while let Some(event) = provider.next_event().await {
+                if let (true, Some(id)) = (event.name == "execute_method", event.ack) {
+                    let n = event.data["params"]["n"].clone();
+                    provider.ack(id, &serde_json::json!({"result": {"n": n, "provider": "rusty"}})).unwrap();
+                }
+            }
+        });
+        let mut submitter = Client::connect(&url).await.unwrap();
+        let reply = submitter.call("submit_workflow", &serde_json::json!({"workflow": jobs("rust", 2000, "normal")}), Duration::from_secs(30)).await.unwrap();
+        let id = reply["workflow_id"].as_str().unwrap().to_owned();
+        while let Some(event) = submitter.next_event().await {
+            if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
+                break;
+            }
+        }
+        submitter.call("get_workflow", &serde_json::json!({"workflow_id": id}), Duration::from_secs(30)).await.unwrap()
+    });
+    assert_eq!(report["summary"]["completed"], 2000, "{}", report["summary"]);
+    let tasks = report["tasks"].as_array().unwrap();
+    assert!(
+        tasks.iter().all(|t| t["result"]["n"] == t["id"].as_str().unwrap()["rust-".len()..].parse::<u64>().unwrap())
+    );
+}
