@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build every plugin under plugins/ into a wasm32-wasip2 component.
 #
-# Usage: scripts/build-plugins.sh [TARGET_DIR]   (default: target/wasm)
+# Usage: scripts/build-plugins.sh [TARGET_DIR [CRATES_DIR]]
+#   TARGET_DIR defaults to target/wasm; CRATES_DIR to plugins (the bundled
+#   ones; the tests build tests/fixtures/plugins the same way).
 # Output: TARGET_DIR/wasm32-wasip2/release/NAME.wasm
 #
 # host/build.rs runs this to embed the bundled plugins, so it must not inherit
@@ -9,12 +11,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${1:-$root/target/wasm}
+crates_dir=${2:-$root/plugins}
 unset RUSTC RUSTDOC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER RUSTFLAGS CARGO_ENCODED_RUSTFLAGS \
       CARGO_BUILD_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR \
       CARGO_PRIMARY_PACKAGE CARGO_MANIFEST_DIR CARGO_MANIFEST_PATH
 
 packages=()
-for manifest in "$root"/plugins/*/Cargo.toml; do
+for manifest in "$crates_dir"/*/Cargo.toml; do
   packages+=(-p "$(basename "$(dirname "$manifest")")")
 done
 

@@ -231,6 +231,8 @@ pub mod codes {
     pub const CANCELLED: i32 = -32005;
     /// The task did not run because a dependency failed.
     pub const SKIPPED: i32 = -32006;
+    /// The provider's result is larger than the host accepts.
+    pub const RESULT_TOO_LARGE: i32 = -32007;
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.

@@ -12,11 +12,18 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// What a plugin is allowed, fixed when it loads.
-#[derive(Debug, Default)]
+/// What a plugin is allowed and its limits, fixed when it loads (from its
+/// manifest, else the runtime's defaults).
+#[derive(Debug, Clone)]
 pub struct Grants {
     /// `[config]` values returned by `config()`.
     pub config: BTreeMap<String, String>,
+    /// Linear memory one call may use, in bytes.
+    pub memory_limit: usize,
+    /// The longest a call may run, whatever its task allows.
+    pub timeout: Option<std::time::Duration>,
+    /// Calls at once.
+    pub max_concurrency: usize,
 }
 
 /// Who a call runs for, for logs.

@@ -4,6 +4,7 @@
 
 use super::bindings::ProviderPre;
 use super::host::{Grants, StoreState};
+use super::manifest::Manifest;
 use super::runtime::WasmRuntime;
 use crate::model::{MethodSpec, ProviderSpec};
 use std::fmt;
@@ -38,6 +39,7 @@ impl fmt::Display for PluginSource {
 /// The loading step that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadStep {
+    Manifest,
     Compile,
     Link,
     Describe,
@@ -46,6 +48,7 @@ pub enum LoadStep {
 impl fmt::Display for LoadStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            LoadStep::Manifest => "has an invalid manifest",
             LoadStep::Compile => "is not a valid component",
             LoadStep::Link => "does not fit the gleitzeit:provider world",
             LoadStep::Describe => "failed its describe() check",
@@ -78,6 +81,7 @@ pub async fn load_bytes(
     name: &str,
     source: PluginSource,
     bytes: Vec<u8>,
+    grants: Grants,
 ) -> Result<Plugin, LoadError> {
     let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
     let compiler = runtime.clone();
@@ -91,7 +95,7 @@ pub async fn load_bytes(
         .instantiate_pre(&component)
         .and_then(ProviderPre::new)
         .map_err(|e| fail(LoadStep::Link, format!("{e:#}")))?;
-    let grants = Arc::new(Grants::default());
+    let grants = Arc::new(grants);
     let name: Arc<str> = name.into();
     let deadline = Instant::now() + DESCRIBE_TIMEOUT;
     let mut store = runtime.new_store(name.clone(), grants.clone(), "describe".into(), deadline);
@@ -113,9 +117,15 @@ pub async fn load_bytes(
     Ok(Plugin { name, source, spec, pre, grants, runtime: runtime.clone() })
 }
 
-/// Append the plugin's last stderr output (a panic message) to an error.
+/// Append the plugin's last stderr lines (a panic message, say) to an error,
+/// without Rust's advice about backtraces.
 pub(super) fn with_stderr(message: String, stderr: &str) -> String {
-    if stderr.is_empty() { message } else { format!("{message}; plugin stderr: {stderr}") }
+    let lines: Vec<&str> =
+        stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
+    match lines.len() {
+        0 => message,
+        n => format!("{message}; plugin stderr: {}", lines[n.saturating_sub(2)..].join(" ")),
+    }
 }
 
 fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, String> {
@@ -158,7 +168,7 @@ fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, Strin
 pub async fn bundled(runtime: &Arc<WasmRuntime>) -> Vec<Result<Plugin, LoadError>> {
     let mut loaded = Vec::new();
     for (name, bytes) in embedded::BUNDLED {
-        loaded.push(load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec()).await);
+        loaded.push(load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec(), runtime.default_grants()).await);
     }
     loaded
 }
@@ -181,9 +191,19 @@ pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plug
     let mut loaded = Vec::new();
     for path in paths {
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let result = match std::fs::read(&path) {
-            Ok(bytes) => load_bytes(runtime, &name, PluginSource::File(path.clone()), bytes).await,
-            Err(e) => Err(read_error(&path, e)),
+        let manifest_path = path.with_extension("toml");
+        let grants = Manifest::read(&manifest_path).and_then(|m| m.grants(&runtime.default_grants()));
+        let result = match (std::fs::read(&path), grants) {
+            (Ok(bytes), Ok(grants)) => {
+                load_bytes(runtime, &name, PluginSource::File(path.clone()), bytes, grants).await
+            }
+            (Err(e), _) => Err(read_error(&path, e)),
+            (_, Err(reason)) => Err(LoadError::Plugin {
+                plugin: name.clone(),
+                origin: PluginSource::File(path.clone()),
+                step: LoadStep::Manifest,
+                reason: format!("{}: {reason}", manifest_path.display()),
+            }),
         };
         loaded.push(result);
     }

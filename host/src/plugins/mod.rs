@@ -10,6 +10,7 @@
 mod bindings;
 mod host;
 mod loader;
+mod manifest;
 mod output;
 mod provider;
 mod runtime;

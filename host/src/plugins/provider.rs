@@ -6,7 +6,12 @@ use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Provider};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use wasmtime::Trap;
+
+/// Results larger than this fail the task instead of flooding the host and
+/// every dependent's params.
+const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct WasmProvider {
     id: String,
@@ -27,7 +32,7 @@ impl Drop for Slot {
 
 impl WasmProvider {
     pub fn new(plugin: Arc<Plugin>) -> Self {
-        let max_concurrency = plugin.runtime.max_instances();
+        let max_concurrency = plugin.grants.max_concurrency;
         Self { id: format!("wasm:{}", plugin.name), plugin, max_concurrency, in_flight: Arc::default() }
     }
 
@@ -68,13 +73,15 @@ enum Stop {
 
 async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
     let name = plugin.name.clone();
-    let mut store = plugin.runtime.new_store(name.clone(), plugin.grants.clone(), call.task_id.clone(), call.deadline);
+    // The plugin's own timeout (manifest) caps the task's.
+    let deadline = plugin.grants.timeout.map_or(call.deadline, |t| call.deadline.min(Instant::now() + t));
+    let mut store = plugin.runtime.new_store(name.clone(), plugin.grants.clone(), call.task_id.clone(), deadline);
     store.data_mut().progress = call.progress.clone();
     let ctx = TaskContext { task_id: call.task_id, workflow_id: call.workflow_id, attempt: call.attempt };
     let params = call.params.to_string();
     // The epoch deadline stops a busy guest; this timeout stops one that
     // waits in a host call (a sleep, later HTTP).
-    let outcome = tokio::time::timeout_at(call.deadline.into(), async {
+    let outcome = tokio::time::timeout_at(deadline.into(), async {
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(Stop::Instantiate)?;
         instance.call_execute(&mut store, &ctx, &call.method, &params).await.map_err(Stop::Trap)
     })
@@ -89,6 +96,14 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
         .retryable()
     };
     match outcome {
+        Ok(Ok(Ok(json))) if json.len() > MAX_RESULT_BYTES => Err(TaskError::new(
+            codes::RESULT_TOO_LARGE,
+            format!(
+                "plugin '{name}' returned {} bytes from '{}'; results are limited to {MAX_RESULT_BYTES} bytes",
+                json.len(),
+                call.method
+            ),
+        )),
         Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|e| {
             TaskError::new(codes::INTERNAL_ERROR, format!("plugin '{name}' returned a result that is not JSON ({e})"))
         }),
@@ -107,7 +122,16 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
         }
         Ok(Err(Stop::Trap(e))) => Err(TaskError::new(
             codes::PLUGIN_TRAP,
-            with_stderr(format!("plugin '{name}' trapped in '{}': {e:#}", call.method), &stderr),
+            with_stderr(format!("plugin '{name}' trapped in '{}': {}", call.method, trap_reason(&e)), &stderr),
         )),
+    }
+}
+
+/// What went wrong, in one line: the trap's own words (out of bounds,
+/// unreachable, ...) rather than the whole wasm backtrace.
+fn trap_reason(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
     }
 }

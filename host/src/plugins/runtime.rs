@@ -74,7 +74,9 @@ impl WasmRuntime {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
-            .max_memory_size(config.memory_limit.max(1 << 20))
+            // Per-plugin limits (manifests) are enforced by each store's
+            // limiter; a slot can hold the largest a manifest may grant.
+            .max_memory_size(super::manifest::MAX_MEMORY_BYTES)
             // Reset a slot by rewriting only the pages the last instance
             // dirtied (Linux PAGEMAP_SCAN, kernel 6.7+) instead of madvise:
             // no page faults on reuse and no TLB shootdowns across threads.
@@ -96,9 +98,15 @@ impl WasmRuntime {
         }
     }
 
-    /// Instances alive at once: a plugin cannot take more calls than this.
-    pub fn max_instances(&self) -> usize {
-        self.config.max_instances as usize
+    /// What a plugin without a manifest gets: no config, the default memory
+    /// limit, no timeout of its own, as many calls as instances.
+    pub fn default_grants(&self) -> Grants {
+        Grants {
+            config: Default::default(),
+            memory_limit: self.config.memory_limit,
+            timeout: None,
+            max_concurrency: self.config.max_instances as usize,
+        }
     }
 
     pub fn linker(&self) -> &Linker<StoreState> {
@@ -129,7 +137,7 @@ impl WasmRuntime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new().memory_size(self.config.memory_limit).build();
+        let limits = StoreLimitsBuilder::new().memory_size(grants.memory_limit).build();
         let state = StoreState {
             progress: None,
             wasi,

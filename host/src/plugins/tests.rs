@@ -78,7 +78,9 @@ async fn a_call_is_stopped_at_its_deadline() {
 #[tokio::test]
 async fn broken_files_fail_at_the_right_step() {
     let rt = runtime().await;
-    let load = |bytes: &[u8]| load_bytes(&rt, "bad", PluginSource::File("bad.wasm".into()), bytes.to_vec());
+    let load = |bytes: &[u8]| {
+        load_bytes(&rt, "bad", PluginSource::File("bad.wasm".into()), bytes.to_vec(), rt.default_grants())
+    };
 
     let err = load(b"not wasm at all").await.err().unwrap();
     assert!(matches!(err, LoadError::Plugin { step: LoadStep::Compile, .. }), "{err}");

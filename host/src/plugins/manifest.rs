@@ -1,0 +1,128 @@
+//! `NAME.toml` beside `NAME.wasm`: what a plugin is granted and its limits.
+//! Deny by default: without a manifest a plugin gets the runtime's defaults,
+//! no configuration and no outbound access.
+//!
+//! ```toml
+//! memory_mb = 128          # linear memory per call (default 64)
+//! timeout_s = 30           # longest call, whatever the task asks (default: the task's)
+//! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
+//!
+//! [config]                 # values the plugin reads with config("key")
+//! model = "llama3"
+//! ```
+
+use super::host::Grants;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const MAX_MEMORY_MB: u32 = 4096;
+/// The most memory a manifest may grant, in bytes.
+pub const MAX_MEMORY_BYTES: usize = MAX_MEMORY_MB as usize * 1024 * 1024;
+
+/// The manifest as written; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    memory_mb: Option<u32>,
+    timeout_s: Option<f64>,
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+impl Manifest {
+    /// Read `path` if it exists (no file: the defaults).
+    pub fn read(path: &Path) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("cannot read it: {e}")),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// The grants, checked against the runtime's limits.
+    pub fn grants(self, defaults: &Grants) -> Result<Grants, String> {
+        let memory_limit = match self.memory_mb {
+            Some(mb) if mb == 0 || mb > MAX_MEMORY_MB => {
+                return Err(format!("memory_mb must be from 1 to {MAX_MEMORY_MB}, got {mb}"));
+            }
+            Some(mb) => mb as usize * 1024 * 1024,
+            None => defaults.memory_limit,
+        };
+        let timeout = match self.timeout_s {
+            Some(s) => Some(
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
+                    .ok_or_else(|| format!("timeout_s must be more than 0 and at most 86400, got {s}"))?,
+            ),
+            None => defaults.timeout,
+        };
+        let max_concurrency = match self.max_concurrency {
+            Some(n) if n == 0 || n as usize > defaults.max_concurrency => {
+                return Err(format!("max_concurrency must be from 1 to {}, got {n}", defaults.max_concurrency));
+            }
+            Some(n) => n as usize,
+            None => defaults.max_concurrency,
+        };
+        let config = self
+            .config
+            .into_iter()
+            .map(|(key, value)| match value {
+                toml::Value::String(s) => Ok((key, s)),
+                toml::Value::Table(_) | toml::Value::Array(_) => {
+                    Err(format!("config.{key} must be a string, number or boolean"))
+                }
+                other => Ok((key, other.to_string())),
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Grants { config, memory_limit, timeout, max_concurrency })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Grants {
+        Grants { config: BTreeMap::new(), memory_limit: 64 << 20, timeout: None, max_concurrency: 1000 }
+    }
+
+    #[test]
+    fn grants_follow_the_manifest() {
+        let m = Manifest::parse(
+            "memory_mb = 128\ntimeout_s = 2.5\nmax_concurrency = 4\n[config]\nmodel = \"llama3\"\nretries = 3\n",
+        )
+        .unwrap();
+        let g = m.grants(&defaults()).unwrap();
+        assert_eq!(g.memory_limit, 128 << 20);
+        assert_eq!(g.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(g.max_concurrency, 4);
+        assert_eq!(g.config.get("model").map(String::as_str), Some("llama3"));
+        assert_eq!(g.config.get("retries").map(String::as_str), Some("3"));
+        let none = Manifest::default().grants(&defaults()).unwrap();
+        assert_eq!((none.memory_limit, none.timeout, none.config.len()), (64 << 20, None, 0));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = Manifest::parse("memroy_mb = 1\n").unwrap_err();
+        assert!(e.contains("unknown field `memroy_mb`") && e.contains("line 1"), "{e}");
+        let e = Manifest::parse("memory_mb = \"lots\"\n").unwrap_err();
+        assert!(e.contains("memory_mb") || e.contains("invalid type"), "{e}");
+        let e = Manifest::parse("memory_mb = 0\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "memory_mb must be from 1 to 4096, got 0");
+        let e = Manifest::parse("max_concurrency = 5000\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "max_concurrency must be from 1 to 1000, got 5000");
+        let e = Manifest::parse("timeout_s = -1\n").unwrap().grants(&defaults()).unwrap_err();
+        assert!(e.starts_with("timeout_s must be more than 0"), "{e}");
+        let e = Manifest::parse("[config]\nnested = { a = 1 }\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "config.nested must be a string, number or boolean");
+    }
+}
