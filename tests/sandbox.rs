@@ -6,6 +6,8 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -150,4 +152,17 @@ fn manifest_mistakes_are_reported_and_the_plugin_is_not_loaded() {
         assert!(stderr.contains("plugin 'hostile'") && stderr.contains("has an invalid manifest"), "{stderr}");
         assert!(stderr.contains("hostile.toml") && stderr.contains(expected), "{manifest}: {stderr}");
     }
+}
+
+#[test]
+fn the_manifest_shown_in_the_docs_is_accepted() {
+    let doc = std::fs::read_to_string(root().join("docs/plugins.md")).unwrap();
+    let manifest = support::fenced_blocks(&doc, "toml").into_iter().next().unwrap();
+    let dir = plugins_dir(Some(&manifest));
+    let (out, report) = run(
+        dir.path(),
+        "name: d\ntasks:\n  - {id: c, protocol: hostile/v1, method: config, params: {key: temperature}}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(task(&report, "c")["result"]["value"], "0.7");
 }
