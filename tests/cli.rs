@@ -324,7 +324,7 @@ fn a_plugin_in_the_plugins_directory_serves_tasks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("echo/v1 from"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("loaded echo/v1 from"), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("replaces the bundled plugin 'echo'"), "{}", text(&out.stderr));
 }
 

@@ -15,7 +15,7 @@
 
 use gleitzeit::client::Client;
 use gleitzeit::engine::{Engine, EngineConfig};
-use gleitzeit::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
+use gleitzeit::plugins::{PluginSet, RuntimeConfig, WasmRuntime};
 use gleitzeit::registry::Registry;
 use gleitzeit::report::RunReport;
 use gleitzeit::socket::{ServeConfig, serve};
@@ -36,13 +36,13 @@ fn main() {
     rt.block_on(async {
         let registry = Arc::new(Registry::new());
         let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
-        let echo = plugins::bundled(&runtime).await.into_iter().next().unwrap().unwrap();
-        registry.register(Arc::new(WasmProvider::new(Arc::new(echo))));
+        let empty = std::env::temp_dir().join("gleitzeit-bench-no-plugins");
+        let (plugins, _) = PluginSet::load(runtime, registry.clone(), &empty).await.unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = ServeConfig { engine: EngineConfig::default(), grace: Duration::from_secs(1) };
-        tokio::spawn(serve(config, listener, registry.clone(), Vec::new(), std::future::pending()));
+        tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
         tokio::spawn(remote_echo(url.clone()));
         let mut submitter = Client::connect(&url).await.unwrap();
         wait_for_protocol(&submitter, "bench/v1").await;

@@ -88,6 +88,17 @@ impl Registry {
         entry.providers.push(provider);
     }
 
+    /// Register `provider` in place of any provider with its id, in one step
+    /// (its protocol may differ from the old one's).
+    pub fn replace(&self, provider: Arc<dyn Provider>) {
+        let mut protocols = self.write();
+        protocols.retain(|_, entry| {
+            entry.providers.retain(|p| p.id() != provider.id());
+            !entry.providers.is_empty()
+        });
+        protocols.entry(provider.spec().protocol.clone()).or_default().providers.push(provider);
+    }
+
     /// Remove a provider by id; returns whether it was registered.
     pub fn unregister(&self, id: &str) -> bool {
         let mut protocols = self.write();

@@ -8,7 +8,7 @@ mod remote;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Workflow, WorkflowStatus};
-use crate::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
+use crate::plugins::{PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::workflow::{self, WorkflowError};
@@ -285,13 +285,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         engine.default_timeout = seconds("default_timeout", s)?;
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
-    let (registry, plugin_list) = load_plugins(&plugins).await?;
+    let (registry, plugin_set) = load_plugins(&plugins).await?;
+    // Hot reload: the directory stays live while the daemon runs.
+    let _watcher = plugin_set.watch().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
     let config = crate::socket::ServeConfig { engine, grace };
-    crate::socket::serve(config, listener, registry, plugin_list, shutdown_signal())
+    crate::socket::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
     Ok(ExitCode::SUCCESS)
@@ -383,47 +385,16 @@ async fn load_against_registry(file: &Path, plugins: &Path) -> Result<(Workflow,
     Ok((workflow, registry))
 }
 
-/// The bundled plugins plus those in `dir`, and a listing of them. A plugin
-/// in `dir` that serves a bundled protocol replaces the bundled one; broken
-/// files are reported and skipped.
-async fn load_plugins(dir: &Path) -> Result<(Arc<Registry>, Vec<serde_json::Value>), Failure> {
+/// The bundled plugins plus those in `dir` (a plugin in `dir` that serves a
+/// bundled protocol stands in for the bundled one); broken files are
+/// reported and skipped.
+async fn load_plugins(dir: &Path) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
-    let mut listing = Vec::new();
-    let mut register = |plugin: plugins::Plugin| {
-        let methods: Vec<&str> = plugin.spec.methods.iter().map(|m| m.name.as_str()).collect();
-        listing.push(serde_json::json!({
-            "name": &*plugin.name,
-            "protocol_id": plugin.spec.protocol,
-            "version": plugin.spec.version,
-            "source": plugin.source.to_string(),
-            "methods": methods,
-        }));
-        registry.register(Arc::new(WasmProvider::new(Arc::new(plugin))));
-    };
-    let mut local_protocols = Vec::new();
-    for loaded in plugins::load_dir(&runtime, dir).await {
-        match loaded {
-            Ok(plugin) => {
-                local_protocols.push(plugin.spec.protocol.clone());
-                register(plugin);
-            }
-            Err(e) => eprintln!("warning: {e}"),
-        }
+    let (plugins, problems) =
+        PluginSet::load(runtime, registry.clone(), dir).await.map_err(|e| Failure::Internal(e.into()))?;
+    for problem in problems {
+        eprintln!("warning: {problem}");
     }
-    for loaded in plugins::bundled(&runtime).await {
-        match loaded {
-            Ok(plugin) if local_protocols.contains(&plugin.spec.protocol) => {
-                tracing::info!(
-                    "{} from {} replaces the bundled plugin '{}'",
-                    plugin.spec.protocol,
-                    dir.display(),
-                    plugin.name
-                );
-            }
-            Ok(plugin) => register(plugin),
-            Err(e) => return Err(Failure::Internal(e.into())),
-        }
-    }
-    Ok((registry, listing))
+    Ok((registry, plugins))
 }

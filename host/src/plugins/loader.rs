@@ -7,6 +7,7 @@ use super::host::{Grants, StoreState};
 use super::manifest::Manifest;
 use super::runtime::WasmRuntime;
 use crate::model::{MethodSpec, ProviderSpec};
+use sha2::Digest as _;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct Plugin {
     pub name: Arc<str>,
     pub source: PluginSource,
     pub spec: ProviderSpec,
+    /// The first 12 hex digits of the component's SHA-256: tells versions apart.
+    pub hash: String,
     pub(super) pre: ProviderPre<StoreState>,
     pub(super) grants: Arc<Grants>,
     pub(super) runtime: Arc<WasmRuntime>,
@@ -84,6 +87,7 @@ pub async fn load_bytes(
     grants: Grants,
 ) -> Result<Plugin, LoadError> {
     let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
+    let hash: String = sha2::Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
     let compiler = runtime.clone();
     // Compilation takes tens of milliseconds of CPU: keep it off the async threads.
     let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes))
@@ -114,7 +118,7 @@ pub async fn load_bytes(
         }
     };
     let spec = check_spec(spec).map_err(|reason| fail(LoadStep::Describe, reason))?;
-    Ok(Plugin { name, source, spec, pre, grants, runtime: runtime.clone() })
+    Ok(Plugin { name, source, spec, hash, pre, grants, runtime: runtime.clone() })
 }
 
 /// Append the plugin's last stderr lines (a panic message, say) to an error,
@@ -173,14 +177,13 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>) -> Vec<Result<Plugin, LoadError
     loaded
 }
 
-/// Every `*.wasm` file directly in `dir`, by file name. A missing directory
-/// holds no plugins.
-pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plugin, LoadError>> {
-    let read_error = |path: &Path, e: std::io::Error| LoadError::Read { path: path.to_owned(), reason: e.to_string() };
+/// The `*.wasm` files directly in `dir`, sorted. A missing directory holds
+/// no plugins.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => return vec![Err(read_error(dir, e))],
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LoadError::Read { path: dir.to_owned(), reason: e.to_string() }),
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -188,24 +191,41 @@ pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plug
         .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
         .collect();
     paths.sort();
-    let mut loaded = Vec::new();
-    for path in paths {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let manifest_path = path.with_extension("toml");
-        let grants = Manifest::read(&manifest_path).and_then(|m| m.grants(&runtime.default_grants()));
-        let result = match (std::fs::read(&path), grants) {
-            (Ok(bytes), Ok(grants)) => {
-                load_bytes(runtime, &name, PluginSource::File(path.clone()), bytes, grants).await
-            }
-            (Err(e), _) => Err(read_error(&path, e)),
-            (_, Err(reason)) => Err(LoadError::Plugin {
+    Ok(paths)
+}
+
+/// The plugin's name: the file name without `.wasm`.
+pub fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Load `NAME.wasm` with the grants of `NAME.toml` beside it.
+pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<Plugin, LoadError> {
+    let name = plugin_name(path);
+    let origin = PluginSource::File(path.to_owned());
+    let manifest_path = path.with_extension("toml");
+    let grants =
+        Manifest::read(&manifest_path).and_then(|m| m.grants(&runtime.default_grants())).map_err(|reason| {
+            LoadError::Plugin {
                 plugin: name.clone(),
-                origin: PluginSource::File(path.clone()),
+                origin: origin.clone(),
                 step: LoadStep::Manifest,
                 reason: format!("{}: {reason}", manifest_path.display()),
-            }),
-        };
-        loaded.push(result);
+            }
+        })?;
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.to_owned(), reason: e.to_string() })?;
+    load_bytes(runtime, &name, origin, bytes, grants).await
+}
+
+/// Every `*.wasm` file directly in `dir`.
+pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plugin, LoadError>> {
+    let paths = match wasm_files(dir) {
+        Ok(paths) => paths,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut loaded = Vec::new();
+    for path in paths {
+        loaded.push(load_file(runtime, &path).await);
     }
     loaded
 }

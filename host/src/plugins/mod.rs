@@ -9,13 +9,15 @@
 
 mod bindings;
 mod host;
+mod live;
 mod loader;
 mod manifest;
 mod output;
 mod provider;
 mod runtime;
 
-pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_dir};
+pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
+pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_dir, load_file};
 pub use provider::WasmProvider;
 pub use runtime::{RuntimeConfig, WasmRuntime};
 

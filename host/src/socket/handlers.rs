@@ -352,5 +352,5 @@ async fn list_protocols(socket: SocketRef, ack: AckSender, State(host): State<Ar
 }
 
 async fn list_plugins(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
-    answer(&socket, ack, Ok(json!({ "plugins": host.plugins })));
+    answer(&socket, ack, Ok(json!({ "plugins": host.plugins.statuses() })));
 }

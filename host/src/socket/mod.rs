@@ -14,6 +14,7 @@ mod wire;
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::locks::lock;
 use crate::model::MethodSpec;
+use crate::plugins::{PluginEvent, PluginSet};
 use crate::registry::{Provider, Registry};
 use remote::RemoteProvider;
 use serde_json::{Value, json};
@@ -44,8 +45,8 @@ pub struct ServeError(std::io::Error);
 pub struct Host {
     engine: Engine,
     registry: Arc<Registry>,
-    /// `list_plugins` answer, fixed at start.
-    plugins: Vec<Value>,
+    /// The WASM plugins, kept in step with the plugins directory.
+    plugins: Arc<PluginSet>,
     /// Remote providers by the socket that registered them.
     remotes: Mutex<HashMap<String, Vec<Arc<RemoteProvider>>>>,
     /// Methods declared with `register_protocol`, by socket and protocol.
@@ -164,6 +165,21 @@ impl Host {
     }
 }
 
+/// Tell every client when a plugin loads, fails or goes, and let parked
+/// tasks try the new providers.
+fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
+    plugins.on_change(move |event| {
+        let (name, payload) = match event {
+            PluginEvent::Loaded(status) => ("plugin_loaded", json!(status)),
+            PluginEvent::Failed(status) => ("plugin_failed", json!(status)),
+            PluginEvent::Removed(name) => ("plugin_removed", json!({ "name": name })),
+        };
+        let io = io.clone();
+        tokio::spawn(async move { io.emit(name, &payload).await });
+        engine.providers_changed();
+    });
+}
+
 /// Send the engine's events to the sockets in each workflow's room.
 async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
@@ -207,7 +223,7 @@ pub async fn serve(
     config: ServeConfig,
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
-    plugins: Vec<Value>,
+    plugins: Arc<PluginSet>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let engine_config = EngineConfig { wait_for_providers: true, ..config.engine };
@@ -230,6 +246,7 @@ pub async fn serve(
         .with_state(host.clone())
         .build_layer();
     io.ns("/", handlers::on_connect.with(handlers::register_handlers));
+    announce_plugin_changes(&host.plugins, io.clone(), engine.clone());
     tokio::spawn(forward_events(io.clone(), events));
     let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
     let addr = listener.local_addr().map_err(ServeError)?;

@@ -1,0 +1,279 @@
+//! The live plugin set: the bundled plugins plus the plugins directory, kept
+//! in step with the directory while the host runs (hot reload).
+//!
+//! A new or changed `NAME.wasm` (or its `NAME.toml`) is compiled and checked
+//! off the async threads, then swapped into the registry in one step: calls
+//! already running finish on the old version (they hold it), new calls get
+//! the new one, and the old one is dropped when its last call ends. A file
+//! that fails any check leaves the old version serving and its error on
+//! record. A deleted file's provider leaves the registry; its running calls
+//! finish. A directory plugin that serves a bundled plugin's protocol stands
+//! in for the bundled one, which comes back when the file goes.
+
+use super::loader::{LoadError, Plugin, PluginSource, bundled, load_file, plugin_name, wasm_files};
+use super::provider::WasmProvider;
+use super::runtime::WasmRuntime;
+use crate::locks::lock;
+use crate::registry::{Provider, Registry};
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// Quiet time after the last change to a file before it is loaded: copies
+/// and editors write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Where a plugin stands, for `plugin list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginState {
+    Loaded,
+    /// The last attempt failed; an older version may still serve.
+    Failed,
+    /// A bundled plugin a directory plugin stands in for.
+    Replaced,
+}
+
+/// One line of `plugin list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub source: String,
+    pub state: PluginState,
+    pub protocol_id: Option<String>,
+    pub version: Option<String>,
+    pub hash: Option<String>,
+    pub methods: Vec<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub loaded_at: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// What changed, for whoever listens (the daemon broadcasts it).
+#[derive(Debug, Clone)]
+pub enum PluginEvent {
+    Loaded(PluginStatus),
+    Failed(PluginStatus),
+    Removed(String),
+}
+
+type Listener = Arc<dyn Fn(PluginEvent) + Send + Sync>;
+
+/// The plugins a host serves, bundled and from its directory.
+pub struct PluginSet {
+    runtime: Arc<WasmRuntime>,
+    registry: Arc<Registry>,
+    dir: PathBuf,
+    bundled: Vec<Arc<Plugin>>,
+    /// Directory plugins that serve, by name.
+    serving: Mutex<BTreeMap<String, Arc<Plugin>>>,
+    status: Mutex<BTreeMap<String, PluginStatus>>,
+    listener: Mutex<Option<Listener>>,
+}
+
+fn status_of(plugin: &Plugin, state: PluginState) -> PluginStatus {
+    PluginStatus {
+        name: plugin.name.to_string(),
+        source: plugin.source.to_string(),
+        state,
+        protocol_id: Some(plugin.spec.protocol.clone()),
+        version: Some(plugin.spec.version.clone()),
+        hash: Some(plugin.hash.clone()),
+        methods: plugin.spec.methods.iter().map(|m| m.name.clone()).collect(),
+        loaded_at: Some(SystemTime::now()),
+        last_error: None,
+    }
+}
+
+fn provider_id(name: &str) -> String {
+    format!("wasm:{name}")
+}
+
+impl PluginSet {
+    /// Load the bundled plugins and every plugin in `dir`; broken files are
+    /// reported (returned) and skipped.
+    pub async fn load(
+        runtime: Arc<WasmRuntime>,
+        registry: Arc<Registry>,
+        dir: &Path,
+    ) -> Result<(Arc<Self>, Vec<LoadError>), LoadError> {
+        let bundled = bundled(&runtime).await.into_iter().map(|p| p.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let set = Arc::new(Self {
+            runtime,
+            registry,
+            dir: dir.to_owned(),
+            bundled,
+            serving: Mutex::default(),
+            status: Mutex::default(),
+            listener: Mutex::default(),
+        });
+        for plugin in &set.bundled {
+            lock(&set.status).insert(plugin.name.to_string(), status_of(plugin, PluginState::Loaded));
+        }
+        let mut problems = Vec::new();
+        match wasm_files(dir) {
+            Ok(paths) => {
+                for path in paths {
+                    if let Err(e) = set.apply(&path, load_file(&set.runtime, &path).await) {
+                        problems.push(e);
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+        set.sync_bundled();
+        Ok((set, problems))
+    }
+
+    /// Every plugin's status, bundled ones first.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    /// Call `listener` with every later change.
+    pub fn on_change(&self, listener: impl Fn(PluginEvent) + Send + Sync + 'static) {
+        *lock(&self.listener) = Some(Arc::new(listener));
+    }
+
+    fn tell(&self, event: PluginEvent) {
+        let listener = lock(&self.listener).clone();
+        if let Some(listener) = listener {
+            listener(event);
+        }
+    }
+
+    /// Record a load attempt of `path`: swap in the new version, or keep the
+    /// old one and remember the error.
+    fn apply(&self, path: &Path, loaded: Result<Plugin, LoadError>) -> Result<(), LoadError> {
+        let name = plugin_name(path);
+        match loaded {
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                let provider: Arc<dyn Provider> = Arc::new(WasmProvider::new(plugin.clone()));
+                self.registry.replace(provider);
+                lock(&self.serving).insert(name.clone(), plugin.clone());
+                let status = status_of(&plugin, PluginState::Loaded);
+                lock(&self.status).insert(name, status.clone());
+                tracing::info!(plugin = %plugin.name, hash = %plugin.hash, "loaded {} from {}", plugin.spec.protocol, path.display());
+                self.tell(PluginEvent::Loaded(status));
+                Ok(())
+            }
+            Err(error) => {
+                let mut statuses = lock(&self.status);
+                let status = statuses.entry(name.clone()).or_insert_with(|| PluginStatus {
+                    name: name.clone(),
+                    source: path.display().to_string(),
+                    state: PluginState::Failed,
+                    protocol_id: None,
+                    version: None,
+                    hash: None,
+                    methods: Vec::new(),
+                    loaded_at: None,
+                    last_error: None,
+                });
+                status.state = PluginState::Failed;
+                status.last_error = Some(error.to_string());
+                let status = status.clone();
+                drop(statuses);
+                let keeps =
+                    if lock(&self.serving).contains_key(&name) { "; the previous version keeps serving" } else { "" };
+                tracing::error!("{error}{keeps}");
+                self.tell(PluginEvent::Failed(status));
+                Err(error)
+            }
+        }
+    }
+
+    /// `NAME.wasm` is gone: its provider leaves (running calls finish).
+    fn remove(&self, name: &str) {
+        let removed = lock(&self.serving).remove(name);
+        lock(&self.status).remove(name);
+        if removed.is_some() {
+            self.registry.unregister(&provider_id(name));
+            tracing::info!(plugin = name, "removed");
+            self.tell(PluginEvent::Removed(name.to_owned()));
+        }
+    }
+
+    /// A bundled plugin serves unless a directory plugin serves its protocol.
+    fn sync_bundled(&self) {
+        let taken: Vec<String> = lock(&self.serving).values().map(|p| p.spec.protocol.clone()).collect();
+        for plugin in &self.bundled {
+            let replaced = taken.contains(&plugin.spec.protocol) && !lock(&self.serving).contains_key(&*plugin.name);
+            let state = if replaced { PluginState::Replaced } else { PluginState::Loaded };
+            if replaced {
+                self.registry.unregister(&provider_id(&plugin.name));
+                let was = lock(&self.status).get(&*plugin.name).map(|s| s.state.clone());
+                if was != Some(PluginState::Replaced) {
+                    tracing::info!(
+                        "{} from {} replaces the bundled plugin '{}'",
+                        plugin.spec.protocol,
+                        self.dir.display(),
+                        plugin.name
+                    );
+                }
+            } else if !lock(&self.serving).contains_key(&*plugin.name) {
+                self.registry.replace(Arc::new(WasmProvider::new(plugin.clone())));
+            }
+            if !lock(&self.serving).contains_key(&*plugin.name) {
+                let mut status = status_of(plugin, state);
+                status.source = PluginSource::Bundled.to_string();
+                lock(&self.status).insert(plugin.name.to_string(), status);
+            }
+        }
+    }
+
+    /// Bring `name` in step with the directory.
+    pub async fn reload(&self, name: &str) {
+        let path = self.dir.join(format!("{name}.wasm"));
+        if path.is_file() {
+            let _ = self.apply(&path, load_file(&self.runtime, &path).await);
+        } else {
+            self.remove(name);
+        }
+        self.sync_bundled();
+    }
+
+    /// Watch the directory and reload what changes, until the returned
+    /// watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>, String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let (changed, mut names) = mpsc::unbounded_channel::<String>();
+        let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
+            Ok(events) => {
+                for event in events {
+                    let is_plugin = event.path.extension().is_some_and(|e| e == "wasm" || e == "toml");
+                    if is_plugin {
+                        let _ = changed.send(plugin_name(&event.path));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("watching the plugins directory failed: {e}"),
+        })
+        .map_err(|e| e.to_string())?;
+        debouncer
+            .watcher()
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
+        let set = self.clone();
+        tokio::spawn(async move {
+            while let Some(name) = names.recv().await {
+                set.reload(&name).await;
+            }
+        });
+        tracing::info!("watching {} for plugins", self.dir.display());
+        Ok(debouncer)
+    }
+}

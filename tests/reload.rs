@@ -1,0 +1,158 @@
+//! Hot reload against a running daemon: add, replace (also with another
+//! protocol), break (the old version keeps serving), remove, half-written
+//! copies.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(root().join("scripts/build-plugins.sh"))
+            .args([root().join("target/wasm"), root().join("tests/fixtures/plugins")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the fixture plugins failed");
+    });
+    root().join(format!("target/wasm/wasm32-wasip2/release/{name}.wasm"))
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugins", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    Daemon { child, url, dir }
+}
+
+impl Daemon {
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gleitzeit")).args(args).env("GLEITZEIT_SERVER", &self.url).output().unwrap()
+    }
+
+    fn plugins(&self) -> Vec<Value> {
+        let out = self.cli(&["plugin", "list", "--output", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    }
+
+    fn plugin(&self, name: &str) -> Option<Value> {
+        self.plugins().into_iter().find(|p| p["name"] == name)
+    }
+
+    /// Wait (up to 10 s) until `check` holds for the plugin list.
+    fn until(&self, what: &str, check: impl Fn(&Daemon) -> bool) -> Duration {
+        let started = Instant::now();
+        while !check(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never happened: {what}; plugins: {:?}",
+                self.plugins()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    }
+
+    /// Deploy the safe way: write beside, then rename into place.
+    fn deploy(&self, name: &str, bytes: &[u8]) {
+        let staging = self.dir.path().join(format!(".{name}.partial"));
+        std::fs::write(&staging, bytes).unwrap();
+        std::fs::rename(&staging, self.dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+
+    fn task(&self, protocol: &str, method: &str, params: &str) -> Value {
+        let out = self.cli(&[
+            "task",
+            "submit",
+            "--protocol",
+            protocol,
+            "--method",
+            method,
+            "--params",
+            params,
+            "--wait",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["tasks"][0]["result"].clone()
+    }
+}
+
+#[test]
+fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
+    let daemon = daemon();
+    let hostile = std::fs::read(component("hostile")).unwrap();
+    let echo = std::fs::read(component("echo")).unwrap();
+
+    // Add.
+    daemon.deploy("extra", &hostile);
+    daemon.until("extra loads", |d| d.plugin("extra").is_some_and(|p| p["state"] == "loaded"));
+    assert_eq!(daemon.task("hostile/v1", "config", r#"{"key": "x"}"#), serde_json::json!({"value": null}));
+    let first_hash = daemon.plugin("extra").unwrap()["hash"].clone();
+
+    // Replace with a component serving another protocol: hostile/v1 goes,
+    // and `extra` now stands in for the bundled echo.
+    daemon.deploy("extra", &echo);
+    daemon.until("extra serves echo/v1", |d| d.plugin("extra").is_some_and(|p| p["protocol_id"] == "echo/v1"));
+    assert_ne!(daemon.plugin("extra").unwrap()["hash"], first_hash, "a new version hash");
+    assert_eq!(daemon.plugin("echo").unwrap()["state"], "replaced");
+    let out = daemon.cli(&["task", "submit", "--protocol", "hostile/v1", "--method", "config", "--params", "{}"]);
+    assert_eq!(out.status.code(), Some(2), "hostile/v1 is gone");
+    assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "from extra"}"#)["echoed"], "from extra");
+
+    // Break: a corrupt file is refused; the previous version keeps serving.
+    daemon.deploy("extra", b"\0asm not really a component");
+    daemon.until("extra fails", |d| d.plugin("extra").is_some_and(|p| p["state"] == "failed"));
+    let status = daemon.plugin("extra").unwrap();
+    assert!(status["last_error"].as_str().unwrap().contains("is not a valid component"), "{status}");
+    assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "still"}"#)["echoed"], "still");
+
+    // Remove: the bundled echo serves again.
+    std::fs::remove_file(daemon.dir.path().join("extra.wasm")).unwrap();
+    daemon.until("extra is gone", |d| d.plugin("extra").is_none());
+    assert_eq!(daemon.plugin("echo").unwrap()["state"], "loaded");
+    assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "bundled"}"#)["echoed"], "bundled");
+}
+
+#[test]
+fn a_half_written_copy_is_not_served_half_written() {
+    let daemon = daemon();
+    let hostile = std::fs::read(component("hostile")).unwrap();
+    let target = daemon.dir.path().join("slow-copy.wasm");
+    std::fs::write(&target, &hostile[..hostile.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_ne!(daemon.plugin("slow-copy").map(|p| p["state"].clone()), Some(Value::from("loaded")));
+    std::fs::write(&target, &hostile).unwrap();
+    daemon.until("the finished copy loads", |d| d.plugin("slow-copy").is_some_and(|p| p["state"] == "loaded"));
+    assert_eq!(daemon.task("hostile/v1", "config", r#"{"key": "k"}"#)["value"], Value::Null);
+}
