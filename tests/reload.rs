@@ -156,3 +156,44 @@ fn a_half_written_copy_is_not_served_half_written() {
     daemon.until("the finished copy loads", |d| d.plugin("slow-copy").is_some_and(|p| p["state"] == "loaded"));
     assert_eq!(daemon.task("hostile/v1", "config", r#"{"key": "k"}"#)["value"], Value::Null);
 }
+
+#[test]
+fn ten_thousand_tasks_survive_twenty_swaps() {
+    let daemon = daemon();
+    let manifest = |version: usize| format!("max_concurrency = 200\n[config]\nversion = \"{version}\"\n");
+    std::fs::write(daemon.dir.path().join("versioned.toml"), manifest(0)).unwrap();
+    daemon.deploy("versioned", &std::fs::read(component("hostile")).unwrap());
+    daemon.until("versioned loads", |d| d.plugin("versioned").is_some_and(|p| p["state"] == "loaded"));
+
+    let tasks: Vec<Value> = (0..10_000)
+        .map(|i| serde_json::json!({"id": format!("t{i}"), "protocol": "hostile/v1", "method": "nap", "params": {"ms": 30, "key": "version"}}))
+        .collect();
+    let file = daemon.dir.path().join("load.json");
+    std::fs::write(&file, serde_json::json!({"name": "load", "tasks": tasks}).to_string()).unwrap();
+    let submitter = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "submit", file.to_str().unwrap(), "--wait", "--output", "json"])
+        .env("GLEITZEIT_SERVER", &daemon.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for version in 1..=20 {
+        std::thread::sleep(Duration::from_millis(100));
+        // The manifest is swapped the safe way too: write beside, rename.
+        let staging = daemon.dir.path().join(".versioned.partial");
+        std::fs::write(&staging, manifest(version)).unwrap();
+        std::fs::rename(&staging, daemon.dir.path().join("versioned.toml")).unwrap();
+    }
+    let out = submitter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["completed"], 10_000, "zero failed tasks: {}", report["summary"]);
+    let mut versions = std::collections::BTreeSet::new();
+    for task in report["tasks"].as_array().unwrap() {
+        let version: usize = task["result"]["value"].as_str().unwrap().parse().unwrap();
+        assert!(version <= 20);
+        assert_eq!(task["attempts"], 1);
+        versions.insert(version);
+    }
+    assert!(versions.len() > 5, "tasks were served by many versions: {versions:?}");
+}
