@@ -7,13 +7,9 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::fenced_blocks;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+use support::root;
 
 fn gleitzeit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gleitzeit"))

@@ -5,28 +5,12 @@
 // Test helpers may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(root().join("scripts/build-plugins.sh"))
-            .args([root().join("target/wasm"), root().join("tests/fixtures/plugins")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the fixture plugins failed");
-    });
-    root().join(format!("target/wasm/wasm32-wasip2/release/{name}.wasm"))
-}
 
 struct Daemon {
     child: Child,
@@ -111,8 +95,8 @@ impl Daemon {
 #[test]
 fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
     let daemon = daemon();
-    let hostile = std::fs::read(component("hostile")).unwrap();
-    let echo = std::fs::read(component("echo")).unwrap();
+    let hostile = std::fs::read(support::component("hostile")).unwrap();
+    let echo = std::fs::read(support::component("echo")).unwrap();
 
     // Add.
     daemon.deploy("extra", &hostile);
@@ -147,7 +131,7 @@ fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
 #[test]
 fn a_half_written_copy_is_not_served_half_written() {
     let daemon = daemon();
-    let hostile = std::fs::read(component("hostile")).unwrap();
+    let hostile = std::fs::read(support::component("hostile")).unwrap();
     let target = daemon.dir.path().join("slow-copy.wasm");
     std::fs::write(&target, &hostile[..hostile.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(400));
@@ -162,7 +146,7 @@ fn ten_thousand_tasks_survive_twenty_swaps() {
     let daemon = daemon();
     let manifest = |version: usize| format!("max_concurrency = 200\n[config]\nversion = \"{version}\"\n");
     std::fs::write(daemon.dir.path().join("versioned.toml"), manifest(0)).unwrap();
-    daemon.deploy("versioned", &std::fs::read(component("hostile")).unwrap());
+    daemon.deploy("versioned", &std::fs::read(support::component("hostile")).unwrap());
     daemon.until("versioned loads", |d| d.plugin("versioned").is_some_and(|p| p["state"] == "loaded"));
 
     let tasks: Vec<Value> = (0..10_000)

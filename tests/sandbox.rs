@@ -9,32 +9,14 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-/// The fixture components, built once per test process (cargo serialises
-/// concurrent builds of the same target directory).
-fn fixture(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(root().join("scripts/build-plugins.sh"))
-            .args([root().join("target/wasm"), root().join("tests/fixtures/plugins")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the fixture plugins failed");
-    });
-    root().join(format!("target/wasm/wasm32-wasip2/release/{name}.wasm"))
-}
+use support::root;
 
 /// A plugins directory holding the hostile plugin and, if given, its manifest.
 fn plugins_dir(manifest: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("hostile"), dir.path().join("hostile.wasm")).unwrap();
+    std::fs::copy(support::component("hostile"), dir.path().join("hostile.wasm")).unwrap();
     if let Some(text) = manifest {
         std::fs::write(dir.path().join("hostile.toml"), text).unwrap();
     }

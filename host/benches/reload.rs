@@ -39,7 +39,9 @@ fn hash_of(set: &PluginSet) -> Option<String> {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let echo = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release/echo.wasm")).unwrap();
+    let echo =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release/echo.wasm"))
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let registry = Arc::new(Registry::new());

@@ -133,7 +133,8 @@ fn from_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D
     text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
-fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+/// Times as RFC 3339 text with microseconds (`None` as null).
+pub(crate) fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string()),
         None => s.serialize_none(),

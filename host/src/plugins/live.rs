@@ -49,16 +49,9 @@ pub struct PluginStatus {
     pub version: Option<String>,
     pub hash: Option<String>,
     pub methods: Vec<String>,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::report::rfc3339")]
     pub loaded_at: Option<SystemTime>,
     pub last_error: Option<String>,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string()),
-        None => s.serialize_none(),
-    }
 }
 
 /// What changed, for whoever listens (the daemon broadcasts it).
