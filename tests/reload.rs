@@ -183,3 +183,16 @@ fn ten_thousand_tasks_survive_twenty_swaps() {
     // versions served varies; that the load spanned swaps does not.
     assert!(versions.len() >= 2, "tasks were served by several versions: {versions:?}");
 }
+
+#[test]
+fn a_component_of_another_world_is_refused_by_name_and_the_old_version_serves() {
+    let daemon = daemon();
+    daemon.deploy("worker", &std::fs::read(support::component("hostile")).unwrap());
+    daemon.until("worker loads", |d| d.plugin("worker").is_some_and(|p| p["state"] == "loaded"));
+    daemon.deploy("worker", &std::fs::read(support::component("wrong-world")).unwrap());
+    daemon.until("worker fails", |d| d.plugin("worker").is_some_and(|p| p["state"] == "failed"));
+    let error = daemon.plugin("worker").unwrap()["last_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("does not fit the gleitzeit:provider world"), "{error}");
+    assert!(error.contains("describe"), "the missing export is named: {error}");
+    assert_eq!(daemon.task("hostile/v1", "config", r#"{"key": "k"}"#)["value"], Value::Null, "the old version serves");
+}
