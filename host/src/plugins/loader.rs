@@ -216,16 +216,3 @@ pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<Plugin
     let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.to_owned(), reason: e.to_string() })?;
     load_bytes(runtime, &name, origin, bytes, grants).await
 }
-
-/// Every `*.wasm` file directly in `dir`.
-pub async fn load_dir(runtime: &Arc<WasmRuntime>, dir: &Path) -> Vec<Result<Plugin, LoadError>> {
-    let paths = match wasm_files(dir) {
-        Ok(paths) => paths,
-        Err(e) => return vec![Err(e)],
-    };
-    let mut loaded = Vec::new();
-    for path in paths {
-        loaded.push(load_file(runtime, &path).await);
-    }
-    loaded
-}

@@ -17,7 +17,7 @@ mod provider;
 mod runtime;
 
 pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
-pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_dir, load_file};
+pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_file};
 pub use provider::WasmProvider;
 pub use runtime::{RuntimeConfig, WasmRuntime};
 
