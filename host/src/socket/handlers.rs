@@ -231,7 +231,7 @@ async fn submit_validated(
     socket.join(super::room(&workflow.id));
     let submitted = host.engine.submit(workflow).await.map_err(|e| match e {
         crate::engine::EngineError::DuplicateId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
-        crate::engine::EngineError::Stopped => RpcError::new(errors::INTERNAL_ERROR, e.to_string()),
+        crate::engine::EngineError::Stopped => RpcError::internal(e),
     })?;
     let started = json!({ "workflow_id": submitted.workflow_id, "task_count": task_count });
     tokio::spawn(async move { io.emit("workflow_started", &started).await });
@@ -293,11 +293,9 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(ho
     let outcome = async {
         let id = workflow_id("get_workflow", data)?;
         match host.engine.workflow(&id).await {
-            Ok(Some(report)) => {
-                serde_json::to_value(&*report).map_err(|e| RpcError::new(errors::INTERNAL_ERROR, e.to_string()))
-            }
+            Ok(Some(report)) => serde_json::to_value(&*report).map_err(RpcError::internal),
             Ok(None) => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
-            Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+            Err(e) => Err(RpcError::internal(e)),
         }
     }
     .await;
@@ -307,7 +305,7 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(ho
 async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
     let outcome = match host.engine.workflows().await {
         Ok(list) => Ok(json!({ "workflows": list })),
-        Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+        Err(e) => Err(RpcError::internal(e)),
     };
     answer(&socket, ack, outcome);
 }
@@ -319,7 +317,7 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State
         match host.engine.cancel(&id).await {
             Ok(true) => Ok(json!({ "workflow_id": id, "cancelled": true })),
             Ok(false) => Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'"))),
-            Err(e) => Err(RpcError::new(errors::INTERNAL_ERROR, e.to_string())),
+            Err(e) => Err(RpcError::internal(e)),
         }
     }
     .await;

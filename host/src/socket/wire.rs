@@ -34,6 +34,11 @@ impl RpcError {
         Self { code, message: message.into(), data: None }
     }
 
+    /// `-32603`: something inside the host failed.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        Self::new(errors::INTERNAL_ERROR, error.to_string())
+    }
+
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);
         self
