@@ -196,3 +196,40 @@ fn a_component_of_another_world_is_refused_by_name_and_the_old_version_serves() 
     assert!(error.contains("describe"), "the missing export is named: {error}");
     assert_eq!(daemon.task("hostile/v1", "config", r#"{"key": "k"}"#)["value"], Value::Null, "the old version serves");
 }
+
+#[test]
+fn a_removed_plugin_finishes_its_running_call_and_its_queued_tasks_fail_after_their_timeout() {
+    let daemon = daemon();
+    std::fs::write(daemon.dir.path().join("extra.toml"), "max_concurrency = 1\n").unwrap();
+    daemon.deploy("extra", &std::fs::read(support::component("hostile")).unwrap());
+    daemon.until("extra loads", |d| d.plugin("extra").is_some_and(|p| p["state"] == "loaded"));
+    let workflow = daemon.dir.path().join("remove.yaml");
+    std::fs::write(
+        &workflow,
+        "name: remove\ntasks:\n  - {id: running, protocol: hostile/v1, method: nap, params: {ms: 1500, key: k}}\n  - {id: queued, protocol: hostile/v1, method: config, params: {key: k}, timeout: 1}\n",
+    )
+    .unwrap();
+    let submit = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "submit", workflow.to_str().unwrap(), "--wait", "--output", "json"])
+        .env("GLEITZEIT_SERVER", &daemon.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // `running` runs, `queued` waits for the one slot
+    // A new version (new manifest) shares the limit with the draining one:
+    // `queued` keeps waiting.
+    let loaded_at = daemon.plugin("extra").unwrap()["loaded_at"].clone();
+    std::fs::write(daemon.dir.path().join("extra.toml"), "max_concurrency = 1\n[config]\nk = \"v2\"\n").unwrap();
+    daemon.until("extra reloads", |d| d.plugin("extra").is_some_and(|p| p["loaded_at"] != loaded_at));
+    std::fs::remove_file(daemon.dir.path().join("extra.wasm")).unwrap();
+    daemon.until("extra is gone", |d| d.plugin("extra").is_none());
+    let out = submit.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let task = |id: &str| report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap().clone();
+    assert_eq!(task("running")["status"], "completed", "the running call finished on the removed version");
+    let queued = task("queued");
+    assert_eq!(queued["error"]["code"], -32002, "{queued}");
+    assert_eq!(queued["attempts"], 0, "it never ran: {queued}");
+    assert_eq!(queued["error"]["message"], "no provider served protocol 'hostile/v1' within the task's timeout of 1s");
+}

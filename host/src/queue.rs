@@ -34,6 +34,18 @@ impl<T> PriorityQueue<T> {
         self.lanes[priority.rank()].push_front(item);
     }
 
+    /// Every item, most urgent lane first, oldest first within a lane.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.lanes.iter().flatten()
+    }
+
+    /// Keep only the items for which `keep` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for lane in &mut self.lanes {
+            lane.retain(&mut keep);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.lanes.iter().map(VecDeque::len).sum()
     }
@@ -57,6 +69,10 @@ mod tests {
         q.push(Priority::High, "high-1");
         q.push(Priority::Urgent, "urgent-2");
         assert_eq!(q.len(), 6);
+        let listed: Vec<_> = q.iter().copied().collect();
+        assert_eq!(listed, ["urgent-1", "urgent-2", "high-1", "normal-1", "low-1", "low-2"]);
+        q.retain(|item| *item != "normal-1");
+        q.push(Priority::Normal, "normal-1");
         let (priority, first) = q.pop().unwrap();
         assert_eq!((priority, first), (Priority::Urgent, "urgent-1"));
         q.push_front(priority, first);

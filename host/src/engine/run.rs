@@ -28,6 +28,9 @@ pub(super) struct TaskState {
     pub result: Option<Value>,
     pub error: Option<TaskError>,
     pub abort: Option<AbortHandle>,
+    /// While parked with no provider for its protocol: the timer that fails
+    /// the task if none comes within its timeout.
+    pub provider_wait: Option<AbortHandle>,
 }
 
 /// Run-time state of one workflow.
@@ -66,6 +69,7 @@ impl Run {
                 result: None,
                 error: None,
                 abort: None,
+                provider_wait: None,
             })
             .collect();
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();

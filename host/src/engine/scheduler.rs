@@ -24,9 +24,24 @@ const MAX_REQUEUES: u32 = 3;
 
 /// Messages the scheduler sends itself (timers, finished calls).
 pub(super) enum Internal {
-    Finished { run: RunId, task: usize, attempt: u32, outcome: Result<Value, TaskError> },
-    RetryDue { run: RunId, task: usize },
-    TimedOut { run: RunId },
+    Finished {
+        run: RunId,
+        task: usize,
+        attempt: u32,
+        outcome: Result<Value, TaskError>,
+    },
+    RetryDue {
+        run: RunId,
+        task: usize,
+    },
+    TimedOut {
+        run: RunId,
+    },
+    /// A parked task's wait for a provider of its protocol is over.
+    ProviderWaitOver {
+        run: RunId,
+        task: usize,
+    },
 }
 
 pub(super) enum Message {
@@ -120,6 +135,7 @@ impl Scheduler {
             Internal::Finished { run, task, attempt, outcome } => self.finished(run, task, attempt, outcome),
             Internal::RetryDue { run, task } => self.retry_due(run, task),
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
+            Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
         }
     }
 
@@ -213,9 +229,17 @@ impl Scheduler {
             while self.running < self.config.concurrency {
                 let Some(parked) = self.parked.get_mut(&protocol) else { break };
                 let Some((priority, (id, t))) = parked.pop() else { break };
-                let Selection::Provider(provider) = self.registry.select(&protocol) else {
-                    parked.push_front(priority, (id, t));
-                    break;
+                let provider = match self.registry.select(&protocol) {
+                    Selection::Provider(provider) => provider,
+                    Selection::Busy => {
+                        parked.push_front(priority, (id, t));
+                        break;
+                    }
+                    Selection::Missing => {
+                        parked.push_front(priority, (id, t));
+                        self.await_provider(&protocol);
+                        break;
+                    }
                 };
                 self.launch(id, t, provider);
             }
@@ -238,11 +262,55 @@ impl Scheduler {
                 let message = format!("no provider serves protocol '{protocol}'");
                 self.fail_before_start(id, t, TaskError::new(codes::NO_PROVIDER, message));
             }
-            Selection::Busy | Selection::Missing => {
-                let priority = run.workflow.tasks[t].priority;
+            selection => {
+                let (priority, protocol) = (run.workflow.tasks[t].priority, protocol.clone());
                 self.parked.entry(protocol.clone()).or_default().push(priority, (id, t));
+                if matches!(selection, Selection::Missing) {
+                    self.await_provider(&protocol);
+                }
             }
         }
+    }
+
+    /// No provider serves `protocol`: each task parked for it waits at most
+    /// its timeout for one to register (a plugin dropped back in, a remote
+    /// provider reconnecting), then fails.
+    fn await_provider(&mut self, protocol: &str) {
+        let Some(parked) = self.parked.get(protocol) else { return };
+        let waiting: Vec<(RunId, usize)> = parked.iter().copied().collect();
+        for (id, t) in waiting {
+            let Some(run) = self.runs.get(&id) else { continue };
+            if run.tasks[t].provider_wait.is_some() {
+                continue;
+            }
+            let limit = run.workflow.tasks[t].timeout.unwrap_or(self.config.default_timeout);
+            let timer = self.after(limit, Internal::ProviderWaitOver { run: id, task: t });
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.tasks[t].provider_wait = timer;
+            }
+        }
+    }
+
+    /// Fail a task still parked with no provider for its protocol; if a
+    /// provider exists by now (busy), the task keeps its place.
+    fn provider_wait_over(&mut self, id: RunId, t: usize) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        let state = &mut run.tasks[t];
+        state.provider_wait = None;
+        let task = &run.workflow.tasks[t];
+        if state.status != TaskStatus::Queued || !matches!(self.registry.select(&task.protocol), Selection::Missing) {
+            return;
+        }
+        let limit = task.timeout.unwrap_or(self.config.default_timeout);
+        let message = format!(
+            "no provider served protocol '{}' within the task's timeout of {}s",
+            task.protocol,
+            limit.as_secs_f64()
+        );
+        if let Some(parked) = self.parked.get_mut(&task.protocol) {
+            parked.retain(|&entry| entry != (id, t));
+        }
+        self.fail_before_start(id, t, TaskError::new(codes::NO_PROVIDER, message));
     }
 
     /// Call the provider for one attempt of a task.
@@ -265,6 +333,9 @@ impl Scheduler {
         state.status = TaskStatus::Running;
         state.started_at.get_or_insert_with(SystemTime::now);
         state.started.get_or_insert_with(Instant::now);
+        if let Some(timer) = state.provider_wait.take() {
+            timer.abort();
+        }
         let attempt = state.attempts;
         let progress = self.observer.clone().map(|observer| {
             let (workflow_id, task_id) = (run.workflow.id.clone(), task.id.clone());

@@ -332,6 +332,55 @@ async fn with_wait_for_providers_tasks_wait_for_a_provider_to_register() {
 }
 
 #[tokio::test]
+async fn tasks_wait_for_a_missing_provider_at_most_their_timeout() {
+    let registry = Arc::new(Registry::new());
+    let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
+    let engine = Engine::start(registry.clone(), config);
+    let submitted = engine
+        .submit(workflow(
+            "name: w\ntasks:\n  - {id: gone, protocol: gone/v1, method: ok, timeout: 0.2}\n  - {id: late, protocol: l/v1, method: ok, timeout: 0.5}\n",
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let peak = Arc::new(AtomicUsize::new(0));
+    registry.register(Arc::new(Limited { spec: spec("l/v1", &["ok"]), slots: 1, busy: Arc::default(), peak }));
+    engine.providers_changed();
+    let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
+    let gone = task(&report, "gone");
+    assert_eq!(gone.status, TaskStatus::Failed);
+    let error = gone.error.as_ref().unwrap();
+    assert_eq!(error.code, codes::NO_PROVIDER);
+    assert_eq!(error.message, "no provider served protocol 'gone/v1' within the task's timeout of 0.2s");
+    assert_eq!(gone.attempts, 0);
+    assert_eq!(task(&report, "late").status, TaskStatus::Completed, "a provider that comes in time serves");
+}
+
+#[tokio::test]
+async fn a_protocol_that_loses_its_last_provider_fails_its_parked_tasks_after_their_timeout() {
+    let registry = Arc::new(Registry::new());
+    let busy = Arc::new(AtomicUsize::new(1)); // its one slot stays taken
+    let provider =
+        Limited { spec: spec("l/v1", &["ok"]), slots: 1, busy: busy.clone(), peak: Arc::new(AtomicUsize::new(0)) };
+    registry.register(Arc::new(provider));
+    let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
+    let engine = Engine::start(registry.clone(), config);
+    let submitted = engine
+        .submit(workflow("name: w\ntasks:\n  - {id: a, protocol: l/v1, method: ok, timeout: 0.2}\n"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let snapshot = engine.workflow(&submitted.workflow_id).await.unwrap().unwrap();
+    assert_eq!(snapshot.summary.unfinished, 1, "a busy provider is no reason to give up");
+    assert!(registry.unregister("limited"));
+    engine.providers_changed();
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150), "it waited for a provider first");
+    assert_eq!(task(&report, "a").error.as_ref().unwrap().code, codes::NO_PROVIDER);
+}
+
+#[tokio::test]
 async fn workflows_can_be_listed_queried_and_cancelled() {
     let (engine, _) = start(8);
     let slow =

@@ -11,14 +11,14 @@
 //! in for the bundled one, which comes back when the file goes.
 
 use super::loader::{LoadError, Plugin, PluginSource, bundled, load_file, plugin_name, wasm_files};
-use super::provider::WasmProvider;
+use super::provider::{InFlight, WasmProvider};
 use super::runtime::WasmRuntime;
 use crate::locks::lock;
 use crate::registry::{Provider, Registry};
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -73,6 +73,8 @@ pub struct PluginSet {
     /// Directory plugins that serve, by name.
     serving: Mutex<BTreeMap<String, Arc<Plugin>>>,
     status: Mutex<BTreeMap<String, PluginStatus>>,
+    /// Calls in flight per plugin name, shared by its versions.
+    in_flight: Mutex<BTreeMap<String, InFlight>>,
     listener: Mutex<Option<Listener>>,
 }
 
@@ -110,6 +112,7 @@ impl PluginSet {
             bundled,
             serving: Mutex::default(),
             status: Mutex::default(),
+            in_flight: Mutex::default(),
             listener: Mutex::default(),
         });
         for plugin in &set.bundled {
@@ -154,8 +157,7 @@ impl PluginSet {
         match loaded {
             Ok(plugin) => {
                 let plugin = Arc::new(plugin);
-                let provider: Arc<dyn Provider> = Arc::new(WasmProvider::new(plugin.clone()));
-                self.registry.replace(provider);
+                self.registry.replace(self.provider(&plugin));
                 lock(&self.serving).insert(name.clone(), plugin.clone());
                 let status = status_of(&plugin, PluginState::Loaded);
                 lock(&self.status).insert(name, status.clone());
@@ -189,6 +191,13 @@ impl PluginSet {
         }
     }
 
+    /// The provider of a plugin version; its calls count with those of the
+    /// plugin's earlier versions still draining.
+    fn provider(&self, plugin: &Arc<Plugin>) -> Arc<dyn Provider> {
+        let in_flight = lock(&self.in_flight).entry(plugin.name.to_string()).or_default().clone();
+        Arc::new(WasmProvider::sharing(plugin.clone(), in_flight))
+    }
+
     /// `NAME.wasm` is gone: its provider leaves (running calls finish).
     fn remove(&self, name: &str) {
         let removed = lock(&self.serving).remove(name);
@@ -218,7 +227,7 @@ impl PluginSet {
                     );
                 }
             } else if !lock(&self.serving).contains_key(&*plugin.name) {
-                self.registry.replace(Arc::new(WasmProvider::new(plugin.clone())));
+                self.registry.replace(self.provider(plugin));
             }
             if !lock(&self.serving).contains_key(&*plugin.name) {
                 let mut status = status_of(plugin, state);
@@ -246,11 +255,14 @@ impl PluginSet {
         let (changed, mut names) = mpsc::unbounded_channel::<String>();
         let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
             Ok(events) => {
-                for event in events {
-                    let is_plugin = event.path.extension().is_some_and(|e| e == "wasm" || e == "toml");
-                    if is_plugin {
-                        let _ = changed.send(plugin_name(&event.path));
-                    }
+                // NAME.wasm and NAME.toml written together: one reload.
+                let names: BTreeSet<String> = events
+                    .iter()
+                    .filter(|e| e.path.extension().is_some_and(|x| x == "wasm" || x == "toml"))
+                    .map(|e| plugin_name(&e.path))
+                    .collect();
+                for name in names {
+                    let _ = changed.send(name);
                 }
             }
             Err(e) => tracing::warn!("watching the plugins directory failed: {e}"),

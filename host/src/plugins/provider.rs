@@ -18,11 +18,11 @@ pub struct WasmProvider {
     plugin: Arc<Plugin>,
     /// Calls it takes at once (instances alive at once, at most).
     max_concurrency: usize,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: InFlight,
 }
 
 /// Gives the call's slot back however the call ends.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(InFlight);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -30,10 +30,20 @@ impl Drop for Slot {
     }
 }
 
+/// Calls in flight of one plugin, counted across its versions: while a
+/// replaced version drains, its calls still count against the limit.
+pub type InFlight = Arc<AtomicUsize>;
+
 impl WasmProvider {
     pub fn new(plugin: Arc<Plugin>) -> Self {
+        Self::sharing(plugin, InFlight::default())
+    }
+
+    /// A provider whose calls count in `in_flight` with those of the
+    /// plugin's earlier versions.
+    pub fn sharing(plugin: Arc<Plugin>, in_flight: InFlight) -> Self {
         let max_concurrency = plugin.grants.max_concurrency;
-        Self { id: format!("wasm:{}", plugin.name), plugin, max_concurrency, in_flight: Arc::default() }
+        Self { id: format!("wasm:{}", plugin.name), plugin, max_concurrency, in_flight }
     }
 
     pub fn plugin(&self) -> &Plugin {
