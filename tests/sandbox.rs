@@ -11,6 +11,8 @@ mod support;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use support::root;
 
 /// A plugins directory holding the hostile plugin and, if given, its manifest.
@@ -59,6 +61,7 @@ tasks:
   - {id: snoop, protocol: hostile/v1, method: snoop}
   - {id: config, protocol: hostile/v1, method: config, params: {key: mood}}
   - {id: unset, protocol: hostile/v1, method: config, params: {key: other}}
+  - {id: forbidden, protocol: hostile/v1, method: fetch, params: {url: "http://127.0.0.1:9/secrets"}}
   - {id: fine, protocol: echo/v1, method: echo, params: {message: still serving}}
 "#,
     );
@@ -89,7 +92,135 @@ tasks:
 
     assert_eq!(task(&report, "config")["result"]["value"], "grumpy");
     assert_eq!(task(&report, "unset")["result"]["value"], Value::Null);
+    let (_, message) = error_of(&report, "forbidden");
+    assert_eq!(
+        message,
+        "http-fetch denied: plugin 'hostile' may not reach http://127.0.0.1:9 (it is granted no hosts; grant it with allowed_hosts = [\"http://127.0.0.1:9\"] in hostile.toml)"
+    );
     assert_eq!(task(&report, "fine")["status"], "completed");
+}
+
+/// A local HTTP server for `http-fetch`: plain answers, redirects (to a
+/// host the plugin is granted and to one it is not), large and slow bodies.
+struct HttpServer {
+    port: u16,
+    /// Requests that reached `/leak` (only a redirect to a denied host leads there).
+    leaks: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn http_server() -> HttpServer {
+    use axum::routing::{get, post};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let leaks = Arc::new(AtomicUsize::new(0));
+    let counted = leaks.clone();
+    let chunks = || futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 100_000])));
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hi" }))
+        .route("/redirect-in", get(|| async { axum::response::Redirect::temporary("/hello") }))
+        .route(
+            "/redirect-out",
+            get(move || async move { axum::response::Redirect::temporary(&format!("http://localhost:{port}/leak")) }),
+        )
+        .route(
+            "/leak",
+            get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "leaked" }
+            }),
+        )
+        .route("/big", get(|| async { "x".repeat(2_000_000) }))
+        .route("/big-chunked", get(move || async move { axum::body::Body::from_stream(chunks()) }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/echo",
+            post(|headers: axum::http::HeaderMap, body: String| async move {
+                let test = headers.get("x-test").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                ([("content-type", "text/plain; charset=utf-8")], format!("{test}:{body}"))
+            }),
+        );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    HttpServer { port, leaks, _runtime: runtime }
+}
+
+#[test]
+fn http_fetch_reaches_granted_hosts_only() {
+    let server = http_server();
+    let port = server.port;
+    let dir =
+        plugins_dir(Some(&format!("allowed_hosts = [\"http://127.0.0.1:{port}\"]\nmax_response_bytes = 1000000\n")));
+    let (_, report) = run(
+        dir.path(),
+        &format!(
+            r#"
+name: fetch
+tasks:
+  - {{id: hello, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/hello"}}}}
+  - {{id: post, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/echo", method: POST, headers: [[x-test, sent]], body: payload}}}}
+  - {{id: other-port, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{other}/hello"}}}}
+  - {{id: other-host, protocol: hostile/v1, method: fetch, params: {{url: "http://localhost:{port}/hello"}}}}
+  - {{id: tls, protocol: hostile/v1, method: fetch, params: {{url: "https://127.0.0.1:{port}/hello"}}}}
+  - {{id: redirect-in, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/redirect-in"}}}}
+  - {{id: redirect-out, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/redirect-out"}}}}
+  - {{id: big, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/big"}}}}
+  - {{id: big-chunked, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/big-chunked"}}}}
+  - {{id: slow, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/slow", timeout_ms: 200}}}}
+  - {{id: not-a-url, protocol: hostile/v1, method: fetch, params: {{url: "127.0.0.1/hello"}}}}
+"#,
+            other = port + 1,
+        ),
+    );
+    assert_eq!(task(&report, "hello")["result"]["body"], "hi", "{report:#}");
+    assert_eq!(task(&report, "hello")["result"]["status"], 200);
+    let post = &task(&report, "post")["result"];
+    assert_eq!(post["body"], "sent:payload", "method, headers and body reach the server: {post}");
+    assert_eq!(post["content_type"], "text/plain; charset=utf-8");
+
+    let origin = format!("http://127.0.0.1:{port}");
+    for (id, wanted) in [
+        ("other-port", format!("http://127.0.0.1:{}", port + 1)),
+        ("other-host", format!("http://localhost:{port}")),
+        ("tls", format!("https://127.0.0.1:{port}")),
+    ] {
+        let (_, message) = error_of(&report, id);
+        assert!(
+            message.starts_with(&format!(
+                "http-fetch denied: plugin 'hostile' may not reach {wanted} (it is granted only {origin};"
+            )),
+            "{id}: {message}"
+        );
+    }
+
+    assert_eq!(task(&report, "redirect-in")["result"]["body"], "hi", "redirects within the grants are followed");
+    let (_, message) = error_of(&report, "redirect-out");
+    assert!(
+        message.contains(&format!("redirect to http://localhost:{port} denied: not in allowed_hosts")),
+        "{message}"
+    );
+    assert_eq!(server.leaks.load(Ordering::SeqCst), 0, "the denied redirect was never sent");
+
+    for id in ["big", "big-chunked"] {
+        let (_, message) = error_of(&report, id);
+        assert_eq!(
+            message,
+            format!("http-fetch {origin}: the response is larger than max_response_bytes (1000000 bytes)"),
+            "{id}"
+        );
+    }
+    let (_, message) = error_of(&report, "slow");
+    assert!(message.starts_with(&format!("http-fetch {origin}: timed out")), "{message}");
+    let took = task(&report, "slow")["duration_ms"].as_f64().unwrap();
+    assert!(took < 2000.0, "the request's own timeout ended it, took {took} ms");
+    let (_, message) = error_of(&report, "not-a-url");
+    assert!(message.starts_with("http-fetch: invalid URL '127.0.0.1/hello'"), "{message}");
 }
 
 #[test]
@@ -122,6 +253,10 @@ fn manifest_mistakes_are_reported_and_the_plugin_is_not_loaded() {
         ("memory_mb = 0\n", "memory_mb must be from 1 to 4096, got 0"),
         ("max_concurrency = 0\n", "max_concurrency must be from 1 to 1000, got 0"),
         ("[config]\nnested = { a = 1 }\n", "config.nested must be a string, number or boolean"),
+        (
+            "allowed_hosts = [\"example.com\"]\n",
+            "allowed_hosts[0]: 'example.com' is not of the form scheme://host[:port]",
+        ),
     ] {
         let dir = plugins_dir(Some(manifest));
         let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
@@ -147,4 +282,64 @@ fn the_manifest_shown_in_the_docs_is_accepted() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(task(&report, "c")["result"]["value"], "0.7");
+}
+
+#[test]
+fn the_host_config_overrides_manifests_of_directory_and_bundled_plugins() {
+    let dir = plugins_dir(Some("[config]\nmood = \"grumpy\"\nkept = \"yes\"\n"));
+    let config = dir.path().join("gleitzeit.toml");
+    std::fs::write(
+        &config,
+        "[manifests.hostile]\nconfig = { mood = \"calm\" }\n\n[manifests.echo]\ntimeout_s = 0.2\n\n[manifests.absent]\nmemory_mb = 8\n",
+    )
+    .unwrap();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(
+        &workflow,
+        r#"
+name: overrides
+tasks:
+  - {id: mood, protocol: hostile/v1, method: config, params: {key: mood}}
+  - {id: kept, protocol: hostile/v1, method: config, params: {key: kept}}
+  - {id: slow, protocol: echo/v1, method: delay, params: {seconds: 5}, timeout: 60}
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", workflow.to_str().unwrap(), "--output", "json"])
+        .args(["--plugins", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task(&report, "mood")["result"]["value"], "calm", "the host config wins: {report:#}");
+    assert_eq!(task(&report, "kept")["result"]["value"], "yes", "keys it does not name stay");
+    assert_eq!(error_of(&report, "slow").0, -32001, "the bundled echo got the 0.2 s cap");
+    assert!(task(&report, "slow")["duration_ms"].as_f64().unwrap() < 1000.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[manifests.absent] in the host config names no plugin loaded now"), "{stderr}");
+}
+
+#[test]
+fn mistakes_in_the_host_configs_manifests_stop_the_start() {
+    let dir = plugins_dir(None);
+    let config = dir.path().join("gleitzeit.toml");
+    for (text, expected) in [
+        (
+            "[manifests.echo]\nallowed_hosts = [\"localhost\"]\n",
+            "[manifests.echo]: allowed_hosts[0]: 'localhost' is not of the form scheme://host[:port]",
+        ),
+        ("[manifests.hostile]\nmemroy_mb = 1\n", "unknown field `memroy_mb`"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["run", "workflows/hello.yaml", "--config", config.to_str().unwrap()])
+            .args(["--plugins", dir.path().to_str().unwrap()])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("invalid config file {}", config.display())), "{stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
 }

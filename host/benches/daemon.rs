@@ -37,7 +37,7 @@ fn main() {
         let registry = Arc::new(Registry::new());
         let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
         let empty = std::env::temp_dir().join("gleitzeit-bench-no-plugins");
-        let (plugins, _) = PluginSet::load(runtime, registry.clone(), &empty).await.unwrap();
+        let (plugins, _) = PluginSet::load(runtime, registry.clone(), &empty, Default::default()).await.unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -89,7 +89,7 @@ fn row(name: &str, r: &EngineRun) {
 
 async fn load_echo() -> Arc<WasmProvider> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
-    let plugin = plugins::bundled(&runtime).await.into_iter().next().unwrap().unwrap();
+    let plugin = plugins::bundled(&runtime, &Default::default()).await.into_iter().next().unwrap().unwrap();
     Arc::new(WasmProvider::new(Arc::new(plugin)))
 }
 

@@ -46,7 +46,7 @@ fn main() {
     rt.block_on(async {
         let registry = Arc::new(Registry::new());
         let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).unwrap());
-        let (set, _) = PluginSet::load(runtime, registry.clone(), dir.path()).await.unwrap();
+        let (set, _) = PluginSet::load(runtime, registry.clone(), dir.path(), Default::default()).await.unwrap();
         let _watcher = set.watch().unwrap();
         let mut latencies = Vec::new();
         for n in 0..=SWAPS {

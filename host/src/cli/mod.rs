@@ -8,7 +8,7 @@ mod remote;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Workflow, WorkflowStatus};
-use crate::plugins::{PluginSet, RuntimeConfig, WasmRuntime};
+use crate::plugins::{Manifest, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::workflow::{self, WorkflowError};
@@ -101,9 +101,24 @@ enum ListCommand {
 
 #[derive(clap::Args)]
 struct PluginArgs {
-    /// Directory of extra plugins (NAME.wasm), served beside the bundled ones.
-    #[arg(long, env = "GLEITZEIT_PLUGINS", default_value = "plugins")]
-    plugins: PathBuf,
+    /// Directory of extra plugins (NAME.wasm), served beside the bundled
+    /// ones [default: plugins].
+    #[arg(long, env = "GLEITZEIT_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Settings file (TOML), with per-plugin `[manifests.NAME]` overrides;
+    /// flags and GLEITZEIT_* variables win over it.
+    #[arg(long, env = "GLEITZEIT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl PluginArgs {
+    /// The settings file (empty without one) and the plugins directory: the
+    /// flag's, else the file's, else `plugins`.
+    fn resolve(&self) -> Result<(ConfigFile, PathBuf), Failure> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        let dir = self.plugins.clone().or_else(|| file.plugins.clone()).unwrap_or_else(|| PathBuf::from("plugins"));
+        Ok((file, dir))
+    }
 }
 
 #[derive(clap::Args)]
@@ -111,12 +126,8 @@ struct ServeArgs {
     /// Address to listen on (loopback unless you say otherwise).
     #[arg(long, env = "GLEITZEIT_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Directory of extra plugins (NAME.wasm), served beside the bundled ones.
-    #[arg(long, env = "GLEITZEIT_PLUGINS")]
-    plugins: Option<PathBuf>,
-    /// Settings file (TOML); flags and GLEITZEIT_* variables win over it.
-    #[arg(long, env = "GLEITZEIT_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    plugins: PluginArgs,
     /// Tasks running at once across all workflows.
     #[arg(long, env = "GLEITZEIT_CONCURRENCY")]
     concurrency: Option<u32>,
@@ -125,7 +136,8 @@ struct ServeArgs {
     grace: Option<f64>,
 }
 
-/// `gleitzeit.toml`: the same settings as the `serve` flags.
+/// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
+/// manifest overrides (`[manifests.NAME]`, the keys of `NAME.toml`).
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -134,6 +146,11 @@ struct ConfigFile {
     concurrency: Option<u32>,
     grace: Option<f64>,
     default_timeout: Option<f64>,
+    #[serde(default)]
+    manifests: Overrides,
+    /// Where it was read from, for error messages.
+    #[serde(skip)]
+    path: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -142,7 +159,27 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))
             .map_err(Failure::Input)?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display())).map_err(Failure::Input)
+        let mut file: Self = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))
+            .map_err(Failure::Input)?;
+        file.path = Some(path.to_owned());
+        Ok(file)
+    }
+
+    /// Check every `[manifests.NAME]` on its own, so a mistake stops the
+    /// start with the file and table named.
+    fn check_manifests(&self, runtime: &WasmRuntime) -> Result<(), Failure> {
+        let file = self.path.as_deref().unwrap_or(Path::new("the config file"));
+        for (name, manifest) in &self.manifests {
+            Manifest::default()
+                .overlay(manifest)
+                .grants(&runtime.default_grants())
+                .map_err(|reason| {
+                    anyhow::anyhow!("invalid config file {}: [manifests.{name}]: {reason}", file.display())
+                })
+                .map_err(Failure::Input)?;
+        }
+        Ok(())
     }
 }
 
@@ -161,9 +198,10 @@ struct RunArgs {
     /// Tasks running at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
-    /// Per-attempt timeout (seconds) for tasks that set none.
-    #[arg(long, default_value_t = 300.0)]
-    default_timeout: f64,
+    /// Per-attempt timeout (seconds) for tasks that set none [default: 300,
+    /// or the settings file's].
+    #[arg(long)]
+    default_timeout: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -274,9 +312,8 @@ fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    let file = ConfigFile::load(args.config.as_deref())?;
+    let (file, plugins) = args.plugins.resolve()?;
     let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
-    let plugins = args.plugins.or(file.plugins).unwrap_or_else(|| PathBuf::from("plugins"));
     let mut engine = EngineConfig::default();
     if let Some(n) = args.concurrency.or(file.concurrency) {
         engine.concurrency = n.max(1) as usize;
@@ -285,7 +322,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         engine.default_timeout = seconds("default_timeout", s)?;
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
-    let (registry, plugin_set) = load_plugins(&plugins).await?;
+    let (registry, plugin_set) = load_plugins(&plugins, &file).await?;
     // Hot reload: the directory stays live while the daemon runs.
     let _watcher = plugin_set.watch().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -323,8 +360,9 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let (workflow, registry) = load_against_registry(&args.file, &args.plugins.plugins).await?;
-    let default_timeout = seconds("--default-timeout", args.default_timeout)?;
+    let (file, plugins) = args.plugins.resolve()?;
+    let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
+    let default_timeout = seconds("--default-timeout", args.default_timeout.or(file.default_timeout).unwrap_or(300.0))?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
     let engine = Engine::start(registry, config);
     let report = engine.run(workflow).await.map_err(|e| Failure::Internal(e.into()))?;
@@ -351,7 +389,8 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let workflow = if args.schema_only {
         workflow::load(&args.file)?
     } else {
-        load_against_registry(&args.file, &args.plugins.plugins).await?.0
+        let (file, plugins) = args.plugins.resolve()?;
+        load_against_registry(&args.file, &plugins, &file).await?.0
     };
     let levels = level_count(&workflow);
     match args.output {
@@ -378,21 +417,27 @@ fn level_count(workflow: &Workflow) -> usize {
 
 /// Load and validate `file`, then check its protocols and methods against
 /// the local plugins.
-async fn load_against_registry(file: &Path, plugins: &Path) -> Result<(Workflow, Arc<Registry>), Failure> {
+async fn load_against_registry(
+    file: &Path,
+    plugins: &Path,
+    config: &ConfigFile,
+) -> Result<(Workflow, Arc<Registry>), Failure> {
     let workflow = workflow::load(file)?;
-    let (registry, _) = load_plugins(plugins).await?;
+    let (registry, _) = load_plugins(plugins, config).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
     Ok((workflow, registry))
 }
 
 /// The bundled plugins plus those in `dir` (a plugin in `dir` that serves a
-/// bundled protocol stands in for the bundled one); broken files are
-/// reported and skipped.
-async fn load_plugins(dir: &Path) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
+/// bundled protocol stands in for the bundled one), with the config's
+/// manifest overrides; broken files are reported and skipped.
+async fn load_plugins(dir: &Path, config: &ConfigFile) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
+    config.check_manifests(&runtime)?;
     let registry = Arc::new(Registry::new());
+    let overrides = config.manifests.clone();
     let (plugins, problems) =
-        PluginSet::load(runtime, registry.clone(), dir).await.map_err(|e| Failure::Internal(e.into()))?;
+        PluginSet::load(runtime, registry.clone(), dir, overrides).await.map_err(|e| Failure::Internal(e.into()))?;
     for problem in problems {
         eprintln!("warning: {problem}");
     }

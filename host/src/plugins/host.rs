@@ -1,10 +1,12 @@
 //! The per-call store state and the host imports a plugin may use (`log`,
 //! `config`, `http-fetch`, `progress`).
 //!
-//! Capabilities are deny-by-default: until a plugin's manifest grants hosts,
-//! `http-fetch` refuses every request and says how to grant one.
+//! Capabilities are deny-by-default: `http-fetch` reaches only the hosts a
+//! plugin's manifest grants (see `outbound`), and refuses the rest saying
+//! how to grant them.
 
 use super::bindings::gleitzeit::provider::{host, types};
+use super::outbound::Outbound;
 use super::output::LogPipe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct Grants {
     pub timeout: Option<std::time::Duration>,
     /// Calls at once.
     pub max_concurrency: usize,
+    /// Hosts `http-fetch` may reach, and its response cap.
+    pub outbound: Outbound,
 }
 
 /// Who a call runs for, for logs.
@@ -72,10 +76,9 @@ impl host::Host for StoreState {
     }
 
     async fn http_fetch(&mut self, request: host::HttpRequest) -> Result<host::HttpResponse, String> {
-        Err(format!(
-            "http-fetch denied: plugin '{}' may not reach {} (no hosts are granted; grant them with allowed_hosts in the plugin's manifest)",
-            self.identity.plugin, request.url
-        ))
+        let plugin = &*self.identity.plugin;
+        tracing::debug!(target: "plugin", plugin, task = %self.identity.task_id, "http-fetch {} {}", request.method, request.url);
+        self.grants.outbound.fetch(plugin, request).await
     }
 
     fn progress(&mut self, chunk: String) {

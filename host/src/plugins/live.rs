@@ -11,6 +11,7 @@
 //! in for the bundled one, which comes back when the file goes.
 
 use super::loader::{LoadError, Plugin, PluginSource, bundled, load_file, plugin_name, wasm_files};
+use super::manifest::Overrides;
 use super::provider::{InFlight, WasmProvider};
 use super::runtime::WasmRuntime;
 use crate::locks::lock;
@@ -69,6 +70,8 @@ pub struct PluginSet {
     runtime: Arc<WasmRuntime>,
     registry: Arc<Registry>,
     dir: PathBuf,
+    /// The host config's `[manifests.NAME]`, applied at every (re)load.
+    overrides: Overrides,
     bundled: Vec<Arc<Plugin>>,
     /// Directory plugins that serve, by name.
     serving: Mutex<BTreeMap<String, Arc<Plugin>>>,
@@ -103,12 +106,15 @@ impl PluginSet {
         runtime: Arc<WasmRuntime>,
         registry: Arc<Registry>,
         dir: &Path,
+        overrides: Overrides,
     ) -> Result<(Arc<Self>, Vec<LoadError>), LoadError> {
-        let bundled = bundled(&runtime).await.into_iter().map(|p| p.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let bundled =
+            bundled(&runtime, &overrides).await.into_iter().map(|p| p.map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         let set = Arc::new(Self {
             runtime,
             registry,
             dir: dir.to_owned(),
+            overrides,
             bundled,
             serving: Mutex::default(),
             status: Mutex::default(),
@@ -122,7 +128,7 @@ impl PluginSet {
         match wasm_files(dir) {
             Ok(paths) => {
                 for path in paths {
-                    if let Err(e) = set.apply(&path, load_file(&set.runtime, &path).await) {
+                    if let Err(e) = set.apply(&path, load_file(&set.runtime, &path, &set.overrides).await) {
                         problems.push(e);
                     }
                 }
@@ -130,6 +136,11 @@ impl PluginSet {
             Err(e) => problems.push(e),
         }
         set.sync_bundled();
+        for name in set.overrides.keys().filter(|name| !lock(&set.status).contains_key(*name)) {
+            tracing::warn!(
+                "[manifests.{name}] in the host config names no plugin loaded now; it applies if {name}.wasm appears"
+            );
+        }
         Ok((set, problems))
     }
 
@@ -241,7 +252,7 @@ impl PluginSet {
     pub async fn reload(&self, name: &str) {
         let path = self.dir.join(format!("{name}.wasm"));
         if path.is_file() {
-            let _ = self.apply(&path, load_file(&self.runtime, &path).await);
+            let _ = self.apply(&path, load_file(&self.runtime, &path, &self.overrides).await);
         } else {
             self.remove(name);
         }

@@ -4,7 +4,7 @@
 
 use super::bindings::ProviderPre;
 use super::host::{Grants, StoreState};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Overrides};
 use super::runtime::WasmRuntime;
 use crate::model::{MethodSpec, ProviderSpec};
 use sha2::Digest as _;
@@ -168,11 +168,21 @@ fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, Strin
     })
 }
 
-/// The plugins built into this binary.
-pub async fn bundled(runtime: &Arc<WasmRuntime>) -> Vec<Result<Plugin, LoadError>> {
+/// The plugins built into this binary, with the host config's overrides.
+pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
     let mut loaded = Vec::new();
     for (name, bytes) in embedded::BUNDLED {
-        loaded.push(load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec(), runtime.default_grants()).await);
+        let manifest = Manifest::default().overlay_from(overrides, name);
+        let plugin = match manifest.grants(&runtime.default_grants()) {
+            Ok(grants) => load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec(), grants).await,
+            Err(reason) => Err(LoadError::Plugin {
+                plugin: (*name).to_owned(),
+                origin: PluginSource::Bundled,
+                step: LoadStep::Manifest,
+                reason: format!("[manifests.{name}] in the host config: {reason}"),
+            }),
+        };
+        loaded.push(plugin);
     }
     loaded
 }
@@ -199,18 +209,25 @@ pub fn plugin_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Load `NAME.wasm` with the grants of `NAME.toml` beside it.
-pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path) -> Result<Plugin, LoadError> {
+/// Load `NAME.wasm` with the grants of `NAME.toml` beside it, overridden
+/// by the host config's `[manifests.NAME]`.
+pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path, overrides: &Overrides) -> Result<Plugin, LoadError> {
     let name = plugin_name(path);
     let origin = PluginSource::File(path.to_owned());
     let manifest_path = path.with_extension("toml");
-    let grants =
-        Manifest::read(&manifest_path).and_then(|m| m.grants(&runtime.default_grants())).map_err(|reason| {
+    let grants = Manifest::read(&manifest_path)
+        .and_then(|m| m.overlay_from(overrides, &name).grants(&runtime.default_grants()))
+        .map_err(|reason| {
+            let also = if overrides.contains_key(&name) {
+                format!(" (with [manifests.{name}] of the host config)")
+            } else {
+                String::new()
+            };
             LoadError::Plugin {
                 plugin: name.clone(),
                 origin: origin.clone(),
                 step: LoadStep::Manifest,
-                reason: format!("{}: {reason}", manifest_path.display()),
+                reason: format!("{}{also}: {reason}", manifest_path.display()),
             }
         })?;
     let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.to_owned(), reason: e.to_string() })?;

@@ -3,6 +3,8 @@
 //! no configuration and no outbound access.
 //!
 //! ```toml
+//! allowed_hosts = ["http://127.0.0.1:11434"]  # what http-fetch may reach (default: nothing)
+//! max_response_bytes = 1048576                # largest http-fetch response (default 16 MiB)
 //! memory_mb = 128          # linear memory per call (default 64)
 //! timeout_s = 30           # longest call, whatever the task asks (default: the task's)
 //! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
@@ -10,21 +12,33 @@
 //! [config]                 # values the plugin reads with config("key")
 //! model = "llama3"
 //! ```
+//!
+//! The host's config file may override any of these per plugin
+//! (`[manifests.NAME]`); see [`Manifest::overlay`].
 
 use super::host::Grants;
+use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, HostPattern, Outbound};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 const MAX_MEMORY_MB: u32 = 4096;
+/// The largest `max_response_bytes`: 1 GiB.
+const MAX_RESPONSE_BYTES: u64 = 1 << 30;
 /// The most memory a manifest may grant, in bytes.
 pub const MAX_MEMORY_BYTES: usize = MAX_MEMORY_MB as usize * 1024 * 1024;
 
+/// Per-plugin manifests from the host config (`[manifests.NAME]`), laid
+/// over the plugin's own `NAME.toml`.
+pub type Overrides = BTreeMap<String, Manifest>;
+
 /// The manifest as written; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    allowed_hosts: Option<Vec<String>>,
+    max_response_bytes: Option<u64>,
     memory_mb: Option<u32>,
     timeout_s: Option<f64>,
     max_concurrency: Option<u32>,
@@ -46,8 +60,29 @@ impl Manifest {
         toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
     }
 
+    /// This manifest with `over`'s settings on top: each setting `over`
+    /// gives replaces this one's, `[config]` keys one by one.
+    pub fn overlay(mut self, over: &Manifest) -> Manifest {
+        self.allowed_hosts = over.allowed_hosts.clone().or(self.allowed_hosts);
+        self.max_response_bytes = over.max_response_bytes.or(self.max_response_bytes);
+        self.memory_mb = over.memory_mb.or(self.memory_mb);
+        self.timeout_s = over.timeout_s.or(self.timeout_s);
+        self.max_concurrency = over.max_concurrency.or(self.max_concurrency);
+        self.config.extend(over.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
+    /// This manifest with the override for plugin `name`, if there is one.
+    pub fn overlay_from(self, overrides: &Overrides, name: &str) -> Manifest {
+        match overrides.get(name) {
+            Some(over) => self.overlay(over),
+            None => self,
+        }
+    }
+
     /// The grants, checked against the runtime's limits.
     pub fn grants(self, defaults: &Grants) -> Result<Grants, String> {
+        let outbound = self.outbound()?;
         let memory_limit = match self.memory_mb {
             Some(mb) if mb == 0 || mb > MAX_MEMORY_MB => {
                 return Err(format!("memory_mb must be from 1 to {MAX_MEMORY_MB}, got {mb}"));
@@ -82,7 +117,25 @@ impl Manifest {
                 other => Ok((key, other.to_string())),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Grants { config, memory_limit, timeout, max_concurrency })
+        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound })
+    }
+
+    fn outbound(&self) -> Result<Outbound, String> {
+        let allowed = self
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, text)| text.parse::<HostPattern>().map_err(|e| format!("allowed_hosts[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_response_bytes = match self.max_response_bytes {
+            Some(n) if n == 0 || n > MAX_RESPONSE_BYTES => {
+                return Err(format!("max_response_bytes must be from 1 to {MAX_RESPONSE_BYTES}, got {n}"));
+            }
+            Some(n) => n as usize,
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        Outbound::new(allowed, max_response_bytes)
     }
 }
 
@@ -91,7 +144,13 @@ mod tests {
     use super::*;
 
     fn defaults() -> Grants {
-        Grants { config: BTreeMap::new(), memory_limit: 64 << 20, timeout: None, max_concurrency: 1000 }
+        Grants {
+            config: BTreeMap::new(),
+            memory_limit: 64 << 20,
+            timeout: None,
+            max_concurrency: 1000,
+            outbound: Outbound::deny_all(),
+        }
     }
 
     #[test]
@@ -108,6 +167,32 @@ mod tests {
         assert_eq!(g.config.get("retries").map(String::as_str), Some("3"));
         let none = Manifest::default().grants(&defaults()).unwrap();
         assert_eq!((none.memory_limit, none.timeout, none.config.len()), (64 << 20, None, 0));
+        assert!(none.outbound.allowed().is_empty(), "nothing granted by default");
+        assert_eq!(none.outbound.max_response_bytes(), DEFAULT_MAX_RESPONSE_BYTES);
+    }
+
+    #[test]
+    fn outbound_grants_are_parsed() {
+        let m = Manifest::parse(
+            "allowed_hosts = [\"http://127.0.0.1:11434\", \"https://*.example.com\"]\nmax_response_bytes = 4096\n",
+        )
+        .unwrap();
+        let g = m.grants(&defaults()).unwrap();
+        let allowed: Vec<String> = g.outbound.allowed().iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["http://127.0.0.1:11434", "https://*.example.com"]);
+        assert_eq!(g.outbound.max_response_bytes(), 4096);
+    }
+
+    #[test]
+    fn the_host_config_overrides_setting_by_setting() {
+        let file = Manifest::parse("memory_mb = 128\ntimeout_s = 5\n[config]\nmodel = \"a\"\nurl = \"u\"\n").unwrap();
+        let over =
+            Manifest::parse("timeout_s = 9\nallowed_hosts = [\"http://h:1\"]\n[config]\nmodel = \"b\"\n").unwrap();
+        let g = file.overlay(&over).grants(&defaults()).unwrap();
+        assert_eq!((g.memory_limit, g.timeout), (128 << 20, Some(Duration::from_secs(9))));
+        assert_eq!(g.config.get("model").map(String::as_str), Some("b"));
+        assert_eq!(g.config.get("url").map(String::as_str), Some("u"));
+        assert_eq!(g.outbound.allowed().len(), 1);
     }
 
     #[test]
@@ -124,5 +209,12 @@ mod tests {
         assert!(e.starts_with("timeout_s must be more than 0"), "{e}");
         let e = Manifest::parse("[config]\nnested = { a = 1 }\n").unwrap().grants(&defaults()).unwrap_err();
         assert_eq!(e, "config.nested must be a string, number or boolean");
+        let e =
+            Manifest::parse("allowed_hosts = [\"http://a\", \"ftp://b\"]\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "allowed_hosts[1]: 'ftp://b': the scheme must be http, https or *, not 'ftp'");
+        let e = Manifest::parse("allowed_hosts = \"http://a\"\n").unwrap_err();
+        assert!(e.contains("allowed_hosts") || e.contains("invalid type"), "{e}");
+        let e = Manifest::parse("max_response_bytes = 0\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "max_response_bytes must be from 1 to 1073741824, got 0");
     }
 }

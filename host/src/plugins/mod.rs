@@ -12,12 +12,14 @@ mod host;
 mod live;
 mod loader;
 mod manifest;
+mod outbound;
 mod output;
 mod provider;
 mod runtime;
 
 pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
 pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_file};
+pub use manifest::{Manifest, Overrides};
 pub use provider::WasmProvider;
 pub use runtime::{RuntimeConfig, WasmRuntime};
 

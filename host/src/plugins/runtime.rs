@@ -3,6 +3,7 @@
 
 use super::bindings::Provider as ProviderWorld;
 use super::host::{CallIdentity, Grants, StoreState};
+use super::outbound::Outbound;
 use super::output::{LogPipe, Stream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,14 +99,16 @@ impl WasmRuntime {
         }
     }
 
-    /// What a plugin without a manifest gets: no config, the default memory
-    /// limit, no timeout of its own, as many calls as instances.
+    /// What a plugin without a manifest gets: no config, no outbound hosts,
+    /// the default memory limit, no timeout of its own, as many calls as
+    /// instances.
     pub fn default_grants(&self) -> Grants {
         Grants {
             config: Default::default(),
             memory_limit: self.config.memory_limit,
             timeout: None,
             max_concurrency: self.config.max_instances as usize,
+            outbound: Outbound::deny_all(),
         }
     }
 

@@ -13,7 +13,7 @@ async fn runtime() -> Arc<WasmRuntime> {
 }
 
 async fn echo() -> WasmProvider {
-    let plugin = bundled(&runtime().await).await.into_iter().next().unwrap().unwrap();
+    let plugin = bundled(&runtime().await, &Default::default()).await.into_iter().next().unwrap().unwrap();
     WasmProvider::new(Arc::new(plugin))
 }
 

@@ -1,0 +1,349 @@
+//! Outbound HTTP for plugins (the `http-fetch` import): which hosts a plugin
+//! may reach (its `allowed_hosts` patterns), the client that reaches them,
+//! redirects checked hop by hop against the same grants, and the cap on
+//! response size. It owns no other capability and knows nothing of tasks.
+//!
+//! A pattern is `scheme://host[:port]`: the scheme is `http`, `https` or `*`;
+//! the host is a name, an IP address (`[::1]` for IPv6), `*.example.com`
+//! (any subdomain, not `example.com` itself) or `*` (any host); the port is a
+//! number or `*`, and when left out it is the scheme's default (80, 443).
+//! Requests go straight to the host: proxy variables are ignored, so what a
+//! plugin reaches is what its grants say.
+
+use super::bindings::gleitzeit::provider::host::{HttpRequest, HttpResponse};
+use reqwest::Url;
+use reqwest::redirect::{Attempt, Policy};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Responses larger than this fail unless a manifest says otherwise.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Redirects followed per request (each to a granted host).
+const MAX_REDIRECTS: usize = 10;
+
+/// How long to wait for a connection: a dead host fails the request fast
+/// rather than using the whole task's deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemeMatch {
+    Http,
+    Https,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`.
+    Subdomains(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortMatch {
+    Any,
+    /// Left out: 80 for http, 443 for https.
+    Default,
+    Exact(u16),
+}
+
+/// One `allowed_hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    scheme: SchemeMatch,
+    host: HostMatch,
+    port: PortMatch,
+    text: String,
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (scheme, rest) =
+            text.split_once("://").ok_or_else(|| format!("'{text}' is not of the form scheme://host[:port]"))?;
+        let scheme = match scheme {
+            "http" => SchemeMatch::Http,
+            "https" => SchemeMatch::Https,
+            "*" => SchemeMatch::Any,
+            other => return Err(format!("'{text}': the scheme must be http, https or *, not '{other}'")),
+        };
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!("'{text}': give only scheme://host[:port], without path, query or user"));
+        }
+        let (host, port) = split_port(rest).ok_or_else(|| format!("'{text}': unbalanced brackets around the host"))?;
+        let port = match port {
+            None => PortMatch::Default,
+            Some("*") => PortMatch::Any,
+            Some(p) => PortMatch::Exact(
+                p.parse()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("'{text}': the port must be a number from 1 to 65535 or *, not '{p}'"))?,
+            ),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = match host.as_str() {
+            "*" => HostMatch::Any,
+            _ if host.starts_with("*.") && valid_host(&host[2..]) => HostMatch::Subdomains(host[1..].to_owned()),
+            _ if valid_host(&host) => HostMatch::Exact(host),
+            _ => return Err(format!("'{text}': '{host}' is not a host name, an IP address, *.domain or *")),
+        };
+        Ok(Self { scheme, host, port, text: text.to_owned() })
+    }
+}
+
+/// `host[:port]` or `[v6]:port`; None when brackets do not pair.
+fn split_port(rest: &str) -> Option<(&str, Option<&str>)> {
+    if rest.starts_with('[') {
+        let end = rest.find(']')?;
+        let port = rest[end + 1..].strip_prefix(':');
+        if port.is_none() && end + 1 != rest.len() {
+            return None;
+        }
+        return Some((&rest[..=end], port));
+    }
+    Some(match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    })
+}
+
+fn valid_host(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host
+            .split('.')
+            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+}
+
+impl HostPattern {
+    /// Whether `url` is inside this grant.
+    pub fn matches(&self, url: &Url) -> bool {
+        let scheme = matches!(
+            (self.scheme, url.scheme()),
+            (SchemeMatch::Http | SchemeMatch::Any, "http") | (SchemeMatch::Https | SchemeMatch::Any, "https")
+        );
+        let Some(host) = url.host_str() else { return false };
+        let host = match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Exact(exact) => host == exact,
+            HostMatch::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+        };
+        let port = match self.port {
+            PortMatch::Any => true,
+            PortMatch::Default => url.port().is_none(),
+            PortMatch::Exact(p) => url.port_or_known_default() == Some(p),
+        };
+        scheme && host && port
+    }
+}
+
+/// `scheme://host:port` of a URL: what a grant would have to name.
+fn origin(url: &Url) -> String {
+    let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
+}
+
+/// A plugin's outbound grants and the client that uses them.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    allowed: Arc<[HostPattern]>,
+    max_response_bytes: usize,
+    /// None when nothing is granted: no client is built for plugins that
+    /// may not reach anything.
+    client: Option<reqwest::Client>,
+}
+
+impl Outbound {
+    /// Nothing granted: every request is refused.
+    pub fn deny_all() -> Self {
+        Self { allowed: Arc::new([]), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES, client: None }
+    }
+
+    pub fn new(allowed: Vec<HostPattern>, max_response_bytes: usize) -> Result<Self, String> {
+        let allowed: Arc<[HostPattern]> = allowed.into();
+        let client = if allowed.is_empty() {
+            None
+        } else {
+            let grants = allowed.clone();
+            let redirects = Policy::custom(move |attempt: Attempt| {
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                } else if grants.iter().any(|g| g.matches(attempt.url())) {
+                    attempt.follow()
+                } else {
+                    let denied = format!("redirect to {} denied: not in allowed_hosts", origin(attempt.url()));
+                    attempt.error(denied)
+                }
+            });
+            let client = reqwest::Client::builder()
+                .redirect(redirects)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .no_proxy()
+                .user_agent(concat!("gleitzeit/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot set up outbound HTTP: {e}"))?;
+            Some(client)
+        };
+        Ok(Self { allowed, max_response_bytes, client })
+    }
+
+    /// The granted patterns, as written.
+    pub fn allowed(&self) -> &[HostPattern] {
+        &self.allowed
+    }
+
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
+    /// Send `request` for `plugin` if its grants allow the URL; the error
+    /// says what was refused or what failed.
+    pub async fn fetch(&self, plugin: &str, request: HttpRequest) -> Result<HttpResponse, String> {
+        let url = Url::parse(&request.url).map_err(|e| format!("http-fetch: invalid URL '{}': {e}", request.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("http-fetch: only http and https URLs are supported, not '{}'", url.scheme()));
+        }
+        let client = match &self.client {
+            Some(client) if self.allowed.iter().any(|g| g.matches(&url)) => client,
+            _ => return Err(self.denial(plugin, &url)),
+        };
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| format!("http-fetch: invalid method '{}'", request.method))?;
+        let mut builder = client.request(method, url.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        if let Some(ms) = request.timeout_ms {
+            builder = builder.timeout(Duration::from_millis(ms.into()));
+        }
+        let response = builder.send().await.map_err(|e| failure(&url, &e))?;
+        self.read(&url, response).await.map_err(|reason| format!("http-fetch {}: {reason}", origin(&url)))
+    }
+
+    fn denial(&self, plugin: &str, url: &Url) -> String {
+        let wanted = origin(url);
+        let granted = if self.allowed.is_empty() {
+            "it is granted no hosts".to_owned()
+        } else {
+            let list: Vec<&str> = self.allowed.iter().map(|g| g.text.as_str()).collect();
+            format!("it is granted only {}", list.join(", "))
+        };
+        format!(
+            "http-fetch denied: plugin '{plugin}' may not reach {wanted} ({granted}; grant it with allowed_hosts = [\"{wanted}\"] in {plugin}.toml)"
+        )
+    }
+
+    /// The status, headers and body, refusing bodies over the cap without
+    /// reading them whole.
+    async fn read(&self, url: &Url, mut response: reqwest::Response) -> Result<HttpResponse, String> {
+        let cap = self.max_response_bytes;
+        let too_large = || format!("the response is larger than max_response_bytes ({cap} bytes)");
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failure(url, &e))? {
+            if body.len() + chunk.len() > cap {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+/// A failed request in one line: what happened (timeout, refused
+/// connection, denied redirect) and the causes reqwest records.
+fn failure(url: &Url, error: &reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else if error.is_redirect() {
+        "redirect refused"
+    } else {
+        "request failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let detail = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
+    format!("http-fetch {}: {what}: {detail}", origin(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(pattern: &str, url: &str) -> bool {
+        pattern.parse::<HostPattern>().unwrap().matches(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn patterns_match_scheme_host_and_port() {
+        assert!(allows("http://127.0.0.1:11434", "http://127.0.0.1:11434/api/tags"));
+        assert!(!allows("http://127.0.0.1:11434", "http://127.0.0.1:11435/"));
+        assert!(!allows("http://127.0.0.1:11434", "https://127.0.0.1:11434/"));
+        assert!(allows("https://api.example.com", "https://api.example.com/v1"));
+        assert!(allows("https://api.example.com", "https://API.example.com:443/"));
+        assert!(!allows("https://api.example.com", "https://api.example.com:8443/"));
+        assert!(!allows("https://api.example.com", "https://api.example.com.evil.net/"));
+        assert!(allows("https://*.example.com", "https://a.b.example.com/"));
+        assert!(!allows("https://*.example.com", "https://example.com/"));
+        assert!(!allows("https://*.example.com", "https://badexample.com/"));
+        assert!(allows("*://localhost:*", "http://localhost:9/"));
+        assert!(allows("*://localhost:*", "https://localhost/"));
+        assert!(allows("http://*", "http://anything.at.all/"));
+        assert!(!allows("http://*", "https://anything.at.all/"));
+        assert!(allows("http://[::1]:8080", "http://[::1]:8080/x"));
+    }
+
+    #[test]
+    fn bad_patterns_say_what_is_wrong() {
+        let error = |p: &str| p.parse::<HostPattern>().unwrap_err();
+        assert_eq!(error("example.com"), "'example.com' is not of the form scheme://host[:port]");
+        assert_eq!(error("ftp://example.com"), "'ftp://example.com': the scheme must be http, https or *, not 'ftp'");
+        assert!(error("https://example.com/api").contains("without path"));
+        assert!(error("http://example.com:http").contains("the port must be a number"));
+        assert!(error("http://example.com:0").contains("the port must be a number"));
+        assert!(error("http://exa mple.com").contains("is not a host name"));
+        assert!(error("http://*example.com").contains("is not a host name"));
+        assert!(error("http://[::1").contains("brackets"));
+    }
+
+    #[test]
+    fn denials_name_the_plugin_the_origin_and_the_fix() {
+        let outbound = Outbound::new(vec!["http://127.0.0.1:9".parse().unwrap()], 10).unwrap();
+        let url = Url::parse("https://example.com/secrets").unwrap();
+        assert_eq!(
+            outbound.denial("notes", &url),
+            "http-fetch denied: plugin 'notes' may not reach https://example.com:443 (it is granted only http://127.0.0.1:9; grant it with allowed_hosts = [\"https://example.com:443\"] in notes.toml)"
+        );
+    }
+}
