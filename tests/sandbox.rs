@@ -272,16 +272,25 @@ fn manifest_mistakes_are_reported_and_the_plugin_is_not_loaded() {
 }
 
 #[test]
-fn the_manifest_shown_in_the_docs_is_accepted() {
+fn the_manifest_and_host_config_shown_in_the_docs_are_accepted() {
     let doc = std::fs::read_to_string(root().join("docs/plugins.md")).unwrap();
-    let manifest = support::fenced_blocks(&doc, "toml").into_iter().next().unwrap();
-    let dir = plugins_dir(Some(&manifest));
+    let blocks = support::fenced_blocks(&doc, "toml");
+    let dir = plugins_dir(Some(&blocks[0]));
     let (out, report) = run(
         dir.path(),
         "name: d\ntasks:\n  - {id: c, protocol: hostile/v1, method: config, params: {key: temperature}}\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(task(&report, "c")["result"]["value"], "0.7");
+
+    let config = blocks.iter().find(|b| b.starts_with("# gleitzeit.toml")).unwrap();
+    std::fs::write(dir.path().join("gleitzeit.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", "workflows/hello.yaml", "--config", dir.path().join("gleitzeit.toml").to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -242,7 +242,9 @@ pub mod host {
         wit_host::config(key)
     }
 
-    /// Outbound HTTP; only hosts granted to the plugin are reachable.
+    /// Outbound HTTP; only hosts granted to the plugin (`allowed_hosts` in
+    /// its manifest) are reachable, redirects included. The error says what
+    /// was refused or failed: pass it on in the task's error.
     pub fn http_fetch(request: &HttpRequest) -> Result<HttpResponse, String> {
         wit_host::http_fetch(request)
     }
