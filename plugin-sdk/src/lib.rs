@@ -105,6 +105,8 @@ impl RpcError {
 /// Which task a call runs for.
 #[derive(Debug, Clone)]
 pub struct Context {
+    /// The method called: tells a family handler (`tool.*`) which one.
+    pub method: String,
     pub task_id: String,
     pub workflow_id: Option<String>,
     /// Starts at 1; grows with each retry.
@@ -146,7 +148,9 @@ impl Provider {
         self
     }
 
-    /// Register a method whose params deserialize into `P`.
+    /// Register a method whose params deserialize into `P`. A name ending in
+    /// `.*` (say `tool.*`) serves every method with that prefix that has no
+    /// handler of its own; the handler finds the name in [`Context::method`].
     pub fn method<P, F>(mut self, name: &str, description: &str, handler: F) -> Self
     where
         P: DeserializeOwned,
@@ -163,12 +167,21 @@ impl Provider {
     }
 
     fn call(&self, ctx: &Context, method: &str, params: &str) -> Result<Value, RpcError> {
-        let method =
-            self.methods.iter().find(|m| m.name == method).ok_or_else(|| RpcError::method_not_found(method))?;
+        let method = (self.methods.iter().find(|m| m.name == method))
+            .or_else(|| self.methods.iter().find(|m| in_family(&m.name, method)))
+            .ok_or_else(|| RpcError::method_not_found(method))?;
         let params: Value = serde_json::from_str(params)
             .map_err(|e| RpcError::invalid_params(format!("params are not valid JSON: {e}")))?;
         (method.handler)(ctx, params)
     }
+}
+
+/// Whether `method` belongs to the family `pattern` (`tool.*` holds
+/// `tool.echo`, not `tool.` itself).
+fn in_family(pattern: &str, method: &str) -> bool {
+    pattern
+        .strip_suffix('*')
+        .is_some_and(|prefix| prefix.ends_with('.') && method.len() > prefix.len() && method.starts_with(prefix))
 }
 
 #[doc(hidden)]
@@ -193,7 +206,8 @@ pub fn __execute(
     method: String,
     params: String,
 ) -> Result<String, wit::RpcError> {
-    let ctx = Context { task_id: ctx.task_id, workflow_id: ctx.workflow_id, attempt: ctx.attempt };
+    let ctx =
+        Context { method: method.clone(), task_id: ctx.task_id, workflow_id: ctx.workflow_id, attempt: ctx.attempt };
     provider.call(&ctx, &method, &params).map(|value| value.to_string()).map_err(|e| wit::RpcError {
         code: e.code,
         message: e.message,
@@ -230,7 +244,7 @@ macro_rules! export_provider {
 /// The host's imports as plain functions.
 pub mod host {
     use super::bindings::gleitzeit::provider::host as wit_host;
-    pub use wit_host::{HttpRequest, HttpResponse, LogLevel};
+    pub use wit_host::{BodyStream, HttpRequest, HttpResponse, HttpStreamResponse, LogLevel};
 
     /// Log through the host's `tracing`, tagged with this plugin's name.
     pub fn log(level: LogLevel, message: &str) {
@@ -247,6 +261,71 @@ pub mod host {
     /// was refused or failed: pass it on in the task's error.
     pub fn http_fetch(request: &HttpRequest) -> Result<HttpResponse, String> {
         wit_host::http_fetch(request)
+    }
+
+    /// Like [`http_fetch`], but returns once the headers arrive; read the body
+    /// as it streams with [`lines`] or `body.next()`.
+    pub fn http_fetch_stream(request: &HttpRequest) -> Result<HttpStreamResponse, String> {
+        wit_host::http_fetch_stream(request)
+    }
+
+    /// A GET request for `url`.
+    pub fn get(url: &str) -> HttpRequest {
+        HttpRequest { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None, timeout_ms: None }
+    }
+
+    /// A POST of `body` as JSON to `url`.
+    pub fn post_json(url: &str, body: &super::Value) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(body.to_string().into_bytes()),
+            timeout_ms: None,
+        }
+    }
+
+    /// The lines of a streamed body (NDJSON, server-sent events), without
+    /// their line ends, as they arrive.
+    pub fn lines(body: BodyStream) -> Lines {
+        Lines { body, buffer: Vec::new(), done: false }
+    }
+
+    /// See [`lines`].
+    pub struct Lines {
+        body: BodyStream,
+        buffer: Vec<u8>,
+        done: bool,
+    }
+
+    impl Iterator for Lines {
+        type Item = Result<String, String>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            loop {
+                if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                    let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Some(Ok(String::from_utf8_lossy(&line).into_owned()));
+                }
+                if self.done {
+                    let rest = std::mem::take(&mut self.buffer);
+                    return (!rest.is_empty()).then(|| Ok(String::from_utf8_lossy(&rest).into_owned()));
+                }
+                match self.body.next() {
+                    Ok(Some(piece)) => self.buffer.extend_from_slice(&piece),
+                    Ok(None) => self.done = true,
+                    Err(e) => {
+                        self.done = true;
+                        self.buffer.clear();
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
     }
 
     /// Forward partial output (e.g. LLM tokens) to the task's subscribers.

@@ -6,12 +6,12 @@
 //! how to grant them.
 
 use super::bindings::gleitzeit::provider::{host, types};
-use super::outbound::Outbound;
+use super::outbound::{BodyStream, Outbound};
 use super::output::LogPipe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// What a plugin is allowed and its limits, fixed when it loads (from its
@@ -28,6 +28,12 @@ pub struct Grants {
     pub max_concurrency: usize,
     /// Hosts `http-fetch` may reach, and its response cap.
     pub outbound: Outbound,
+    /// Directories the plugin may read (read-only), at the same paths.
+    pub read_dirs: Vec<std::path::PathBuf>,
+    /// stdio MCP servers to bridge (started when the plugin loads).
+    pub mcp_stdio: BTreeMap<String, super::mcp_bridge::StdioServer>,
+    /// The running bridges; they stop when the plugin version is dropped.
+    pub bridges: Vec<Arc<super::mcp_bridge::Bridge>>,
 }
 
 /// Who a call runs for, for logs.
@@ -48,7 +54,12 @@ pub struct StoreState {
     pub identity: CallIdentity,
     pub stdout: LogPipe,
     pub stderr: LogPipe,
+    /// Streamed bodies the plugin holds (each keeps a connection open).
+    pub open_streams: usize,
 }
+
+/// Streamed bodies one call may hold open at once.
+const MAX_OPEN_STREAMS: usize = 16;
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -57,6 +68,18 @@ impl WasiView for StoreState {
 }
 
 impl types::Host for StoreState {}
+
+impl host::HostBodyStream for StoreState {
+    async fn next(&mut self, body: Resource<BodyStream>) -> Result<Option<Vec<u8>>, String> {
+        self.table.get_mut(&body).map_err(|e| format!("body-stream: {e}"))?.next().await
+    }
+
+    fn drop(&mut self, body: Resource<BodyStream>) -> wasmtime::Result<()> {
+        self.table.delete(body)?;
+        self.open_streams = self.open_streams.saturating_sub(1);
+        Ok(())
+    }
+}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: host::LogLevel, message: String) {
@@ -79,6 +102,18 @@ impl host::Host for StoreState {
         let plugin = &*self.identity.plugin;
         tracing::debug!(target: "plugin", plugin, task = %self.identity.task_id, "http-fetch {} {}", request.method, request.url);
         self.grants.outbound.fetch(plugin, request).await
+    }
+
+    async fn http_fetch_stream(&mut self, request: host::HttpRequest) -> Result<host::HttpStreamResponse, String> {
+        let plugin = &*self.identity.plugin;
+        tracing::debug!(target: "plugin", plugin, task = %self.identity.task_id, "http-fetch-stream {} {}", request.method, request.url);
+        if self.open_streams >= MAX_OPEN_STREAMS {
+            return Err(format!("http-fetch-stream: at most {MAX_OPEN_STREAMS} streams may be open at once"));
+        }
+        let (status, headers, body) = self.grants.outbound.fetch_stream(plugin, request).await?;
+        let body = self.table.push(body).map_err(|e| format!("http-fetch-stream: {e}"))?;
+        self.open_streams += 1;
+        Ok(host::HttpStreamResponse { status, headers, body })
     }
 
     fn progress(&mut self, chunk: String) {

@@ -201,6 +201,11 @@ impl Outbound {
         Ok(Self { allowed, max_response_bytes, client })
     }
 
+    /// These grants plus `more` (a host's own endpoints, such as bridges).
+    pub fn with(&self, more: Vec<HostPattern>) -> Result<Self, String> {
+        Self::new(self.allowed.iter().cloned().chain(more).collect(), self.max_response_bytes)
+    }
+
     /// The granted patterns, as written.
     pub fn allowed(&self) -> &[HostPattern] {
         &self.allowed
@@ -210,9 +215,33 @@ impl Outbound {
         self.max_response_bytes
     }
 
-    /// Send `request` for `plugin` if its grants allow the URL; the error
-    /// says what was refused or what failed.
+    /// Send `request` for `plugin` if its grants allow the URL and read the
+    /// whole answer; the error says what was refused or what failed.
     pub async fn fetch(&self, plugin: &str, request: HttpRequest) -> Result<HttpResponse, String> {
+        let (origin, response) = self.send(plugin, request).await?;
+        let (status, headers) = head(&response);
+        let mut body = BodyStream { response, origin, read: 0, cap: self.max_response_bytes };
+        let mut whole = Vec::new();
+        while let Some(chunk) = body.next().await? {
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse { status, headers, body: whole })
+    }
+
+    /// Send `request` like [`Outbound::fetch`], but return once the headers
+    /// are in: the status, the headers and the body to read as it arrives.
+    pub async fn fetch_stream(
+        &self,
+        plugin: &str,
+        request: HttpRequest,
+    ) -> Result<(u16, Vec<(String, String)>, BodyStream), String> {
+        let (origin, response) = self.send(plugin, request).await?;
+        let (status, headers) = head(&response);
+        Ok((status, headers, BodyStream { response, origin, read: 0, cap: self.max_response_bytes }))
+    }
+
+    /// Check the grants, send, and refuse bodies announced as too large.
+    async fn send(&self, plugin: &str, request: HttpRequest) -> Result<(String, reqwest::Response), String> {
         let url = Url::parse(&request.url).map_err(|e| format!("http-fetch: invalid URL '{}': {e}", request.url))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("http-fetch: only http and https URLs are supported, not '{}'", url.scheme()));
@@ -223,7 +252,8 @@ impl Outbound {
         };
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| format!("http-fetch: invalid method '{}'", request.method))?;
-        let mut builder = client.request(method, url.clone());
+        let origin = origin(&url);
+        let mut builder = client.request(method, url);
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -233,8 +263,11 @@ impl Outbound {
         if let Some(ms) = request.timeout_ms {
             builder = builder.timeout(Duration::from_millis(ms.into()));
         }
-        let response = builder.send().await.map_err(|e| failure(&url, &e))?;
-        self.read(&url, response).await.map_err(|reason| format!("http-fetch {}: {reason}", origin(&url)))
+        let response = builder.send().await.map_err(|e| failure(&origin, &e))?;
+        if response.content_length().is_some_and(|n| n > self.max_response_bytes as u64) {
+            return Err(too_large(&origin, self.max_response_bytes));
+        }
+        Ok((origin, response))
     }
 
     fn denial(&self, plugin: &str, url: &Url) -> String {
@@ -249,35 +282,46 @@ impl Outbound {
             "http-fetch denied: plugin '{plugin}' may not reach {wanted} ({granted}; grant it with allowed_hosts = [\"{wanted}\"] in {plugin}.toml)"
         )
     }
+}
 
-    /// The status, headers and body, refusing bodies over the cap without
-    /// reading them whole.
-    async fn read(&self, url: &Url, mut response: reqwest::Response) -> Result<HttpResponse, String> {
-        let cap = self.max_response_bytes;
-        let too_large = || format!("the response is larger than max_response_bytes ({cap} bytes)");
-        if response.content_length().is_some_and(|n| n > cap as u64) {
-            return Err(too_large());
+fn head(response: &reqwest::Response) -> (u16, Vec<(String, String)>) {
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    (response.status().as_u16(), headers)
+}
+
+fn too_large(origin: &str, cap: usize) -> String {
+    format!("http-fetch {origin}: the response is larger than max_response_bytes ({cap} bytes)")
+}
+
+/// A response body read piece by piece, within the plugin's response cap.
+pub struct BodyStream {
+    response: reqwest::Response,
+    origin: String,
+    read: usize,
+    cap: usize,
+}
+
+impl BodyStream {
+    /// The next piece, or None at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let Some(chunk) = self.response.chunk().await.map_err(|e| failure(&self.origin, &e))? else {
+            return Ok(None);
+        };
+        self.read += chunk.len();
+        if self.read > self.cap {
+            return Err(too_large(&self.origin, self.cap));
         }
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-            .collect();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| failure(url, &e))? {
-            if body.len() + chunk.len() > cap {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(HttpResponse { status, headers, body })
+        Ok(Some(chunk.to_vec()))
     }
 }
 
 /// A failed request in one line: what happened (timeout, refused
 /// connection, denied redirect) and the causes reqwest records.
-fn failure(url: &Url, error: &reqwest::Error) -> String {
+fn failure(origin: &str, error: &reqwest::Error) -> String {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -294,7 +338,7 @@ fn failure(url: &Url, error: &reqwest::Error) -> String {
         source = cause.source();
     }
     let detail = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
-    format!("http-fetch {}: {what}: {detail}", origin(url))
+    format!("http-fetch {origin}: {what}: {detail}")
 }
 
 #[cfg(test)]
