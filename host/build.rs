@@ -1,6 +1,7 @@
 //! Builds the bundled plugins (every crate under `plugins/`) into wasm32-wasip2
 //! components with `scripts/build-plugins.sh` and embeds them in the binary,
-//! so `gleitzeit` carries its echo provider wherever it is copied.
+//! so `gleitzeit` carries its providers wherever it is copied, each with its
+//! default manifest (`plugins/NAME/manifest.toml`).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -25,7 +26,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// `pub const BUNDLED: &[(&str, &[u8])]`: each plugin's name and component.
+/// `pub const BUNDLED: &[(&str, &[u8], Option<&str>)]`: each plugin's name,
+/// component and default manifest (`plugins/NAME/manifest.toml`, if any).
 fn bundled_list(root: &Path, target_dir: &Path) -> Result<String, Box<dyn Error>> {
     let mut names: Vec<String> = std::fs::read_dir(root.join("plugins"))?
         .filter_map(Result::ok)
@@ -33,13 +35,18 @@ fn bundled_list(root: &Path, target_dir: &Path) -> Result<String, Box<dyn Error>
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut list = String::from("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
+    let mut list = String::from("pub const BUNDLED: &[(&str, &[u8], Option<&str>)] = &[\n");
     for name in names {
         let wasm = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
         if !wasm.is_file() {
             return Err(format!("plugin '{name}' was built but {} is missing", wasm.display()).into());
         }
-        writeln!(list, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string())?;
+        let manifest = root.join("plugins").join(&name).join("manifest.toml");
+        let manifest = match manifest.is_file() {
+            true => format!("Some(include_str!({:?}))", manifest.display().to_string()),
+            false => "None".to_owned(),
+        };
+        writeln!(list, "    ({name:?}, include_bytes!({:?}), {manifest}),", wasm.display().to_string())?;
     }
     list.push_str("];\n");
     Ok(list)

@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
-# Real Socket.IO clients that the daemon tests drive.
+# Real peers the tests drive: Socket.IO clients (Python, JS) and MCP servers
+# (FastMCP from PyPI, server-everything from npm).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 npm ci --prefix docs/examples/js --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
   # nextest does not run doctests.

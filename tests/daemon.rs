@@ -313,7 +313,7 @@ fn the_cli_submits_waits_lists_and_cancels() {
 
     let out = cli(&daemon, &["workflow", "submit", "tests/fixtures/invalid/unknown-protocol.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider serves protocol 'llm/v1'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider serves protocol 'vision/v1'"));
     let out = cli(&daemon, &["workflow", "status", "no-such-workflow"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no workflow 'no-such-workflow'"));
@@ -368,7 +368,7 @@ fn a_provider_that_stops_answering_is_dropped_and_its_tasks_finish_elsewhere() {
     let out = cli(&daemon, &["provider", "list", "--output", "json"]);
     let providers: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<&str> = providers.as_array().unwrap().iter().map(|p| p["provider_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["wasm:echo", "good"], "the hung provider was disconnected");
+    assert_eq!(ids, ["wasm:echo", "wasm:ollama", "wasm:mcp", "good"], "the hung provider was disconnected");
 }
 
 #[test]

@@ -267,7 +267,16 @@ impl TaskError {
     }
 }
 
-/// One method a protocol offers.
+/// Whether a provider's method name `pattern` serves `method`: the same
+/// name, or a family such as `tool.*` (every `tool.NAME`, not `tool.`).
+pub fn method_matches(pattern: &str, method: &str) -> bool {
+    pattern == method
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| prefix.ends_with('.') && method.len() > prefix.len() && method.starts_with(prefix))
+}
+
+/// One method a protocol offers (a name ending in `.*` is a family).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodSpec {
     pub name: String,
@@ -317,6 +326,16 @@ mod opt_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_families_hold_their_members_only() {
+        assert!(method_matches("echo", "echo"));
+        assert!(method_matches("tool.*", "tool.get-sum"));
+        assert!(!method_matches("tool.*", "tool."));
+        assert!(!method_matches("tool.*", "tools.x"));
+        assert!(!method_matches("tool*", "toolbox"), "a family ends in '.*'");
+        assert!(!method_matches("echo", "echo2"));
+    }
 
     fn policy(backoff: Backoff) -> RetryPolicy {
         RetryPolicy {

@@ -248,15 +248,17 @@ pub fn check_catalog(origin: &str, workflow: &Workflow, catalog: &dyn Catalog) -
                     format!("no provider serves protocol '{}' (served: {list})", task.protocol),
                 ));
             }
-            Some(methods) if !methods.contains(&task.method) => problems.push(located(
-                "method",
-                format!(
-                    "protocol '{}' has no method '{}' (methods: {})",
-                    task.protocol,
-                    task.method,
-                    methods.join(", ")
-                ),
-            )),
+            Some(methods) if !methods.iter().any(|m| crate::model::method_matches(m, &task.method)) => {
+                problems.push(located(
+                    "method",
+                    format!(
+                        "protocol '{}' has no method '{}' (methods: {})",
+                        task.protocol,
+                        task.method,
+                        methods.join(", ")
+                    ),
+                ))
+            }
             Some(_) => {}
         }
     }

@@ -99,6 +99,7 @@ pub async fn load_bytes(
         .instantiate_pre(&component)
         .and_then(ProviderPre::new)
         .map_err(|e| fail(LoadStep::Link, format!("{e:#}")))?;
+    let grants = super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
     let grants = Arc::new(grants);
     let name: Arc<str> = name.into();
     let deadline = Instant::now() + DESCRIBE_TIMEOUT;
@@ -171,15 +172,25 @@ fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, Strin
 /// The plugins built into this binary, with the host config's overrides.
 pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
     let mut loaded = Vec::new();
-    for (name, bytes) in embedded::BUNDLED {
-        let manifest = Manifest::default().overlay_from(overrides, name);
-        let plugin = match manifest.grants(&runtime.default_grants()) {
+    for (name, bytes, manifest) in embedded::BUNDLED {
+        let grants =
+            Manifest::parse(manifest.unwrap_or("")).map_err(|r| format!("its built-in manifest: {r}")).and_then(|m| {
+                let with = if overrides.contains_key(*name) {
+                    format!(" with [manifests.{name}] of the host config")
+                } else {
+                    String::new()
+                };
+                m.overlay_from(overrides, name)
+                    .grants(&runtime.default_grants())
+                    .map_err(|r| format!("its grants{with}: {r}"))
+            });
+        let plugin = match grants {
             Ok(grants) => load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec(), grants).await,
             Err(reason) => Err(LoadError::Plugin {
                 plugin: (*name).to_owned(),
                 origin: PluginSource::Bundled,
                 step: LoadStep::Manifest,
-                reason: format!("[manifests.{name}] in the host config: {reason}"),
+                reason,
             }),
         };
         loaded.push(plugin);

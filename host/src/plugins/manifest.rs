@@ -4,23 +4,28 @@
 //!
 //! ```toml
 //! allowed_hosts = ["http://127.0.0.1:11434"]  # what http-fetch may reach (default: nothing)
+//! read_dirs = ["/srv/images"]                 # directories it may read, read-only (default: none)
 //! max_response_bytes = 1048576                # largest http-fetch response (default 16 MiB)
 //! memory_mb = 128          # linear memory per call (default 64)
 //! timeout_s = 30           # longest call, whatever the task asks (default: the task's)
 //! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
 //!
 //! [config]                 # values the plugin reads with config("key")
-//! model = "llama3"
+//! model = "llama3"         # tables and arrays arrive as JSON text
+//!
+//! [mcp_stdio.files]        # an MCP server the host runs and bridges (see mcp_bridge)
+//! command = ["npx", "@modelcontextprotocol/server-filesystem", "/srv/data"]
 //! ```
 //!
 //! The host's config file may override any of these per plugin
 //! (`[manifests.NAME]`); see [`Manifest::overlay`].
 
 use super::host::Grants;
+use super::mcp_bridge::StdioServer;
 use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, HostPattern, Outbound};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const MAX_MEMORY_MB: u32 = 4096;
@@ -38,6 +43,8 @@ pub type Overrides = BTreeMap<String, Manifest>;
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     allowed_hosts: Option<Vec<String>>,
+    mcp_stdio: Option<BTreeMap<String, StdioServer>>,
+    read_dirs: Option<Vec<PathBuf>>,
     max_response_bytes: Option<u64>,
     memory_mb: Option<u32>,
     timeout_s: Option<f64>,
@@ -64,6 +71,10 @@ impl Manifest {
     /// gives replaces this one's, `[config]` keys one by one.
     pub fn overlay(mut self, over: &Manifest) -> Manifest {
         self.allowed_hosts = over.allowed_hosts.clone().or(self.allowed_hosts);
+        self.read_dirs = over.read_dirs.clone().or(self.read_dirs);
+        if let Some(servers) = &over.mcp_stdio {
+            self.mcp_stdio.get_or_insert_default().extend(servers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         self.max_response_bytes = over.max_response_bytes.or(self.max_response_bytes);
         self.memory_mb = over.memory_mb.or(self.memory_mb);
         self.timeout_s = over.timeout_s.or(self.timeout_s);
@@ -83,6 +94,11 @@ impl Manifest {
     /// The grants, checked against the runtime's limits.
     pub fn grants(self, defaults: &Grants) -> Result<Grants, String> {
         let outbound = self.outbound()?;
+        let read_dirs = self.read_dirs()?;
+        let mcp_stdio = self.mcp_stdio.clone().unwrap_or_default();
+        for (name, server) in &mcp_stdio {
+            server.check(name)?;
+        }
         let memory_limit = match self.memory_mb {
             Some(mb) if mb == 0 || mb > MAX_MEMORY_MB => {
                 return Err(format!("memory_mb must be from 1 to {MAX_MEMORY_MB}, got {mb}"));
@@ -111,13 +127,38 @@ impl Manifest {
             .into_iter()
             .map(|(key, value)| match value {
                 toml::Value::String(s) => Ok((key, s)),
-                toml::Value::Table(_) | toml::Value::Array(_) => {
-                    Err(format!("config.{key} must be a string, number or boolean"))
-                }
+                // Tables and arrays reach the plugin as JSON text.
+                other @ (toml::Value::Table(_) | toml::Value::Array(_)) => serde_json::to_string(&other)
+                    .map(|json| (key.clone(), json))
+                    .map_err(|e| format!("config.{key} cannot be passed on as JSON: {e}")),
                 other => Ok((key, other.to_string())),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound })
+        Ok(Grants {
+            config,
+            memory_limit,
+            timeout,
+            max_concurrency,
+            outbound,
+            read_dirs,
+            mcp_stdio,
+            bridges: Vec::new(),
+        })
+    }
+
+    /// Directories the plugin may read, each checked to exist now.
+    fn read_dirs(&self) -> Result<Vec<PathBuf>, String> {
+        let check = |(i, dir): (usize, &PathBuf)| {
+            if !dir.is_absolute() {
+                return Err(format!("read_dirs[{i}]: '{}' must be an absolute path", dir.display()));
+            }
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(dir.clone()),
+                Ok(_) => Err(format!("read_dirs[{i}]: '{}' is not a directory", dir.display())),
+                Err(e) => Err(format!("read_dirs[{i}]: '{}': {e}", dir.display())),
+            }
+        };
+        self.read_dirs.iter().flatten().enumerate().map(check).collect()
     }
 
     fn outbound(&self) -> Result<Outbound, String> {
@@ -150,6 +191,9 @@ mod tests {
             timeout: None,
             max_concurrency: 1000,
             outbound: Outbound::deny_all(),
+            read_dirs: Vec::new(),
+            mcp_stdio: BTreeMap::new(),
+            bridges: Vec::new(),
         }
     }
 
@@ -207,13 +251,17 @@ mod tests {
         assert_eq!(e, "max_concurrency must be from 1 to 1000, got 5000");
         let e = Manifest::parse("timeout_s = -1\n").unwrap().grants(&defaults()).unwrap_err();
         assert!(e.starts_with("timeout_s must be more than 0"), "{e}");
-        let e = Manifest::parse("[config]\nnested = { a = 1 }\n").unwrap().grants(&defaults()).unwrap_err();
-        assert_eq!(e, "config.nested must be a string, number or boolean");
+        let e = Manifest::parse("[mcp_stdio.files]\ncommand = []\n").unwrap().grants(&defaults()).unwrap_err();
+        assert!(e.starts_with("mcp_stdio.files: command must name a program"), "{e}");
         let e =
             Manifest::parse("allowed_hosts = [\"http://a\", \"ftp://b\"]\n").unwrap().grants(&defaults()).unwrap_err();
         assert_eq!(e, "allowed_hosts[1]: 'ftp://b': the scheme must be http, https or *, not 'ftp'");
         let e = Manifest::parse("allowed_hosts = \"http://a\"\n").unwrap_err();
         assert!(e.contains("allowed_hosts") || e.contains("invalid type"), "{e}");
+        let e = Manifest::parse("read_dirs = [\"images\"]\n").unwrap().grants(&defaults()).unwrap_err();
+        assert_eq!(e, "read_dirs[0]: 'images' must be an absolute path");
+        let e = Manifest::parse("read_dirs = [\"/nonexistent/x\"]\n").unwrap().grants(&defaults()).unwrap_err();
+        assert!(e.starts_with("read_dirs[0]: '/nonexistent/x': No such file"), "{e}");
         let e = Manifest::parse("max_response_bytes = 0\n").unwrap().grants(&defaults()).unwrap_err();
         assert_eq!(e, "max_response_bytes must be from 1 to 1073741824, got 0");
     }

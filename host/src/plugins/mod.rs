@@ -12,6 +12,7 @@ mod host;
 mod live;
 mod loader;
 mod manifest;
+mod mcp_bridge;
 mod outbound;
 mod output;
 mod provider;

@@ -12,7 +12,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
     UpdateDeadline,
 };
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// How often the epoch advances: the granularity of deadlines, and how often
 /// a busy plugin yields its thread to other tasks.
@@ -109,6 +109,9 @@ impl WasmRuntime {
             timeout: None,
             max_concurrency: self.config.max_instances as usize,
             outbound: Outbound::deny_all(),
+            read_dirs: Vec::new(),
+            mcp_stdio: Default::default(),
+            bridges: Vec::new(),
         }
     }
 
@@ -121,7 +124,8 @@ impl WasmRuntime {
         Component::new(&self.engine, bytes)
     }
 
-    /// A fresh store for one call: WASI with nothing granted, output to
+    /// A fresh store for one call: WASI with nothing granted but the
+    /// plugin's `read_dirs`, output to
     /// `tracing`, the memory limit, and a deadline that traps at `deadline`
     /// while yielding the thread every tick before it.
     pub fn new_store(
@@ -133,13 +137,20 @@ impl WasmRuntime {
     ) -> Store<StoreState> {
         let stdout = LogPipe::new(plugin.clone(), Stream::Stdout);
         let stderr = LogPipe::new(plugin.clone(), Stream::Stderr);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for dir in &grants.read_dirs {
+            // Read-only, at the same path, so a plugin opens the paths users give it.
+            let opened = wasi.preopened_dir(dir, dir.to_string_lossy(), FsPerms::ReadOnly);
+            if let Err(e) = opened {
+                tracing::warn!(plugin = &*plugin, "cannot open granted directory {}: {e:#}", dir.display());
+            }
+        }
+        let wasi = wasi.build();
         let limits = StoreLimitsBuilder::new().memory_size(grants.memory_limit).build();
         let state = StoreState {
             progress: None,
@@ -150,6 +161,7 @@ impl WasmRuntime {
             identity: CallIdentity { plugin, task_id },
             stdout,
             stderr,
+            open_streams: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -1,0 +1,253 @@
+//! The bundled `llm/v1` plugin (plugins/ollama) against the test server of
+//! Ollama's API (tests/fake-ollama; Ollama itself cannot be installed here):
+//! the seed's research workflow, every method, streaming to subscribers, and
+//! each kind of failure.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::root;
+
+/// The test server on a free port, on its own runtime.
+struct FakeOllama {
+    port: u16,
+    stats: Arc<fake_ollama::Stats>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn fake_ollama(options: fake_ollama::Options) -> FakeOllama {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (router, stats) = fake_ollama::router(options);
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    FakeOllama { port, stats, _runtime: runtime }
+}
+
+/// A host config pointing the bundled ollama plugin at `port`, granting it.
+fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("gleitzeit.toml");
+    let text = format!(
+        "[manifests.ollama]\nallowed_hosts = [\"http://127.0.0.1:{port}\"]\n{extra}\n[manifests.ollama.config]\nbase_url = \"http://127.0.0.1:{port}\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(workflow: &Path, config: &Path) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", workflow.to_str().unwrap(), "--output", "json", "--config", config.to_str().unwrap()])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, report)
+}
+
+fn run_yaml(yaml: &str, port: u16) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    run(&file, &config(dir.path(), port, "")).1
+}
+
+fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("{id}: {report:#}"))
+}
+
+#[test]
+fn the_seeds_research_workflow_runs_in_yaml_and_json() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), server.port, "");
+    for file in ["workflows/research.yaml", "workflows/research.json"] {
+        let (out, report) = run(&root().join(file), &config);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let topic = &task(&report, "generate-topic")["result"];
+        assert_eq!(topic["content"], "llama3 answers: Generate an AI research topic");
+        assert_eq!(topic["model"], "llama3");
+        assert_eq!(topic["done_reason"], "stop");
+        assert_eq!(topic["tokens_used"], 5 + 7, "prompt plus generated tokens: {topic}");
+        assert!(topic["total_duration"].as_u64().is_some() && topic["eval_count"] == 7, "{topic}");
+        let article = &task(&report, "write-article")["result"];
+        assert_eq!(
+            article["content"], "llama3 answers: Write about: llama3 answers: Generate an AI research topic",
+            "the topic reached the second prompt"
+        );
+    }
+}
+
+#[test]
+fn every_method_answers_in_the_originals_shape() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let images = tempfile::tempdir().unwrap();
+    std::fs::write(images.path().join("pixel.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let granted = format!("read_dirs = [\"{}\"]", images.path().display());
+    let config = config(dir.path(), server.port, &granted);
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(
+        &workflow,
+        format!(
+            r#"
+name: methods
+tasks:
+  - {{id: plain, protocol: llm/v1, method: generate, params: {{prompt: "Say hi", system: Be brief, stream: false, max_tokens: 3}}}}
+  - {{id: json, protocol: llm/v1, method: generate, params: {{prompt: "Hi", format: json}}}}
+  - {{id: chat, protocol: llm/v1, method: chat, params: {{messages: [{{role: user, content: "Hello there"}}]}}}}
+  - {{id: look, protocol: llm/v1, method: vision, params: {{image_data: "aGVsbG8=", prompt: "What is it?"}}}}
+  - {{id: look-file, protocol: llm/v1, method: vision, params: {{image_path: "{path}"}}}}
+  - {{id: look-elsewhere, protocol: llm/v1, method: vision, params: {{image_path: "/etc/hostname"}}}}
+  - {{id: embed-one, protocol: llm/v1, method: embed, params: {{text: "a graph"}}}}
+  - {{id: embed-two, protocol: llm/v1, method: embed, params: {{text: ["a graph", "a tree"]}}}}
+  - {{id: models, protocol: llm/v1, method: list_models}}
+  - {{id: typo, protocol: llm/v1, method: generate, params: {{prompt: "x", max_token: 3}}}}
+"#,
+            path = images.path().join("pixel.png").display()
+        ),
+    )
+    .unwrap();
+    let (_, report) = run(&workflow, &config);
+
+    let plain = &task(&report, "plain")["result"];
+    assert_eq!(plain["content"], "[Be brief] llama3", "system prompt, 3 tokens: {plain}");
+    assert_eq!(plain["done_reason"], "length");
+    let json_mode: Value = serde_json::from_str(task(&report, "json")["result"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(json_mode["answer"], "llama3 answers: Hi");
+    let chat = &task(&report, "chat")["result"];
+    assert_eq!(chat["content"], "llama3 replies to 1 message(s): Hello there");
+    assert_eq!(chat["message"], json!({"role": "assistant", "content": chat["content"]}));
+    let look = &task(&report, "look")["result"];
+    assert_eq!(look["content"], "llava sees 1 image(s) of 5 bytes: What is it?");
+    assert_eq!(look["model"], "llava", "the vision model by default");
+    assert_eq!(
+        task(&report, "look-file")["result"]["content"],
+        "llava sees 1 image(s) of 4 bytes: Describe this image."
+    );
+    let denied = &task(&report, "look-elsewhere")["error"];
+    assert!(denied["message"].as_str().unwrap().contains("cannot read image_path '/etc/hostname'"), "{denied}");
+
+    let one = &task(&report, "embed-one")["result"];
+    assert_eq!(one["dimensions"], 768);
+    assert_eq!(one["model"], "nomic-embed-text");
+    assert_eq!(one["embedding"], one["embeddings"][0]);
+    let two = &task(&report, "embed-two")["result"];
+    assert_eq!(two["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(two["embeddings"][0], one["embedding"], "equal texts embed equally");
+    assert!(two.get("embedding").is_none(), "a list has no single embedding");
+
+    let models = &task(&report, "models")["result"];
+    assert_eq!(models["models"], json!(["llama3:latest", "llava:latest", "nomic-embed-text:latest"]));
+    assert_eq!(models["count"], 3);
+    let typo = &task(&report, "typo")["error"];
+    assert_eq!(typo["code"], -32602);
+    assert!(typo["message"].as_str().unwrap().contains("unknown field `max_token`"), "{typo}");
+}
+
+#[test]
+fn failures_say_what_went_wrong_and_only_transient_ones_retry() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let retry = "retry: {max_attempts: 2, base_delay: 0.1, jitter: false}";
+    let report = run_yaml(
+        &format!(
+            r#"
+name: failures
+tasks:
+  - {{id: unknown-model, protocol: llm/v1, method: generate, params: {{prompt: x, model: llama9}}, {retry}}}
+  - {{id: overloaded, protocol: llm/v1, method: generate, params: {{prompt: x, model: overloaded}}, {retry}}}
+  - {{id: garbled, protocol: llm/v1, method: generate, params: {{prompt: x, model: garbled, stream: false}}}}
+  - {{id: garbled-stream, protocol: llm/v1, method: chat, params: {{messages: [{{role: user, content: x}}], model: garbled}}}}
+"#
+        ),
+        server.port,
+    );
+    let error = |id: &str| task(&report, id)["error"].clone();
+    let unknown = error("unknown-model");
+    assert_eq!(unknown["code"], -32021);
+    assert!(unknown["message"].as_str().unwrap().starts_with("model 'llama9' is not available in Ollama"), "{unknown}");
+    assert_eq!(task(&report, "unknown-model")["attempts"], 1, "a missing model is not retried");
+    let overloaded = error("overloaded");
+    assert_eq!(overloaded["code"], -32020);
+    assert_eq!(overloaded["message"], "Ollama answered 503: server busy, please try again");
+    assert_eq!(task(&report, "overloaded")["attempts"], 2, "5xx is retried");
+    for id in ["garbled", "garbled-stream"] {
+        let garbled = error(id);
+        assert_eq!(garbled["code"], -32023, "{garbled}");
+        assert!(garbled["message"].as_str().unwrap().ends_with("\"<html>this is not json\""), "{garbled}");
+    }
+
+    // Nothing listens: retryable; a host the manifest does not grant: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: down\ntasks:\n  - {{id: down, protocol: llm/v1, method: generate, params: {{prompt: x}}, {retry}}}\n"
+        ),
+    )
+    .unwrap();
+    let config = config(dir.path(), closed, "");
+    let (_, report) = run(&file, &config);
+    let down = &task(&report, "down");
+    assert_eq!(down["error"]["code"], -32020, "{down}");
+    assert!(down["error"]["message"].as_str().unwrap().contains("is not reachable"), "{down}");
+    assert_eq!(down["attempts"], 2, "a refused connection is retried");
+    let ungranted = config.with_file_name("ungranted.toml");
+    std::fs::write(&ungranted, format!("[manifests.ollama.config]\nbase_url = \"http://127.0.0.1:{}\"\n", server.port))
+        .unwrap();
+    let (_, report) = run(&file, &ungranted);
+    let denied = &task(&report, "down");
+    assert_eq!(denied["error"]["code"], -32024, "{denied}");
+    assert!(denied["error"]["message"].as_str().unwrap().starts_with("http-fetch denied: plugin 'ollama'"), "{denied}");
+    assert_eq!(denied["attempts"], 1);
+}
+
+#[test]
+fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
+    let server = fake_ollama(fake_ollama::Options { chunk_delay: Duration::from_millis(20), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), server.port, "");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(serve.stdout.take().unwrap()), &mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let workflow = json!({"name": "stream", "tasks": [
+        {"id": "talk", "protocol": "llm/v1", "method": "generate", "params": {"prompt": "one two three four five"}}]});
+    let mut submit = Command::new("python3")
+        .arg(root().join("tests/python/submit_file.py"))
+        .env("GLEITZEIT_SERVER", &url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut submit.stdin.take().unwrap(), workflow.to_string().as_bytes()).unwrap();
+    let out = submit.wait_with_output().unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(out.status.success());
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports[0];
+    let content = task(report, "talk")["result"]["content"].as_str().unwrap().to_owned();
+    assert_eq!(content, "llama3 answers: one two three four five");
+    let pieces: Vec<&str> =
+        report["progress_events"].as_array().unwrap().iter().map(|e| e["chunk"]["content"].as_str().unwrap()).collect();
+    assert_eq!(pieces.len(), 7, "one event per streamed piece: {pieces:?}");
+    assert_eq!(pieces.concat(), content, "the pieces add up to the result");
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 1);
+}

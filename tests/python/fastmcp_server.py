@@ -1,0 +1,42 @@
+"""A small FastMCP server (fastmcp from PyPI) for the mcp/v1 tests, over
+Streamable HTTP on 127.0.0.1:$PORT/mcp."""
+import os
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+
+mcp = FastMCP("gleitzeit-test")
+
+
+@mcp.tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@mcp.tool
+def shout(text: str) -> str:
+    """The text in capitals."""
+    return text.upper()
+
+
+@mcp.tool
+def refuse(reason: str) -> str:
+    """Always fails, with the reason given."""
+    raise ToolError(f"refused: {reason}")
+
+
+@mcp.resource("notes://greeting")
+def greeting() -> str:
+    """A fixed note."""
+    return "hello from a resource"
+
+
+@mcp.prompt
+def review(topic: str) -> str:
+    """Ask for a review of a topic."""
+    return f"Please review {topic}."
+
+
+if __name__ == "__main__":
+    mcp.run(transport="http", host="127.0.0.1", port=int(os.environ["PORT"]), show_banner=False)
