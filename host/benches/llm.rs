@@ -44,11 +44,13 @@ fn run(dir: &Path, port: u16, calls: usize) -> Sample {
         format!("[manifests.ollama]\nallowed_hosts = [\"http://127.0.0.1:{port}\"]\nconfig = {{ base_url = \"http://127.0.0.1:{port}\" }}\n"),
     )
     .unwrap();
+    let results = dir.join("results.json");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["run", workflow.to_str().unwrap(), "--output", "json", "--concurrency", &calls.to_string()])
+        .args(["run", workflow.to_str().unwrap(), "--output-file", results.to_str().unwrap()])
+        .args(["--concurrency", &calls.to_string()])
         .args(["--config", config.to_str().unwrap(), "--plugins", dir.join("no-plugins").to_str().unwrap()])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -59,8 +61,7 @@ fn run(dir: &Path, port: u16, calls: usize) -> Sample {
         std::thread::sleep(Duration::from_millis(5));
     }
     let process_wall = started.elapsed();
-    let out = child.wait_with_output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
     assert_eq!(report["summary"]["completed"], calls, "every call completed: {}", report["summary"]);
     let workflow_wall = Duration::from_secs_f64(report["duration_ms"].as_f64().unwrap() / 1000.0);
     Sample { process_wall, workflow_wall, peak_threads, peak_rss_mib: peak_rss_kib as f64 / 1024.0 }
