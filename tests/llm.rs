@@ -251,3 +251,32 @@ fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
     assert_eq!(pieces.concat(), content, "the pieces add up to the result");
     assert_eq!(server.stats.requests.load(Ordering::SeqCst), 1);
 }
+
+/// The README's way: the test server on Ollama's own port and the bundled
+/// plugin's default grants, no settings file; every LLM example workflow.
+#[test]
+fn the_example_llm_workflows_run_against_the_test_server_on_ollamas_port() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:11434"))
+        .expect("port 11434 (Ollama's) must be free for this test");
+    runtime.spawn(fake_ollama::serve(listener, fake_ollama::Options::default()));
+    for file in ["workflows/research.yaml", "workflows/chat-embed.yaml", "workflows/vision.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["run", file, "--output", "json"])
+            .current_dir(root())
+            .env_remove("GLEITZEIT_PLUGINS")
+            .env_remove("GLEITZEIT_CONFIG")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["status"], "completed", "{file}: {report:#}");
+        if file.ends_with("vision.yaml") {
+            let look = task(&report, "look")["result"]["content"].as_str().unwrap().to_owned();
+            assert!(look.starts_with("llava sees 1 image(s) of 73 bytes"), "{look}");
+        }
+        if file.ends_with("chat-embed.yaml") {
+            assert_eq!(task(&report, "embed")["result"]["embeddings"].as_array().unwrap().len(), 2);
+        }
+    }
+}

@@ -232,3 +232,37 @@ fn unreachable_and_ungranted_servers_fail_clearly() {
     let (_, report) = run(dir.path(), &none, "name: x\ntasks:\n  - {id: t, protocol: mcp/v1, method: list_tools}\n");
     assert!(task(&report, "t")["error"]["message"].as_str().unwrap().starts_with("no MCP servers are configured"));
 }
+
+/// The documented example as written: the host starts server-everything
+/// with `npx` (from the npm registry, or its cache).
+#[test]
+fn the_documented_mcp_example_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", "workflows/mcp.yaml", "--config", "docs/examples/mcp.toml", "--output", "json"])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(result(&report, "echo")["text"], "Echo: The sum of 19 and 23 is 42.");
+}
+
+/// Every settings example in docs/llm-and-mcp.md is accepted by the host.
+#[test]
+fn the_documented_settings_are_valid() {
+    let doc = std::fs::read_to_string(root().join("docs/llm-and-mcp.md")).unwrap();
+    let blocks = support::fenced_blocks(&doc, "toml");
+    assert!(blocks.len() >= 3, "the docs show settings");
+    let dir = tempfile::tempdir().unwrap();
+    for block in blocks {
+        let file = dir.path().join("gleitzeit.toml");
+        std::fs::write(&file, &block).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["workflow", "validate", "workflows/hello.yaml", "--config", file.to_str().unwrap()])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{block}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

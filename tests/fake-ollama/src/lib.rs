@@ -123,7 +123,10 @@ fn parse(server: &Server, body: &str) -> Result<(Value, String), Box<Response>> 
     }
     let full = if model.contains(':') { model.clone() } else { format!("{model}:latest") };
     if !server.options.models.contains(&full) {
-        return Err(Box::new(error(StatusCode::NOT_FOUND, &format!("model \"{model}\" not found, try pulling it first"))));
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("model \"{model}\" not found, try pulling it first"),
+        )));
     }
     Ok((request, model))
 }
