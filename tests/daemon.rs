@@ -70,14 +70,18 @@ fn spawn_until(command: Command, marker: &str) -> (Proc, String) {
 struct Daemon {
     _process: Proc,
     url: String,
+    /// Its data directory (the default SQLite store).
+    _data: tempfile::TempDir,
 }
 
 fn daemon() -> Daemon {
+    let data = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-    command.args(["serve", "--listen", "127.0.0.1:0"]).current_dir(root()).env_remove("GLEITZEIT_PLUGINS");
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    command.current_dir(root()).env_remove("GLEITZEIT_PLUGINS");
     let (process, line) = spawn_until(command, "listening on");
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    Daemon { _process: process, url }
+    Daemon { _process: process, url, _data: data }
 }
 
 fn python(daemon: &Daemon, script: &str) -> Command {
@@ -376,7 +380,7 @@ fn serve_reads_its_config_file_and_rejects_mistakes() {
     let dir = std::env::temp_dir().join(format!("gleitzeit-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("gleitzeit.toml");
-    std::fs::write(&good, "listen = \"127.0.0.1:0\"\nconcurrency = 4\ngrace = 2\n").unwrap();
+    std::fs::write(&good, "listen = \"127.0.0.1:0\"\nconcurrency = 4\ngrace = 2\nstore = \"memory\"\n").unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
     command.args(["serve", "--config", good.to_str().unwrap()]).current_dir(root());
     let (_daemon, line) = spawn_until(command, "listening on");

@@ -218,7 +218,7 @@ fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), server.port, "");
     let mut serve = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config", config.to_str().unwrap()])
         .current_dir(root())
         .env_remove("GLEITZEIT_PLUGINS")
         .stdout(Stdio::piped())

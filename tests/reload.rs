@@ -28,7 +28,7 @@ impl Drop for Daemon {
 fn daemon() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--plugins", dir.path().to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--plugins", dir.path().to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

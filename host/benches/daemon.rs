@@ -41,7 +41,12 @@ fn main() {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = ServeConfig { engine: EngineConfig::default(), grace: Duration::from_secs(1) };
+        let config = ServeConfig {
+            engine: EngineConfig::default(),
+            grace: Duration::from_secs(1),
+            store: None,
+            retention: Duration::from_secs(3600),
+        };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
         tokio::spawn(remote_echo(url.clone()));
         let mut submitter = Client::connect(&url).await.unwrap();

@@ -5,6 +5,8 @@
 //!    baseline (the ratio is the cost of WASM).
 //! 2. validate + levels of a 100,000-task DAG (from its JSON tree).
 //! 3. instantiate + call of the echo component alone.
+//! 4. the same 10,000 tasks with the SQLite store on, against in-memory in
+//!    the same process.
 //!
 //! Run: `cargo bench -p gleitzeit --bench engine` (add `-- --quick` for fewer rounds).
 
@@ -15,6 +17,8 @@ use gleitzeit::model::{ProviderSpec, TaskStatus, Workflow};
 use gleitzeit::plugins::{self, RuntimeConfig, WasmProvider, WasmRuntime};
 use gleitzeit::registry::{Call, CallFuture, Provider, Registry};
 use gleitzeit::resolver::Dag;
+use gleitzeit::store::Store;
+use gleitzeit::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +36,8 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     // `engine`, `dag` or `calls` runs only that part (for profiling).
     let only = |part: &str| {
-        !args.iter().any(|a| ["engine", "dag", "calls"].contains(&a.as_str())) || args.iter().any(|a| a == part)
+        !args.iter().any(|a| ["engine", "dag", "calls", "store"].contains(&a.as_str()))
+            || args.iter().any(|a| a == part)
     };
     let rounds = if quick { 3 } else { 7 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -47,8 +52,8 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
 
     if only("engine") {
-        let wasm = rt.block_on(engine_rounds(rounds, echo.clone()));
-        let native = rt.block_on(engine_rounds(rounds, Arc::new(NativeEcho(echo.spec().clone()))));
+        let wasm = rt.block_on(engine_rounds(rounds, echo.clone(), None));
+        let native = rt.block_on(engine_rounds(rounds, Arc::new(NativeEcho(echo.spec().clone())), None));
         row(&format!("{TASKS} echo tasks, engine + WASM"), &wasm);
         row(&format!("{TASKS} echo tasks, engine + native echo (baseline)"), &native);
         println!(
@@ -59,6 +64,18 @@ fn main() {
     if only("dag") {
         let dag = median(&(0..rounds).map(|_| validate_dag()).collect::<Vec<_>>());
         println!("| validate + levels, {DAG_TASKS}-task DAG | {} | {} | - | - |", ms(dag), us(dag / DAG_TASKS as u32));
+    }
+    if only("store") {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
+        let memory = rt.block_on(engine_rounds(rounds, echo.clone(), None));
+        let stored = rt.block_on(engine_rounds(rounds, echo.clone(), Some(store)));
+        row(&format!("{TASKS} echo tasks, engine + WASM, in memory (baseline)"), &memory);
+        row(&format!("{TASKS} echo tasks, engine + WASM, SQLite store"), &stored);
+        println!(
+            "|  store/in-memory wall-time ratio: {:.2}x | | | | |",
+            stored.wall.as_secs_f64() / memory.wall.as_secs_f64()
+        );
     }
     if only("calls") {
         let calls = rt.block_on(call_rounds(rounds, &echo));
@@ -93,11 +110,16 @@ async fn load_echo() -> Arc<WasmProvider> {
     Arc::new(WasmProvider::new(Arc::new(plugin)))
 }
 
-/// Median wall time and median per-task latency (dispatch to completion).
-async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>) -> EngineRun {
+/// Median wall time and median per-task latency (dispatch to completion),
+/// with every state change written to `store` if given.
+async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>, store: Option<Arc<dyn Store>>) -> EngineRun {
     let registry = Arc::new(Registry::new());
     registry.register(provider);
-    let engine = Engine::start(registry, EngineConfig { concurrency: 256, ..EngineConfig::default() });
+    let config = EngineConfig { concurrency: 256, ..EngineConfig::default() };
+    let engine = match store {
+        None => Engine::start(registry, config),
+        Some(store) => Engine::start_durable(registry, config, store).unwrap().0,
+    };
     engine.run(fan_out(100)).await.unwrap(); // warm-up
     let mut walls = Vec::new();
     let mut latencies = Vec::new();

@@ -5,8 +5,9 @@
 //! tasks from the shared priority `queue` and sends each to a provider of its
 //! protocol found in the `registry`. Providers are WebAssembly components
 //! (`plugins`) or remote peers connected to the daemon's Socket.IO server
-//! (`socket`). `model` holds the shared data types, `report` the result
-//! document, `cli` the command line.
+//! (`socket`). The daemon writes its state to a `store` (SQLite or Redis) so
+//! that it survives a crash. `model` holds the shared data types, `report`
+//! the result document, `cli` the command line.
 
 pub mod cli;
 pub mod client;
@@ -19,4 +20,5 @@ pub mod registry;
 pub mod report;
 pub mod resolver;
 pub mod socket;
+pub mod store;
 pub mod workflow;

@@ -127,7 +127,7 @@ pub struct Task {
     pub dependencies: Vec<String>,
     pub priority: Priority,
     /// Per-attempt limit; the engine's default applies when `None`.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
     pub metadata: Value,
@@ -138,14 +138,17 @@ pub struct Task {
 pub struct Workflow {
     pub id: String,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The default for tasks that do not set their own.
     pub priority: Priority,
     /// At most this many of the workflow's tasks queued or running at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
     /// The whole workflow's limit; unfinished tasks are cancelled after it.
-    #[serde(with = "opt_secs")]
+    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     pub metadata: Value,
     pub tasks: Vec<Task>,

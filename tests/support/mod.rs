@@ -44,3 +44,35 @@ pub fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
     }
     blocks
 }
+
+/// A `redis-server` on a free port, without persistence, stopped when
+/// dropped (installed by `.ci/run`).
+pub struct RedisServer {
+    pub child: std::process::Child,
+    pub url: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn redis_server() -> RedisServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (.ci/run installs it)");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "redis-server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    RedisServer { child, url: format!("redis://127.0.0.1:{port}"), port, _dir: dir }
+}

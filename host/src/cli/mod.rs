@@ -11,6 +11,7 @@ use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{Manifest, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
+use crate::store::{Store, StoreSpec};
 use crate::workflow::{self, WorkflowError};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,9 +61,22 @@ enum WorkflowCommand {
         #[command(flatten)]
         server: remote::ServerArgs,
     },
-    /// A workflow's status and results, from the host.
+    /// A workflow's status: each task's state, attempts, timing and result
+    /// (running or finished, also before the host's last restart).
     Status {
         workflow_id: String,
+        /// Also write the full result document (JSON) to this file.
+        #[arg(long)]
+        output_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// A workflow's results: every task's whole result or error.
+    Results {
+        workflow_id: String,
+        /// Also write the full result document (JSON) to this file.
+        #[arg(long)]
+        output_file: Option<PathBuf>,
         #[command(flatten)]
         server: remote::ServerArgs,
     },
@@ -134,6 +148,18 @@ struct ServeArgs {
     /// Seconds running work may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "GLEITZEIT_GRACE")]
     grace: Option<f64>,
+    /// Where state is kept: sqlite:PATH, redis://HOST[:PORT][/DB] or memory
+    /// [default: sqlite in the data directory].
+    #[arg(long, env = "GLEITZEIT_STORE")]
+    store: Option<StoreSpec>,
+    /// Directory of the default SQLite store [default: $XDG_DATA_HOME/gleitzeit
+    /// or ~/.local/share/gleitzeit].
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// How long finished workflows and their results are kept, e.g. 7d, 12h
+    /// [default: 7d].
+    #[arg(long, env = "GLEITZEIT_RETENTION")]
+    retention: Option<humantime::Duration>,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -146,6 +172,9 @@ struct ConfigFile {
     concurrency: Option<u32>,
     grace: Option<f64>,
     default_timeout: Option<f64>,
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    retention: Option<String>,
     #[serde(default)]
     manifests: Overrides,
     /// Where it was read from, for error messages.
@@ -202,6 +231,10 @@ struct RunArgs {
     /// or the settings file's].
     #[arg(long)]
     default_timeout: Option<f64>,
+    /// Record the run in a store (sqlite:PATH or redis://...), so `workflow
+    /// status` of a daemon on that store shows it [default: memory, none].
+    #[arg(long)]
+    store: Option<StoreSpec>,
 }
 
 #[derive(clap::Args)]
@@ -254,8 +287,11 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Workflow(WorkflowCommand::Validate(args)) => validate(args).await,
             Command::Workflow(WorkflowCommand::Submit { args, server }) => remote::submit(&server, args).await,
-            Command::Workflow(WorkflowCommand::Status { workflow_id, server }) => {
-                remote::status(&server, &workflow_id).await
+            Command::Workflow(WorkflowCommand::Status { workflow_id, output_file, server }) => {
+                remote::status(&server, &workflow_id, output_file.as_deref()).await
+            }
+            Command::Workflow(WorkflowCommand::Results { workflow_id, output_file, server }) => {
+                remote::results(&server, &workflow_id, output_file.as_deref()).await
             }
             Command::Workflow(WorkflowCommand::List { server }) => {
                 remote::list(&server, "list_workflows", "workflows", &["workflow_id", "name", "status", "summary"])
@@ -322,6 +358,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         engine.default_timeout = seconds("default_timeout", s)?;
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
+    let store = open_store(&store_spec(&args, &file)?)?;
+    let retention = retention(&args, &file)?;
     let (registry, plugin_set) = load_plugins(&plugins, &file).await?;
     // Hot reload: the directory stays live while the daemon runs.
     let _watcher = plugin_set.watch().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
@@ -329,11 +367,49 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
-    let config = crate::socket::ServeConfig { engine, grace };
+    let config = crate::socket::ServeConfig { engine, grace, store, retention };
     crate::socket::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store `serve` uses: the flag's, else the file's, else SQLite in the
+/// data directory.
+fn store_spec(args: &ServeArgs, file: &ConfigFile) -> Result<StoreSpec, Failure> {
+    if let Some(spec) = &args.store {
+        return Ok(spec.clone());
+    }
+    if let Some(text) = &file.store {
+        return text.parse().map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: store: {e}")));
+    }
+    let dir = args.data_dir.clone().or_else(|| file.data_dir.clone()).or_else(default_data_dir).ok_or_else(|| {
+        Failure::Input(anyhow::anyhow!("no data directory: set --data-dir (or HOME), or choose --store"))
+    })?;
+    Ok(StoreSpec::Sqlite(dir.join("gleitzeit.db")))
+}
+
+/// `$XDG_DATA_HOME/gleitzeit`, else `~/.local/share/gleitzeit`.
+fn default_data_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = xdg.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+    Some(base.join("gleitzeit"))
+}
+
+fn retention(args: &ServeArgs, file: &ConfigFile) -> Result<Duration, Failure> {
+    if let Some(d) = args.retention {
+        return Ok(d.into());
+    }
+    match &file.retention {
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: retention '{text}': {e}"))),
+        None => Ok(Duration::from_secs(7 * 24 * 3600)),
+    }
+}
+
+/// Open the store; one that exists but cannot be read stops the start.
+fn open_store(spec: &StoreSpec) -> Result<Option<Arc<dyn Store>>, Failure> {
+    spec.open().map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not starting over a store that cannot be read")))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.
@@ -364,19 +440,31 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
     let default_timeout = seconds("--default-timeout", args.default_timeout.or(file.default_timeout).unwrap_or(300.0))?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
-    let engine = Engine::start(registry, config);
+    let engine = match open_store(args.store.as_ref().unwrap_or(&StoreSpec::Memory))? {
+        None => Engine::start(registry, config),
+        Some(store) => {
+            let started = Engine::start_durable(registry, config, store).context("cannot start the store's journal");
+            started.map_err(Failure::Internal)?.0
+        }
+    };
     let report = engine.run(workflow).await.map_err(|e| Failure::Internal(e.into()))?;
     print_report(&report, args.output, args.output_file.as_deref())?;
     Ok(if report.status == WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// Write the full result document (JSON) to `path`.
+fn write_document(report: &RunReport, path: &Path) -> Result<(), Failure> {
+    let text =
+        serde_json::to_string_pretty(report).context("cannot encode the result document").map_err(Failure::Internal)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the result document to {}", path.display()))
+        .map_err(Failure::Input)
+}
+
 fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Result<(), Failure> {
     let json = || serde_json::to_string_pretty(report).context("cannot encode the result document");
     if let Some(path) = file {
-        let text = json().map_err(Failure::Internal)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the result document to {}", path.display()))
-            .map_err(Failure::Input)?;
+        write_document(report, path)?;
     }
     match output {
         Output::Text => println!("{}", report.to_text()),

@@ -1,6 +1,6 @@
 //! Commands that talk to a running `gleitzeit serve` over Socket.IO.
 
-use super::{Failure, Output, print_report};
+use super::{Failure, Output, print_report, write_document};
 use crate::client::{Client, ClientError};
 use crate::report::RunReport;
 use anyhow::Context as _;
@@ -150,12 +150,58 @@ async fn wait_and_print(
     Ok(if report.status == crate::model::WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub(super) async fn status(server: &ServerArgs, workflow_id: &str) -> Result<ExitCode, Failure> {
+async fn fetch_report(server: &ServerArgs, workflow_id: &str) -> Result<RunReport, Failure> {
     let client = connect(server).await?;
     let report = request(&client, "get_workflow", json!({ "workflow_id": workflow_id })).await?;
-    let report: RunReport =
-        serde_json::from_value(report).context("the host sent a malformed report").map_err(Failure::Internal)?;
-    print_report(&report, server.output, None)?;
+    serde_json::from_value(report).context("the host sent a malformed report").map_err(Failure::Internal)
+}
+
+pub(super) async fn status(
+    server: &ServerArgs,
+    workflow_id: &str,
+    output_file: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    let report = fetch_report(server, workflow_id).await?;
+    print_report(&report, server.output, output_file)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every task's whole result (or error): as JSON, `{task_id: {status,
+/// result, error}}`; as text, each task's id and status, then its result.
+pub(super) async fn results(
+    server: &ServerArgs,
+    workflow_id: &str,
+    output_file: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    let report = fetch_report(server, workflow_id).await?;
+    if let Some(path) = output_file {
+        write_document(&report, path)?;
+    }
+    let outcome = |t: &crate::report::TaskReport| match (&t.result, &t.error) {
+        (Some(result), _) => result.clone(),
+        (None, Some(error)) => json!({ "error": error }),
+        (None, None) => Value::Null,
+    };
+    match server.output {
+        Output::Json => {
+            let all: serde_json::Map<String, Value> = report
+                .tasks
+                .iter()
+                .map(|t| (t.id.clone(), json!({ "status": t.status, "result": t.result, "error": t.error })))
+                .collect();
+            print_json(&Value::Object(all))?;
+        }
+        Output::Text => {
+            for task in &report.tasks {
+                let text = serde_json::to_string_pretty(&outcome(task)).unwrap_or_default();
+                println!(
+                    "{} ({}):\n{text}\n",
+                    task.id,
+                    serde_json::to_value(task.status).unwrap_or_default().as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

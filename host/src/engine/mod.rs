@@ -19,6 +19,7 @@ mod scheduler;
 
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
 use crate::report::{RunReport, Summary};
+use crate::store::journal::Journal;
 use scheduler::{Message, Scheduler};
 use serde::Serialize;
 use serde_json::Value;
@@ -132,6 +133,11 @@ enum Command {
         workflow_id: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Take up a workflow a store kept from before a restart.
+    Restore {
+        saved: crate::store::Saved,
+        done: oneshot::Sender<Arc<RunReport>>,
+    },
     ProvidersChanged,
 }
 
@@ -156,13 +162,29 @@ impl Engine {
         (Self::spawn(registry, config, Some(observer)), events)
     }
 
+    /// Start the scheduler with a store: every state change is written down
+    /// (by the journal's own thread), and acknowledgements, events and
+    /// reports are released only once what they tell is stored.
+    pub fn start_durable(
+        registry: Arc<crate::registry::Registry>,
+        config: EngineConfig,
+        store: Arc<dyn crate::store::Store>,
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<EngineEvent>)> {
+        let (observer, events) = mpsc::unbounded_channel();
+        let journal = Journal::start(store, Some(observer.clone()))?;
+        let (inbox, messages) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
+        tokio::spawn(scheduler.run(messages));
+        Ok((Self { inbox }, events))
+    }
+
     fn spawn(
         registry: Arc<crate::registry::Registry>,
         config: EngineConfig,
         observer: Option<mpsc::UnboundedSender<EngineEvent>>,
     ) -> Self {
         let (inbox, messages) = mpsc::unbounded_channel();
-        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer);
+        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
         tokio::spawn(scheduler.run(messages));
         Self { inbox }
     }
@@ -205,6 +227,14 @@ impl Engine {
     pub async fn cancel(&self, workflow_id: &str) -> Result<bool, EngineError> {
         let workflow_id = workflow_id.to_owned();
         self.ask(|reply| Command::Cancel { workflow_id, reply }).await
+    }
+
+    /// Resume a workflow saved by a store before a restart; its report
+    /// arrives on the returned receiver.
+    pub fn restore(&self, saved: crate::store::Saved) -> Result<oneshot::Receiver<Arc<RunReport>>, EngineError> {
+        let (done, finished) = oneshot::channel();
+        self.send(Command::Restore { saved, done })?;
+        Ok(finished)
     }
 
     /// Providers were added (or freed): parked tasks should try again.

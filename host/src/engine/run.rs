@@ -4,12 +4,19 @@ use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{RunReport, TaskReport};
 use crate::resolver::Dag;
+use crate::store::TaskRecord;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+
+/// The instant that corresponds to a wall-clock time in the past.
+fn instant_of(time: SystemTime) -> Instant {
+    let ago = SystemTime::now().duration_since(time).unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
 
 /// Run-time state of one task.
 #[derive(Debug)]
@@ -31,6 +38,8 @@ pub(super) struct TaskState {
     /// While parked with no provider for its protocol: the timer that fails
     /// the task if none comes within its timeout.
     pub provider_wait: Option<AbortHandle>,
+    /// While waiting for a retry: when it is due.
+    pub retry_at: Option<SystemTime>,
 }
 
 /// Run-time state of one workflow.
@@ -70,6 +79,7 @@ impl Run {
                 error: None,
                 abort: None,
                 provider_wait: None,
+                retry_at: None,
             })
             .collect();
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
@@ -89,9 +99,65 @@ impl Run {
         }
     }
 
-    /// Tasks with nothing to wait for.
-    pub fn roots(&self) -> Vec<usize> {
-        (0..self.tasks.len()).filter(|&t| self.tasks[t].waiting_on == 0).collect()
+    /// Tasks that can start now: pending, with every dependency completed
+    /// and no retry timer running.
+    pub fn ready_to_start(&self) -> Vec<usize> {
+        let ready = |s: &TaskState| s.status == TaskStatus::Pending && s.waiting_on == 0 && s.retry_at.is_none();
+        (0..self.tasks.len()).filter(|&t| ready(&self.tasks[t])).collect()
+    }
+
+    /// Take up the states a store recorded for this workflow: completed and
+    /// other final tasks stay so; a task that was running runs again (its
+    /// interrupted attempt still counts); one waiting for a retry waits for
+    /// what is left of its delay, returned with the task.
+    pub fn resume(&mut self, submitted_at: SystemTime, records: Vec<TaskRecord>) -> Vec<(usize, Duration)> {
+        self.started_at = submitted_at;
+        self.started = instant_of(submitted_at);
+        let mut retries = Vec::new();
+        for record in records {
+            let Some(&t) = self.index.get(&record.task_id) else { continue };
+            let state = &mut self.tasks[t];
+            state.attempts = record.attempts;
+            state.started_at = record.started_at;
+            state.started = record.started_at.map(instant_of);
+            state.error = record.error;
+            match record.status {
+                TaskStatus::Completed => {
+                    self.complete(t, record.result.unwrap_or(Value::Null));
+                }
+                status @ (TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled) => {
+                    self.finish_task(t, status);
+                }
+                TaskStatus::Pending => {
+                    if let Some(due) = record.retry_at {
+                        state.retry_at = Some(due);
+                        retries.push((t, due.duration_since(SystemTime::now()).unwrap_or_default()));
+                    }
+                }
+                TaskStatus::Queued | TaskStatus::Running => {}
+            }
+            if record.status.is_final() {
+                self.tasks[t].finished_at = record.finished_at;
+                self.tasks[t].finished = record.finished_at.map(instant_of);
+            }
+        }
+        retries
+    }
+
+    /// The task's state as a store keeps it.
+    pub fn task_record(&self, t: usize) -> TaskRecord {
+        let state = &self.tasks[t];
+        TaskRecord {
+            workflow_id: self.workflow.id.clone(),
+            task_id: self.workflow.tasks[t].id.clone(),
+            status: state.status,
+            attempts: state.attempts,
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            result: state.result.clone(),
+            error: state.error.clone(),
+            retry_at: state.retry_at,
+        }
     }
 
     pub fn finish_task(&mut self, t: usize, status: TaskStatus) {

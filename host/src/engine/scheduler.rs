@@ -9,6 +9,8 @@ use crate::queue::PriorityQueue;
 use crate::registry::{Call, Provider, Registry, Selection};
 use crate::report::RunReport;
 use crate::resolver::substitute;
+use crate::store::journal::{Item, Journal};
+use crate::store::{Record, TaskRecord};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -55,7 +57,12 @@ pub(super) struct Scheduler {
     /// Weak, so the scheduler ends once every `Engine` handle and running
     /// call is gone.
     inbox: mpsc::WeakUnboundedSender<Message>,
+    /// Receives progress chunks directly (they need no storing), and every
+    /// other event too when there is no journal.
     observer: Option<mpsc::UnboundedSender<EngineEvent>>,
+    /// With a store: records go here, and events, acknowledgements and
+    /// reports follow them once they are stored.
+    journal: Option<Journal<EngineEvent>>,
     runs: HashMap<RunId, Run>,
     by_workflow_id: HashMap<String, RunId>,
     finished: VecDeque<Arc<RunReport>>,
@@ -75,12 +82,14 @@ impl Scheduler {
         config: EngineConfig,
         inbox: mpsc::WeakUnboundedSender<Message>,
         observer: Option<mpsc::UnboundedSender<EngineEvent>>,
+        journal: Option<Journal<EngineEvent>>,
     ) -> Self {
         Self {
             registry,
             config,
             inbox,
             observer,
+            journal,
             runs: HashMap::new(),
             by_workflow_id: HashMap::new(),
             finished: VecDeque::new(),
@@ -108,13 +117,33 @@ impl Scheduler {
     fn command(&mut self, command: Command) {
         match command {
             Command::Submit { workflow, accepted, done } => {
-                let _ = accepted.send(self.submit(workflow, done));
+                let outcome = self.submit(workflow, done, None);
+                // A workflow is acknowledged once it is stored.
+                self.after_stored(move || {
+                    let _ = accepted.send(outcome);
+                });
             }
+            Command::Restore { saved, done } => {
+                let workflow_id = saved.workflow.id.clone();
+                let submitted_at = saved.submitted_at;
+                let tasks = saved.tasks;
+                if let Err(e) = self.submit(saved.workflow, done, Some((submitted_at, tasks))) {
+                    tracing::error!("cannot resume workflow {workflow_id}: {e}");
+                }
+            }
+            // Answered once everything recorded so far is stored: a status
+            // never shows a result that a crash could still lose.
             Command::Get { workflow_id, reply } => {
-                let _ = reply.send(self.get(&workflow_id));
+                let found = self.get(&workflow_id);
+                self.after_stored(move || {
+                    let _ = reply.send(found);
+                });
             }
             Command::List { reply } => {
-                let _ = reply.send(self.list());
+                let list = self.list();
+                self.after_stored(move || {
+                    let _ = reply.send(list);
+                });
             }
             Command::Cancel { workflow_id, reply } => {
                 let found = self.by_workflow_id.get(&workflow_id).copied();
@@ -139,21 +168,70 @@ impl Scheduler {
         }
     }
 
-    fn submit(&mut self, workflow: Workflow, done: oneshot::Sender<Arc<RunReport>>) -> Result<(), EngineError> {
+    /// Start a workflow: a new one, or (with `saved`) one resumed from the
+    /// store, whose recorded task states are taken up where they were.
+    fn submit(
+        &mut self,
+        workflow: Workflow,
+        done: oneshot::Sender<Arc<RunReport>>,
+        saved: Option<(SystemTime, Vec<TaskRecord>)>,
+    ) -> Result<(), EngineError> {
         if self.by_workflow_id.contains_key(&workflow.id) {
             return Err(EngineError::DuplicateId(workflow.id));
         }
         let id = self.next_run;
         self.next_run += 1;
         let mut run = Run::new(workflow, done);
-        run.timeout = run.workflow.timeout.and_then(|after| self.after(after, Internal::TimedOut { run: id }));
-        let roots = run.roots();
+        let mut retries = Vec::new();
+        match saved {
+            Some((submitted_at, tasks)) => retries = run.resume(submitted_at, tasks),
+            None => self.record(|| Record::Accepted { workflow: run.workflow.clone(), submitted_at: run.started_at }),
+        }
+        let left = run.workflow.timeout.map(|limit| limit.saturating_sub(run.started.elapsed()));
+        run.timeout = left.and_then(|after| self.after(after, Internal::TimedOut { run: id }));
+        let ready = run.ready_to_start();
         self.by_workflow_id.insert(run.workflow.id.clone(), id);
         self.runs.insert(id, run);
-        for t in roots {
+        for (t, due) in retries {
+            self.after(due, Internal::RetryDue { run: id, task: t });
+        }
+        for t in ready {
             self.make_ready(id, t);
         }
+        self.finish_if_done(id);
         Ok(())
+    }
+
+    /// Hand a record to the journal (built only when there is one).
+    fn record(&self, make: impl FnOnce() -> Record) {
+        if let Some(journal) = &self.journal {
+            journal.push(Item::Record(make()));
+        }
+    }
+
+    /// Send an event to the observer: through the journal when there is one,
+    /// so it leaves after what it reports is stored.
+    fn emit(&self, event: EngineEvent) {
+        match (&self.journal, &self.observer) {
+            (Some(journal), _) => journal.push(Item::Event(event)),
+            (None, Some(observer)) => {
+                let _ = observer.send(event);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn observed(&self) -> bool {
+        self.observer.is_some() || self.journal.as_ref().is_some_and(Journal::observed)
+    }
+
+    /// Run `then` once everything recorded so far is stored (at once without
+    /// a store).
+    fn after_stored(&self, then: impl FnOnce() + Send + 'static) {
+        match &self.journal {
+            Some(journal) => journal.push(Item::Then(Box::new(then))),
+            None => then(),
+        }
     }
 
     fn get(&self, workflow_id: &str) -> Option<Arc<RunReport>> {
@@ -180,13 +258,17 @@ impl Scheduler {
     }
 
     fn notify(&self, id: RunId, t: usize) {
-        let (Some(observer), Some(run)) = (&self.observer, self.runs.get(&id)) else { return };
+        let Some(run) = self.runs.get(&id) else { return };
         let state = &run.tasks[t];
         if state.status == TaskStatus::Queued {
             return; // every ready task is queued at once: not worth an event
         }
+        self.record(|| Record::Task(run.task_record(t)));
+        if !self.observed() {
+            return;
+        }
         let final_ = state.status.is_final();
-        let _ = observer.send(EngineEvent::Task(TaskEvent {
+        self.emit(EngineEvent::Task(TaskEvent {
             workflow_id: run.workflow.id.clone(),
             task_id: run.workflow.tasks[t].id.clone(),
             status: state.status,
@@ -199,6 +281,7 @@ impl Scheduler {
     fn make_ready(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
         run.tasks[t].status = TaskStatus::Queued;
+        run.tasks[t].retry_at = None;
         run.ready.push(run.workflow.tasks[t].priority, t);
         self.notify(id, t);
         self.admit(id);
@@ -427,6 +510,7 @@ impl Scheduler {
                 tracing::debug!(task = %run.workflow.tasks[t].id, attempt = state.attempts, "retrying in {delay:?}: {error}");
                 state.error = Some(error);
                 state.status = TaskStatus::Pending;
+                state.retry_at = Some(SystemTime::now() + delay);
                 self.after(delay, Internal::RetryDue { run: id, task: t });
             }
             Err(error) => {
@@ -481,12 +565,14 @@ impl Scheduler {
             timer.abort();
         }
         let report = Arc::new(run.report());
+        self.record(|| Record::Finished(report.clone()));
         if let Some(done) = run.done.take() {
-            let _ = done.send(report.clone());
+            let finished = report.clone();
+            self.after_stored(move || {
+                let _ = done.send(finished);
+            });
         }
-        if let Some(observer) = &self.observer {
-            let _ = observer.send(EngineEvent::WorkflowFinished(report.clone()));
-        }
+        self.emit(EngineEvent::WorkflowFinished(report.clone()));
         self.finished.push_back(report);
         while self.finished.len() > self.config.keep_finished {
             self.finished.pop_front();

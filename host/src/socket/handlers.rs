@@ -292,23 +292,52 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
 async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
     let outcome = async {
         let id = workflow_id("get_workflow", data)?;
-        match host.engine.workflow(&id).await {
-            Ok(Some(report)) => serde_json::to_value(&*report).map_err(RpcError::internal),
-            Ok(None) => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
-            Err(e) => Err(RpcError::internal(e)),
+        let live = host.engine.workflow(&id).await.map_err(RpcError::internal)?;
+        let report = match (live, &host.store) {
+            (Some(report), _) => Some(report.as_ref().clone()),
+            (None, Some(store)) => {
+                let (store, wanted) = (store.clone(), id.clone());
+                tokio::task::spawn_blocking(move || store.report(&wanted))
+                    .await
+                    .map_err(RpcError::internal)?
+                    .map_err(RpcError::internal)?
+            }
+            (None, None) => None,
+        };
+        match report {
+            Some(report) => serde_json::to_value(&report).map_err(RpcError::internal),
+            None => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
         }
     }
     .await;
     answer(&socket, ack, outcome);
 }
 
+/// Running workflows, then the most recently finished (from the store when
+/// there is one).
 async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
-    let outcome = match host.engine.workflows().await {
-        Ok(list) => Ok(json!({ "workflows": list })),
-        Err(e) => Err(RpcError::internal(e)),
-    };
+    let outcome = async {
+        let mut list = serde_json::to_value(host.engine.workflows().await.map_err(RpcError::internal)?)
+            .map_err(RpcError::internal)?;
+        if let (Some(store), Value::Array(items)) = (&host.store, &mut list) {
+            let store = store.clone();
+            let stored = tokio::task::spawn_blocking(move || store.finished(LISTED_FINISHED))
+                .await
+                .map_err(RpcError::internal)?
+                .map_err(RpcError::internal)?;
+            let known: std::collections::HashSet<String> =
+                items.iter().filter_map(|w| w["workflow_id"].as_str().map(str::to_owned)).collect();
+            let older = stored.into_iter().filter(|s| !known.contains(&s.workflow_id));
+            items.extend(older.map(|s| json!(s)));
+        }
+        Ok(json!({ "workflows": list }))
+    }
+    .await;
     answer(&socket, ack, outcome);
 }
+
+/// Finished workflows `list_workflows` shows at most.
+const LISTED_FINISHED: usize = 1000;
 
 /// `{workflow_id}`
 async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {

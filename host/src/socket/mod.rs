@@ -16,6 +16,7 @@ use crate::locks::lock;
 use crate::model::MethodSpec;
 use crate::plugins::{PluginEvent, PluginSet};
 use crate::registry::{Provider, Registry};
+use crate::store::{Store, StoreError};
 use remote::RemoteProvider;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -29,21 +30,31 @@ use tokio::sync::mpsc;
 pub use wire::errors;
 
 /// Settings of `gleitzeit serve`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub engine: EngineConfig,
     /// How long running work may take to finish after a shutdown signal.
     pub grace: Duration,
+    /// Where state is kept; none keeps it in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// How long finished workflows stay in the store.
+    pub retention: Duration,
 }
 
 /// The server failed while running.
 #[derive(Debug, thiserror::Error)]
-#[error("the server failed: {0}")]
-pub struct ServeError(std::io::Error);
+pub enum ServeError {
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot resume the stored workflows: {0}")]
+    Resume(#[from] StoreError),
+}
 
 /// State shared by the handlers.
 pub struct Host {
     engine: Engine,
+    /// Reports of finished workflows (and lists of them) come from here.
+    store: Option<Arc<dyn Store>>,
     registry: Arc<Registry>,
     /// The WASM plugins, kept in step with the plugins directory.
     plugins: Arc<PluginSet>,
@@ -227,9 +238,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let engine_config = EngineConfig { wait_for_providers: true, ..config.engine };
-    let (engine, events) = Engine::start_observed(registry.clone(), engine_config);
+    let (engine, events) = match &config.store {
+        None => Engine::start_observed(registry.clone(), engine_config),
+        Some(store) => {
+            // The store holds finished workflows; memory keeps only a few.
+            let engine_config = EngineConfig { keep_finished: KEEP_FINISHED_WITH_STORE, ..engine_config };
+            let started = Engine::start_durable(registry.clone(), engine_config, store.clone())?;
+            resume(&started.0, store).await?;
+            tokio::spawn(prune_periodically(store.clone(), config.retention));
+            started
+        }
+    };
     let host = Arc::new(Host {
         engine: engine.clone(),
+        store: config.store.clone(),
         registry,
         plugins,
         remotes: Mutex::default(),
@@ -249,12 +271,12 @@ pub async fn serve(
     announce_plugin_changes(&host.plugins, io.clone(), engine.clone());
     tokio::spawn(forward_events(io.clone(), events));
     let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
-    let addr = listener.local_addr().map_err(ServeError)?;
+    let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     println!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)");
     let server = axum::serve(listener, app);
     tokio::select! {
-        result = server => result.map_err(ServeError),
+        result = server => result.map_err(ServeError::Io),
         () = shutdown => {
             host.shutting_down.store(true, Ordering::Relaxed);
             if drain(&engine, config.grace).await {
@@ -264,6 +286,50 @@ pub async fn serve(
             io.close().await;
             Ok(())
         }
+    }
+}
+
+/// Finished workflows kept in memory when a store keeps them all: enough to
+/// answer a submitter that asks right after the end.
+const KEEP_FINISHED_WITH_STORE: usize = 64;
+
+/// How often finished workflows past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Take up every workflow the store has unfinished.
+async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreError> {
+    let reader = store.clone();
+    let saved = tokio::task::spawn_blocking(move || reader.unfinished()).await.map_err(|e| StoreError::Io {
+        target: store.target(),
+        action: "read unfinished workflows",
+        reason: e.to_string(),
+    })??;
+    if !saved.is_empty() {
+        tracing::info!("resuming {} unfinished workflows from {}", saved.len(), store.target());
+        println!("resuming {} unfinished workflows from {}", saved.len(), store.target());
+    }
+    for workflow in saved {
+        if engine.restore(workflow).is_err() {
+            break; // the engine stopped: nothing left to resume into
+        }
+    }
+    Ok(())
+}
+
+/// Forget finished workflows older than `retention`, now and every minute.
+async fn prune_periodically(store: Arc<dyn Store>, retention: Duration) {
+    loop {
+        let pruner = store.clone();
+        let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        match tokio::task::spawn_blocking(move || pruner.prune(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!("pruned {n} finished workflows older than {}", humantime::format_duration(retention))
+            }
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("pruning stopped: {e}"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

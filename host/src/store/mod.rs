@@ -1,0 +1,191 @@
+//! Durable state: accepted workflows, every task's state changes (attempts,
+//! results, errors, timestamps) and finished reports, so that a daemon killed
+//! at any moment loses no finished result and no accepted workflow.
+//!
+//! [`Store`] is the one interface; [`sqlite::SqliteStore`] (the default, a
+//! file in the data directory) and [`redis::RedisStore`] implement it and
+//! pass one shared test suite. The engine never waits on a store: it hands
+//! [`Record`]s to the [`journal`], which writes them in batches (group
+//! commit) on its own thread and only then releases what depended on them
+//! (the acknowledgement of a submission, events to clients, a finished
+//! report). This module knows nothing of scheduling or providers. The
+//! shared suite is `tests/store.rs`.
+
+pub mod journal;
+pub mod redis;
+pub mod sqlite;
+
+use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
+use crate::report::{RunReport, Summary};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why the store failed; the message names the store and what it tried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {target}: {reason}")]
+    Open { target: String, reason: String },
+    #[error("the store {target} failed to {action}: {reason}")]
+    Io { target: String, action: &'static str, reason: String },
+    #[error("the store {target} holds data this version cannot read ({what}): {reason}")]
+    Corrupt { target: String, what: String, reason: String },
+}
+
+/// One thing to write down.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A workflow as accepted, before its submitter is told so.
+    Accepted { workflow: Workflow, submitted_at: SystemTime },
+    /// A task's state after a change.
+    Task(TaskRecord),
+    /// A workflow ended; its report is final.
+    Finished(Arc<RunReport>),
+}
+
+/// A task's last known state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub workflow_id: String,
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    #[serde(with = "opt_time")]
+    pub started_at: Option<SystemTime>,
+    #[serde(with = "opt_time")]
+    pub finished_at: Option<SystemTime>,
+    pub result: Option<Value>,
+    pub error: Option<TaskError>,
+    /// When a task waiting to be retried is due.
+    #[serde(with = "opt_time")]
+    pub retry_at: Option<SystemTime>,
+}
+
+/// An unfinished workflow as the store has it, to resume after a restart.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub workflow: Workflow,
+    pub submitted_at: SystemTime,
+    /// The tasks that changed state at least once.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// One line of a workflow listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSummary {
+    pub workflow_id: String,
+    pub name: String,
+    pub status: WorkflowStatus,
+    pub summary: Option<Summary>,
+}
+
+/// Durable storage of workflows and task states.
+///
+/// Implementations are synchronous: the journal calls `write` from its own
+/// thread, readers call the rest from blocking tasks.
+pub trait Store: Send + Sync + 'static {
+    /// Where the data lives, for messages (`sqlite:/path`, `redis://host`).
+    fn target(&self) -> String;
+
+    /// Write `records` in order, all or nothing.
+    fn write(&self, records: &[Record]) -> Result<(), StoreError>;
+
+    /// Every accepted workflow that has not finished, with its tasks' states.
+    fn unfinished(&self) -> Result<Vec<Saved>, StoreError>;
+
+    /// A finished workflow's report.
+    fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
+
+    /// The most recently finished workflows, newest first.
+    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError>;
+
+    /// Forget workflows that finished before `before`; returns how many.
+    fn prune(&self, before: SystemTime) -> Result<usize, StoreError>;
+}
+
+/// Which store `--store` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// No store: state lives and dies with the process.
+    Memory,
+    Sqlite(std::path::PathBuf),
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "memory" {
+            Ok(StoreSpec::Memory)
+        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(StoreSpec::Redis(text.to_owned()))
+        } else if let Some(path) = text.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("sqlite: needs a file, e.g. sqlite:/var/lib/gleitzeit/gleitzeit.db".into());
+            }
+            Ok(StoreSpec::Sqlite(path.into()))
+        } else {
+            Err(format!("'{text}' is not a store: use memory, sqlite:PATH or redis://HOST[:PORT][/DB]"))
+        }
+    }
+}
+
+impl StoreSpec {
+    /// Open the store, creating an empty one if there is none. A store that
+    /// exists but cannot be read is an error, never replaced.
+    pub fn open(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        Ok(match self {
+            StoreSpec::Memory => None,
+            StoreSpec::Sqlite(path) => Some(Arc::new(sqlite::SqliteStore::open(path)?)),
+            StoreSpec::Redis(url) => Some(Arc::new(redis::RedisStore::open(url)?)),
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, as stored.
+pub(crate) fn to_secs(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+pub(crate) fn from_secs(secs: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::try_from_secs_f64(secs).unwrap_or_default()
+}
+
+/// `Option<SystemTime>` as seconds since the epoch.
+mod opt_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(t) => s.serialize_some(&super::to_secs(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.map(super::from_secs))
+    }
+}
+
+/// The workflow as stored: its JSON form, read back through the parser.
+pub(crate) fn workflow_json(target: &str, workflow: &Workflow) -> Result<String, StoreError> {
+    serde_json::to_string(workflow).map_err(|e| StoreError::Io {
+        target: target.to_owned(),
+        action: "encode a workflow",
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn workflow_from_json(target: &str, id: &str, text: &str) -> Result<Workflow, StoreError> {
+    crate::workflow::parse(&format!("stored workflow {id}"), text.as_bytes(), crate::workflow::Format::Json).map_err(
+        |e| StoreError::Corrupt { target: target.to_owned(), what: format!("workflow {id}"), reason: e.to_string() },
+    )
+}
+
+pub(crate) fn corrupt(target: &str, what: String, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { target: target.to_owned(), what, reason: reason.to_string() }
+}

@@ -1,0 +1,223 @@
+//! The Redis store, for users who already run Redis. Keys (prefix
+//! `gleitzeit:`, close to the original's layout):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `workflow:ID` | hash | `name`, `document` (as accepted), `status`, `submitted_at`, `finished_at`, `report` |
+//! | `workflow:ID:tasks` | hash | task id → its last state (JSON) |
+//! | `workflow:ID:events` | list | every task state change, in order |
+//! | `workflows:unfinished` | set | ids of workflows still running |
+//! | `workflows:finished` | sorted set | ids by finish time (listing, retention) |
+//! | `schema` | string | the layout version |
+//!
+//! A batch of records is one `MULTI`/`EXEC`. Durability is Redis's own: run
+//! it with `appendonly yes` (and `appendfsync everysec` or `always`) for a
+//! daemon's state to survive a crash of Redis itself.
+
+use super::{Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
+use crate::report::RunReport;
+use redis::{Commands, Connection, Pipeline};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+const PREFIX: &str = "gleitzeit:";
+const SCHEMA_VERSION: &str = "1";
+/// How long to wait for Redis before calling it unreachable.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RedisStore {
+    url: String,
+    client: redis::Client,
+    /// Reconnected on the next call after a failure.
+    connection: Mutex<Option<Connection>>,
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut key = String::from(PREFIX);
+    key.push_str(&parts.join(":"));
+    key
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("\"unencodable: {e}\""))
+}
+
+impl RedisStore {
+    /// Connect and check the layout version; an unreachable Redis is an error.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let open = |reason: String| StoreError::Open { target: url.to_owned(), reason };
+        let client = redis::Client::open(url).map_err(|e| open(e.to_string()))?;
+        let store = Self { url: url.to_owned(), client, connection: Mutex::new(None) };
+        let version: Option<String> = store.with("read the schema version", |c| c.get(key(&["schema"])))?;
+        match version.as_deref() {
+            None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => return Err(open(format!("schema version {other} is not {SCHEMA_VERSION}"))),
+        }
+        Ok(store)
+    }
+
+    /// Run `work` on the connection, connecting first if needed; a failure
+    /// drops the connection so the next call reconnects.
+    fn with<T>(
+        &self,
+        action: &'static str,
+        work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = crate::locks::lock(&self.connection);
+        let io = |reason: String| StoreError::Io { target: self.url.clone(), action, reason };
+        if slot.is_none() {
+            let connection = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| io(e.to_string()))?;
+            connection.set_read_timeout(Some(TIMEOUT)).map_err(|e| io(e.to_string()))?;
+            connection.set_write_timeout(Some(TIMEOUT)).map_err(|e| io(e.to_string()))?;
+            *slot = Some(connection);
+        }
+        let Some(connection) = slot.as_mut() else { return Err(io("no connection".into())) };
+        work(connection).map_err(|e| {
+            *slot = None;
+            io(e.to_string())
+        })
+    }
+
+    fn add(pipe: &mut Pipeline, record: &Record) -> Result<(), StoreError> {
+        match record {
+            Record::Accepted { workflow, submitted_at } => {
+                let document = super::workflow_json(PREFIX, workflow)?;
+                pipe.hset_multiple(
+                    key(&["workflow", &workflow.id]),
+                    &[
+                        ("name", workflow.name.clone()),
+                        ("document", document),
+                        ("status", "running".to_owned()),
+                        ("submitted_at", to_secs(*submitted_at).to_string()),
+                    ],
+                )
+                .ignore()
+                .sadd(key(&["workflows", "unfinished"]), &workflow.id)
+                .ignore();
+            }
+            Record::Task(t) => {
+                pipe.hset(key(&["workflow", &t.workflow_id, "tasks"]), &t.task_id, json(t)).ignore();
+                let event = serde_json::json!({"task_id": t.task_id, "status": t.status, "attempt": t.attempts, "at": to_secs(SystemTime::now())});
+                pipe.rpush(key(&["workflow", &t.workflow_id, "events"]), event.to_string()).ignore();
+            }
+            Record::Finished(report) => {
+                let finished = report.finished_at.map_or_else(|| to_secs(SystemTime::now()), to_secs);
+                pipe.hset_multiple(
+                    key(&["workflow", &report.workflow_id]),
+                    &[
+                        ("status", json(&report.status)),
+                        ("finished_at", finished.to_string()),
+                        ("report", json(report.as_ref())),
+                    ],
+                )
+                .ignore()
+                .srem(key(&["workflows", "unfinished"]), &report.workflow_id)
+                .ignore()
+                .zadd(key(&["workflows", "finished"]), &report.workflow_id, finished)
+                .ignore();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedisStore {
+    fn target(&self) -> String {
+        self.url.clone()
+    }
+
+    fn write(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for record in records {
+            Self::add(&mut pipe, record)?;
+        }
+        self.with("write records", |c| pipe.query::<()>(c))
+    }
+
+    fn unfinished(&self) -> Result<Vec<Saved>, StoreError> {
+        let target = self.target();
+        let ids: Vec<String> = self.with("read workflows", |c| c.smembers(key(&["workflows", "unfinished"])))?;
+        let mut saved = Vec::new();
+        for id in ids {
+            let (document, submitted_at): (Option<String>, Option<f64>) = self.with("read a workflow", |c| {
+                redis::pipe()
+                    .hget(key(&["workflow", &id]), "document")
+                    .hget(key(&["workflow", &id]), "submitted_at")
+                    .query(c)
+            })?;
+            let document =
+                document.ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))?;
+            let workflow = super::workflow_from_json(&target, &id, &document)?;
+            let states: HashMap<String, String> =
+                self.with("read tasks", |c| c.hgetall(key(&["workflow", &id, "tasks"])))?;
+            let tasks = states
+                .values()
+                .map(|state| {
+                    serde_json::from_str::<TaskRecord>(state)
+                        .map_err(|e| corrupt(&target, format!("a task of {id}"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            saved.push(Saved { workflow, submitted_at: from_secs(submitted_at.unwrap_or_default()), tasks });
+        }
+        saved.sort_by_key(|s| s.submitted_at);
+        Ok(saved)
+    }
+
+    fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
+        let text: Option<String> = self.with("read a report", |c| c.hget(key(&["workflow", workflow_id]), "report"))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| corrupt(&self.url, format!("the report of {workflow_id}"), e))
+        })
+        .transpose()
+    }
+
+    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = self.with("list workflows", |c| {
+            c.zrevrange(key(&["workflows", "finished"]), 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1)
+        })?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(key(&["workflow", id]), "report");
+        }
+        let reports: Vec<Option<String>> = self.with("list workflows", |c| pipe.query(c))?;
+        reports
+            .into_iter()
+            .flatten()
+            .map(|text| {
+                let report: RunReport =
+                    serde_json::from_str(&text).map_err(|e| corrupt(&self.url, "a report".into(), e))?;
+                Ok(StoredSummary {
+                    workflow_id: report.workflow_id,
+                    name: report.name,
+                    status: report.status,
+                    summary: Some(report.summary),
+                })
+            })
+            .collect()
+    }
+
+    fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        let finished = key(&["workflows", "finished"]);
+        let ids: Vec<String> =
+            self.with("prune", |c| c.zrangebyscore(&finished, f64::NEG_INFINITY, to_secs(before)))?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in &ids {
+            pipe.del(&[key(&["workflow", id]), key(&["workflow", id, "tasks"]), key(&["workflow", id, "events"])])
+                .ignore()
+                .zrem(&finished, id)
+                .ignore();
+        }
+        self.with("prune", |c| pipe.query::<()>(c))?;
+        Ok(ids.len())
+    }
+}

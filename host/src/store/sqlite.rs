@@ -1,0 +1,243 @@
+//! The default store: one SQLite file (WAL), no server to run.
+//!
+//! Tables: `workflows` (the document as accepted, status, times, the final
+//! report), `tasks` (each task's last state) and `task_events` (every state
+//! change, in order). A batch of records is one transaction, so a crash
+//! leaves either all of it or none. `synchronous = FULL`: a commit that
+//! returned is on disk, which is what lets the engine report it.
+
+use super::{Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
+use crate::report::RunReport;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// The layout this version writes; older or newer files are refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    finished_at REAL,
+    report TEXT
+);
+CREATE INDEX IF NOT EXISTS workflows_finished ON workflows (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tasks (
+    workflow_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS task_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_events_workflow ON task_events (workflow_id);
+";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    /// One connection: the journal writes, readers wait their turn (reads
+    /// are rare and short next to the writes).
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (or create) the file at `path`; refuse one that is not ours.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let target = format!("sqlite:{}", path.display());
+        let open = |reason: String| StoreError::Open { target: target.clone(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let connection = Connection::open(path).map_err(|e| open(e.to_string()))?;
+        // journal_mode answers with a row, so it is a query, not a pragma_update.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| open(format!("not a readable SQLite database ({e})")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open(format!("cannot switch to WAL (journal mode {mode})")));
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .and_then(|()| connection.execute_batch(SCHEMA))
+            .map_err(|e| open(e.to_string()))?;
+        let version: Option<String> = connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| open(e.to_string()))?;
+        match version.map(|v| v.parse::<i64>()) {
+            None => {
+                connection
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(|e| open(e.to_string()))?;
+            }
+            Some(Ok(SCHEMA_VERSION)) => {}
+            Some(other) => {
+                return Err(open(format!(
+                    "schema version {other:?} is not {SCHEMA_VERSION}; this file is from another version"
+                )));
+            }
+        }
+        Ok(Self { path: path.to_owned(), connection: Mutex::new(connection) })
+    }
+
+    fn io(&self, action: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io { target: self.target(), action, reason: e.to_string() }
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        crate::locks::lock(&self.connection)
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("\"unencodable: {e}\""))
+}
+
+impl Store for SqliteStore {
+    fn target(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn write(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let tx = connection.transaction().map_err(|e| self.io("begin a transaction", e))?;
+        {
+            let mut accept = tx
+                .prepare_cached("INSERT OR REPLACE INTO workflows (id, name, document, status, submitted_at) VALUES (?1, ?2, ?3, 'running', ?4)")
+                .map_err(|e| self.io("prepare", e))?;
+            let mut task = tx
+                .prepare_cached("INSERT OR REPLACE INTO tasks (workflow_id, task_id, state) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.io("prepare", e))?;
+            let mut event = tx
+                .prepare_cached(
+                    "INSERT INTO task_events (workflow_id, task_id, status, attempt, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| self.io("prepare", e))?;
+            let mut finish = tx
+                .prepare_cached("UPDATE workflows SET status = ?2, finished_at = ?3, report = ?4 WHERE id = ?1")
+                .map_err(|e| self.io("prepare", e))?;
+            let now = to_secs(SystemTime::now());
+            for record in records {
+                match record {
+                    Record::Accepted { workflow, submitted_at } => {
+                        let document = super::workflow_json(&self.target(), workflow)?;
+                        accept
+                            .execute(params![workflow.id, workflow.name, document, to_secs(*submitted_at)])
+                            .map_err(|e| self.io("store a workflow", e))?;
+                    }
+                    Record::Task(t) => {
+                        task.execute(params![t.workflow_id, t.task_id, json(t)])
+                            .map_err(|e| self.io("store a task", e))?;
+                        event
+                            .execute(params![t.workflow_id, t.task_id, json(&t.status), t.attempts, now])
+                            .map_err(|e| self.io("store a task event", e))?;
+                    }
+                    Record::Finished(report) => {
+                        let finished = report.finished_at.map_or(now, to_secs);
+                        finish
+                            .execute(params![report.workflow_id, json(&report.status), finished, json(report.as_ref())])
+                            .map_err(|e| self.io("store a report", e))?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.io("commit", e))
+    }
+
+    fn unfinished(&self) -> Result<Vec<Saved>, StoreError> {
+        let target = self.target();
+        let connection = self.connection();
+        let mut workflows = connection
+            .prepare("SELECT id, document, submitted_at FROM workflows WHERE finished_at IS NULL ORDER BY submitted_at")
+            .map_err(|e| self.io("read workflows", e))?;
+        let rows = workflows
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?)))
+            .map_err(|e| self.io("read workflows", e))?;
+        let mut tasks = connection
+            .prepare("SELECT state FROM tasks WHERE workflow_id = ?1")
+            .map_err(|e| self.io("read tasks", e))?;
+        let mut saved = Vec::new();
+        for row in rows {
+            let (id, document, submitted_at) = row.map_err(|e| self.io("read workflows", e))?;
+            let workflow = super::workflow_from_json(&target, &id, &document)?;
+            let states = tasks
+                .query_map([&id], |row| row.get::<_, String>(0))
+                .map_err(|e| self.io("read tasks", e))?
+                .map(|state| {
+                    let state = state.map_err(|e| self.io("read tasks", e))?;
+                    serde_json::from_str::<TaskRecord>(&state)
+                        .map_err(|e| corrupt(&target, format!("a task of {id}"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            saved.push(Saved { workflow, submitted_at: from_secs(submitted_at), tasks: states });
+        }
+        Ok(saved)
+    }
+
+    fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
+        let text: Option<Option<String>> = self
+            .connection()
+            .query_row("SELECT report FROM workflows WHERE id = ?1", [workflow_id], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.io("read a report", e))?;
+        match text.flatten() {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| corrupt(&self.target(), format!("the report of {workflow_id}"), e)),
+            None => Ok(None),
+        }
+    }
+
+    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT report FROM workflows WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?1")
+            .map_err(|e| self.io("list workflows", e))?;
+        let rows = statement
+            .query_map([limit as i64], |row| row.get::<_, String>(0))
+            .map_err(|e| self.io("list workflows", e))?;
+        rows.map(|text| {
+            let text = text.map_err(|e| self.io("list workflows", e))?;
+            let report: RunReport =
+                serde_json::from_str(&text).map_err(|e| corrupt(&self.target(), "a report".into(), e))?;
+            Ok(StoredSummary {
+                workflow_id: report.workflow_id,
+                name: report.name,
+                status: report.status,
+                summary: Some(report.summary),
+            })
+        })
+        .collect()
+    }
+
+    fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        let mut connection = self.connection();
+        let tx = connection.transaction().map_err(|e| self.io("begin a transaction", e))?;
+        let cutoff = to_secs(before);
+        let old = "SELECT id FROM workflows WHERE finished_at IS NOT NULL AND finished_at < ?1";
+        tx.execute(&format!("DELETE FROM tasks WHERE workflow_id IN ({old})"), [cutoff])
+            .map_err(|e| self.io("prune", e))?;
+        tx.execute(&format!("DELETE FROM task_events WHERE workflow_id IN ({old})"), [cutoff])
+            .map_err(|e| self.io("prune", e))?;
+        let pruned = tx
+            .execute("DELETE FROM workflows WHERE finished_at IS NOT NULL AND finished_at < ?1", [cutoff])
+            .map_err(|e| self.io("prune", e))?;
+        tx.commit().map_err(|e| self.io("commit", e))?;
+        Ok(pruned)
+    }
+}

@@ -1,0 +1,398 @@
+//! Durable state: one suite both stores pass (SQLite in a temporary file,
+//! a real `redis-server` that `.ci/run` installs), and daemons killed with
+//! SIGKILL mid-run that resume and lose nothing finished.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use gleitzeit::model::{TaskStatus, Workflow};
+use gleitzeit::report::{RunReport, TaskReport};
+use gleitzeit::store::redis::RedisStore;
+use gleitzeit::store::sqlite::SqliteStore;
+use gleitzeit::store::{Record, Store, StoreSpec, TaskRecord};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use support::root;
+
+fn workflow(id: &str) -> Workflow {
+    let yaml = format!(
+        "id: {id}\nname: stored {id}\ntimeout: 60\ntasks:\n  - {{id: a, protocol: echo/v1, method: echo, params: {{message: hi}}, retry: {{max_attempts: 3, base_delay: 0.5}}}}\n  - {{id: b, protocol: echo/v1, method: echo, dependencies: [a], params: {{message: \"${{a.result.echoed}}\"}}, priority: high, timeout: 5}}\n"
+    );
+    gleitzeit::workflow::parse("test.yaml", yaml.as_bytes(), gleitzeit::workflow::Format::Yaml).unwrap()
+}
+
+fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> TaskRecord {
+    TaskRecord {
+        workflow_id: workflow_id.into(),
+        task_id: task_id.into(),
+        status,
+        attempts,
+        started_at: Some(SystemTime::now()),
+        finished_at: status.is_final().then(SystemTime::now),
+        result: (status == TaskStatus::Completed).then(|| serde_json::json!({"echoed": "hi"})),
+        error: None,
+        retry_at: None,
+    }
+}
+
+fn report(workflow_id: &str, finished_at: SystemTime) -> Arc<RunReport> {
+    let task = TaskReport {
+        id: "a".into(),
+        name: "a".into(),
+        protocol: "echo/v1".into(),
+        method: "echo".into(),
+        status: TaskStatus::Completed,
+        attempts: 1,
+        started_at: Some(finished_at),
+        finished_at: Some(finished_at),
+        queued_ms: Some(0.1),
+        duration_ms: Some(1.0),
+        result: Some(serde_json::json!({"echoed": "hi"})),
+        error: None,
+    };
+    let mut report =
+        RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);
+    report.finished_at = Some(finished_at);
+    Arc::new(report)
+}
+
+/// What every store must do.
+fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
+    let store = open();
+    let now = SystemTime::now();
+    let (w1, w2, w3) = (workflow("w1"), workflow("w2"), workflow("w3"));
+    store
+        .write(&[
+            Record::Accepted { workflow: w1.clone(), submitted_at: now },
+            Record::Accepted { workflow: w2.clone(), submitted_at: now + Duration::from_secs(1) },
+            Record::Task(task("w1", "a", TaskStatus::Running, 1)),
+            Record::Task(task("w1", "a", TaskStatus::Completed, 1)),
+            Record::Task(task("w2", "a", TaskStatus::Running, 2)),
+        ])
+        .unwrap();
+
+    // Reopened, the unfinished workflows come back as accepted, with each
+    // task's last state.
+    let store = open();
+    let saved = store.unfinished().unwrap();
+    assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w1", "w2"], "oldest first");
+    assert_eq!(saved[0].workflow, w1, "the workflow round-trips exactly");
+    let a = &saved[0].tasks;
+    assert_eq!((a.len(), a[0].status, a[0].attempts), (1, TaskStatus::Completed, 1), "the last state wins: {a:?}");
+    assert_eq!(a[0].result, Some(serde_json::json!({"echoed": "hi"})));
+    assert_eq!(saved[1].tasks[0].status, TaskStatus::Running);
+    assert_eq!(saved[1].tasks[0].attempts, 2);
+    let drift = saved[0].submitted_at.duration_since(now).unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_millis(1), "times keep sub-millisecond precision: {drift:?}");
+
+    // Finishing moves a workflow from unfinished to finished.
+    let old = now - Duration::from_secs(3600);
+    store
+        .write(&[
+            Record::Finished(report("w1", now)),
+            Record::Accepted { workflow: w3, submitted_at: old },
+            Record::Finished(report("w3", old)),
+        ])
+        .unwrap();
+    let saved = store.unfinished().unwrap();
+    assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w2"]);
+    assert_eq!(store.report("w1").unwrap().unwrap().tasks[0].result, Some(serde_json::json!({"echoed": "hi"})));
+    assert!(store.report("w2").unwrap().is_none(), "no report before it finishes");
+    assert!(store.report("nope").unwrap().is_none());
+    let listed: Vec<String> = store.finished(10).unwrap().into_iter().map(|s| s.workflow_id).collect();
+    assert_eq!(listed, ["w1", "w3"], "newest first");
+    assert_eq!(store.finished(1).unwrap().len(), 1);
+
+    // Retention forgets what finished before the cutoff, nothing else.
+    assert_eq!(store.prune(now - Duration::from_secs(60)).unwrap(), 1);
+    assert!(store.report("w3").unwrap().is_none());
+    assert!(store.report("w1").unwrap().is_some());
+    assert_eq!(store.unfinished().unwrap().len(), 1);
+}
+
+#[test]
+fn sqlite_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("gleitzeit.db");
+    suite(&|| Arc::new(SqliteStore::open(&path).unwrap()));
+}
+
+#[test]
+fn sqlite_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gleitzeit.db");
+    std::fs::write(&path, b"this is not a database, but somebody's notes".repeat(200)).unwrap();
+    let Err(error) = SqliteStore::open(&path) else { panic!("opened a file that is not a database") };
+    let message = error.to_string();
+    assert!(message.starts_with(&format!("cannot open the store sqlite:{}", path.display())), "{message}");
+    assert!(message.contains("not a database"), "{message}");
+    assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"), "the file is left as it was");
+}
+
+#[test]
+fn redis_passes_the_suite() {
+    let server = support::redis_server();
+    suite(&|| Arc::new(RedisStore::open(&server.url).unwrap()));
+}
+
+#[test]
+fn an_unreachable_redis_is_an_error_at_open() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let Err(error) = RedisStore::open(&url) else { panic!("opened a Redis that is not there") };
+    assert!(error.to_string().starts_with(&format!("the store {url} failed to read the schema version")), "{error}");
+}
+
+#[test]
+fn store_specs_parse() {
+    assert_eq!("memory".parse::<StoreSpec>(), Ok(StoreSpec::Memory));
+    assert_eq!("sqlite:/tmp/x.db".parse::<StoreSpec>(), Ok(StoreSpec::Sqlite("/tmp/x.db".into())));
+    assert_eq!("sqlite:///tmp/x.db".parse::<StoreSpec>(), Ok(StoreSpec::Sqlite("/tmp/x.db".into())));
+    assert_eq!(
+        "redis://127.0.0.1:6379/2".parse::<StoreSpec>(),
+        Ok(StoreSpec::Redis("redis://127.0.0.1:6379/2".into()))
+    );
+    assert!("postgres://x".parse::<StoreSpec>().unwrap_err().contains("is not a store"));
+}
+
+/// A `gleitzeit serve` on a store; killed with SIGKILL when dropped.
+struct Host {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host(store: &[&str]) -> Host {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "25"])
+        .args(store)
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines.next().expect("the host exited before listening").unwrap();
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_owned();
+        }
+    };
+    Host { child, url }
+}
+
+fn cli(host: &Host, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gleitzeit")).args(args).env("GLEITZEIT_SERVER", &host.url).output().unwrap()
+}
+
+fn status(host: &Host, id: &str) -> Value {
+    let out = cli(host, &["workflow", "status", id, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const TASKS: usize = 1000;
+
+/// 1,000 short `delay` tasks, each answering with its own message.
+fn delay_workflow(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let tasks: Vec<Value> = (0..TASKS)
+        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.05, "message": format!("task {i}")}}))
+        .collect();
+    let path = dir.join(format!("{id}.json"));
+    std::fs::write(&path, json!({"id": id, "name": "kill me", "tasks": tasks}).to_string()).unwrap();
+    path
+}
+
+fn completed(report: &Value) -> Vec<(String, Value)> {
+    let tasks = report["tasks"].as_array().unwrap();
+    tasks
+        .iter()
+        .filter(|t| t["status"] == "completed")
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["result"].clone()))
+        .collect()
+}
+
+/// Kill the host with SIGKILL at several points of a 1,000-task workflow,
+/// restart it on the same store each time; the workflow completes, every
+/// task once, and nothing seen finished is lost. Returns the workflow id.
+fn survives_sigkill(store: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "kill-9";
+    let file = delay_workflow(dir.path(), id);
+    let mut daemon = host(store);
+    let out = cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "acknowledged: {}", String::from_utf8_lossy(&out.stderr));
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    for pause in [400, 250, 600] {
+        std::thread::sleep(Duration::from_millis(pause));
+        let before = completed(&status(&daemon, id));
+        assert!(before.len() >= seen.len(), "nothing finished went missing");
+        seen = before;
+        drop(daemon); // SIGKILL
+        daemon = host(store);
+        let after: std::collections::HashMap<String, Value> = completed(&status(&daemon, id)).into_iter().collect();
+        for (task, result) in &seen {
+            assert_eq!(after.get(task), Some(result), "task {task} was seen completed before the kill");
+        }
+    }
+    assert!(seen.len() < TASKS, "the kills came before the end (saw {} done)", seen.len());
+    let started = Instant::now();
+    let report = loop {
+        let report = status(&daemon, id);
+        if report["status"] != "running" {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the resumed workflow never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["status"], "completed", "{}", report["summary"]);
+    assert_eq!(report["summary"]["completed"], TASKS);
+    for (i, task) in report["tasks"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(task["result"]["message"], format!("task {i}"), "{task}");
+    }
+    let results: std::collections::HashMap<String, Value> = completed(&report).into_iter().collect();
+    for (task, result) in &seen {
+        assert_eq!(results.get(task), Some(result), "task {task} kept its first result");
+    }
+    id.to_owned()
+}
+
+/// How often each task reached `completed`, from the store's own event log.
+fn completions(events: Vec<(String, String)>) -> std::collections::HashMap<String, usize> {
+    let mut count = std::collections::HashMap::new();
+    for (task, status) in events {
+        if status == "completed" {
+            *count.entry(task).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn a_sqlite_host_killed_mid_run_resumes_and_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let id = survives_sigkill(&["--data-dir", data.path().to_str().unwrap()]);
+    let db = data.path().join("gleitzeit.db");
+    let out = Command::new("python3")
+        .args(["-c", "import json,sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(json.dumps(c.execute('select task_id, status from task_events where workflow_id=?', (sys.argv[2],)).fetchall()))"])
+        .args([db.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    let events: Vec<(String, String)> = serde_json::from_slice::<Vec<(String, String)>>(&out.stdout)
+        .unwrap()
+        .into_iter()
+        .map(|(task, status)| (task, serde_json::from_str::<String>(&status).unwrap()))
+        .collect();
+    let count = completions(events);
+    assert_eq!(count.len(), TASKS);
+    assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
+}
+
+#[test]
+fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
+    let redis = support::redis_server();
+    let id = survives_sigkill(&["--store", &redis.url]);
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--raw", "LRANGE", &format!("gleitzeit:workflow:{id}:events"), "0", "-1"])
+        .output()
+        .unwrap();
+    let events: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            (event["task_id"].as_str().unwrap().to_owned(), event["status"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let count = completions(events);
+    assert_eq!(count.len(), TASKS);
+    assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
+}
+
+#[test]
+fn a_store_that_cannot_be_read_stops_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("gleitzeit.db"), b"not a database at all ".repeat(100)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open the store sqlite:") && stderr.contains("not a database"), "{stderr}");
+    assert!(stderr.contains("not starting over a store that cannot be read"), "{stderr}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("the store redis://127.0.0.1:{port} failed")), "{stderr}");
+}
+
+/// Redis stops answering mid-run (SIGSTOP: as if the network went away),
+/// then comes back: the daemon says so, holds back what it could not store,
+/// and finishes once Redis answers again.
+#[test]
+fn a_redis_outage_mid_run_delays_but_loses_nothing() {
+    let redis = support::redis_server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.json");
+    let tasks: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.1, "message": format!("task {i}")}}))
+        .collect();
+    std::fs::write(&file, json!({"id": "outage", "name": "outage", "tasks": tasks}).to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "4", "--store", &redis.url])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_owned();
+        }
+    };
+    let daemon = Host { child, url };
+    assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
+    let pid = redis.child.id().to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(7)); // past the 5 s Redis timeout
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let report = loop {
+        let report = status(&daemon, "outage");
+        if report["status"] != "running" {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never finished after the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["summary"]["completed"], 40);
+    let stored = RedisStore::open(&redis.url).unwrap().report("outage").unwrap().expect("the report is stored");
+    assert_eq!(stored.summary.completed, 40);
+    let mut daemon = daemon;
+    let _ = daemon.child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("failed to write records") && stderr.contains("nothing that depends on them is reported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("took the waiting records"), "{stderr}");
+}
