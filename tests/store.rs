@@ -396,3 +396,68 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
     );
     assert!(stderr.contains("took the waiting records"), "{stderr}");
 }
+
+/// Finished workflows are read back from the store after a restart (also
+/// one recorded by `gleitzeit run --store`), a retry timer survives a kill,
+/// and retention prunes what is old.
+#[test]
+fn finished_work_outlives_the_host_until_retention_prunes_it() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("gleitzeit.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", "workflows/hello.yaml", "--output", "json", "--store", &format!("sqlite:{}", db.display())])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hello = run["workflow_id"].as_str().unwrap().to_owned();
+
+    let store = ["--data-dir", data.path().to_str().unwrap()];
+    let daemon = host(&store);
+    assert_eq!(status(&daemon, &hello)["tasks"], run["tasks"], "the stored report is the run's report");
+    let out = cli(&daemon, &["workflow", "results", &hello, "--output", "json"]);
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["greet"]["result"]["echoed"], "Hello from Gleitzeit", "{results}");
+    let document = data.path().join("hello.json");
+    let out = cli(&daemon, &["workflow", "status", &hello, "--output-file", document.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let written: Value = serde_json::from_slice(&std::fs::read(&document).unwrap()).unwrap();
+    assert_eq!(written["tasks"].as_array().unwrap().len(), 3);
+    assert!(written["tasks"][0]["attempts"].is_number() && written["tasks"][0]["duration_ms"].is_number());
+
+    // A task waiting for its retry when the host dies waits out the rest of
+    // its delay after the restart.
+    let flaky = data.path().join("flaky.json");
+    let workflow = json!({"id": "flaky", "name": "flaky", "tasks": [{"id": "f", "protocol": "echo/v1", "method": "flaky",
+        "params": {"succeed_on_attempt": 2}, "retry": {"max_attempts": 3, "backoff": "fixed", "base_delay": 1.5, "jitter": false}}]});
+    std::fs::write(&flaky, workflow.to_string()).unwrap();
+    let submitted = Instant::now();
+    assert_eq!(cli(&daemon, &["workflow", "submit", flaky.to_str().unwrap()]).status.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&daemon, "flaky")["tasks"][0]["status"], "pending", "waiting for its retry");
+    drop(daemon); // SIGKILL
+    let daemon = host(&store);
+    let report = loop {
+        let report = status(&daemon, "flaky");
+        if report["status"] != "running" {
+            break report;
+        }
+        assert!(submitted.elapsed() < Duration::from_secs(20), "the retry never came");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(report["tasks"][0]["result"]["attempt"], 2, "{report}");
+    assert!(submitted.elapsed() >= Duration::from_millis(1500), "the retry kept its delay");
+    let out = cli(&daemon, &["workflow", "list", "--output", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|w| w["workflow_id"].as_str()).collect();
+    assert!(ids.contains(&hello.as_str()) && ids.contains(&"flaky"), "{ids:?}");
+    drop(daemon);
+
+    let daemon = host(&["--data-dir", data.path().to_str().unwrap(), "--retention", "1ms"]);
+    let pruned = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        cli(&daemon, &["workflow", "status", &hello]).status.code() == Some(2)
+    });
+    assert!(pruned, "a workflow past its retention is forgotten");
+}
