@@ -77,6 +77,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
 
     // Reopened, the unfinished workflows come back as accepted, with each
     // task's last state.
+    drop(store);
     let store = open();
     let saved = store.unfinished().unwrap();
     assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w1", "w2"], "oldest first");
@@ -460,4 +461,17 @@ fn finished_work_outlives_the_host_until_retention_prunes_it() {
         cli(&daemon, &["workflow", "status", &hello]).status.code() == Some(2)
     });
     assert!(pruned, "a workflow past its retention is forgotten");
+}
+
+#[test]
+fn two_hosts_cannot_share_a_sqlite_store() {
+    let data = tempfile::tempdir().unwrap();
+    let _first = host(&["--data-dir", data.path().to_str().unwrap()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another process (another gleitzeit host?) is using it"), "{stderr}");
 }

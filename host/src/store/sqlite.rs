@@ -4,14 +4,15 @@
 //! report), `tasks` (each task's last state) and `task_events` (every state
 //! change, in order). A batch of records is one transaction, so a crash
 //! leaves either all of it or none. `synchronous = FULL`: a commit that
-//! returned is on disk, which is what lets the engine report it.
+//! returned is on disk, which is what lets the engine report it. The file is
+//! locked for as long as the host runs: one host per store.
 
 use super::{Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
 use crate::report::RunReport;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// The layout this version writes; older or newer files are refused.
 const SCHEMA_VERSION: i64 = 1;
@@ -61,17 +62,24 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open(format!("cannot create {}: {e}", dir.display())))?;
         }
         let connection = Connection::open(path).map_err(|e| open(e.to_string()))?;
+        // One host per store: the first write takes a lock this process keeps
+        // until it exits (the OS drops it if the process dies), so a second
+        // host on the same file fails here instead of resuming the same work.
+        connection
+            .busy_timeout(Duration::from_millis(500))
+            .and_then(|()| connection.execute_batch("PRAGMA locking_mode = EXCLUSIVE"))
+            .map_err(|e| open(opening_error(&e)))?;
         // journal_mode answers with a row, so it is a query, not a pragma_update.
         let mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(|e| open(format!("not a readable SQLite database ({e})")))?;
+            .map_err(|e| open(opening_error(&e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open(format!("cannot switch to WAL (journal mode {mode})")));
         }
         connection
             .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .and_then(|()| connection.execute_batch(SCHEMA))
-            .map_err(|e| open(e.to_string()))?;
+            .map_err(|e| open(opening_error(&e)))?;
         let version: Option<String> = connection
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
             .optional()
@@ -101,6 +109,17 @@ impl SqliteStore {
 
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         crate::locks::lock(&self.connection)
+    }
+}
+
+/// Why opening failed, in the user's terms.
+fn opening_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            "another process (another gleitzeit host?) is using it".into()
+        }
+        Some(rusqlite::ErrorCode::NotADatabase) => format!("not a readable SQLite database ({e})"),
+        _ => e.to_string(),
     }
 }
 
