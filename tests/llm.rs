@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -217,32 +217,10 @@ fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
     let server = fake_ollama(fake_ollama::Options { chunk_delay: Duration::from_millis(20), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), server.port, "");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--config", config.to_str().unwrap()])
-        .current_dir(root())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(serve.stdout.take().unwrap()), &mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let host = support::serve(&["--config", config.to_str().unwrap()]);
     let workflow = json!({"name": "stream", "tasks": [
         {"id": "talk", "protocol": "llm/v1", "method": "generate", "params": {"prompt": "one two three four five"}}]});
-    let mut submit = Command::new("python3")
-        .arg(root().join("tests/python/submit_file.py"))
-        .env("GLEITZEIT_SERVER", &url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut submit.stdin.take().unwrap(), workflow.to_string().as_bytes()).unwrap();
-    let out = submit.wait_with_output().unwrap();
-    let _ = serve.kill();
-    let _ = serve.wait();
-    assert!(out.status.success());
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &reports[0];
+    let report = &support::submit_with_python(&host.url, &workflow);
     let content = task(report, "talk")["result"]["content"].as_str().unwrap().to_owned();
     assert_eq!(content, "llama3 answers: one two three four five");
     let pieces: Vec<&str> =

@@ -266,3 +266,34 @@ fn the_documented_settings_are_valid() {
         assert_eq!(out.status.code(), Some(0), "{block}\n{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A long tool call's progress notifications reach the submitter as
+/// `task_progress` events while it runs, from a Streamable HTTP server and
+/// from a stdio one through the host's bridge.
+#[test]
+fn tool_progress_reaches_subscribers() {
+    let server = everything_http();
+    let dir = tempfile::tempdir().unwrap();
+    let http = config(dir.path(), &[("everything", server.port)], "");
+    let stdio = dir.path().join("stdio.toml");
+    let command = format!(
+        "[manifests.mcp.mcp_stdio.everything]\ncommand = [\"node\", \"{}\", \"stdio\"]\n",
+        everything_js().display()
+    );
+    std::fs::write(&stdio, command).unwrap();
+    for config in [http, stdio] {
+        let host = support::serve(&["--config", config.to_str().unwrap()]);
+        let workflow = json!({"name": "long", "tasks": [{"id": "long", "protocol": "mcp/v1", "method": "call_tool",
+            "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 0.8, "steps": 4}}}]});
+        let report = support::submit_with_python(&host.url, &workflow);
+        assert_eq!(
+            result(&report, "long")["text"],
+            "Long running operation completed. Duration: 0.8 seconds, Steps: 4."
+        );
+        let steps: Vec<Value> =
+            report["progress_events"].as_array().unwrap().iter().map(|e| e["chunk"].clone()).collect();
+        let expected: Vec<Value> =
+            (1..=4).map(|i| json!({"server": "everything", "progress": i, "total": 4, "message": null})).collect();
+        assert_eq!(steps, expected, "{}", config.display());
+    }
+}

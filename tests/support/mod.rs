@@ -76,3 +76,53 @@ pub fn redis_server() -> RedisServer {
     }
     RedisServer { child, url: format!("redis://127.0.0.1:{port}"), port, _dir: dir }
 }
+
+/// A `gleitzeit serve` on a free port with `args` (no store unless given),
+/// killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+        .args(args)
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines.next().expect("the host exited before listening").unwrap();
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_owned();
+        }
+    };
+    Served { child, url }
+}
+
+/// Submit `workflow` over Socket.IO with python-socketio and wait for its
+/// report, which gains the `task_progress` events seen (`progress_events`).
+pub fn submit_with_python(url: &str, workflow: &serde_json::Value) -> serde_json::Value {
+    let mut submit = Command::new("python3")
+        .arg(root().join("tests/python/submit_file.py"))
+        .env("GLEITZEIT_SERVER", url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut submit.stdin.take().unwrap(), workflow.to_string().as_bytes()).unwrap();
+    let out = submit.wait_with_output().unwrap();
+    assert!(out.status.success(), "the submitter failed");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    reports[0].clone()
+}

@@ -7,8 +7,10 @@
 //! again after it exits. The bridge owns the MCP session with the process:
 //! it initializes the process once and answers each plugin call's
 //! `initialize` with the process's own answer, renumbers request ids so
-//! concurrent calls never collide, and refuses requests the process sends to
-//! its client (sampling, roots), which a bridge cannot answer. A bridge is
+//! concurrent calls never collide, passes progress notifications on to the
+//! call that asked for them (as server-sent events), and refuses requests the
+//! process sends to its client (sampling, roots), which a bridge cannot
+//! answer. A bridge is
 //! dropped with the plugin version that owns it; the process is killed then.
 //!
 //! It does not interpret tools, resources or prompts: that is the plugin's.
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 /// How long a starting server may take to answer `initialize` (a first
@@ -131,7 +133,16 @@ pub async fn start(plugin: &str, name: &str, spec: StdioServer) -> Result<Bridge
     Ok(Bridge { name: name.to_owned(), url: format!("{origin}/mcp"), origin, server: server.abort_handle() })
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+/// Requests waiting for the process: where their answer (and, for a call
+/// that asked for progress, the progress notifications) go.
+#[derive(Default)]
+struct Waiting {
+    replies: HashMap<u64, mpsc::UnboundedSender<Value>>,
+    /// Progress token (as JSON text) → the request it belongs to.
+    progress: HashMap<String, u64>,
+}
+
+type Pending = Arc<Mutex<Waiting>>;
 
 struct Shared {
     label: String,
@@ -161,6 +172,11 @@ impl Drop for Process {
 
 fn rpc_error(id: &Value, code: i32, message: String) -> Response {
     axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
+}
+
+/// An internal-error reply to request `id`.
+fn rpc_error_value(id: &Value, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": message}})
 }
 
 async fn post(State(shared): State<Arc<Shared>>, _headers: HeaderMap, body: String) -> Response {
@@ -204,23 +220,54 @@ impl Shared {
     }
 
     /// Send a request under a fresh id and answer with the reply under the
-    /// caller's id.
+    /// caller's id: as JSON, or, if the request asked for progress, as
+    /// server-sent events carrying the progress notifications, then the reply.
     async fn forward(&self, to_server: mpsc::UnboundedSender<String>, mut message: Value, id: Value) -> Response {
         let ours = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (reply, answer) = oneshot::channel();
-        lock(&self.pending).insert(ours, reply);
+        let (reply, mut answers) = mpsc::unbounded_channel();
+        let token = message["params"]["_meta"].get("progressToken").map(Value::to_string);
+        {
+            let mut waiting = lock(&self.pending);
+            waiting.replies.insert(ours, reply);
+            if let Some(token) = &token {
+                waiting.progress.insert(token.clone(), ours);
+            }
+        }
         message["id"] = json!(ours);
         if to_server.send(message.to_string()).is_err() {
-            lock(&self.pending).remove(&ours);
+            lock(&self.pending).replies.remove(&ours);
             return rpc_error(&id, -32603, format!("MCP server {} is not running", self.label));
         }
-        match answer.await {
-            Ok(mut reply) => {
-                reply["id"] = id;
-                axum::Json(reply).into_response()
-            }
-            Err(_) => rpc_error(&id, -32603, format!("MCP server {} exited before answering", self.label)),
+        let gone = rpc_error_value(&id, format!("MCP server {} exited before answering", self.label));
+        if token.is_none() {
+            return match answers.recv().await {
+                Some(mut reply) => {
+                    reply["id"] = id;
+                    axum::Json(reply).into_response()
+                }
+                None => axum::Json(gone).into_response(),
+            };
         }
+        let events = futures_util::stream::unfold(Some(answers), move |answers| {
+            let (id, gone) = (id.clone(), gone.clone());
+            async move {
+                let mut answers = answers?;
+                let (message, more) = match answers.recv().await {
+                    Some(mut message) if message.get("method").is_none() => {
+                        message["id"] = id;
+                        (message, None)
+                    }
+                    Some(notification) => (notification, Some(answers)),
+                    None => (gone, None),
+                };
+                Some((Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {message}\n\n")), more))
+            }
+        });
+        let mut response = axum::body::Body::from_stream(events).into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/event-stream"));
+        response
     }
 
     async fn spawn(&self) -> Result<Process, String> {
@@ -262,16 +309,16 @@ impl Shared {
 
     async fn initialize(&self, to_server: &mpsc::UnboundedSender<String>) -> Result<Value, String> {
         let ours = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (reply, answer) = oneshot::channel();
-        lock(&self.pending).insert(ours, reply);
+        let (reply, mut answers) = mpsc::unbounded_channel();
+        lock(&self.pending).replies.insert(ours, reply);
         let request = json!({"jsonrpc": "2.0", "id": ours, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "gleitzeit-bridge", "version": env!("CARGO_PKG_VERSION")}}});
         let _ = to_server.send(request.to_string());
         let label = &self.label;
-        let reply = match tokio::time::timeout(START_TIMEOUT, answer).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => {
+        let reply = match tokio::time::timeout(START_TIMEOUT, answers.recv()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
                 return Err(format!("MCP server {label} exited during initialize (see its stderr in the log)"));
             }
             Err(_) => return Err(format!("MCP server {label} did not answer initialize within {START_TIMEOUT:?}")),
@@ -297,8 +344,18 @@ async fn read_server(
         let id = message.get("id").and_then(Value::as_u64);
         match (id, message.get("method")) {
             (Some(id), None) => {
-                if let Some(reply) = lock(&pending).remove(&id) {
+                let mut waiting = lock(&pending);
+                waiting.progress.retain(|_, request| *request != id);
+                if let Some(reply) = waiting.replies.remove(&id) {
                     let _ = reply.send(message);
+                }
+            }
+            (None, Some(method)) if method == "notifications/progress" => {
+                let token = message["params"].get("progressToken").map(Value::to_string).unwrap_or_default();
+                let waiting = lock(&pending);
+                let request = waiting.progress.get(&token).and_then(|request| waiting.replies.get(request));
+                if let Some(request) = request {
+                    let _ = request.send(message);
                 }
             }
             (Some(_), Some(method)) => {
@@ -311,7 +368,7 @@ async fn read_server(
     }
     exited.store(true, Ordering::SeqCst);
     // Callers still waiting learn that the process is gone.
-    lock(&pending).clear();
+    *lock(&pending) = Waiting::default();
     tracing::info!(server = %label, "exited");
 }
 

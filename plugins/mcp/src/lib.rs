@@ -177,7 +177,8 @@ impl Session {
         Ok(found)
     }
 
-    /// Server-sent events until the answer to `expect` (then stop reading).
+    /// Server-sent events until the answer to `expect` (then stop reading);
+    /// progress and log notifications on the way go to the task's subscribers.
     fn read_events(&self, lines: &mut host::Lines, expect: Option<u64>) -> Result<Option<Value>, RpcError> {
         let mut data = String::new();
         for line in lines {
@@ -195,8 +196,15 @@ impl Session {
             if expect.is_some() && message["id"] == json!(expect) {
                 return Ok(Some(message));
             }
-            if matches!(message["method"].as_str(), Some("notifications/progress" | "notifications/message")) {
-                host::progress(&json!({"server": self.server, "notification": message}));
+            let params = &message["params"];
+            match message["method"].as_str() {
+                Some("notifications/progress") => host::progress(&json!({
+                    "server": self.server, "progress": params["progress"], "total": params["total"], "message": params["message"],
+                })),
+                Some("notifications/message") => {
+                    host::progress(&json!({"server": self.server, "level": params["level"], "log": params["data"]}));
+                }
+                _ => {}
             }
         }
         Ok(None)
@@ -332,8 +340,11 @@ fn tool_shorthand(ctx: &Context, arguments: serde_json::Map<String, Value>) -> R
 }
 
 /// Call a tool; `isError` becomes the task's error, with the tool's text.
+/// The call asks for progress notifications, which reach subscribers.
 fn tool_result(session: &mut Session, name: &str, arguments: Value) -> Result<Value, RpcError> {
-    let result = session.request("tools/call", json!({"name": name, "arguments": arguments}))?;
+    let params =
+        json!({"name": name, "arguments": arguments, "_meta": {"progressToken": format!("{}-{name}", session.server)}});
+    let result = session.request("tools/call", params)?;
     let text = texts(&result["content"]);
     if result["isError"] == true {
         let message = format!("tool '{name}' on MCP server '{}' failed: {text}", session.server);
