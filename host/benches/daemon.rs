@@ -9,7 +9,9 @@
 //!    daemon's overhead: the Socket.IO transfer of the workflow and of two
 //!    events per task to the submitter.
 //!
-//! Run: `cargo bench -p gleitzeit --bench daemon` (`-- --quick` for 3 rounds).
+//! Run: `cargo bench -p gleitzeit --bench daemon` (`-- --quick` for 3 rounds,
+//! `-- --store` for a daemon on a SQLite store, as `gleitzeit serve` runs by
+//! default).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
 
@@ -31,6 +33,12 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let stored = std::env::args().any(|a| a == "--store");
+    let data = tempfile::tempdir().unwrap();
+    let store = stored.then(|| {
+        Arc::new(gleitzeit::store::sqlite::SqliteStore::open(&data.path().join("bench.db")).unwrap())
+            as Arc<dyn gleitzeit::store::Store>
+    });
     let rounds = if quick { 3 } else { 7 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -44,7 +52,7 @@ fn main() {
         let config = ServeConfig {
             engine: EngineConfig::default(),
             grace: Duration::from_secs(1),
-            store: None,
+            store,
             retention: Duration::from_secs(3600),
         };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
@@ -53,7 +61,8 @@ fn main() {
         wait_for_protocol(&submitter, "bench/v1").await;
         run(&mut submitter, "bench/v1", 100).await; // warm-up
 
-        println!("gleitzeit daemon benchmark: {TASKS} echo tasks per round, medians of {rounds} rounds");
+        let kept = if stored { "SQLite store" } else { "no store" };
+        println!("gleitzeit daemon benchmark ({kept}): {TASKS} echo tasks per round, medians of {rounds} rounds");
         println!();
         println!("| path | median wall | tasks/s | median task latency |");
         println!("|---|---:|---:|---:|");
