@@ -108,6 +108,13 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(listed, ["w1", "w3"], "newest first");
     assert_eq!(store.finished(1).unwrap().len(), 1);
 
+    // A finished workflow's id used again starts from nothing.
+    store.write(&[Record::Accepted { workflow: workflow("w1"), submitted_at: now + Duration::from_secs(2) }]).unwrap();
+    let again = store.unfinished().unwrap().into_iter().find(|s| s.workflow.id == "w1").unwrap();
+    assert!(again.tasks.is_empty(), "no task state of the earlier run: {:?}", again.tasks);
+    assert!(store.report("w1").unwrap().is_none(), "running again, so no report");
+    store.write(&[Record::Finished(report("w1", now))]).unwrap();
+
     // Retention forgets what finished before the cutoff, nothing else.
     assert_eq!(store.prune(now - Duration::from_secs(60)).unwrap(), 1);
     assert!(store.report("w3").unwrap().is_none());

@@ -84,6 +84,15 @@ impl RedisStore {
         match record {
             Record::Accepted { workflow, submitted_at } => {
                 let document = super::workflow_json(PREFIX, workflow)?;
+                // A workflow id used again starts from nothing.
+                pipe.del(&[
+                    key(&["workflow", &workflow.id]),
+                    key(&["workflow", &workflow.id, "tasks"]),
+                    key(&["workflow", &workflow.id, "events"]),
+                ])
+                .ignore()
+                .zrem(key(&["workflows", "finished"]), &workflow.id)
+                .ignore();
                 pipe.hset_multiple(
                     key(&["workflow", &workflow.id]),
                     &[

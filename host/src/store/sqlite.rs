@@ -139,6 +139,13 @@ impl Store for SqliteStore {
             let mut accept = tx
                 .prepare_cached("INSERT OR REPLACE INTO workflows (id, name, document, status, submitted_at) VALUES (?1, ?2, ?3, 'running', ?4)")
                 .map_err(|e| self.io("prepare", e))?;
+            // A workflow id used again starts from nothing: the states of an
+            // earlier run under that id must not be resumed as this one's.
+            let mut forget_tasks =
+                tx.prepare_cached("DELETE FROM tasks WHERE workflow_id = ?1").map_err(|e| self.io("prepare", e))?;
+            let mut forget_events = tx
+                .prepare_cached("DELETE FROM task_events WHERE workflow_id = ?1")
+                .map_err(|e| self.io("prepare", e))?;
             let mut task = tx
                 .prepare_cached("INSERT OR REPLACE INTO tasks (workflow_id, task_id, state) VALUES (?1, ?2, ?3)")
                 .map_err(|e| self.io("prepare", e))?;
@@ -155,6 +162,8 @@ impl Store for SqliteStore {
                 match record {
                     Record::Accepted { workflow, submitted_at } => {
                         let document = super::workflow_json(&self.target(), workflow)?;
+                        forget_tasks.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
+                        forget_events.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
                         accept
                             .execute(params![workflow.id, workflow.name, document, to_secs(*submitted_at)])
                             .map_err(|e| self.io("store a workflow", e))?;
