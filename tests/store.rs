@@ -482,3 +482,18 @@ fn two_hosts_cannot_share_a_sqlite_store() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another process (another gleitzeit host?) is using it"), "{stderr}");
 }
+
+/// The acknowledgement of a submission means it is stored: a host killed
+/// right after it still has the workflow when it comes back.
+#[test]
+fn an_acknowledged_workflow_survives_an_immediate_kill() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ["--data-dir", data.path().to_str().unwrap()];
+    let file = delay_workflow(data.path(), "acked");
+    let daemon = host(&store);
+    assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
+    drop(daemon); // SIGKILL, at once
+    let daemon = host(&store);
+    let report = status(&daemon, "acked");
+    assert_eq!(report["tasks"].as_array().unwrap().len(), TASKS, "{}", report["summary"]);
+}
