@@ -7,6 +7,8 @@
 //! 3. instantiate + call of the echo component alone.
 //! 4. the same 10,000 tasks with the SQLite store on, against in-memory in
 //!    the same process.
+//! 5. `soak` (only when named): a million tasks with the store, 100 rounds
+//!    of 10,000; the first and last ten rounds' speed and the memory then.
 //!
 //! Run: `cargo bench -p gleitzeit --bench engine` (add `-- --quick` for fewer rounds).
 
@@ -36,7 +38,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     // `engine`, `dag` or `calls` runs only that part (for profiling).
     let only = |part: &str| {
-        !args.iter().any(|a| ["engine", "dag", "calls", "store"].contains(&a.as_str()))
+        !args.iter().any(|a| ["engine", "dag", "calls", "store", "soak"].contains(&a.as_str()))
             || args.iter().any(|a| a == part)
     };
     let rounds = if quick { 3 } else { 7 };
@@ -76,6 +78,9 @@ fn main() {
             "|  store/in-memory wall-time ratio: {:.2}x | | | | |",
             stored.wall.as_secs_f64() / memory.wall.as_secs_f64()
         );
+    }
+    if args.iter().any(|a| a == "soak") {
+        rt.block_on(soak(echo.clone()));
     }
     if only("calls") {
         let calls = rt.block_on(call_rounds(rounds, &echo));
@@ -134,6 +139,47 @@ async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>, store: Option
         assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Completed));
     }
     EngineRun { wall: median(&walls), latency: median(&latencies) }
+}
+
+/// A million tasks through one engine with a SQLite store and, as the
+/// daemon does, no finished reports kept in memory.
+async fn soak(provider: Arc<dyn Provider>) {
+    const ROUNDS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("soak.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let registry = Arc::new(Registry::new());
+    registry.register(provider);
+    let config = EngineConfig { concurrency: 256, keep_finished: 0, ..EngineConfig::default() };
+    let engine = Engine::start_durable(registry, config, store).unwrap().0;
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    };
+    let mut walls = Vec::new();
+    let mut memory = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let report = engine.run(fan_out(TASKS)).await.unwrap();
+        walls.push(started.elapsed());
+        assert_eq!(report.summary.completed, TASKS);
+        memory.push(rss());
+    }
+    let rate = |w: &[Duration]| TASKS as f64 / median(w).as_secs_f64();
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / (1024.0 * 1024.0);
+    println!(
+        "| soak: {} tasks with the SQLite store | rounds 1-10: {:.0} tasks/s, RSS {:.0} MiB | rounds 91-100: {:.0} tasks/s, RSS {:.0} MiB | store file {size:.0} MiB | |",
+        ROUNDS * TASKS,
+        rate(&walls[..10]),
+        memory[9],
+        rate(&walls[90..]),
+        memory[ROUNDS - 1]
+    );
 }
 
 fn fan_out(n: usize) -> Workflow {

@@ -241,8 +241,10 @@ pub async fn serve(
     let (engine, events) = match &config.store {
         None => Engine::start_observed(registry.clone(), engine_config),
         Some(store) => {
-            // The store holds finished workflows; memory keeps only a few.
-            let engine_config = EngineConfig { keep_finished: KEEP_FINISHED_WITH_STORE, ..engine_config };
+            // The store holds finished workflows; memory keeps only live work.
+            // A query answered after a workflow ends is released only once its
+            // report is stored, so the store always has it by then.
+            let engine_config = EngineConfig { keep_finished: 0, ..engine_config };
             let started = Engine::start_durable(registry.clone(), engine_config, store.clone())?;
             resume(&started.0, store).await?;
             tokio::spawn(prune_periodically(store.clone(), config.retention));
@@ -288,10 +290,6 @@ pub async fn serve(
         }
     }
 }
-
-/// Finished workflows kept in memory when a store keeps them all: enough to
-/// answer a submitter that asks right after the end.
-const KEEP_FINISHED_WITH_STORE: usize = 64;
 
 /// How often finished workflows past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
