@@ -11,7 +11,7 @@ use gleitzeit::model::{TaskStatus, Workflow};
 use gleitzeit::report::{RunReport, TaskReport};
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
-use gleitzeit::store::{Record, Store, StoreSpec, TaskRecord};
+use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -144,15 +144,19 @@ fn sqlite_refuses_a_file_that_is_not_a_database() {
 #[test]
 fn redis_passes_the_suite() {
     let server = support::redis_server();
-    suite(&|| Arc::new(RedisStore::open(&server.url).unwrap()));
+    let data = tempfile::tempdir().unwrap();
+    suite(&|| Arc::new(RedisStore::open(&server.url, HostId::claim(data.path()).unwrap()).unwrap()));
 }
 
 #[test]
 fn an_unreachable_redis_is_an_error_at_open() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}");
-    let Err(error) = RedisStore::open(&url) else { panic!("opened a Redis that is not there") };
-    assert!(error.to_string().starts_with(&format!("the store {url} failed to read the schema version")), "{error}");
+    let data = tempfile::tempdir().unwrap();
+    let Err(error) = RedisStore::open(&url, HostId::claim(data.path()).unwrap()) else {
+        panic!("opened a Redis that is not there")
+    };
+    assert!(error.to_string().starts_with(&format!("the store {url} failed to take the host lock")), "{error}");
 }
 
 #[test]
@@ -309,7 +313,8 @@ fn a_sqlite_host_killed_mid_run_resumes_and_loses_nothing() {
 #[test]
 fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
     let redis = support::redis_server();
-    let id = survives_sigkill(&["--store", &redis.url]);
+    let data = tempfile::tempdir().unwrap();
+    let id = survives_sigkill(&["--store", &redis.url, "--data-dir", data.path().to_str().unwrap()]);
     let out = Command::new("redis-cli")
         .args(["-p", &redis.port.to_string(), "--raw", "LRANGE", &format!("gleitzeit:workflow:{id}:events"), "0", "-1"])
         .output()
@@ -342,6 +347,7 @@ fn a_store_that_cannot_be_read_stops_the_start() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", &format!("redis://127.0.0.1:{port}")])
+        .args(["--data-dir", data.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -363,6 +369,7 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
     std::fs::write(&file, json!({"id": "outage", "name": "outage", "tasks": tasks}).to_string()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "4", "--store", &redis.url])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
         .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -392,7 +399,11 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(report["summary"]["completed"], 40);
-    let stored = RedisStore::open(&redis.url).unwrap().report("outage").unwrap().expect("the report is stored");
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--raw", "HGET", "gleitzeit:workflow:outage", "report"])
+        .output()
+        .unwrap();
+    let stored: RunReport = serde_json::from_slice(&out.stdout).expect("the report is stored");
     assert_eq!(stored.summary.completed, 40);
     let mut daemon = daemon;
     let _ = daemon.child.kill();
@@ -496,4 +507,26 @@ fn an_acknowledged_workflow_survives_an_immediate_kill() {
     let daemon = host(&store);
     let report = status(&daemon, "acked");
     assert_eq!(report["tasks"].as_array().unwrap().len(), TASKS, "{}", report["summary"]);
+}
+
+#[test]
+fn two_hosts_cannot_share_a_redis_store() {
+    let redis = support::redis_server();
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _first = host(&["--store", &redis.url, "--data-dir", first.path().to_str().unwrap()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &redis.url,
+            "--data-dir",
+            second.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another gleitzeit host") && stderr.contains("holds it"), "{stderr}");
 }

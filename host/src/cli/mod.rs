@@ -358,7 +358,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         engine.default_timeout = seconds("default_timeout", s)?;
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
-    let store = open_store(&store_spec(&args, &file)?)?;
+    let data_dir = args.data_dir.clone().or_else(|| file.data_dir.clone());
+    let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
     let retention = retention(&args, &file)?;
     let (registry, plugin_set) = load_plugins(&plugins, &file).await?;
     // Hot reload: the directory stays live while the daemon runs.
@@ -408,8 +409,10 @@ fn retention(args: &ServeArgs, file: &ConfigFile) -> Result<Duration, Failure> {
 }
 
 /// Open the store; one that exists but cannot be read stops the start.
-fn open_store(spec: &StoreSpec) -> Result<Option<Arc<dyn Store>>, Failure> {
-    spec.open().map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not starting over a store that cannot be read")))
+fn open_store(spec: &StoreSpec, data_dir: Option<&Path>) -> Result<Option<Arc<dyn Store>>, Failure> {
+    let data_dir = data_dir.map(Path::to_owned).or_else(default_data_dir).unwrap_or_else(|| PathBuf::from("."));
+    spec.open(&data_dir)
+        .map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not starting over a store that cannot be read")))
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.
@@ -440,7 +443,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
     let default_timeout = seconds("--default-timeout", args.default_timeout.or(file.default_timeout).unwrap_or(300.0))?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
-    let engine = match open_store(args.store.as_ref().unwrap_or(&StoreSpec::Memory))? {
+    let engine = match open_store(args.store.as_ref().unwrap_or(&StoreSpec::Memory), file.data_dir.as_deref())? {
         None => Engine::start(registry, config),
         Some(store) => {
             let started = Engine::start_durable(registry, config, store).context("cannot start the store's journal");

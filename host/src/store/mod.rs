@@ -135,13 +135,55 @@ impl std::str::FromStr for StoreSpec {
 
 impl StoreSpec {
     /// Open the store, creating an empty one if there is none. A store that
-    /// exists but cannot be read is an error, never replaced.
-    pub fn open(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
+    /// exists but cannot be read is an error, never replaced. `data_dir`
+    /// holds this host's identity for stores shared over the network.
+    pub fn open(&self, data_dir: &std::path::Path) -> Result<Option<Arc<dyn Store>>, StoreError> {
         Ok(match self {
             StoreSpec::Memory => None,
             StoreSpec::Sqlite(path) => Some(Arc::new(sqlite::SqliteStore::open(path)?)),
-            StoreSpec::Redis(url) => Some(Arc::new(redis::RedisStore::open(url)?)),
+            StoreSpec::Redis(url) => Some(Arc::new(redis::RedisStore::open(url, HostId::claim(data_dir)?)?)),
         })
+    }
+}
+
+/// Which host holds a store: an id kept in the data directory and locked
+/// while the process runs. A host restarted on the same directory is the
+/// same host (it takes its store back at once); a second process on that
+/// directory is refused.
+#[derive(Debug)]
+pub struct HostId {
+    pub id: String,
+    /// Holds the lock until the process ends (the OS drops it on a crash).
+    _file: std::fs::File,
+}
+
+impl HostId {
+    pub fn claim(data_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("host-id");
+        let failed = |reason: String| StoreError::Open { target: path.display().to_string(), reason };
+        std::fs::create_dir_all(data_dir).map_err(|e| failed(e.to_string()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| failed(e.to_string()))?;
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => {
+                failed("another process (another gleitzeit host?) is using this data directory".into())
+            }
+            std::fs::TryLockError::Error(e) => failed(e.to_string()),
+        })?;
+        let mut id = String::new();
+        std::io::Read::read_to_string(&mut file, &mut id).map_err(|e| failed(e.to_string()))?;
+        let id = id.trim().to_owned();
+        if !id.is_empty() {
+            return Ok(Self { id, _file: file });
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        std::io::Write::write_all(&mut file, id.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        Ok(Self { id, _file: file })
     }
 }
 

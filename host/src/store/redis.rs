@@ -13,8 +13,13 @@
 //! A batch of records is one `MULTI`/`EXEC`. Durability is Redis's own: run
 //! it with `appendonly yes` (and `appendfsync everysec` or `always`) for a
 //! daemon's state to survive a crash of Redis itself.
+//!
+//! One host per store: `host` holds the [`HostId`] of the host using it,
+//! with a time to live that the host renews while it runs. Another host is
+//! refused until that lock lapses; the same host (same data directory)
+//! takes it back at once after a crash.
 
-use super::{Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
+use super::{HostId, Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
 use crate::report::RunReport;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
@@ -25,12 +30,29 @@ const PREFIX: &str = "gleitzeit:";
 const SCHEMA_VERSION: &str = "1";
 /// How long to wait for Redis before calling it unreachable.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the host lock lasts without renewal, and how often it is renewed.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+const LOCK_RENEW: Duration = Duration::from_secs(10);
+
+/// Take or renew the host lock if it is free or already ours.
+const CLAIM: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
 
 pub struct RedisStore {
     url: String,
     client: redis::Client,
     /// Reconnected on the next call after a failure.
     connection: Mutex<Option<Connection>>,
+    /// Dropping it stops the lock's renewal.
+    _renewal: std::sync::mpsc::Sender<()>,
+    /// This host's identity, locked in its data directory while the store
+    /// is open.
+    _host: Option<HostId>,
 }
 
 fn key(parts: &[&str]) -> String {
@@ -44,11 +66,24 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl RedisStore {
-    /// Connect and check the layout version; an unreachable Redis is an error.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    /// Connect, take the host lock for `host` and check the layout version;
+    /// an unreachable Redis, or one another host holds, is an error.
+    pub fn open(url: &str, host: HostId) -> Result<Self, StoreError> {
         let open = |reason: String| StoreError::Open { target: url.to_owned(), reason };
         let client = redis::Client::open(url).map_err(|e| open(e.to_string()))?;
-        let store = Self { url: url.to_owned(), client, connection: Mutex::new(None) };
+        let (renewal, stop) = std::sync::mpsc::channel();
+        let mut store =
+            Self { url: url.to_owned(), client, connection: Mutex::new(None), _renewal: renewal, _host: None };
+        if !store.claim(&host.id)? {
+            let holder: Option<String> = store.with("read the host lock", |c| c.get(key(&["host"])))?;
+            return Err(open(format!(
+                "another gleitzeit host ({}) holds it; stop that host, or wait {}s after it stopped",
+                holder.unwrap_or_default(),
+                LOCK_TTL.as_secs()
+            )));
+        }
+        store.renew_lock(host.id.clone(), stop);
+        store._host = Some(host);
         let version: Option<String> = store.with("read the schema version", |c| c.get(key(&["schema"])))?;
         match version.as_deref() {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
@@ -78,6 +113,43 @@ impl RedisStore {
             *slot = None;
             io(e.to_string())
         })
+    }
+
+    /// Take or renew the host lock; false if another host holds it.
+    fn claim(&self, id: &str) -> Result<bool, StoreError> {
+        let ttl = LOCK_TTL.as_millis().to_string();
+        self.with("take the host lock", |c| {
+            redis::cmd("EVAL").arg(CLAIM).arg(1).arg(key(&["host"])).arg(id).arg(&ttl).query::<i32>(c)
+        })
+        .map(|taken| taken == 1)
+    }
+
+    /// Renew the lock on its own connection until the store is dropped.
+    fn renew_lock(&self, id: String, stop: std::sync::mpsc::Receiver<()>) {
+        let Ok(renewer) = Self::open_unlocked(&self.url) else { return };
+        let spawned = std::thread::Builder::new().name("redis-host-lock".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOCK_RENEW) {
+                match renewer.claim(&id) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(
+                        "the store {} is held by another host now: two hosts may resume the same work",
+                        renewer.url
+                    ),
+                    Err(e) => tracing::warn!("cannot renew the host lock: {e}"),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot renew the host lock of {} ({e}); it lapses in {}s", self.url, LOCK_TTL.as_secs());
+        }
+    }
+
+    /// A second handle on the same Redis, without a lock of its own.
+    fn open_unlocked(url: &str) -> Result<Self, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Open { target: url.to_owned(), reason: e.to_string() })?;
+        let renewal = std::sync::mpsc::channel().0;
+        Ok(Self { url: url.to_owned(), client, connection: Mutex::new(None), _renewal: renewal, _host: None })
     }
 
     fn add(pipe: &mut Pipeline, record: &Record) -> Result<(), StoreError> {
