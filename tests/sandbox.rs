@@ -174,6 +174,8 @@ tasks:
   - {{id: big-chunked, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/big-chunked"}}}}
   - {{id: slow, protocol: hostile/v1, method: fetch, params: {{url: "http://127.0.0.1:{port}/slow", timeout_ms: 200}}}}
   - {{id: not-a-url, protocol: hostile/v1, method: fetch, params: {{url: "127.0.0.1/hello"}}}}
+  - {{id: hold-16, protocol: hostile/v1, method: hold, params: {{url: "http://127.0.0.1:{port}/hello", streams: 16}}}}
+  - {{id: hold-17, protocol: hostile/v1, method: hold, params: {{url: "http://127.0.0.1:{port}/hello", streams: 17}}}}
 "#,
             other = port + 1,
         ),
@@ -221,6 +223,9 @@ tasks:
     assert!(took < 2000.0, "the request's own timeout ended it, took {took} ms");
     let (_, message) = error_of(&report, "not-a-url");
     assert!(message.starts_with("http-fetch: invalid URL '127.0.0.1/hello'"), "{message}");
+    assert_eq!(task(&report, "hold-16")["result"]["open"], 16);
+    let (_, message) = error_of(&report, "hold-17");
+    assert_eq!(message, "http-fetch-stream: at most 16 streams may be open at once");
 }
 
 #[test]
