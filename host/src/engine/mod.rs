@@ -9,10 +9,15 @@
 //! dependents of failed tasks and cancels what is left on timeout or request.
 //! Each dispatched call runs in its own tokio task and reports back through
 //! the scheduler's channel. [`Engine`] is the handle; [`EngineEvent`]s tell
-//! an observer (the Socket.IO layer) what happens.
+//! an observer (the Socket.IO layer) what happens. Started with a store
+//! ([`Engine::start_durable`]), it hands every state change to the store's
+//! journal and lets acknowledgements, events, reports and query answers
+//! out only after what they tell is stored; [`Engine::restore`] takes up a
+//! workflow saved before a restart.
 //!
 //! It does not parse or validate workflows (`workflow`), choose among
-//! providers (`registry`) or know what a provider is made of (`plugins`).
+//! providers (`registry`), know what a provider is made of (`plugins`) or
+//! how state is written (`store`).
 
 mod run;
 mod scheduler;
