@@ -43,14 +43,7 @@ fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
 }
 
 fn run(workflow: &Path, config: &Path) -> (Output, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["run", workflow.to_str().unwrap(), "--output", "json", "--config", config.to_str().unwrap()])
-        .current_dir(root())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out, report)
+    support::run_json(&[workflow.to_str().unwrap(), "--config", config.to_str().unwrap()])
 }
 
 fn run_yaml(yaml: &str, port: u16) -> Value {
@@ -217,7 +210,7 @@ fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
     let server = fake_ollama(fake_ollama::Options { chunk_delay: Duration::from_millis(20), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), server.port, "");
-    let host = support::serve(&["--config", config.to_str().unwrap()]);
+    let host = support::serve(&["--store", "memory", "--config", config.to_str().unwrap()]);
     let workflow = json!({"name": "stream", "tasks": [
         {"id": "talk", "protocol": "llm/v1", "method": "generate", "params": {"prompt": "one two three four five"}}]});
     let report = &support::submit_with_python(&host.url, &workflow);

@@ -81,14 +81,7 @@ fn config(dir: &Path, servers: &[(&str, u16)], extra: &str) -> PathBuf {
 fn run(dir: &Path, config: &Path, workflow: &str) -> (Output, Value) {
     let file = dir.join("w.yaml");
     std::fs::write(&file, workflow).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["run", file.to_str().unwrap(), "--output", "json", "--config", config.to_str().unwrap()])
-        .current_dir(root())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out, report)
+    support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap()])
 }
 
 fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
@@ -282,7 +275,7 @@ fn tool_progress_reaches_subscribers() {
     );
     std::fs::write(&stdio, command).unwrap();
     for config in [http, stdio] {
-        let host = support::serve(&["--config", config.to_str().unwrap()]);
+        let host = support::serve(&["--store", "memory", "--config", config.to_str().unwrap()]);
         let workflow = json!({"name": "long", "tasks": [{"id": "long", "protocol": "mcp/v1", "method": "call_tool",
             "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 0.8, "steps": 4}}}]});
         let report = support::submit_with_python(&host.url, &workflow);

@@ -13,7 +13,7 @@ use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
 use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use support::root;
@@ -172,35 +172,23 @@ fn store_specs_parse() {
 }
 
 /// A `gleitzeit serve` on a store; killed with SIGKILL when dropped.
-struct Host {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Host = support::Served;
 
 fn host(store: &[&str]) -> Host {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "25"])
-        .args(store)
-        .current_dir(root())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let url = loop {
-        let line = lines.next().expect("the host exited before listening").unwrap();
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break url.to_owned();
+    support::serve(&[&["--concurrency", "25"], store].concat())
+}
+
+/// The workflow's report once it is no longer running (within a minute).
+fn when_finished(host: &Host, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let report = status(host, id);
+        if report["status"] != "running" {
+            return report;
         }
-    };
-    Host { child, url }
+        assert!(started.elapsed() < Duration::from_secs(60), "workflow {id} never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn cli(host: &Host, args: &[&str]) -> std::process::Output {
@@ -258,15 +246,7 @@ fn survives_sigkill(store: &[&str]) -> String {
         }
     }
     assert!(seen.len() < TASKS, "the kills came before the end (saw {} done)", seen.len());
-    let started = Instant::now();
-    let report = loop {
-        let report = status(&daemon, id);
-        if report["status"] != "running" {
-            break report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the resumed workflow never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let report = when_finished(&daemon, id);
     assert_eq!(report["status"], "completed", "{}", report["summary"]);
     assert_eq!(report["summary"]["completed"], TASKS);
     for (i, task) in report["tasks"].as_array().unwrap().iter().enumerate() {
@@ -389,15 +369,7 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_secs(7)); // past the 5 s Redis timeout
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-    let started = Instant::now();
-    let report = loop {
-        let report = status(&daemon, "outage");
-        if report["status"] != "running" {
-            break report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "never finished after the outage");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let report = when_finished(&daemon, "outage");
     assert_eq!(report["summary"]["completed"], 40);
     let out = Command::new("redis-cli")
         .args(["-p", &redis.port.to_string(), "--raw", "HGET", "gleitzeit:workflow:outage", "report"])
@@ -423,13 +395,8 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
 fn finished_work_outlives_the_host_until_retention_prunes_it() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("gleitzeit.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["run", "workflows/hello.yaml", "--output", "json", "--store", &format!("sqlite:{}", db.display())])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let (out, run) = support::run_json(&["workflows/hello.yaml", "--store", &format!("sqlite:{}", db.display())]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     let hello = run["workflow_id"].as_str().unwrap().to_owned();
 
     let store = ["--data-dir", data.path().to_str().unwrap()];
@@ -457,14 +424,7 @@ fn finished_work_outlives_the_host_until_retention_prunes_it() {
     assert_eq!(status(&daemon, "flaky")["tasks"][0]["status"], "pending", "waiting for its retry");
     drop(daemon); // SIGKILL
     let daemon = host(&store);
-    let report = loop {
-        let report = status(&daemon, "flaky");
-        if report["status"] != "running" {
-            break report;
-        }
-        assert!(submitted.elapsed() < Duration::from_secs(20), "the retry never came");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let report = when_finished(&daemon, "flaky");
     assert_eq!(report["tasks"][0]["result"]["attempt"], 2, "{report}");
     assert!(submitted.elapsed() >= Duration::from_millis(1500), "the retry kept its delay");
     let out = cli(&daemon, &["workflow", "list", "--output", "json"]);

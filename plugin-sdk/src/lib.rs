@@ -102,6 +102,19 @@ impl RpcError {
     }
 }
 
+/// The start of `text` (at most `max` bytes, trimmed, on a character
+/// boundary), quoted, with "…" if cut: for error messages that show what a
+/// service answered.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < text.len() { "…" } else { "" };
+    format!("\"{}{more}\"", &text[..end])
+}
+
 /// Which task a call runs for.
 #[derive(Debug, Clone)]
 pub struct Context {

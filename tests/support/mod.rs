@@ -77,8 +77,8 @@ pub fn redis_server() -> RedisServer {
     RedisServer { child, url: format!("redis://127.0.0.1:{port}"), port, _dir: dir }
 }
 
-/// A `gleitzeit serve` on a free port with `args` (no store unless given),
-/// killed when dropped.
+/// A `gleitzeit serve` on a free port with `args`, killed (SIGKILL) when
+/// dropped.
 pub struct Served {
     pub child: std::process::Child,
     pub url: String,
@@ -93,7 +93,7 @@ impl Drop for Served {
 
 pub fn serve(args: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(root())
         .env_remove("GLEITZEIT_PLUGINS")
@@ -125,4 +125,19 @@ pub fn submit_with_python(url: &str, workflow: &serde_json::Value) -> serde_json
     assert!(out.status.success(), "the submitter failed");
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     reports[0].clone()
+}
+
+/// `gleitzeit run ARGS --output json` from the repository's root: the exit
+/// status and the result document (null if none was printed).
+pub fn run_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .arg("run")
+        .args(args)
+        .args(["--output", "json"])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, report)
 }

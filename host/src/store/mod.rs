@@ -80,6 +80,17 @@ pub struct StoredSummary {
     pub summary: Option<Summary>,
 }
 
+impl StoredSummary {
+    pub fn of(report: RunReport) -> Self {
+        Self {
+            workflow_id: report.workflow_id,
+            name: report.name,
+            status: report.status,
+            summary: Some(report.summary),
+        }
+    }
+}
+
 /// Durable storage of workflows and task states.
 ///
 /// Implementations are synchronous: the journal calls `write` from its own

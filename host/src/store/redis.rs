@@ -273,12 +273,7 @@ impl Store for RedisStore {
             .map(|text| {
                 let report: RunReport =
                     serde_json::from_str(&text).map_err(|e| corrupt(&self.url, "a report".into(), e))?;
-                Ok(StoredSummary {
-                    workflow_id: report.workflow_id,
-                    name: report.name,
-                    status: report.status,
-                    summary: Some(report.summary),
-                })
+                Ok(StoredSummary::of(report))
             })
             .collect()
     }

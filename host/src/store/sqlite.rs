@@ -243,12 +243,7 @@ impl Store for SqliteStore {
             let text = text.map_err(|e| self.io("list workflows", e))?;
             let report: RunReport =
                 serde_json::from_str(&text).map_err(|e| corrupt(&self.target(), "a report".into(), e))?;
-            Ok(StoredSummary {
-                workflow_id: report.workflow_id,
-                name: report.name,
-                status: report.status,
-                summary: Some(report.summary),
-            })
+            Ok(StoredSummary::of(report))
         })
         .collect()
     }

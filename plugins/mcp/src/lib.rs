@@ -260,16 +260,9 @@ impl Session {
     }
 }
 
-/// The start of a text, quoted, for error messages.
+/// The start of a service's answer, quoted, for error messages.
 fn excerpt(text: &str) -> String {
-    const MAX: usize = 160;
-    let text = text.trim();
-    let mut end = text.len().min(MAX);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let more = if end < text.len() { "…" } else { "" };
-    format!("\"{}{more}\"", &text[..end])
+    gleitzeit_plugin_sdk::excerpt(text, 160)
 }
 
 /// Open a session with the named (or only) server, run `work`, close it.

@@ -343,15 +343,9 @@ fn malformed_text(text: &str) -> RpcError {
     RpcError::new(codes::MALFORMED, format!("Ollama's answer is not what its API describes: {}", excerpt(text)))
 }
 
-/// The start of a text, quoted, for error messages.
+/// The start of a service's answer, quoted, for error messages.
 fn excerpt(text: &str) -> String {
-    const MAX: usize = 120;
-    let mut end = text.len().min(MAX);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let more = if end < text.len() { "…" } else { "" };
-    format!("\"{}{more}\"", &text[..end])
+    gleitzeit_plugin_sdk::excerpt(text, 120)
 }
 
 fn provider() -> Provider {
