@@ -259,15 +259,17 @@ fn survives_sigkill(store: &[&str]) -> String {
     id.to_owned()
 }
 
-/// How often each task reached `completed`, from the store's own event log.
-fn completions(events: Vec<(String, String)>) -> std::collections::HashMap<String, usize> {
+/// From the store's own event log (task id, status): every task reached
+/// `completed` exactly once.
+fn assert_each_completed_once(events: Vec<(String, String)>) {
     let mut count = std::collections::HashMap::new();
     for (task, status) in events {
         if status == "completed" {
             *count.entry(task).or_insert(0) += 1;
         }
     }
-    count
+    assert_eq!(count.len(), TASKS);
+    assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
 }
 
 #[test]
@@ -285,9 +287,7 @@ fn a_sqlite_host_killed_mid_run_resumes_and_loses_nothing() {
         .into_iter()
         .map(|(task, status)| (task, serde_json::from_str::<String>(&status).unwrap()))
         .collect();
-    let count = completions(events);
-    assert_eq!(count.len(), TASKS);
-    assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
+    assert_each_completed_once(events);
 }
 
 #[test]
@@ -306,9 +306,7 @@ fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
             (event["task_id"].as_str().unwrap().to_owned(), event["status"].as_str().unwrap().to_owned())
         })
         .collect();
-    let count = completions(events);
-    assert_eq!(count.len(), TASKS);
-    assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
+    assert_each_completed_once(events);
 }
 
 #[test]
