@@ -309,27 +309,28 @@ fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
     assert_each_completed_once(events);
 }
 
+/// `gleitzeit serve ARGS` must refuse to start (exit 2); its stderr.
+fn refused_start(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_store_that_cannot_be_read_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("gleitzeit.db"), b"not a database at all ".repeat(100)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(&["--data-dir", data.path().to_str().unwrap()]);
     assert!(stderr.contains("cannot open the store sqlite:") && stderr.contains("not a database"), "{stderr}");
     assert!(stderr.contains("not starting over a store that cannot be read"), "{stderr}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", &format!("redis://127.0.0.1:{port}")])
-        .args(["--data-dir", data.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr =
+        refused_start(&["--store", &format!("redis://127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap()]);
     assert!(stderr.contains(&format!("the store redis://127.0.0.1:{port} failed")), "{stderr}");
 }
 
@@ -443,12 +444,7 @@ fn finished_work_outlives_the_host_until_retention_prunes_it() {
 fn two_hosts_cannot_share_a_sqlite_store() {
     let data = tempfile::tempdir().unwrap();
     let _first = host(&["--data-dir", data.path().to_str().unwrap()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(&["--data-dir", data.path().to_str().unwrap()]);
     assert!(stderr.contains("another process (another gleitzeit host?) is using it"), "{stderr}");
 }
 
@@ -472,19 +468,6 @@ fn two_hosts_cannot_share_a_redis_store() {
     let redis = support::redis_server();
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let _first = host(&["--store", &redis.url, "--data-dir", first.path().to_str().unwrap()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            &redis.url,
-            "--data-dir",
-            second.path().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start(&["--store", &redis.url, "--data-dir", second.path().to_str().unwrap()]);
     assert!(stderr.contains("another gleitzeit host") && stderr.contains("holds it"), "{stderr}");
 }
