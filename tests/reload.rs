@@ -10,12 +10,15 @@ mod support;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Daemon {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// What the daemon has logged so far (at info level).
+    log: Arc<Mutex<String>>,
 }
 
 impl Drop for Daemon {
@@ -29,13 +32,24 @@ fn daemon() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--plugins", dir.path().to_str().unwrap()])
+        .env("GLEITZEIT_LOG", "info")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (stderr, collected) = (child.stderr.take().unwrap(), log.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = collected.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    Daemon { child, url, dir }
+    Daemon { child, url, dir, log }
 }
 
 impl Daemon {
@@ -71,6 +85,22 @@ impl Daemon {
         let staging = self.dir.path().join(format!(".{name}.partial"));
         std::fs::write(&staging, bytes).unwrap();
         std::fs::rename(&staging, self.dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+
+    /// How many times the daemon has loaded, refused or removed `NAME.wasm`
+    /// (each logs one line naming the file).
+    fn load_attempts(&self, name: &str) -> usize {
+        let file = self.dir.path().join(format!("{name}.wasm")).display().to_string();
+        self.log.lock().unwrap().lines().filter(|line| line.contains(&file)).count()
+    }
+
+    /// The daemon's CPU time (user and system) so far, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses: utime and
+        // stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     fn task(&self, protocol: &str, method: &str, params: &str) -> Value {
@@ -126,6 +156,39 @@ fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
     daemon.until("extra is gone", |d| d.plugin("extra").is_none());
     assert_eq!(daemon.plugin("echo").unwrap()["state"], "loaded");
     assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "bundled"}"#)["echoed"], "bundled");
+}
+
+/// A load opens the plugin's files, and opening a file is a file event: a
+/// watcher that took it for a change reloaded the plugin forever, using both
+/// cores of an idle host.
+#[test]
+fn each_change_loads_the_plugin_once_and_the_daemon_then_idles() {
+    let daemon = daemon();
+    let hostile = std::fs::read(support::component("hostile")).unwrap();
+    let echo = std::fs::read(support::component("echo")).unwrap();
+    let manifest = daemon.dir.path().join("once.toml");
+    let changes: [(&str, Box<dyn Fn()>); 5] = [
+        ("add", Box::new(|| daemon.deploy("once", &hostile))),
+        ("replace", Box::new(|| daemon.deploy("once", &echo))),
+        ("change the manifest", Box::new(|| std::fs::write(&manifest, "max_concurrency = 3\n").unwrap())),
+        ("corrupt", Box::new(|| daemon.deploy("once", b"\0asm not a component"))),
+        ("remove", Box::new(|| std::fs::remove_file(daemon.dir.path().join("once.wasm")).unwrap())),
+    ];
+    for (attempts, (change, apply)) in (1..).zip(changes) {
+        apply();
+        let started = Instant::now();
+        while daemon.load_attempts("once") < attempts {
+            assert!(started.elapsed() < Duration::from_secs(10), "{change}: never reloaded");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A window to see the idle daemon in, not a wait for an event.
+        let before = daemon.cpu_ticks();
+        std::thread::sleep(Duration::from_secs(2));
+        let used = daemon.cpu_ticks() - before;
+        assert_eq!(daemon.load_attempts("once"), attempts, "{change}: one change, one reload");
+        // Clock ticks are 10 ms: a looping reload used about 400 of them.
+        assert!(used <= 20, "{change}: the idle daemon used {used} ticks of CPU in 2 s");
+    }
 }
 
 #[test]

@@ -16,8 +16,8 @@ use super::provider::{InFlight, WasmProvider};
 use super::runtime::WasmRuntime;
 use crate::locks::lock;
 use crate::registry::{Provider, Registry};
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,27 @@ use tokio::sync::mpsc;
 /// Quiet time after the last change to a file before it is loaded: copies
 /// and editors write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Whether a file event changes what a plugin is. Opening and reading a file
+/// are events too (inotify reports `IN_OPEN`), and loading a plugin reads its
+/// files: reacting to those made every load trigger the next, forever.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Other => true,
+    }
+}
+
+/// The plugins an event is about: `NAME.wasm` and `NAME.toml` are plugin `NAME`.
+fn plugins_changed(event: &Event) -> impl Iterator<Item = String> + '_ {
+    let relevant = is_change(&event.kind);
+    event
+        .paths
+        .iter()
+        .filter(move |path| relevant && path.extension().is_some_and(|x| x == "wasm" || x == "toml"))
+        .map(|path| plugin_name(path))
+}
 
 /// Where a plugin stands, for `plugin list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,7 +236,7 @@ impl PluginSet {
         lock(&self.status).remove(name);
         if removed.is_some() {
             self.registry.unregister(&provider_id(name));
-            tracing::info!(plugin = name, "removed");
+            tracing::info!(plugin = name, "removed {}", self.dir.join(format!("{name}.wasm")).display());
             self.tell(PluginEvent::Removed(name.to_owned()));
         }
     }
@@ -260,36 +281,44 @@ impl PluginSet {
     }
 
     /// Watch the directory and reload what changes, until the returned
-    /// watcher is dropped.
-    pub fn watch(self: &Arc<Self>) -> Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>, String> {
+    /// watcher is dropped. Changes to one plugin within [`DEBOUNCE`] of each
+    /// other make one reload.
+    pub fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let (changed, mut names) = mpsc::unbounded_channel::<String>();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
-            Ok(events) => {
-                // NAME.wasm and NAME.toml written together: one reload.
-                let names: BTreeSet<String> = events
-                    .iter()
-                    .filter(|e| e.path.extension().is_some_and(|x| x == "wasm" || x == "toml"))
-                    .map(|e| plugin_name(&e.path))
-                    .collect();
-                for name in names {
+        let (changed, names) = mpsc::unbounded_channel::<String>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+            Ok(event) => {
+                for name in plugins_changed(&event) {
                     let _ = changed.send(name);
                 }
             }
             Err(e) => tracing::warn!("watching the plugins directory failed: {e}"),
         })
         .map_err(|e| e.to_string())?;
-        debouncer
-            .watcher()
+        watcher
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
-        let set = self.clone();
-        tokio::spawn(async move {
-            while let Some(name) = names.recv().await {
-                set.reload(&name).await;
-            }
-        });
+        tokio::spawn(self.clone().reload_settled(names));
         tracing::info!("watching {} for plugins", self.dir.display());
-        Ok(debouncer)
+        Ok(watcher)
+    }
+
+    /// Reload each changed plugin once its files have been quiet for
+    /// [`DEBOUNCE`].
+    async fn reload_settled(self: Arc<Self>, mut names: mpsc::UnboundedReceiver<String>) {
+        while let Some(first) = names.recv().await {
+            let mut pending = BTreeSet::from([first]);
+            loop {
+                match tokio::time::timeout(DEBOUNCE, names.recv()).await {
+                    Ok(Some(name)) => {
+                        pending.insert(name);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            for name in pending {
+                self.reload(&name).await;
+            }
+        }
     }
 }
