@@ -2,8 +2,8 @@
 //
 // Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 node provider.mjs
 // Needs: npm install socket.io-client
-// REPLY_BY_EVENT=1 answers with `method_result` events instead of acks, as a
-// client library that cannot answer acks would.
+// REPLY_BY_EVENT=1 acks with nothing and sends the answer as a `method_result`
+// event, as a provider whose answer comes later would.
 import { io } from "socket.io-client";
 
 const SERVER = process.env.GLEITZEIT_SERVER ?? "http://127.0.0.1:8000";
@@ -46,6 +46,7 @@ socket.on("connect", async () => {
 socket.on("execute_method", (call, ack) => {
   const reply = run(call);
   if (REPLY_BY_EVENT) {
+    ack(); // an empty ack: the answer follows as `method_result`
     socket.emit("method_result", { id: call.id, ...reply });
   } else {
     ack(reply);

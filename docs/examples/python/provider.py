@@ -2,6 +2,9 @@
 
 Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 python3 provider.py
 Needs: pip install "python-socketio[asyncio_client]" aiohttp
+REPLY_BY_EVENT=1 returns nothing (python-socketio then acks with no value) and
+sends the answer as a `method_result` event, as a provider whose answer comes
+later would.
 """
 import asyncio
 import os
@@ -10,6 +13,7 @@ import socketio
 
 SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
 PROVIDER_ID = os.environ.get("PROVIDER_ID", "text-python")
+REPLY_BY_EVENT = os.environ.get("REPLY_BY_EVENT") == "1"
 
 METHODS = {
     "upper": lambda p: {"text": p["text"].upper()},
@@ -33,9 +37,7 @@ async def connect():
     print("registered", reply["provider_id"], flush=True)
 
 
-@sio.on("execute_method")
-async def execute_method(call):
-    # call: {jsonrpc, id, method, params, task_id, workflow_id, attempt}
+def run(call):
     method = METHODS.get(call["method"])
     if method is None:
         return {"error": {"code": -32601, "message": f"no method '{call['method']}'"}}
@@ -43,6 +45,15 @@ async def execute_method(call):
         return {"result": method(call["params"])}
     except (KeyError, TypeError, AttributeError) as e:
         return {"error": {"code": -32602, "message": f"invalid params: {e!r}"}}
+
+
+@sio.on("execute_method")
+async def execute_method(call):
+    # call: {jsonrpc, id, method, params, task_id, workflow_id, attempt}
+    reply = run(call)
+    if not REPLY_BY_EVENT:
+        return reply
+    await sio.emit("method_result", {"id": call["id"], **reply})
 
 
 async def main():

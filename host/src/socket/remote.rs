@@ -6,7 +6,7 @@
 //! flight end with a re-queue error so the engine gives them to another
 //! provider without using up their attempts.
 
-use super::wire::method_reply;
+use super::wire::{AckArgs, method_reply};
 use crate::locks::lock;
 use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Progress, Provider};
@@ -86,12 +86,9 @@ impl RemoteProvider {
     }
 }
 
-fn is_empty(reply: &Value) -> bool {
-    match reply {
-        Value::Null => true,
-        Value::Array(args) => args.is_empty() || args.iter().all(Value::is_null),
-        _ => false,
-    }
+/// No answer in the ack: `ack()`, `ack(null)`, or a handler that returned nothing.
+fn is_empty(AckArgs(args): &AckArgs) -> bool {
+    args.iter().all(Value::is_null)
 }
 
 /// Releases the call's slot and pending entry however the call ends, and
@@ -178,7 +175,7 @@ impl Provider for RemoteProvider {
                     .requeue()
             };
             let wait = call.deadline.saturating_duration_since(Instant::now());
-            let acked = match socket.timeout(wait).emit_with_ack::<_, Value>("execute_method", &payload) {
+            let acked = match socket.timeout(wait).emit_with_ack::<_, AckArgs>("execute_method", &payload) {
                 Ok(ack) => ack,
                 Err(_) => return Err(lost()),
             };
@@ -193,7 +190,7 @@ impl Provider for RemoteProvider {
             // event" (python-socketio acks every call, even without a value).
             let by_ack = async {
                 match acked.await {
-                    Ok(reply) if !is_empty(&reply) => Some(method_reply(&provider, reply)),
+                    Ok(reply) if !is_empty(&reply) => Some(method_reply(&provider, Value::Array(reply.0))),
                     Ok(_) => None,
                     Err(socketioxide::AckError::Timeout) => Some(Err(late())),
                     Err(socketioxide::AckError::Socket(_)) => Some(Err(lost())),

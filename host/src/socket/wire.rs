@@ -136,6 +136,33 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The arguments of an ack, however many there are. python-socketio acks a
+/// handler that returns nothing with no arguments at all (`[]`), which
+/// socketioxide cannot read into a single value; a tuple-like type is read
+/// whole, so this one asks for a tuple of any length.
+#[derive(Debug, Default, PartialEq)]
+pub struct AckArgs(pub Vec<Value>);
+
+impl<'de> serde::Deserialize<'de> for AckArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Args;
+        impl<'de> serde::de::Visitor<'de> for Args {
+            type Value = Vec<Value>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the ack's arguments")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+                let mut args = Vec::new();
+                while let Some(arg) = seq.next_element()? {
+                    args.push(arg);
+                }
+                Ok(args)
+            }
+        }
+        deserializer.deserialize_tuple(usize::MAX, Args).map(AckArgs)
+    }
+}
+
 /// A provider's answer to `execute_method`: `{result}`, `{error}` or a
 /// JSON-RPC 2.0 response (which has one of the two). Ack answers arrive as
 /// the list of ack arguments; the first one counts.
