@@ -104,6 +104,8 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(store.report("w1").unwrap().unwrap().tasks[0].result, Some(serde_json::json!({"echoed": "hi"})));
     assert!(store.report("w2").unwrap().is_none(), "no report before it finishes");
     assert!(store.report("nope").unwrap().is_none());
+    assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");
+    assert!(!store.has("nope").unwrap());
     let listed: Vec<String> = store.finished(10).unwrap().into_iter().map(|s| s.workflow_id).collect();
     assert_eq!(listed, ["w1", "w3"], "newest first");
     assert_eq!(store.finished(1).unwrap().len(), 1);
@@ -470,4 +472,38 @@ fn two_hosts_cannot_share_a_redis_store() {
     let _first = host(&["--store", &redis.url, "--data-dir", first.path().to_str().unwrap()]);
     let stderr = refused_start(&["--store", &redis.url, "--data-dir", second.path().to_str().unwrap()]);
     assert!(stderr.contains("another gleitzeit host") && stderr.contains("holds it"), "{stderr}");
+}
+
+/// A finished workflow's id submitted again is refused on every store, while
+/// its report is kept: nothing stored is overwritten, and it is listed once.
+#[test]
+fn a_finished_workflows_id_is_not_taken_again() {
+    let redis = support::redis_server();
+    let (data, redis_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stores = [
+        vec!["--store".to_owned(), "memory".to_owned()],
+        vec!["--data-dir".to_owned(), data.path().display().to_string()],
+        vec!["--store".to_owned(), redis.url.clone(), "--data-dir".to_owned(), redis_data.path().display().to_string()],
+    ];
+    for store in stores {
+        let store: Vec<&str> = store.iter().map(String::as_str).collect();
+        let daemon = host(&store);
+        let first = data.path().join("first.yaml");
+        std::fs::write(&first, "id: only-once\nname: first\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: first}}\n").unwrap();
+        let second = data.path().join("second.yaml");
+        std::fs::write(&second, "id: only-once\nname: second\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: second}}\n").unwrap();
+        let out = cli(&daemon, &["workflow", "submit", first.to_str().unwrap(), "--wait"]);
+        assert_eq!(out.status.code(), Some(0), "{store:?}: {}", String::from_utf8_lossy(&out.stderr));
+
+        let out = cli(&daemon, &["workflow", "submit", second.to_str().unwrap(), "--wait"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{store:?}: {stderr}");
+        assert!(stderr.contains("a workflow with id 'only-once' has finished"), "{store:?}: {stderr}");
+        let report = status(&daemon, "only-once");
+        assert_eq!(report["tasks"][0]["result"]["echoed"], "first", "{store:?}: the stored result stays");
+        let out = cli(&daemon, &["workflow", "list", "--output", "json"]);
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids = listed.as_array().unwrap().iter().filter(|w| w["workflow_id"] == "only-once").count();
+        assert_eq!(ids, 1, "{store:?}: listed once: {listed}");
+    }
 }

@@ -6,7 +6,7 @@
 
 mod remote;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{Manifest, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
@@ -450,7 +450,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             started.map_err(Failure::Internal)?.0
         }
     };
-    let report = engine.run(workflow).await.map_err(|e| Failure::Internal(e.into()))?;
+    let report = engine.run(workflow).await.map_err(|e| match e {
+        EngineError::DuplicateId(_) | EngineError::FinishedId(_) => Failure::Input(e.into()),
+        EngineError::Stopped | EngineError::Store(_) => Failure::Internal(e.into()),
+    })?;
     print_report(&report, args.output, args.output_file.as_deref())?;
     Ok(if report.status == WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

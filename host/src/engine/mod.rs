@@ -65,6 +65,12 @@ pub enum EngineError {
     Stopped,
     #[error("a workflow with id '{0}' is already running")]
     DuplicateId(String),
+    #[error(
+        "a workflow with id '{0}' has finished and its report is kept until retention prunes it; submit it with another id"
+    )]
+    FinishedId(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A task changed status. `result` and `error` are set once it is final
@@ -150,6 +156,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Engine {
     inbox: mpsc::UnboundedSender<Message>,
+    /// The durable engine's store: the owner of the ids of finished workflows.
+    store: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl Engine {
@@ -176,11 +184,11 @@ impl Engine {
         store: Arc<dyn crate::store::Store>,
     ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<EngineEvent>)> {
         let (observer, events) = mpsc::unbounded_channel();
-        let journal = Journal::start(store, Some(observer.clone()))?;
+        let journal = Journal::start(store.clone(), Some(observer.clone()))?;
         let (inbox, messages) = mpsc::unbounded_channel();
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
         tokio::spawn(scheduler.run(messages));
-        Ok((Self { inbox }, events))
+        Ok((Self { inbox, store: Some(store) }, events))
     }
 
     fn spawn(
@@ -191,7 +199,7 @@ impl Engine {
         let (inbox, messages) = mpsc::unbounded_channel();
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
         tokio::spawn(scheduler.run(messages));
-        Self { inbox }
+        Self { inbox, store: None }
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -206,10 +214,29 @@ impl Engine {
 
     /// Accept a validated workflow; it runs in the background.
     pub async fn submit(&self, workflow: Workflow) -> Result<Submitted, EngineError> {
+        self.refuse_stored_id(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
         self.ask(|accepted| Command::Submit { workflow, accepted, done: done_tx }).await??;
         Ok(Submitted { workflow_id, done })
+    }
+
+    /// An id the store holds is taken: a new workflow under it would
+    /// overwrite a finished one's report and results. (The scheduler knows
+    /// the running ids, and finished ones until the store has them.)
+    async fn refuse_stored_id(&self, workflow_id: &str) -> Result<(), EngineError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let (store, id) = (store.clone(), workflow_id.to_owned());
+        let taken = tokio::task::spawn_blocking(move || store.has(&id))
+            .await
+            .map_err(|e| EngineError::Store(e.to_string()))?
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        if !taken {
+            return Ok(());
+        }
+        let running = self.workflow(workflow_id).await?.is_some_and(|r| r.status == WorkflowStatus::Running);
+        let id = workflow_id.to_owned();
+        Err(if running { EngineError::DuplicateId(id) } else { EngineError::FinishedId(id) })
     }
 
     /// Run a validated workflow and wait for its report.

@@ -44,6 +44,10 @@ pub(super) enum Internal {
         run: RunId,
         task: usize,
     },
+    /// The store has a finished workflow's report.
+    ReportStored {
+        workflow_id: String,
+    },
 }
 
 pub(super) enum Message {
@@ -66,6 +70,10 @@ pub(super) struct Scheduler {
     runs: HashMap<RunId, Run>,
     by_workflow_id: HashMap<String, RunId>,
     finished: VecDeque<Arc<RunReport>>,
+    /// The ids of `finished`, and of finished workflows whose report the
+    /// journal has not yet stored: a new submission may not take them (the
+    /// socket layer asks the store about the rest).
+    finished_ids: HashMap<String, usize>,
     queue: PriorityQueue<(RunId, usize)>,
     /// Ready tasks whose protocol has no free provider right now, by
     /// protocol, still in priority order.
@@ -93,6 +101,7 @@ impl Scheduler {
             runs: HashMap::new(),
             by_workflow_id: HashMap::new(),
             finished: VecDeque::new(),
+            finished_ids: HashMap::new(),
             queue: PriorityQueue::default(),
             parked: HashMap::new(),
             woken: Vec::new(),
@@ -165,6 +174,7 @@ impl Scheduler {
             Internal::RetryDue { run, task } => self.retry_due(run, task),
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
+            Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
         }
     }
 
@@ -178,6 +188,9 @@ impl Scheduler {
     ) -> Result<(), EngineError> {
         if self.by_workflow_id.contains_key(&workflow.id) {
             return Err(EngineError::DuplicateId(workflow.id));
+        }
+        if self.finished_ids.contains_key(&workflow.id) {
+            return Err(EngineError::FinishedId(workflow.id));
         }
         let id = self.next_run;
         self.next_run += 1;
@@ -573,9 +586,32 @@ impl Scheduler {
             });
         }
         self.emit(EngineEvent::WorkflowFinished(report.clone()));
+        if self.journal.is_some() {
+            // Until the store has the report, only this set knows the id.
+            *self.finished_ids.entry(report.workflow_id.clone()).or_default() += 1;
+            if let Some(inbox) = self.inbox.upgrade() {
+                let workflow_id = report.workflow_id.clone();
+                self.after_stored(move || {
+                    let _ = inbox.send(Message::Internal(Internal::ReportStored { workflow_id }));
+                });
+            }
+        }
+        *self.finished_ids.entry(report.workflow_id.clone()).or_default() += 1;
         self.finished.push_back(report);
         while self.finished.len() > self.config.keep_finished {
-            self.finished.pop_front();
+            if let Some(forgotten) = self.finished.pop_front() {
+                self.forget_finished_id(&forgotten.workflow_id);
+            }
+        }
+    }
+
+    /// One of the reasons to keep `workflow_id` in `finished_ids` is gone.
+    fn forget_finished_id(&mut self, workflow_id: &str) {
+        if let Some(reasons) = self.finished_ids.get_mut(workflow_id) {
+            *reasons -= 1;
+            if *reasons == 0 {
+                self.finished_ids.remove(workflow_id);
+            }
         }
     }
 }

@@ -397,6 +397,10 @@ async fn workflows_can_be_listed_queried_and_cancelled() {
     assert_eq!(report.tasks[0].status, TaskStatus::Cancelled);
     let kept = engine.workflow("slow-1").await.unwrap().unwrap();
     assert_eq!(kept.status, WorkflowStatus::Cancelled, "finished workflows stay queryable");
+    let again =
+        workflow("name: again\nid: slow-1\ntasks:\n  - {id: s, protocol: t/v1, method: sleep, params: {ms: 1}}\n");
+    assert_eq!(engine.submit(again).await.err(), Some(EngineError::FinishedId("slow-1".into())), "never overwritten");
+    assert_eq!(engine.workflows().await.unwrap().len(), 1, "listed once");
     assert!(engine.workflow("other").await.unwrap().is_none());
 }
 

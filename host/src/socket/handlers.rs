@@ -8,6 +8,7 @@
 use super::Host;
 use super::remote::RemoteProvider;
 use super::wire::{Fields, RpcError, errors, object};
+use crate::engine::EngineError;
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::workflow::{self, Catalog};
 use serde_json::{Map, Value, json};
@@ -230,8 +231,8 @@ async fn submit_validated(
     // Join first, so no event of the new workflow is missed.
     socket.join(super::room(&workflow.id));
     let submitted = host.engine.submit(workflow).await.map_err(|e| match e {
-        crate::engine::EngineError::DuplicateId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
-        crate::engine::EngineError::Stopped => RpcError::internal(e),
+        EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
+        EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
     })?;
     let started = json!({ "workflow_id": submitted.workflow_id, "task_count": task_count });
     tokio::spawn(async move { io.emit("workflow_started", &started).await });

@@ -105,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every accepted workflow that has not finished, with its tasks' states.
     fn unfinished(&self) -> Result<Vec<Saved>, StoreError>;
 
+    /// Whether the store holds a workflow with this id, finished or not.
+    fn has(&self, workflow_id: &str) -> Result<bool, StoreError>;
+
     /// A finished workflow's report.
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
 

@@ -255,6 +255,10 @@ impl Store for RedisStore {
         .transpose()
     }
 
+    fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
+        self.with("look up a workflow", |c| c.exists(key(&["workflow", workflow_id])))
+    }
+
     fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());

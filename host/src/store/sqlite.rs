@@ -231,6 +231,14 @@ impl Store for SqliteStore {
         }
     }
 
+    fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
+        self.connection()
+            .query_row("SELECT 1 FROM workflows WHERE id = ?1", [workflow_id], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.io("look up a workflow", e))
+    }
+
     fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
         let connection = self.connection();
         let mut statement = connection
