@@ -389,7 +389,7 @@ fn serve_reads_its_config_file_and_rejects_mistakes() {
     let good = dir.join("gleitzeit.toml");
     std::fs::write(&good, "listen = \"127.0.0.1:0\"\nconcurrency = 4\ngrace = 2\nstore = \"memory\"\n").unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-    command.args(["serve", "--config", good.to_str().unwrap()]).current_dir(root());
+    command.args(["serve", "--config", good.to_str().unwrap()]).current_dir(root()).env("XDG_DATA_HOME", &dir);
     let (_daemon, line) = spawn_until(command, "listening on");
     assert!(line.contains("http://127.0.0.1:"), "{line}");
 

@@ -296,3 +296,36 @@ fn a_removed_plugin_finishes_its_running_call_and_its_queued_tasks_fail_after_th
     assert_eq!(queued["attempts"], 0, "it never ran: {queued}");
     assert_eq!(queued["error"]["message"], "no provider served protocol 'hostile/v1' within the task's timeout of 1s");
 }
+
+/// Without `--plugins`, the plugins directory is the data directory's, not a
+/// `plugins/` folder that happens to be where `serve` starts; the start-up
+/// output and `plugin list` say which it is.
+#[test]
+fn the_default_plugins_directory_is_in_the_data_directory() {
+    let (cwd, data_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let component = std::fs::read(support::component("hostile")).unwrap();
+    std::fs::create_dir(cwd.path().join("plugins")).unwrap();
+    std::fs::write(cwd.path().join("plugins/stray.wasm"), &component).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+        .current_dir(cwd.path())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .env("XDG_DATA_HOME", data_home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = stdout.next().unwrap().unwrap();
+    let url = listening.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let expected = data_home.path().join("gleitzeit/plugins");
+    let announced = stdout.next().unwrap().unwrap();
+    let daemon = Daemon { child, url, dir: tempfile::tempdir().unwrap(), log: Arc::default() };
+    assert_eq!(announced, format!("plugins: bundled, and {} (watched)", expected.display()));
+    assert!(daemon.plugin("stray").is_none(), "./plugins is not loaded: {:?}", daemon.plugins());
+    let listed = String::from_utf8(daemon.cli(&["plugin", "list"]).stdout).unwrap();
+    assert!(listed.contains(&format!("directory: {} (watched)", expected.display())), "{listed}");
+
+    std::fs::write(expected.join(".extra.partial"), &component).unwrap();
+    std::fs::rename(expected.join(".extra.partial"), expected.join("extra.wasm")).unwrap();
+    daemon.until("extra loads", |d| d.plugin("extra").is_some_and(|p| p["state"] == "loaded"));
+}

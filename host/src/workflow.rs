@@ -830,9 +830,11 @@ fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(substitution::is_id_char)
 }
 
-/// `^[a-z][a-z0-9_-]*(/[a-z0-9_-]+)?$`, the original's protocol pattern.
+/// A protocol id, `name/version` (`echo/v1`): the one rule for tasks,
+/// remote providers and plugins alike (the original let the version be
+/// left out; here it is always named).
 pub fn is_protocol(s: &str) -> bool {
-    let (name, version) = s.split_once('/').unwrap_or((s, "v"));
+    let Some((name, version)) = s.split_once('/') else { return false };
     let lower = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(lower)

@@ -38,6 +38,7 @@ async def main():
         {"id": "a", "protocol": "nope/v1", "method": "m"}]}}, -32602, "no provider serves protocol 'nope/v1'")
     await expect_error(sio, "register_provider", {"provider_id": 7}, -32602, "field 'provider_id' must be a non-empty string")
     await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "Bad Protocol"}, -32602, "is not of the form name/version")
+    await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "zzz", "supported_methods": ["m"]}, -32602, "is not of the form name/version")
     await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "x/v1"}, -32602, "must list the methods")
     await expect_error(sio, "get_workflow", {"workflow_id": "nope"}, -32011, "no workflow 'nope'")
     await expect_error(sio, "cancel_workflow", {"workflow_id": "nope"}, -32011, "no running workflow 'nope'")

@@ -78,10 +78,12 @@ pub fn redis_server() -> RedisServer {
 }
 
 /// A `gleitzeit serve` on a free port with `args`, killed (SIGKILL) when
-/// dropped.
+/// dropped. Its default data directory (`$XDG_DATA_HOME/gleitzeit`) is a
+/// fresh one of its own, never the user's.
 pub struct Served {
     pub child: std::process::Child,
     pub url: String,
+    pub data_home: tempfile::TempDir,
 }
 
 impl Drop for Served {
@@ -92,11 +94,13 @@ impl Drop for Served {
 }
 
 pub fn serve(args: &[&str]) -> Served {
+    let data_home = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(root())
         .env_remove("GLEITZEIT_PLUGINS")
+        .env("XDG_DATA_HOME", data_home.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -107,7 +111,7 @@ pub fn serve(args: &[&str]) -> Served {
             break url.to_owned();
         }
     };
-    Served { child, url }
+    Served { child, url, data_home }
 }
 
 /// Submit `workflow` over Socket.IO with python-socketio and wait for its

@@ -116,7 +116,7 @@ enum ListCommand {
 #[derive(clap::Args)]
 struct PluginArgs {
     /// Directory of extra plugins (NAME.wasm), served beside the bundled
-    /// ones [default: plugins].
+    /// ones [default: DATA_DIR/plugins, e.g. ~/.local/share/gleitzeit/plugins].
     #[arg(long, env = "GLEITZEIT_PLUGINS")]
     plugins: Option<PathBuf>,
     /// Settings file (TOML), with per-plugin `[manifests.NAME]` overrides;
@@ -127,10 +127,16 @@ struct PluginArgs {
 
 impl PluginArgs {
     /// The settings file (empty without one) and the plugins directory: the
-    /// flag's, else the file's, else `plugins`.
-    fn resolve(&self) -> Result<(ConfigFile, PathBuf), Failure> {
+    /// flag's, else the file's, else `plugins` in the data directory (never
+    /// one relative to wherever the command happens to start).
+    fn resolve(&self, data_dir_flag: Option<&Path>) -> Result<(ConfigFile, PathBuf), Failure> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        let dir = self.plugins.clone().or_else(|| file.plugins.clone()).unwrap_or_else(|| PathBuf::from("plugins"));
+        let dir = match self.plugins.clone().or_else(|| file.plugins.clone()) {
+            Some(dir) => dir,
+            None => data_dir(data_dir_flag, &file).map(|d| d.join("plugins")).ok_or_else(|| {
+                Failure::Input(anyhow::anyhow!("no plugins directory: set --plugins, --data-dir or HOME"))
+            })?,
+        };
         Ok((file, dir))
     }
 }
@@ -348,7 +354,7 @@ fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    let (file, plugins) = args.plugins.resolve()?;
+    let (file, plugins) = args.plugins.resolve(args.data_dir.as_deref())?;
     let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
     let mut engine = EngineConfig::default();
     if let Some(n) = args.concurrency.or(file.concurrency) {
@@ -384,10 +390,15 @@ fn store_spec(args: &ServeArgs, file: &ConfigFile) -> Result<StoreSpec, Failure>
     if let Some(text) = &file.store {
         return text.parse().map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: store: {e}")));
     }
-    let dir = args.data_dir.clone().or_else(|| file.data_dir.clone()).or_else(default_data_dir).ok_or_else(|| {
+    let dir = data_dir(args.data_dir.as_deref(), file).ok_or_else(|| {
         Failure::Input(anyhow::anyhow!("no data directory: set --data-dir (or HOME), or choose --store"))
     })?;
     Ok(StoreSpec::Sqlite(dir.join("gleitzeit.db")))
+}
+
+/// The data directory: the flag's, else the settings file's, else the default.
+fn data_dir(flag: Option<&Path>, file: &ConfigFile) -> Option<PathBuf> {
+    flag.map(Path::to_owned).or_else(|| file.data_dir.clone()).or_else(default_data_dir)
 }
 
 /// `$XDG_DATA_HOME/gleitzeit`, else `~/.local/share/gleitzeit`.
@@ -439,7 +450,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
-    let (file, plugins) = args.plugins.resolve()?;
+    let (file, plugins) = args.plugins.resolve(None)?;
     let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
     let default_timeout = seconds("--default-timeout", args.default_timeout.or(file.default_timeout).unwrap_or(300.0))?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
@@ -483,7 +494,7 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let workflow = if args.schema_only {
         workflow::load(&args.file)?
     } else {
-        let (file, plugins) = args.plugins.resolve()?;
+        let (file, plugins) = args.plugins.resolve(None)?;
         load_against_registry(&args.file, &plugins, &file).await?.0
     };
     let levels = level_count(&workflow);

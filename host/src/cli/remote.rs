@@ -248,6 +248,9 @@ pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &
         .map(|items| items.iter().map(|item| columns.iter().map(|c| cell(&item[*c])).collect()).collect())
         .unwrap_or_default();
     print!("{}", table(columns, &rows));
+    if let Some(directory) = reply["directory"].as_str() {
+        println!("directory: {directory} (watched)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -165,6 +165,11 @@ impl PluginSet {
         Ok((set, problems))
     }
 
+    /// The plugins directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Every plugin's status, bundled ones first.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         lock(&self.status).values().cloned().collect()

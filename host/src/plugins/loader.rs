@@ -134,13 +134,7 @@ pub(super) fn with_stderr(message: String, stderr: &str) -> String {
 }
 
 fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, String> {
-    let protocol_ok = spec.protocol.split_once('/').is_some_and(|(n, v)| {
-        n.starts_with(|c: char| c.is_ascii_lowercase())
-            && !v.is_empty()
-            && (n.chars().chain(v.chars()))
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    });
-    if !protocol_ok {
+    if !crate::workflow::is_protocol(&spec.protocol) {
         return Err(format!("protocol '{}' is not of the form 'name/version' (e.g. echo/v1)", spec.protocol));
     }
     if spec.methods.is_empty() {

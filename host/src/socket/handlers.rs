@@ -380,5 +380,6 @@ async fn list_protocols(socket: SocketRef, ack: AckSender, State(host): State<Ar
 }
 
 async fn list_plugins(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
-    answer(&socket, ack, Ok(json!({ "plugins": host.plugins.statuses() })));
+    let directory = host.plugins.dir().display().to_string();
+    answer(&socket, ack, Ok(json!({ "plugins": host.plugins.statuses(), "directory": directory })));
 }

@@ -275,7 +275,8 @@ pub async fn serve(
     let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
-    println!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)");
+    announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
+    announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
     let server = axum::serve(listener, app);
     tokio::select! {
         result = server => result.map_err(ServeError::Io),
@@ -291,6 +292,14 @@ pub async fn serve(
     }
 }
 
+/// A line for whoever watches the daemon's stdout. Unlike `println!`, it
+/// does not panic when nobody reads any more (`serve | head -1`).
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// How often finished workflows past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -304,7 +313,7 @@ async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreErro
     })??;
     if !saved.is_empty() {
         tracing::info!("resuming {} unfinished workflows from {}", saved.len(), store.target());
-        println!("resuming {} unfinished workflows from {}", saved.len(), store.target());
+        announce(&format!("resuming {} unfinished workflows from {}", saved.len(), store.target()));
     }
     for workflow in saved {
         if engine.restore(workflow).is_err() {
