@@ -154,6 +154,15 @@ fn the_original_systems_payloads_work_unchanged() {
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
 }
 
+/// `workflow_started` to the submitter, provider changes to their
+/// subscribers, nothing to a bystander; method names checked like ids.
+#[test]
+fn events_reach_only_those_who_asked() {
+    let daemon = daemon();
+    let out = finished(python(&daemon, "tests/python/event_scope.py"));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
 #[test]
 fn bad_payloads_get_errors_and_the_server_keeps_serving() {
     let daemon = daemon();

@@ -844,7 +844,7 @@ pub fn is_protocol(s: &str) -> bool {
 }
 
 /// `^[a-zA-Z][a-zA-Z0-9_./:-]*$`, the original's method pattern.
-fn is_method(s: &str) -> bool {
+pub fn is_method(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c))
         && s.len() <= 200
@@ -880,7 +880,7 @@ fn show(v: &Value) -> String {
 }
 
 /// At most 60 characters of user text.
-fn excerpt(s: &str) -> String {
+pub fn excerpt(s: &str) -> String {
     let mut chars = s.chars();
     let head: String = chars.by_ref().take(60).collect();
     if chars.next().is_some() { format!("{head}…") } else { head }

@@ -7,20 +7,20 @@
 
 use super::Host;
 use super::remote::RemoteProvider;
-use super::wire::{Fields, RpcError, errors, object};
+use super::wire::{Fields, Payload, RpcError, errors, object};
 use crate::engine::EngineError;
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::workflow::{self, Catalog};
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, State};
 use std::sync::Arc;
 
 /// Most calls a remote provider gets at once unless it says otherwise.
 const DEFAULT_MAX_CONCURRENT: u64 = 32;
 const MAX_CONCURRENT_LIMIT: u64 = 10_000;
-
-type Payload = TryData<Value>;
+/// Most methods one provider or protocol declaration may name.
+const MAX_METHODS: usize = 1000;
 
 /// Answer an event: the ack (when asked for) and, on failure, an `error`
 /// event as the original server sent.
@@ -38,7 +38,7 @@ fn answer(socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) 
 }
 
 fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
-    object(event, data.0.map_err(|e| e.to_string()))
+    object(event, data.0)
 }
 
 /// Registers every handler. It runs as a connect *middleware*, before the
@@ -71,7 +71,9 @@ pub async fn on_connect(socket: SocketRef) {
 }
 
 async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender) {
-    let message = format!("unknown event '{event}'; see docs/protocol.md for the events the host understands");
+    // The name is the client's: echo only the start of it.
+    let name = workflow::excerpt(&event);
+    let message = format!("unknown event '{name}'; see docs/protocol.md for the events the host understands");
     answer(&socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
 }
 
@@ -90,22 +92,21 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: AckSender, Sta
         let name = spec.string("name")?;
         let version = spec.string("version")?;
         let protocol_id = format!("{name}/{version}");
-        let methods: Vec<MethodSpec> = match inner.get("methods") {
+        check_protocol_id("register_protocol", &protocol_id)?;
+        let methods: Vec<(String, String)> = match inner.get("methods") {
             Some(Value::Object(methods)) => methods
                 .iter()
-                .map(|(name, m)| MethodSpec {
-                    name: name.clone(),
-                    description: m.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                    params_schema: None,
+                .map(|(name, m)| {
+                    let description = m.get("description").and_then(Value::as_str).unwrap_or_default();
+                    (name.clone(), description.to_owned())
                 })
                 .collect(),
-            Some(Value::Array(names)) => names
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|n| MethodSpec { name: n.to_owned(), description: String::new(), params_schema: None })
-                .collect(),
+            Some(Value::Array(names)) => {
+                names.iter().filter_map(Value::as_str).map(|n| (n.to_owned(), String::new())).collect()
+            }
             _ => Vec::new(),
         };
+        let methods = method_specs("register_protocol", "protocol.methods", methods)?;
         host.declare_protocol(&socket.id.to_string(), &protocol_id, methods);
         let reply = json!({ "protocol_id": protocol_id, "message": format!("Protocol {protocol_id} registered") });
         let _ = socket.emit("protocol_registered", &reply);
@@ -127,20 +128,14 @@ async fn register_provider(
         let fields = Fields { event: "register_provider", map: &map };
         let provider_id = fields.string("provider_id")?;
         let protocol_id = fields.string("protocol_id")?;
-        if !workflow::is_protocol(&protocol_id) {
-            return Err(RpcError::new(
-                errors::INVALID_PARAMS,
-                format!(
-                    "register_provider: protocol_id '{protocol_id}' is not of the form name/version (e.g. echo/v1)"
-                ),
-            ));
-        }
+        check_protocol_id("register_provider", &protocol_id)?;
         let sid = socket.id.to_string();
         let methods = match fields.strings("supported_methods", "methods")? {
-            Some(names) if !names.is_empty() => names
-                .into_iter()
-                .map(|name| MethodSpec { name, description: String::new(), params_schema: None })
-                .collect(),
+            Some(names) if !names.is_empty() => method_specs(
+                "register_provider",
+                "supported_methods",
+                names.into_iter().map(|name| (name, String::new())).collect(),
+            )?,
             _ => host.declared_methods(&sid, &protocol_id).ok_or_else(|| {
                 RpcError::new(
                     errors::INVALID_PARAMS,
@@ -165,10 +160,42 @@ async fn register_provider(
         let _ = socket.emit("provider_registered", &reply);
         let available =
             json!({ "provider_id": provider_id, "protocol_id": protocol_id, "supported_methods": method_names });
-        tokio::spawn(async move { io.emit("provider_available", &available).await });
+        tokio::spawn(async move { io.to(super::PROVIDERS_ROOM).emit("provider_available", &available).await });
         Ok(reply)
     })();
     answer(&socket, ack, outcome);
+}
+
+fn check_protocol_id(event: &str, protocol_id: &str) -> Result<(), RpcError> {
+    if workflow::is_protocol(protocol_id) {
+        return Ok(());
+    }
+    let shown = workflow::excerpt(protocol_id);
+    Err(RpcError::new(
+        errors::INVALID_PARAMS,
+        format!("{event}: protocol_id '{shown}' is not of the form name/version (e.g. echo/v1)"),
+    ))
+}
+
+/// Declared methods, `(name, description)`: each name a method name (as in
+/// workflows), at most [`MAX_METHODS`] of them.
+fn method_specs(event: &str, field: &str, methods: Vec<(String, String)>) -> Result<Vec<MethodSpec>, RpcError> {
+    if methods.len() > MAX_METHODS {
+        return Err(RpcError::new(
+            errors::INVALID_PARAMS,
+            format!("{event}: field '{field}' names {} methods; at most {MAX_METHODS} are allowed", methods.len()),
+        ));
+    }
+    if let Some((bad, _)) = methods.iter().find(|(name, _)| !workflow::is_method(name)) {
+        return Err(RpcError::new(
+            errors::INVALID_PARAMS,
+            format!(
+                "{event}: method '{}' in '{field}' is not a method name: a letter, then letters, digits, '_', '.', '/', ':' or '-', at most 200 bytes",
+                workflow::excerpt(bad)
+            ),
+        ));
+    }
+    Ok(methods.into_iter().map(|(name, description)| MethodSpec { name, description, params_schema: None }).collect())
 }
 
 /// `{id, result}` / `{id, error}` / a JSON-RPC 2.0 response: the answer to an
@@ -235,7 +262,8 @@ async fn submit_validated(
         EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
     })?;
     let started = json!({ "workflow_id": submitted.workflow_id, "task_count": task_count });
-    tokio::spawn(async move { io.emit("workflow_started", &started).await });
+    let room = super::room(&submitted.workflow_id);
+    tokio::spawn(async move { io.to(room).emit("workflow_started", &started).await });
     Ok((submitted.workflow_id, task_count))
 }
 
@@ -354,19 +382,35 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State
     answer(&socket, ack, outcome);
 }
 
-/// `{workflow_id}`: receive that workflow's events.
+/// What `subscribe` and `unsubscribe` name: `{workflow_id}` (that workflow's
+/// events) or `{providers: true}` (providers and plugins coming and going).
+/// The room and the answer's identifying field.
+fn topic(event: &str, data: Payload) -> Result<(String, Value), RpcError> {
+    let map = payload(event, data)?;
+    if map.get("providers") == Some(&Value::Bool(true)) {
+        return Ok((super::PROVIDERS_ROOM.to_owned(), json!({ "providers": true })));
+    }
+    let id = Fields { event, map: &map }.string("workflow_id").map_err(|e| RpcError {
+        message: format!("{}; or send {{\"providers\": true}} for provider changes", e.message),
+        ..e
+    })?;
+    Ok((super::room(&id), json!({ "workflow_id": id })))
+}
+
 async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender) {
-    let outcome = workflow_id("subscribe", data).map(|id| {
-        socket.join(super::room(&id));
-        json!({ "workflow_id": id, "subscribed": true })
+    let outcome = topic("subscribe", data).map(|(room, mut reply)| {
+        socket.join(room);
+        reply["subscribed"] = json!(true);
+        reply
     });
     answer(&socket, ack, outcome);
 }
 
 async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender) {
-    let outcome = workflow_id("unsubscribe", data).map(|id| {
-        socket.leave(super::room(&id));
-        json!({ "workflow_id": id, "subscribed": false })
+    let outcome = topic("unsubscribe", data).map(|(room, mut reply)| {
+        socket.leave(room);
+        reply["subscribed"] = json!(false);
+        reply
     });
     answer(&socket, ack, outcome);
 }

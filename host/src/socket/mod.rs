@@ -70,6 +70,10 @@ fn room(workflow_id: &str) -> String {
     format!("workflow:{workflow_id}")
 }
 
+/// The room of provider and plugin changes: those who subscribed to them.
+/// (Workflow ids cannot contain ':', so no workflow's room is this one.)
+const PROVIDERS_ROOM: &str = "providers";
+
 impl Host {
     fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
@@ -176,8 +180,8 @@ impl Host {
     }
 }
 
-/// Tell every client when a plugin loads, fails or goes, and let parked
-/// tasks try the new providers.
+/// Tell the subscribers of provider changes when a plugin loads, fails or
+/// goes, and let parked tasks try the new providers.
 fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
     plugins.on_change(move |event| {
         let (name, payload) = match event {
@@ -186,7 +190,7 @@ fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
             PluginEvent::Removed(name) => ("plugin_removed", json!({ "name": name })),
         };
         let io = io.clone();
-        tokio::spawn(async move { io.emit(name, &payload).await });
+        tokio::spawn(async move { io.to(PROVIDERS_ROOM).emit(name, &payload).await });
         engine.providers_changed();
     });
 }

@@ -51,6 +51,39 @@ impl RpcError {
     }
 }
 
+/// An event's payload (its first argument), read by serde_json itself.
+///
+/// socketioxide's own reader peeks at each object's first key as a borrowed
+/// `&str`, which fails for any key with an escape in it: python-socketio
+/// sends every non-ASCII key escaped (`"gr\u00f6\u00dfe"`), so a workflow
+/// with such a params key could not be submitted at all.
+pub struct Payload(pub Result<Value, String>);
+
+impl<A: socketioxide::adapter::Adapter> socketioxide::handler::FromMessageParts<A> for Payload {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        _: &std::sync::Arc<socketioxide::socket::Socket<A>>,
+        packet: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Payload(first_argument(packet)))
+    }
+}
+
+fn first_argument(packet: &socketioxide::handler::Value) -> Result<Value, String> {
+    let text = match packet {
+        socketioxide::handler::Value::Str(_, Some(attachments)) if !attachments.is_empty() => {
+            return Err("binary attachments are not accepted; send JSON".into());
+        }
+        socketioxide::handler::Value::Str(text, _) => text.as_str(),
+        socketioxide::handler::Value::Bytes(_) => return Err("binary payloads are not accepted; send JSON".into()),
+    };
+    // `[event, first, ...]`: the event name is skipped, later arguments ignored.
+    let args: Vec<Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    args.into_iter().nth(1).ok_or_else(|| "the event carries no payload".to_owned())
+}
+
 /// The object payload of `event`, or an error saying what arrived instead.
 pub fn object(event: &str, payload: Result<Value, String>) -> Result<Map<String, Value>, RpcError> {
     match payload {
