@@ -163,6 +163,16 @@ fn events_reach_only_those_who_asked() {
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
 }
 
+/// 20 MiB requests arrive on both transports, 70 MiB ones get an error
+/// naming the 64 MiB limit, and a remote result above 16 MiB fails its task
+/// with -32007 as a WASM plugin's would.
+#[test]
+fn size_limits_agree_across_transports_and_providers() {
+    let daemon = daemon();
+    let out = finished(python(&daemon, "tests/python/limits.py"));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
 #[test]
 fn bad_payloads_get_errors_and_the_server_keeps_serving() {
     let daemon = daemon();

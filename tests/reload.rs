@@ -167,7 +167,8 @@ fn each_change_loads_the_plugin_once_and_the_daemon_then_idles() {
     let hostile = std::fs::read(support::component("hostile")).unwrap();
     let echo = std::fs::read(support::component("echo")).unwrap();
     let manifest = daemon.dir.path().join("once.toml");
-    let changes: [(&str, Box<dyn Fn()>); 5] = [
+    type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let changes: [Change; 5] = [
         ("add", Box::new(|| daemon.deploy("once", &hostile))),
         ("replace", Box::new(|| daemon.deploy("once", &echo))),
         ("change the manifest", Box::new(|| std::fs::write(&manifest, "max_concurrency = 3\n").unwrap())),

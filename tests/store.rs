@@ -363,7 +363,7 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
             break url.to_owned();
         }
     };
-    let daemon = Host { child, url };
+    let daemon = Host { child, url, data_home: tempfile::tempdir().unwrap() };
     assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
     let pid = redis.child.id().to_string();
     std::thread::sleep(Duration::from_millis(200));

@@ -10,6 +10,7 @@
 //! It owns the connection; it knows nothing of workflows.
 
 use crate::locks::lock;
+use crate::socket::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What can go wrong talking to a host.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum ClientError {
     Timeout { event: String, seconds: u64 },
     #[error("malformed packet from the host: {0}")]
     Protocol(String),
+    #[error("the request is {bytes} bytes; the host reads requests of at most {max} bytes (64 MiB)", max = MAX_REQUEST_BYTES)]
+    TooLarge { bytes: usize },
 }
 
 /// An event the server sent; `ack` is set when the server waits for an
@@ -68,7 +72,12 @@ impl Client {
     pub async fn connect(server: &str) -> Result<Self, ClientError> {
         let url = websocket_url(server)?;
         let failed = |reason: String| ClientError::Connect { url: server.to_owned(), reason };
-        let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| failed(e.to_string()))?;
+        // The host's answers may be as large as it sends (plus framing).
+        let limit = MAX_REPLY_BYTES + 1024;
+        let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let (mut sink, mut stream) = socket.split();
         // Engine.IO "open", then our Socket.IO CONNECT and the server's answer.
         let open = next_text(&mut stream).await.ok_or(ClientError::Closed)?;
@@ -110,6 +119,9 @@ impl Client {
     }
 
     fn send(&self, packet: String) -> Result<(), ClientError> {
+        if packet.len() > MAX_REQUEST_BYTES {
+            return Err(ClientError::TooLarge { bytes: packet.len() });
+        }
         self.outgoing.send(packet).map_err(|_| ClientError::Closed)
     }
 

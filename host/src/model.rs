@@ -215,6 +215,11 @@ impl WorkflowStatus {
     }
 }
 
+/// The largest result (as JSON) any provider, WASM or remote, may return:
+/// larger ones fail the task instead of flooding the host, its store and
+/// every dependent's params.
+pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
+
 /// JSON-RPC 2.0 error codes the host itself uses.
 pub mod codes {
     pub const INVALID_PARAMS: i32 = -32602;
@@ -257,6 +262,17 @@ pub struct TaskError {
 impl TaskError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), data: None, retryable: false, requeue: false }
+    }
+
+    /// `who` (e.g. "plugin 'echo'") returned a result of `bytes` from
+    /// `method`, above [`MAX_RESULT_BYTES`].
+    pub fn result_too_large(who: &str, bytes: usize, method: &str) -> Self {
+        Self::new(
+            codes::RESULT_TOO_LARGE,
+            format!(
+                "{who} returned {bytes} bytes from '{method}'; results are limited to {MAX_RESULT_BYTES} bytes (16 MiB)"
+            ),
+        )
     }
 
     pub fn retryable(mut self) -> Self {

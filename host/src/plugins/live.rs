@@ -313,13 +313,8 @@ impl PluginSet {
     async fn reload_settled(self: Arc<Self>, mut names: mpsc::UnboundedReceiver<String>) {
         while let Some(first) = names.recv().await {
             let mut pending = BTreeSet::from([first]);
-            loop {
-                match tokio::time::timeout(DEBOUNCE, names.recv()).await {
-                    Ok(Some(name)) => {
-                        pending.insert(name);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(name)) = tokio::time::timeout(DEBOUNCE, names.recv()).await {
+                pending.insert(name);
             }
             for name in pending {
                 self.reload(&name).await;

@@ -2,16 +2,12 @@
 
 use super::bindings::gleitzeit::provider::types::TaskContext;
 use super::loader::{Plugin, with_stderr};
-use crate::model::{ProviderSpec, TaskError, codes};
+use crate::model::{MAX_RESULT_BYTES, ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Provider};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use wasmtime::Trap;
-
-/// Results larger than this fail the task instead of flooding the host and
-/// every dependent's params.
-const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct WasmProvider {
     id: String,
@@ -106,14 +102,9 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
         .retryable()
     };
     match outcome {
-        Ok(Ok(Ok(json))) if json.len() > MAX_RESULT_BYTES => Err(TaskError::new(
-            codes::RESULT_TOO_LARGE,
-            format!(
-                "plugin '{name}' returned {} bytes from '{}'; results are limited to {MAX_RESULT_BYTES} bytes",
-                json.len(),
-                call.method
-            ),
-        )),
+        Ok(Ok(Ok(json))) if json.len() > MAX_RESULT_BYTES => {
+            Err(TaskError::result_too_large(&format!("plugin '{name}'"), json.len(), &call.method))
+        }
         Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|e| {
             TaskError::new(codes::INTERNAL_ERROR, format!("plugin '{name}' returned a result that is not JSON ({e})"))
         }),

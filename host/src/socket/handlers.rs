@@ -7,7 +7,7 @@
 
 use super::Host;
 use super::remote::RemoteProvider;
-use super::wire::{Fields, Payload, RpcError, errors, object};
+use super::wire::{self, Fields, Payload, RpcError, errors, object};
 use crate::engine::EngineError;
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::workflow::{self, Catalog};
@@ -25,6 +25,13 @@ const MAX_METHODS: usize = 1000;
 /// Answer an event: the ack (when asked for) and, on failure, an `error`
 /// event as the original server sent.
 fn answer(socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) {
+    let outcome = outcome.and_then(|value| match wire::encoded_len(&value) {
+        len if len > wire::MAX_REPLY_BYTES => Err(RpcError::new(
+            errors::TOO_LARGE,
+            format!("the answer is {len} bytes; answers are limited to {} bytes (256 MiB)", wire::MAX_REPLY_BYTES),
+        )),
+        _ => Ok(value),
+    });
     let reply = match outcome {
         Ok(value) => value,
         Err(error) => {

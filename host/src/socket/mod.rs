@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-pub use wire::errors;
+pub use wire::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 
 /// Settings of `gleitzeit serve`.
 #[derive(Clone)]
@@ -265,8 +265,11 @@ pub async fn serve(
         shutting_down: AtomicBool::new(false),
     });
     let (layer, io) = SocketIo::builder()
-        // Workflows with large params arrive in one message.
-        .max_payload(64 * 1024 * 1024)
+        // One limit for every transport (see `wire`): what exceeds the
+        // request limit but not this is refused with an error, not dropped.
+        .max_payload(wire::TRANSPORT_MAX_BYTES as u64)
+        .ws_max_message_size(wire::TRANSPORT_MAX_BYTES)
+        .ws_max_frame_size(wire::TRANSPORT_MAX_BYTES)
         // Packets queued per socket before emits fail: a submitter of a large
         // workflow receives several events per task in a burst, and a full
         // buffer would drop them (and acks) silently.

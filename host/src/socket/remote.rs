@@ -8,7 +8,7 @@
 
 use super::wire::{AckArgs, method_reply};
 use crate::locks::lock;
-use crate::model::{ProviderSpec, TaskError, codes};
+use crate::model::{MAX_RESULT_BYTES, ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Progress, Provider};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
@@ -206,7 +206,12 @@ impl Provider for RemoteProvider {
                 () = tokio::time::sleep_until(call.deadline.into()) => Err(late()),
             };
             slot.answered = outcome.as_ref().err().is_none_or(|e| e.code != codes::TIMEOUT && !e.requeue);
-            outcome
+            outcome.and_then(|result| match super::wire::encoded_len(&result) {
+                len if len > MAX_RESULT_BYTES => {
+                    Err(TaskError::result_too_large(&format!("provider '{provider}'"), len, &call.method))
+                }
+                _ => Ok(result),
+            })
         })
     }
 }

@@ -18,6 +18,39 @@ pub mod errors {
     pub const NOT_FOUND: i32 = -32011;
     /// The id is taken (a running workflow, another socket's provider).
     pub const CONFLICT: i32 = -32012;
+    /// The request or its answer is larger than a message may be.
+    pub const TOO_LARGE: i32 = -32013;
+}
+
+/// The largest request (one Socket.IO message, client → host) the host
+/// reads, on every transport; larger ones up to [`TRANSPORT_MAX_BYTES`] are
+/// answered with an error naming this limit.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// What the transports take in at most (a WebSocket message or frame, an
+/// HTTP long-polling body). Above it there is no request to answer: the
+/// WebSocket is closed, a polling POST gets `413`.
+pub const TRANSPORT_MAX_BYTES: usize = 2 * MAX_REQUEST_BYTES;
+/// The largest answer or event (host → client) the host sends; a larger
+/// answer (a report with very large results, say) is replaced by an error
+/// naming this limit.
+pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
+/// The length of `value` as JSON, without building the text.
+pub fn encoded_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A JSON-RPC 2.0 error object.
@@ -57,7 +90,7 @@ impl RpcError {
 /// `&str`, which fails for any key with an escape in it: python-socketio
 /// sends every non-ASCII key escaped (`"gr\u00f6\u00dfe"`), so a workflow
 /// with such a params key could not be submitted at all.
-pub struct Payload(pub Result<Value, String>);
+pub struct Payload(pub Result<Value, RpcError>);
 
 impl<A: socketioxide::adapter::Adapter> socketioxide::handler::FromMessageParts<A> for Payload {
     type Error = std::convert::Infallible;
@@ -71,28 +104,37 @@ impl<A: socketioxide::adapter::Adapter> socketioxide::handler::FromMessageParts<
     }
 }
 
-fn first_argument(packet: &socketioxide::handler::Value) -> Result<Value, String> {
+fn first_argument(packet: &socketioxide::handler::Value) -> Result<Value, RpcError> {
+    let unreadable = |reason: &str| RpcError::new(errors::PARSE_ERROR, format!("cannot read the payload: {reason}"));
     let text = match packet {
         socketioxide::handler::Value::Str(_, Some(attachments)) if !attachments.is_empty() => {
-            return Err("binary attachments are not accepted; send JSON".into());
+            return Err(unreadable("binary attachments are not accepted; send JSON"));
         }
         socketioxide::handler::Value::Str(text, _) => text.as_str(),
-        socketioxide::handler::Value::Bytes(_) => return Err("binary payloads are not accepted; send JSON".into()),
+        socketioxide::handler::Value::Bytes(_) => {
+            return Err(unreadable("binary payloads are not accepted; send JSON"));
+        }
     };
+    if text.len() > MAX_REQUEST_BYTES {
+        return Err(RpcError::new(
+            errors::TOO_LARGE,
+            format!("the message is {} bytes; requests are limited to {MAX_REQUEST_BYTES} bytes (64 MiB)", text.len()),
+        ));
+    }
     // `[event, first, ...]`: the event name is skipped, later arguments ignored.
-    let args: Vec<Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    args.into_iter().nth(1).ok_or_else(|| "the event carries no payload".to_owned())
+    let args: Vec<Value> = serde_json::from_str(text).map_err(|e| unreadable(&e.to_string()))?;
+    args.into_iter().nth(1).ok_or_else(|| unreadable("the event carries no payload"))
 }
 
 /// The object payload of `event`, or an error saying what arrived instead.
-pub fn object(event: &str, payload: Result<Value, String>) -> Result<Map<String, Value>, RpcError> {
+pub fn object(event: &str, payload: Result<Value, RpcError>) -> Result<Map<String, Value>, RpcError> {
     match payload {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(RpcError::new(
             errors::INVALID_REQUEST,
             format!("{event}: the payload must be a JSON object, got {}", kind(&other)),
         )),
-        Err(e) => Err(RpcError::new(errors::PARSE_ERROR, format!("{event}: cannot read the payload: {e}"))),
+        Err(e) => Err(RpcError { message: format!("{event}: {}", e.message), ..e }),
     }
 }
 
