@@ -492,3 +492,90 @@ fn a_provider_on_the_rust_client_answers_the_hosts_acks() {
         tasks.iter().all(|t| t["result"]["n"] == t["id"].as_str().unwrap()["rust-".len()..].parse::<u64>().unwrap())
     );
 }
+
+/// The daemon's resident memory, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// A raw WebSocket client: it connects, joins the default namespace and
+/// sends what it is told, and never reads a byte after the handshake.
+struct SilentClient(std::net::TcpStream);
+
+impl SilentClient {
+    fn connect(url: &str) -> Self {
+        use std::io::{Read, Write};
+        let addr = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let mut client = Self(stream);
+        client.send("40");
+        client
+    }
+
+    /// One masked text frame (the mask key is zero, so the payload is as is).
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let mut frame = vec![0x81u8];
+        match text.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend(u16::try_from(n).unwrap().to_be_bytes());
+            }
+        }
+        frame.extend([0, 0, 0, 0]);
+        frame.extend(text.as_bytes());
+        self.0.write_all(&frame).unwrap();
+    }
+}
+
+/// Small requests for a 10 MB answer from a client that never reads: the
+/// daemon keeps at most its unread limit for it, disconnects it, and its
+/// memory returns near the baseline once the client is gone.
+#[test]
+fn a_client_that_never_reads_cannot_grow_the_daemon() {
+    let daemon = daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    let message = "x".repeat(10 * 1024 * 1024);
+    let workflow = serde_json::json!({"id": "big", "name": "big", "tasks": [
+        {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": message}}]});
+    std::fs::write(&big, workflow.to_string()).unwrap();
+    assert_eq!(cli(&daemon, &["workflow", "submit", big.to_str().unwrap(), "--wait"]).status.code(), Some(0));
+    let pid = daemon._process.process.0.id();
+    let baseline = rss_mib(pid);
+
+    let mut silent = SilentClient::connect(&daemon.url);
+    for ack in 1..=400 {
+        silent.send(&format!(r#"42{ack}["get_workflow",{{"workflow_id":"big"}}]"#));
+    }
+    // Without a bound the daemon grows by 10 MB per request (1.5 GB within
+    // 5 s here); watch it for 10 s.
+    let mut peak = 0;
+    for _ in 0..100 {
+        peak = peak.max(rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(peak < baseline + 400, "resident memory grew from {baseline} MiB to {peak} MiB");
+    drop(silent);
+    let started = std::time::Instant::now();
+    while rss_mib(pid) > baseline + 100 {
+        assert!(started.elapsed() < Duration::from_secs(30), "memory stayed at {} MiB", rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

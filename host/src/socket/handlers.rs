@@ -24,7 +24,7 @@ const MAX_METHODS: usize = 1000;
 
 /// Answer an event: the ack (when asked for) and, on failure, an `error`
 /// event as the original server sent.
-fn answer(socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) {
+fn answer(host: &Host, socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) {
     let outcome = outcome.and_then(|value| match wire::encoded_len(&value) {
         len if len > wire::MAX_REPLY_BYTES => Err(RpcError::new(
             errors::TOO_LARGE,
@@ -37,11 +37,15 @@ fn answer(socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) 
         Err(error) => {
             tracing::debug!(socket = %socket.id, "request failed: {}", error.message);
             let reply = error.to_reply();
-            let _ = socket.emit("error", &reply);
+            if host.admit(socket, &reply) {
+                let _ = socket.emit("error", &reply);
+            }
             reply
         }
     };
-    let _ = ack.send(&reply);
+    if host.admit(socket, &reply) {
+        let _ = ack.send(&reply);
+    }
 }
 
 fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
@@ -51,7 +55,11 @@ fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
 /// Registers every handler. It runs as a connect *middleware*, before the
 /// host confirms the connection: socketioxide spawns the connect handler, so
 /// handlers registered there could miss a client's first, immediate request.
-pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
+pub async fn register_handlers(
+    socket: SocketRef,
+    State(host): State<Arc<Host>>,
+) -> Result<(), std::convert::Infallible> {
+    host.opened(&socket);
     socket.on("register_protocol", register_protocol);
     socket.on("register_provider", register_provider);
     socket.on("method_result", method_result);
@@ -77,11 +85,11 @@ pub async fn on_connect(socket: SocketRef) {
         .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
 }
 
-async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender) {
+async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender, State(host): State<Arc<Host>>) {
     // The name is the client's: echo only the start of it.
     let name = workflow::excerpt(&event);
     let message = format!("unknown event '{name}'; see docs/protocol.md for the events the host understands");
-    answer(&socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
+    answer(&host, &socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
 }
 
 async fn disconnected(socket: SocketRef, State(host): State<Arc<Host>>) {
@@ -119,7 +127,7 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: AckSender, Sta
         let _ = socket.emit("protocol_registered", &reply);
         Ok(reply)
     })();
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// `{provider_id, protocol_id, supported_methods, name?, description?, max_concurrent?}`
@@ -170,7 +178,7 @@ async fn register_provider(
         tokio::spawn(async move { io.to(super::PROVIDERS_ROOM).emit("provider_available", &available).await });
         Ok(reply)
     })();
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 fn check_protocol_id(event: &str, protocol_id: &str) -> Result<(), RpcError> {
@@ -220,7 +228,7 @@ async fn method_result(socket: SocketRef, data: Payload, ack: AckSender, State(h
             Err(RpcError::new(errors::NOT_FOUND, format!("method_result: no call '{id}' is waiting for an answer")))
         }
     })();
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// `{id, chunk}`: partial output of a running call, for the task's subscribers.
@@ -237,7 +245,7 @@ async fn task_progress(socket: SocketRef, data: Payload, ack: AckSender, State(h
             Err(RpcError::new(errors::NOT_FOUND, format!("task_progress: no call '{id}' is running")))
         }
     })();
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// Validate a workflow tree exactly as `gleitzeit run` does.
@@ -293,7 +301,7 @@ async fn submit_workflow(
         Ok(reply)
     }
     .await;
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
@@ -316,7 +324,7 @@ async fn submit_task(socket: SocketRef, data: Payload, ack: AckSender, io: Socke
         Ok(reply)
     }
     .await;
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
@@ -326,6 +334,7 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
 
 /// `{workflow_id}`: the workflow's report (running or finished).
 async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+    let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let id = workflow_id("get_workflow", data)?;
         let live = host.engine.workflow(&id).await.map_err(RpcError::internal)?;
@@ -346,12 +355,13 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(ho
         }
     }
     .await;
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// Running workflows, then the most recently finished (from the store when
 /// there is one).
 async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+    let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let mut list = serde_json::to_value(host.engine.workflows().await.map_err(RpcError::internal)?)
             .map_err(RpcError::internal)?;
@@ -369,7 +379,7 @@ async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Ar
         Ok(json!({ "workflows": list }))
     }
     .await;
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// Finished workflows `list_workflows` shows at most.
@@ -386,7 +396,7 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State
         }
     }
     .await;
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 /// What `subscribe` and `unsubscribe` name: `{workflow_id}` (that workflow's
@@ -404,33 +414,33 @@ fn topic(event: &str, data: Payload) -> Result<(String, Value), RpcError> {
     Ok((super::room(&id), json!({ "workflow_id": id })))
 }
 
-async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender) {
+async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
     let outcome = topic("subscribe", data).map(|(room, mut reply)| {
         socket.join(room);
         reply["subscribed"] = json!(true);
         reply
     });
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
-async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender) {
+async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
     let outcome = topic("unsubscribe", data).map(|(room, mut reply)| {
         socket.leave(room);
         reply["subscribed"] = json!(false);
         reply
     });
-    answer(&socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 async fn list_providers(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
-    answer(&socket, ack, Ok(json!({ "providers": host.providers() })));
+    answer(&host, &socket, ack, Ok(json!({ "providers": host.providers() })));
 }
 
 async fn list_protocols(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
-    answer(&socket, ack, Ok(json!({ "protocols": host.protocols() })));
+    answer(&host, &socket, ack, Ok(json!({ "protocols": host.protocols() })));
 }
 
 async fn list_plugins(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
     let directory = host.plugins.dir().display().to_string();
-    answer(&socket, ack, Ok(json!({ "plugins": host.plugins.statuses(), "directory": directory })));
+    answer(&host, &socket, ack, Ok(json!({ "plugins": host.plugins.statuses(), "directory": directory })));
 }

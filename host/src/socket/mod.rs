@@ -8,6 +8,7 @@
 //! `workflow`, exactly as single-shot mode does.
 
 mod handlers;
+mod outbound;
 mod remote;
 mod wire;
 
@@ -62,6 +63,8 @@ pub struct Host {
     remotes: Mutex<HashMap<String, Vec<Arc<RemoteProvider>>>>,
     /// Methods declared with `register_protocol`, by socket and protocol.
     declared: Mutex<HashMap<(String, String), Vec<MethodSpec>>>,
+    /// What each socket has been sent and has read.
+    outboxes: outbound::Outboxes,
     shutting_down: AtomicBool,
 }
 
@@ -77,6 +80,47 @@ const PROVIDERS_ROOM: &str = "providers";
 impl Host {
     fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// A socket connected: open its outbox, on its WebSocket connection when
+    /// it came over WebSocket directly.
+    fn opened(&self, socket: &socketioxide::extract::SocketRef) {
+        let parts = socket.req_parts();
+        let websocket = parts.uri.query().is_some_and(|q| query_param(q, "transport") == Some("websocket"));
+        let connection = parts.extensions.get::<axum::extract::ConnectInfo<outbound::Connection>>();
+        let meter = connection.filter(|_| websocket).map(|c| c.0.meter.clone());
+        self.outboxes.open(&socket.id.to_string(), meter);
+    }
+
+    /// Whether `payload` may be queued for `socket`; a socket that left too
+    /// much unread is disconnected instead (what was queued for it is freed).
+    fn admit(&self, socket: &socketioxide::extract::SocketRef, payload: &impl serde::Serialize) -> bool {
+        self.admit_bytes(socket, wire::encoded_len(payload) + outbound::PACKET_OVERHEAD)
+    }
+
+    /// Wait for a slot to build an answer for `socket`; `None` (do no work)
+    /// once it is gone or has left too much unread.
+    async fn request_slot(
+        &self,
+        socket: &socketioxide::extract::SocketRef,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.outboxes.slot(&socket.id.to_string()).await?;
+        (socket.connected() && self.admit_bytes(socket, 0)).then_some(slot)
+    }
+
+    fn admit_bytes(&self, socket: &socketioxide::extract::SocketRef, bytes: usize) -> bool {
+        match self.outboxes.admit(&socket.id.to_string(), bytes) {
+            Ok(()) => true,
+            Err(unread) => {
+                tracing::warn!(
+                    socket = %socket.id,
+                    "the client left {unread} bytes unread (at most {} may wait); disconnecting it",
+                    outbound::UNREAD_LIMIT
+                );
+                let _ = socket.clone().disconnect();
+                false
+            }
+        }
     }
 
     fn declare_protocol(&self, sid: &str, protocol: &str, methods: Vec<MethodSpec>) {
@@ -115,6 +159,7 @@ impl Host {
     /// A socket disconnected: its providers leave; their calls in flight go
     /// back to the queue.
     fn forget_socket(&self, sid: &str) {
+        self.outboxes.close(sid);
         let providers = lock(&self.remotes).remove(sid).unwrap_or_default();
         for provider in providers {
             tracing::info!(provider = provider.id(), "remote provider disconnected");
@@ -180,6 +225,45 @@ impl Host {
     }
 }
 
+/// `name`'s value in a URL query (`a=1&b=2`).
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Tell Socket.IO sockets' outboxes what their transports take: a WebSocket
+/// that replaces long-polling, and each long-polling response's body.
+async fn meter_transports(
+    axum::extract::State(host): axum::extract::State<Arc<Host>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let query = request.uri().query().unwrap_or_default();
+    let (Some(sid), Some(transport)) = (query_param(query, "sid"), query_param(query, "transport")) else {
+        return next.run(request).await;
+    };
+    let sid = sid.to_owned();
+    if transport == "websocket" {
+        if let Some(connection) = request.extensions().get::<axum::extract::ConnectInfo<outbound::Connection>>() {
+            host.outboxes.upgraded(&sid, connection.0.meter.clone());
+        }
+        return next.run(request).await;
+    }
+    let polled = (request.method() == axum::http::Method::GET).then(|| host.outboxes.polled(&sid)).flatten();
+    let response = next.run(request).await;
+    match polled {
+        Some(meter) => response.map(|body| {
+            use http_body_util::BodyExt as _;
+            axum::body::Body::new(body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    meter.add(data.len());
+                }
+                frame
+            }))
+        }),
+        None => response,
+    }
+}
+
 /// Tell the subscribers of provider changes when a plugin loads, fails or
 /// goes, and let parked tasks try the new providers.
 fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
@@ -195,8 +279,22 @@ fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
     });
 }
 
+/// Emit to each socket in `room` that has not left too much unread.
+fn emit_to_room(io: &SocketIo, host: &Host, room: String, event: &str, payload: &impl serde::Serialize) {
+    let sockets = io.to(room).sockets();
+    if sockets.is_empty() {
+        return;
+    }
+    let bytes = wire::encoded_len(payload) + outbound::PACKET_OVERHEAD;
+    for socket in sockets {
+        if host.admit_bytes(&socket, bytes) {
+            let _ = socket.emit(event, payload);
+        }
+    }
+}
+
 /// Send the engine's events to the sockets in each workflow's room.
-async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+async fn forward_events(io: SocketIo, host: Arc<Host>, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
         match event {
             // Two events per task: `task_status` when it starts (or waits
@@ -210,13 +308,13 @@ async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<Engine
                     "error": task.error,
                     "attempt": task.attempt,
                 });
-                let _ = io.to(room(&task.workflow_id)).emit("task_result", &result).await;
+                emit_to_room(&io, &host, room(&task.workflow_id), "task_result", &result);
             }
             EngineEvent::Task(task) => {
-                let _ = io.to(room(&task.workflow_id)).emit("task_status", &task).await;
+                emit_to_room(&io, &host, room(&task.workflow_id), "task_status", &task);
             }
             EngineEvent::Progress(progress) => {
-                let _ = io.to(room(&progress.workflow_id)).emit("task_progress", &progress).await;
+                emit_to_room(&io, &host, room(&progress.workflow_id), "task_progress", &progress);
             }
             EngineEvent::WorkflowFinished(report) => {
                 let done = json!({
@@ -226,7 +324,7 @@ async fn forward_events(io: SocketIo, mut events: mpsc::UnboundedReceiver<Engine
                     "summary": report.summary,
                     "duration_ms": report.duration_ms,
                 });
-                let _ = io.to(room(&report.workflow_id)).emit("workflow_completed", &done).await;
+                emit_to_room(&io, &host, room(&report.workflow_id), "workflow_completed", &done);
             }
         }
     }
@@ -262,6 +360,7 @@ pub async fn serve(
         plugins,
         remotes: Mutex::default(),
         declared: Mutex::default(),
+        outboxes: outbound::Outboxes::default(),
         shutting_down: AtomicBool::new(false),
     });
     let (layer, io) = SocketIo::builder()
@@ -278,13 +377,19 @@ pub async fn serve(
         .build_layer();
     io.ns("/", handlers::on_connect.with(handlers::register_handlers));
     announce_plugin_changes(&host.plugins, io.clone(), engine.clone());
-    tokio::spawn(forward_events(io.clone(), events));
-    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).layer(layer);
+    tokio::spawn(forward_events(io.clone(), host.clone(), events));
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(host.clone(), meter_transports));
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
     announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
-    let server = axum::serve(listener, app);
+    let server = axum::serve(
+        outbound::MeteredListener(listener),
+        app.into_make_service_with_connect_info::<outbound::Connection>(),
+    );
     tokio::select! {
         result = server => result.map_err(ServeError::Io),
         () = shutdown => {
