@@ -173,6 +173,14 @@ fn size_limits_agree_across_transports_and_providers() {
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
 }
 
+/// Escaped (non-ASCII) keys in a request and in a provider's ack.
+#[test]
+fn escaped_keys_arrive_in_requests_and_acks() {
+    let daemon = daemon();
+    let out = finished(python(&daemon, "tests/python/escaped_keys.py"));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
 #[test]
 fn bad_payloads_get_errors_and_the_server_keeps_serving() {
     let daemon = daemon();
@@ -578,4 +586,20 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
         assert!(started.elapsed() < Duration::from_secs(30), "memory stayed at {} MiB", rss_mib(pid));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// An ack id too large for the host to answer with closes the connection as
+/// a malformed packet, instead of leaving the client waiting forever.
+#[test]
+fn an_ack_id_out_of_range_closes_the_connection() {
+    use std::io::Read;
+    let daemon = daemon();
+    let mut client = SilentClient::connect(&daemon.url);
+    client.send(r#"4218446744073709551615["list_protocols"]"#);
+    client.0.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Everything until the host closes: it must close (well before Engine.IO's
+    // 45 s ping timeout would), not leave the read to time out.
+    let mut received = Vec::new();
+    let closed = client.0.read_to_end(&mut received);
+    assert!(closed.is_ok(), "the connection stayed open: {closed:?}");
 }

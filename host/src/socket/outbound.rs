@@ -40,12 +40,10 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 pub const UNREAD_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Bytes a packet takes on the wire besides its payload, at the least
-/// (Socket.IO prefix, WebSocket header): counted as queued, so that what a
-/// socket reads never outgrows what was counted for it.
+/// (Socket.IO prefix, WebSocket header).
 pub const PACKET_OVERHEAD: usize = 8;
 
-/// Below this, a socket counts as having read everything (headers and
-/// framing are counted as read but not as queued).
+/// Below this, a socket counts as having read everything.
 const SETTLED: u64 = 64 * 1024;
 
 /// Bytes the kernel took from one connection.
@@ -162,9 +160,13 @@ impl Connected<IncomingStream<'_, MeteredListener>> for Connection {
 /// a 10 MB report built 400 reports side by side.
 pub const REQUESTS_AT_ONCE: usize = 4;
 
-/// One socket's queued and taken bytes, and its request slots.
+/// One socket's unread bytes, and its request slots.
 struct Outbox {
-    queued: AtomicU64,
+    /// What was counted in and is not yet taken, and how much its transports
+    /// had taken when last asked. Taking more than was counted (headers,
+    /// small events nobody counted) does not bank credit for later: unread
+    /// stops at zero.
+    balance: Mutex<Balance>,
     slots: Arc<tokio::sync::Semaphore>,
     /// Long-polling responses' bodies.
     polled: Arc<Meter>,
@@ -172,10 +174,16 @@ struct Outbox {
     websocket: Mutex<Option<(Arc<Meter>, u64)>>,
 }
 
+#[derive(Default)]
+struct Balance {
+    unread: u64,
+    taken: u64,
+}
+
 impl Default for Outbox {
     fn default() -> Self {
         Self {
-            queued: AtomicU64::default(),
+            balance: Mutex::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE)),
             polled: Arc::default(),
             websocket: Mutex::default(),
@@ -185,7 +193,8 @@ impl Default for Outbox {
 
 impl Outbox {
     fn taken(&self) -> u64 {
-        let websocket = crate::locks::lock(&self.websocket).as_ref().map_or(0, |(m, base)| m.written() - base);
+        let websocket =
+            crate::locks::lock(&self.websocket).as_ref().map_or(0, |(m, base)| m.written().saturating_sub(*base));
         self.polled.written() + websocket
     }
 }
@@ -234,11 +243,14 @@ impl Outboxes {
     /// Err carries what the socket left unread.
     pub fn admit(&self, sid: &str, bytes: usize) -> Result<(), u64> {
         let Some(outbox) = self.get(sid) else { return Ok(()) };
-        let unread = outbox.queued.load(Ordering::Relaxed).saturating_sub(outbox.taken());
-        if unread > SETTLED && unread + bytes as u64 > UNREAD_LIMIT {
-            return Err(unread);
+        let taken = outbox.taken();
+        let mut balance = crate::locks::lock(&outbox.balance);
+        balance.unread = balance.unread.saturating_sub(taken.saturating_sub(balance.taken));
+        balance.taken = taken;
+        if balance.unread > SETTLED && balance.unread + bytes as u64 > UNREAD_LIMIT {
+            return Err(balance.unread);
         }
-        outbox.queued.fetch_add(bytes as u64, Ordering::Relaxed);
+        balance.unread += bytes as u64;
         Ok(())
     }
 }

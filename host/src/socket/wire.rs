@@ -84,12 +84,9 @@ impl RpcError {
     }
 }
 
-/// An event's payload (its first argument), read by serde_json itself.
-///
-/// socketioxide's own reader peeks at each object's first key as a borrowed
-/// `&str`, which fails for any key with an escape in it: python-socketio
-/// sends every non-ASCII key escaped (`"gr\u00f6\u00dfe"`), so a workflow
-/// with such a params key could not be submitted at all.
+/// An event's payload (its first argument), checked against
+/// [`MAX_REQUEST_BYTES`] before it is parsed, and read by serde_json itself
+/// (binary attachments are refused: the protocol is JSON).
 pub struct Payload(pub Result<Value, RpcError>);
 
 impl<A: socketioxide::adapter::Adapter> socketioxide::handler::FromMessageParts<A> for Payload {
