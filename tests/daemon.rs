@@ -107,60 +107,57 @@ fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap()
 }
 
-/// The Python provider answers through acks, or (REPLY_BY_EVENT=1) returns
-/// nothing, so python-socketio acks with no value, and answers with a
+/// The example provider and submitter of `lang` (`python` or `js`), the
+/// provider answering through acks, or (REPLY_BY_EVENT=1) with an empty ack
+/// (python-socketio sends one when the handler returns nothing) and then a
 /// `method_result` event: the documented "empty ack, then `method_result`".
-#[test]
-fn a_python_provider_and_submitter_mix_with_the_wasm_echo() {
+fn examples_mix_with_the_wasm_echo(lang: &str, run: fn(&Daemon, &str) -> Command, shouted: &str) {
+    let dir = if lang == "python" { "docs/examples/python" } else { "docs/examples/js" };
+    let ext = if lang == "python" { "py" } else { "mjs" };
     for by_event in ["0", "1"] {
         let daemon = daemon();
-        let mut provider = python(&daemon, "docs/examples/python/provider.py");
+        let mut provider = run(&daemon, &format!("{dir}/provider.{ext}"));
         provider.env("REPLY_BY_EVENT", by_event);
         let (_provider, _) = spawn_until(provider, "registered");
-        let out = finished(python(&daemon, "docs/examples/python/submit.py"));
+        let out = finished(run(&daemon, &format!("{dir}/submit.{ext}")));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        assert_eq!(report["status"], "completed", "by event: {by_event}: {report}");
-        assert_eq!(task(&report, "shout")["result"]["text"], "HELLO FROM PYTHON");
+        assert_eq!(report["status"], "completed", "{lang}, by event: {by_event}: {report}");
+        assert_eq!(task(&report, "shout")["result"]["text"], shouted);
+        assert_eq!(task(&report, "report")["result"]["echoed"], format!("{shouted} has 3 words"));
         assert_eq!(task(&report, "measure")["result"]["words"], 3);
-        assert_eq!(task(&report, "report")["result"]["echoed"], "HELLO FROM PYTHON has 3 words");
         assert_eq!(task(&report, "report")["result"]["provider_id"], "echo-wasm");
         assert!(stdout.contains("task measure completed"), "task_result events reach the submitter");
     }
 }
 
-/// The JS provider answers through acks, or (REPLY_BY_EVENT=1) with an empty
-/// ack and then a `method_result` event.
+#[test]
+fn a_python_provider_and_submitter_mix_with_the_wasm_echo() {
+    examples_mix_with_the_wasm_echo("python", python, "HELLO FROM PYTHON");
+}
+
 #[test]
 fn a_js_provider_and_submitter_mix_with_the_wasm_echo() {
-    for by_event in ["0", "1"] {
-        let daemon = daemon();
-        let mut provider = node(&daemon, "docs/examples/js/provider.mjs");
-        provider.env("REPLY_BY_EVENT", by_event);
-        let (_provider, _) = spawn_until(provider, "registered");
-        let out = finished(node(&daemon, "docs/examples/js/submit.mjs"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        assert_eq!(report["status"], "completed", "by event: {by_event}: {report}");
-        assert_eq!(task(&report, "shout")["result"]["text"], "HELLO FROM JAVASCRIPT");
-        assert_eq!(task(&report, "report")["result"]["echoed"], "HELLO FROM JAVASCRIPT has 3 words");
-    }
+    examples_mix_with_the_wasm_echo("js", node, "HELLO FROM JAVASCRIPT");
 }
 
 #[test]
 fn the_original_systems_payloads_work_unchanged() {
+    passes_against_a_daemon("tests/python/original_payloads.py");
+}
+
+/// Run a Python check script against a fresh daemon; it prints "ok" last.
+fn passes_against_a_daemon(script: &str) {
     let daemon = daemon();
-    let out = finished(python(&daemon, "tests/python/original_payloads.py"));
-    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    let out = finished(python(&daemon, script));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"), "{script} did not pass");
 }
 
 /// `workflow_started` to the submitter, provider changes to their
 /// subscribers, nothing to a bystander; method names checked like ids.
 #[test]
 fn events_reach_only_those_who_asked() {
-    let daemon = daemon();
-    let out = finished(python(&daemon, "tests/python/event_scope.py"));
-    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    passes_against_a_daemon("tests/python/event_scope.py");
 }
 
 /// 20 MiB requests arrive on both transports, 70 MiB ones get an error
@@ -168,24 +165,18 @@ fn events_reach_only_those_who_asked() {
 /// with -32007 as a WASM plugin's would.
 #[test]
 fn size_limits_agree_across_transports_and_providers() {
-    let daemon = daemon();
-    let out = finished(python(&daemon, "tests/python/limits.py"));
-    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    passes_against_a_daemon("tests/python/limits.py");
 }
 
 /// Escaped (non-ASCII) keys in a request and in a provider's ack.
 #[test]
 fn escaped_keys_arrive_in_requests_and_acks() {
-    let daemon = daemon();
-    let out = finished(python(&daemon, "tests/python/escaped_keys.py"));
-    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    passes_against_a_daemon("tests/python/escaped_keys.py");
 }
 
 #[test]
 fn bad_payloads_get_errors_and_the_server_keeps_serving() {
-    let daemon = daemon();
-    let out = finished(python(&daemon, "tests/python/bad_payloads.py"));
-    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    passes_against_a_daemon("tests/python/bad_payloads.py");
 }
 
 /// Submit workflows (JSON) with tests/python/submit_file.py; returns their reports.

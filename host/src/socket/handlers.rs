@@ -415,21 +415,26 @@ fn topic(event: &str, data: Payload) -> Result<(String, Value), RpcError> {
 }
 
 async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
-    let outcome = topic("subscribe", data).map(|(room, mut reply)| {
-        socket.join(room);
-        reply["subscribed"] = json!(true);
-        reply
-    });
-    answer(&host, &socket, ack, outcome);
+    subscription(&host, &socket, ack, data, true);
 }
 
 async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
-    let outcome = topic("unsubscribe", data).map(|(room, mut reply)| {
-        socket.leave(room);
-        reply["subscribed"] = json!(false);
+    subscription(&host, &socket, ack, data, false);
+}
+
+/// Join (or leave) the room `data` names.
+fn subscription(host: &Host, socket: &SocketRef, ack: AckSender, data: Payload, subscribed: bool) {
+    let event = if subscribed { "subscribe" } else { "unsubscribe" };
+    let outcome = topic(event, data).map(|(room, mut reply)| {
+        if subscribed {
+            socket.join(room);
+        } else {
+            socket.leave(room);
+        }
+        reply["subscribed"] = json!(subscribed);
         reply
     });
-    answer(&host, &socket, ack, outcome);
+    answer(host, socket, ack, outcome);
 }
 
 async fn list_providers(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
