@@ -310,6 +310,11 @@ async fn forward_events(io: SocketIo, host: Arc<Host>, mut events: mpsc::Unbound
                 });
                 emit_to_room(&io, &host, room(&task.workflow_id), "task_result", &result);
             }
+            // A start (no error) is a few ids: sent to the room at once,
+            // uncounted (an outbox's balance cannot bank what it did not count).
+            EngineEvent::Task(task) if task.error.is_none() => {
+                let _ = io.to(room(&task.workflow_id)).emit("task_status", &task).await;
+            }
             EngineEvent::Task(task) => {
                 emit_to_room(&io, &host, room(&task.workflow_id), "task_status", &task);
             }
@@ -324,7 +329,7 @@ async fn forward_events(io: SocketIo, host: Arc<Host>, mut events: mpsc::Unbound
                     "summary": report.summary,
                     "duration_ms": report.duration_ms,
                 });
-                emit_to_room(&io, &host, room(&report.workflow_id), "workflow_completed", &done);
+                let _ = io.to(room(&report.workflow_id)).emit("workflow_completed", &done).await;
             }
         }
     }
