@@ -579,6 +579,16 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
     }
 }
 
+/// The same over long-polling: a client that posts requests and never polls.
+#[test]
+fn a_polling_client_that_never_polls_cannot_grow_the_daemon() {
+    let daemon = daemon();
+    let mut check = python(&daemon, "tests/python/silent_polling.py");
+    check.env("GLEITZEIT_PID", daemon._process.process.0.id().to_string());
+    let out = finished(check);
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
 /// An ack id too large for the host to answer with closes the connection as
 /// a malformed packet, instead of leaving the client waiting forever.
 #[test]
