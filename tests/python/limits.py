@@ -64,10 +64,29 @@ async def oversized_result():
     await provider.disconnect()
 
 
+async def reads_more_than_the_unread_limit_in_all():
+    # Default transports: python-socketio polls, upgrades, and only then
+    # joins the namespace over the WebSocket. 80 MB of results, read as they
+    # come, is no reason to disconnect it.
+    sio = socketio.AsyncClient(websocket_extra_options={"max_msg_size": 0})
+    results = asyncio.Queue()
+    sio.on("task_result", results.put)
+    await sio.connect(SERVER)
+    for i in range(10):
+        reply = await sio.call("submit_task", {"task": {"id": f"r{i}", "protocol": "echo/v1", "method": "echo",
+                                                        "params": {"message": "z" * (8 * MiB)}}}, timeout=60)
+        assert "task_id" in reply, reply
+        result = await asyncio.wait_for(results.get(), 60)
+        assert result["status"] == "completed", result["error"]
+    assert "protocols" in await sio.call("list_protocols", {}), "still connected"
+    await sio.disconnect()
+
+
 async def main():
     await requests_over("websocket")
     await requests_over("polling")
     await oversized_result()
+    await reads_more_than_the_unread_limit_in_all()
     print("ok")
 
 

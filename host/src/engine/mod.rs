@@ -65,9 +65,7 @@ pub enum EngineError {
     Stopped,
     #[error("a workflow with id '{0}' is already running")]
     DuplicateId(String),
-    #[error(
-        "a workflow with id '{0}' has finished and its report is kept until retention prunes it; submit it with another id"
-    )]
+    #[error("a workflow with id '{0}' has finished and its report is kept; submit it with another id (or none)")]
     FinishedId(String),
     #[error("{0}")]
     Store(String),
@@ -158,6 +156,22 @@ pub struct Engine {
     inbox: mpsc::UnboundedSender<Message>,
     /// The durable engine's store: the owner of the ids of finished workflows.
     store: Option<Arc<dyn crate::store::Store>>,
+    /// Ids between the store check and the scheduler's answer: a second
+    /// submission of one of them is refused, so two cannot both pass the
+    /// check and the later overwrite the earlier's report.
+    checking: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// An id held in [`Engine::checking`] while it is checked and submitted.
+struct Checking {
+    ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        crate::locks::lock(&self.ids).remove(&self.id);
+    }
 }
 
 impl Engine {
@@ -188,7 +202,7 @@ impl Engine {
         let (inbox, messages) = mpsc::unbounded_channel();
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
         tokio::spawn(scheduler.run(messages));
-        Ok((Self { inbox, store: Some(store) }, events))
+        Ok((Self { inbox, store: Some(store), checking: Arc::default() }, events))
     }
 
     fn spawn(
@@ -199,7 +213,7 @@ impl Engine {
         let (inbox, messages) = mpsc::unbounded_channel();
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
         tokio::spawn(scheduler.run(messages));
-        Self { inbox, store: None }
+        Self { inbox, store: None, checking: Arc::default() }
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -214,7 +228,7 @@ impl Engine {
 
     /// Accept a validated workflow; it runs in the background.
     pub async fn submit(&self, workflow: Workflow) -> Result<Submitted, EngineError> {
-        self.refuse_stored_id(&workflow.id).await?;
+        let _checking = self.refuse_stored_id(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
         self.ask(|accepted| Command::Submit { workflow, accepted, done: done_tx }).await??;
@@ -223,16 +237,21 @@ impl Engine {
 
     /// An id the store holds is taken: a new workflow under it would
     /// overwrite a finished one's report and results. (The scheduler knows
-    /// the running ids, and finished ones until the store has them.)
-    async fn refuse_stored_id(&self, workflow_id: &str) -> Result<(), EngineError> {
-        let Some(store) = &self.store else { return Ok(()) };
+    /// the running ids, and finished ones until the store has them.) The
+    /// returned guard holds the id until the scheduler has answered.
+    async fn refuse_stored_id(&self, workflow_id: &str) -> Result<Option<Checking>, EngineError> {
+        let Some(store) = &self.store else { return Ok(None) };
+        if !crate::locks::lock(&self.checking).insert(workflow_id.to_owned()) {
+            return Err(EngineError::DuplicateId(workflow_id.to_owned()));
+        }
+        let checking = Checking { ids: self.checking.clone(), id: workflow_id.to_owned() };
         let (store, id) = (store.clone(), workflow_id.to_owned());
         let taken = tokio::task::spawn_blocking(move || store.has(&id))
             .await
             .map_err(|e| EngineError::Store(e.to_string()))?
             .map_err(|e| EngineError::Store(e.to_string()))?;
         if !taken {
-            return Ok(());
+            return Ok(Some(checking));
         }
         let running = self.workflow(workflow_id).await?.is_some_and(|r| r.status == WorkflowStatus::Running);
         let id = workflow_id.to_owned();

@@ -14,6 +14,7 @@ use crate::workflow::{self, Catalog};
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, SocketRef, State};
+use socketioxide::handler::FromMessageParts;
 use std::sync::Arc;
 
 /// Most calls a remote provider gets at once unless it says otherwise.
@@ -24,7 +25,7 @@ const MAX_METHODS: usize = 1000;
 
 /// Answer an event: the ack (when asked for) and, on failure, an `error`
 /// event as the original server sent.
-fn answer(host: &Host, socket: &SocketRef, ack: AckSender, outcome: Result<Value, RpcError>) {
+fn answer(host: &Host, socket: &SocketRef, ack: Reply, outcome: Result<Value, RpcError>) {
     let outcome = outcome.and_then(|value| match wire::encoded_len(&value) {
         len if len > wire::MAX_REPLY_BYTES => Err(RpcError::new(
             errors::TOO_LARGE,
@@ -37,14 +38,41 @@ fn answer(host: &Host, socket: &SocketRef, ack: AckSender, outcome: Result<Value
         Err(error) => {
             tracing::debug!(socket = %socket.id, "request failed: {}", error.message);
             let reply = error.to_reply();
-            if host.admit(socket, &reply) {
-                let _ = socket.emit("error", &reply);
-            }
+            send_counted(host, socket, &reply, |reply| socket.emit("error", reply).is_ok());
             reply
         }
     };
-    if host.admit(socket, &reply) {
-        let _ = ack.send(&reply);
+    if ack.asked {
+        send_counted(host, socket, &reply, |reply| ack.sender.send(reply).is_ok());
+    }
+}
+
+/// Send `payload` with `send` if `socket`'s outbox admits it; what was not
+/// sent after all is not counted.
+fn send_counted(host: &Host, socket: &SocketRef, payload: &Value, send: impl FnOnce(&Value) -> bool) {
+    let bytes = wire::encoded_len(payload) + super::outbound::PACKET_OVERHEAD;
+    if host.admit_bytes(socket, bytes) && !send(payload) {
+        host.refund(socket, bytes);
+    }
+}
+
+/// A request's ack, and whether the client asked for one: an ack nobody
+/// asked for is not sent, so it must not count as queued either.
+pub struct Reply {
+    sender: AckSender,
+    asked: bool,
+}
+
+impl FromMessageParts<socketioxide::adapter::LocalAdapter> for Reply {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<socketioxide::socket::Socket>,
+        packet: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let sender = AckSender::from_message_parts(socket, packet, ack_id)?;
+        Ok(Reply { sender, asked: ack_id.is_some() })
     }
 }
 
@@ -55,11 +83,7 @@ fn payload(event: &str, data: Payload) -> Result<Map<String, Value>, RpcError> {
 /// Registers every handler. It runs as a connect *middleware*, before the
 /// host confirms the connection: socketioxide spawns the connect handler, so
 /// handlers registered there could miss a client's first, immediate request.
-pub async fn register_handlers(
-    socket: SocketRef,
-    State(host): State<Arc<Host>>,
-) -> Result<(), std::convert::Infallible> {
-    host.opened(&socket);
+pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("register_protocol", register_protocol);
     socket.on("register_provider", register_provider);
     socket.on("method_result", method_result);
@@ -80,12 +104,13 @@ pub async fn register_handlers(
 }
 
 /// Greets the client as the original host did.
-pub async fn on_connect(socket: SocketRef) {
+pub async fn on_connect(socket: SocketRef, State(host): State<Arc<Host>>) {
+    host.opened(&socket);
     let _ = socket
         .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
 }
 
-async fn unknown_event(socket: SocketRef, Event(event): Event, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn unknown_event(socket: SocketRef, Event(event): Event, ack: Reply, State(host): State<Arc<Host>>) {
     // The name is the client's: echo only the start of it.
     let name = workflow::excerpt(&event);
     let message = format!("unknown event '{name}'; see docs/protocol.md for the events the host understands");
@@ -97,7 +122,7 @@ async fn disconnected(socket: SocketRef, State(host): State<Arc<Host>>) {
 }
 
 /// `{protocol: {name, version, description?, methods: {NAME: {description}}}}`
-async fn register_protocol(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
         let map = payload("register_protocol", data)?;
         let fields = Fields { event: "register_protocol", map: &map };
@@ -131,13 +156,7 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: AckSender, Sta
 }
 
 /// `{provider_id, protocol_id, supported_methods, name?, description?, max_concurrent?}`
-async fn register_provider(
-    socket: SocketRef,
-    data: Payload,
-    ack: AckSender,
-    io: SocketIo,
-    State(host): State<Arc<Host>>,
-) {
+async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = (|| {
         let map = payload("register_provider", data)?;
         let fields = Fields { event: "register_provider", map: &map };
@@ -215,7 +234,7 @@ fn method_specs(event: &str, field: &str, methods: Vec<(String, String)>) -> Res
 
 /// `{id, result}` / `{id, error}` / a JSON-RPC 2.0 response: the answer to an
 /// `execute_method` call, for clients that cannot answer acks.
-async fn method_result(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn method_result(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
         let map = payload("method_result", data)?;
         let id = match map.get("id") {
@@ -232,7 +251,7 @@ async fn method_result(socket: SocketRef, data: Payload, ack: AckSender, State(h
 }
 
 /// `{id, chunk}`: partial output of a running call, for the task's subscribers.
-async fn task_progress(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
         let map = payload("task_progress", data)?;
         let Some(Value::String(id)) = map.get("id") else {
@@ -270,9 +289,18 @@ async fn submit_validated(
         return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
     }
     let task_count = workflow.tasks.len();
-    // Join first, so no event of the new workflow is missed.
-    socket.join(super::room(&workflow.id));
-    let submitted = host.engine.submit(workflow).await.map_err(|e| match e {
+    // Join first, so no event of the new workflow is missed; a refused
+    // submission leaves again (unless it was there before: an earlier
+    // submission or a subscription of this socket).
+    let room = super::room(&workflow.id);
+    let joined_before = socket.rooms().iter().any(|r| *r == room);
+    socket.join(room.clone());
+    let submitted = host.engine.submit(workflow).await.inspect_err(|_| {
+        if !joined_before {
+            socket.leave(room);
+        }
+    });
+    let submitted = submitted.map_err(|e| match e {
         EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
         EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
     })?;
@@ -283,13 +311,7 @@ async fn submit_validated(
 }
 
 /// `{workflow: {...}}`
-async fn submit_workflow(
-    socket: SocketRef,
-    data: Payload,
-    ack: AckSender,
-    io: SocketIo,
-    State(host): State<Arc<Host>>,
-) {
+async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = async {
         let map = payload("submit_workflow", data)?;
         let tree = Fields { event: "submit_workflow", map: &map }.object("workflow")?;
@@ -305,7 +327,7 @@ async fn submit_workflow(
 }
 
 /// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
-async fn submit_task(socket: SocketRef, data: Payload, ack: AckSender, io: SocketIo, State(host): State<Arc<Host>>) {
+async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = async {
         let map = payload("submit_task", data)?;
         let mut task = Fields { event: "submit_task", map: &map }.object("task")?;
@@ -333,7 +355,7 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
 }
 
 /// `{workflow_id}`: the workflow's report (running or finished).
-async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let id = workflow_id("get_workflow", data)?;
@@ -360,7 +382,7 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(ho
 
 /// Running workflows, then the most recently finished (from the store when
 /// there is one).
-async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn list_workflows(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let mut list = serde_json::to_value(host.engine.workflows().await.map_err(RpcError::internal)?)
@@ -386,7 +408,7 @@ async fn list_workflows(socket: SocketRef, ack: AckSender, State(host): State<Ar
 const LISTED_FINISHED: usize = 1000;
 
 /// `{workflow_id}`
-async fn cancel_workflow(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let id = workflow_id("cancel_workflow", data)?;
         match host.engine.cancel(&id).await {
@@ -414,16 +436,16 @@ fn topic(event: &str, data: Payload) -> Result<(String, Value), RpcError> {
     Ok((super::room(&id), json!({ "workflow_id": id })))
 }
 
-async fn subscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     subscription(&host, &socket, ack, data, true);
 }
 
-async fn unsubscribe(socket: SocketRef, data: Payload, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn unsubscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     subscription(&host, &socket, ack, data, false);
 }
 
 /// Join (or leave) the room `data` names.
-fn subscription(host: &Host, socket: &SocketRef, ack: AckSender, data: Payload, subscribed: bool) {
+fn subscription(host: &Host, socket: &SocketRef, ack: Reply, data: Payload, subscribed: bool) {
     let event = if subscribed { "subscribe" } else { "unsubscribe" };
     let outcome = topic(event, data).map(|(room, mut reply)| {
         if subscribed {
@@ -437,15 +459,15 @@ fn subscription(host: &Host, socket: &SocketRef, ack: AckSender, data: Payload, 
     answer(host, socket, ack, outcome);
 }
 
-async fn list_providers(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn list_providers(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
     answer(&host, &socket, ack, Ok(json!({ "providers": host.providers() })));
 }
 
-async fn list_protocols(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn list_protocols(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
     answer(&host, &socket, ack, Ok(json!({ "protocols": host.protocols() })));
 }
 
-async fn list_plugins(socket: SocketRef, ack: AckSender, State(host): State<Arc<Host>>) {
+async fn list_plugins(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
     let directory = host.plugins.dir().display().to_string();
     answer(&host, &socket, ack, Ok(json!({ "plugins": host.plugins.statuses(), "directory": directory })));
 }

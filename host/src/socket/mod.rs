@@ -82,20 +82,18 @@ impl Host {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// A socket connected: open its outbox, on its WebSocket connection when
-    /// it came over WebSocket directly.
+    /// A socket connected (called from the connect handler, once it counts
+    /// as connected): open its outbox on the connection it came on.
     fn opened(&self, socket: &socketioxide::extract::SocketRef) {
         let parts = socket.req_parts();
         let websocket = parts.uri.query().is_some_and(|q| query_param(q, "transport") == Some("websocket"));
         let connection = parts.extensions.get::<axum::extract::ConnectInfo<outbound::Connection>>();
-        let meter = connection.filter(|_| websocket).map(|c| c.0.meter.clone());
-        self.outboxes.open(&socket.id.to_string(), meter);
-    }
-
-    /// Whether `payload` may be queued for `socket`; a socket that left too
-    /// much unread is disconnected instead (what was queued for it is freed).
-    fn admit(&self, socket: &socketioxide::extract::SocketRef, payload: &impl serde::Serialize) -> bool {
-        self.admit_bytes(socket, wire::encoded_len(payload) + outbound::PACKET_OVERHEAD)
+        let sid = socket.id.to_string();
+        self.outboxes.open(&sid, connection.map(|c| c.0.meter.clone()), websocket);
+        // It may have gone already; `forget_socket` has run then, or runs later.
+        if !socket.connected() {
+            self.outboxes.close(&sid);
+        }
     }
 
     /// Wait for a slot to build an answer for `socket`; `None` (do no work)
@@ -104,10 +102,21 @@ impl Host {
         &self,
         socket: &socketioxide::extract::SocketRef,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if !socket.connected() {
+            return None;
+        }
         let slot = self.outboxes.slot(&socket.id.to_string()).await?;
         (socket.connected() && self.admit_bytes(socket, 0)).then_some(slot)
     }
 
+    /// `bytes` admitted for `socket` were not sent after all.
+    fn refund(&self, socket: &socketioxide::extract::SocketRef, bytes: usize) {
+        self.outboxes.refund(&socket.id.to_string(), bytes);
+    }
+
+    /// Whether `bytes` more may be queued for `socket`; a socket that left
+    /// too much unread is disconnected instead (what was queued for it is
+    /// freed).
     fn admit_bytes(&self, socket: &socketioxide::extract::SocketRef, bytes: usize) -> bool {
         match self.outboxes.admit(&socket.id.to_string(), bytes) {
             Ok(()) => true,
@@ -230,38 +239,28 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// Tell Socket.IO sockets' outboxes what their transports take: a WebSocket
-/// that replaces long-polling, and each long-polling response's body.
+/// Tell Socket.IO sockets' outboxes which connections carry what they are
+/// sent: a WebSocket that replaces long-polling, and the connection of each
+/// long-polling request (credited as the kernel takes its bytes, not when
+/// the response is handed to hyper).
 async fn meter_transports(
     axum::extract::State(host): axum::extract::State<Arc<Host>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let query = request.uri().query().unwrap_or_default();
-    let (Some(sid), Some(transport)) = (query_param(query, "sid"), query_param(query, "transport")) else {
-        return next.run(request).await;
-    };
-    let sid = sid.to_owned();
-    if transport == "websocket" {
-        if let Some(connection) = request.extensions().get::<axum::extract::ConnectInfo<outbound::Connection>>() {
-            host.outboxes.upgraded(&sid, connection.0.meter.clone());
+    let connection = request.extensions().get::<axum::extract::ConnectInfo<outbound::Connection>>();
+    if let (Some(sid), Some(transport), Some(connection)) =
+        (query_param(query, "sid"), query_param(query, "transport"), connection)
+    {
+        let meter = connection.0.meter.clone();
+        match transport {
+            "websocket" => host.outboxes.upgraded(sid, meter),
+            _ if request.method() == axum::http::Method::GET => host.outboxes.polled_on(sid, meter),
+            _ => {}
         }
-        return next.run(request).await;
     }
-    let polled = (request.method() == axum::http::Method::GET).then(|| host.outboxes.polled(&sid)).flatten();
-    let response = next.run(request).await;
-    match polled {
-        Some(meter) => response.map(|body| {
-            use http_body_util::BodyExt as _;
-            axum::body::Body::new(body.map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    meter.add(data.len());
-                }
-                frame
-            }))
-        }),
-        None => response,
-    }
+    next.run(request).await
 }
 
 /// Tell the subscribers of provider changes when a plugin loads, fails or
@@ -287,8 +286,8 @@ fn emit_to_room(io: &SocketIo, host: &Host, room: String, event: &str, payload: 
     }
     let bytes = wire::encoded_len(payload) + outbound::PACKET_OVERHEAD;
     for socket in sockets {
-        if host.admit_bytes(&socket, bytes) {
-            let _ = socket.emit(event, payload);
+        if host.admit_bytes(&socket, bytes) && socket.emit(event, payload).is_err() {
+            host.refund(&socket, bytes);
         }
     }
 }

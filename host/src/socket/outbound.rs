@@ -10,7 +10,8 @@
 //!   ([`Metered`]), and a write that makes no progress for [`WRITE_STALL`]
 //!   fails, which closes the connection and frees what was queued for it;
 //! - each socket's [`Outbox`] knows what the host queued for it and what its
-//!   transports took (its WebSocket connection, its long-polling responses);
+//!   transports took (its WebSocket connection, the connections its
+//!   long-polling requests came on);
 //! - before queuing an answer or event, the host asks [`Outboxes::admit`]:
 //!   a socket with more than [`UNREAD_LIMIT`] unread is disconnected instead.
 //!
@@ -160,18 +161,62 @@ impl Connected<IncomingStream<'_, MeteredListener>> for Connection {
 /// a 10 MB report built 400 reports side by side.
 pub const REQUESTS_AT_ONCE: usize = 4;
 
-/// One socket's unread bytes, and its request slots.
+/// Connections a socket's long-polling responses are credited from, at most;
+/// an older one's count is folded into `retired` when a new one comes.
+const POLL_CONNECTIONS: usize = 8;
+
+/// A WebSocket upgrade seen before its socket joined the namespace
+/// (python-socketio upgrades first, then sends CONNECT over the WebSocket)
+/// waits this long for it.
+const EARLY_UPGRADE_WAIT: Duration = Duration::from_secs(60);
+
+/// A connection's meter and what it had written when the socket began to use it.
+type Since = (Arc<Meter>, u64);
+
+fn since(meter: Arc<Meter>) -> Since {
+    let base = meter.written();
+    (meter, base)
+}
+
+fn written_since((meter, base): &Since) -> u64 {
+    meter.written().saturating_sub(*base)
+}
+
+/// The connections that carry what a socket is sent.
+#[derive(Default)]
+struct Transports {
+    websocket: Option<Since>,
+    polls: Vec<Since>,
+    /// What polling connections no longer followed had written.
+    retired: u64,
+}
+
+impl Transports {
+    fn taken(&self) -> u64 {
+        self.retired + self.websocket.iter().chain(&self.polls).map(written_since).sum::<u64>()
+    }
+
+    fn polled_on(&mut self, meter: Arc<Meter>) {
+        if self.polls.iter().any(|(m, _)| Arc::ptr_eq(m, &meter)) {
+            return;
+        }
+        if self.polls.len() == POLL_CONNECTIONS {
+            let oldest = self.polls.remove(0);
+            self.retired += written_since(&oldest);
+        }
+        self.polls.push(since(meter));
+    }
+}
+
+/// One socket's unread bytes, its transports and its request slots.
 struct Outbox {
     /// What was counted in and is not yet taken, and how much its transports
     /// had taken when last asked. Taking more than was counted (headers,
     /// small events nobody counted) does not bank credit for later: unread
     /// stops at zero.
     balance: Mutex<Balance>,
+    transports: Mutex<Transports>,
     slots: Arc<tokio::sync::Semaphore>,
-    /// Long-polling responses' bodies.
-    polled: Arc<Meter>,
-    /// Its WebSocket connection, and what that had written before.
-    websocket: Mutex<Option<(Arc<Meter>, u64)>>,
 }
 
 #[derive(Default)]
@@ -184,58 +229,74 @@ impl Default for Outbox {
     fn default() -> Self {
         Self {
             balance: Mutex::default(),
+            transports: Mutex::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_AT_ONCE)),
-            polled: Arc::default(),
-            websocket: Mutex::default(),
         }
-    }
-}
-
-impl Outbox {
-    fn taken(&self) -> u64 {
-        let websocket =
-            crate::locks::lock(&self.websocket).as_ref().map_or(0, |(m, base)| m.written().saturating_sub(*base));
-        self.polled.written() + websocket
     }
 }
 
 /// Every connected socket's outbox, by socket id (which is its Engine.IO sid).
 #[derive(Default)]
-pub struct Outboxes(Mutex<HashMap<String, Arc<Outbox>>>);
+pub struct Outboxes {
+    open: Mutex<HashMap<String, Arc<Outbox>>>,
+    /// WebSocket upgrades of sids not yet connected, with when they came.
+    early: Mutex<HashMap<String, (Since, std::time::Instant)>>,
+}
 
 impl Outboxes {
-    /// A socket connected; `websocket` is its connection when it came over
-    /// WebSocket directly.
-    pub fn open(&self, sid: &str, websocket: Option<Arc<Meter>>) {
-        let outbox = Outbox::default();
-        *crate::locks::lock(&outbox.websocket) = websocket.map(|m| (m.clone(), m.written()));
-        crate::locks::lock(&self.0).insert(sid.to_owned(), Arc::new(outbox));
-    }
-
-    pub fn close(&self, sid: &str) {
-        crate::locks::lock(&self.0).remove(sid);
-    }
-
-    fn get(&self, sid: &str) -> Option<Arc<Outbox>> {
-        crate::locks::lock(&self.0).get(sid).cloned()
-    }
-
-    /// The socket moved from long-polling to the WebSocket on `meter`.
-    pub fn upgraded(&self, sid: &str, meter: Arc<Meter>) {
-        if let Some(outbox) = self.get(sid) {
-            let base = meter.written();
-            *crate::locks::lock(&outbox.websocket) = Some((meter, base));
+    /// A socket connected on `connection`: its WebSocket when `websocket`
+    /// (or a WebSocket it upgraded to already), else its first long-polling
+    /// connection.
+    pub fn open(&self, sid: &str, connection: Option<Arc<Meter>>, websocket: bool) {
+        let outbox = self.entry(sid);
+        let upgraded = crate::locks::lock(&self.early).remove(sid).map(|(since, _)| since);
+        let mut transports = crate::locks::lock(&outbox.transports);
+        match (upgraded, connection) {
+            (Some(upgraded), _) => transports.websocket = Some(upgraded),
+            (None, Some(meter)) if websocket => transports.websocket = Some(since(meter)),
+            (None, Some(meter)) => transports.polled_on(meter),
+            (None, None) => {}
         }
     }
 
-    /// Where a long-polling response to `sid` counts what it sends.
-    pub fn polled(&self, sid: &str) -> Option<Arc<Meter>> {
-        self.get(sid).map(|outbox| outbox.polled.clone())
+    /// The outbox of `sid`, made if it has none yet (a request can come
+    /// before the connect handler has run).
+    fn entry(&self, sid: &str) -> Arc<Outbox> {
+        crate::locks::lock(&self.open).entry(sid.to_owned()).or_default().clone()
     }
 
-    /// Wait for one of `sid`'s request slots; `None` once it is gone.
+    pub fn close(&self, sid: &str) {
+        crate::locks::lock(&self.open).remove(sid);
+    }
+
+    fn get(&self, sid: &str) -> Option<Arc<Outbox>> {
+        crate::locks::lock(&self.open).get(sid).cloned()
+    }
+
+    /// The socket moved from long-polling to the WebSocket on `meter`
+    /// (possibly before it joined the namespace).
+    pub fn upgraded(&self, sid: &str, meter: Arc<Meter>) {
+        match self.get(sid) {
+            Some(outbox) => crate::locks::lock(&outbox.transports).websocket = Some(since(meter)),
+            None => {
+                let mut early = crate::locks::lock(&self.early);
+                early.retain(|_, (_, at)| at.elapsed() < EARLY_UPGRADE_WAIT);
+                early.insert(sid.to_owned(), (since(meter), std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// A long-polling request of `sid` came on the connection of `meter`:
+    /// what that connection writes from now on counts as read by `sid`.
+    pub fn polled_on(&self, sid: &str, meter: Arc<Meter>) {
+        if let Some(outbox) = self.get(sid) {
+            crate::locks::lock(&outbox.transports).polled_on(meter);
+        }
+    }
+
+    /// Wait for one of `sid`'s request slots (the caller knows it is connected).
     pub async fn slot(&self, sid: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let slots = self.get(sid)?.slots.clone();
+        let slots = self.entry(sid).slots.clone();
         slots.acquire_owned().await.ok()
     }
 
@@ -243,7 +304,7 @@ impl Outboxes {
     /// Err carries what the socket left unread.
     pub fn admit(&self, sid: &str, bytes: usize) -> Result<(), u64> {
         let Some(outbox) = self.get(sid) else { return Ok(()) };
-        let taken = outbox.taken();
+        let taken = crate::locks::lock(&outbox.transports).taken();
         let mut balance = crate::locks::lock(&outbox.balance);
         balance.unread = balance.unread.saturating_sub(taken.saturating_sub(balance.taken));
         balance.taken = taken;
@@ -252,5 +313,13 @@ impl Outboxes {
         }
         balance.unread += bytes as u64;
         Ok(())
+    }
+
+    /// `bytes` admitted for `sid` were not sent after all.
+    pub fn refund(&self, sid: &str, bytes: usize) {
+        if let Some(outbox) = self.get(sid) {
+            let mut balance = crate::locks::lock(&outbox.balance);
+            balance.unread = balance.unread.saturating_sub(bytes as u64);
+        }
     }
 }
