@@ -205,10 +205,13 @@ fn status(host: &Host, id: &str) -> Value {
 
 const TASKS: usize = 1000;
 
-/// 1,000 short `delay` tasks, each answering with its own message.
+/// 1,000 short `delay` tasks, each answering with its own message: 4 s of
+/// work at concurrency 25, so that three kills with restarts in between
+/// (about 1.3 s of pauses plus the restarts) land before the end even on a
+/// fast machine.
 fn delay_workflow(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
     let tasks: Vec<Value> = (0..TASKS)
-        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.05, "message": format!("task {i}")}}))
+        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.1, "message": format!("task {i}")}}))
         .collect();
     let path = dir.join(format!("{id}.json"));
     std::fs::write(&path, json!({"id": id, "name": "kill me", "tasks": tasks}).to_string()).unwrap();
