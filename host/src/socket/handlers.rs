@@ -38,21 +38,12 @@ fn answer(host: &Host, socket: &SocketRef, ack: Reply, outcome: Result<Value, Rp
         Err(error) => {
             tracing::debug!(socket = %socket.id, "request failed: {}", error.message);
             let reply = error.to_reply();
-            send_counted(host, socket, &reply, |reply| socket.emit("error", reply).is_ok());
+            host.send_counted(socket, super::counted_len(&reply), || socket.emit("error", &reply).is_ok());
             reply
         }
     };
     if ack.asked {
-        send_counted(host, socket, &reply, |reply| ack.sender.send(reply).is_ok());
-    }
-}
-
-/// Send `payload` with `send` if `socket`'s outbox admits it; what was not
-/// sent after all is not counted.
-fn send_counted(host: &Host, socket: &SocketRef, payload: &Value, send: impl FnOnce(&Value) -> bool) {
-    let bytes = wire::encoded_len(payload) + super::outbound::PACKET_OVERHEAD;
-    if host.admit_bytes(socket, bytes) && !send(payload) {
-        host.refund(socket, bytes);
+        host.send_counted(socket, super::counted_len(&reply), || ack.sender.send(&reply).is_ok());
     }
 }
 

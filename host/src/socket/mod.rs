@@ -109,9 +109,12 @@ impl Host {
         (socket.connected() && self.admit_bytes(socket, 0)).then_some(slot)
     }
 
-    /// `bytes` admitted for `socket` were not sent after all.
-    fn refund(&self, socket: &socketioxide::extract::SocketRef, bytes: usize) {
-        self.outboxes.refund(&socket.id.to_string(), bytes);
+    /// Send `bytes` with `send` if `socket`'s outbox admits them; what was
+    /// not sent after all is not counted.
+    fn send_counted(&self, socket: &socketioxide::extract::SocketRef, bytes: usize, send: impl FnOnce() -> bool) {
+        if self.admit_bytes(socket, bytes) && !send() {
+            self.outboxes.refund(&socket.id.to_string(), bytes);
+        }
     }
 
     /// Whether `bytes` more may be queued for `socket`; a socket that left
@@ -278,17 +281,20 @@ fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, engine: Engine) {
     });
 }
 
+/// What `payload` counts in a socket's outbox.
+fn counted_len(payload: &impl serde::Serialize) -> usize {
+    wire::encoded_len(payload) + outbound::PACKET_OVERHEAD
+}
+
 /// Emit to each socket in `room` that has not left too much unread.
 fn emit_to_room(io: &SocketIo, host: &Host, room: String, event: &str, payload: &impl serde::Serialize) {
     let sockets = io.to(room).sockets();
     if sockets.is_empty() {
         return;
     }
-    let bytes = wire::encoded_len(payload) + outbound::PACKET_OVERHEAD;
+    let bytes = counted_len(payload);
     for socket in sockets {
-        if host.admit_bytes(&socket, bytes) && socket.emit(event, payload).is_err() {
-            host.refund(&socket, bytes);
-        }
+        host.send_counted(&socket, bytes, || socket.emit(event, payload).is_ok());
     }
 }
 
