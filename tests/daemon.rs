@@ -24,24 +24,30 @@ impl Drop for Running {
     }
 }
 
-/// A child process with its stdout lines (echoed to the test's output).
+/// A child process with its stdout lines and its log (stderr), both echoed
+/// to the test's output.
 struct Proc {
     process: Running,
     lines: mpsc::Receiver<String>,
+    log: mpsc::Receiver<String>,
 }
 
 impl Proc {
     fn spawn(mut command: Command) -> Self {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("  | {line}");
-                let _ = sender.send(line);
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let lines = echo_lines(child.stdout.take().unwrap());
+        let log = echo_lines(child.stderr.take().unwrap());
+        Self { process: Running(child), lines, log }
+    }
+
+    /// The next log line containing `marker` (within 60 s).
+    fn log_line(&self, marker: &str) -> String {
+        loop {
+            let line = self.log.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no log {marker:?}"));
+            if line.contains(marker) {
+                return line;
             }
-        });
-        Self { process: Running(child), lines }
+        }
     }
 
     /// The next line containing `marker` (within 60 s).
@@ -60,6 +66,18 @@ impl Proc {
     }
 }
 
+/// The lines of `stream`, each echoed to the test's output as it comes.
+fn echo_lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            println!("  | {line}");
+            let _ = sender.send(line);
+        }
+    });
+    lines
+}
+
 /// Start `command` and wait for a stdout line containing `marker`.
 fn spawn_until(command: Command, marker: &str) -> (Proc, String) {
     let proc = Proc::spawn(command);
@@ -68,31 +86,38 @@ fn spawn_until(command: Command, marker: &str) -> (Proc, String) {
 }
 
 struct Daemon {
-    _process: Proc,
+    process: Proc,
     url: String,
-    /// Its data directory (the default SQLite store).
-    _data: tempfile::TempDir,
+    /// Its data directory (the default SQLite store, the local token).
+    data: tempfile::TempDir,
+    /// The local admin token it wrote there.
+    token: String,
 }
 
 fn daemon() -> Daemon {
+    daemon_with(&[])
+}
+
+fn daemon_with(args: &[&str]) -> Daemon {
     let data = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]).args(args);
     command.current_dir(root()).env_remove("GLEITZEIT_PLUGINS");
     let (process, line) = spawn_until(command, "listening on");
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    Daemon { _process: process, url, _data: data }
+    let token = support::local_token(data.path()).unwrap_or_default();
+    Daemon { process, url, data, token }
 }
 
 fn python(daemon: &Daemon, script: &str) -> Command {
     let mut command = Command::new("python3");
-    command.arg(root().join(script)).env("GLEITZEIT_SERVER", &daemon.url);
+    command.arg(root().join(script)).env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_TOKEN", &daemon.token);
     command
 }
 
 fn node(daemon: &Daemon, script: &str) -> Command {
     let mut command = Command::new("node");
-    command.arg(root().join(script)).env("GLEITZEIT_SERVER", &daemon.url);
+    command.arg(root().join(script)).env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_TOKEN", &daemon.token);
     command
 }
 
@@ -141,9 +166,89 @@ fn a_js_provider_and_submitter_mix_with_the_wasm_echo() {
     examples_mix_with_the_wasm_echo("js", node, "HELLO FROM JAVASCRIPT");
 }
 
+/// The original's clients show no token: they work with `auth = "off"`,
+/// the explicit choice for them, and are refused by default.
 #[test]
-fn the_original_systems_payloads_work_unchanged() {
-    passes_against_a_daemon("tests/python/original_payloads.py");
+fn the_original_systems_payloads_work_unchanged_with_auth_off() {
+    let daemon = daemon_with(&["--auth", "off"]);
+    let out = finished(python(&daemon, "tests/python/original_payloads.py"));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+
+    let daemon = self::daemon();
+    let refused = python(&daemon, "tests/python/original_payloads.py").output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("failed to connect"), "{stderr}");
+    // The daemon says why, and to whom.
+    let logged = daemon.process.log_line("refused: no token");
+    assert!(logged.contains("peer=127.0.0.1:"), "{logged}");
+}
+
+/// `gleitzeit token create` while the daemon runs; each role against every
+/// event with python-socketio (see the script for the cases).
+#[test]
+fn each_role_may_do_only_what_its_token_allows() {
+    let daemon = daemon();
+    let create = |name: &str, extra: &[&str]| {
+        let out = finished({
+            let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
+            command.args(["token", "create", "--name", name]).args(extra).env("GLEITZEIT_DATA_DIR", daemon.data.path());
+            command
+        });
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let mut script = python(&daemon, "tests/python/auth_roles.py");
+    script
+        .env("ADMIN", &daemon.token)
+        .env("ALICE", create("alice", &["--role", "client"]))
+        .env("BOB", create("bob", &["--role", "client"]))
+        .env("WORKER", create("worker", &["--role", "provider", "--protocol", "text/v1"]))
+        .env("WORKER2", create("worker2", &["--role", "provider", "--protocol", "text/v1"]))
+        .env("GLEITZEIT_BIN", env!("CARGO_BIN_EXE_gleitzeit"))
+        .env("GLEITZEIT_DATA_DIR", daemon.data.path());
+    let out = finished(script);
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+    let tokens = std::fs::read_to_string(daemon.data.path().join("tokens.toml")).unwrap();
+    assert!(tokens.contains("alice") && !tokens.contains("gzt_"), "hashes only: {tokens}");
+}
+
+/// Clients that show no token are told so: socket.io-client (the example
+/// submitter) and the CLI, with where the token is looked for.
+#[test]
+fn clients_without_a_token_are_refused_with_the_reason() {
+    let daemon = daemon();
+    let nowhere = tempfile::tempdir().unwrap();
+    let mut js = node(&daemon, "docs/examples/js/submit.mjs");
+    js.env_remove("GLEITZEIT_TOKEN").env("XDG_DATA_HOME", nowhere.path());
+    let out = js.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot connect: no token"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "list"])
+        .env("GLEITZEIT_SERVER", &daemon.url)
+        .env_remove("GLEITZEIT_TOKEN")
+        .env("GLEITZEIT_DATA_DIR", nowhere.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no token") && stderr.contains("GLEITZEIT_TOKEN"), "{stderr}");
+}
+
+/// Authentication off is for loopback only; tokens may listen anywhere.
+#[test]
+fn authentication_off_is_refused_beyond_loopback() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--auth", "off", "--store", "memory"])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 with authentication off"), "{stderr}");
+    assert!(stderr.contains("[auth] mode (--auth, GLEITZEIT_AUTH)"), "{stderr}");
 }
 
 /// Run a Python check script against a fresh daemon; it prints "ok" last.
@@ -274,6 +379,9 @@ fn cli(daemon: &Daemon, args: &[&str]) -> Output {
         .args(args)
         .current_dir(root())
         .env("GLEITZEIT_SERVER", &daemon.url)
+        // No token given: the CLI finds the local one in the data directory.
+        .env_remove("GLEITZEIT_TOKEN")
+        .env("GLEITZEIT_DATA_DIR", daemon.data.path())
         .output()
         .unwrap()
 }
@@ -431,7 +539,7 @@ fn sigterm_lets_running_work_finish_then_exits() {
     while cli(&daemon, &["workflow", "status", "slow"]).status.code() != Some(0) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = daemon._process.process.0.id().to_string();
+    let pid = daemon.process.process.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let reports = submitted.join().unwrap();
     assert_eq!(reports[0]["status"], "completed", "the running workflow finished during the grace period");
@@ -463,7 +571,7 @@ fn a_provider_on_the_rust_client_answers_the_hosts_acks() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let report = runtime.block_on(async {
         let url = daemon.url.clone();
-        let mut provider = Client::connect(&url).await.unwrap();
+        let mut provider = Client::connect(&url, Some(&daemon.token)).await.unwrap();
         let registration = serde_json::json!({"provider_id": "rusty", "protocol_id": "work/v1", "supported_methods": ["job"], "max_concurrent": 64});
         let reply = provider.call("register_provider", &registration, Duration::from_secs(10)).await.unwrap();
         assert_eq!(reply["provider_id"], "rusty", "{reply}");
@@ -475,7 +583,7 @@ fn a_provider_on_the_rust_client_answers_the_hosts_acks() {
                 }
             }
         });
-        let mut submitter = Client::connect(&url).await.unwrap();
+        let mut submitter = Client::connect(&url, Some(&daemon.token)).await.unwrap();
         let reply = submitter.call("submit_workflow", &serde_json::json!({"workflow": jobs("rust", 2000, "normal")}), Duration::from_secs(30)).await.unwrap();
         let id = reply["workflow_id"].as_str().unwrap().to_owned();
         while let Some(event) = submitter.next_event().await {
@@ -504,7 +612,7 @@ fn rss_mib(pid: u32) -> u64 {
 struct SilentClient(std::net::TcpStream);
 
 impl SilentClient {
-    fn connect(url: &str) -> Self {
+    fn connect(url: &str, token: &str) -> Self {
         use std::io::{Read, Write};
         let addr = url.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -522,7 +630,7 @@ impl SilentClient {
         }
         assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
         let mut client = Self(stream);
-        client.send("40");
+        client.send(&format!("40{}", serde_json::json!({ "token": token })));
         client
     }
 
@@ -556,10 +664,10 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
         {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": message}}]});
     std::fs::write(&big, workflow.to_string()).unwrap();
     assert_eq!(cli(&daemon, &["workflow", "submit", big.to_str().unwrap(), "--wait"]).status.code(), Some(0));
-    let pid = daemon._process.process.0.id();
+    let pid = daemon.process.process.0.id();
     let baseline = rss_mib(pid);
 
-    let mut silent = SilentClient::connect(&daemon.url);
+    let mut silent = SilentClient::connect(&daemon.url, &daemon.token);
     for ack in 1..=400 {
         silent.send(&format!(r#"42{ack}["get_workflow",{{"workflow_id":"big"}}]"#));
     }
@@ -584,7 +692,7 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
 fn a_polling_client_that_never_polls_cannot_grow_the_daemon() {
     let daemon = daemon();
     let mut check = python(&daemon, "tests/python/silent_polling.py");
-    check.env("GLEITZEIT_PID", daemon._process.process.0.id().to_string());
+    check.env("GLEITZEIT_PID", daemon.process.process.0.id().to_string());
     let out = finished(check);
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
 }
@@ -595,7 +703,7 @@ fn a_polling_client_that_never_polls_cannot_grow_the_daemon() {
 fn an_ack_id_out_of_range_closes_the_connection() {
     use std::io::Read;
     let daemon = daemon();
-    let mut client = SilentClient::connect(&daemon.url);
+    let mut client = SilentClient::connect(&daemon.url, &daemon.token);
     client.send(r#"4218446744073709551615["list_protocols"]"#);
     client.0.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // Everything until the host closes: it must close (well before Engine.IO's

@@ -213,7 +213,7 @@ fn generations_stream_progress_to_subscribers_and_return_the_whole_text() {
     let host = support::serve(&["--store", "memory", "--config", config.to_str().unwrap()]);
     let workflow = json!({"name": "stream", "tasks": [
         {"id": "talk", "protocol": "llm/v1", "method": "generate", "params": {"prompt": "one two three four five"}}]});
-    let report = &support::submit_with_python(&host.url, &workflow);
+    let report = &support::submit_with_python(&host, &workflow);
     let content = task(report, "talk")["result"]["content"].as_str().unwrap().to_owned();
     assert_eq!(content, "llama3 answers: one two three four five");
     let pieces: Vec<&str> =

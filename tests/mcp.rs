@@ -278,7 +278,7 @@ fn tool_progress_reaches_subscribers() {
         let host = support::serve(&["--store", "memory", "--config", config.to_str().unwrap()]);
         let workflow = json!({"name": "long", "tasks": [{"id": "long", "protocol": "mcp/v1", "method": "call_tool",
             "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 0.8, "steps": 4}}}]});
-        let report = support::submit_with_python(&host.url, &workflow);
+        let report = support::submit_with_python(&host, &workflow);
         assert_eq!(
             result(&report, "long")["text"],
             "Long running operation completed. Duration: 0.8 seconds, Steps: 4."

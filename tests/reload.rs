@@ -17,6 +17,9 @@ struct Daemon {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// Its data directory's parent (`XDG_DATA_HOME`), where the CLI finds
+    /// the local token.
+    data_home: tempfile::TempDir,
     /// What the daemon has logged so far (at info level).
     log: Arc<Mutex<String>>,
 }
@@ -29,10 +32,11 @@ impl Drop for Daemon {
 }
 
 fn daemon() -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, data_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--plugins", dir.path().to_str().unwrap()])
         .env("GLEITZEIT_LOG", "info")
+        .env("XDG_DATA_HOME", data_home.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,12 +53,20 @@ fn daemon() -> Daemon {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    Daemon { child, url, dir, log }
+    Daemon { child, url, dir, data_home, log }
 }
 
 impl Daemon {
+    /// The CLI as the daemon's local user runs it.
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
+        command.env("GLEITZEIT_SERVER", &self.url).env("XDG_DATA_HOME", self.data_home.path());
+        command.env_remove("GLEITZEIT_TOKEN").env_remove("GLEITZEIT_DATA_DIR");
+        command
+    }
+
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gleitzeit")).args(args).env("GLEITZEIT_SERVER", &self.url).output().unwrap()
+        self.command().args(args).output().unwrap()
     }
 
     fn plugins(&self) -> Vec<Value> {
@@ -218,9 +230,9 @@ fn ten_thousand_tasks_survive_twenty_swaps() {
         .collect();
     let file = daemon.dir.path().join("load.json");
     std::fs::write(&file, serde_json::json!({"name": "load", "tasks": tasks}).to_string()).unwrap();
-    let submitter = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+    let submitter = daemon
+        .command()
         .args(["workflow", "submit", file.to_str().unwrap(), "--wait", "--output", "json"])
-        .env("GLEITZEIT_SERVER", &daemon.url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -273,9 +285,9 @@ fn a_removed_plugin_finishes_its_running_call_and_its_queued_tasks_fail_after_th
         "name: remove\ntasks:\n  - {id: running, protocol: hostile/v1, method: nap, params: {ms: 1500, key: k}}\n  - {id: queued, protocol: hostile/v1, method: config, params: {key: k}, timeout: 1}\n",
     )
     .unwrap();
-    let submit = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+    let submit = daemon
+        .command()
         .args(["workflow", "submit", workflow.to_str().unwrap(), "--wait", "--output", "json"])
-        .env("GLEITZEIT_SERVER", &daemon.url)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -320,7 +332,7 @@ fn the_default_plugins_directory_is_in_the_data_directory() {
     let url = listening.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
     let expected = data_home.path().join("gleitzeit/plugins");
     let announced = stdout.next().unwrap().unwrap();
-    let daemon = Daemon { child, url, dir: tempfile::tempdir().unwrap(), log: Arc::default() };
+    let daemon = Daemon { child, url, dir: tempfile::tempdir().unwrap(), data_home, log: Arc::default() };
     assert_eq!(announced, format!("plugins: bundled, and {} (watched)", expected.display()));
     assert!(daemon.plugin("stray").is_none(), "./plugins is not loaded: {:?}", daemon.plugins());
     let listed = String::from_utf8(daemon.cli(&["plugin", "list"]).stdout).unwrap();

@@ -40,6 +40,10 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
 }
 
 fn report(workflow_id: &str, finished_at: SystemTime) -> Arc<RunReport> {
+    owned_report(workflow_id, finished_at, None)
+}
+
+fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>) -> Arc<RunReport> {
     let task = TaskReport {
         id: "a".into(),
         name: "a".into(),
@@ -57,6 +61,7 @@ fn report(workflow_id: &str, finished_at: SystemTime) -> Arc<RunReport> {
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);
     report.finished_at = Some(finished_at);
+    report.owner = owner.map(str::to_owned);
     Arc::new(report)
 }
 
@@ -64,11 +69,13 @@ fn report(workflow_id: &str, finished_at: SystemTime) -> Arc<RunReport> {
 fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     let store = open();
     let now = SystemTime::now();
-    let (w1, w2, w3) = (workflow("w1"), workflow("w2"), workflow("w3"));
+    let (w1, mut w2, mut w3) = (workflow("w1"), workflow("w2"), workflow("w3"));
+    w2.owner = Some("alice".into());
+    w3.owner = Some("bob".into());
     store
         .write(&[
-            Record::Accepted { workflow: w1.clone(), submitted_at: now },
-            Record::Accepted { workflow: w2.clone(), submitted_at: now + Duration::from_secs(1) },
+            Record::Accepted { workflow: Box::new(w1.clone()), submitted_at: now },
+            Record::Accepted { workflow: Box::new(w2.clone()), submitted_at: now + Duration::from_secs(1) },
             Record::Task(task("w1", "a", TaskStatus::Running, 1)),
             Record::Task(task("w1", "a", TaskStatus::Completed, 1)),
             Record::Task(task("w2", "a", TaskStatus::Running, 2)),
@@ -82,6 +89,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     let saved = store.unfinished().unwrap();
     assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w1", "w2"], "oldest first");
     assert_eq!(saved[0].workflow, w1, "the workflow round-trips exactly");
+    assert_eq!(saved[1].workflow, w2, "with its owner");
     let a = &saved[0].tasks;
     assert_eq!((a.len(), a[0].status, a[0].attempts), (1, TaskStatus::Completed, 1), "the last state wins: {a:?}");
     assert_eq!(a[0].result, Some(serde_json::json!({"echoed": "hi"})));
@@ -95,8 +103,8 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     store
         .write(&[
             Record::Finished(report("w1", now)),
-            Record::Accepted { workflow: w3, submitted_at: old },
-            Record::Finished(report("w3", old)),
+            Record::Accepted { workflow: Box::new(w3), submitted_at: old },
+            Record::Finished(owned_report("w3", old, Some("bob"))),
         ])
         .unwrap();
     let saved = store.unfinished().unwrap();
@@ -106,12 +114,17 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(store.report("nope").unwrap().is_none());
     assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");
     assert!(!store.has("nope").unwrap());
-    let listed: Vec<String> = store.finished(10).unwrap().into_iter().map(|s| s.workflow_id).collect();
+    let listed: Vec<String> = store.finished(10, None).unwrap().into_iter().map(|s| s.workflow_id).collect();
     assert_eq!(listed, ["w1", "w3"], "newest first");
-    assert_eq!(store.finished(1).unwrap().len(), 1);
+    assert_eq!(store.finished(1, None).unwrap().len(), 1);
+    let bobs = store.finished(10, Some("bob")).unwrap();
+    assert_eq!((bobs.len(), bobs[0].workflow_id.as_str(), bobs[0].owner.as_deref()), (1, "w3", Some("bob")));
+    assert!(store.finished(10, Some("alice")).unwrap().is_empty(), "alice's w2 is still running");
 
     // A finished workflow's id used again starts from nothing.
-    store.write(&[Record::Accepted { workflow: workflow("w1"), submitted_at: now + Duration::from_secs(2) }]).unwrap();
+    store
+        .write(&[Record::Accepted { workflow: Box::new(workflow("w1")), submitted_at: now + Duration::from_secs(2) }])
+        .unwrap();
     let again = store.unfinished().unwrap().into_iter().find(|s| s.workflow.id == "w1").unwrap();
     assert!(again.tasks.is_empty(), "no task state of the earlier run: {:?}", again.tasks);
     assert!(store.report("w1").unwrap().is_none(), "running again, so no report");
@@ -120,6 +133,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     // Retention forgets what finished before the cutoff, nothing else.
     assert_eq!(store.prune(now - Duration::from_secs(60)).unwrap(), 1);
     assert!(store.report("w3").unwrap().is_none());
+    assert!(store.finished(10, Some("bob")).unwrap().is_empty(), "pruned from its owner's list too");
     assert!(store.report("w1").unwrap().is_some());
     assert_eq!(store.unfinished().unwrap().len(), 1);
 }
@@ -194,7 +208,12 @@ fn when_finished(host: &Host, id: &str) -> Value {
 }
 
 fn cli(host: &Host, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gleitzeit")).args(args).env("GLEITZEIT_SERVER", &host.url).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(args)
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .output()
+        .unwrap()
 }
 
 fn status(host: &Host, id: &str) -> Value {
@@ -366,7 +385,8 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
             break url.to_owned();
         }
     };
-    let daemon = Host { child, url, data_home: tempfile::tempdir().unwrap() };
+    let token = support::local_token(dir.path()).unwrap();
+    let daemon = Host { child, url, data_home: tempfile::tempdir().unwrap(), token };
     assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
     let pid = redis.child.id().to_string();
     std::thread::sleep(Duration::from_millis(200));

@@ -49,15 +49,20 @@ fn main() {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        // Authentication on, as by default: every connection shows a token.
+        let token = gleitzeit::auth::ensure_local_token(data.path()).unwrap();
+        let mut policy = gleitzeit::auth::Policy::open();
+        policy.tokens = Some(gleitzeit::auth::Tokens::new(&[], &token, data.path()).unwrap());
         let config = ServeConfig {
             engine: EngineConfig::default(),
             grace: Duration::from_secs(1),
             store,
             retention: Duration::from_secs(3600),
+            policy: Arc::new(policy),
         };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
-        tokio::spawn(remote_echo(url.clone()));
-        let mut submitter = Client::connect(&url).await.unwrap();
+        tokio::spawn(remote_echo(url.clone(), token.clone()));
+        let mut submitter = Client::connect(&url, Some(&token)).await.unwrap();
         wait_for_protocol(&submitter, "bench/v1").await;
         run(&mut submitter, "bench/v1", 100).await; // warm-up
 
@@ -102,8 +107,8 @@ fn row(name: &str, (wall, latency): &(Duration, Duration)) {
 }
 
 /// A remote provider of bench/v1 that echoes, answering through acks.
-async fn remote_echo(url: String) {
-    let mut client = Client::connect(&url).await.unwrap();
+async fn remote_echo(url: String, token: String) {
+    let mut client = Client::connect(&url, Some(&token)).await.unwrap();
     let registration = json!({
         "provider_id": "bench-remote", "protocol_id": "bench/v1",
         "supported_methods": ["echo"], "max_concurrent": 512,

@@ -34,6 +34,8 @@ pub enum ClientError {
     Timeout { event: String, seconds: u64 },
     #[error("malformed packet from the host: {0}")]
     Protocol(String),
+    #[error("the host refused the connection: {0}")]
+    Refused(String),
     #[error("the request is {bytes} bytes; the host reads requests of at most {max} bytes (64 MiB)", max = MAX_REQUEST_BYTES)]
     TooLarge { bytes: usize },
 }
@@ -57,6 +59,12 @@ pub struct Client {
     events: mpsc::UnboundedReceiver<ServerEvent>,
 }
 
+/// The message of a CONNECT_ERROR payload (`{"message": …}`), or its text.
+fn refusal(payload: &str) -> String {
+    let message = serde_json::from_str::<Value>(payload).ok().and_then(|v| v["message"].as_str().map(str::to_owned));
+    message.unwrap_or_else(|| payload.chars().take(500).collect())
+}
+
 /// `http://host:port` (or `ws://`) to the Engine.IO WebSocket URL.
 fn websocket_url(server: &str) -> Result<String, ClientError> {
     let rest = server
@@ -68,8 +76,9 @@ fn websocket_url(server: &str) -> Result<String, ClientError> {
 }
 
 impl Client {
-    /// Connect and join the default namespace.
-    pub async fn connect(server: &str) -> Result<Self, ClientError> {
+    /// Connect and join the default namespace, showing `token` (see
+    /// `auth`) when there is one.
+    pub async fn connect(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let url = websocket_url(server)?;
         let failed = |reason: String| ClientError::Connect { url: server.to_owned(), reason };
         // The host's answers may be as large as it sends (plus framing).
@@ -84,12 +93,16 @@ impl Client {
         if !open.starts_with('0') {
             return Err(ClientError::Protocol(format!("expected the open packet, got {open:.60}")));
         }
-        sink.send(Message::text("40")).await.map_err(|e| failed(e.to_string()))?;
+        let connect = match token {
+            Some(token) => format!("40{}", serde_json::json!({ "token": token })),
+            None => "40".to_owned(),
+        };
+        sink.send(Message::text(connect)).await.map_err(|e| failed(e.to_string()))?;
         loop {
             let packet = next_text(&mut stream).await.ok_or(ClientError::Closed)?;
             match packet.as_bytes().get(..2) {
                 Some(b"40") => break,
-                Some(b"44") => return Err(failed(format!("the host refused the connection: {}", &packet[2..]))),
+                Some(b"44") => return Err(ClientError::Refused(refusal(&packet[2..]))),
                 _ if packet == "2" => sink.send(Message::text("3")).await.map_err(|e| failed(e.to_string()))?,
                 _ => {}
             }

@@ -9,6 +9,7 @@
 //! that it survives a crash. `model` holds the shared data types, `report`
 //! the result document, `cli` the command line.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod engine;

@@ -152,6 +152,10 @@ pub struct Workflow {
     pub timeout: Option<Duration>,
     pub metadata: Value,
     pub tasks: Vec<Task>,
+    /// The token that submitted it (`auth`); none with authentication off.
+    /// Not part of the document: the store keeps it beside.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// Where a task stands.

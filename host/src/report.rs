@@ -54,6 +54,9 @@ pub struct RunReport {
     pub duration_ms: f64,
     pub summary: Summary,
     pub tasks: Vec<TaskReport>,
+    /// The token that submitted it (see `auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl RunReport {
@@ -85,6 +88,7 @@ impl RunReport {
             duration_ms: took.as_secs_f64() * 1000.0,
             summary,
             tasks,
+            owner: None,
         }
     }
 

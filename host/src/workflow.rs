@@ -314,6 +314,7 @@ impl Fields {
             timeout,
             metadata,
             tasks: tasks?,
+            owner: None,
         })
     }
 

@@ -8,6 +8,7 @@ import os
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 
 
 async def expect_error(sio, event, payload, code, fragment):
@@ -26,7 +27,7 @@ async def main():
     async def on_error(data):
         errors.append(data)
 
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     await expect_error(sio, "submit_workflow", {}, -32602, "field 'workflow' must be an object, got nothing")
     await expect_error(sio, "submit_workflow", [1, 2, 3], -32600, "must be a JSON object, got a list")
     await expect_error(sio, "submit_workflow", "text", -32600, "got a string")

@@ -8,6 +8,7 @@ import os
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 RESULT = {"größe": 1, "nested": {"ключ": [{"é": "ü"}]}}
 
 
@@ -18,7 +19,7 @@ async def main():
     async def execute(call):
         return {"result": {**RESULT, "asked": call["params"]}}
 
-    await provider.connect(SERVER)
+    await provider.connect(SERVER, auth=AUTH)
     reply = await provider.call("register_provider", {"provider_id": "keys", "protocol_id": "keys/v1",
                                                       "supported_methods": ["m"]})
     assert reply["provider_id"] == "keys", reply
@@ -29,7 +30,7 @@ async def main():
     async def task_result(data):
         done.set_result(data)
 
-    await submitter.connect(SERVER)
+    await submitter.connect(SERVER, auth=AUTH)
     reply = await submitter.call("submit_task", {"task": {"id": "t", "protocol": "keys/v1", "method": "m",
                                                           "params": {"ä": "ö"}}})
     assert reply.get("task_id") == "t", reply

@@ -10,6 +10,7 @@ import os
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 WORKFLOW_EVENTS = {"workflow_started", "task_status", "task_result", "workflow_completed"}
 PROVIDER_EVENTS = {"provider_available", "plugin_loaded", "plugin_failed", "plugin_removed"}
 
@@ -21,7 +22,7 @@ async def client(seen):
     async def any_event(event, data):
         seen.append((event, data))
 
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     return sio
 
 
@@ -34,7 +35,7 @@ async def main():
     assert reply == {"providers": True, "subscribed": True}, reply
 
     provider = socketio.AsyncClient()
-    await provider.connect(SERVER)
+    await provider.connect(SERVER, auth=AUTH)
     reply = await provider.call("register_provider", {"provider_id": "scoped", "protocol_id": "scope/v1",
                                                       "supported_methods": ["run"]})
     assert reply["provider_id"] == "scoped", reply

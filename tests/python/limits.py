@@ -8,6 +8,7 @@ import os
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 MiB = 1024 * 1024
 
 
@@ -20,7 +21,7 @@ def workflow(padding):
 
 async def requests_over(transport):
     sio = socketio.AsyncClient()
-    await sio.connect(SERVER, transports=[transport])
+    await sio.connect(SERVER, auth=AUTH, transports=[transport])
     reply = await sio.call("submit_workflow", workflow(20 * MiB), timeout=60)
     assert "has no method 'shout'" in reply["error"]["message"], (transport, reply["error"]["message"][:200])
     reply = await sio.call("submit_workflow", workflow(70 * MiB), timeout=60)
@@ -38,7 +39,7 @@ async def oversized_result():
     async def execute(call):
         return {"result": {"blob": "y" * (20 * MiB)}}
 
-    await provider.connect(SERVER)
+    await provider.connect(SERVER, auth=AUTH)
     await provider.call("register_provider", {"provider_id": "big", "protocol_id": "big/v1",
                                               "supported_methods": ["blob"]})
     submitter = socketio.AsyncClient()
@@ -50,7 +51,7 @@ async def oversized_result():
         results.append(data)
         done.set()
 
-    await submitter.connect(SERVER)
+    await submitter.connect(SERVER, auth=AUTH)
     reply = await submitter.call("submit_task", {"task": {"id": "b", "protocol": "big/v1", "method": "blob"}})
     assert "task_id" in reply, reply
     await asyncio.wait_for(done.wait(), 60)
@@ -71,7 +72,7 @@ async def reads_more_than_the_unread_limit_in_all():
     sio = socketio.AsyncClient(websocket_extra_options={"max_msg_size": 0})
     results = asyncio.Queue()
     sio.on("task_result", results.put)
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     for i in range(10):
         reply = await sio.call("submit_task", {"task": {"id": f"r{i}", "protocol": "echo/v1", "method": "echo",
                                                         "params": {"message": "z" * (8 * MiB)}}}, timeout=60)

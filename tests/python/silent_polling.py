@@ -10,6 +10,7 @@ import aiohttp
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 PID = int(os.environ["GLEITZEIT_PID"])
 
 
@@ -25,7 +26,7 @@ async def main():
     sio = socketio.AsyncClient(websocket_extra_options={"max_msg_size": 0})
     done = asyncio.Event()
     sio.on("workflow_completed", lambda data: done.set())
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     reply = await sio.call("submit_workflow", {"workflow": {"id": "big", "name": "big", "tasks": [
         {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": "x" * 10_000_000}}]}}, timeout=60)
     assert reply.get("workflow_id") == "big", reply

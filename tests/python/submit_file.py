@@ -9,6 +9,7 @@ import sys
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 
 
 async def main():
@@ -36,7 +37,7 @@ async def main():
             reply = await sio.call("cancel_workflow", {"workflow_id": cancel})
             assert reply.get("cancelled"), reply
 
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     ids = []
     for workflow in workflows:
         reply = await sio.call("submit_workflow", {"workflow": workflow})

@@ -7,6 +7,7 @@ import os
 import socketio
 
 SERVER = os.environ["GLEITZEIT_SERVER"]
+AUTH = {"token": os.environ.get("GLEITZEIT_TOKEN")}
 PROVIDER_ID = os.environ["PROVIDER_ID"]
 sio = socketio.AsyncClient()
 executed = 0
@@ -35,7 +36,7 @@ async def execute_method(call):
 
 
 async def main():
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth=AUTH)
     await sio.wait()
 
 

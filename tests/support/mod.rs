@@ -84,6 +84,8 @@ pub struct Served {
     pub child: std::process::Child,
     pub url: String,
     pub data_home: tempfile::TempDir,
+    /// The local admin token it wrote to its data directory.
+    pub token: String,
 }
 
 impl Drop for Served {
@@ -111,15 +113,21 @@ pub fn serve(args: &[&str]) -> Served {
             break url.to_owned();
         }
     };
-    Served { child, url, data_home }
+    let data_dir = match args.iter().position(|a| *a == "--data-dir") {
+        Some(at) => PathBuf::from(args[at + 1]),
+        None => data_home.path().join("gleitzeit"),
+    };
+    let token = local_token(&data_dir).expect("the daemon writes its local token");
+    Served { child, url, data_home, token }
 }
 
 /// Submit `workflow` over Socket.IO with python-socketio and wait for its
 /// report, which gains the `task_progress` events seen (`progress_events`).
-pub fn submit_with_python(url: &str, workflow: &serde_json::Value) -> serde_json::Value {
+pub fn submit_with_python(host: &Served, workflow: &serde_json::Value) -> serde_json::Value {
     let mut submit = Command::new("python3")
         .arg(root().join("tests/python/submit_file.py"))
-        .env("GLEITZEIT_SERVER", url)
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -129,6 +137,12 @@ pub fn submit_with_python(url: &str, workflow: &serde_json::Value) -> serde_json
     assert!(out.status.success(), "the submitter failed");
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     reports[0].clone()
+}
+
+/// The local admin token a daemon with data directory `data_dir` wrote
+/// (none with authentication off).
+pub fn local_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("token")).ok().map(|t| t.trim().to_owned())
 }
 
 /// `gleitzeit run ARGS --output json` from the repository's root: the exit

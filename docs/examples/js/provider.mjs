@@ -1,14 +1,27 @@
 // A Gleitzeit remote provider in JavaScript: protocol text/v1.
 //
 // Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 node provider.mjs
+// Token: GLEITZEIT_TOKEN (make one with `gleitzeit token create --name text-worker
+// --role provider --protocol text/v1`), else the host's local token.
 // Needs: npm install socket.io-client
 // REPLY_BY_EVENT=1 acks with nothing and sends the answer as a `method_result`
 // event, as a provider whose answer comes later would.
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { io } from "socket.io-client";
 
 const SERVER = process.env.GLEITZEIT_SERVER ?? "http://127.0.0.1:8000";
 const PROVIDER_ID = process.env.PROVIDER_ID ?? "text-js";
 const REPLY_BY_EVENT = process.env.REPLY_BY_EVENT === "1";
+
+// GLEITZEIT_TOKEN, else the local token a host on this machine wrote.
+function token() {
+  const data = process.env.XDG_DATA_HOME || join(homedir(), ".local/share");
+  const path = join(data, "gleitzeit", "token");
+  if (process.env.GLEITZEIT_TOKEN || !existsSync(path)) return process.env.GLEITZEIT_TOKEN;
+  return readFileSync(path, "utf8").trim();
+}
 
 const methods = {
   upper: (p) => ({ text: p.text.toUpperCase() }),
@@ -25,7 +38,7 @@ function run(call) {
   }
 }
 
-const socket = io(SERVER);
+const socket = io(SERVER, { auth: { token: token() } });
 
 // Register (again) on every connect: the host forgets providers that leave.
 socket.on("connect", async () => {

@@ -3,9 +3,22 @@
 // It mixes the bundled WASM echo provider with the text/v1 provider of
 // provider.mjs, passing results on with ${...}.
 // Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 node submit.mjs
+// Token: GLEITZEIT_TOKEN (`gleitzeit token create --name me --role client`),
+// else the host's local token.
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { io } from "socket.io-client";
 
 const SERVER = process.env.GLEITZEIT_SERVER ?? "http://127.0.0.1:8000";
+
+// GLEITZEIT_TOKEN, else the local token a host on this machine wrote.
+function token() {
+  const data = process.env.XDG_DATA_HOME || join(homedir(), ".local/share");
+  const path = join(data, "gleitzeit", "token");
+  if (process.env.GLEITZEIT_TOKEN || !existsSync(path)) return process.env.GLEITZEIT_TOKEN;
+  return readFileSync(path, "utf8").trim();
+}
 
 const workflow = {
   name: "Mixed providers",
@@ -20,7 +33,7 @@ const workflow = {
   ],
 };
 
-const socket = io(SERVER);
+const socket = io(SERVER, { auth: { token: token() } });
 const finished = new Map();
 let waiting = null;
 
@@ -35,6 +48,12 @@ async function done(workflowId) {
   console.log(JSON.stringify(report));
   socket.disconnect();
 }
+
+// A refused handshake (no token, an unknown one) is final: say why and stop.
+socket.on("connect_error", (error) => {
+  console.error(`cannot connect: ${error.message}`);
+  process.exit(1);
+});
 
 socket.once("connect", async () => {
   const reply = await socket.emitWithAck("submit_workflow", { workflow });

@@ -1,6 +1,8 @@
 """A Gleitzeit remote provider in Python: protocol text/v1.
 
 Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 python3 provider.py
+Token: GLEITZEIT_TOKEN (make one with `gleitzeit token create --name text-worker
+--role provider --protocol text/v1`), else the host's local token.
 Needs: pip install "python-socketio[asyncio_client]" aiohttp
 REPLY_BY_EVENT=1 returns nothing (python-socketio then acks with no value) and
 sends the answer as a `method_result` event, as a provider whose answer comes
@@ -14,6 +16,17 @@ import socketio
 SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
 PROVIDER_ID = os.environ.get("PROVIDER_ID", "text-python")
 REPLY_BY_EVENT = os.environ.get("REPLY_BY_EVENT") == "1"
+
+
+def token():
+    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    path = os.path.join(data, "gleitzeit", "token")
+    if os.environ.get("GLEITZEIT_TOKEN") or not os.path.exists(path):
+        return os.environ.get("GLEITZEIT_TOKEN")
+    with open(path) as file:
+        return file.read().strip()
+
 
 METHODS = {
     "upper": lambda p: {"text": p["text"].upper()},
@@ -57,7 +70,7 @@ async def execute_method(call):
 
 
 async def main():
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth={"token": token()})
     await sio.wait()
 
 

@@ -3,6 +3,8 @@
 It mixes the bundled WASM echo provider with the text/v1 provider of
 provider.py, passing results on with ${...}.
 Run: GLEITZEIT_SERVER=http://127.0.0.1:8000 python3 submit.py
+Token: GLEITZEIT_TOKEN (`gleitzeit token create --name me --role client`),
+else the host's local token.
 """
 import asyncio
 import json
@@ -11,6 +13,17 @@ import os
 import socketio
 
 SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
+
+
+def token():
+    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    path = os.path.join(data, "gleitzeit", "token")
+    if os.environ.get("GLEITZEIT_TOKEN") or not os.path.exists(path):
+        return os.environ.get("GLEITZEIT_TOKEN")
+    with open(path) as file:
+        return file.read().strip()
+
 
 WORKFLOW = {
     "name": "Mixed providers",
@@ -39,7 +52,7 @@ async def main():
     async def task_result(event):
         print("task", event["task_id"], event["status"], flush=True)
 
-    await sio.connect(SERVER)
+    await sio.connect(SERVER, auth={"token": token()})
     reply = await sio.call("submit_workflow", {"workflow": WORKFLOW})
     if "error" in reply:
         raise SystemExit(reply["error"]["message"])

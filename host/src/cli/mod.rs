@@ -5,7 +5,9 @@
 //! stderr. This module wires the library together; it holds no engine logic.
 
 mod remote;
+mod token;
 
+use crate::auth;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{Manifest, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
@@ -48,6 +50,9 @@ enum Command {
     /// The host's WASM plugins.
     #[command(subcommand)]
     Plugin(ListCommand),
+    /// Tokens: who may connect to the host, and what each may do.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +171,10 @@ struct ServeArgs {
     /// [default: 7d].
     #[arg(long, env = "GLEITZEIT_RETENTION")]
     retention: Option<humantime::Duration>,
+    /// Whether connections must show a token [default: tokens]; `off` is
+    /// for the original system's unmodified clients, on loopback only.
+    #[arg(long, value_enum, env = "GLEITZEIT_AUTH")]
+    auth: Option<auth::Mode>,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -183,6 +192,8 @@ struct ConfigFile {
     retention: Option<String>,
     #[serde(default)]
     manifests: Overrides,
+    #[serde(default)]
+    auth: AuthSettings,
     /// Where it was read from, for error messages.
     #[serde(skip)]
     path: Option<PathBuf>,
@@ -216,6 +227,22 @@ impl ConfigFile {
         }
         Ok(())
     }
+}
+
+/// `[auth]` of `gleitzeit.toml` (see docs/security.md).
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSettings {
+    mode: Option<auth::Mode>,
+    /// Browser origins allowed besides the host's own loopback pages.
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    /// Protocols of WASM plugins remote providers may serve as well.
+    #[serde(default)]
+    remote_may_serve: Vec<String>,
+    /// Tokens (hashes only) besides those of `DATA_DIR/tokens.toml`.
+    #[serde(default)]
+    tokens: Vec<auth::TokenEntry>,
 }
 
 #[derive(clap::Args)]
@@ -314,6 +341,7 @@ pub fn main() -> ExitCode {
             Command::Protocol(ListCommand::List { server }) => {
                 remote::list(&server, "list_protocols", "protocols", &["protocol_id", "methods", "providers"]).await
             }
+            Command::Token(command) => token::run(command),
             Command::Plugin(ListCommand::List { server }) => {
                 remote::list(
                     &server,
@@ -334,7 +362,9 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GLEITZEIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 fn fail(failure: Failure) -> ExitCode {
@@ -365,6 +395,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     }
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
     let data_dir = args.data_dir.clone().or_else(|| file.data_dir.clone());
+    let policy = auth_policy(&args, &file, listen)?;
     let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
     let retention = retention(&args, &file)?;
     let (registry, plugin_set) = load_plugins(&plugins, &file).await?;
@@ -374,11 +405,56 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
-    let config = crate::socket::ServeConfig { engine, grace, store, retention };
+    let config = crate::socket::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy) };
     crate::socket::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who the daemon accepts: tokens (the local admin token, made on the first
+/// start, and the configured and created ones) unless `auth` is `off`, which
+/// is refused on anything but loopback.
+fn auth_policy(args: &ServeArgs, file: &ConfigFile, listen: std::net::SocketAddr) -> Result<auth::Policy, Failure> {
+    let settings = &file.auth;
+    let invalid = |reason: String| Failure::Input(anyhow::anyhow!("invalid config file: [auth] {reason}"));
+    for protocol in &settings.remote_may_serve {
+        if !workflow::is_protocol(protocol) {
+            let shown = workflow::excerpt(protocol);
+            return Err(invalid(format!("remote_may_serve: '{shown}' is not of the form name/version")));
+        }
+    }
+    if let Some(bad) = settings.allowed_origins.iter().find(|o| !is_origin(o)) {
+        let shown = workflow::excerpt(bad);
+        return Err(invalid(format!("allowed_origins: '{shown}' is not an origin such as https://example.com:8443")));
+    }
+    for entry in &settings.tokens {
+        entry.check().map_err(|reason| invalid(format!("tokens: {reason}")))?;
+    }
+    let mut policy = auth::Policy::open();
+    policy.allowed_origins = settings.allowed_origins.clone();
+    policy.remote_may_serve = settings.remote_may_serve.clone();
+    match args.auth.or(settings.mode).unwrap_or_default() {
+        auth::Mode::Off if !listen.ip().is_loopback() => Err(Failure::Input(anyhow::anyhow!(
+            "refusing to listen on {listen} with authentication off: anyone who reaches it could run, read and cancel any work. Listen on loopback (127.0.0.1), or leave [auth] mode (--auth, GLEITZEIT_AUTH) at \"tokens\""
+        ))),
+        auth::Mode::Off => Ok(policy),
+        auth::Mode::Tokens => {
+            let dir = data_dir(args.data_dir.as_deref(), file).ok_or_else(|| {
+                Failure::Input(anyhow::anyhow!("no data directory for the local token: set --data-dir or HOME"))
+            })?;
+            let local = auth::ensure_local_token(&dir).map_err(|e| Failure::Input(e.into()))?;
+            let tokens = auth::Tokens::new(&settings.tokens, &local, &dir).map_err(|e| Failure::Input(e.into()))?;
+            policy.tokens = Some(tokens);
+            Ok(policy)
+        }
+    }
+}
+
+/// `scheme://host[:port]`, nothing after: what a browser sends as `Origin`.
+fn is_origin(text: &str) -> bool {
+    let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+    rest.is_some_and(|rest| !rest.is_empty() && !rest.trim_end_matches('/').contains(['/', '?', '#', ' ']))
 }
 
 /// The store `serve` uses: the flag's, else the file's, else SQLite in the

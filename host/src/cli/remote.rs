@@ -18,6 +18,14 @@ pub(super) struct ServerArgs {
     /// The host's URL.
     #[arg(long, env = "GLEITZEIT_SERVER", default_value = "http://127.0.0.1:8000")]
     server: String,
+    /// The token to show the host [default: the local admin token a host
+    /// on this machine wrote to DATA_DIR/token].
+    #[arg(long, env = "GLEITZEIT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where to look for the local token [default: $XDG_DATA_HOME/gleitzeit
+    /// or ~/.local/share/gleitzeit].
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// How to print the answer.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -56,7 +64,19 @@ impl From<ClientError> for Failure {
 }
 
 async fn connect(server: &ServerArgs) -> Result<Client, Failure> {
-    Ok(Client::connect(&server.server).await?)
+    let token = match &server.token {
+        Some(token) => Some(token.clone()),
+        None => match server.data_dir.clone().or_else(super::default_data_dir) {
+            Some(dir) => crate::auth::read_local_token(&dir).map_err(|e| Failure::Input(e.into()))?,
+            None => None,
+        },
+    };
+    match Client::connect(&server.server, token.as_deref()).await {
+        Err(ClientError::Refused(reason)) if token.is_none() => Err(Failure::Input(anyhow::anyhow!(
+            "the host refused the connection: {reason}. No token was found: pass --token or GLEITZEIT_TOKEN, or run on the host's machine as its user (the local token is DATA_DIR/token)"
+        ))),
+        connected => Ok(connected?),
+    }
 }
 
 /// Ask the host; a JSON-RPC error in the answer becomes an input failure.

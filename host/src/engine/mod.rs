@@ -106,6 +106,8 @@ pub struct WorkflowSummary {
     pub name: String,
     pub status: WorkflowStatus,
     pub summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl WorkflowSummary {
@@ -115,6 +117,7 @@ impl WorkflowSummary {
             name: report.name.clone(),
             status: report.status,
             summary: report.summary.clone(),
+            owner: report.owner.clone(),
         }
     }
 }

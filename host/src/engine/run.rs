@@ -239,6 +239,7 @@ impl Run {
         if self.cancelled {
             report.status = WorkflowStatus::Cancelled;
         }
+        report.owner = self.workflow.owner.clone();
         report
     }
 

@@ -198,7 +198,8 @@ impl Scheduler {
         let mut retries = Vec::new();
         match saved {
             Some((submitted_at, tasks)) => retries = run.resume(submitted_at, tasks),
-            None => self.record(|| Record::Accepted { workflow: run.workflow.clone(), submitted_at: run.started_at }),
+            None => self
+                .record(|| Record::Accepted { workflow: Box::new(run.workflow.clone()), submitted_at: run.started_at }),
         }
         let left = run.workflow.timeout.map(|limit| limit.saturating_sub(run.started.elapsed()));
         run.timeout = left.and_then(|after| self.after(after, Internal::TimedOut { run: id }));

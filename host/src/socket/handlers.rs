@@ -8,12 +8,14 @@
 use super::Host;
 use super::remote::RemoteProvider;
 use super::wire::{self, Fields, Payload, RpcError, errors, object};
+use crate::auth::{Action, Caller};
 use crate::engine::EngineError;
 use crate::model::{MethodSpec, ProviderSpec};
+use crate::report::RunReport;
 use crate::workflow::{self, Catalog};
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, Event, SocketRef, State};
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use socketioxide::handler::FromMessageParts;
 use std::sync::Arc;
 
@@ -94,6 +96,40 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     Ok(())
 }
 
+/// A refused handshake: the client gets a CONNECT_ERROR whose message is
+/// this (the JSON-RPC error's message and code).
+#[derive(Debug)]
+pub struct Refusal(RpcError);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.0.message, self.0.code)
+    }
+}
+
+/// Admit a connection only with a token the host knows (unless
+/// authentication is off): the CONNECT `auth` payload's `token`, or an
+/// `Authorization: Bearer` header of the handshake. The caller is kept with
+/// the socket for every later event.
+pub async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(host): State<Arc<Host>>,
+) -> Result<(), Refusal> {
+    let from_payload = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
+    let token = from_payload.or_else(|| bearer(&socket.req_parts().headers));
+    let caller = host.policy.authenticate(token.as_deref()).map_err(|e| Refusal(host.refused(&socket, &e)))?;
+    tracing::debug!(socket = %socket.id, token = caller.name(), "connected");
+    socket.extensions.insert(caller);
+    Ok(())
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
 /// Greets the client as the original host did.
 pub async fn on_connect(socket: SocketRef, State(host): State<Arc<Host>>) {
     host.opened(&socket);
@@ -115,6 +151,7 @@ async fn disconnected(socket: SocketRef, State(host): State<Arc<Host>>) {
 /// `{protocol: {name, version, description?, methods: {NAME: {description}}}}`
 async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
+        let caller = host.caller(&socket, Action::Serve)?;
         let map = payload("register_protocol", data)?;
         let fields = Fields { event: "register_protocol", map: &map };
         let protocol = fields.object("protocol")?;
@@ -124,6 +161,7 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(h
         let version = spec.string("version")?;
         let protocol_id = format!("{name}/{version}");
         check_protocol_id("register_protocol", &protocol_id)?;
+        caller.may_serve(&protocol_id).map_err(|e| host.refused(&socket, &e))?;
         let methods: Vec<(String, String)> = match inner.get("methods") {
             Some(Value::Object(methods)) => methods
                 .iter()
@@ -149,11 +187,13 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(h
 /// `{provider_id, protocol_id, supported_methods, name?, description?, max_concurrent?}`
 async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = (|| {
+        let caller = host.caller(&socket, Action::Serve)?;
         let map = payload("register_provider", data)?;
         let fields = Fields { event: "register_provider", map: &map };
         let provider_id = fields.string("provider_id")?;
         let protocol_id = fields.string("protocol_id")?;
         check_protocol_id("register_provider", &protocol_id)?;
+        host.may_register(&caller, &provider_id, &protocol_id).map_err(|e| host.refused(&socket, &e))?;
         let sid = socket.id.to_string();
         let methods = match fields.strings("supported_methods", "methods")? {
             Some(names) if !names.is_empty() => method_specs(
@@ -227,6 +267,7 @@ fn method_specs(event: &str, field: &str, methods: Vec<(String, String)>) -> Res
 /// `execute_method` call, for clients that cannot answer acks.
 async fn method_result(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
+        host.caller(&socket, Action::Serve)?;
         let map = payload("method_result", data)?;
         let id = match map.get("id") {
             Some(Value::String(id)) => id.clone(),
@@ -244,6 +285,7 @@ async fn method_result(socket: SocketRef, data: Payload, ack: Reply, State(host)
 /// `{id, chunk}`: partial output of a running call, for the task's subscribers.
 async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = (|| {
+        host.caller(&socket, Action::Serve)?;
         let map = payload("task_progress", data)?;
         let Some(Value::String(id)) = map.get("id") else {
             return Err(RpcError::new(errors::INVALID_PARAMS, "task_progress: field 'id' must be the call's id"));
@@ -274,8 +316,10 @@ async fn submit_validated(
     socket: &SocketRef,
     io: SocketIo,
     host: &Host,
-    workflow: crate::model::Workflow,
+    caller: &Caller,
+    mut workflow: crate::model::Workflow,
 ) -> Result<(String, usize), RpcError> {
+    workflow.owner = caller.owner();
     if host.shutting_down() {
         return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
     }
@@ -304,10 +348,11 @@ async fn submit_validated(
 /// `{workflow: {...}}`
 async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = async {
+        let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_workflow", data)?;
         let tree = Fields { event: "submit_workflow", map: &map }.object("workflow")?;
         let workflow = validated(&host, "submit_workflow: workflow", tree)?;
-        let (workflow_id, task_count) = submit_validated(&socket, io, &host, workflow).await?;
+        let (workflow_id, task_count) = submit_validated(&socket, io, &host, &caller, workflow).await?;
         let message = format!("Workflow {workflow_id} submitted with {task_count} tasks");
         let reply = json!({ "workflow_id": workflow_id, "task_count": task_count, "message": message });
         let _ = socket.emit("workflow_submitted", &reply);
@@ -320,6 +365,7 @@ async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, io: Socke
 /// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
 async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
     let outcome = async {
+        let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_task", data)?;
         let mut task = Fields { event: "submit_task", map: &map }.object("task")?;
         let workflow_id = task.as_object_mut().and_then(|t| t.remove("workflow_id"));
@@ -330,7 +376,7 @@ async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo,
         }
         let workflow = validated(&host, "submit_task", tree)?;
         let task_id = workflow.tasks[0].id.clone();
-        let (workflow_id, _) = submit_validated(&socket, io, &host, workflow).await?;
+        let (workflow_id, _) = submit_validated(&socket, io, &host, &caller, workflow).await?;
         let message = format!("Task {task_id} submitted");
         let reply = json!({ "task_id": task_id, "workflow_id": workflow_id, "message": message });
         let _ = socket.emit("task_submitted", &reply);
@@ -345,24 +391,31 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
     Fields { event, map: &map }.string("workflow_id")
 }
 
+/// The report of workflow `id` (running or finished), if `caller` may see
+/// it: to anyone else it does not exist.
+async fn visible_report(host: &Host, caller: &Caller, id: &str) -> Result<Option<RunReport>, RpcError> {
+    let live = host.engine.workflow(id).await.map_err(RpcError::internal)?;
+    let report = match (live, &host.store) {
+        (Some(report), _) => Some(report.as_ref().clone()),
+        (None, Some(store)) => {
+            let (store, wanted) = (store.clone(), id.to_owned());
+            tokio::task::spawn_blocking(move || store.report(&wanted))
+                .await
+                .map_err(RpcError::internal)?
+                .map_err(RpcError::internal)?
+        }
+        (None, None) => None,
+    };
+    Ok(report.filter(|r| caller.sees(r.owner.as_deref())))
+}
+
 /// `{workflow_id}`: the workflow's report (running or finished).
 async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
+        let caller = host.caller(&socket, Action::Read)?;
         let id = workflow_id("get_workflow", data)?;
-        let live = host.engine.workflow(&id).await.map_err(RpcError::internal)?;
-        let report = match (live, &host.store) {
-            (Some(report), _) => Some(report.as_ref().clone()),
-            (None, Some(store)) => {
-                let (store, wanted) = (store.clone(), id.clone());
-                tokio::task::spawn_blocking(move || store.report(&wanted))
-                    .await
-                    .map_err(RpcError::internal)?
-                    .map_err(RpcError::internal)?
-            }
-            (None, None) => None,
-        };
-        match report {
+        match visible_report(&host, &caller, &id).await? {
             Some(report) => serde_json::to_value(&report).map_err(RpcError::internal),
             None => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
         }
@@ -372,15 +425,18 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host):
 }
 
 /// Running workflows, then the most recently finished (from the store when
-/// there is one).
+/// there is one): those the caller may see.
 async fn list_workflows(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
-        let mut list = serde_json::to_value(host.engine.workflows().await.map_err(RpcError::internal)?)
-            .map_err(RpcError::internal)?;
+        let caller = host.caller(&socket, Action::Read)?;
+        let mut live = host.engine.workflows().await.map_err(RpcError::internal)?;
+        live.retain(|w| caller.sees(w.owner.as_deref()));
+        let mut list = serde_json::to_value(live).map_err(RpcError::internal)?;
         if let (Some(store), Value::Array(items)) = (&host.store, &mut list) {
             let store = store.clone();
-            let stored = tokio::task::spawn_blocking(move || store.finished(LISTED_FINISHED))
+            let owner = (!caller.sees_all()).then(|| caller.owner()).flatten();
+            let stored = tokio::task::spawn_blocking(move || store.finished(LISTED_FINISHED, owner.as_deref()))
                 .await
                 .map_err(RpcError::internal)?
                 .map_err(RpcError::internal)?;
@@ -401,10 +457,16 @@ const LISTED_FINISHED: usize = 1000;
 /// `{workflow_id}`
 async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
+        let caller = host.caller(&socket, Action::Cancel)?;
         let id = workflow_id("cancel_workflow", data)?;
+        let not_running = || RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'"));
+        let live = host.engine.workflow(&id).await.map_err(RpcError::internal)?;
+        if !live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
+            return Err(not_running());
+        }
         match host.engine.cancel(&id).await {
             Ok(true) => Ok(json!({ "workflow_id": id, "cancelled": true })),
-            Ok(false) => Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'"))),
+            Ok(false) => Err(not_running()),
             Err(e) => Err(RpcError::internal(e)),
         }
     }
@@ -414,51 +476,84 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(hos
 
 /// What `subscribe` and `unsubscribe` name: `{workflow_id}` (that workflow's
 /// events) or `{providers: true}` (providers and plugins coming and going).
-/// The room and the answer's identifying field.
-fn topic(event: &str, data: Payload) -> Result<(String, Value), RpcError> {
-    let map = payload(event, data)?;
-    if map.get("providers") == Some(&Value::Bool(true)) {
-        return Ok((super::PROVIDERS_ROOM.to_owned(), json!({ "providers": true })));
+enum Topic {
+    Workflow(String),
+    Providers,
+}
+
+impl Topic {
+    fn parse(event: &str, data: Payload) -> Result<Self, RpcError> {
+        let map = payload(event, data)?;
+        if map.get("providers") == Some(&Value::Bool(true)) {
+            return Ok(Topic::Providers);
+        }
+        let id = Fields { event, map: &map }.string("workflow_id").map_err(|e| RpcError {
+            message: format!("{}; or send {{\"providers\": true}} for provider changes", e.message),
+            ..e
+        })?;
+        Ok(Topic::Workflow(id))
     }
-    let id = Fields { event, map: &map }.string("workflow_id").map_err(|e| RpcError {
-        message: format!("{}; or send {{\"providers\": true}} for provider changes", e.message),
-        ..e
-    })?;
-    Ok((super::room(&id), json!({ "workflow_id": id })))
+
+    fn room(&self) -> String {
+        match self {
+            Topic::Workflow(id) => super::room(id),
+            Topic::Providers => super::PROVIDERS_ROOM.to_owned(),
+        }
+    }
+
+    fn reply(&self, subscribed: bool) -> Value {
+        match self {
+            Topic::Workflow(id) => json!({ "workflow_id": id, "subscribed": subscribed }),
+            Topic::Providers => json!({ "providers": true, "subscribed": subscribed }),
+        }
+    }
 }
 
 async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
-    subscription(&host, &socket, ack, data, true);
+    let outcome = async {
+        let topic = Topic::parse("subscribe", data)?;
+        match &topic {
+            Topic::Providers => {
+                host.caller(&socket, Action::Observe)?;
+            }
+            Topic::Workflow(id) => {
+                let caller = host.caller(&socket, Action::Read)?;
+                // With tokens, only an existing workflow of the caller's: an id
+                // subscribed to in advance could become another user's.
+                if !matches!(caller, Caller::Anyone) && visible_report(&host, &caller, id).await?.is_none() {
+                    return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'")));
+                }
+            }
+        }
+        socket.join(topic.room());
+        Ok(topic.reply(true))
+    }
+    .await;
+    answer(&host, &socket, ack, outcome);
 }
 
 async fn unsubscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
-    subscription(&host, &socket, ack, data, false);
-}
-
-/// Join (or leave) the room `data` names.
-fn subscription(host: &Host, socket: &SocketRef, ack: Reply, data: Payload, subscribed: bool) {
-    let event = if subscribed { "subscribe" } else { "unsubscribe" };
-    let outcome = topic(event, data).map(|(room, mut reply)| {
-        if subscribed {
-            socket.join(room);
-        } else {
-            socket.leave(room);
-        }
-        reply["subscribed"] = json!(subscribed);
-        reply
+    let outcome = Topic::parse("unsubscribe", data).map(|topic| {
+        socket.leave(topic.room());
+        topic.reply(false)
     });
-    answer(host, socket, ack, outcome);
+    answer(&host, &socket, ack, outcome);
 }
 
 async fn list_providers(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    answer(&host, &socket, ack, Ok(json!({ "providers": host.providers() })));
+    let outcome = host.caller(&socket, Action::Observe).map(|_| json!({ "providers": host.providers() }));
+    answer(&host, &socket, ack, outcome);
 }
 
 async fn list_protocols(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    answer(&host, &socket, ack, Ok(json!({ "protocols": host.protocols() })));
+    let outcome = host.caller(&socket, Action::ListProtocols).map(|_| json!({ "protocols": host.protocols() }));
+    answer(&host, &socket, ack, outcome);
 }
 
 async fn list_plugins(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    let directory = host.plugins.dir().display().to_string();
-    answer(&host, &socket, ack, Ok(json!({ "plugins": host.plugins.statuses(), "directory": directory })));
+    let outcome = host.caller(&socket, Action::Observe).map(|_| {
+        let directory = host.plugins.dir().display().to_string();
+        json!({ "plugins": host.plugins.statuses(), "directory": directory })
+    });
+    answer(&host, &socket, ack, outcome);
 }

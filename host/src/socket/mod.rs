@@ -12,6 +12,7 @@ mod outbound;
 mod remote;
 mod wire;
 
+use crate::auth::{self, Action, AuthError, Caller};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::locks::lock;
 use crate::model::MethodSpec;
@@ -40,6 +41,8 @@ pub struct ServeConfig {
     pub store: Option<Arc<dyn Store>>,
     /// How long finished workflows stay in the store.
     pub retention: Duration,
+    /// Who may connect, and what remote providers may take on.
+    pub policy: Arc<auth::Policy>,
 }
 
 /// The server failed while running.
@@ -65,6 +68,13 @@ pub struct Host {
     declared: Mutex<HashMap<(String, String), Vec<MethodSpec>>>,
     /// What each socket has been sent and has read.
     outboxes: outbound::Outboxes,
+    policy: Arc<auth::Policy>,
+    /// Provider ids by the token that first registered each (with
+    /// authentication on), for the daemon's lifetime: a brief disconnect
+    /// does not free an id for another token.
+    provider_claims: Mutex<HashMap<String, String>>,
+    /// The port the daemon listens on: its own pages' origins name it.
+    port: u16,
     shutting_down: AtomicBool,
 }
 
@@ -133,6 +143,51 @@ impl Host {
                 false
             }
         }
+    }
+
+    /// Who `socket` is, if it may do `action`. A refusal is logged with
+    /// the peer's address.
+    fn caller(&self, socket: &socketioxide::extract::SocketRef, action: Action) -> Result<Caller, wire::RpcError> {
+        let caller = match (socket.extensions.get::<Caller>(), &self.policy.tokens) {
+            (Some(caller), _) => Ok(caller),
+            (None, None) => Ok(Caller::Anyone),
+            // Every socket that passed the handshake has one: fail closed.
+            (None, Some(_)) => Err(AuthError::NoToken),
+        };
+        caller.and_then(|caller| caller.may(action).map(|()| caller)).map_err(|e| self.refused(socket, &e))
+    }
+
+    /// Log a refusal with the peer's address, and make it the answer.
+    fn refused(&self, socket: &socketioxide::extract::SocketRef, error: &AuthError) -> wire::RpcError {
+        let peer = peer(socket.req_parts());
+        tracing::warn!(socket = %socket.id, %peer, "refused: {error}");
+        wire::RpcError::from(error)
+    }
+
+    /// Refuse `caller` registering `provider_id` for `protocol` unless its
+    /// token serves the protocol, no WASM plugin has it reserved, and the id
+    /// is not another token's.
+    fn may_register(&self, caller: &Caller, provider_id: &str, protocol: &str) -> Result<(), AuthError> {
+        caller.may_serve(protocol)?;
+        let wasm_serves =
+            self.registry.providers().iter().any(|p| p.spec().protocol == protocol && !self.is_remote(p.id()));
+        if wasm_serves && !self.policy.remote_may_serve.iter().any(|p| p == protocol) {
+            return Err(AuthError::ProtocolReserved { protocol: protocol.to_owned() });
+        }
+        let (Some(owner), false) = (caller.owner(), caller.sees_all()) else { return Ok(()) };
+        let mut claims = lock(&self.provider_claims);
+        match claims.get(provider_id) {
+            Some(first) if *first != owner => Err(AuthError::ProviderIdTaken { provider_id: provider_id.to_owned() }),
+            Some(_) => Ok(()),
+            None => {
+                claims.insert(provider_id.to_owned(), owner);
+                Ok(())
+            }
+        }
+    }
+
+    fn is_remote(&self, provider_id: &str) -> bool {
+        lock(&self.remotes).values().flatten().any(|p| p.id() == provider_id)
     }
 
     fn declare_protocol(&self, sid: &str, protocol: &str, methods: Vec<MethodSpec>) {
@@ -234,6 +289,36 @@ impl Host {
                 json!({ "protocol_id": protocol, "methods": methods, "providers": providers })
             })
             .collect()
+    }
+}
+
+/// The peer of a request, as the log shows it.
+fn peer(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<outbound::Connection>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.peer.to_string())
+}
+
+/// Refuse requests from browser pages of origins the host does not allow
+/// (a page on another site driving a daemon on localhost, or one reached
+/// by DNS rebinding). Requests without `Origin` (not from a browser page)
+/// pass: the token decides.
+async fn check_origin(
+    axum::extract::State(host): axum::extract::State<Arc<Host>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let origin = request.headers().get(axum::http::header::ORIGIN).map(|o| String::from_utf8_lossy(o.as_bytes()));
+    match origin {
+        Some(origin) if !auth::origin_allowed(&origin, host.port, &host.policy.allowed_origins) => {
+            let error = AuthError::OriginNotAllowed { origin: crate::workflow::excerpt(&origin) };
+            let (parts, _) = request.into_parts();
+            tracing::warn!(peer = %peer(&parts), "refused: {error}");
+            let body = wire::RpcError::from(&error).to_reply();
+            axum::response::IntoResponse::into_response((axum::http::StatusCode::FORBIDDEN, axum::Json(body)))
+        }
+        _ => next.run(request).await,
     }
 }
 
@@ -371,6 +456,9 @@ pub async fn serve(
         remotes: Mutex::default(),
         declared: Mutex::default(),
         outboxes: outbound::Outboxes::default(),
+        policy: config.policy.clone(),
+        provider_claims: Mutex::default(),
+        port: listener.local_addr()?.port(),
         shutting_down: AtomicBool::new(false),
     });
     let (layer, io) = SocketIo::builder()
@@ -385,17 +473,19 @@ pub async fn serve(
         .max_buffer_size(1 << 20)
         .with_state(host.clone())
         .build_layer();
-    io.ns("/", handlers::on_connect.with(handlers::register_handlers));
+    io.ns("/", handlers::on_connect.with(handlers::register_handlers).with(handlers::authenticate));
     announce_plugin_changes(&host.plugins, io.clone(), engine.clone());
     tokio::spawn(forward_events(io.clone(), host.clone(), events));
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
         .layer(layer)
-        .layer(axum::middleware::from_fn_with_state(host.clone(), meter_transports));
+        .layer(axum::middleware::from_fn_with_state(host.clone(), meter_transports))
+        .layer(axum::middleware::from_fn_with_state(host.clone(), check_origin));
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
     announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
+    announce(&host.policy.describe());
     let server = axum::serve(
         outbound::MeteredListener(listener),
         app.into_make_service_with_connect_info::<outbound::Connection>(),

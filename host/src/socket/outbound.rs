@@ -148,11 +148,13 @@ impl axum::serve::Listener for MeteredListener {
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub meter: Arc<Meter>,
+    /// The peer's address, for the log lines of refusals.
+    pub peer: std::net::SocketAddr,
 }
 
 impl Connected<IncomingStream<'_, MeteredListener>> for Connection {
     fn connect_info(stream: IncomingStream<'_, MeteredListener>) -> Self {
-        Self { meter: stream.io().meter.clone() }
+        Self { meter: stream.io().meter.clone(), peer: *stream.remote_addr() }
     }
 }
 

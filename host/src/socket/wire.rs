@@ -20,6 +20,18 @@ pub mod errors {
     pub const CONFLICT: i32 = -32012;
     /// The request or its answer is larger than a message may be.
     pub const TOO_LARGE: i32 = -32013;
+    /// No token, or one the host does not know.
+    pub const UNAUTHENTICATED: i32 = -32014;
+    /// The token may not do this (its role, its protocols), or the browser
+    /// page's origin is not allowed.
+    pub const FORBIDDEN: i32 = -32015;
+}
+
+impl From<&crate::auth::AuthError> for RpcError {
+    fn from(error: &crate::auth::AuthError) -> Self {
+        let code = if error.is_unauthenticated() { errors::UNAUTHENTICATED } else { errors::FORBIDDEN };
+        RpcError::new(code, error.to_string())
+    }
 }
 
 /// The largest request (one Socket.IO message, client → host) the host

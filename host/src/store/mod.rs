@@ -37,7 +37,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum Record {
     /// A workflow as accepted, before its submitter is told so.
-    Accepted { workflow: Workflow, submitted_at: SystemTime },
+    Accepted { workflow: Box<Workflow>, submitted_at: SystemTime },
     /// A task's state after a change.
     Task(TaskRecord),
     /// A workflow ended; its report is final.
@@ -65,6 +65,7 @@ pub struct TaskRecord {
 /// An unfinished workflow as the store has it, to resume after a restart.
 #[derive(Debug, Clone)]
 pub struct Saved {
+    /// With its `owner`, which the store keeps beside the document.
     pub workflow: Workflow,
     pub submitted_at: SystemTime,
     /// The tasks that changed state at least once.
@@ -78,6 +79,8 @@ pub struct StoredSummary {
     pub name: String,
     pub status: WorkflowStatus,
     pub summary: Option<Summary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl StoredSummary {
@@ -87,6 +90,7 @@ impl StoredSummary {
             name: report.name,
             status: report.status,
             summary: Some(report.summary),
+            owner: report.owner,
         }
     }
 }
@@ -111,8 +115,9 @@ pub trait Store: Send + Sync + 'static {
     /// A finished workflow's report.
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
 
-    /// The most recently finished workflows, newest first.
-    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError>;
+    /// The most recently finished workflows, newest first; with `owner`,
+    /// only those it submitted.
+    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError>;
 
     /// Forget workflows that finished before `before`; returns how many.
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError>;

@@ -3,11 +3,12 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `workflow:ID` | hash | `name`, `document` (as accepted), `status`, `submitted_at`, `finished_at`, `report` |
+//! | `workflow:ID` | hash | `name`, `document` (as accepted), `owner`, `status`, `submitted_at`, `finished_at`, `report` |
 //! | `workflow:ID:tasks` | hash | task id → its last state (JSON) |
 //! | `workflow:ID:events` | list | every task state change, in order |
 //! | `workflows:unfinished` | set | ids of workflows still running |
 //! | `workflows:finished` | sorted set | ids by finish time (listing, retention) |
+//! | `workflows:finished:by:OWNER` | sorted set | the same, of one token's workflows |
 //! | `schema` | string | the layout version |
 //!
 //! A batch of records is one `MULTI`/`EXEC`. Durability is Redis's own: run
@@ -59,6 +60,11 @@ fn key(parts: &[&str]) -> String {
     let mut key = String::from(PREFIX);
     key.push_str(&parts.join(":"));
     key
+}
+
+/// The finished workflows of one owner (token names hold no ':').
+fn finished_by(owner: &str) -> String {
+    key(&["workflows", "finished", "by", owner])
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -177,6 +183,9 @@ impl RedisStore {
                 .ignore()
                 .sadd(key(&["workflows", "unfinished"]), &workflow.id)
                 .ignore();
+                if let Some(owner) = &workflow.owner {
+                    pipe.hset(key(&["workflow", &workflow.id]), "owner", owner).ignore();
+                }
             }
             Record::Task(t) => {
                 pipe.hset(key(&["workflow", &t.workflow_id, "tasks"]), &t.task_id, json(t)).ignore();
@@ -198,6 +207,9 @@ impl RedisStore {
                 .ignore()
                 .zadd(key(&["workflows", "finished"]), &report.workflow_id, finished)
                 .ignore();
+                if let Some(owner) = &report.owner {
+                    pipe.zadd(finished_by(owner), &report.workflow_id, finished).ignore();
+                }
             }
         }
         Ok(())
@@ -223,15 +235,17 @@ impl Store for RedisStore {
         let ids: Vec<String> = self.with("read workflows", |c| c.smembers(key(&["workflows", "unfinished"])))?;
         let mut saved = Vec::new();
         for id in ids {
-            let (document, submitted_at): (Option<String>, Option<f64>) = self.with("read a workflow", |c| {
-                redis::pipe()
-                    .hget(key(&["workflow", &id]), "document")
-                    .hget(key(&["workflow", &id]), "submitted_at")
-                    .query(c)
-            })?;
+            let (document, submitted_at, owner): (Option<String>, Option<f64>, Option<String>) =
+                self.with("read a workflow", |c| {
+                    redis::pipe()
+                        .hget(key(&["workflow", &id]), "document")
+                        .hget(key(&["workflow", &id]), "submitted_at")
+                        .hget(key(&["workflow", &id]), "owner")
+                        .query(c)
+                })?;
             let document =
                 document.ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))?;
-            let workflow = super::workflow_from_json(&target, &id, &document)?;
+            let workflow = crate::model::Workflow { owner, ..super::workflow_from_json(&target, &id, &document)? };
             let states: HashMap<String, String> =
                 self.with("read tasks", |c| c.hgetall(key(&["workflow", &id, "tasks"])))?;
             let tasks = states
@@ -259,13 +273,13 @@ impl Store for RedisStore {
         self.with("look up a workflow", |c| c.exists(key(&["workflow", workflow_id])))
     }
 
-    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
+    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = self.with("list workflows", |c| {
-            c.zrevrange(key(&["workflows", "finished"]), 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1)
-        })?;
+        let index = owner.map_or_else(|| key(&["workflows", "finished"]), finished_by);
+        let ids: Vec<String> =
+            self.with("list workflows", |c| c.zrevrange(&index, 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1))?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hget(key(&["workflow", id]), "report");
@@ -289,13 +303,21 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(0);
         }
+        let mut owners = redis::pipe();
+        for id in &ids {
+            owners.hget(key(&["workflow", id]), "owner");
+        }
+        let owners: Vec<Option<String>> = self.with("prune", |c| owners.query(c))?;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for id in &ids {
+        for (id, owner) in ids.iter().zip(owners) {
             pipe.del(&[key(&["workflow", id]), key(&["workflow", id, "tasks"]), key(&["workflow", id, "events"])])
                 .ignore()
                 .zrem(&finished, id)
                 .ignore();
+            if let Some(owner) = owner {
+                pipe.zrem(finished_by(&owner), id).ignore();
+            }
         }
         self.with("prune", |c| pipe.query::<()>(c))?;
         Ok(ids.len())

@@ -14,8 +14,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-/// The layout this version writes; older or newer files are refused.
-const SCHEMA_VERSION: i64 = 1;
+/// The layout this version writes; older ones are brought up to it
+/// ([`MIGRATIONS`]), newer files are refused.
+const SCHEMA_VERSION: i64 = 2;
+
+/// What takes a file from version N to N + 1, by N.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Workflows gained their owner (the token that submitted them).
+    (1, "ALTER TABLE workflows ADD COLUMN owner TEXT;"),
+];
+
+/// Indexes over columns later versions added (run after the migrations).
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS workflows_owner_finished ON workflows (owner, finished_at) WHERE finished_at IS NOT NULL;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,7 +38,8 @@ CREATE TABLE IF NOT EXISTS workflows (
     status TEXT NOT NULL,
     submitted_at REAL NOT NULL,
     finished_at REAL,
-    report TEXT
+    report TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS workflows_finished ON workflows (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tasks (
@@ -94,12 +107,14 @@ impl SqliteStore {
                     .map_err(|e| open(e.to_string()))?;
             }
             Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(older)) if (1..SCHEMA_VERSION).contains(&older) => migrate(&connection, older).map_err(open)?,
             Some(other) => {
                 return Err(open(format!(
-                    "schema version {other:?} is not {SCHEMA_VERSION}; this file is from another version"
+                    "schema version {other:?} is not {SCHEMA_VERSION}; this file is from a newer version"
                 )));
             }
         }
+        connection.execute_batch(INDEXES).map_err(|e| open(opening_error(&e)))?;
         Ok(Self { path: path.to_owned(), connection: Mutex::new(connection) })
     }
 
@@ -113,6 +128,15 @@ impl SqliteStore {
 }
 
 /// Why opening failed, in the user's terms.
+/// Bring a file of version `from` up to [`SCHEMA_VERSION`], in one
+/// transaction.
+fn migrate(connection: &Connection, from: i64) -> Result<(), String> {
+    let steps: String = MIGRATIONS.iter().filter(|(version, _)| *version >= from).map(|(_, sql)| *sql).collect();
+    let sql =
+        format!("BEGIN; {steps} UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;");
+    connection.execute_batch(&sql).map_err(|e| format!("cannot upgrade schema version {from} to {SCHEMA_VERSION}: {e}"))
+}
+
 fn opening_error(e: &rusqlite::Error) -> String {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
@@ -137,7 +161,7 @@ impl Store for SqliteStore {
         let tx = connection.transaction().map_err(|e| self.io("begin a transaction", e))?;
         {
             let mut accept = tx
-                .prepare_cached("INSERT OR REPLACE INTO workflows (id, name, document, status, submitted_at) VALUES (?1, ?2, ?3, 'running', ?4)")
+                .prepare_cached("INSERT OR REPLACE INTO workflows (id, name, document, status, submitted_at, owner) VALUES (?1, ?2, ?3, 'running', ?4, ?5)")
                 .map_err(|e| self.io("prepare", e))?;
             // A workflow id used again starts from nothing: the states of an
             // earlier run under that id must not be resumed as this one's.
@@ -165,7 +189,13 @@ impl Store for SqliteStore {
                         forget_tasks.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
                         forget_events.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
                         accept
-                            .execute(params![workflow.id, workflow.name, document, to_secs(*submitted_at)])
+                            .execute(params![
+                                workflow.id,
+                                workflow.name,
+                                document,
+                                to_secs(*submitted_at),
+                                workflow.owner
+                            ])
                             .map_err(|e| self.io("store a workflow", e))?;
                     }
                     Record::Task(t) => {
@@ -191,18 +221,20 @@ impl Store for SqliteStore {
         let target = self.target();
         let connection = self.connection();
         let mut workflows = connection
-            .prepare("SELECT id, document, submitted_at FROM workflows WHERE finished_at IS NULL ORDER BY submitted_at")
+            .prepare("SELECT id, document, submitted_at, owner FROM workflows WHERE finished_at IS NULL ORDER BY submitted_at")
             .map_err(|e| self.io("read workflows", e))?;
         let rows = workflows
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?, row.get(3)?))
+            })
             .map_err(|e| self.io("read workflows", e))?;
         let mut tasks = connection
             .prepare("SELECT state FROM tasks WHERE workflow_id = ?1")
             .map_err(|e| self.io("read tasks", e))?;
         let mut saved = Vec::new();
         for row in rows {
-            let (id, document, submitted_at) = row.map_err(|e| self.io("read workflows", e))?;
-            let workflow = super::workflow_from_json(&target, &id, &document)?;
+            let (id, document, submitted_at, owner) = row.map_err(|e| self.io("read workflows", e))?;
+            let workflow = crate::model::Workflow { owner, ..super::workflow_from_json(&target, &id, &document)? };
             let states = tasks
                 .query_map([&id], |row| row.get::<_, String>(0))
                 .map_err(|e| self.io("read tasks", e))?
@@ -239,13 +271,19 @@ impl Store for SqliteStore {
             .map_err(|e| self.io("look up a workflow", e))
     }
 
-    fn finished(&self, limit: usize) -> Result<Vec<StoredSummary>, StoreError> {
+    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError> {
         let connection = self.connection();
-        let mut statement = connection
-            .prepare("SELECT report FROM workflows WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?1")
-            .map_err(|e| self.io("list workflows", e))?;
+        let sql = match owner {
+            None => {
+                "SELECT report FROM workflows WHERE finished_at IS NOT NULL AND ?2 IS NULL ORDER BY finished_at DESC LIMIT ?1"
+            }
+            Some(_) => {
+                "SELECT report FROM workflows WHERE finished_at IS NOT NULL AND owner = ?2 ORDER BY finished_at DESC LIMIT ?1"
+            }
+        };
+        let mut statement = connection.prepare(sql).map_err(|e| self.io("list workflows", e))?;
         let rows = statement
-            .query_map([limit as i64], |row| row.get::<_, String>(0))
+            .query_map(params![limit as i64, owner], |row| row.get::<_, String>(0))
             .map_err(|e| self.io("list workflows", e))?;
         rows.map(|text| {
             let text = text.map_err(|e| self.io("list workflows", e))?;

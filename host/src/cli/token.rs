@@ -1,0 +1,77 @@
+//! `gleitzeit token`: make, list and revoke the tokens a host accepts
+//! (`DATA_DIR/tokens.toml`; the daemon reads it again when it changes).
+
+use super::{Failure, default_data_dir};
+use crate::auth::{self, Role};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub(super) enum TokenCommand {
+    /// Make a token; its secret is printed once (only a hash is kept).
+    Create {
+        /// A unique name: workflows submitted with the token belong to it.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// For provider tokens: a protocol it may serve (repeat for more).
+        #[arg(long = "protocol")]
+        protocols: Vec<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// The tokens made with `token create` (names, roles, grants).
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Revoke a token: new connections with it are refused.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(clap::Args)]
+pub(super) struct DataDir {
+    /// The host's data directory [default: $XDG_DATA_HOME/gleitzeit or
+    /// ~/.local/share/gleitzeit].
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> Result<PathBuf, Failure> {
+        self.data_dir
+            .clone()
+            .or_else(default_data_dir)
+            .ok_or_else(|| Failure::Input(anyhow::anyhow!("no data directory: set --data-dir or HOME")))
+    }
+}
+
+pub(super) fn run(command: TokenCommand) -> Result<ExitCode, Failure> {
+    let failed = |e: auth::TokensFileError| Failure::Input(e.into());
+    match command {
+        TokenCommand::Create { name, role, protocols, dir } => {
+            let dir = dir.resolve()?;
+            let secret = auth::create_token(&dir, &name, role, protocols).map_err(failed)?;
+            println!("{secret}");
+            eprintln!(
+                "token '{name}' ({role}) added to {}; the secret above is shown only now",
+                dir.join(auth::TOKENS_FILE).display()
+            );
+        }
+        TokenCommand::List { dir } => {
+            for entry in auth::list_tokens(&dir.resolve()?).map_err(failed)? {
+                println!("{:<24}  {:<8}  {}", entry.name, entry.role.to_string(), entry.protocols.join(","));
+            }
+        }
+        TokenCommand::Revoke { name, dir } => {
+            auth::revoke_token(&dir.resolve()?, &name).map_err(failed)?;
+            eprintln!("token '{name}' revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
