@@ -530,3 +530,33 @@ fn a_finished_workflows_id_is_not_taken_again() {
         assert_eq!(ids, 1, "{store:?}: listed once: {listed}");
     }
 }
+
+/// A file of schema version 1 (before workflows had owners) is brought up
+/// to date on open, its workflows kept (owned by no token: admins see them).
+#[test]
+fn a_version_1_sqlite_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('schema_version', '1');
+         CREATE TABLE workflows (id TEXT PRIMARY KEY, name TEXT NOT NULL, document TEXT NOT NULL,
+             status TEXT NOT NULL, submitted_at REAL NOT NULL, finished_at REAL, report TEXT);",
+    )
+    .unwrap();
+    let report = serde_json::to_string(&*report("old", SystemTime::now())).unwrap();
+    old.execute("INSERT INTO workflows VALUES ('old', 'stored', '{}', '\"completed\"', 1.0, 2.0, ?1)", [report])
+        .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&path).unwrap();
+    let listed = store.finished(10, None).unwrap();
+    assert_eq!((listed.len(), listed[0].workflow_id.as_str(), listed[0].owner.as_deref()), (1, "old", None));
+    assert!(store.finished(10, Some("alice")).unwrap().is_empty());
+    drop(store);
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, "2");
+}

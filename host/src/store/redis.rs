@@ -280,6 +280,9 @@ impl Store for RedisStore {
         let index = owner.map_or_else(|| key(&["workflows", "finished"]), finished_by);
         let ids: Vec<String> =
             self.with("list workflows", |c| c.zrevrange(&index, 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1))?;
+        if ids.is_empty() {
+            return Ok(Vec::new()); // Redis refuses an empty pipeline
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hget(key(&["workflow", id]), "report");
