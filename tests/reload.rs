@@ -342,3 +342,19 @@ fn the_default_plugins_directory_is_in_the_data_directory() {
     std::fs::rename(expected.join(".extra.partial"), expected.join("extra.wasm")).unwrap();
     daemon.until("extra loads", |d| d.plugin("extra").is_some_and(|p| p["state"] == "loaded"));
 }
+
+/// A manifest dropped beside a plugin cannot make the host run a command:
+/// the plugin is refused with where commands belong, and nothing runs.
+#[test]
+fn a_dropped_manifest_cannot_start_a_process() {
+    let daemon = daemon();
+    let marker = daemon.dir.path().join("ran");
+    let manifest = format!("[mcp_stdio.x]\ncommand = [\"touch\", \"{}\"]\n", marker.display());
+    std::fs::write(daemon.dir.path().join("dropped.toml"), manifest).unwrap();
+    daemon.deploy("dropped", &std::fs::read(support::component("hostile")).unwrap());
+    daemon.until("dropped is refused", |d| d.plugin("dropped").is_some_and(|p| p["state"] == "failed"));
+    let error = daemon.plugin("dropped").unwrap()["last_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("a file in the plugins directory may not"), "{error}");
+    assert!(error.contains("[manifests.dropped.mcp_stdio.x] in gleitzeit.toml"), "{error}");
+    assert!(!marker.exists(), "the command ran");
+}

@@ -257,7 +257,10 @@ fn manifest_mistakes_are_reported_and_the_plugin_is_not_loaded() {
         ("memroy_mb = 64\n", "unknown field `memroy_mb`"),
         ("memory_mb = 0\n", "memory_mb must be from 1 to 4096, got 0"),
         ("max_concurrency = 0\n", "max_concurrency must be from 1 to 1000, got 0"),
-        ("[mcp_stdio.x]\ncommand = []\n", "mcp_stdio.x: command must name a program"),
+        (
+            "[mcp_stdio.x]\ncommand = []\n",
+            "[mcp_stdio.x] asks the host to run a command, and a file in the plugins directory may not",
+        ),
         (
             "allowed_hosts = [\"example.com\"]\n",
             "allowed_hosts[0]: 'example.com' is not of the form scheme://host[:port]",

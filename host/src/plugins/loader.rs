@@ -220,7 +220,7 @@ pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path, overrides: &Over
     let name = plugin_name(path);
     let origin = PluginSource::File(path.to_owned());
     let manifest_path = path.with_extension("toml");
-    let grants = Manifest::read(&manifest_path)
+    let grants = Manifest::read_dropped(&manifest_path, &name)
         .and_then(|m| m.overlay_from(overrides, &name).grants(&runtime.default_grants()))
         .map_err(|reason| {
             let also = if overrides.contains_key(&name) {

@@ -13,12 +13,15 @@
 //! [config]                 # values the plugin reads with config("key")
 //! model = "llama3"         # tables and arrays arrive as JSON text
 //!
-//! [mcp_stdio.files]        # an MCP server the host runs and bridges (see mcp_bridge)
+//! [mcp_stdio.files]        # an MCP server the host runs and bridges (see mcp_bridge);
+//!                          # only in the host config's [manifests.NAME]
 //! command = ["npx", "@modelcontextprotocol/server-filesystem", "/srv/data"]
 //! ```
 //!
 //! The host's config file may override any of these per plugin
-//! (`[manifests.NAME]`); see [`Manifest::overlay`].
+//! (`[manifests.NAME]`); see [`Manifest::overlay`]. Only there may
+//! `mcp_stdio` appear: a file dropped into the plugins directory must never
+//! start a process on the host ([`Manifest::read_dropped`]).
 
 use super::host::Grants;
 use super::mcp_bridge::StdioServer;
@@ -60,6 +63,18 @@ impl Manifest {
             Ok(text) => Self::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(format!("cannot read it: {e}")),
+        }
+    }
+
+    /// Read a manifest from the plugins directory, which may not name
+    /// commands: those come only from the host's settings file.
+    pub fn read_dropped(path: &Path, plugin: &str) -> Result<Self, String> {
+        let manifest = Self::read(path)?;
+        match manifest.mcp_stdio.as_ref().and_then(|servers| servers.keys().next()) {
+            Some(server) => Err(format!(
+                "[mcp_stdio.{server}] asks the host to run a command, and a file in the plugins directory may not; commands come only from the host's settings file: put it under [manifests.{plugin}.mcp_stdio.{server}] in gleitzeit.toml"
+            )),
+            None => Ok(manifest),
         }
     }
 
