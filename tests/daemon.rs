@@ -236,6 +236,19 @@ fn clients_without_a_token_are_refused_with_the_reason() {
     assert!(stderr.contains("no token") && stderr.contains("GLEITZEIT_TOKEN"), "{stderr}");
 }
 
+/// docs/security.md's `[auth]` example, as written, in a real daemon.
+#[test]
+fn the_security_docs_settings_example_works_as_written() {
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let example = support::fenced_blocks(&doc, "toml").into_iter().find(|b| b.contains("[auth]")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gleitzeit.toml");
+    std::fs::write(&config, example).unwrap();
+    let daemon = daemon_with(&["--config", config.to_str().unwrap()]);
+    let out = finished(python(&daemon, "tests/python/security_doc.py"));
+    assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
+}
+
 /// Authentication off is for loopback only; tokens may listen anywhere.
 #[test]
 fn authentication_off_is_refused_beyond_loopback() {
