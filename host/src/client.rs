@@ -75,6 +75,18 @@ fn websocket_url(server: &str) -> Result<String, ClientError> {
     Ok(format!("ws://{host}/socket.io/?EIO=4&transport=websocket"))
 }
 
+/// Whether `server` (`http://host:port`) names this machine's loopback
+/// interface: only there may the local token be shown unasked.
+pub fn is_loopback_url(server: &str) -> bool {
+    let rest = server.strip_prefix("http://").or_else(|| server.strip_prefix("ws://")).unwrap_or_default();
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Client {
     /// Connect and join the default namespace, showing `token` (see
     /// `auth`) when there is one.

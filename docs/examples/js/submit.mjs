@@ -12,11 +12,13 @@ import { io } from "socket.io-client";
 
 const SERVER = process.env.GLEITZEIT_SERVER ?? "http://127.0.0.1:8000";
 
-// GLEITZEIT_TOKEN, else the local token a host on this machine wrote.
+// GLEITZEIT_TOKEN, else the local token a host on this machine wrote
+// (never sent to another machine).
 function token() {
   const data = process.env.XDG_DATA_HOME || join(homedir(), ".local/share");
   const path = join(data, "gleitzeit", "token");
-  if (process.env.GLEITZEIT_TOKEN || !existsSync(path)) return process.env.GLEITZEIT_TOKEN;
+  const local = ["127.0.0.1", "localhost", "[::1]"].includes(new URL(SERVER).hostname);
+  if (process.env.GLEITZEIT_TOKEN || !local || !existsSync(path)) return process.env.GLEITZEIT_TOKEN;
   return readFileSync(path, "utf8").trim();
 }
 

@@ -10,6 +10,7 @@ later would.
 """
 import asyncio
 import os
+import urllib.parse
 
 import socketio
 
@@ -19,10 +20,12 @@ REPLY_BY_EVENT = os.environ.get("REPLY_BY_EVENT") == "1"
 
 
 def token():
-    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote."""
+    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote
+    (never sent to another machine)."""
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     path = os.path.join(data, "gleitzeit", "token")
-    if os.environ.get("GLEITZEIT_TOKEN") or not os.path.exists(path):
+    local = urllib.parse.urlparse(SERVER).hostname in ("127.0.0.1", "localhost", "::1")
+    if os.environ.get("GLEITZEIT_TOKEN") or not local or not os.path.exists(path):
         return os.environ.get("GLEITZEIT_TOKEN")
     with open(path) as file:
         return file.read().strip()

@@ -9,6 +9,7 @@ else the host's local token.
 import asyncio
 import json
 import os
+import urllib.parse
 
 import socketio
 
@@ -16,10 +17,12 @@ SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
 
 
 def token():
-    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote."""
+    """GLEITZEIT_TOKEN, else the local token a host on this machine wrote
+    (never sent to another machine)."""
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     path = os.path.join(data, "gleitzeit", "token")
-    if os.environ.get("GLEITZEIT_TOKEN") or not os.path.exists(path):
+    local = urllib.parse.urlparse(SERVER).hostname in ("127.0.0.1", "localhost", "::1")
+    if os.environ.get("GLEITZEIT_TOKEN") or not local or not os.path.exists(path):
         return os.environ.get("GLEITZEIT_TOKEN")
     with open(path) as file:
         return file.read().strip()

@@ -104,3 +104,14 @@ fn browsers_may_come_only_from_the_hosts_own_pages_or_listed_origins() {
     assert!(!origin_allowed("null", 8000, &[]));
     assert!(origin_allowed("https://dash.example.com", 8000, &listed));
 }
+
+#[test]
+fn the_local_token_goes_only_to_loopback_hosts() {
+    use crate::client::is_loopback_url;
+    for url in ["http://127.0.0.1:8000", "http://localhost:8000/", "ws://[::1]:8000", "http://127.0.0.2:1"] {
+        assert!(is_loopback_url(url), "{url}");
+    }
+    for url in ["http://example.com:8000", "http://10.0.0.1:8000", "http://localhost.evil.example:80", "http://[2001:db8::1]:80"] {
+        assert!(!is_loopback_url(url), "{url}");
+    }
+}

@@ -64,12 +64,15 @@ impl From<ClientError> for Failure {
 }
 
 async fn connect(server: &ServerArgs) -> Result<Client, Failure> {
-    let token = match &server.token {
-        Some(token) => Some(token.clone()),
-        None => match server.data_dir.clone().or_else(super::default_data_dir) {
-            Some(dir) => crate::auth::read_local_token(&dir).map_err(|e| Failure::Input(e.into()))?,
-            None => None,
-        },
+    // The local admin token goes only to a host on this machine, never to
+    // whatever --server names.
+    let local_dir = server.data_dir.clone().or_else(super::default_data_dir);
+    let token = match (&server.token, local_dir) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(dir)) if crate::client::is_loopback_url(&server.server) => {
+            crate::auth::read_local_token(&dir).map_err(|e| Failure::Input(e.into()))?
+        }
+        (None, _) => None,
     };
     match Client::connect(&server.server, token.as_deref()).await {
         Err(ClientError::Refused(reason)) if token.is_none() => Err(Failure::Input(anyhow::anyhow!(
