@@ -33,10 +33,24 @@ pub fn from_str_seed<'de, T: de::DeserializeSeed<'de>>(
     seed.deserialize(de)
 }
 
+/// Gleitzeit's patch: an event name written with escapes (`"a\"b"`) cannot
+/// be borrowed from the packet; the original failed, and socketioxide then
+/// closed the connection for an "invalid event name". It is a valid name no
+/// handler has (handlers are registered under plain names), so it now reads
+/// as [`ESCAPED_EVENT`] and reaches the fallback handler.
 pub fn read_event(data: &str) -> serde_json::Result<&str> {
     let mut de = serde_json::Deserializer::from_str(data);
-    FirstElement::<&str>::default().deserialize(&mut de)
+    match FirstElement::<&str>::default().deserialize(&mut de) {
+        Ok(event) => Ok(event),
+        Err(borrow_failed) => {
+            let mut de = serde_json::Deserializer::from_str(data);
+            FirstElement::<String>::default().deserialize(&mut de).map(|_| ESCAPED_EVENT).map_err(|_| borrow_failed)
+        }
+    }
 }
+
+/// What an event name with escapes reads as (see [`read_event`]).
+pub const ESCAPED_EVENT: &str = "(an event name with escapes)";
 
 struct Deserializer<'a, D> {
     inner: D,
