@@ -256,12 +256,15 @@ fn hostile_files_get_clear_errors_or_succeed() {
         bomb.push_str(&format!("{next}: &{next} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
     }
     let bomb = write("bomb.yaml", bomb.as_bytes());
-    rejected(&["workflow", "validate", &bomb], &["invalid YAML: repetition limit exceeded"]);
+    rejected(&["workflow", "validate", &bomb], &["invalid YAML: budget breached: RecordedAnchorEvents"]);
 
     let deep = write("deep.yaml", format!("name: x\ntasks: {}{}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes());
-    rejected(&["workflow", "validate", &deep], &["nested deeper than 128 levels at line 2"]);
+    rejected(&["workflow", "validate", &deep], &["invalid YAML: collections nested deeper than 128 levels at line 2"]);
     let deep_block = write("deep-block.yaml", format!("name: x\ntasks:\n{}x\n", "- ".repeat(100_000)).as_bytes());
-    rejected(&["workflow", "validate", &deep_block], &["invalid YAML: recursion limit exceeded"]);
+    rejected(
+        &["workflow", "validate", &deep_block],
+        &["invalid YAML: collections nested deeper than 128 levels at line 3"],
+    );
     let deep_json =
         write("deep.json", format!("{{\"name\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes());
     rejected(&["workflow", "validate", &deep_json], &["invalid JSON: recursion limit exceeded"]);

@@ -543,6 +543,34 @@ fn serve_reads_its_config_file_and_rejects_mistakes() {
     assert!(stderr.contains("invalid config file") && stderr.contains("concurrancy"), "{stderr}");
 }
 
+/// Settings that feed time arithmetic are refused outside their documented
+/// ranges, naming the setting, instead of overflowing a sum later.
+#[test]
+fn out_of_range_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gleitzeit.toml");
+    std::fs::write(&config, "default_timeout = 1e18\n").unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--grace", "1e18"], "--grace must be more than 0 and at most 86400 seconds, got 1000000000000000000"),
+        (&["--grace", "0"], "--grace must be more than 0"),
+        (&["--grace", "NaN"], "--grace must be more than 0"),
+        (&["--concurrency", "0"], "concurrency must be from 1 to 100000, got 0"),
+        (&["--retention", "1000000years"], "retention must be at most 100 years"),
+        (&["--config", config.to_str().unwrap()], "default_timeout must be more than 0 and at most 604800 seconds"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
+            .args(args)
+            .env("XDG_DATA_HOME", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn sigterm_lets_running_work_finish_then_exits() {
     let daemon = daemon();

@@ -25,11 +25,24 @@ fn plugins_dir(manifest: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
+/// The host config of these tests: its operator lets plugin manifests ask
+/// for loopback hosts (the tests' own servers).
+const LOOPBACK_POLICY: &str = "[plugin_policy]\nallowed_hosts = [\"http://127.0.0.1:*\"]\n";
+
 fn run(plugins: &Path, workflow: &str) -> (Output, Value) {
+    run_with(plugins, workflow, LOOPBACK_POLICY)
+}
+
+/// `gleitzeit run` of `workflow` with the plugins of `plugins` and the host
+/// config `config`.
+fn run_with(plugins: &Path, workflow: &str, config: &str) -> (Output, Value) {
     let file = plugins.join("workflow.yaml");
     std::fs::write(&file, workflow).unwrap();
+    let config_file = plugins.join("host-config.toml");
+    std::fs::write(&config_file, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["run", file.to_str().unwrap(), "--plugins", plugins.to_str().unwrap(), "--output", "json"])
+        .args(["--config", config_file.to_str().unwrap()])
         .env_remove("GLEITZEIT_LOG")
         .output()
         .unwrap();
@@ -265,6 +278,18 @@ fn manifest_mistakes_are_reported_and_the_plugin_is_not_loaded() {
             "allowed_hosts = [\"example.com\"]\n",
             "allowed_hosts[0]: 'example.com' is not of the form scheme://host[:port]",
         ),
+        // Beyond the default plugin policy: each refusal names the grant and
+        // the two lines that would allow it.
+        (
+            "allowed_hosts = [\"http://10.0.0.1:80\"]\n",
+            "allowed_hosts[0] 'http://10.0.0.1:80' is beyond the host's plugin policy; allow it for every plugin with allowed_hosts = [\"http://10.0.0.1:80\"] under [plugin_policy] in the host config, or for this one with allowed_hosts = [\"http://10.0.0.1:80\"] under [manifests.hostile]",
+        ),
+        (
+            "memory_mb = 512\n",
+            "memory_mb = 512 is beyond the host's plugin policy; allow it for every plugin with max_memory_mb = 512",
+        ),
+        ("read_dirs = [\"/tmp\"]\n", "read_dirs[0] '/tmp' is beyond the host's plugin policy"),
+        ("timeout_s = 1000\n", "timeout_s = 1000 is beyond the host's plugin policy"),
     ] {
         let dir = plugins_dir(Some(manifest));
         let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
@@ -284,9 +309,11 @@ fn the_manifest_and_host_config_shown_in_the_docs_are_accepted() {
     let doc = std::fs::read_to_string(root().join("docs/plugins.md")).unwrap();
     let blocks = support::fenced_blocks(&doc, "toml");
     let dir = plugins_dir(Some(&blocks[0]));
-    let (out, report) = run(
+    let policy = blocks.iter().find(|b| b.contains("[plugin_policy]")).unwrap();
+    let (out, report) = run_with(
         dir.path(),
         "name: d\ntasks:\n  - {id: c, protocol: hostile/v1, method: config, params: {key: temperature}}\n",
+        policy,
     );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(task(&report, "c")["result"]["value"], "0.7");

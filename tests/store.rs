@@ -86,7 +86,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     // task's last state.
     drop(store);
     let store = open();
-    let saved = store.unfinished().unwrap();
+    let saved = store.unfinished().unwrap().saved;
     assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w1", "w2"], "oldest first");
     assert_eq!(saved[0].workflow, w1, "the workflow round-trips exactly");
     assert_eq!(saved[1].workflow, w2, "with its owner");
@@ -107,7 +107,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
             Record::Finished(owned_report("w3", old, Some("bob"))),
         ])
         .unwrap();
-    let saved = store.unfinished().unwrap();
+    let saved = store.unfinished().unwrap().saved;
     assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w2"]);
     assert_eq!(store.report("w1").unwrap().unwrap().tasks[0].result, Some(serde_json::json!({"echoed": "hi"})));
     assert!(store.report("w2").unwrap().is_none(), "no report before it finishes");
@@ -125,7 +125,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     store
         .write(&[Record::Accepted { workflow: Box::new(workflow("w1")), submitted_at: now + Duration::from_secs(2) }])
         .unwrap();
-    let again = store.unfinished().unwrap().into_iter().find(|s| s.workflow.id == "w1").unwrap();
+    let again = store.unfinished().unwrap().saved.into_iter().find(|s| s.workflow.id == "w1").unwrap();
     assert!(again.tasks.is_empty(), "no task state of the earlier run: {:?}", again.tasks);
     assert!(store.report("w1").unwrap().is_none(), "running again, so no report");
     store.write(&[Record::Finished(report("w1", now))]).unwrap();
@@ -135,7 +135,7 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(store.report("w3").unwrap().is_none());
     assert!(store.finished(10, Some("bob")).unwrap().is_empty(), "pruned from its owner's list too");
     assert!(store.report("w1").unwrap().is_some());
-    assert_eq!(store.unfinished().unwrap().len(), 1);
+    assert_eq!(store.unfinished().unwrap().saved.len(), 1);
 }
 
 #[test]
@@ -559,4 +559,34 @@ fn a_version_1_sqlite_file_is_upgraded_in_place() {
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
         .unwrap();
     assert_eq!(version, "2");
+}
+
+/// One stored workflow that cannot be read (here, a document from a layout
+/// this version does not know) is set aside, visibly; the host starts and
+/// finishes the others.
+#[test]
+fn an_unreadable_stored_workflow_is_set_aside_and_the_rest_resume() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("gleitzeit.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let now = SystemTime::now();
+    store
+        .write(&[
+            Record::Accepted { workflow: Box::new(workflow("good")), submitted_at: now },
+            Record::Accepted { workflow: Box::new(workflow("bad")), submitted_at: now },
+        ])
+        .unwrap();
+    drop(store);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE workflows SET document = '{\"name\": \"bad\", \"stages\": []}' WHERE id = 'bad'", [])
+        .unwrap();
+
+    let host = support::serve(&["--data-dir", data.path().to_str().unwrap()]);
+    let good = when_finished(&host, "good");
+    assert_eq!(good["status"], "completed", "{good}");
+    let bad = status(&host, "bad");
+    assert_eq!(bad["status"], "failed", "{bad}");
+    let error = bad["failure"].as_str().unwrap();
+    assert!(error.starts_with("set aside when the host started") && error.contains("stages"), "{error}");
 }

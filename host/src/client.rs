@@ -201,6 +201,15 @@ where
     None
 }
 
+/// Decode one text frame from a host as a connected client does, and drop
+/// the outcome (for the fuzzer: any text must be read or refused, never
+/// panic).
+pub fn decode(frame: &str) {
+    let (out, _) = mpsc::unbounded_channel();
+    let (events, _) = mpsc::unbounded_channel();
+    route(frame, &out, &Acks::default(), &events);
+}
+
 /// Handle one Engine.IO packet; false when the connection should end.
 fn route(
     packet: &str,
@@ -208,10 +217,11 @@ fn route(
     acks: &Acks,
     events: &mpsc::UnboundedSender<ServerEvent>,
 ) -> bool {
-    match packet.as_bytes().first() {
-        Some(b'2') => out.send("3".into()).is_ok(), // ping -> pong
-        Some(b'1') => false,                        // close
-        Some(b'4') => match parse_message(&packet[1..]) {
+    let mut chars = packet.chars();
+    match chars.next() {
+        Some('2') => out.send("3".into()).is_ok(), // ping -> pong
+        Some('1') => false,                        // close
+        Some('4') => match parse_message(chars.as_str()) {
             Ok(Incoming::Event(event)) => {
                 let _ = events.send(event);
                 true
@@ -244,8 +254,10 @@ enum Incoming {
 /// JSON payload.
 fn parse_message(packet: &str) -> Result<Incoming, ClientError> {
     let bad = || ClientError::Protocol(format!("{packet:.80}"));
-    let kind = packet.as_bytes().first().copied().ok_or_else(bad)?;
-    let mut rest = &packet[1..];
+    // By character, not byte: the host's text may start with anything.
+    let mut chars = packet.chars();
+    let kind = chars.next().ok_or_else(bad)?;
+    let mut rest = chars.as_str();
     if rest.starts_with('/') {
         rest = rest.split_once(',').map_or("", |(_, r)| r);
     }
@@ -253,8 +265,8 @@ fn parse_message(packet: &str) -> Result<Incoming, ClientError> {
     let id = rest[..digits].parse::<u64>().ok();
     let payload = &rest[digits..];
     match kind {
-        b'1' => Ok(Incoming::Disconnect),
-        b'2' => {
+        '1' => Ok(Incoming::Disconnect),
+        '2' => {
             let Ok(Value::Array(mut args)) = serde_json::from_str(payload) else { return Err(bad()) };
             if args.is_empty() {
                 return Err(bad());
@@ -263,7 +275,7 @@ fn parse_message(packet: &str) -> Result<Incoming, ClientError> {
             let data = args.into_iter().next().unwrap_or(Value::Null);
             Ok(Incoming::Event(ServerEvent { name, data, ack: id }))
         }
-        b'3' => {
+        '3' => {
             let Ok(Value::Array(args)) = serde_json::from_str(payload) else { return Err(bad()) };
             Ok(Incoming::Ack(id.ok_or_else(bad)?, args))
         }
@@ -286,6 +298,10 @@ mod tests {
         assert_eq!((id, args), (907, vec![json!({"ok": true})]));
         assert!(parse_message("2not json").is_err());
         assert!(matches!(parse_message("1"), Ok(Incoming::Disconnect)));
+        // Any text at all, multi-byte characters first included, is read or refused.
+        for packet in ["é", "2é", "3é[1]", "2/é,[\"x\"]", "", "2/", "3", "29999999999999999999999[]"] {
+            let _ = parse_message(packet);
+        }
     }
 
     #[test]

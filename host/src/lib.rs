@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod engine;
+pub mod fuzzing;
 mod locks;
 pub mod model;
 pub mod plugins;

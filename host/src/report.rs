@@ -57,6 +57,11 @@ pub struct RunReport {
     /// The token that submitted it (see `auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Why the workflow ended without running its tasks (set aside because
+    /// its stored state could not be read). Not `error`: an answer with a
+    /// top-level `error` is a refusal in the protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl RunReport {
@@ -89,6 +94,7 @@ impl RunReport {
             summary,
             tasks,
             owner: None,
+            failure: None,
         }
     }
 
@@ -122,6 +128,9 @@ impl RunReport {
             "workflow '{}' ({}) {status} in {:.1} ms: {} tasks, {} completed, {} failed, {} skipped, {} cancelled",
             self.name, self.workflow_id, self.duration_ms, s.total, s.completed, s.failed, s.skipped, s.cancelled
         );
+        if let Some(failure) = &self.failure {
+            let _ = write!(out, "\n{failure}");
+        }
         out
     }
 }

@@ -14,7 +14,7 @@ mod tokens;
 
 pub use tokens::{
     LOCAL_TOKEN_FILE, LOCAL_TOKEN_NAME, TOKENS_FILE, TokenEntry, TokensFileError, create_token, ensure_local_token,
-    is_token_name, list_tokens, read_local_token, revoke_token,
+    is_token_name, list_tokens, random_hex, read_local_token, revoke_token, same_secret,
 };
 
 use crate::locks::lock;

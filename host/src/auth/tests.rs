@@ -111,7 +111,12 @@ fn the_local_token_goes_only_to_loopback_hosts() {
     for url in ["http://127.0.0.1:8000", "http://localhost:8000/", "ws://[::1]:8000", "http://127.0.0.2:1"] {
         assert!(is_loopback_url(url), "{url}");
     }
-    for url in ["http://example.com:8000", "http://10.0.0.1:8000", "http://localhost.evil.example:80", "http://[2001:db8::1]:80"] {
+    for url in [
+        "http://example.com:8000",
+        "http://10.0.0.1:8000",
+        "http://localhost.evil.example:80",
+        "http://[2001:db8::1]:80",
+    ] {
         assert!(!is_loopback_url(url), "{url}");
     }
 }

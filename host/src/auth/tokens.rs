@@ -111,13 +111,24 @@ pub(super) fn hash(secret: &str) -> String {
 
 /// A new secret: the prefix and 32 random bytes in hex.
 fn new_secret() -> Result<String, TokensFileError> {
+    let random = random_hex().map_err(|e| io_error("draw random bytes for", Path::new("a token"), e))?;
+    Ok(format!("{SECRET_PREFIX}{random}"))
+}
+
+/// 32 random bytes from the operating system, in hex: a secret.
+pub fn random_hex() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| io_error("draw random bytes for", Path::new("a token"), e))?;
-    let mut secret = String::from(SECRET_PREFIX);
+    getrandom::fill(&mut bytes)?;
+    let mut hex = String::with_capacity(64);
     for byte in bytes {
-        let _ = write!(secret, "{byte:02x}");
+        let _ = write!(hex, "{byte:02x}");
     }
-    Ok(secret)
+    Ok(hex)
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their length only.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]

@@ -10,7 +10,7 @@ mod token;
 use crate::auth;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::model::{Workflow, WorkflowStatus};
-use crate::plugins::{Manifest, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
+use crate::plugins::{Manifest, Overrides, PluginPolicy, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::store::{Store, StoreSpec};
@@ -191,7 +191,10 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     retention: Option<String>,
     #[serde(default)]
-    manifests: Overrides,
+    manifests: std::collections::BTreeMap<String, Manifest>,
+    /// The most a plugin's own `NAME.toml` may grant (docs/security.md).
+    #[serde(default)]
+    plugin_policy: PluginPolicy,
     #[serde(default)]
     auth: AuthSettings,
     /// Where it was read from, for error messages.
@@ -209,23 +212,31 @@ impl ConfigFile {
             .with_context(|| format!("invalid config file {}", path.display()))
             .map_err(Failure::Input)?;
         file.path = Some(path.to_owned());
+        file.check()
+            .map_err(|reason| Failure::Input(anyhow::anyhow!("invalid config file {}: {reason}", path.display())))?;
         Ok(file)
     }
 
-    /// Check every `[manifests.NAME]` on its own, so a mistake stops the
-    /// start with the file and table named.
-    fn check_manifests(&self, runtime: &WasmRuntime) -> Result<(), Failure> {
-        let file = self.path.as_deref().unwrap_or(Path::new("the config file"));
+    /// Check every table on its own, so a mistake stops the start with the
+    /// file and table named: each `[manifests.NAME]`, `[plugin_policy]`
+    /// and `[auth]`.
+    fn check(&self) -> Result<(), String> {
+        let defaults = RuntimeConfig::default().default_grants();
         for (name, manifest) in &self.manifests {
             Manifest::default()
                 .overlay(manifest)
-                .grants(&runtime.default_grants())
-                .map_err(|reason| {
-                    anyhow::anyhow!("invalid config file {}: [manifests.{name}]: {reason}", file.display())
-                })
-                .map_err(Failure::Input)?;
+                .grants(&defaults)
+                .map_err(|reason| format!("[manifests.{name}]: {reason}"))?;
         }
-        Ok(())
+        self.plugin_policy.check().map_err(|reason| format!("[plugin_policy]: {reason}"))?;
+        self.auth.check().map_err(|reason| format!("[auth] {reason}"))
+    }
+}
+
+/// Check a settings file's text as `--config` would, for the fuzzer.
+pub fn check_settings_text(text: &str) {
+    if let Ok(file) = toml::from_str::<ConfigFile>(text) {
+        let _ = file.check();
     }
 }
 
@@ -376,11 +387,20 @@ fn fail(failure: Failure) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| Failure::Input(anyhow::anyhow!("{name} must be a positive number of seconds, got {value}")))
+/// The ranges of the settings that feed time arithmetic: beyond them a sum
+/// like `Instant::now() + grace` could overflow (and panic), and no real
+/// use needs more. Documented in the README.
+const MAX_GRACE_SECS: f64 = 86_400.0;
+const MAX_DEFAULT_TIMEOUT_SECS: f64 = 7.0 * 86_400.0;
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// Most tasks running at once (`--concurrency`).
+const MAX_CONCURRENCY: u32 = 100_000;
+
+/// `value` seconds, more than 0 and at most `max`.
+fn seconds(name: &str, value: f64, max: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value).ok().filter(|d| !d.is_zero() && value <= max).ok_or_else(|| {
+        Failure::Input(anyhow::anyhow!("{name} must be more than 0 and at most {max} seconds, got {value}"))
+    })
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
@@ -388,12 +408,15 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
     let mut engine = EngineConfig::default();
     if let Some(n) = args.concurrency.or(file.concurrency) {
-        engine.concurrency = n.max(1) as usize;
+        if !(1..=MAX_CONCURRENCY).contains(&n) {
+            return Err(Failure::Input(anyhow::anyhow!("concurrency must be from 1 to {MAX_CONCURRENCY}, got {n}")));
+        }
+        engine.concurrency = n as usize;
     }
     if let Some(s) = file.default_timeout {
-        engine.default_timeout = seconds("default_timeout", s)?;
+        engine.default_timeout = seconds("default_timeout", s, MAX_DEFAULT_TIMEOUT_SECS)?;
     }
-    let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0))?;
+    let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0), MAX_GRACE_SECS)?;
     let data_dir = args.data_dir.clone().or_else(|| file.data_dir.clone());
     let policy = auth_policy(&args, &file, listen)?;
     let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
@@ -412,25 +435,26 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl AuthSettings {
+    fn check(&self) -> Result<(), String> {
+        if let Some(bad) = self.remote_may_serve.iter().find(|p| !workflow::is_protocol(p)) {
+            let shown = workflow::excerpt(bad);
+            return Err(format!("remote_may_serve: '{shown}' is not of the form name/version"));
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            let shown = workflow::excerpt(bad);
+            return Err(format!("allowed_origins: '{shown}' is not an origin such as https://example.com:8443"));
+        }
+        self.tokens.iter().try_for_each(|entry| entry.check().map_err(|reason| format!("tokens: {reason}")))
+    }
+}
+
 /// Who the daemon accepts: tokens (the local admin token, made on the first
 /// start, and the configured and created ones) unless `auth` is `off`, which
-/// is refused on anything but loopback.
+/// is refused on anything but loopback. (The settings were checked when the
+/// file was read.)
 fn auth_policy(args: &ServeArgs, file: &ConfigFile, listen: std::net::SocketAddr) -> Result<auth::Policy, Failure> {
     let settings = &file.auth;
-    let invalid = |reason: String| Failure::Input(anyhow::anyhow!("invalid config file: [auth] {reason}"));
-    for protocol in &settings.remote_may_serve {
-        if !workflow::is_protocol(protocol) {
-            let shown = workflow::excerpt(protocol);
-            return Err(invalid(format!("remote_may_serve: '{shown}' is not of the form name/version")));
-        }
-    }
-    if let Some(bad) = settings.allowed_origins.iter().find(|o| !is_origin(o)) {
-        let shown = workflow::excerpt(bad);
-        return Err(invalid(format!("allowed_origins: '{shown}' is not an origin such as https://example.com:8443")));
-    }
-    for entry in &settings.tokens {
-        entry.check().map_err(|reason| invalid(format!("tokens: {reason}")))?;
-    }
     let mut policy = auth::Policy::open();
     policy.allowed_origins = settings.allowed_origins.clone();
     policy.remote_may_serve = settings.remote_may_serve.clone();
@@ -485,14 +509,19 @@ fn default_data_dir() -> Option<PathBuf> {
 }
 
 fn retention(args: &ServeArgs, file: &ConfigFile) -> Result<Duration, Failure> {
-    if let Some(d) = args.retention {
-        return Ok(d.into());
+    let retention = match (args.retention, &file.retention) {
+        (Some(d), _) => d.into(),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: retention '{text}': {e}")))?,
+        (None, None) => Duration::from_secs(7 * 24 * 3600),
+    };
+    if retention > MAX_RETENTION {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "retention must be at most 100 years, got {}",
+            humantime::format_duration(retention)
+        )));
     }
-    match &file.retention {
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: retention '{text}': {e}"))),
-        None => Ok(Duration::from_secs(7 * 24 * 3600)),
-    }
+    Ok(retention)
 }
 
 /// Open the store; one that exists but cannot be read stops the start.
@@ -528,7 +557,11 @@ async fn shutdown_signal() {
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (file, plugins) = args.plugins.resolve(None)?;
     let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
-    let default_timeout = seconds("--default-timeout", args.default_timeout.or(file.default_timeout).unwrap_or(300.0))?;
+    let default_timeout = seconds(
+        "--default-timeout",
+        args.default_timeout.or(file.default_timeout).unwrap_or(300.0),
+        MAX_DEFAULT_TIMEOUT_SECS,
+    )?;
     let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
     let engine = match open_store(args.store.as_ref().unwrap_or(&StoreSpec::Memory), file.data_dir.as_deref())? {
         None => Engine::start(registry, config),
@@ -614,9 +647,8 @@ async fn load_against_registry(
 /// manifest overrides; broken files are reported and skipped.
 async fn load_plugins(dir: &Path, config: &ConfigFile) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
-    config.check_manifests(&runtime)?;
     let registry = Arc::new(Registry::new());
-    let overrides = config.manifests.clone();
+    let overrides = Overrides { manifests: config.manifests.clone(), policy: config.plugin_policy.clone() };
     let (plugins, problems) =
         PluginSet::load(runtime, registry.clone(), dir, overrides).await.map_err(|e| Failure::Internal(e.into()))?;
     for problem in problems {

@@ -118,15 +118,9 @@ pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<Exit
 /// The file as a JSON tree, after the same local validation `run` does, so
 /// mistakes are reported with the file's name.
 fn read_tree(path: &Path) -> Result<Value, Failure> {
-    crate::workflow::load(path)?;
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display())).map_err(Failure::Input)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let tree = match crate::workflow::Format::detect(path, &bytes) {
-        crate::workflow::Format::Json => serde_json::from_str(&text).context("invalid JSON"),
-        crate::workflow::Format::Yaml => serde_yaml_ng::from_str(&text).context("invalid YAML"),
-    };
-    tree.with_context(|| format!("cannot read {}", path.display())).map_err(Failure::Input)
+    let tree = crate::workflow::load_tree(path)?;
+    crate::workflow::from_value(&path.display().to_string(), tree.clone())?;
+    Ok(tree)
 }
 
 /// Follow the workflow's events with a progress bar, then print its report.

@@ -162,7 +162,10 @@ impl Scheduler {
                     }
                     self.cancel(id, "the workflow was cancelled");
                 }
-                let _ = reply.send(found.is_some());
+                // Acknowledged once the cancellation is stored, like a submission.
+                self.after_stored(move || {
+                    let _ = reply.send(found.is_some());
+                });
             }
             Command::ProvidersChanged => self.woken.extend(self.parked.keys().cloned()),
         }
@@ -232,6 +235,26 @@ impl Scheduler {
                 let _ = observer.send(event);
             }
             (None, None) => {}
+        }
+    }
+
+    /// Where events from outside the scheduler (a task's progress) go: the
+    /// same way as its own, so a chunk never overtakes the `running` status
+    /// of the attempt it belongs to (which the journal releases only once
+    /// stored). None if nobody observes.
+    fn event_sink(&self) -> Option<Arc<dyn Fn(EngineEvent) + Send + Sync>> {
+        match (&self.journal, &self.observer) {
+            (Some(journal), _) if journal.observed() => {
+                let journal = journal.clone();
+                Some(Arc::new(move |event| journal.push(Item::Event(event))))
+            }
+            (None, Some(observer)) => {
+                let observer = observer.clone();
+                Some(Arc::new(move |event| {
+                    let _ = observer.send(event);
+                }))
+            }
+            _ => None,
         }
     }
 
@@ -412,6 +435,7 @@ impl Scheduler {
 
     /// Call the provider for one attempt of a task.
     fn launch(&mut self, id: RunId, t: usize, provider: Arc<dyn Provider>) {
+        let sink = self.event_sink();
         let Some(run) = self.runs.get_mut(&id) else { return };
         if run.tasks[t].status != TaskStatus::Queued {
             return;
@@ -434,11 +458,11 @@ impl Scheduler {
             timer.abort();
         }
         let attempt = state.attempts;
-        let progress = self.observer.clone().map(|observer| {
+        let progress = sink.map(|sink| {
             let (workflow_id, task_id) = (run.workflow.id.clone(), task.id.clone());
             Arc::new(move |chunk| {
                 let (workflow_id, task_id) = (workflow_id.clone(), task_id.clone());
-                let _ = observer.send(EngineEvent::Progress(ProgressEvent { workflow_id, task_id, chunk }));
+                sink(EngineEvent::Progress(ProgressEvent { workflow_id, task_id, chunk }));
             }) as crate::registry::Progress
         });
         let call = Call {
@@ -450,6 +474,8 @@ impl Scheduler {
             deadline,
             progress,
         };
+        // `running` leaves before anything the provider sends for the attempt.
+        self.notify(id, t);
         // Made here, not in the spawned task: a provider reserves its slot
         // when `call` is invoked, before the next selection.
         let pending = provider.call(call);
@@ -463,9 +489,10 @@ impl Scheduler {
             };
             let _ = inbox.send(Message::Internal(Internal::Finished { run: id, task: t, attempt, outcome }));
         });
-        state.abort = Some(handle.abort_handle());
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.tasks[t].abort = Some(handle.abort_handle());
+        }
         self.running += 1;
-        self.notify(id, t);
     }
 
     /// A task that cannot even start (bad reference, no provider) fails.

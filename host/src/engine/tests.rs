@@ -458,3 +458,50 @@ async fn the_observer_sees_every_transition_and_the_end() {
     assert_eq!(seen, ["a running", "a completed", "b running", "b completed", "done completed"]);
     assert_eq!(report.status, WorkflowStatus::Completed);
 }
+
+/// With a store, every event leaves through the journal: a provider's
+/// first progress chunk (sent the moment it is called) still arrives after
+/// the `running` status of its attempt, and a cancellation is answered only
+/// once the store has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_store_progress_follows_running_and_cancels_are_stored_first() {
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(FnProvider {
+        id: "t".into(),
+        spec: spec("t/v1", &["chatty", "sleep"]),
+        f: |call: Call| -> CallFuture {
+            if let Some(progress) = &call.progress {
+                progress(json!("first words"));
+            }
+            Box::pin(async move { behave(&Call { method: "sleep".into(), ..call }).await })
+        },
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let (engine, mut events) = Engine::start_durable(registry, EngineConfig::default(), store.clone()).unwrap();
+    let tasks: String =
+        (0..20).map(|i| format!("  - {{id: t{i}, protocol: t/v1, method: chatty, params: {{ms: 1}}}}\n")).collect();
+    engine.run(workflow(&format!("name: p\ntasks:\n{tasks}"))).await.unwrap();
+    let mut running = std::collections::HashSet::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            EngineEvent::Task(e) if e.status == TaskStatus::Running => {
+                running.insert(e.task_id);
+            }
+            EngineEvent::Progress(p) => assert!(running.contains(&p.task_id), "{} progress before running", p.task_id),
+            _ => {}
+        }
+    }
+    assert_eq!(running.len(), 20);
+
+    let submitted = engine
+        .submit(workflow(
+            "id: long\nname: c\ntasks:\n  - {id: a, protocol: t/v1, method: chatty, params: {ms: 10000}}\n",
+        ))
+        .await
+        .unwrap();
+    assert!(engine.cancel(&submitted.workflow_id).await.unwrap());
+    let stored = store.report("long").unwrap().expect("stored before the answer");
+    assert_eq!(stored.status, WorkflowStatus::Cancelled);
+}

@@ -169,7 +169,7 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
     for (name, bytes, manifest) in embedded::BUNDLED {
         let grants =
             Manifest::parse(manifest.unwrap_or("")).map_err(|r| format!("its built-in manifest: {r}")).and_then(|m| {
-                let with = if overrides.contains_key(*name) {
+                let with = if overrides.contains_key(name) {
                     format!(" with [manifests.{name}] of the host config")
                 } else {
                     String::new()
@@ -221,6 +221,7 @@ pub async fn load_file(runtime: &Arc<WasmRuntime>, path: &Path, overrides: &Over
     let origin = PluginSource::File(path.to_owned());
     let manifest_path = path.with_extension("toml");
     let grants = Manifest::read_dropped(&manifest_path, &name)
+        .and_then(|m| m.within(overrides, &name).map(|()| m))
         .and_then(|m| m.overlay_from(overrides, &name).grants(&runtime.default_grants()))
         .map_err(|reason| {
             let also = if overrides.contains_key(&name) {

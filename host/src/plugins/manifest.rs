@@ -32,14 +32,101 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const MAX_MEMORY_MB: u32 = 4096;
+/// The longest `timeout_s`: one day.
+const MAX_TIMEOUT_S: f64 = 86_400.0;
 /// The largest `max_response_bytes`: 1 GiB.
 const MAX_RESPONSE_BYTES: u64 = 1 << 30;
 /// The most memory a manifest may grant, in bytes.
 pub const MAX_MEMORY_BYTES: usize = MAX_MEMORY_MB as usize * 1024 * 1024;
 
-/// Per-plugin manifests from the host config (`[manifests.NAME]`), laid
-/// over the plugin's own `NAME.toml`.
-pub type Overrides = BTreeMap<String, Manifest>;
+/// What the host's settings file says about plugins: per-plugin manifests
+/// (`[manifests.NAME]`, laid over the plugin's own `NAME.toml`, and trusted:
+/// they are the operator's) and the policy that bounds what a plugin's own
+/// `NAME.toml` may grant (`[plugin_policy]`).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub manifests: BTreeMap<String, Manifest>,
+    pub policy: PluginPolicy,
+}
+
+impl Overrides {
+    pub fn get(&self, plugin: &str) -> Option<&Manifest> {
+        self.manifests.get(plugin)
+    }
+
+    pub fn contains_key(&self, plugin: &str) -> bool {
+        self.manifests.contains_key(plugin)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.manifests.keys()
+    }
+}
+
+/// `[plugin_policy]`: the most a `NAME.toml` dropped into the plugins
+/// directory may grant its plugin. Anything beyond is refused, naming the
+/// grant and the line that would allow it. The defaults grant no host and
+/// no directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginPolicy {
+    /// Patterns the manifests' `allowed_hosts` entries must fall within.
+    allowed_hosts: Vec<String>,
+    /// Directories the manifests' `read_dirs` must be inside.
+    read_dirs: Vec<PathBuf>,
+    max_memory_mb: u32,
+    max_timeout_s: f64,
+    max_response_bytes: u64,
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            read_dirs: Vec::new(),
+            max_memory_mb: 256,
+            max_timeout_s: 300.0,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES as u64,
+        }
+    }
+}
+
+impl PluginPolicy {
+    /// Check the policy itself (at start, naming the table).
+    pub fn check(&self) -> Result<(), String> {
+        for (i, text) in self.allowed_hosts.iter().enumerate() {
+            text.parse::<HostPattern>().map_err(|e| format!("allowed_hosts[{i}]: {e}"))?;
+        }
+        if let Some(dir) = self.read_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(format!("read_dirs: '{}' must be an absolute path", dir.display()));
+        }
+        if !(1..=MAX_MEMORY_MB).contains(&self.max_memory_mb) {
+            return Err(format!("max_memory_mb must be from 1 to {MAX_MEMORY_MB}, got {}", self.max_memory_mb));
+        }
+        if !(self.max_timeout_s > 0.0 && self.max_timeout_s <= MAX_TIMEOUT_S) {
+            return Err(format!(
+                "max_timeout_s must be more than 0 and at most {MAX_TIMEOUT_S}, got {}",
+                self.max_timeout_s
+            ));
+        }
+        if !(1..=MAX_RESPONSE_BYTES).contains(&self.max_response_bytes) {
+            return Err(format!(
+                "max_response_bytes must be from 1 to {MAX_RESPONSE_BYTES}, got {}",
+                self.max_response_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn covers_host(&self, asked: &HostPattern) -> bool {
+        self.allowed_hosts.iter().filter_map(|p| p.parse::<HostPattern>().ok()).any(|p| p.covers(asked))
+    }
+
+    fn covers_dir(&self, asked: &Path) -> bool {
+        let Ok(asked) = asked.canonicalize() else { return true }; // `grants` reports a missing directory
+        self.read_dirs.iter().filter_map(|d| d.canonicalize().ok()).any(|allowed| asked.starts_with(allowed))
+    }
+}
 
 /// The manifest as written; unknown keys are errors.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -98,6 +185,51 @@ impl Manifest {
         self
     }
 
+    /// Refuse what this manifest (a plugin's own `NAME.toml`) grants beyond
+    /// the operator's `[plugin_policy]`. Settings the host config's
+    /// `[manifests.NAME]` gives instead are the operator's and not checked.
+    pub fn within(&self, overrides: &Overrides, plugin: &str) -> Result<(), String> {
+        let policy = &overrides.policy;
+        let operator = overrides.get(plugin).cloned().unwrap_or_default();
+        let beyond = |asked: String, policy_line: String, own_line: String| {
+            Err(format!(
+                "{asked} is beyond the host's plugin policy; allow it for every plugin with {policy_line} under [plugin_policy] in the host config, or for this one with {own_line} under [manifests.{plugin}]"
+            ))
+        };
+        let hosts = self.allowed_hosts.as_ref().filter(|_| operator.allowed_hosts.is_none());
+        for (i, text) in hosts.into_iter().flatten().enumerate() {
+            let Ok(asked) = text.parse::<HostPattern>() else { continue }; // `grants` reports it
+            if !policy.covers_host(&asked) {
+                let line = format!("allowed_hosts = [\"{text}\"]");
+                return beyond(format!("allowed_hosts[{i}] '{text}'"), line.clone(), line);
+            }
+        }
+        let dirs = self.read_dirs.as_ref().filter(|_| operator.read_dirs.is_none());
+        for (i, dir) in dirs.into_iter().flatten().enumerate() {
+            if !policy.covers_dir(dir) {
+                let line = format!("read_dirs = [\"{}\"]", dir.display());
+                return beyond(format!("read_dirs[{i}] '{}'", dir.display()), line.clone(), line);
+            }
+        }
+        if let (Some(mb), None) = (self.memory_mb, operator.memory_mb)
+            && mb > policy.max_memory_mb
+        {
+            return beyond(format!("memory_mb = {mb}"), format!("max_memory_mb = {mb}"), format!("memory_mb = {mb}"));
+        }
+        if let (Some(s), None) = (self.timeout_s, operator.timeout_s)
+            && s > policy.max_timeout_s
+        {
+            return beyond(format!("timeout_s = {s}"), format!("max_timeout_s = {s}"), format!("timeout_s = {s}"));
+        }
+        if let (Some(n), None) = (self.max_response_bytes, operator.max_response_bytes)
+            && n > policy.max_response_bytes
+        {
+            let line = format!("max_response_bytes = {n}");
+            return beyond(line.clone(), line.clone(), line);
+        }
+        Ok(())
+    }
+
     /// This manifest with the override for plugin `name`, if there is one.
     pub fn overlay_from(self, overrides: &Overrides, name: &str) -> Manifest {
         match overrides.get(name) {
@@ -125,8 +257,8 @@ impl Manifest {
             Some(s) => Some(
                 Duration::try_from_secs_f64(s)
                     .ok()
-                    .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
-                    .ok_or_else(|| format!("timeout_s must be more than 0 and at most 86400, got {s}"))?,
+                    .filter(|d| !d.is_zero() && d.as_secs_f64() <= MAX_TIMEOUT_S)
+                    .ok_or_else(|| format!("timeout_s must be more than 0 and at most {MAX_TIMEOUT_S}, got {s}"))?,
             ),
             None => defaults.timeout,
         };

@@ -13,6 +13,10 @@
 //! answer. A bridge is
 //! dropped with the plugin version that owns it; the process is killed then.
 //!
+//! Only the plugin it was made for may use a bridge: the host adds the
+//! bridge's secret to that plugin's requests (the plugin never sees it), and
+//! any other request, from another local process say, gets 401.
+//!
 //! It does not interpret tools, resources or prompts: that is the plugin's.
 
 use super::host::Grants;
@@ -69,6 +73,8 @@ pub struct Bridge {
     pub url: String,
     /// `http://127.0.0.1:PORT`, for the plugin's grants.
     pub origin: String,
+    /// What requests must carry as `Authorization: Bearer`.
+    pub secret: String,
     server: AbortHandle,
 }
 
@@ -95,15 +101,15 @@ pub async fn attach(plugin: &str, mut grants: Grants) -> Result<Grants, String> 
             .map_err(|e| format!("config.servers must be a table of name = url: {e}"))?,
         None => serde_json::Map::new(),
     };
-    let mut origins = Vec::new();
+    let mut endpoints = Vec::new();
     for (name, spec) in std::mem::take(&mut grants.mcp_stdio) {
         let bridge = start(plugin, &name, spec).await?;
         servers.insert(name, json!(bridge.url));
-        origins.push(bridge.origin.parse::<HostPattern>()?);
+        endpoints.push((bridge.origin.parse::<HostPattern>()?, bridge.secret.clone()));
         grants.bridges.push(Arc::new(bridge));
     }
     grants.config.insert("servers".into(), Value::Object(servers).to_string());
-    grants.outbound = grants.outbound.with(origins)?;
+    grants.outbound = grants.outbound.with_endpoints(endpoints)?;
     Ok(grants)
 }
 
@@ -113,7 +119,9 @@ pub async fn start(plugin: &str, name: &str, spec: StdioServer) -> Result<Bridge
         .await
         .map_err(|e| format!("mcp_stdio.{name}: cannot listen on a loopback port: {e}"))?;
     let port = listener.local_addr().map_err(|e| format!("mcp_stdio.{name}: {e}"))?.port();
+    let secret = crate::auth::random_hex().map_err(|e| format!("mcp_stdio.{name}: cannot draw a secret: {e}"))?;
     let state = Arc::new(Shared {
+        secret: secret.clone(),
         label: format!("{plugin}/{name}"),
         spec,
         process: tokio::sync::Mutex::new(None),
@@ -130,7 +138,8 @@ pub async fn start(plugin: &str, name: &str, spec: StdioServer) -> Result<Bridge
         .with_state(state);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let origin = format!("http://127.0.0.1:{port}");
-    Ok(Bridge { name: name.to_owned(), url: format!("{origin}/mcp"), origin, server: server.abort_handle() })
+    tracing::info!("MCP bridge {plugin}/{name} on {origin}/mcp");
+    Ok(Bridge { name: name.to_owned(), url: format!("{origin}/mcp"), origin, secret, server: server.abort_handle() })
 }
 
 /// Requests waiting for the process: where their answer (and, for a call
@@ -145,6 +154,8 @@ struct Waiting {
 type Pending = Arc<Mutex<Waiting>>;
 
 struct Shared {
+    /// The bearer token requests must show.
+    secret: String,
     label: String,
     spec: StdioServer,
     process: tokio::sync::Mutex<Option<Process>>,
@@ -179,7 +190,14 @@ fn rpc_error_value(id: &Value, message: String) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": message}})
 }
 
-async fn post(State(shared): State<Arc<Shared>>, _headers: HeaderMap, body: String) -> Response {
+async fn post(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let shown = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authorized =
+        shown.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|s| crate::auth::same_secret(s, &shared.secret));
+    if !authorized {
+        tracing::warn!("MCP bridge {}: refused a request without its secret", shared.label);
+        return (StatusCode::UNAUTHORIZED, "this bridge serves only the plugin it was made for").into_response();
+    }
     let Ok(message) = serde_json::from_str::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, rpc_error(&Value::Null, -32700, "parse error: not JSON".into()))
             .into_response();
@@ -376,5 +394,26 @@ async fn log_stderr(label: String, stderr: tokio::process::ChildStderr) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "mcp", server = %label, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Another local process that finds the bridge's port gets 401; only
+    /// the secret the host adds to its plugin's requests is let through.
+    #[tokio::test]
+    async fn a_bridge_refuses_requests_without_its_secret() {
+        let spec = StdioServer { command: vec!["false".into()], env: BTreeMap::new(), cwd: None };
+        let bridge = start("mcp", "x", spec).await.unwrap();
+        let client = reqwest::Client::new();
+        let ping = r#"{"jsonrpc": "2.0", "id": 1, "method": "ping"}"#;
+        let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status().as_u16() };
+        assert_eq!(status(client.post(&bridge.url).body(ping)).await, 401);
+        assert_eq!(status(client.post(&bridge.url).bearer_auth("guessed").body(ping)).await, 401);
+        // With the secret the request reaches the bridge (whose process, `false`, cannot start).
+        assert_eq!(status(client.post(&bridge.url).bearer_auth(&bridge.secret).body(ping)).await, 200);
     }
 }

@@ -20,7 +20,7 @@ mod runtime;
 
 pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
 pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_file};
-pub use manifest::{Manifest, Overrides};
+pub use manifest::{Manifest, Overrides, PluginPolicy};
 pub use provider::WasmProvider;
 pub use runtime::{RuntimeConfig, WasmRuntime};
 

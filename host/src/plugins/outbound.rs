@@ -130,6 +130,21 @@ fn valid_host(host: &str) -> bool {
 }
 
 impl HostPattern {
+    /// Whether everything `other` grants is inside this grant too.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        let scheme = self.scheme == SchemeMatch::Any || self.scheme == other.scheme;
+        let host = match (&self.host, &other.host) {
+            (HostMatch::Any, _) => true,
+            (HostMatch::Exact(a), HostMatch::Exact(b)) => a == b,
+            (HostMatch::Subdomains(suffix), HostMatch::Exact(h) | HostMatch::Subdomains(h)) => {
+                h.ends_with(suffix.as_str())
+            }
+            _ => false,
+        };
+        let port = self.port == PortMatch::Any || self.port == other.port;
+        scheme && host && port
+    }
+
     /// Whether `url` is inside this grant.
     pub fn matches(&self, url: &Url) -> bool {
         let scheme = matches!(
@@ -161,6 +176,9 @@ fn origin(url: &Url) -> String {
 #[derive(Debug, Clone)]
 pub struct Outbound {
     allowed: Arc<[HostPattern]>,
+    /// The host's own endpoints (bridges) and the bearer secret each wants;
+    /// added by the host, never seen by the plugin.
+    credentials: Arc<[(HostPattern, String)]>,
     max_response_bytes: usize,
     /// None when nothing is granted: no client is built for plugins that
     /// may not reach anything.
@@ -170,7 +188,12 @@ pub struct Outbound {
 impl Outbound {
     /// Nothing granted: every request is refused.
     pub fn deny_all() -> Self {
-        Self { allowed: Arc::new([]), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES, client: None }
+        Self {
+            allowed: Arc::new([]),
+            credentials: Arc::new([]),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            client: None,
+        }
     }
 
     pub fn new(allowed: Vec<HostPattern>, max_response_bytes: usize) -> Result<Self, String> {
@@ -198,12 +221,15 @@ impl Outbound {
                 .map_err(|e| format!("cannot set up outbound HTTP: {e}"))?;
             Some(client)
         };
-        Ok(Self { allowed, max_response_bytes, client })
+        Ok(Self { allowed, credentials: Arc::new([]), max_response_bytes, client })
     }
 
-    /// These grants plus `more` (a host's own endpoints, such as bridges).
-    pub fn with(&self, more: Vec<HostPattern>) -> Result<Self, String> {
-        Self::new(self.allowed.iter().cloned().chain(more).collect(), self.max_response_bytes)
+    /// These grants plus the host's own `endpoints` (bridges), each with the
+    /// secret to show it.
+    pub fn with_endpoints(&self, endpoints: Vec<(HostPattern, String)>) -> Result<Self, String> {
+        let allowed = self.allowed.iter().cloned().chain(endpoints.iter().map(|(p, _)| p.clone())).collect();
+        let credentials = self.credentials.iter().cloned().chain(endpoints).collect();
+        Ok(Self { credentials, ..Self::new(allowed, self.max_response_bytes)? })
     }
 
     /// The granted patterns, as written.
@@ -253,9 +279,16 @@ impl Outbound {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| format!("http-fetch: invalid method '{}'", request.method))?;
         let origin = origin(&url);
+        let secret = self.credentials.iter().find(|(endpoint, _)| endpoint.matches(&url)).map(|(_, s)| s);
         let mut builder = client.request(method, url);
         for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            // The host's endpoints get the host's credential, not the plugin's.
+            if secret.is_none() || !name.eq_ignore_ascii_case("authorization") {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        if let Some(secret) = secret {
+            builder = builder.bearer_auth(secret);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);

@@ -47,6 +47,24 @@ pub struct WasmRuntime {
 #[error("cannot start the WASM runtime: {0}")]
 pub struct RuntimeError(String);
 
+impl RuntimeConfig {
+    /// What a plugin without a manifest gets: no config, no outbound hosts,
+    /// the default memory limit, no timeout of its own, as many calls as
+    /// instances.
+    pub fn default_grants(&self) -> Grants {
+        Grants {
+            config: Default::default(),
+            memory_limit: self.memory_limit,
+            timeout: None,
+            max_concurrency: self.max_instances as usize,
+            outbound: Outbound::deny_all(),
+            read_dirs: Vec::new(),
+            mcp_stdio: Default::default(),
+            bridges: Vec::new(),
+        }
+    }
+}
+
 impl WasmRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let engine = Self::engine(&config)?;
@@ -99,20 +117,9 @@ impl WasmRuntime {
         }
     }
 
-    /// What a plugin without a manifest gets: no config, no outbound hosts,
-    /// the default memory limit, no timeout of its own, as many calls as
-    /// instances.
+    /// What a plugin without a manifest gets (see [`RuntimeConfig::default_grants`]).
     pub fn default_grants(&self) -> Grants {
-        Grants {
-            config: Default::default(),
-            memory_limit: self.config.memory_limit,
-            timeout: None,
-            max_concurrency: self.config.max_instances as usize,
-            outbound: Outbound::deny_all(),
-            read_dirs: Vec::new(),
-            mcp_stdio: Default::default(),
-            bridges: Vec::new(),
-        }
+        self.config.default_grants()
     }
 
     pub fn linker(&self) -> &Linker<StoreState> {

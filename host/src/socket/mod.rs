@@ -515,14 +515,14 @@ fn announce(line: &str) {
 /// How often finished workflows past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Take up every workflow the store has unfinished.
+/// Take up every workflow the store has unfinished. One whose stored state
+/// cannot be read is set aside (closed as failed, saying why) so that the
+/// host starts and serves the others.
 async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreError> {
     let reader = store.clone();
-    let saved = tokio::task::spawn_blocking(move || reader.unfinished()).await.map_err(|e| StoreError::Io {
-        target: store.target(),
-        action: "read unfinished workflows",
-        reason: e.to_string(),
-    })??;
+    let unfinished = blocking(store, "read unfinished workflows", move || reader.unfinished()).await?;
+    set_aside(store, unfinished.unreadable).await?;
+    let saved = unfinished.saved;
     if !saved.is_empty() {
         tracing::info!("resuming {} unfinished workflows from {}", saved.len(), store.target());
         announce(&format!("resuming {} unfinished workflows from {}", saved.len(), store.target()));
@@ -533,6 +533,35 @@ async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreErro
         }
     }
     Ok(())
+}
+
+/// Close stored workflows that cannot be read, each with a report that
+/// says why (`workflow status ID` shows it), and say so in the log.
+async fn set_aside(store: &Arc<dyn Store>, unreadable: Vec<crate::store::Unreadable>) -> Result<(), StoreError> {
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    for workflow in &unreadable {
+        tracing::error!(workflow = %workflow.workflow_id, "set aside: {}", workflow.error);
+    }
+    let ids: Vec<&str> = unreadable.iter().map(|w| w.workflow_id.as_str()).collect();
+    announce(&format!("set aside {} stored workflows that cannot be read: {}", ids.len(), ids.join(", ")));
+    let records: Vec<_> = unreadable.iter().map(|w| crate::store::Record::Finished(Arc::new(w.report()))).collect();
+    let writer = store.clone();
+    blocking(store, "set aside unreadable workflows", move || writer.write(&records)).await
+}
+
+/// Run a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    action: &'static str,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| StoreError::Io {
+        target: store.target(),
+        action,
+        reason: e.to_string(),
+    })?
 }
 
 /// Forget finished workflows older than `retention`, now and every minute.

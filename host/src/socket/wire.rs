@@ -97,8 +97,9 @@ impl RpcError {
 }
 
 /// An event's payload (its first argument), checked against
-/// [`MAX_REQUEST_BYTES`] before it is parsed, and read by serde_json itself
-/// (binary attachments are refused: the protocol is JSON).
+/// [`MAX_REQUEST_BYTES`] before it is parsed, and read as workflow files are
+/// (serde_json, duplicate keys refused; binary attachments are refused: the
+/// protocol is JSON).
 pub struct Payload(pub Result<Value, RpcError>);
 
 impl<A: socketioxide::adapter::Adapter> socketioxide::handler::FromMessageParts<A> for Payload {
@@ -131,7 +132,8 @@ fn first_argument(packet: &socketioxide::handler::Value) -> Result<Value, RpcErr
         ));
     }
     // `[event, first, ...]`: the event name is skipped, later arguments ignored.
-    let args: Vec<Value> = serde_json::from_str(text).map_err(|e| unreadable(&e.to_string()))?;
+    let args = crate::workflow::tree::arguments(text).map_err(|e| unreadable(&e))?;
+    let Value::Array(args) = args else { return Err(unreadable("the event is not a list of arguments")) };
     args.into_iter().nth(1).ok_or_else(|| unreadable("the event carries no payload"))
 }
 

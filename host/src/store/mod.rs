@@ -72,6 +72,37 @@ pub struct Saved {
     pub tasks: Vec<TaskRecord>,
 }
 
+/// What the store holds unfinished: workflows to resume, and those whose
+/// stored state cannot be read (a corrupt row, a layout this version does
+/// not know), which are set aside rather than stopping the start.
+#[derive(Debug, Default)]
+pub struct Unfinished {
+    pub saved: Vec<Saved>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An unfinished workflow whose stored state cannot be read.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub workflow_id: String,
+    pub name: String,
+    pub error: StoreError,
+}
+
+impl Unreadable {
+    /// The report that closes it: failed, no task run, saying why.
+    pub fn report(&self) -> RunReport {
+        let mut report =
+            RunReport::new(self.workflow_id.clone(), self.name.clone(), SystemTime::now(), Duration::ZERO, Vec::new());
+        report.status = WorkflowStatus::Failed;
+        report.failure = Some(format!(
+            "set aside when the host started: {}; the stored row is kept for inspection until retention prunes it",
+            self.error
+        ));
+        report
+    }
+}
+
 /// One line of a workflow listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredSummary {
@@ -107,7 +138,7 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self, records: &[Record]) -> Result<(), StoreError>;
 
     /// Every accepted workflow that has not finished, with its tasks' states.
-    fn unfinished(&self) -> Result<Vec<Saved>, StoreError>;
+    fn unfinished(&self) -> Result<Unfinished, StoreError>;
 
     /// Whether the store holds a workflow with this id, finished or not.
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError>;
@@ -211,8 +242,10 @@ pub(crate) fn to_secs(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
+/// The time `secs` after the epoch; a stored value no clock can hold (a
+/// corrupt row) reads as the epoch rather than overflowing.
 pub(crate) fn from_secs(secs: f64) -> SystemTime {
-    UNIX_EPOCH + Duration::try_from_secs_f64(secs).unwrap_or_default()
+    Duration::try_from_secs_f64(secs).ok().and_then(|d| UNIX_EPOCH.checked_add(d)).unwrap_or(UNIX_EPOCH)
 }
 
 /// `Option<SystemTime>` as seconds since the epoch.
@@ -247,6 +280,40 @@ pub(crate) fn workflow_from_json(target: &str, id: &str, text: &str) -> Result<W
     )
 }
 
+/// An unfinished workflow from its stored parts: the document as accepted,
+/// its owner, when it was submitted, and its tasks' last states (JSON).
+pub(crate) fn saved(
+    target: &str,
+    id: &str,
+    document: &str,
+    owner: Option<String>,
+    submitted_at: SystemTime,
+    states: &[String],
+) -> Result<Saved, StoreError> {
+    let workflow = Workflow { owner, ..workflow_from_json(target, id, document)? };
+    let tasks = states
+        .iter()
+        .map(|state| serde_json::from_str(state).map_err(|e| corrupt(target, format!("a task of {id}"), e)))
+        .collect::<Result<Vec<TaskRecord>, _>>()?;
+    Ok(Saved { workflow, submitted_at, tasks })
+}
+
 pub(crate) fn corrupt(target: &str, what: String, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { target: target.to_owned(), what, reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn stored_times_no_clock_can_hold_read_as_the_epoch() {
+        for secs in [1e300, f64::INFINITY, f64::NAN, -5.0, 1.8e19] {
+            assert_eq!(from_secs(secs), UNIX_EPOCH, "{secs}");
+        }
+        let now = SystemTime::now();
+        let drift = from_secs(to_secs(now)).duration_since(now).unwrap_or_else(|e| e.duration());
+        assert!(drift < Duration::from_millis(1));
+    }
 }

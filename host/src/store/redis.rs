@@ -20,7 +20,7 @@
 //! refused until that lock lapses; the same host (same data directory)
 //! takes it back at once after a crash.
 
-use super::{HostId, Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
+use super::{HostId, Record, Store, StoreError, StoredSummary, Unfinished, Unreadable, corrupt, from_secs, to_secs};
 use crate::report::RunReport;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
@@ -230,35 +230,36 @@ impl Store for RedisStore {
         self.with("write records", |c| pipe.query::<()>(c))
     }
 
-    fn unfinished(&self) -> Result<Vec<Saved>, StoreError> {
+    fn unfinished(&self) -> Result<Unfinished, StoreError> {
         let target = self.target();
         let ids: Vec<String> = self.with("read workflows", |c| c.smembers(key(&["workflows", "unfinished"])))?;
-        let mut saved = Vec::new();
+        let mut unfinished = Unfinished::default();
         for id in ids {
-            let (document, submitted_at, owner): (Option<String>, Option<f64>, Option<String>) =
-                self.with("read a workflow", |c| {
-                    redis::pipe()
-                        .hget(key(&["workflow", &id]), "document")
-                        .hget(key(&["workflow", &id]), "submitted_at")
-                        .hget(key(&["workflow", &id]), "owner")
-                        .query(c)
-                })?;
-            let document =
-                document.ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))?;
-            let workflow = crate::model::Workflow { owner, ..super::workflow_from_json(&target, &id, &document)? };
+            type Fields = (Option<String>, Option<String>, Option<f64>, Option<String>);
+            let (name, document, submitted_at, owner): Fields = self.with("read a workflow", |c| {
+                redis::pipe()
+                    .hget(key(&["workflow", &id]), "name")
+                    .hget(key(&["workflow", &id]), "document")
+                    .hget(key(&["workflow", &id]), "submitted_at")
+                    .hget(key(&["workflow", &id]), "owner")
+                    .query(c)
+            })?;
             let states: HashMap<String, String> =
                 self.with("read tasks", |c| c.hgetall(key(&["workflow", &id, "tasks"])))?;
-            let tasks = states
-                .values()
-                .map(|state| {
-                    serde_json::from_str::<TaskRecord>(state)
-                        .map_err(|e| corrupt(&target, format!("a task of {id}"), e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            saved.push(Saved { workflow, submitted_at: from_secs(submitted_at.unwrap_or_default()), tasks });
+            let states: Vec<String> = states.into_values().collect();
+            let submitted_at = from_secs(submitted_at.unwrap_or_default());
+            let saved = document
+                .ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))
+                .and_then(|document| super::saved(&target, &id, &document, owner, submitted_at, &states));
+            match saved {
+                Ok(saved) => unfinished.saved.push(saved),
+                Err(error) => {
+                    unfinished.unreadable.push(Unreadable { workflow_id: id, name: name.unwrap_or_default(), error })
+                }
+            }
         }
-        saved.sort_by_key(|s| s.submitted_at);
-        Ok(saved)
+        unfinished.saved.sort_by_key(|s| s.submitted_at);
+        Ok(unfinished)
     }
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {

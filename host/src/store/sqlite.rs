@@ -7,7 +7,7 @@
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Record, Saved, Store, StoreError, StoredSummary, TaskRecord, corrupt, from_secs, to_secs};
+use super::{Record, Store, StoreError, StoredSummary, Unfinished, Unreadable, corrupt, from_secs, to_secs};
 use crate::report::RunReport;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -217,36 +217,40 @@ impl Store for SqliteStore {
         tx.commit().map_err(|e| self.io("commit", e))
     }
 
-    fn unfinished(&self) -> Result<Vec<Saved>, StoreError> {
+    fn unfinished(&self) -> Result<Unfinished, StoreError> {
         let target = self.target();
         let connection = self.connection();
         let mut workflows = connection
-            .prepare("SELECT id, document, submitted_at, owner FROM workflows WHERE finished_at IS NULL ORDER BY submitted_at")
+            .prepare("SELECT id, name, document, submitted_at, owner FROM workflows WHERE finished_at IS NULL ORDER BY submitted_at")
             .map_err(|e| self.io("read workflows", e))?;
         let rows = workflows
             .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?, row.get(3)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, f64>(3)?,
+                    row.get(4)?,
+                ))
             })
             .map_err(|e| self.io("read workflows", e))?;
         let mut tasks = connection
             .prepare("SELECT state FROM tasks WHERE workflow_id = ?1")
             .map_err(|e| self.io("read tasks", e))?;
-        let mut saved = Vec::new();
+        let mut unfinished = Unfinished::default();
         for row in rows {
-            let (id, document, submitted_at, owner) = row.map_err(|e| self.io("read workflows", e))?;
-            let workflow = crate::model::Workflow { owner, ..super::workflow_from_json(&target, &id, &document)? };
-            let states = tasks
+            let (id, name, document, submitted_at, owner) = row.map_err(|e| self.io("read workflows", e))?;
+            let states: Vec<String> = tasks
                 .query_map([&id], |row| row.get::<_, String>(0))
                 .map_err(|e| self.io("read tasks", e))?
-                .map(|state| {
-                    let state = state.map_err(|e| self.io("read tasks", e))?;
-                    serde_json::from_str::<TaskRecord>(&state)
-                        .map_err(|e| corrupt(&target, format!("a task of {id}"), e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            saved.push(Saved { workflow, submitted_at: from_secs(submitted_at), tasks: states });
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.io("read tasks", e))?;
+            match super::saved(&target, &id, &document, owner, from_secs(submitted_at), &states) {
+                Ok(saved) => unfinished.saved.push(saved),
+                Err(error) => unfinished.unreadable.push(Unreadable { workflow_id: id, name, error }),
+            }
         }
-        Ok(saved)
+        Ok(unfinished)
     }
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {

@@ -3,12 +3,14 @@
 //! Parsing goes through a JSON value tree and then field by field, so that one
 //! pass reports *every* problem with its task and field instead of stopping at
 //! the first. Graph checks (duplicates, unknown or self dependencies, cycles,
-//! `${…}` references to non-ancestors) run on the result. Nothing here
-//! recurses on input depth: the YAML/JSON parsers cap nesting at 128 levels,
-//! and the graph and reference walks are iterative.
+//! `${…}` references to non-ancestors) run on the result. The text becomes
+//! a tree in [`tree`] (budgets, duplicate keys); nesting is capped there at
+//! 128 levels, and the graph and reference walks are iterative.
 //!
 //! This module does not know which protocols exist; [`check_catalog`] takes a
 //! [`Catalog`] (the registry) when one is at hand.
+
+pub(crate) mod tree;
 
 use crate::model::{Backoff, Priority, RetryPolicy, Task, Workflow};
 use crate::resolver::{Dag, substitution};
@@ -142,9 +144,14 @@ pub trait Catalog {
 
 /// Read and validate a workflow file.
 pub fn load(path: &Path) -> Result<Workflow, WorkflowError> {
+    from_value(&path.display().to_string(), load_tree(path)?)
+}
+
+/// A workflow file's tree, unvalidated (what `load` checks).
+pub fn load_tree(path: &Path) -> Result<Value, WorkflowError> {
     let origin = path.display().to_string();
     let bytes = read_capped(path).map_err(|source| WorkflowError::Read { origin: origin.clone(), source })?;
-    parse(&origin, &bytes, Format::detect(path, &bytes))
+    text_tree(&origin, &bytes, Format::detect(path, &bytes))
 }
 
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -159,59 +166,14 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Parse and validate workflow text. `origin` names the source in errors.
 pub fn parse(origin: &str, bytes: &[u8], format: Format) -> Result<Workflow, WorkflowError> {
+    from_value(origin, text_tree(origin, bytes, format)?)
+}
+
+fn text_tree(origin: &str, bytes: &[u8], format: Format) -> Result<Value, WorkflowError> {
     let syntax = |message: String| WorkflowError::Syntax { origin: origin.to_owned(), message };
     let text = std::str::from_utf8(bytes)
         .map_err(|e| syntax(format!("the file is not UTF-8 text (invalid byte at offset {})", e.valid_up_to())))?;
-    let tree: Value = match format {
-        Format::Json => serde_json::from_str(text).map_err(|e| syntax(format!("invalid JSON: {e}")))?,
-        Format::Yaml => {
-            check_flow_depth(text).map_err(syntax)?;
-            serde_yaml_ng::from_str(text).map_err(|e| syntax(format!("invalid YAML: {e}")))?
-        }
-    };
-    from_value(origin, tree)
-}
-
-/// Refuse YAML flow collections (`[[[…`) nested deeper than the parser's
-/// own limit before parsing: libyaml's scanner takes quadratic time on them
-/// (100,000 levels took 37 s). A light scan that skips quoted text and
-/// comments; block nesting is cheap for the parser and not counted.
-fn check_flow_depth(text: &str) -> Result<(), String> {
-    const MAX_DEPTH: usize = 128;
-    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    let mut comment = false;
-    let mut previous = '\n';
-    for c in text.chars() {
-        column += 1;
-        if c == '\n' {
-            (line, column, comment) = (line + 1, 0, false);
-        }
-        match quote {
-            _ if comment => {}
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '#' if previous.is_whitespace() => comment = true,
-                '[' | '{' => {
-                    depth += 1;
-                    if depth > MAX_DEPTH {
-                        return Err(format!(
-                            "invalid YAML: collections nested deeper than {MAX_DEPTH} levels at line {line} column {column}"
-                        ));
-                    }
-                }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        previous = c;
-    }
-    Ok(())
+    tree::document(text, format).map_err(syntax)
 }
 
 /// Validate a workflow given as a JSON value (a file's tree or a payload).
