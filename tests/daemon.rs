@@ -236,6 +236,29 @@ fn clients_without_a_token_are_refused_with_the_reason() {
     assert!(stderr.contains("no token") && stderr.contains("GLEITZEIT_TOKEN"), "{stderr}");
 }
 
+/// docs/security.md's token session, run as written by `sh` against a real
+/// daemon (the CLI on PATH, the daemon's data directory as the default).
+#[test]
+fn the_security_docs_token_session_runs_as_written() {
+    let daemon = daemon();
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let session = support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("token create")).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("workflows")).unwrap();
+    std::fs::copy(root().join("workflows/hello.yaml"), cwd.path().join("workflows/hello.yaml")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gleitzeit")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut sh = Command::new("sh");
+    sh.args(["-e", "-c", &session]).current_dir(cwd.path()).env("PATH", path);
+    sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", daemon.data.path()).env_remove("GLEITZEIT_TOKEN");
+    let out = finished(sh);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("workflow 'Hello chain'") && stdout.contains("completed in"), "{stdout}");
+    assert!(stdout.contains("text-worker") && stdout.contains("provider") && stdout.contains("text/v1"), "{stdout}");
+    let left = std::fs::read_to_string(daemon.data.path().join("tokens.toml")).unwrap();
+    assert!(!left.contains("alice") && left.contains("text-worker"), "alice is revoked: {left}");
+}
+
 /// docs/security.md's `[auth]` example, as written, in a real daemon.
 #[test]
 fn the_security_docs_settings_example_works_as_written() {
