@@ -169,9 +169,7 @@ impl Host {
     /// is not another token's.
     fn may_register(&self, caller: &Caller, provider_id: &str, protocol: &str) -> Result<(), AuthError> {
         caller.may_serve(protocol)?;
-        let wasm_serves =
-            self.registry.providers().iter().any(|p| p.spec().protocol == protocol && !self.is_remote(p.id()));
-        if wasm_serves && !self.policy.remote_may_serve.iter().any(|p| p == protocol) {
+        if self.wasm_serves(protocol) && !self.policy.remote_may_serve.iter().any(|p| p == protocol) {
             return Err(AuthError::ProtocolReserved { protocol: protocol.to_owned() });
         }
         let (Some(owner), false) = (caller.owner(), caller.sees_all()) else { return Ok(()) };
@@ -186,8 +184,12 @@ impl Host {
         }
     }
 
-    fn is_remote(&self, provider_id: &str) -> bool {
-        lock(&self.remotes).values().flatten().any(|p| p.id() == provider_id)
+    /// Whether a provider other than a remote one (a WASM plugin) serves
+    /// `protocol`. The remotes are looked at once, not once per provider.
+    fn wasm_serves(&self, protocol: &str) -> bool {
+        let remotes = lock(&self.remotes);
+        let remote_ids: std::collections::HashSet<&str> = remotes.values().flatten().map(|p| p.id()).collect();
+        self.registry.providers().iter().any(|p| p.spec().protocol == protocol && !remote_ids.contains(p.id()))
     }
 
     fn declare_protocol(&self, sid: &str, protocol: &str, methods: Vec<MethodSpec>) {
