@@ -7,7 +7,8 @@
 
 mod support;
 
-use gleitzeit::model::{TaskStatus, Workflow};
+use gleitzeit::listing::ListQuery;
+use gleitzeit::model::{TaskStatus, Workflow, WorkflowStatus};
 use gleitzeit::report::{RunReport, TaskReport};
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
@@ -114,12 +115,34 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(store.report("nope").unwrap().is_none());
     assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");
     assert!(!store.has("nope").unwrap());
-    let listed: Vec<String> = store.finished(10, None).unwrap().into_iter().map(|s| s.workflow_id).collect();
-    assert_eq!(listed, ["w1", "w3"], "newest first");
-    assert_eq!(store.finished(1, None).unwrap().len(), 1);
-    let bobs = store.finished(10, Some("bob")).unwrap();
-    assert_eq!((bobs.len(), bobs[0].workflow_id.as_str(), bobs[0].owner.as_deref()), (1, "w3", Some("bob")));
-    assert!(store.finished(10, Some("alice")).unwrap().is_empty(), "alice's w2 is still running");
+    let list = |query: ListQuery| -> Vec<String> {
+        store.list(&query).unwrap().workflows.into_iter().map(|s| s.workflow_id).collect()
+    };
+    let all = ListQuery { limit: 10, ..ListQuery::default() };
+    assert_eq!(list(all.clone()), ["w2", "w1", "w3"], "newest submitted first, running ones too");
+    let first = store.list(&ListQuery { limit: 1, ..all.clone() }).unwrap();
+    assert_eq!(first.workflows.len(), 1);
+    let next = first.next.expect("more after the first page");
+    assert_eq!(list(ListQuery { after: Some(next), limit: 2, ..all.clone() }), ["w1", "w3"]);
+    assert!(store.list(&ListQuery { limit: 3, ..all.clone() }).unwrap().next.is_none(), "the last page says so");
+    assert_eq!(list(ListQuery { owner: Some("bob".into()), ..all.clone() }), ["w3"]);
+    assert_eq!(list(ListQuery { owner: Some("alice".into()), ..all.clone() }), ["w2"]);
+    assert_eq!(list(ListQuery { status: Some(WorkflowStatus::Running), ..all.clone() }), ["w2"]);
+    assert_eq!(list(ListQuery { status: Some(WorkflowStatus::Completed), ..all.clone() }), ["w1", "w3"]);
+    assert_eq!(list(ListQuery { name: Some("STORED W".into()), ..all.clone() }), ["w2", "w1", "w3"]);
+    assert_eq!(list(ListQuery { name: Some("w3".into()), ..all.clone() }), ["w3"]);
+    let window = ListQuery {
+        since: Some(now - Duration::from_secs(60)),
+        until: Some(now + Duration::from_secs(1)),
+        ..all.clone()
+    };
+    assert_eq!(list(window), ["w1"], "since is inclusive, until exclusive");
+    let w1 = store.list(&all).unwrap().workflows.into_iter().find(|s| s.workflow_id == "w1").unwrap();
+    assert_eq!(
+        (w1.status, w1.summary.map(|s| s.total), w1.duration_ms.is_some()),
+        (WorkflowStatus::Completed, Some(1), true)
+    );
+    assert!(w1.finished_at.is_some() && w1.submitted_at.is_some());
 
     // A finished workflow's id used again starts from nothing.
     store
@@ -133,7 +156,10 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     // Retention forgets what finished before the cutoff, nothing else.
     assert_eq!(store.prune(now - Duration::from_secs(60)).unwrap(), 1);
     assert!(store.report("w3").unwrap().is_none());
-    assert!(store.finished(10, Some("bob")).unwrap().is_empty(), "pruned from its owner's list too");
+    assert!(
+        list(ListQuery { owner: Some("bob".into()), ..all.clone() }).is_empty(),
+        "pruned from its owner's list too"
+    );
     assert!(store.report("w1").unwrap().is_some());
     assert_eq!(store.unfinished().unwrap().saved.len(), 1);
 }
@@ -550,9 +576,16 @@ fn a_version_1_sqlite_file_is_upgraded_in_place() {
         .unwrap();
     drop(old);
     let store = SqliteStore::open(&path).unwrap();
-    let listed = store.finished(10, None).unwrap();
+    let listed = store.list(&ListQuery { limit: 10, ..ListQuery::default() }).unwrap().workflows;
     assert_eq!((listed.len(), listed[0].workflow_id.as_str(), listed[0].owner.as_deref()), (1, "old", None));
-    assert!(store.finished(10, Some("alice")).unwrap().is_empty());
+    assert_eq!(listed[0].status, WorkflowStatus::Completed);
+    assert!(
+        store
+            .list(&ListQuery { owner: Some("alice".into()), limit: 10, ..ListQuery::default() })
+            .unwrap()
+            .workflows
+            .is_empty()
+    );
     drop(store);
     let version: String = rusqlite::Connection::open(&path)
         .unwrap()

@@ -16,11 +16,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
 
 use gleitzeit::client::Client;
+use gleitzeit::daemon::{ServeConfig, serve};
 use gleitzeit::engine::{Engine, EngineConfig};
 use gleitzeit::plugins::{PluginSet, RuntimeConfig, WasmRuntime};
 use gleitzeit::registry::Registry;
 use gleitzeit::report::RunReport;
-use gleitzeit::socket::{ServeConfig, serve};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,8 +9,8 @@
 //!
 //! It owns the connection; it knows nothing of workflows.
 
+use crate::daemon::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use crate::locks::lock;
-use crate::socket::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;

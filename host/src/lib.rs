@@ -4,16 +4,20 @@
 //! their dependencies (`resolver`) and run by the `engine`, which takes ready
 //! tasks from the shared priority `queue` and sends each to a provider of its
 //! protocol found in the `registry`. Providers are WebAssembly components
-//! (`plugins`) or remote peers connected to the daemon's Socket.IO server
-//! (`socket`). The daemon writes its state to a `store` (SQLite or Redis) so
-//! that it survives a crash. `model` holds the shared data types, `report`
-//! the result document, `cli` the command line.
+//! (`plugins`) or remote peers connected to the `daemon`'s Socket.IO server;
+//! clients drive the daemon over Socket.IO or its HTTP API. The daemon
+//! writes its state to a `store` (SQLite or Redis) so that it survives a
+//! crash. `model` holds the shared data types, `report` the result document,
+//! `listing` how workflow lists are filtered and paged, `cli` the command
+//! line.
 
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod engine;
 pub mod fuzzing;
+pub mod listing;
 mod locks;
 pub mod model;
 pub mod plugins;
@@ -21,6 +25,5 @@ pub mod queue;
 pub mod registry;
 pub mod report;
 pub mod resolver;
-pub mod socket;
 pub mod store;
 pub mod workflow;

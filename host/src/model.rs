@@ -159,7 +159,7 @@ pub struct Workflow {
 }
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Waiting for dependencies (or for a retry timer).
@@ -196,7 +196,7 @@ impl fmt::Display for TaskStatus {
 }
 
 /// Where a workflow stands, or how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowStatus {
     Running,
@@ -248,7 +248,7 @@ pub mod codes {
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{message} (code {code})")]
 pub struct TaskError {
     pub code: i32,

@@ -47,10 +47,39 @@ pub trait Provider: Send + Sync {
     /// Start one call; a provider with limited slots takes one here, before
     /// the future is first polled. The engine also enforces `call.deadline`.
     fn call(&self, call: Call) -> CallFuture;
+    /// Where it runs, for listings and for which protocols remote peers
+    /// may take on.
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Builtin
+    }
+    /// How many calls it takes at once and has running now.
+    fn load(&self) -> Load {
+        Load { capacity: None, in_flight: 0 }
+    }
     /// Calls it can take now; `None` for no limit.
     fn free_slots(&self) -> Option<usize> {
-        None
+        let load = self.load();
+        load.capacity.map(|capacity| capacity.saturating_sub(load.in_flight))
     }
+}
+
+/// Where a provider runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// A WebAssembly plugin, in this process's sandbox.
+    Wasm,
+    /// A program connected over Socket.IO.
+    Remote,
+    /// Rust code compiled into the host (tests and benchmarks).
+    Builtin,
+}
+
+/// A provider's capacity (`None`: no limit) and the calls it runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub capacity: Option<usize>,
+    pub in_flight: usize,
 }
 
 /// The outcome of looking for a provider.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 /// Longest result or error shown per task in text output.
 const TEXT_VALUE_CHARS: usize = 120;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskReport {
     pub id: String,
     pub name: String,
@@ -19,9 +19,11 @@ pub struct TaskReport {
     pub method: String,
     pub status: TaskStatus,
     pub attempts: u32,
-    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+    #[serde(with = "rfc3339_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+    #[serde(with = "rfc3339_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<SystemTime>,
     /// From the workflow's start to the task's first attempt.
     pub queued_ms: Option<f64>,
@@ -31,7 +33,7 @@ pub struct TaskReport {
     pub error: Option<TaskError>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Summary {
     pub total: usize,
     pub completed: usize,
@@ -42,14 +44,16 @@ pub struct Summary {
     pub unfinished: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunReport {
     pub workflow_id: String,
     pub name: String,
     pub status: WorkflowStatus,
-    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+    #[serde(with = "rfc3339_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+    #[serde(with = "rfc3339_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<SystemTime>,
     pub duration_ms: f64,
     pub summary: Summary,
@@ -141,16 +145,20 @@ fn clip(text: &str) -> String {
     if chars.next().is_some() { format!("{head}… (--output json shows all)") } else { head }
 }
 
-fn from_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-    let text: Option<String> = Option::deserialize(d)?;
-    text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)).transpose()
-}
-
 /// Times as RFC 3339 text with microseconds (`None` as null).
-pub(crate) fn rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string()),
-        None => s.serialize_none(),
+pub(crate) mod rfc3339_option {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

@@ -83,7 +83,7 @@ async def main():
     names = lambda seen: {event for event, _ in seen}
     assert WORKFLOW_EVENTS <= names(submitter_saw), submitter_saw
     started = [data for event, data in submitter_saw if event == "workflow_started"]
-    assert started == [{"workflow_id": workflow_id, "task_count": 1}], started
+    assert started == [{"workflow_id": workflow_id, "name": "scoped", "task_count": 1}], started
     assert "provider_available" in names(watcher_saw), watcher_saw
     available = [data for event, data in watcher_saw if event == "provider_available"]
     assert available == [{"provider_id": "scoped", "protocol_id": "scope/v1", "supported_methods": ["run"]}]

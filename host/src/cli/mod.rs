@@ -53,6 +53,9 @@ enum Command {
     /// Tokens: who may connect to the host, and what each may do.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Print the HTTP API's OpenAPI 3 document (what a daemon serves at
+    /// /api/v1/openapi.json).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -353,6 +356,11 @@ pub fn main() -> ExitCode {
                 remote::list(&server, "list_protocols", "protocols", &["protocol_id", "methods", "providers"]).await
             }
             Command::Token(command) => token::run(command),
+            Command::Openapi => {
+                let document = crate::daemon::openapi().to_pretty_json().map_err(|e| Failure::Internal(e.into()))?;
+                println!("{document}");
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Plugin(ListCommand::List { server }) => {
                 remote::list(
                     &server,
@@ -428,8 +436,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
-    let config = crate::socket::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy) };
-    crate::socket::serve(config, listener, registry, plugin_set, shutdown_signal())
+    let config = crate::daemon::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy) };
+    crate::daemon::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
     Ok(ExitCode::SUCCESS)

@@ -22,8 +22,9 @@
 mod run;
 mod scheduler;
 
+use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
-use crate::report::{RunReport, Summary};
+use crate::report::RunReport;
 use crate::store::journal::Journal;
 use scheduler::{Message, Scheduler};
 use serde::Serialize;
@@ -76,6 +77,9 @@ pub enum EngineError {
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskEvent {
     pub workflow_id: String,
+    /// Who may see it (the workflow's owner); not sent.
+    #[serde(skip)]
+    pub owner: Option<Arc<str>>,
     pub task_id: String,
     pub status: TaskStatus,
     pub attempt: u32,
@@ -87,39 +91,30 @@ pub struct TaskEvent {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgressEvent {
     pub workflow_id: String,
+    #[serde(skip)]
+    pub owner: Option<Arc<str>>,
     pub task_id: String,
     pub chunk: Value,
+}
+
+/// A workflow began to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowStarted {
+    pub workflow_id: String,
+    pub name: String,
+    pub task_count: usize,
+    #[serde(skip)]
+    pub owner: Option<Arc<str>>,
 }
 
 /// What the engine tells its observer.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
+    /// A workflow was accepted (or resumed after a restart).
+    WorkflowStarted(WorkflowStarted),
     Task(TaskEvent),
     Progress(ProgressEvent),
     WorkflowFinished(Arc<RunReport>),
-}
-
-/// One line of `list_workflows`.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkflowSummary {
-    pub workflow_id: String,
-    pub name: String,
-    pub status: WorkflowStatus,
-    pub summary: Summary,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-}
-
-impl WorkflowSummary {
-    fn of(report: &RunReport) -> Self {
-        Self {
-            workflow_id: report.workflow_id.clone(),
-            name: report.name.clone(),
-            status: report.status,
-            summary: report.summary.clone(),
-            owner: report.owner.clone(),
-        }
-    }
 }
 
 /// An accepted workflow; `done` resolves with its report.

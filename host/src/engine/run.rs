@@ -45,6 +45,8 @@ pub(super) struct TaskState {
 /// Run-time state of one workflow.
 pub(super) struct Run {
     pub workflow: Workflow,
+    /// The workflow's owner, shared by its events.
+    pub owner: Option<Arc<str>>,
     pub tasks: Vec<TaskState>,
     pub dependents: Vec<Vec<u32>>,
     pub index: HashMap<String, usize>,
@@ -95,6 +97,7 @@ impl Run {
             done: Some(done),
             timeout: None,
             cancelled: false,
+            owner: workflow.owner.as_deref().map(Arc::from),
             workflow,
         }
     }

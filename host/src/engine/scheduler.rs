@@ -3,7 +3,8 @@
 //! shared or locked.
 
 use super::run::Run;
-use super::{Command, EngineConfig, EngineError, EngineEvent, ProgressEvent, TaskEvent, WorkflowSummary};
+use super::{Command, EngineConfig, EngineError, EngineEvent, ProgressEvent, TaskEvent, WorkflowStarted};
+use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow, codes};
 use crate::queue::PriorityQueue;
 use crate::registry::{Call, Provider, Registry, Selection};
@@ -206,6 +207,14 @@ impl Scheduler {
         }
         let left = run.workflow.timeout.map(|limit| limit.saturating_sub(run.started.elapsed()));
         run.timeout = left.and_then(|after| self.after(after, Internal::TimedOut { run: id }));
+        if self.observed() {
+            self.emit(EngineEvent::WorkflowStarted(WorkflowStarted {
+                workflow_id: run.workflow.id.clone(),
+                name: run.workflow.name.clone(),
+                task_count: run.workflow.tasks.len(),
+                owner: run.owner.clone(),
+            }));
+        }
         let ready = run.ready_to_start();
         self.by_workflow_id.insert(run.workflow.id.clone(), id);
         self.runs.insert(id, run);
@@ -307,6 +316,7 @@ impl Scheduler {
         let final_ = state.status.is_final();
         self.emit(EngineEvent::Task(TaskEvent {
             workflow_id: run.workflow.id.clone(),
+            owner: run.owner.clone(),
             task_id: run.workflow.tasks[t].id.clone(),
             status: state.status,
             attempt: state.attempts,
@@ -459,10 +469,10 @@ impl Scheduler {
         }
         let attempt = state.attempts;
         let progress = sink.map(|sink| {
-            let (workflow_id, task_id) = (run.workflow.id.clone(), task.id.clone());
+            let (workflow_id, task_id, owner) = (run.workflow.id.clone(), task.id.clone(), run.owner.clone());
             Arc::new(move |chunk| {
-                let (workflow_id, task_id) = (workflow_id.clone(), task_id.clone());
-                sink(EngineEvent::Progress(ProgressEvent { workflow_id, task_id, chunk }));
+                let (workflow_id, task_id, owner) = (workflow_id.clone(), task_id.clone(), owner.clone());
+                sink(EngineEvent::Progress(ProgressEvent { workflow_id, owner, task_id, chunk }));
             }) as crate::registry::Progress
         });
         let call = Call {

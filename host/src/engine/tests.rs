@@ -450,12 +450,13 @@ async fn the_observer_sees_every_transition_and_the_end() {
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
         match event {
+            EngineEvent::WorkflowStarted(w) => seen.push(format!("start {} {}", w.name, w.task_count)),
             EngineEvent::Task(e) => seen.push(format!("{} {}", e.task_id, e.status)),
             EngineEvent::WorkflowFinished(r) => seen.push(format!("done {}", r.status.name())),
             EngineEvent::Progress(p) => seen.push(format!("{} progress", p.task_id)),
         }
     }
-    assert_eq!(seen, ["a running", "a completed", "b running", "b completed", "done completed"]);
+    assert_eq!(seen, ["start o 2", "a running", "a completed", "b running", "b completed", "done completed"]);
     assert_eq!(report.status, WorkflowStatus::Completed);
 }
 

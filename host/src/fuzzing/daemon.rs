@@ -5,8 +5,8 @@
 #![allow(clippy::expect_used)] // a harness that cannot start is a failed run
 
 use crate::client::Client;
+use crate::daemon::{ServeConfig, serve};
 use crate::engine::EngineConfig;
-use crate::socket::{ServeConfig, serve};
 use futures_util::FutureExt as _;
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};

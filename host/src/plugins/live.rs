@@ -51,7 +51,7 @@ fn plugins_changed(event: &Event) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Where a plugin stands, for `plugin list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginState {
     Loaded,
@@ -62,7 +62,7 @@ pub enum PluginState {
 }
 
 /// One line of `plugin list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub source: String,
@@ -71,7 +71,8 @@ pub struct PluginStatus {
     pub version: Option<String>,
     pub hash: Option<String>,
     pub methods: Vec<String>,
-    #[serde(serialize_with = "crate::report::rfc3339")]
+    #[serde(serialize_with = "crate::report::rfc3339_option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub loaded_at: Option<SystemTime>,
     pub last_error: Option<String>,
 }

@@ -3,7 +3,7 @@
 use super::bindings::gleitzeit::provider::types::TaskContext;
 use super::loader::{Plugin, with_stderr};
 use crate::model::{MAX_RESULT_BYTES, ProviderSpec, TaskError, codes};
-use crate::registry::{Call, CallFuture, Provider};
+use crate::registry::{Call, CallFuture, Load, Provider, ProviderKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -66,8 +66,12 @@ impl Provider for WasmProvider {
         })
     }
 
-    fn free_slots(&self) -> Option<usize> {
-        Some(self.max_concurrency.saturating_sub(self.in_flight.load(Ordering::Relaxed)))
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Wasm
+    }
+
+    fn load(&self) -> Load {
+        Load { capacity: Some(self.max_concurrency), in_flight: self.in_flight.load(Ordering::Relaxed) }
     }
 }
 

@@ -15,8 +15,9 @@ pub mod journal;
 pub mod redis;
 pub mod sqlite;
 
+use crate::listing::{ListQuery, Listed};
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
-use crate::report::{RunReport, Summary};
+use crate::report::RunReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -103,28 +104,9 @@ impl Unreadable {
     }
 }
 
-/// One line of a workflow listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredSummary {
-    pub workflow_id: String,
-    pub name: String,
-    pub status: WorkflowStatus,
-    pub summary: Option<Summary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-}
-
-impl StoredSummary {
-    pub fn of(report: RunReport) -> Self {
-        Self {
-            workflow_id: report.workflow_id,
-            name: report.name,
-            status: report.status,
-            summary: Some(report.summary),
-            owner: report.owner,
-        }
-    }
-}
+/// Most rows a store looks at for one page when it filters outside its
+/// index (Redis, by name or status).
+pub const LIST_SCAN_LIMIT: usize = 10_000;
 
 /// Durable storage of workflows and task states.
 ///
@@ -146,9 +128,11 @@ pub trait Store: Send + Sync + 'static {
     /// A finished workflow's report.
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
 
-    /// The most recently finished workflows, newest first; with `owner`,
-    /// only those it submitted.
-    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError>;
+    /// The stored workflows (running and finished) that `query` asks for,
+    /// in listing order (see `listing`). A store whose index cannot filter
+    /// may return fewer than `query.limit` matches after looking at
+    /// [`LIST_SCAN_LIMIT`] rows; the listing then continues after the last.
+    fn list(&self, query: &ListQuery) -> Result<Listed, StoreError>;
 
     /// Forget workflows that finished before `before`; returns how many.
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError>;

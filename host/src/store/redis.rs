@@ -3,13 +3,17 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `workflow:ID` | hash | `name`, `document` (as accepted), `owner`, `status`, `submitted_at`, `finished_at`, `report` |
+//! | `workflow:ID` | hash | `name`, `document` (as accepted), `owner`, `status`, `submitted_at`, `finished_at`, `summary`, `duration_ms`, `report` |
 //! | `workflow:ID:tasks` | hash | task id → its last state (JSON) |
 //! | `workflow:ID:events` | list | every task state change, in order |
 //! | `workflows:unfinished` | set | ids of workflows still running |
-//! | `workflows:finished` | sorted set | ids by finish time (listing, retention) |
-//! | `workflows:finished:by:OWNER` | sorted set | the same, of one token's workflows |
-//! | `schema` | string | the layout version |
+//! | `workflows:finished` | sorted set | ids by finish time (retention) |
+//! | `workflows:submitted` | sorted set | ids by submission time (listing) |
+//! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
+//! | `schema` | string | the layout version (2; a version 1 store is upgraded when opened) |
+//!
+//! A finished workflow's hash also holds `summary` (its task counts) and
+//! `duration_ms`, so that a listing need not read whole reports.
 //!
 //! A batch of records is one `MULTI`/`EXEC`. Durability is Redis's own: run
 //! it with `appendonly yes` (and `appendfsync everysec` or `always`) for a
@@ -20,7 +24,8 @@
 //! refused until that lock lapses; the same host (same data directory)
 //! takes it back at once after a crash.
 
-use super::{HostId, Record, Store, StoreError, StoredSummary, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use super::{HostId, LIST_SCAN_LIMIT, Record, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
@@ -28,7 +33,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "gleitzeit:";
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 /// How long to wait for Redis before calling it unreachable.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the host lock lasts without renewal, and how often it is renewed.
@@ -63,8 +68,12 @@ fn key(parts: &[&str]) -> String {
 }
 
 /// The finished workflows of one owner (token names hold no ':').
-fn finished_by(owner: &str) -> String {
-    key(&["workflows", "finished", "by", owner])
+fn submitted() -> String {
+    key(&["workflows", "submitted"])
+}
+
+fn submitted_by(owner: &str) -> String {
+    key(&["workflows", "submitted", "by", owner])
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -93,10 +102,35 @@ impl RedisStore {
         let version: Option<String> = store.with("read the schema version", |c| c.get(key(&["schema"])))?;
         match version.as_deref() {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
+            Some("1") => store.upgrade_from_1()?,
             Some(SCHEMA_VERSION) => {}
             Some(other) => return Err(open(format!("schema version {other} is not {SCHEMA_VERSION}"))),
         }
         Ok(store)
+    }
+
+    /// Version 1 listed finished workflows by finish time only: index every
+    /// workflow by submission time, and give finished ones the summary
+    /// fields a listing reads.
+    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+        let unfinished: Vec<String> = self.with("upgrade", |c| c.smembers(key(&["workflows", "unfinished"])))?;
+        let finished: Vec<String> = self.with("upgrade", |c| c.zrange(key(&["workflows", "finished"]), 0, -1))?;
+        for id in unfinished.iter().chain(&finished) {
+            type Fields = (Option<f64>, Option<String>, Option<String>);
+            let (submitted_at, owner, report): Fields =
+                self.with("upgrade", |c| c.hmget(key(&["workflow", id]), &["submitted_at", "owner", "report"]))?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().zadd(submitted(), id, submitted_at.unwrap_or_default()).ignore();
+            if let Some(owner) = &owner {
+                pipe.zadd(submitted_by(owner), id, submitted_at.unwrap_or_default()).ignore();
+                pipe.del(key(&["workflows", "finished", "by", owner])).ignore();
+            }
+            if let Some(report) = report.and_then(|r| serde_json::from_str::<RunReport>(&r).ok()) {
+                pipe.hset_multiple(key(&["workflow", id]), &summary_fields(&report)).ignore();
+            }
+            self.with("upgrade", |c| pipe.query::<()>(c))?;
+        }
+        self.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))
     }
 
     /// Run `work` on the connection, connecting first if needed; a failure
@@ -182,9 +216,12 @@ impl RedisStore {
                 )
                 .ignore()
                 .sadd(key(&["workflows", "unfinished"]), &workflow.id)
+                .ignore()
+                .zadd(submitted(), &workflow.id, to_secs(*submitted_at))
                 .ignore();
                 if let Some(owner) = &workflow.owner {
                     pipe.hset(key(&["workflow", &workflow.id]), "owner", owner).ignore();
+                    pipe.zadd(submitted_by(owner), &workflow.id, to_secs(*submitted_at)).ignore();
                 }
             }
             Record::Task(t) => {
@@ -194,25 +231,55 @@ impl RedisStore {
             }
             Record::Finished(report) => {
                 let finished = report.finished_at.map_or_else(|| to_secs(SystemTime::now()), to_secs);
-                pipe.hset_multiple(
-                    key(&["workflow", &report.workflow_id]),
-                    &[
-                        ("status", json(&report.status)),
-                        ("finished_at", finished.to_string()),
-                        ("report", json(report.as_ref())),
-                    ],
-                )
-                .ignore()
-                .srem(key(&["workflows", "unfinished"]), &report.workflow_id)
-                .ignore()
-                .zadd(key(&["workflows", "finished"]), &report.workflow_id, finished)
-                .ignore();
-                if let Some(owner) = &report.owner {
-                    pipe.zadd(finished_by(owner), &report.workflow_id, finished).ignore();
-                }
+                let mut fields = summary_fields(report);
+                fields.push(("finished_at", finished.to_string()));
+                fields.push(("report", json(report.as_ref())));
+                pipe.hset_multiple(key(&["workflow", &report.workflow_id]), &fields)
+                    .ignore()
+                    .srem(key(&["workflows", "unfinished"]), &report.workflow_id)
+                    .ignore()
+                    .zadd(key(&["workflows", "finished"]), &report.workflow_id, finished)
+                    .ignore();
             }
         }
         Ok(())
+    }
+}
+
+/// The fields of a finished workflow's hash that listings read.
+fn summary_fields(report: &RunReport) -> Vec<(&'static str, String)> {
+    vec![
+        ("status", json(&report.status)),
+        ("summary", json(&report.summary)),
+        ("duration_ms", report.duration_ms.to_string()),
+    ]
+}
+
+impl RedisStore {
+    /// One workflow's line in a listing; none if it is gone (pruned
+    /// between the index scan and this read).
+    fn summary(&self, id: &str) -> Result<Option<WorkflowSummary>, StoreError> {
+        type Fields =
+            (Option<String>, Option<String>, Option<f64>, Option<f64>, Option<String>, Option<String>, Option<f64>);
+        let fields = ["name", "status", "submitted_at", "finished_at", "owner", "summary", "duration_ms"];
+        let (name, status, submitted_at, finished_at, owner, summary, duration_ms): Fields =
+            self.with("list workflows", |c| c.hmget(key(&["workflow", id]), &fields))?;
+        let (Some(name), Some(status)) = (name, status) else { return Ok(None) };
+        let corrupt_field = |what: &str, e: serde_json::Error| corrupt(&self.url, format!("{what} of {id}"), e);
+        let status = serde_json::from_value(serde_json::Value::String(status.trim_matches('"').to_owned()))
+            .map_err(|e| corrupt_field("the status", e))?;
+        let summary =
+            summary.map(|s| serde_json::from_str(&s)).transpose().map_err(|e| corrupt_field("the summary", e))?;
+        Ok(Some(WorkflowSummary {
+            workflow_id: id.to_owned(),
+            name,
+            status,
+            submitted_at: submitted_at.map(from_secs),
+            finished_at: finished_at.map(from_secs),
+            duration_ms,
+            summary,
+            owner,
+        }))
     }
 }
 
@@ -274,30 +341,46 @@ impl Store for RedisStore {
         self.with("look up a workflow", |c| c.exists(key(&["workflow", workflow_id])))
     }
 
-    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+    fn list(&self, query: &ListQuery) -> Result<Listed, StoreError> {
+        let index = query.owner.as_deref().map_or_else(submitted, submitted_by);
+        // The index gives the order and the time window; name and status
+        // are checked on each row, at most LIST_SCAN_LIMIT rows a page.
+        let newest = match (&query.after, query.until) {
+            (Some(cursor), _) => format!("{}", cursor.submitted_at),
+            (None, Some(until)) => format!("({}", to_secs(until)),
+            (None, None) => "+inf".to_owned(),
+        };
+        let oldest = query.since.map_or_else(|| "-inf".to_owned(), |since| format!("{}", to_secs(since)));
+        let mut listed = Listed::default();
+        let mut scanned = 0;
+        const CHUNK: usize = 500;
+        while scanned < LIST_SCAN_LIMIT {
+            let ids: Vec<(String, f64)> = self.with("list workflows", |c| {
+                c.zrevrangebyscore_limit_withscores(&index, &newest, &oldest, scanned as isize, CHUNK as isize)
+            })?;
+            scanned += ids.len();
+            for (id, _) in &ids {
+                let Some(summary) = self.summary(id)? else { continue };
+                if !query.matches(&summary) {
+                    continue;
+                }
+                if listed.workflows.len() == query.limit {
+                    listed.next = listed.workflows.last().map(WorkflowSummary::cursor);
+                    return Ok(listed);
+                }
+                listed.workflows.push(summary);
+            }
+            if ids.len() < CHUNK {
+                return Ok(listed);
+            }
         }
-        let index = owner.map_or_else(|| key(&["workflows", "finished"]), finished_by);
-        let ids: Vec<String> =
-            self.with("list workflows", |c| c.zrevrange(&index, 0, isize::try_from(limit).unwrap_or(isize::MAX) - 1))?;
-        if ids.is_empty() {
-            return Ok(Vec::new()); // Redis refuses an empty pipeline
+        // Looked at enough for one page: continue after the last row seen.
+        let last: Vec<String> = self
+            .with("list workflows", |c| c.zrevrangebyscore_limit(&index, &newest, &oldest, scanned as isize - 1, 1))?;
+        if let Some(summary) = last.first().map(|id| self.summary(id)).transpose()?.flatten() {
+            listed.next = Some(summary.cursor());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hget(key(&["workflow", id]), "report");
-        }
-        let reports: Vec<Option<String>> = self.with("list workflows", |c| pipe.query(c))?;
-        reports
-            .into_iter()
-            .flatten()
-            .map(|text| {
-                let report: RunReport =
-                    serde_json::from_str(&text).map_err(|e| corrupt(&self.url, "a report".into(), e))?;
-                Ok(StoredSummary::of(report))
-            })
-            .collect()
+        Ok(listed)
     }
 
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
@@ -318,9 +401,11 @@ impl Store for RedisStore {
             pipe.del(&[key(&["workflow", id]), key(&["workflow", id, "tasks"]), key(&["workflow", id, "events"])])
                 .ignore()
                 .zrem(&finished, id)
+                .ignore()
+                .zrem(submitted(), id)
                 .ignore();
             if let Some(owner) = owner {
-                pipe.zrem(finished_by(&owner), id).ignore();
+                pipe.zrem(submitted_by(&owner), id).ignore();
             }
         }
         self.with("prune", |c| pipe.query::<()>(c))?;

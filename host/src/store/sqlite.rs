@@ -7,7 +7,8 @@
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Record, Store, StoreError, StoredSummary, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use super::{Record, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Indexes over columns later versions added (run after the migrations).
 const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS workflows_owner_finished ON workflows (owner, finished_at) WHERE finished_at IS NOT NULL;
+DROP INDEX IF EXISTS workflows_owner_finished;
+CREATE INDEX IF NOT EXISTS workflows_submitted ON workflows (submitted_at, id);
+CREATE INDEX IF NOT EXISTS workflows_owner_submitted ON workflows (owner, submitted_at, id);
 ";
 
 const SCHEMA: &str = "
@@ -275,27 +278,73 @@ impl Store for SqliteStore {
             .map_err(|e| self.io("look up a workflow", e))
     }
 
-    fn finished(&self, limit: usize, owner: Option<&str>) -> Result<Vec<StoredSummary>, StoreError> {
+    fn list(&self, query: &ListQuery) -> Result<Listed, StoreError> {
         let connection = self.connection();
-        let sql = match owner {
-            None => {
-                "SELECT report FROM workflows WHERE finished_at IS NOT NULL AND ?2 IS NULL ORDER BY finished_at DESC LIMIT ?1"
-            }
-            Some(_) => {
-                "SELECT report FROM workflows WHERE finished_at IS NOT NULL AND owner = ?2 ORDER BY finished_at DESC LIMIT ?1"
-            }
-        };
-        let mut statement = connection.prepare(sql).map_err(|e| self.io("list workflows", e))?;
-        let rows = statement
-            .query_map(params![limit as i64, owner], |row| row.get::<_, String>(0))
+        // Statuses are stored bare ('running') at acceptance and as JSON
+        // ('"completed"') once finished: compare without the quotes.
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id, name, trim(status, '\"'), submitted_at, finished_at, owner,
+                        json_extract(report, '$.summary'), json_extract(report, '$.duration_ms')
+                 FROM workflows
+                 WHERE (?1 IS NULL OR owner = ?1)
+                   AND (?2 IS NULL OR trim(status, '\"') = ?2)
+                   AND (?3 IS NULL OR instr(lower(name), lower(?3)) > 0)
+                   AND (?4 IS NULL OR submitted_at >= ?4)
+                   AND (?5 IS NULL OR submitted_at < ?5)
+                   AND (?6 IS NULL OR submitted_at < ?6 OR (submitted_at = ?6 AND id < ?7))
+                 ORDER BY submitted_at DESC, id DESC LIMIT ?8",
+            )
             .map_err(|e| self.io("list workflows", e))?;
-        rows.map(|text| {
-            let text = text.map_err(|e| self.io("list workflows", e))?;
-            let report: RunReport =
-                serde_json::from_str(&text).map_err(|e| corrupt(&self.target(), "a report".into(), e))?;
-            Ok(StoredSummary::of(report))
-        })
-        .collect()
+        let cursor = query.after.as_ref();
+        let rows = statement
+            .query_map(
+                params![
+                    query.owner,
+                    query.status.map(|s| s.name()),
+                    query.name,
+                    query.since.map(to_secs),
+                    query.until.map(to_secs),
+                    cursor.map(|c| c.submitted_at),
+                    cursor.map(|c| c.workflow_id.as_str()),
+                    query.limit as i64 + 1,
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, f64>(3)?,
+                        row.get::<_, Option<f64>>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, Option<f64>>(7)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.io("list workflows", e))?;
+        let mut workflows = Vec::new();
+        for row in rows {
+            let (workflow_id, name, status, submitted, finished, owner, summary, duration_ms) =
+                row.map_err(|e| self.io("list workflows", e))?;
+            let corrupt_row =
+                |what: &str, e: serde_json::Error| corrupt(&self.target(), format!("{what} of '{workflow_id}'"), e);
+            let status =
+                serde_json::from_value(serde_json::Value::String(status)).map_err(|e| corrupt_row("the status", e))?;
+            let summary =
+                summary.map(|s| serde_json::from_str(&s)).transpose().map_err(|e| corrupt_row("the summary", e))?;
+            workflows.push(WorkflowSummary {
+                workflow_id,
+                name,
+                status,
+                submitted_at: Some(from_secs(submitted)),
+                finished_at: finished.map(from_secs),
+                duration_ms,
+                summary,
+                owner,
+            });
+        }
+        Ok(Listed::of(workflows, query.limit))
     }
 
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {

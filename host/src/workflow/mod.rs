@@ -169,7 +169,7 @@ pub fn parse(origin: &str, bytes: &[u8], format: Format) -> Result<Workflow, Wor
     from_value(origin, text_tree(origin, bytes, format)?)
 }
 
-fn text_tree(origin: &str, bytes: &[u8], format: Format) -> Result<Value, WorkflowError> {
+pub fn text_tree(origin: &str, bytes: &[u8], format: Format) -> Result<Value, WorkflowError> {
     let syntax = |message: String| WorkflowError::Syntax { origin: origin.to_owned(), message };
     let text = std::str::from_utf8(bytes)
         .map_err(|e| syntax(format!("the file is not UTF-8 text (invalid byte at offset {})", e.valid_up_to())))?;

@@ -9,10 +9,8 @@ use super::Host;
 use super::remote::RemoteProvider;
 use super::wire::{self, Fields, Payload, RpcError, errors, object};
 use crate::auth::{Action, Caller};
-use crate::engine::EngineError;
 use crate::model::{MethodSpec, ProviderSpec};
-use crate::report::RunReport;
-use crate::workflow::{self, Catalog};
+use crate::workflow;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
@@ -29,9 +27,12 @@ const MAX_METHODS: usize = 1000;
 /// event as the original server sent.
 fn answer(host: &Host, socket: &SocketRef, ack: Reply, outcome: Result<Value, RpcError>) {
     let outcome = outcome.and_then(|value| match wire::encoded_len(&value) {
-        len if len > wire::MAX_REPLY_BYTES => Err(RpcError::new(
+        len if len > crate::daemon::MAX_REPLY_BYTES => Err(RpcError::new(
             errors::TOO_LARGE,
-            format!("the answer is {len} bytes; answers are limited to {} bytes (256 MiB)", wire::MAX_REPLY_BYTES),
+            format!(
+                "the answer is {len} bytes; answers are limited to {} bytes (256 MiB)",
+                crate::daemon::MAX_REPLY_BYTES
+            ),
         )),
         _ => Ok(value),
     });
@@ -117,17 +118,11 @@ pub async fn authenticate(
     State(host): State<Arc<Host>>,
 ) -> Result<(), Refusal> {
     let from_payload = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
-    let token = from_payload.or_else(|| bearer(&socket.req_parts().headers));
+    let token = from_payload.or_else(|| crate::daemon::bearer(&socket.req_parts().headers));
     let caller = host.policy.authenticate(token.as_deref()).map_err(|e| Refusal(host.refused(&socket, &e)))?;
     tracing::debug!(socket = %socket.id, token = caller.name(), "connected");
     socket.extensions.insert(caller);
     Ok(())
-}
-
-fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 /// Greets the client as the original host did.
@@ -300,59 +295,35 @@ async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(host)
     answer(&host, &socket, ack, outcome);
 }
 
-/// Validate a workflow tree exactly as `gleitzeit run` does.
-fn validated(host: &Host, origin: &str, tree: Value) -> Result<crate::model::Workflow, RpcError> {
-    let invalid = |e: workflow::WorkflowError| {
-        let problems: Vec<Value> =
-            e.problems().iter().map(|p| json!({ "task": p.task, "field": p.field, "message": p.message })).collect();
-        RpcError::new(errors::INVALID_PARAMS, e.to_string()).with_data(json!({ "problems": problems }))
-    };
-    let workflow = workflow::from_value(origin, tree).map_err(invalid)?;
-    workflow::check_catalog(origin, &workflow, host.registry.as_ref() as &dyn Catalog).map_err(invalid)?;
-    Ok(workflow)
-}
-
-async fn submit_validated(
+/// Submit as `caller`, with `socket` in the workflow's room first so that
+/// it misses none of its events; a refused submission leaves the room again
+/// (unless it was there before: an earlier submission or a subscription).
+async fn submit_joined(
     socket: &SocketRef,
-    io: SocketIo,
     host: &Host,
     caller: &Caller,
-    mut workflow: crate::model::Workflow,
+    workflow: crate::model::Workflow,
 ) -> Result<(String, usize), RpcError> {
-    workflow.owner = caller.owner();
-    if host.shutting_down() {
-        return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
-    }
     let task_count = workflow.tasks.len();
-    // Join first, so no event of the new workflow is missed; a refused
-    // submission leaves again (unless it was there before: an earlier
-    // submission or a subscription of this socket).
     let room = super::room(&workflow.id);
     let joined_before = socket.rooms().iter().any(|r| *r == room);
     socket.join(room.clone());
-    let submitted = host.engine.submit(workflow).await.inspect_err(|_| {
+    let submitted = host.submit(caller, workflow).await.inspect_err(|_| {
         if !joined_before {
             socket.leave(room);
         }
-    });
-    let submitted = submitted.map_err(|e| match e {
-        EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
-        EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
     })?;
-    let started = json!({ "workflow_id": submitted.workflow_id, "task_count": task_count });
-    let room = super::room(&submitted.workflow_id);
-    tokio::spawn(async move { io.to(room).emit("workflow_started", &started).await });
     Ok((submitted.workflow_id, task_count))
 }
 
 /// `{workflow: {...}}`
-async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
+async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_workflow", data)?;
         let tree = Fields { event: "submit_workflow", map: &map }.object("workflow")?;
-        let workflow = validated(&host, "submit_workflow: workflow", tree)?;
-        let (workflow_id, task_count) = submit_validated(&socket, io, &host, &caller, workflow).await?;
+        let workflow = host.validated("submit_workflow: workflow", tree)?;
+        let (workflow_id, task_count) = submit_joined(&socket, &host, &caller, workflow).await?;
         let message = format!("Workflow {workflow_id} submitted with {task_count} tasks");
         let reply = json!({ "workflow_id": workflow_id, "task_count": task_count, "message": message });
         let _ = socket.emit("workflow_submitted", &reply);
@@ -363,20 +334,14 @@ async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, io: Socke
 }
 
 /// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
-async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
+async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_task", data)?;
-        let mut task = Fields { event: "submit_task", map: &map }.object("task")?;
-        let workflow_id = task.as_object_mut().and_then(|t| t.remove("workflow_id"));
-        let name = task.get("name").or_else(|| task.get("id")).cloned().unwrap_or(json!("task"));
-        let mut tree = json!({ "name": name, "tasks": [task] });
-        if let Some(id) = workflow_id.filter(|id| !id.is_null()) {
-            tree["id"] = id;
-        }
-        let workflow = validated(&host, "submit_task", tree)?;
+        let task = Fields { event: "submit_task", map: &map }.object("task")?;
+        let workflow = host.validated("submit_task", crate::daemon::host::one_task_tree(task))?;
         let task_id = workflow.tasks[0].id.clone();
-        let (workflow_id, _) = submit_validated(&socket, io, &host, &caller, workflow).await?;
+        let (workflow_id, _) = submit_joined(&socket, &host, &caller, workflow).await?;
         let message = format!("Task {task_id} submitted");
         let reply = json!({ "task_id": task_id, "workflow_id": workflow_id, "message": message });
         let _ = socket.emit("task_submitted", &reply);
@@ -391,31 +356,13 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
     Fields { event, map: &map }.string("workflow_id")
 }
 
-/// The report of workflow `id` (running or finished), if `caller` may see
-/// it: to anyone else it does not exist.
-async fn visible_report(host: &Host, caller: &Caller, id: &str) -> Result<Option<RunReport>, RpcError> {
-    let live = host.engine.workflow(id).await.map_err(RpcError::internal)?;
-    let report = match (live, &host.store) {
-        (Some(report), _) => Some(report.as_ref().clone()),
-        (None, Some(store)) => {
-            let (store, wanted) = (store.clone(), id.to_owned());
-            tokio::task::spawn_blocking(move || store.report(&wanted))
-                .await
-                .map_err(RpcError::internal)?
-                .map_err(RpcError::internal)?
-        }
-        (None, None) => None,
-    };
-    Ok(report.filter(|r| caller.sees(r.owner.as_deref())))
-}
-
 /// `{workflow_id}`: the workflow's report (running or finished).
 async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let caller = host.caller(&socket, Action::Read)?;
         let id = workflow_id("get_workflow", data)?;
-        match visible_report(&host, &caller, &id).await? {
+        match host.report(&caller, &id).await? {
             Some(report) => serde_json::to_value(&report).map_err(RpcError::internal),
             None => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
         }
@@ -424,50 +371,41 @@ async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host):
     answer(&host, &socket, ack, outcome);
 }
 
-/// Running workflows, then the most recently finished (from the store when
-/// there is one): those the caller may see.
-async fn list_workflows(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
+/// `{status?, name?, since?, until?, cursor?, limit?}`: the workflows the
+/// caller may see, newest submitted first (see `listing`); `next_cursor`
+/// continues the list.
+async fn list_workflows(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let Some(_slot) = host.request_slot(&socket).await else { return };
     let outcome = async {
         let caller = host.caller(&socket, Action::Read)?;
-        let mut live = host.engine.workflows().await.map_err(RpcError::internal)?;
-        live.retain(|w| caller.sees(w.owner.as_deref()));
-        let mut list = serde_json::to_value(live).map_err(RpcError::internal)?;
-        if let (Some(store), Value::Array(items)) = (&host.store, &mut list) {
-            let store = store.clone();
-            let owner = (!caller.sees_all()).then(|| caller.owner()).flatten();
-            let stored = tokio::task::spawn_blocking(move || store.finished(LISTED_FINISHED, owner.as_deref()))
-                .await
-                .map_err(RpcError::internal)?
-                .map_err(RpcError::internal)?;
-            let known: std::collections::HashSet<String> =
-                items.iter().filter_map(|w| w["workflow_id"].as_str().map(str::to_owned)).collect();
-            let older = stored.into_iter().filter(|s| !known.contains(&s.workflow_id));
-            items.extend(older.map(|s| json!(s)));
-        }
-        Ok(json!({ "workflows": list }))
+        // The original's clients send no payload at all.
+        let map = match data.0 {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let query = crate::daemon::host::list_query(&map, LISTED_BY_DEFAULT)
+            .map_err(|e| RpcError { message: format!("list_workflows: {}", e.message), ..e })?;
+        let listed = host.list(&caller, query).await?;
+        let next = listed.next.map(|c| c.encode());
+        Ok(json!({ "workflows": listed.workflows, "next_cursor": next }))
     }
     .await;
     answer(&host, &socket, ack, outcome);
 }
 
-/// Finished workflows `list_workflows` shows at most.
-const LISTED_FINISHED: usize = 1000;
+/// Workflows `list_workflows` shows when the request names no limit (as
+/// many as the original listed).
+const LISTED_BY_DEFAULT: usize = crate::listing::MAX_PAGE;
 
 /// `{workflow_id}`
 async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let caller = host.caller(&socket, Action::Cancel)?;
         let id = workflow_id("cancel_workflow", data)?;
-        let not_running = || RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'"));
-        let live = host.engine.workflow(&id).await.map_err(RpcError::internal)?;
-        if !live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
-            return Err(not_running());
-        }
-        match host.engine.cancel(&id).await {
-            Ok(true) => Ok(json!({ "workflow_id": id, "cancelled": true })),
-            Ok(false) => Err(not_running()),
-            Err(e) => Err(RpcError::internal(e)),
+        if host.cancel(&caller, &id).await? {
+            Ok(json!({ "workflow_id": id, "cancelled": true }))
+        } else {
+            Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'")))
         }
     }
     .await;
@@ -520,7 +458,7 @@ async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): St
                 let caller = host.caller(&socket, Action::Read)?;
                 // With tokens, only an existing workflow of the caller's: an id
                 // subscribed to in advance could become another user's.
-                if !matches!(caller, Caller::Anyone) && visible_report(&host, &caller, id).await?.is_none() {
+                if !matches!(caller, Caller::Anyone) && host.report(&caller, id).await?.is_none() {
                     return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'")));
                 }
             }
@@ -551,9 +489,6 @@ async fn list_protocols(socket: SocketRef, ack: Reply, State(host): State<Arc<Ho
 }
 
 async fn list_plugins(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    let outcome = host.caller(&socket, Action::Observe).map(|_| {
-        let directory = host.plugins.dir().display().to_string();
-        json!({ "plugins": host.plugins.statuses(), "directory": directory })
-    });
+    let outcome = host.caller(&socket, Action::Observe).map(|_| json!(host.plugins()));
     answer(&host, &socket, ack, outcome);
 }

@@ -9,7 +9,7 @@
 use super::wire::{AckArgs, method_reply};
 use crate::locks::lock;
 use crate::model::{MAX_RESULT_BYTES, ProviderSpec, TaskError, codes};
-use crate::registry::{Call, CallFuture, Progress, Provider};
+use crate::registry::{Call, CallFuture, Load, Progress, Provider, ProviderKind};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use std::collections::HashMap;
@@ -54,18 +54,6 @@ impl RemoteProvider {
             closed: watch::Sender::new(false),
             unanswered: Arc::default(),
         }
-    }
-
-    pub fn socket_id(&self) -> String {
-        self.socket.id.to_string()
-    }
-
-    pub fn max_concurrent(&self) -> usize {
-        self.max_concurrent
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Deliver a `method_result` event; false if no call waits for `id`.
@@ -131,8 +119,12 @@ impl Provider for RemoteProvider {
         &self.spec
     }
 
-    fn free_slots(&self) -> Option<usize> {
-        Some(self.max_concurrent.saturating_sub(self.in_flight()))
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Remote
+    }
+
+    fn load(&self) -> Load {
+        Load { capacity: Some(self.max_concurrent), in_flight: self.in_flight.load(Ordering::Relaxed) }
     }
 
     fn call(&self, call: Call) -> CallFuture {

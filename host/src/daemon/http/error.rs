@@ -1,0 +1,78 @@
+//! The one shape of every HTTP error: `{code, message, problems}`, the
+//! JSON-RPC code and message the Socket.IO transport would answer with,
+//! and the workflow's located problems (empty when there are none); the
+//! HTTP status follows from the code, in [`status_of`].
+
+use crate::daemon::rpc::{RpcError, errors};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiError {
+    /// The JSON-RPC 2.0 error code (docs/protocol.md lists them).
+    pub code: i32,
+    pub message: String,
+    /// What is wrong with a submitted workflow, located by task and field.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem of a workflow: where (task, field) and what.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub task: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl From<RpcError> for ApiError {
+    fn from(error: RpcError) -> Self {
+        let problems = error
+            .data
+            .as_ref()
+            .and_then(|d| d.get("problems"))
+            .cloned()
+            .and_then(|p| serde_json::from_value(p).ok())
+            .unwrap_or_default();
+        Self { code: error.code, message: error.message, problems }
+    }
+}
+
+impl ApiError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), problems: Vec::new() }
+    }
+}
+
+/// The HTTP status of a JSON-RPC error code.
+pub fn status_of(code: i32) -> StatusCode {
+    match code {
+        errors::PARSE_ERROR | errors::INVALID_REQUEST => StatusCode::BAD_REQUEST,
+        errors::INVALID_PARAMS => StatusCode::UNPROCESSABLE_ENTITY,
+        errors::METHOD_NOT_FOUND | errors::NOT_FOUND => StatusCode::NOT_FOUND,
+        errors::CONFLICT => StatusCode::CONFLICT,
+        errors::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        errors::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
+        errors::FORBIDDEN => StatusCode::FORBIDDEN,
+        errors::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
+        errors::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.code);
+        let mut response = (status, axum::Json(self)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// What an answer is: JSON on success, [`ApiError`] otherwise.
+pub type ApiResult<T> = Result<axum::Json<T>, ApiError>;

@@ -1,0 +1,464 @@
+//! The HTTP API under `/api/v1` (docs/http.md): the same operations as the
+//! Socket.IO events, on the same port, with the same tokens, roles and
+//! errors; live events as server-sent event streams ([`stream`]). Routes
+//! are declared with `utoipa` so that the OpenAPI document at
+//! `/api/v1/openapi.json` is generated from them ([`openapi`]).
+//!
+//! It parses requests and shapes answers; what a request does is the
+//! [`Host`]'s, who may do it is `auth`'s.
+
+mod error;
+mod stream;
+
+use super::host::{Host, PluginsInfo, ProtocolInfo, ProviderInfo, list_query, one_task_tree};
+use super::rpc::errors;
+use crate::auth::{Action, AuthError, Caller};
+use crate::listing::WorkflowSummary;
+use crate::report::RunReport;
+use crate::workflow::{self, Format};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use error::{ApiError, ApiResult};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The prefix of every API route.
+pub const BASE: &str = "/api/v1";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Gleitzeit host API", description = "Submit, watch and cancel workflows; list providers, protocols and plugins. Every route but health, readiness and this document takes `Authorization: Bearer TOKEN` (docs/security.md)."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+/// The `bearer` security scheme the document's routes name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API's routes and its OpenAPI document, built from the same list.
+fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(submit_workflow, list_workflows))
+        .routes(routes!(submit_task))
+        .routes(routes!(get_workflow))
+        .routes(routes!(get_results))
+        .routes(routes!(cancel_workflow))
+        .routes(routes!(stream::workflow_events))
+        .routes(routes!(stream::all_events))
+        .routes(routes!(list_providers))
+        .routes(routes!(list_protocols))
+        .routes(routes!(list_plugins))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of the API (what `/api/v1/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The API router, with the document at `/api/v1/openapi.json`.
+pub fn router(host: Arc<Host>) -> axum::Router {
+    let (api, document) = routes();
+    let document = Arc::new(document);
+    api.route(
+        &format!("{BASE}/openapi.json"),
+        axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }),
+    )
+    // Bodies up to what a workflow file may be; the parser's own
+    // budgets bound what is built from them.
+    .layer(axum::extract::DefaultBodyLimit::max(workflow::MAX_FILE_BYTES))
+    .fallback(unknown_route)
+    .with_state(host)
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    let path = workflow::excerpt(uri.path());
+    ApiError::new(errors::METHOD_NOT_FOUND, format!("no route {path}; see {BASE}/openapi.json for the routes"))
+}
+
+/// The caller of a request, from its `Authorization: Bearer` token (any
+/// caller when authentication is off). A missing or unknown token is
+/// refused here, before the handler runs; the handler asks for its role.
+pub struct Authenticated {
+    caller: Caller,
+    parts: Parts,
+}
+
+impl FromRequestParts<Arc<Host>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
+        let token = super::bearer(&parts.headers);
+        match host.policy.authenticate(token.as_deref()) {
+            Ok(caller) => Ok(Self { caller, parts: parts.clone() }),
+            Err(e) => Err(super::refused(parts, &e).into()),
+        }
+    }
+}
+
+impl Authenticated {
+    /// The caller, if it may do `action`; a refusal is logged with the peer.
+    fn may(&self, action: Action) -> Result<&Caller, ApiError> {
+        self.caller.may(action).map(|()| &self.caller).map_err(|e| self.refused(&e))
+    }
+
+    fn refused(&self, error: &AuthError) -> ApiError {
+        super::refused(&self.parts, error).into()
+    }
+}
+
+/// The workflow `id` if the caller may see it; otherwise (for anyone else
+/// it does not exist) 404.
+async fn visible(host: &Host, caller: &Caller, id: &str) -> Result<RunReport, ApiError> {
+    host.report(caller, id).await?.ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(errors::NOT_FOUND, format!("no workflow '{}'", workflow::excerpt(id)))
+}
+
+/// A request body as a tree: JSON or YAML as `Content-Type` says
+/// (`application/json`; `application/yaml`, `application/x-yaml`,
+/// `text/yaml`), or, without one, JSON if it starts with `{`.
+async fn body_tree(headers: &HeaderMap, body: axum::body::Bytes, origin: &'static str) -> Result<Value, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let format = match media.as_deref() {
+        Some("application/json") => Format::Json,
+        Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => Format::Yaml,
+        None | Some("") => Format::detect(std::path::Path::new(""), &body),
+        Some(other) => {
+            return Err(ApiError::new(
+                errors::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "{origin}: Content-Type '{}' is not read; send application/json or application/yaml",
+                    workflow::excerpt(other)
+                ),
+            ));
+        }
+    };
+    tokio::task::spawn_blocking(move || workflow::text_tree(origin, &body, format))
+        .await
+        .map_err(|e| ApiError::from(super::rpc::RpcError::internal(e)))?
+        .map_err(|e| super::host::invalid(e).into())
+        .map_err(|e: ApiError| ApiError { code: if e.problems.is_empty() { errors::PARSE_ERROR } else { e.code }, ..e })
+}
+
+/// A workflow the host accepted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Accepted {
+    workflow_id: String,
+    task_count: usize,
+}
+
+/// Submit a workflow: YAML or JSON, as in a workflow file (docs/workflows.md).
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows",
+    request_body(description = "The workflow, as a workflow file has it", content((Object = "application/json"), (String = "application/yaml"))),
+    responses(
+        (status = 201, description = "Accepted; it runs now", body = Accepted),
+        (status = 422, description = "Not a valid workflow: the problems say where", body = ApiError),
+        (status = 409, description = "The id is taken", body = ApiError),
+        (status = 400, description = "Not JSON or YAML", body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn submit_workflow(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, HeaderMap, axum::Json<Accepted>), ApiError> {
+    let caller = auth.may(Action::Submit)?;
+    let tree = body_tree(&headers, body, "POST /api/v1/workflows").await?;
+    let workflow = host.validated("POST /api/v1/workflows", tree)?;
+    let task_count = workflow.tasks.len();
+    let submitted = host.submit(caller, workflow).await?;
+    Ok(created(Accepted { workflow_id: submitted.workflow_id, task_count }))
+}
+
+fn created<T: HasWorkflowId>(body: T) -> (StatusCode, HeaderMap, axum::Json<T>) {
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = format!("{BASE}/workflows/{}", body.workflow_id()).parse() {
+        headers.insert(header::LOCATION, location);
+    }
+    (StatusCode::CREATED, headers, axum::Json(body))
+}
+
+trait HasWorkflowId {
+    fn workflow_id(&self) -> &str;
+}
+
+impl HasWorkflowId for Accepted {
+    fn workflow_id(&self) -> &str {
+        &self.workflow_id
+    }
+}
+
+/// A task the host accepted, as a one-task workflow.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TaskAccepted {
+    workflow_id: String,
+    task_id: String,
+}
+
+impl HasWorkflowId for TaskAccepted {
+    fn workflow_id(&self) -> &str {
+        &self.workflow_id
+    }
+}
+
+/// Submit one task: a workflow of that task alone (its `workflow_id`, if
+/// given, names the workflow).
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "workflows",
+    request_body(description = "One task, as in a workflow file's `tasks`", content((Object = "application/json"), (String = "application/yaml"))),
+    responses(
+        (status = 201, description = "Accepted", body = TaskAccepted),
+        (status = 422, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn submit_task(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, HeaderMap, axum::Json<TaskAccepted>), ApiError> {
+    let caller = auth.may(Action::Submit)?;
+    let task = body_tree(&headers, body, "POST /api/v1/tasks").await?;
+    if !task.is_object() {
+        return Err(ApiError::new(
+            errors::INVALID_REQUEST,
+            "POST /api/v1/tasks: the body must be one task (an object)",
+        ));
+    }
+    let workflow = host.validated("POST /api/v1/tasks", one_task_tree(task))?;
+    let task_id = workflow.tasks[0].id.clone();
+    let submitted = host.submit(caller, workflow).await?;
+    Ok(created(TaskAccepted { workflow_id: submitted.workflow_id, task_id }))
+}
+
+/// A page of workflows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct WorkflowPage {
+    workflows: Vec<WorkflowSummary>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// Filters of a workflow listing.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read as a map by `list_query`; declared for the document
+struct ListParams {
+    /// running, completed, failed or cancelled
+    status: Option<String>,
+    /// Names containing this, ignoring case
+    name: Option<String>,
+    /// Submitted at or after (RFC 3339)
+    since: Option<String>,
+    /// Submitted before (RFC 3339)
+    until: Option<String>,
+    /// `next_cursor` of the page before
+    cursor: Option<String>,
+    /// 1 to 1000 (default 100)
+    limit: Option<u32>,
+}
+
+/// Workflows this token may see, newest submitted first.
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", params(ListParams),
+    responses((status = 200, body = WorkflowPage), (status = 422, body = ApiError), (status = 401, body = ApiError)))]
+async fn list_workflows(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<WorkflowPage> {
+    let caller = auth.may(Action::Read)?;
+    let fields: Map<String, Value> = params.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let query = list_query(&fields, DEFAULT_PAGE)?;
+    let listed = host.list(caller, query).await?;
+    Ok(axum::Json(WorkflowPage { workflows: listed.workflows, next_cursor: listed.next.map(|c| c.encode()) }))
+}
+
+/// Workflows a page lists when the request names no `limit`.
+const DEFAULT_PAGE: usize = 100;
+
+/// A workflow's report: status, counts and each task's status, attempts,
+/// timings and error. Results are left out (`result` is null): they are
+/// at `/results`.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow id")),
+    responses((status = 200, body = RunReport), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+async fn get_workflow(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<RunReport> {
+    let caller = auth.may(Action::Read)?;
+    let mut report = visible(&host, caller, &id).await?;
+    for task in &mut report.tasks {
+        task.result = None;
+    }
+    Ok(axum::Json(report))
+}
+
+/// A workflow's results, by task id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Results {
+    workflow_id: String,
+    #[schema(value_type = String)]
+    status: crate::model::WorkflowStatus,
+    /// Each completed task's result (tasks without one are left out).
+    results: Map<String, Value>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ResultsParams {
+    /// Only this task's result
+    task: Option<String>,
+}
+
+/// A workflow's results, whole (or one task's with `?task=ID`).
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/results", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow id"), ResultsParams),
+    responses((status = 200, body = Results), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+async fn get_results(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    Query(params): Query<ResultsParams>,
+) -> ApiResult<Results> {
+    let caller = auth.may(Action::Read)?;
+    let report = visible(&host, caller, &id).await?;
+    if let Some(task) = &params.task
+        && !report.tasks.iter().any(|t| &t.id == task)
+    {
+        let message = format!("workflow '{id}' has no task '{}'", workflow::excerpt(task));
+        return Err(ApiError::new(errors::NOT_FOUND, message));
+    }
+    let results = report
+        .tasks
+        .into_iter()
+        .filter(|t| params.task.as_ref().is_none_or(|wanted| &t.id == wanted))
+        .filter_map(|t| Some((t.id, t.result?)))
+        .collect();
+    Ok(axum::Json(Results { workflow_id: report.workflow_id, status: report.status, results }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Cancelled {
+    workflow_id: String,
+    cancelled: bool,
+}
+
+/// Cancel a running workflow: its running tasks are told to stop, the
+/// rest are not run.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow id")),
+    responses((status = 200, body = Cancelled), (status = 404, description = "No such running workflow", body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn cancel_workflow(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Cancelled> {
+    let caller = auth.may(Action::Cancel)?;
+    if host.cancel(caller, &id).await? {
+        Ok(axum::Json(Cancelled { workflow_id: id, cancelled: true }))
+    } else {
+        Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", workflow::excerpt(&id))))
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Providers {
+    providers: Vec<ProviderInfo>,
+}
+
+/// Every provider: WASM plugins and remote peers (admin tokens).
+#[utoipa::path(get, path = "/api/v1/providers", tag = "providers",
+    responses((status = 200, body = Providers), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn list_providers(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<Providers> {
+    auth.may(Action::Observe)?;
+    Ok(axum::Json(Providers { providers: host.providers() }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Protocols {
+    protocols: Vec<ProtocolInfo>,
+}
+
+/// Every protocol served, with its methods.
+#[utoipa::path(get, path = "/api/v1/protocols", tag = "providers",
+    responses((status = 200, body = Protocols), (status = 401, body = ApiError)))]
+async fn list_protocols(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<Protocols> {
+    auth.may(Action::ListProtocols)?;
+    Ok(axum::Json(Protocols { protocols: host.protocols() }))
+}
+
+/// The WASM plugins: bundled and from the plugins directory, with their
+/// state, version, load time and last error (admin tokens).
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "providers",
+    responses((status = 200, body = PluginsInfo), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn list_plugins(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<PluginsInfo> {
+    auth.may(Action::Observe)?;
+    Ok(axum::Json(host.plugins()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Health {
+    status: String,
+}
+
+/// Whether the daemon answers (no token needed).
+#[utoipa::path(get, path = "/api/v1/health", tag = "health", security(()),
+    responses((status = 200, body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok".into() })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Readiness {
+    ready: bool,
+    /// Each check: "ok", or what is wrong.
+    checks: Map<String, Value>,
+}
+
+/// Whether the daemon takes work: not shutting down, and its store
+/// answers (no token needed).
+#[utoipa::path(get, path = "/api/v1/ready", tag = "health", security(()),
+    responses((status = 200, body = Readiness), (status = 503, description = "Not ready: the checks say why", body = Readiness)))]
+async fn ready(State(host): State<Arc<Host>>) -> (StatusCode, axum::Json<Readiness>) {
+    let mut checks = Map::new();
+    checks.insert("accepting".into(), json!(if host.shutting_down() { "shutting down" } else { "ok" }));
+    if let Some(store) = &host.store {
+        let probe = store.clone();
+        let answer = tokio::time::timeout(READY_STORE_TIMEOUT, tokio::task::spawn_blocking(move || probe.has("")));
+        let state = match answer.await {
+            Ok(Ok(Ok(_))) => "ok".to_owned(),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("{} did not answer within {} s", store.target(), READY_STORE_TIMEOUT.as_secs()),
+        };
+        checks.insert("store".into(), json!(state));
+    }
+    let ready = checks.values().all(|v| v == "ok");
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(Readiness { ready, checks }))
+}
+
+/// How long readiness waits for the store.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

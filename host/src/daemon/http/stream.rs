@@ -1,0 +1,217 @@
+//! Server-sent event streams: `/api/v1/workflows/{id}/events` (one
+//! workflow: a `snapshot` of its report, then its events, ending with
+//! `workflow_completed`) and `/api/v1/events` (every workflow the token
+//! may see). Each event's `id` lets a client that reconnects with
+//! `Last-Event-ID` continue where it was; one the log no longer reaches
+//! gets a fresh `snapshot` (one workflow) or a `reset` (all), never a
+//! silent hole. A finished workflow's stream whose last event the client
+//! has seen answers 204, which tells `EventSource` to stop reconnecting.
+//!
+//! A client that does not read holds nothing but its place in the shared
+//! log (see `events`).
+
+use super::error::ApiError;
+use super::{Authenticated, visible};
+use crate::auth::{Action, Caller};
+use crate::daemon::events::Logged;
+use crate::daemon::host::Host;
+use crate::model::WorkflowStatus;
+use crate::report::RunReport;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Events read from the log at once, per stream.
+const BATCH: usize = 256;
+
+/// Which events a stream carries.
+enum Scope {
+    /// One workflow's, for a caller who may see it.
+    Workflow { id: String, caller: Caller },
+    /// Every workflow's the caller may see.
+    Visible(Caller),
+}
+
+impl Scope {
+    fn carries(&self, event: &Logged) -> bool {
+        match self {
+            Scope::Workflow { id, .. } => event.workflow_id == *id,
+            Scope::Visible(caller) => caller.sees(event.owner.as_deref()),
+        }
+    }
+}
+
+/// Where a stream stands.
+struct Reader {
+    host: Arc<Host>,
+    scope: Scope,
+    /// The id of the last event read from the log.
+    cursor: u64,
+    pending: VecDeque<Arc<Logged>>,
+    wake: watch::Receiver<u64>,
+    done: bool,
+}
+
+impl Reader {
+    fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Self {
+        let wake = host.events.watch();
+        Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false }
+    }
+
+    /// The next event to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if !self.scope.carries(&event) {
+                    continue;
+                }
+                if matches!(self.scope, Scope::Workflow { .. }) && event.name == "workflow_completed" {
+                    self.done = true;
+                }
+                return Some(
+                    Event::default().event(event.name).id(self.host.events.wire_id(event.id)).data(&event.data),
+                );
+            }
+            // Marked seen before reading, so an append after the read wakes us.
+            self.wake.borrow_and_update();
+            match self.host.events.after(self.cursor, BATCH) {
+                Ok(events) if events.is_empty() => self.wake.changed().await.ok()?,
+                Ok(events) => {
+                    self.cursor = events.last().map_or(self.cursor, |e| e.id);
+                    self.pending.extend(events);
+                }
+                Err(gap) => {
+                    self.cursor = gap.latest;
+                    return Some(self.start_over().await);
+                }
+            }
+        }
+    }
+
+    /// After a gap: a fresh snapshot of the workflow, or a `reset` that
+    /// tells the client to fetch its list again.
+    async fn start_over(&mut self) -> Event {
+        match &self.scope {
+            Scope::Workflow { id, caller } => match self.host.report(caller, id).await {
+                Ok(Some(report)) => {
+                    self.done = report.status != WorkflowStatus::Running;
+                    snapshot(&self.host, self.cursor, report)
+                }
+                _ => {
+                    self.done = true;
+                    reset(&self.host, self.cursor)
+                }
+            },
+            Scope::Visible(_) => reset(&self.host, self.cursor),
+        }
+    }
+}
+
+fn snapshot(host: &Host, id: u64, mut report: RunReport) -> Event {
+    for task in &mut report.tasks {
+        task.result = None;
+    }
+    let data = serde_json::to_string(&report).unwrap_or_default();
+    Event::default().event("snapshot").id(host.events.wire_id(id)).data(data)
+}
+
+fn reset(host: &Host, id: u64) -> Event {
+    let data = serde_json::json!({ "reason": "events were missed; fetch the workflows again" }).to_string();
+    Event::default().event("reset").id(host.events.wire_id(id)).data(data)
+}
+
+fn sse(reader: Reader, first: Option<Event>) -> Response {
+    let events = futures_util::stream::unfold((first, reader), |(first, mut reader)| async move {
+        let event = match first {
+            Some(event) => event,
+            None => reader.next().await?,
+        };
+        Some((Ok::<_, Infallible>(event), (None, reader)))
+    });
+    sse_response(events)
+}
+
+fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The `Last-Event-ID` a client sent: `Some(Ok(id))` for one of this run's
+/// events, `Some(Err)` for one that is not (another run's, or garbage).
+fn last_event_id(host: &Host, headers: &HeaderMap) -> Option<Result<u64, ()>> {
+    let text = headers.get("last-event-id")?.to_str().map_err(|_| ());
+    Some(text.and_then(|t| host.events.parse_wire_id(t)))
+}
+
+/// One workflow's events: `snapshot` (its report without results), then
+/// `task_status`, `task_progress`, `task_result`, and `workflow_completed`,
+/// which ends the stream.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "The workflow id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: continue after it")),
+    responses(
+        (status = 200, description = "A text/event-stream", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The workflow finished and its last event was seen"),
+        (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+pub async fn workflow_events(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = auth.may(Action::Read)?.clone();
+    // Read before the report, so nothing between the two is missed.
+    let start = host.events.latest();
+    let report = visible(&host, &caller, &id).await?;
+    let finished = report.status != WorkflowStatus::Running;
+    let scope = Scope::Workflow { id: id.clone(), caller };
+    match last_event_id(&host, &headers) {
+        Some(Ok(after)) => {
+            let unseen = host.events.after(after, usize::MAX).map(|events| events.iter().any(|e| e.workflow_id == id));
+            match unseen {
+                Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
+                Ok(_) => Ok(sse(Reader::new(host, scope, after), None)),
+                Err(_) => Ok(fresh(host, scope, start, report, finished)),
+            }
+        }
+        _ => Ok(fresh(host, scope, start, report, finished)),
+    }
+}
+
+/// A stream that starts with a snapshot taken after event `start`.
+fn fresh(host: Arc<Host>, scope: Scope, start: u64, report: RunReport, finished: bool) -> Response {
+    let first = snapshot(&host, start, report);
+    let mut reader = Reader::new(host, scope, start);
+    reader.done = finished;
+    sse(reader, Some(first))
+}
+
+/// Every event of the workflows this token may see, from now on (or after
+/// `Last-Event-ID`); `reset` when some were missed.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The last event seen: continue after it")),
+    responses(
+        (status = 200, description = "A text/event-stream", content_type = "text/event-stream", body = String),
+        (status = 401, body = ApiError)))]
+pub async fn all_events(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = auth.may(Action::Read)?.clone();
+    let latest = host.events.latest();
+    let (cursor, first) = match last_event_id(&host, &headers) {
+        None => (latest, None),
+        Some(Ok(after)) => (after, None),
+        Some(Err(())) => (latest, Some(reset(&host, latest))),
+    };
+    Ok(sse(Reader::new(host, Scope::Visible(caller), cursor), first))
+}

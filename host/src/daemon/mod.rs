@@ -1,0 +1,272 @@
+//! The host daemon (`gleitzeit serve`): one axum server on one port that
+//! carries the Socket.IO transport (`socket`), the HTTP API (`http`) and
+//! the health route; both transports call the same operations on the
+//! shared [`Host`] (`host`), answer with the same errors (`rpc`) and see
+//! the same events (`events`).
+//!
+//! This module owns the daemon's life: start (resuming stored work), the
+//! event forwarding, periodic pruning, and the drain on shutdown. It runs
+//! nothing itself (the `engine` does) and validates workflows through
+//! `workflow`, exactly as single-shot mode does.
+
+mod events;
+mod host;
+mod http;
+mod rpc;
+mod socket;
+
+use crate::auth::{self, AuthError};
+use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::plugins::PluginSet;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+use host::Host;
+pub use http::openapi;
+pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
+use socketioxide::SocketIo;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Settings of `gleitzeit serve`.
+#[derive(Clone)]
+pub struct ServeConfig {
+    pub engine: EngineConfig,
+    /// How long running work may take to finish after a shutdown signal.
+    pub grace: Duration,
+    /// Where state is kept; none keeps it in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// How long finished workflows stay in the store.
+    pub retention: Duration,
+    /// Who may connect, and what remote providers may take on.
+    pub policy: Arc<auth::Policy>,
+}
+
+/// The server failed while running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot resume the stored workflows: {0}")]
+    Resume(#[from] StoreError),
+}
+
+/// The peer of a request, as the log shows it.
+fn peer(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<socket::Connection>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.peer.to_string())
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// Log a refusal with the peer's address, and make it the answer.
+fn refused(parts: &axum::http::request::Parts, error: &AuthError) -> rpc::RpcError {
+    tracing::warn!(peer = %peer(parts), "refused: {error}");
+    rpc::RpcError::from(error)
+}
+
+/// Refuse requests from browser pages of origins the host does not allow
+/// (a page on another site driving a daemon on localhost, or one reached
+/// by DNS rebinding). Requests without `Origin` (not from a browser page)
+/// pass: the token decides.
+async fn check_origin(
+    axum::extract::State(host): axum::extract::State<Arc<Host>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let origin = request.headers().get(axum::http::header::ORIGIN).map(|o| String::from_utf8_lossy(o.as_bytes()));
+    match origin {
+        Some(origin) if !auth::origin_allowed(&origin, host.port, &host.policy.allowed_origins) => {
+            let error = AuthError::OriginNotAllowed { origin: crate::workflow::excerpt(&origin) };
+            let (parts, _) = request.into_parts();
+            let body = refused(&parts, &error).to_reply();
+            axum::response::IntoResponse::into_response((axum::http::StatusCode::FORBIDDEN, axum::Json(body)))
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Hand each engine event to the Socket.IO rooms and the event log.
+async fn forward_events(io: SocketIo, host: Arc<Host>, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+    while let Some(event) = events.recv().await {
+        let described = events::payload(&event);
+        socket::forward(&io, &host, &described, &event).await;
+        host.events.append(&described);
+    }
+}
+
+/// Run the daemon until `shutdown` resolves, then stop taking work, let
+/// running workflows finish within the grace period, and close.
+pub async fn serve(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    plugins: Arc<PluginSet>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let engine_config = EngineConfig { wait_for_providers: true, ..config.engine };
+    let (engine, events) = match &config.store {
+        None => Engine::start_observed(registry.clone(), engine_config),
+        Some(store) => {
+            // The store holds finished workflows; memory keeps only live work.
+            // A query answered after a workflow ends is released only once its
+            // report is stored, so the store always has it by then.
+            let engine_config = EngineConfig { keep_finished: 0, ..engine_config };
+            let started = Engine::start_durable(registry.clone(), engine_config, store.clone())?;
+            resume(&started.0, store).await?;
+            tokio::spawn(prune_periodically(store.clone(), config.retention));
+            started
+        }
+    };
+    let host = Arc::new(Host {
+        engine: engine.clone(),
+        store: config.store.clone(),
+        registry,
+        plugins,
+        sockets: socket::Sockets::default(),
+        events: events::EventLog::default(),
+        policy: config.policy.clone(),
+        port: listener.local_addr()?.port(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (layer, io) = socket::layer(&host);
+    tokio::spawn(forward_events(io.clone(), host.clone(), events));
+    let app = http::router(host.clone())
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(host.clone(), socket::meter_transports))
+        .layer(axum::middleware::from_fn_with_state(host.clone(), check_origin));
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on {addr}");
+    announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
+    announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
+    announce(&host.policy.describe());
+    let server =
+        axum::serve(socket::MeteredListener(listener), app.into_make_service_with_connect_info::<socket::Connection>());
+    tokio::select! {
+        result = server => result.map_err(ServeError::Io),
+        () = shutdown => {
+            host.shutting_down.store(true, Ordering::Relaxed);
+            if drain(&engine, config.grace).await {
+                // Let submitters fetch the reports of what just finished.
+                tokio::time::sleep(LINGER.min(config.grace)).await;
+            }
+            io.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// A line for whoever watches the daemon's stdout. Unlike `println!`, it
+/// does not panic when nobody reads any more (`serve | head -1`).
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// How often finished workflows past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Take up every workflow the store has unfinished. One whose stored state
+/// cannot be read is set aside (closed as failed, saying why) so that the
+/// host starts and serves the others.
+async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreError> {
+    let reader = store.clone();
+    let unfinished = blocking(store, "read unfinished workflows", move || reader.unfinished()).await?;
+    set_aside(store, unfinished.unreadable).await?;
+    let saved = unfinished.saved;
+    if !saved.is_empty() {
+        tracing::info!("resuming {} unfinished workflows from {}", saved.len(), store.target());
+        announce(&format!("resuming {} unfinished workflows from {}", saved.len(), store.target()));
+    }
+    for workflow in saved {
+        if engine.restore(workflow).is_err() {
+            break; // the engine stopped: nothing left to resume into
+        }
+    }
+    Ok(())
+}
+
+/// Close stored workflows that cannot be read, each with a report that
+/// says why (`workflow status ID` shows it), and say so in the log.
+async fn set_aside(store: &Arc<dyn Store>, unreadable: Vec<crate::store::Unreadable>) -> Result<(), StoreError> {
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    for workflow in &unreadable {
+        tracing::error!(workflow = %workflow.workflow_id, "set aside: {}", workflow.error);
+    }
+    let ids: Vec<&str> = unreadable.iter().map(|w| w.workflow_id.as_str()).collect();
+    announce(&format!("set aside {} stored workflows that cannot be read: {}", ids.len(), ids.join(", ")));
+    let records: Vec<_> = unreadable.iter().map(|w| crate::store::Record::Finished(Arc::new(w.report()))).collect();
+    let writer = store.clone();
+    blocking(store, "set aside unreadable workflows", move || writer.write(&records)).await
+}
+
+/// Run a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn Store>,
+    action: &'static str,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| StoreError::Io {
+        target: store.target(),
+        action,
+        reason: e.to_string(),
+    })?
+}
+
+/// Forget finished workflows older than `retention`, now and every minute.
+async fn prune_periodically(store: Arc<dyn Store>, retention: Duration) {
+    loop {
+        let pruner = store.clone();
+        let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        match tokio::task::spawn_blocking(move || pruner.prune(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!("pruned {n} finished workflows older than {}", humantime::format_duration(retention))
+            }
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("pruning stopped: {e}"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+/// After a shutdown signal, how long clients may still query workflows that
+/// finished during the grace period.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Wait until no workflow runs, or the grace period ends; true if any
+/// workflow was still running when the signal came.
+async fn drain(engine: &Engine, grace: Duration) -> bool {
+    let until = Instant::now() + grace;
+    let mut waited = false;
+    loop {
+        let running = engine
+            .workflows()
+            .await
+            .map(|list| list.iter().filter(|w| w.status == crate::model::WorkflowStatus::Running).count())
+            .unwrap_or(0);
+        if running == 0 {
+            return waited;
+        }
+        if Instant::now() >= until {
+            tracing::warn!("{running} workflows still running after the grace period; stopping anyway");
+            return true;
+        }
+        waited = true;
+        tracing::info!("waiting for {running} running workflows to finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
