@@ -5,16 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
-# A real redis-server for the store tests (they start their own instances).
-if ! command -v redis-server >/dev/null 2>&1; then
+# Debian packages the tests run: a real redis-server for the store tests
+# (they start their own instances) and curl for the documented HTTP session.
+need_package() { # COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null; }
   else
-    echo "error: the store tests need redis-server (e.g. sudo apt-get install redis-server)" >&2
+    echo "error: the tests need $1 (e.g. sudo apt-get install $2)" >&2
     exit 1
   fi
-fi
+}
+need_package redis-server redis-server
+need_package curl curl
 # Real peers the tests drive: Socket.IO clients (Python, JS) and MCP servers
 # (FastMCP from PyPI, server-everything from npm).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt

@@ -88,7 +88,11 @@ async fn check_origin(
         Some(origin) if !auth::origin_allowed(&origin, host.port, &host.policy.allowed_origins) => {
             let error = AuthError::OriginNotAllowed { origin: crate::workflow::excerpt(&origin) };
             let (parts, _) = request.into_parts();
-            let body = refused(&parts, &error).to_reply();
+            let refusal = refused(&parts, &error);
+            if parts.uri.path().starts_with(http::BASE) {
+                return axum::response::IntoResponse::into_response(http::ApiError::from(refusal));
+            }
+            let body = refusal.to_reply();
             axum::response::IntoResponse::into_response((axum::http::StatusCode::FORBIDDEN, axum::Json(body)))
         }
         _ => next.run(request).await,

@@ -8,6 +8,7 @@
 //! [`Host`]'s, who may do it is `auth`'s.
 
 mod error;
+mod schema;
 mod stream;
 
 use super::host::{Host, PluginsInfo, ProtocolInfo, ProviderInfo, list_query, one_task_tree};
@@ -18,7 +19,8 @@ use crate::report::RunReport;
 use crate::workflow::{self, Format};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
-use error::{ApiError, ApiResult};
+pub use error::ApiError;
+use error::ApiResult;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -28,6 +30,12 @@ use utoipa_axum::routes;
 
 /// The prefix of every API route.
 pub const BASE: &str = "/api/v1";
+
+/// The largest request body read: what a Socket.IO request may be.
+const MAX_BODY_BYTES: usize = super::rpc::MAX_REQUEST_BYTES;
+
+/// A request body, or why it could not be read (too large, cut off).
+type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -50,7 +58,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and its OpenAPI document, built from the same list.
 fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(submit_workflow, list_workflows))
         .routes(routes!(submit_task))
         .routes(routes!(get_workflow))
@@ -62,8 +70,10 @@ fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_protocols))
         .routes(routes!(list_plugins))
         .routes(routes!(health))
-        .routes(routes!(ready))
-        .split_for_parts()
+        .routes(routes!(ready));
+    let (router, mut document) = routes.split_for_parts();
+    utoipa::Modify::modify(&schema::ResponseDescriptions, &mut document);
+    (router, document)
 }
 
 /// The OpenAPI 3 document of the API (what `/api/v1/openapi.json` serves).
@@ -79,11 +89,19 @@ pub fn router(host: Arc<Host>) -> axum::Router {
         &format!("{BASE}/openapi.json"),
         axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }),
     )
-    // Bodies up to what a workflow file may be; the parser's own
+    // Set on the routes before they are wrapped in layers.
+    .method_not_allowed_fallback(wrong_method)
+    // Bodies up to what a Socket.IO request may be; the parser's own
     // budgets bound what is built from them.
-    .layer(axum::extract::DefaultBodyLimit::max(workflow::MAX_FILE_BYTES))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
     .fallback(unknown_route)
     .with_state(host)
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> (StatusCode, ApiError) {
+    let path = workflow::excerpt(uri.path());
+    let message = format!("{path} does not take {method}; see {BASE}/openapi.json for the routes");
+    (StatusCode::METHOD_NOT_ALLOWED, ApiError::new(errors::METHOD_NOT_FOUND, message))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
@@ -135,7 +153,14 @@ fn not_found(id: &str) -> ApiError {
 /// A request body as a tree: JSON or YAML as `Content-Type` says
 /// (`application/json`; `application/yaml`, `application/x-yaml`,
 /// `text/yaml`), or, without one, JSON if it starts with `{`.
-async fn body_tree(headers: &HeaderMap, body: axum::body::Bytes, origin: &'static str) -> Result<Value, ApiError> {
+async fn body_tree(headers: &HeaderMap, body: Body, origin: &'static str) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            errors::TOO_LARGE,
+            format!("{origin}: the body is larger than {MAX_BODY_BYTES} bytes (64 MiB), the most the host reads"),
+        ),
+        _ => ApiError::new(errors::INVALID_REQUEST, format!("{origin}: cannot read the body: {}", e.body_text())),
+    })?;
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -170,7 +195,7 @@ struct Accepted {
 
 /// Submit a workflow: YAML or JSON, as in a workflow file (docs/workflows.md).
 #[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows",
-    request_body(description = "The workflow, as a workflow file has it", content((Object = "application/json"), (String = "application/yaml"))),
+    request_body(description = "The workflow, as a workflow file has it (JSON, or the same as YAML)", content((schema::WorkflowDocument = "application/json"), (schema::WorkflowDocument = "application/yaml"))),
     responses(
         (status = 201, description = "Accepted; it runs now", body = Accepted),
         (status = 422, description = "Not a valid workflow: the problems say where", body = ApiError),
@@ -181,7 +206,7 @@ async fn submit_workflow(
     State(host): State<Arc<Host>>,
     auth: Authenticated,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<(StatusCode, HeaderMap, axum::Json<Accepted>), ApiError> {
     let caller = auth.may(Action::Submit)?;
     let tree = body_tree(&headers, body, "POST /api/v1/workflows").await?;
@@ -225,7 +250,7 @@ impl HasWorkflowId for TaskAccepted {
 /// Submit one task: a workflow of that task alone (its `workflow_id`, if
 /// given, names the workflow).
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "workflows",
-    request_body(description = "One task, as in a workflow file's `tasks`", content((Object = "application/json"), (String = "application/yaml"))),
+    request_body(description = "One task, as in a workflow file's `tasks`", content((schema::TaskDocument = "application/json"), (schema::TaskDocument = "application/yaml"))),
     responses(
         (status = 201, description = "Accepted", body = TaskAccepted),
         (status = 422, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError),
@@ -234,7 +259,7 @@ async fn submit_task(
     State(host): State<Arc<Host>>,
     auth: Authenticated,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<(StatusCode, HeaderMap, axum::Json<TaskAccepted>), ApiError> {
     let caller = auth.may(Action::Submit)?;
     let task = body_tree(&headers, body, "POST /api/v1/tasks").await?;
@@ -264,6 +289,7 @@ struct WorkflowPage {
 #[allow(dead_code)] // read as a map by `list_query`; declared for the document
 struct ListParams {
     /// running, completed, failed or cancelled
+    #[param(value_type = Option<crate::model::WorkflowStatus>)]
     status: Option<String>,
     /// Names containing this, ignoring case
     name: Option<String>,
@@ -274,6 +300,7 @@ struct ListParams {
     /// `next_cursor` of the page before
     cursor: Option<String>,
     /// 1 to 1000 (default 100)
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

@@ -1,0 +1,517 @@
+//! The HTTP API against a real daemon: every route with allowed and refused
+//! tokens, owners' workflows hidden from others, event streams that resume
+//! with `Last-Event-ID`, the OpenAPI document against the routes, bad
+//! input, and the `curl` session of docs/http.md run as written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+use support::{Served, root, serve};
+
+/// A client of one daemon's API.
+struct Api {
+    client: reqwest::Client,
+    url: String,
+}
+
+/// An answer: the status and the body as JSON (null if it is not JSON).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Api {
+    fn of(host: &Served) -> Self {
+        Self { client: reqwest::Client::new(), url: host.url.clone() }
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = self.client.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(self.request("GET", path, Some(token))).await
+    }
+
+    async fn post_json(&self, path: &str, token: &str, body: &Value) -> Answer {
+        let request = self.request("POST", path, Some(token)).header("Content-Type", "application/json");
+        self.send(request.body(body.to_string())).await
+    }
+
+    /// Submit `workflow` as `token`; its id.
+    async fn submit(&self, token: &str, workflow: &Value) -> String {
+        let answer = self.post_json("/api/v1/workflows", token, workflow).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        answer.body["workflow_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Wait (on its event stream) until workflow `id` ends; its report.
+    async fn finished(&self, token: &str, id: &str) -> Value {
+        let mut stream = Stream::open(self, &format!("/api/v1/workflows/{id}/events"), token, None).await;
+        while stream.next().await.is_some() {}
+        self.get(&format!("/api/v1/workflows/{id}"), token).await.body
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Sse {
+    event: String,
+    id: String,
+    data: Value,
+}
+
+/// An open event stream, read event by event.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(api: &Api, path: &str, token: &str, last_event_id: Option<&str>) -> Stream {
+        let mut request = api.request("GET", path, Some(token));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Stream { response, buffer: String::new() }
+    }
+
+    /// The next event (comments skipped); none once the stream ends.
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field =
+                    |name: &str| block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_owned()));
+                let Some(event) = field("event:") else { continue }; // a keep-alive comment
+                let data = serde_json::from_str(&field("data:").unwrap_or_default()).unwrap();
+                return Some(Sse { event, id: field("id:").unwrap_or_default(), data });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(60), self.response.chunk()).await;
+            match chunk.expect("an event within 60 s").unwrap() {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// The tokens of a test: the daemon's local admin token, two clients and a
+/// provider, made with `gleitzeit token create` while it runs.
+struct Tokens {
+    admin: String,
+    alice: String,
+    bob: String,
+    worker: String,
+}
+
+fn tokens(host: &Served) -> Tokens {
+    let data_dir = host.data_home.path().join("gleitzeit");
+    let create = |name: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["token", "create", "--name", name])
+            .args(extra)
+            .env("GLEITZEIT_DATA_DIR", &data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    Tokens {
+        admin: host.token.clone(),
+        alice: create("alice", &["--role", "client"]),
+        bob: create("bob", &["--role", "client"]),
+        worker: create("worker", &["--role", "provider", "--protocol", "text/v1"]),
+    }
+}
+
+fn delayed(name: &str, seconds: f64) -> Value {
+    json!({"name": name, "tasks": [
+        {"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": seconds}},
+        {"id": "after", "protocol": "echo/v1", "method": "echo", "dependencies": ["wait"],
+         "params": {"message": "${wait.result.message}"}},
+    ]})
+}
+
+/// Who may call a route: `None` for anyone (no token needed).
+type Roles = Option<&'static [&'static str]>;
+const READERS: Roles = Some(&["client", "admin"]);
+const ADMINS: Roles = Some(&["admin"]);
+const EVERY_ROLE: Roles = Some(&["client", "provider", "admin"]);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let tokens = tokens(&host);
+    let alices = api.submit(&tokens.alice, &delayed("alice's", 0.0)).await;
+    api.finished(&tokens.alice, &alices).await;
+    let hello = json!({"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]});
+    let task = json!({"protocol": "echo/v1", "method": "echo", "params": {"message": "hi"}});
+    let workflow = format!("/api/v1/workflows/{alices}");
+    // (method, path as the document names it, path requested, body, who may)
+    let routes: Vec<(&str, &str, String, Option<Value>, Roles)> = vec![
+        ("POST", "/api/v1/workflows", "/api/v1/workflows".into(), Some(hello), READERS),
+        ("GET", "/api/v1/workflows", "/api/v1/workflows".into(), None, READERS),
+        ("POST", "/api/v1/tasks", "/api/v1/tasks".into(), Some(task), READERS),
+        ("GET", "/api/v1/workflows/{id}", workflow.clone(), None, READERS),
+        ("GET", "/api/v1/workflows/{id}/results", format!("{workflow}/results"), None, READERS),
+        ("POST", "/api/v1/workflows/{id}/cancel", format!("{workflow}/cancel"), None, READERS),
+        ("GET", "/api/v1/workflows/{id}/events", format!("{workflow}/events"), None, READERS),
+        ("GET", "/api/v1/events", "/api/v1/events".into(), None, READERS),
+        ("GET", "/api/v1/providers", "/api/v1/providers".into(), None, ADMINS),
+        ("GET", "/api/v1/protocols", "/api/v1/protocols".into(), None, EVERY_ROLE),
+        ("GET", "/api/v1/plugins", "/api/v1/plugins".into(), None, ADMINS),
+        ("GET", "/api/v1/health", "/api/v1/health".into(), None, None),
+        ("GET", "/api/v1/ready", "/api/v1/ready".into(), None, None),
+    ];
+
+    // The routes tried here are the document's, no more and no fewer.
+    let document = api.send(api.request("GET", "/api/v1/openapi.json", None)).await.body;
+    let documented: BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(|m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let tried: BTreeSet<(String, String)> = routes.iter().map(|r| (r.0.to_owned(), r.1.to_owned())).collect();
+    assert_eq!(documented, tried, "the OpenAPI document names exactly the routes there are");
+
+    let who = [("admin", &tokens.admin), ("client", &tokens.alice), ("provider", &tokens.worker)];
+    for (method, _, path, body, roles) in &routes {
+        let request = |token: Option<&str>| {
+            let request = api.request(method, path, token).timeout(Duration::from_secs(30));
+            match body {
+                Some(body) => request.header("Content-Type", "application/json").body(body.to_string()),
+                None => request,
+            }
+        };
+        // Event streams answer 200 at once; their bodies are not read.
+        for (role, token) in who {
+            let answer = request(Some(token)).send().await.unwrap();
+            let allowed = roles.is_none_or(|roles| roles.contains(&role));
+            let code = answer.status().as_u16();
+            if allowed {
+                assert!(
+                    ![401, 403, 404, 405].contains(&code) || path.ends_with("/cancel"),
+                    "{role} {method} {path}: {code}"
+                );
+            } else {
+                assert_eq!(code, 403, "{role} {method} {path}");
+                let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+                assert_eq!(body["code"], -32015, "{role} {method} {path}: {body}");
+                assert!(body["message"].as_str().unwrap().contains("role"), "{body}");
+            }
+        }
+        for token in [None, Some("gzt_not-a-token")] {
+            let answer = request(token).send().await.unwrap();
+            let code = answer.status().as_u16();
+            if roles.is_none() {
+                assert_eq!(code, 200, "{method} {path} needs no token");
+                continue;
+            }
+            assert_eq!(code, 401, "{method} {path} with {token:?}");
+            assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+            let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+            assert_eq!((body["code"].clone(), body["problems"].clone()), (json!(-32014), json!([])), "{body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_workflow_does_not_exist_for_a_client() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let tokens = tokens(&host);
+    let id = api.submit(&tokens.alice, &delayed("alice's", 5.0)).await;
+    for path in [
+        format!("/api/v1/workflows/{id}"),
+        format!("/api/v1/workflows/{id}/results"),
+        format!("/api/v1/workflows/{id}/events"),
+    ] {
+        let answer = api.get(&path, &tokens.bob).await;
+        assert_eq!((answer.status, answer.body["code"].clone()), (404, json!(-32011)), "bob {path}: {answer:?}");
+        assert_eq!(answer.body["message"], format!("no workflow '{id}'"), "as for an unknown id");
+    }
+    let cancel = format!("/api/v1/workflows/{id}/cancel");
+    assert_eq!(api.post_json(&cancel, &tokens.bob, &json!({})).await.status, 404);
+    let listed = |token: String| {
+        let api = &api;
+        async move {
+            let page = api.get("/api/v1/workflows", &token).await.body;
+            page["workflows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["workflow_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(listed(tokens.bob.clone()).await.is_empty(), "bob lists nothing of alice's");
+    assert_eq!(listed(tokens.alice.clone()).await, std::slice::from_ref(&id));
+    assert_eq!(listed(tokens.admin.clone()).await, std::slice::from_ref(&id), "the admin sees every workflow");
+    let report = api.get(&format!("/api/v1/workflows/{id}"), &tokens.admin).await.body;
+    assert_eq!((report["owner"].clone(), report["status"].clone()), (json!("alice"), json!("running")));
+
+    // Bob's event stream carries none of alice's events; alice cancels.
+    let mut bobs = Stream::open(&api, "/api/v1/events", &tokens.bob, None).await;
+    let mut alices = Stream::open(&api, "/api/v1/events", &tokens.alice, None).await;
+    let answer = api.post_json(&cancel, &tokens.alice, &json!({})).await;
+    assert_eq!((answer.status, answer.body.clone()), (200, json!({"workflow_id": id, "cancelled": true})));
+    let ended = loop {
+        let event = alices.next().await.unwrap();
+        if event.event == "workflow_completed" {
+            break event;
+        }
+    };
+    assert_eq!(ended.data["status"], "cancelled");
+    let bobs_own = api
+        .submit(&tokens.bob, &json!({"name": "bob's", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}))
+        .await;
+    let first = bobs.next().await.unwrap();
+    assert_eq!(
+        (first.event.as_str(), first.data["workflow_id"].as_str()),
+        ("workflow_started", Some(bobs_own.as_str())),
+        "bob's stream skipped alice's events"
+    );
+    let report = api.get(&format!("/api/v1/workflows/{id}"), &tokens.alice).await.body;
+    assert_eq!(report["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_resume_after_the_last_event_seen() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let token = host.token.clone();
+    let mut all = Stream::open(&api, "/api/v1/events", &token, None).await;
+    let id = api.submit(&token, &delayed("resumed", 1.0)).await;
+    let path = format!("/api/v1/workflows/{id}/events");
+
+    // A fresh stream starts with a snapshot of the report.
+    let mut stream = Stream::open(&api, &path, &token, None).await;
+    let snapshot = stream.next().await.unwrap();
+    assert_eq!((snapshot.event.as_str(), snapshot.data["workflow_id"].as_str()), ("snapshot", Some(id.as_str())));
+    assert_eq!(snapshot.data["tasks"].as_array().unwrap().len(), 2);
+    drop(stream);
+
+    // The whole run as the global stream saw it.
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|e: &Sse| e.event != "workflow_completed") {
+        seen.push(all.next().await.unwrap());
+    }
+    let names: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        names,
+        ["workflow_started", "task_status", "task_result", "task_status", "task_result", "workflow_completed"]
+    );
+    assert_eq!(seen[4].data["result"]["echoed"], "Delayed for 1 seconds");
+
+    // Reconnecting after the second event gets the rest, each once.
+    let mut resumed = Stream::open(&api, &path, &token, Some(&seen[1].id)).await;
+    let mut rest = Vec::new();
+    while let Some(event) = resumed.next().await {
+        rest.push(event);
+    }
+    let ids: Vec<&str> = rest.iter().map(|e| e.id.as_str()).collect();
+    let expected: Vec<&str> = seen[2..].iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, expected, "the rest, in order, and the stream ends with workflow_completed");
+
+    // Once the last event was seen, the finished workflow's stream is over.
+    let over = api.send(api.request("GET", &path, Some(&token)).header("Last-Event-ID", &seen[5].id)).await;
+    assert_eq!(over.status, 204, "204 tells EventSource to stop reconnecting");
+
+    // An id of another run (a restarted daemon) starts over with a snapshot.
+    let mut again = Stream::open(&api, &path, &token, Some("00000000-3")).await;
+    let first = again.next().await.unwrap();
+    assert_eq!((first.event.as_str(), first.data["status"].as_str()), ("snapshot", Some("completed")));
+    assert!(again.next().await.is_none(), "a finished workflow's snapshot is all there is");
+
+    // The global stream resumes too, and says so when it cannot.
+    let mut global = Stream::open(&api, "/api/v1/events", &token, Some(&seen[3].id)).await;
+    assert_eq!(global.next().await.unwrap().id, seen[4].id);
+    let mut foreign = Stream::open(&api, "/api/v1/events", &token, Some("garbage")).await;
+    assert_eq!(foreign.next().await.unwrap().event, "reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let token = host.token.as_str();
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        api.request("POST", "/api/v1/workflows", Some(token)).header("Content-Type", content_type).body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, u16, i64, &str)> = vec![
+        (
+            post(
+                "application/yaml",
+                b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: echo, dependencies: [zz]}\n".to_vec(),
+            ),
+            422,
+            -32602,
+            "unknown task 'zz'",
+        ),
+        (
+            post("application/yaml", b"name: x\ntasks:\n  - {id: a, protocol: nope/v1, method: m}\n".to_vec()),
+            422,
+            -32602,
+            "nope/v1",
+        ),
+        (post("application/yaml", b"name: [x\n".to_vec()), 400, -32700, "invalid YAML"),
+        (
+            post("application/json", b"{\"name\": \"a\", \"name\": \"b\", \"tasks\": []}".to_vec()),
+            400,
+            -32700,
+            "'name'",
+        ),
+        (post("application/json", "[".repeat(100_000).into_bytes()), 400, -32700, "invalid JSON"),
+        (post("text/plain", b"x".to_vec()), 415, -32016, "Content-Type 'text/plain'"),
+        (post("application/json", vec![b' '; 65 * 1024 * 1024]), 413, -32013, "64 MiB"),
+        (api.request("DELETE", "/api/v1/workflows", Some(token)), 405, -32601, "does not take DELETE"),
+        (api.request("GET", "/api/v1/nope", Some(token)), 404, -32601, "no route /api/v1/nope"),
+        (api.request("GET", "/api/v1/workflows?limit=0", Some(token)), 422, -32602, "field 'limit'"),
+        (api.request("GET", "/api/v1/workflows?status=weird", Some(token)), 422, -32602, "field 'status'"),
+        (api.request("GET", "/api/v1/workflows?since=yesterday", Some(token)), 422, -32602, "RFC 3339"),
+        (api.request("GET", "/api/v1/workflows?cursor=zz", Some(token)), 422, -32602, "field 'cursor'"),
+        (api.request("GET", "/api/v1/workflows/nope/results?task=x", Some(token)), 404, -32011, "no workflow 'nope'"),
+        (
+            api.request("POST", "/api/v1/tasks", Some(token)).header("Content-Type", "application/json").body("[1]"),
+            400,
+            -32600,
+            "one task",
+        ),
+        (api.request("GET", "/api/v1/health", None).header("Origin", "http://evil.example"), 403, -32015, "origin"),
+    ];
+    for (request, status, code, says) in cases {
+        let answer = api.send(request).await;
+        assert_eq!(answer.status, status, "{answer:?}");
+        assert_eq!(answer.body["code"], code, "{answer:?}");
+        assert!(answer.body["message"].as_str().unwrap().contains(says), "{says}: {answer:?}");
+        assert!(answer.body["problems"].is_array(), "{answer:?}");
+    }
+    let invalid = api
+        .send(post(
+            "application/yaml",
+            b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: echo, dependencies: [zz]}\n".to_vec(),
+        ))
+        .await;
+    assert_eq!(
+        invalid.body["problems"],
+        json!([{"task": "task 'b'", "field": "dependencies", "message": "unknown task 'zz'"}])
+    );
+    let healthy = api.send(api.request("GET", "/api/v1/health", None)).await;
+    assert_eq!(healthy.body, json!({"status": "ok"}), "the daemon is fine after all that");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_filter_and_page_newest_first() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let token = host.token.as_str();
+    let mut ids = Vec::new();
+    for name in ["nightly one", "hourly", "Nightly two"] {
+        let task = json!({"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": name}});
+        let id = api.submit(token, &json!({"name": name, "tasks": [task]})).await;
+        api.finished(token, &id).await;
+        ids.push(id);
+    }
+    let page = api.get("/api/v1/workflows?limit=2", token).await.body;
+    let names = |page: &Value| -> Vec<String> {
+        page["workflows"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&page), ["Nightly two", "hourly"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next = api.get(&format!("/api/v1/workflows?limit=2&cursor={cursor}"), token).await.body;
+    assert_eq!((names(&next), next["next_cursor"].clone()), (vec!["nightly one".to_owned()], Value::Null));
+    let nightly = api.get("/api/v1/workflows?name=NIGHTLY&status=completed", token).await.body;
+    assert_eq!(names(&nightly), ["Nightly two", "nightly one"]);
+    let first = &page["workflows"][1];
+    assert_eq!(first["summary"]["completed"], 1);
+    let since = first["submitted_at"].as_str().unwrap();
+    let later = api.get(&format!("/api/v1/workflows?since={since}"), token).await.body;
+    assert_eq!(names(&later), ["Nightly two", "hourly"], "since is inclusive");
+    let results = api.get(&format!("/api/v1/workflows/{}/results", ids[1]), token).await.body;
+    assert_eq!(results["results"]["a"]["echoed"], "hourly");
+}
+
+/// docs/http.md's session, run by `sh` as written, against a daemon.
+#[test]
+fn the_documented_curl_session_runs_as_written() {
+    let host = serve(&[]);
+    let doc = std::fs::read_to_string(root().join("docs/http.md")).unwrap();
+    let session = support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("curl")).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("workflows")).unwrap();
+    std::fs::copy(root().join("workflows/hello.yaml"), cwd.path().join("workflows/hello.yaml")).unwrap();
+    let out = Command::new("sh")
+        .args(["-e", "-c", &session])
+        .current_dir(cwd.path())
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"status\":\"completed\""), "{stdout}");
+    assert!(stdout.contains("event: workflow_completed"), "{stdout}");
+    assert!(stdout.contains("The greeting was: Hello from Gleitzeit"), "{stdout}");
+}
+
+/// docs/openapi.json is what `gleitzeit openapi` prints: the document in
+/// the repository is the one the code generates.
+#[test]
+fn the_committed_openapi_document_is_current() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit")).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/openapi.json")).unwrap_or_default())
+            .unwrap_or(Value::Null);
+    assert!(generated["openapi"].as_str().unwrap().starts_with("3."), "an OpenAPI 3 document");
+    assert!(generated == committed, "docs/openapi.json is out of date: run `cargo run -- openapi > docs/openapi.json`");
+}
+
+/// schemathesis (PyPI) sends the API what its OpenAPI document allows and
+/// much that it does not: no answer may be a server error, and every
+/// answer must match the document (status, content type, schema). Event
+/// streams are left out (they do not end); workflows it makes up are
+/// refused for protocols nobody serves, so "valid data accepted" is not
+/// checked.
+#[test]
+fn the_api_holds_up_to_schemathesis() {
+    let host = serve(&[]);
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new("schemathesis")
+        .args(["run", &format!("{}/api/v1/openapi.json", host.url)])
+        .args(["-H", &format!("Authorization: Bearer {}", host.token)])
+        .args(["--max-examples", "40", "--seed", "20261201", "--exclude-path-regex", "events"])
+        .args(["--exclude-checks", "positive_data_acceptance", "--no-color"])
+        .current_dir(cwd.path())
+        .output()
+        .expect("schemathesis is installed (scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("passed") && !stdout.contains("failures"), "{stdout}");
+    let health = Command::new("curl").args(["-sf", &format!("{}/api/v1/health", host.url)]).output().unwrap();
+    assert!(health.status.success(), "the daemon still answers");
+}
