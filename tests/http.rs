@@ -515,3 +515,40 @@ fn the_api_holds_up_to_schemathesis() {
     let health = Command::new("curl").args(["-sf", &format!("{}/api/v1/health", host.url)]).output().unwrap();
     assert!(health.status.success(), "the daemon still answers");
 }
+
+/// Context switches of all of `pid`'s threads so far: how often they woke.
+fn wakeups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let field = |status: &str, name: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(name)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("status")).ok())
+        .map(|status| field(&status, "voluntary_ctxt_switches:") + field(&status, "nonvoluntary_ctxt_switches:"))
+        .sum()
+}
+
+/// After work, and event streams that came and went, the daemon sleeps:
+/// all its threads together wake only a few times a second. (Its WASM
+/// epoch ticker used to wake 100 times a second for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_sleeps_after_work_and_streams() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(Stream::open(&api, "/api/v1/events", &host.token, None).await);
+    }
+    let id = api.submit(&host.token, &delayed("then idle", 0.3)).await;
+    assert_eq!(api.finished(&host.token, &id).await["status"], "completed");
+    for stream in &mut streams {
+        while stream.next().await.is_some_and(|e| e.event != "workflow_completed") {}
+    }
+    drop(streams);
+    // A window to watch the idle daemon in, not a wait for an event.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = wakeups(host.child.id());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let woke = wakeups(host.child.id()) - before;
+    assert!(woke <= 60, "the idle daemon's threads woke {woke} times in 3 s");
+}

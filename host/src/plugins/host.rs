@@ -56,6 +56,8 @@ pub struct StoreState {
     pub stderr: LogPipe,
     /// Streamed bodies the plugin holds (each keeps a connection open).
     pub open_streams: usize,
+    /// Keeps the epoch (deadlines, yielding) advancing while the store lives.
+    pub _ticking: Option<super::runtime::Ticking>,
 }
 
 /// Streamed bodies one call may hold open at once.

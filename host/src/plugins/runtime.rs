@@ -6,6 +6,7 @@ use super::host::{CallIdentity, Grants, StoreState};
 use super::outbound::Outbound;
 use super::output::{LogPipe, Stream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -41,6 +42,9 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<StoreState>,
     config: RuntimeConfig,
+    /// None if its thread could not start (deadlines then rest on the
+    /// async timeout alone).
+    ticker: Option<Arc<EpochTicker>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +78,8 @@ impl WasmRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(format!("{e:#}")))?;
         ProviderWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
-        spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, config })
+        let ticker = EpochTicker::start(&engine).map(Arc::new);
+        Ok(Self { engine, linker, config, ticker })
     }
 
     fn engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
@@ -169,6 +173,7 @@ impl WasmRuntime {
             stdout,
             stderr,
             open_streams: 0,
+            _ticking: self.ticker.as_ref().map(EpochTicker::ticking),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -181,16 +186,59 @@ impl WasmRuntime {
 }
 
 /// Advance the engine's epoch every tick, until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
+/// Advances the engine's epoch every [`EPOCH_TICK`] while any store is
+/// alive, and sleeps otherwise: an idle host does not wake a hundred times a
+/// second (it looks once every [`IDLE_CHECK`] whether the engine is gone).
+pub struct EpochTicker {
+    live: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+/// How often a sleeping ticker checks that its engine still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps the epoch ticking while the store holding it lives.
+pub struct Ticking(Arc<EpochTicker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Option<Self> {
+        let weak = engine.weak();
+        let live = Arc::new(AtomicUsize::new(0));
+        let counted = live.clone();
+        let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                if counted.load(Ordering::Acquire) == 0 {
+                    drop(engine);
+                    // Woken at once by the first new store (`ticking`).
+                    std::thread::park_timeout(IDLE_CHECK);
+                    continue;
+                }
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+        match spawned {
+            Ok(handle) => Some(Self { live, thread: handle.thread().clone() }),
+            Err(e) => {
+                tracing::error!(
+                    "cannot start the epoch ticker ({e}); plugin deadlines rely on the async timeout alone"
+                );
+                None
+            }
         }
-    });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the epoch ticker ({e}); plugin deadlines rely on the async timeout alone");
+    }
+
+    fn ticking(self: &Arc<Self>) -> Ticking {
+        if self.live.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self.clone())
     }
 }
