@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
 # Debian packages the tests run: a real redis-server for the store tests
-# (they start their own instances) and curl for the documented HTTP session.
+# (they start their own instances), curl for the documented HTTP session,
+# and Prometheus (with promtool) to scrape and lint /metrics.
 need_package() { # COMMAND PACKAGE
   command -v "$1" >/dev/null 2>&1 && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -19,6 +20,7 @@ need_package() { # COMMAND PACKAGE
 }
 need_package redis-server redis-server
 need_package curl curl
+need_package promtool prometheus
 # Real peers the tests drive: Socket.IO clients (Python, JS) and MCP servers
 # (FastMCP from PyPI, server-everything from npm).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt

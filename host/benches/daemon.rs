@@ -4,7 +4,9 @@
 //! 1. through one remote provider written in Rust with `gleitzeit::client`,
 //!    connected over loopback;
 //! 2. through the bundled WASM echo in the same daemon;
-//! 3. baseline: the same WASM tasks single-shot (validation and the engine
+//! 3. the bundled WASM echo again while a Prometheus-like client scrapes
+//!    `/metrics` every 100 ms (the bound: at most 5 % slower);
+//! 4. baseline: the same WASM tasks single-shot (validation and the engine
 //!    in-process, as `gleitzeit run` does after reading the file), for the
 //!    daemon's overhead: the Socket.IO transfer of the workflow and of two
 //!    events per task to the submitter.
@@ -71,23 +73,50 @@ fn main() {
         println!();
         println!("| path | median wall | tasks/s | median task latency |");
         println!("|---|---:|---:|---:|");
-        let (mut remote, mut wasm, mut single) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut remote, mut wasm, mut scraped, mut single) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let engine = Engine::start(registry.clone(), EngineConfig::default());
-        // Interleaved, so drift on a noisy machine hits all three alike.
+        let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Interleaved, so drift on a noisy machine hits all four alike.
         for _ in 0..rounds {
             remote.push(run(&mut submitter, "bench/v1", TASKS).await);
             wasm.push(run(&mut submitter, "echo/v1", TASKS).await);
+            let scraper = tokio::spawn(scrape_every_100ms(url.clone(), token.clone(), scrapes.clone()));
+            scraped.push(run(&mut submitter, "echo/v1", TASKS).await);
+            scraper.abort();
             single.push(single_shot(&engine, &registry).await);
         }
-        let (remote, wasm, single) = (medians(&remote), medians(&wasm), medians(&single));
+        let (remote, wasm, scraped, single) = (medians(&remote), medians(&wasm), medians(&scraped), medians(&single));
         row("daemon, one remote provider (Rust client, loopback)", &remote);
         row("daemon, WASM echo", &wasm);
+        row("daemon, WASM echo, /metrics scraped every 100 ms", &scraped);
         row("single-shot engine, WASM echo (baseline)", &single);
         println!(
             "|  daemon / single-shot wall-time ratio (WASM): {:.2}x | | | |",
             wasm.0.as_secs_f64() / single.0.as_secs_f64()
         );
+        println!(
+            "|  scraped / unscraped wall-time ratio (WASM): {:.3}x ({} scrapes in all) | | | |",
+            scraped.0.as_secs_f64() / wasm.0.as_secs_f64(),
+            scrapes.load(std::sync::atomic::Ordering::Relaxed)
+        );
     });
+}
+
+/// Read `/metrics` every 100 ms, as a busy Prometheus would, counting the
+/// scrapes that answered.
+async fn scrape_every_100ms(url: String, token: String, scrapes: Arc<std::sync::atomic::AtomicUsize>) {
+    let client = reqwest::Client::new();
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        let answer = client.get(format!("{url}/metrics")).bearer_auth(&token).send().await;
+        if let Ok(answer) = answer
+            && answer.status().is_success()
+            && answer.bytes().await.is_ok_and(|body| body.starts_with(b"# HELP"))
+        {
+            scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// (median wall time, median task latency) of several rounds.

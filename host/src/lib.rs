@@ -19,6 +19,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod listing;
 mod locks;
+pub mod metrics;
 pub mod model;
 pub mod plugins;
 pub mod queue;

@@ -46,6 +46,11 @@ impl<T> PriorityQueue<T> {
         }
     }
 
+    /// How many items each lane holds, most urgent first.
+    pub fn lane_lengths(&self) -> [usize; 4] {
+        self.lanes.each_ref().map(VecDeque::len)
+    }
+
     pub fn len(&self) -> usize {
         self.lanes.iter().map(VecDeque::len).sum()
     }

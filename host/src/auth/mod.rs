@@ -33,6 +33,8 @@ pub enum Role {
     Provider,
     /// Everything, every user's workflows included.
     Admin,
+    /// Reads `/metrics` (a Prometheus server), nothing else.
+    Metrics,
 }
 
 impl std::fmt::Display for Role {
@@ -41,6 +43,7 @@ impl std::fmt::Display for Role {
             Role::Client => "client",
             Role::Provider => "provider",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         })
     }
 }
@@ -61,6 +64,8 @@ pub enum Action {
     ListProtocols,
     /// List providers and plugins, and watch them come and go.
     Observe,
+    /// Read the host's metrics.
+    Scrape,
 }
 
 impl Action {
@@ -71,6 +76,7 @@ impl Action {
             Action::Serve => &[Role::Provider, Role::Admin],
             Action::ListProtocols => &[Role::Client, Role::Provider, Role::Admin],
             Action::Observe => &[Role::Admin],
+            Action::Scrape => &[Role::Metrics, Role::Admin],
         }
     }
 
@@ -82,6 +88,7 @@ impl Action {
             Action::Serve => "serve protocols",
             Action::ListProtocols => "list protocols",
             Action::Observe => "list or watch providers and plugins",
+            Action::Scrape => "read metrics",
         }
     }
 }

@@ -56,7 +56,7 @@ impl TokenEntry {
             (Role::Provider, true) => {
                 return Err(format!("provider token '{}' names no protocol it may serve", self.name));
             }
-            (Role::Client | Role::Admin, false) => {
+            (Role::Client | Role::Admin | Role::Metrics, false) => {
                 return Err(format!("token '{}': only provider tokens name protocols", self.name));
             }
             _ => {}

@@ -36,6 +36,8 @@ pub struct Host {
     pub(super) sockets: Sockets,
     /// Recent events, numbered, for server-sent event streams.
     pub(super) events: EventLog,
+    /// Server-sent event streams open now.
+    pub(super) open_streams: std::sync::atomic::AtomicUsize,
     pub(super) policy: Arc<auth::Policy>,
     /// The port the daemon listens on: its own pages' origins name it.
     pub(super) port: u16,
@@ -75,6 +77,10 @@ pub struct PluginsInfo {
 }
 
 impl Host {
+    pub(super) fn streams(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
+    }
+
     pub(super) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }

@@ -138,6 +138,7 @@ pub async fn serve(
         plugins,
         sockets: socket::Sockets::default(),
         events: events::EventLog::default(),
+        open_streams: Default::default(),
         policy: config.policy.clone(),
         port: listener.local_addr()?.port(),
         shutting_down: AtomicBool::new(false),

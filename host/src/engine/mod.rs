@@ -21,6 +21,7 @@
 
 mod run;
 mod scheduler;
+mod stats;
 
 use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
@@ -29,6 +30,7 @@ use crate::store::journal::Journal;
 use scheduler::{Message, Scheduler};
 use serde::Serialize;
 use serde_json::Value;
+pub use stats::{EngineStats, MethodStats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -146,6 +148,9 @@ enum Command {
         done: oneshot::Sender<Arc<RunReport>>,
     },
     ProvidersChanged,
+    Stats {
+        reply: oneshot::Sender<EngineStats>,
+    },
 }
 
 /// A handle to the scheduler; cheap to clone.
@@ -284,6 +289,11 @@ impl Engine {
         let (done, finished) = oneshot::channel();
         self.send(Command::Restore { saved, done })?;
         Ok(finished)
+    }
+
+    /// What the scheduler has counted so far, and its queue's depth now.
+    pub async fn stats(&self) -> Result<EngineStats, EngineError> {
+        self.ask(|reply| Command::Stats { reply }).await
     }
 
     /// Providers were added (or freed): parked tasks should try again.

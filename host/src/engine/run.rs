@@ -40,6 +40,8 @@ pub(super) struct TaskState {
     pub provider_wait: Option<AbortHandle>,
     /// While waiting for a retry: when it is due.
     pub retry_at: Option<SystemTime>,
+    /// When it last became ready (queued), for the queue-wait histogram.
+    pub ready_at: Option<Instant>,
 }
 
 /// Run-time state of one workflow.
@@ -47,6 +49,8 @@ pub(super) struct Run {
     pub workflow: Workflow,
     /// The workflow's owner, shared by its events.
     pub owner: Option<Arc<str>>,
+    /// Each task's series in the engine's stats (see `stats`).
+    pub series: Vec<usize>,
     pub tasks: Vec<TaskState>,
     pub dependents: Vec<Vec<u32>>,
     pub index: HashMap<String, usize>,
@@ -82,6 +86,7 @@ impl Run {
                 abort: None,
                 provider_wait: None,
                 retry_at: None,
+                ready_at: None,
             })
             .collect();
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
@@ -98,6 +103,7 @@ impl Run {
             timeout: None,
             cancelled: false,
             owner: workflow.owner.as_deref().map(Arc::from),
+            series: Vec::new(),
             workflow,
         }
     }

@@ -3,7 +3,7 @@
 //! shared or locked.
 
 use super::run::Run;
-use super::{Command, EngineConfig, EngineError, EngineEvent, ProgressEvent, TaskEvent, WorkflowStarted};
+use super::{Command, EngineConfig, EngineError, EngineEvent, EngineStats, ProgressEvent, TaskEvent, WorkflowStarted};
 use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow, codes};
 use crate::queue::PriorityQueue;
@@ -31,6 +31,8 @@ pub(super) enum Internal {
         run: RunId,
         task: usize,
         attempt: u32,
+        /// How long the call took.
+        took: Duration,
         outcome: Result<Value, TaskError>,
     },
     RetryDue {
@@ -83,6 +85,7 @@ pub(super) struct Scheduler {
     woken: Vec<String>,
     running: usize,
     next_run: RunId,
+    stats: EngineStats,
 }
 
 impl Scheduler {
@@ -108,6 +111,7 @@ impl Scheduler {
             woken: Vec::new(),
             running: 0,
             next_run: 0,
+            stats: EngineStats::default(),
         }
     }
 
@@ -169,12 +173,17 @@ impl Scheduler {
                 });
             }
             Command::ProvidersChanged => self.woken.extend(self.parked.keys().cloned()),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats_now());
+            }
         }
     }
 
     fn internal(&mut self, internal: Internal) {
         match internal {
-            Internal::Finished { run, task, attempt, outcome } => self.finished(run, task, attempt, outcome),
+            Internal::Finished { run, task, attempt, took, outcome } => {
+                self.finished(run, task, attempt, took, outcome)
+            }
             Internal::RetryDue { run, task } => self.retry_due(run, task),
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
@@ -199,6 +208,7 @@ impl Scheduler {
         let id = self.next_run;
         self.next_run += 1;
         let mut run = Run::new(workflow, done);
+        self.count_submitted(&mut run);
         let mut retries = Vec::new();
         match saved {
             Some((submitted_at, tasks)) => retries = run.resume(submitted_at, tasks),
@@ -226,6 +236,27 @@ impl Scheduler {
         }
         self.finish_if_done(id);
         Ok(())
+    }
+
+    /// Give each task of a new run its stats series, and count it.
+    fn count_submitted(&mut self, run: &mut Run) {
+        self.stats.workflows_submitted += 1;
+        run.series = run.workflow.tasks.iter().map(|t| self.stats.series(&t.protocol, &t.method)).collect();
+        for &series in &run.series {
+            if let Some(method) = self.stats.method(series) {
+                method.submitted += 1;
+            }
+        }
+    }
+
+    /// The stats as of now, with the queue's depth.
+    fn stats_now(&self) -> EngineStats {
+        let mut stats = self.stats.clone();
+        stats.queued = self.queue.lane_lengths();
+        stats.waiting_for_provider = self.parked.values().map(PriorityQueue::len).sum();
+        stats.running = self.running;
+        stats.store = self.journal.as_ref().map(Journal::commits);
+        stats
     }
 
     /// Hand a record to the journal (built only when there is one).
@@ -303,17 +334,20 @@ impl Scheduler {
         Some(timer.abort_handle())
     }
 
-    fn notify(&self, id: RunId, t: usize) {
+    fn notify(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get(&id) else { return };
         let state = &run.tasks[t];
         if state.status == TaskStatus::Queued {
             return; // every ready task is queued at once: not worth an event
         }
         self.record(|| Record::Task(run.task_record(t)));
+        let final_ = state.status.is_final();
+        if final_ && let Some(method) = self.stats.of_task(&run.series, t) {
+            method.ended(state.status);
+        }
         if !self.observed() {
             return;
         }
-        let final_ = state.status.is_final();
         self.emit(EngineEvent::Task(TaskEvent {
             workflow_id: run.workflow.id.clone(),
             owner: run.owner.clone(),
@@ -329,6 +363,7 @@ impl Scheduler {
         let Some(run) = self.runs.get_mut(&id) else { return };
         run.tasks[t].status = TaskStatus::Queued;
         run.tasks[t].retry_at = None;
+        run.tasks[t].ready_at = Some(Instant::now());
         run.ready.push(run.workflow.tasks[t].priority, t);
         self.notify(id, t);
         self.admit(id);
@@ -460,6 +495,9 @@ impl Scheduler {
         let timeout = task.timeout.unwrap_or(self.config.default_timeout);
         let deadline = Instant::now() + timeout;
         let state = &mut run.tasks[t];
+        if let (Some(ready), Some(method)) = (state.ready_at, self.stats.of_task(&run.series, t)) {
+            method.queue_wait_seconds.observe(ready.elapsed().as_secs_f64());
+        }
         state.attempts += 1;
         state.status = TaskStatus::Running;
         state.started_at.get_or_insert_with(SystemTime::now);
@@ -490,6 +528,7 @@ impl Scheduler {
         // when `call` is invoked, before the next selection.
         let pending = provider.call(call);
         let handle = tokio::spawn(async move {
+            let called = Instant::now();
             let outcome = match tokio::time::timeout_at(deadline.into(), pending).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
@@ -497,7 +536,8 @@ impl Scheduler {
                         .retryable())
                 }
             };
-            let _ = inbox.send(Message::Internal(Internal::Finished { run: id, task: t, attempt, outcome }));
+            let took = called.elapsed();
+            let _ = inbox.send(Message::Internal(Internal::Finished { run: id, task: t, attempt, took, outcome }));
         });
         if let Some(run) = self.runs.get_mut(&id) {
             run.tasks[t].abort = Some(handle.abort_handle());
@@ -514,7 +554,7 @@ impl Scheduler {
         self.admit(id);
     }
 
-    fn finished(&mut self, id: RunId, t: usize, attempt: u32, outcome: Result<Value, TaskError>) {
+    fn finished(&mut self, id: RunId, t: usize, attempt: u32, took: Duration, outcome: Result<Value, TaskError>) {
         let Some(run) = self.runs.get_mut(&id) else { return };
         // A provider slot of this protocol is free again.
         let protocol = &run.workflow.tasks[t].protocol;
@@ -526,6 +566,9 @@ impl Scheduler {
             return; // cancelled while it ran; already accounted for
         }
         state.abort = None;
+        if let Some(method) = self.stats.of_task(&run.series, t) {
+            method.attempt_seconds.observe(took.as_secs_f64());
+        }
         run.admitted -= 1;
         self.running -= 1;
         self.settle(id, t, outcome);
@@ -562,6 +605,9 @@ impl Scheduler {
                 state.error = Some(error);
                 state.status = TaskStatus::Pending;
                 state.retry_at = Some(SystemTime::now() + delay);
+                if let Some(method) = self.stats.of_task(&run.series, t) {
+                    method.retried += 1;
+                }
                 self.after(delay, Internal::RetryDue { run: id, task: t });
             }
             Err(error) => {
@@ -616,6 +662,7 @@ impl Scheduler {
             timer.abort();
         }
         let report = Arc::new(run.report());
+        self.stats.workflow_ended(report.status);
         self.record(|| Record::Finished(report.clone()));
         if let Some(done) = run.done.take() {
             let finished = report.clone();

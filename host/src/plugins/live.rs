@@ -75,6 +75,10 @@ pub struct PluginStatus {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub loaded_at: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Versions loaded since the host started (1 for a bundled plugin).
+    pub loads: u64,
+    /// Load attempts that failed since the host started.
+    pub failures: u64,
 }
 
 /// What changed, for whoever listens (the daemon broadcasts it).
@@ -114,6 +118,8 @@ fn status_of(plugin: &Plugin, state: PluginState) -> PluginStatus {
         methods: plugin.spec.methods.iter().map(|m| m.name.clone()).collect(),
         loaded_at: Some(SystemTime::now()),
         last_error: None,
+        loads: 1,
+        failures: 0,
     }
 }
 
@@ -197,8 +203,13 @@ impl PluginSet {
                 let plugin = Arc::new(plugin);
                 self.registry.replace(self.provider(&plugin));
                 lock(&self.serving).insert(name.clone(), plugin.clone());
-                let status = status_of(&plugin, PluginState::Loaded);
-                lock(&self.status).insert(name, status.clone());
+                let mut status = status_of(&plugin, PluginState::Loaded);
+                let mut statuses = lock(&self.status);
+                if let Some(before) = statuses.get(&name) {
+                    (status.loads, status.failures) = (before.loads + 1, before.failures);
+                }
+                statuses.insert(name, status.clone());
+                drop(statuses);
                 tracing::info!(plugin = %plugin.name, hash = %plugin.hash, "loaded {} from {}", plugin.spec.protocol, path.display());
                 self.tell(PluginEvent::Loaded(status));
                 Ok(())
@@ -215,8 +226,11 @@ impl PluginSet {
                     methods: Vec::new(),
                     loaded_at: None,
                     last_error: None,
+                    loads: 0,
+                    failures: 0,
                 });
                 status.state = PluginState::Failed;
+                status.failures += 1;
                 status.last_error = Some(error.to_string());
                 let status = status.clone();
                 drop(statuses);
@@ -267,10 +281,13 @@ impl PluginSet {
             } else if !lock(&self.serving).contains_key(&*plugin.name) {
                 self.registry.replace(self.provider(plugin));
             }
-            if !lock(&self.serving).contains_key(&*plugin.name) {
+            let from_dir = lock(&self.serving).contains_key(&*plugin.name);
+            let mut statuses = lock(&self.status);
+            let unchanged = statuses.get(&*plugin.name).is_some_and(|s| s.state == state);
+            if !from_dir && !unchanged {
                 let mut status = status_of(plugin, state);
                 status.source = PluginSource::Bundled.to_string();
-                lock(&self.status).insert(plugin.name.to_string(), status);
+                statuses.insert(plugin.name.to_string(), status);
             }
         }
     }

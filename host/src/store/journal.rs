@@ -13,7 +13,10 @@
 //! engine goes on meanwhile and its later items queue up behind.
 
 use super::{Record, Store};
+use crate::locks::lock;
+use crate::metrics::{Histogram, RECORDS, SECONDS};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -37,6 +40,17 @@ pub enum Item<E> {
 pub struct Journal<E> {
     items: mpsc::UnboundedSender<Item<E>>,
     observed: bool,
+    commits: Arc<Mutex<Commits>>,
+}
+
+/// How the writes went: each batch's commit time (retries included) and
+/// size, for `/metrics`. Updated once per batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commits {
+    pub seconds: Histogram,
+    pub records: Histogram,
+    /// Writes the store refused (each retried until it took them).
+    pub failures: u64,
 }
 
 impl<E: Send + 'static> Journal<E> {
@@ -44,10 +58,21 @@ impl<E: Send + 'static> Journal<E> {
     pub fn start(store: Arc<dyn Store>, observer: Option<mpsc::UnboundedSender<E>>) -> std::io::Result<Self> {
         let (items, queue) = mpsc::unbounded_channel();
         let observed = observer.is_some();
+        let commits = Arc::new(Mutex::new(Commits {
+            seconds: Histogram::new(&SECONDS),
+            records: Histogram::new(&RECORDS),
+            failures: 0,
+        }));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("store-journal".into())
-            .spawn(move || write_loop(store.as_ref(), queue, observer))?;
-        Ok(Self { items, observed })
+            .spawn(move || write_loop(store.as_ref(), queue, observer, &counted))?;
+        Ok(Self { items, observed, commits })
+    }
+
+    /// The writes so far.
+    pub fn commits(&self) -> Commits {
+        lock(&self.commits).clone()
     }
 
     /// Whether anyone receives events (if not, do not bother making them).
@@ -65,6 +90,7 @@ fn write_loop<E>(
     store: &dyn Store,
     mut queue: mpsc::UnboundedReceiver<Item<E>>,
     observer: Option<mpsc::UnboundedSender<E>>,
+    commits: &Mutex<Commits>,
 ) {
     let mut items = Vec::with_capacity(1024);
     let mut records = Vec::with_capacity(1024);
@@ -80,7 +106,14 @@ fn write_loop<E>(
                 next = queue.try_recv().ok();
             }
         }
-        write_until_stored(store, &records);
+        if !records.is_empty() {
+            let started = std::time::Instant::now();
+            let failures = write_until_stored(store, &records);
+            let mut commits = lock(commits);
+            commits.seconds.observe(started.elapsed().as_secs_f64());
+            commits.records.observe(records.len() as f64);
+            commits.failures += u64::from(failures);
+        }
         records.clear();
         for item in items.drain(..) {
             match item {
@@ -96,11 +129,9 @@ fn write_loop<E>(
     }
 }
 
-/// Write `records`, retrying until the store takes them.
-fn write_until_stored(store: &dyn Store, records: &[crate::store::Record]) {
-    if records.is_empty() {
-        return;
-    }
+/// Write `records`, retrying until the store takes them; how often it
+/// failed first.
+fn write_until_stored(store: &dyn Store, records: &[crate::store::Record]) -> u32 {
     let mut pause = RETRY_FIRST;
     let mut failures = 0u32;
     while let Err(e) = store.write(records) {
@@ -115,4 +146,5 @@ fn write_until_stored(store: &dyn Store, records: &[crate::store::Record]) {
     if failures > 0 {
         tracing::warn!("the store {} took the waiting records after {failures} failed attempts", store.target());
     }
+    failures
 }

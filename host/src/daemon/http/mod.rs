@@ -8,6 +8,7 @@
 //! [`Host`]'s, who may do it is `auth`'s.
 
 mod error;
+mod metrics;
 mod schema;
 mod stream;
 
@@ -70,7 +71,8 @@ fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_protocols))
         .routes(routes!(list_plugins))
         .routes(routes!(health))
-        .routes(routes!(ready));
+        .routes(routes!(ready))
+        .routes(routes!(metrics::metrics));
     let (router, mut document) = routes.split_for_parts();
     utoipa::Modify::modify(&schema::ResponseDescriptions, &mut document);
     (router, document)

@@ -61,6 +61,7 @@ struct Reader {
 impl Reader {
     fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Self {
         let wake = host.events.watch();
+        host.open_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false }
     }
 
@@ -113,6 +114,12 @@ impl Reader {
             },
             Scope::Visible(_) => reset(&self.host, self.cursor),
         }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.host.open_streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

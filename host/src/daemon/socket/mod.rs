@@ -71,6 +71,13 @@ pub fn layer(host: &Arc<Host>) -> (socketioxide::layer::SocketIoLayer, SocketIo)
     (layer, io)
 }
 
+impl Sockets {
+    /// Sockets connected now.
+    pub fn connected(&self) -> usize {
+        self.outboxes.count()
+    }
+}
+
 impl Host {
     /// A socket connected (called from the connect handler, once it counts
     /// as connected): open its outbox on the connection it came on.

@@ -271,6 +271,11 @@ impl Outboxes {
         crate::locks::lock(&self.open).remove(sid);
     }
 
+    /// Sockets connected now.
+    pub fn count(&self) -> usize {
+        crate::locks::lock(&self.open).len()
+    }
+
     fn get(&self, sid: &str) -> Option<Arc<Outbox>> {
         crate::locks::lock(&self.open).get(sid).cloned()
     }

@@ -1,0 +1,176 @@
+//! `GET /metrics`: the host's metrics in the Prometheus text format, each
+//! made of the facts its owner keeps (the engine's stats, the registry's
+//! providers, the plugins' statuses, the transports' connections) at the
+//! moment of the scrape. docs/metrics.md lists them.
+
+use super::Authenticated;
+use super::error::ApiError;
+use crate::auth::Action;
+use crate::daemon::host::{Host, ProviderInfo};
+use crate::engine::EngineStats;
+use crate::metrics::{Scrape, render};
+use crate::model::Priority;
+use crate::plugins::PluginStatus;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What one scrape reports.
+struct Facts {
+    engine: EngineStats,
+    providers: Vec<ProviderInfo>,
+    plugins: Vec<PluginStatus>,
+    sockets: usize,
+    streams: usize,
+}
+
+/// The host's metrics, for tokens of role metrics or admin.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "The Prometheus (OpenMetrics) text format; docs/metrics.md lists each metric", content_type = "application/openmetrics-text", body = String),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn metrics(State(host): State<Arc<Host>>, auth: Authenticated) -> Result<impl IntoResponse, ApiError> {
+    auth.may(Action::Scrape)?;
+    let engine = host.engine.stats().await.map_err(crate::daemon::rpc::RpcError::internal)?;
+    let facts = Facts {
+        engine,
+        providers: host.providers(),
+        plugins: host.plugins.statuses(),
+        sockets: host.sockets.connected(),
+        streams: host.streams(),
+    };
+    let text = render(move |scrape| write(scrape, &facts));
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+}
+
+fn write(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> {
+    let engine = &facts.engine;
+    scrape.counters(
+        "gleitzeit_workflows_submitted",
+        "Workflows accepted (or resumed after a restart).",
+        [(vec![], engine.workflows_submitted)],
+    )?;
+    let ended = [
+        ("completed", engine.workflows_completed),
+        ("failed", engine.workflows_failed),
+        ("cancelled", engine.workflows_cancelled),
+    ];
+    scrape.counters(
+        "gleitzeit_workflows_finished",
+        "Workflows that ended, by how.",
+        ended.map(|(status, n)| (vec![("status", status)], n)),
+    )?;
+    let by_protocol = by_protocol(engine);
+    scrape.counters(
+        "gleitzeit_tasks_submitted",
+        "Tasks accepted, by protocol.",
+        by_protocol.iter().map(|(p, n)| (vec![("protocol", p.as_str())], n.submitted)),
+    )?;
+    scrape.counters(
+        "gleitzeit_tasks_finished",
+        "Tasks that ended, by protocol and status.",
+        by_protocol.iter().flat_map(|(p, n)| {
+            [("completed", n.completed), ("failed", n.failed), ("skipped", n.skipped), ("cancelled", n.cancelled)]
+                .map(|(status, count)| (vec![("protocol", p.as_str()), ("status", status)], count))
+        }),
+    )?;
+    scrape.counters(
+        "gleitzeit_task_retries",
+        "Failed attempts that were tried again, by protocol.",
+        by_protocol.iter().map(|(p, n)| (vec![("protocol", p.as_str())], n.retried)),
+    )?;
+    scrape.gauges(
+        "gleitzeit_tasks_queued",
+        "Ready tasks waiting for a concurrency slot, by priority.",
+        Priority::ALL.map(|p| (vec![("priority", p.name())], engine.queued(p) as i64)),
+    )?;
+    scrape.gauges(
+        "gleitzeit_tasks_waiting_for_provider",
+        "Ready tasks waiting for a free provider of their protocol.",
+        [(vec![], engine.waiting_for_provider as i64)],
+    )?;
+    scrape.gauges("gleitzeit_tasks_running", "Task attempts running now.", [(vec![], engine.running as i64)])?;
+    fn method(m: &crate::engine::MethodStats) -> Vec<(&'static str, &str)> {
+        vec![("protocol", m.protocol.as_str()), ("method", m.method.as_str())]
+    }
+    scrape.histograms(
+        "gleitzeit_task_attempt_duration_seconds",
+        "Each attempt's call, from start to answer, by protocol and method.",
+        engine.methods.iter().map(|m| (method(m), &m.attempt_seconds)),
+    )?;
+    scrape.histograms(
+        "gleitzeit_task_queue_wait_seconds",
+        "From a task being ready to its attempt starting, by protocol and method.",
+        engine.methods.iter().map(|m| (method(m), &m.queue_wait_seconds)),
+    )?;
+    write_providers(scrape, facts)?;
+    if let Some(store) = &engine.store {
+        scrape.histograms(
+            "gleitzeit_store_commit_duration_seconds",
+            "Each batch's write to the store, retries included.",
+            [(vec![], &store.seconds)],
+        )?;
+        scrape.histograms("gleitzeit_store_batch_records", "Records written per batch.", [(vec![], &store.records)])?;
+        scrape.counters(
+            "gleitzeit_store_write_failures",
+            "Writes the store refused (each retried until it took them).",
+            [(vec![], store.failures)],
+        )?;
+    }
+    scrape.gauges(
+        "gleitzeit_socketio_connections",
+        "Socket.IO clients connected now.",
+        [(vec![], facts.sockets as i64)],
+    )?;
+    scrape.gauges("gleitzeit_event_streams", "Server-sent event streams open now.", [(vec![], facts.streams as i64)])
+}
+
+fn write_providers(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> {
+    let mut providers: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for p in &facts.providers {
+        let kind = serde_json::to_value(p.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default();
+        *providers.entry((kind, p.protocol_id.clone())).or_default() += 1;
+    }
+    scrape.gauges(
+        "gleitzeit_providers",
+        "Providers serving now, by kind (wasm, remote) and protocol.",
+        providers
+            .iter()
+            .map(|((kind, protocol), n)| (vec![("kind", kind.as_str()), ("protocol", protocol.as_str())], *n)),
+    )?;
+    fn plugin(s: &PluginStatus) -> Vec<(&'static str, &str)> {
+        vec![("plugin", s.name.as_str())]
+    }
+    scrape.counters(
+        "gleitzeit_plugin_loads",
+        "Plugin versions loaded since the host started (the first load included).",
+        facts.plugins.iter().map(|s| (plugin(s), s.loads)),
+    )?;
+    scrape.counters(
+        "gleitzeit_plugin_reloads",
+        "Plugin versions loaded in place of an earlier one.",
+        facts.plugins.iter().map(|s| (plugin(s), s.loads.saturating_sub(1))),
+    )?;
+    scrape.counters(
+        "gleitzeit_plugin_load_failures",
+        "Plugin load attempts that failed.",
+        facts.plugins.iter().map(|s| (plugin(s), s.failures)),
+    )
+}
+
+/// The per-method counts summed by protocol.
+fn by_protocol(engine: &EngineStats) -> BTreeMap<String, crate::engine::MethodStats> {
+    let mut sums: BTreeMap<String, crate::engine::MethodStats> = BTreeMap::new();
+    for m in &engine.methods {
+        let sum = sums.entry(m.protocol.clone()).or_insert_with(|| crate::engine::MethodStats::new(&m.protocol, ""));
+        sum.submitted += m.submitted;
+        sum.completed += m.completed;
+        sum.failed += m.failed;
+        sum.skipped += m.skipped;
+        sum.cancelled += m.cancelled;
+        sum.retried += m.retried;
+    }
+    sums
+}

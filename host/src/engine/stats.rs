@@ -1,0 +1,121 @@
+//! What the scheduler counts as it runs, for `/metrics`: workflows
+//! submitted and finished, and per protocol and method the tasks submitted,
+//! ended (by status) and retried, each attempt's duration and each task's
+//! wait from ready to started. Plain numbers in the scheduler's own state
+//! (no locks, no atomics); [`super::Engine::stats`] asks for a copy, with
+//! the queue's depth at that moment.
+//!
+//! Each task finds its series once, when its workflow is accepted
+//! ([`EngineStats::series`]); later counts are an index away.
+
+use crate::metrics::{Histogram, SECONDS};
+use crate::model::{Priority, TaskStatus, WorkflowStatus};
+use std::collections::HashMap;
+
+/// Most (protocol, method) series kept; tasks of any others count in one
+/// series labelled `other`, so no workload can grow the scrape without bound.
+pub const MAX_SERIES: usize = 2000;
+
+/// The counts of one (protocol, method).
+#[derive(Debug, Clone)]
+pub struct MethodStats {
+    pub protocol: String,
+    pub method: String,
+    pub submitted: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub cancelled: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Each attempt's call, from start to answer.
+    pub attempt_seconds: Histogram,
+    /// From ready (queued) to its attempt started.
+    pub queue_wait_seconds: Histogram,
+}
+
+impl MethodStats {
+    pub fn new(protocol: &str, method: &str) -> Self {
+        Self {
+            protocol: protocol.to_owned(),
+            method: method.to_owned(),
+            submitted: 0,
+            completed: 0,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            retried: 0,
+            attempt_seconds: Histogram::new(&SECONDS),
+            queue_wait_seconds: Histogram::new(&SECONDS),
+        }
+    }
+
+    /// Count a task that reached `status` (final).
+    pub fn ended(&mut self, status: TaskStatus) {
+        match status {
+            TaskStatus::Completed => self.completed += 1,
+            TaskStatus::Failed => self.failed += 1,
+            TaskStatus::Skipped => self.skipped += 1,
+            TaskStatus::Cancelled => self.cancelled += 1,
+            TaskStatus::Pending | TaskStatus::Queued | TaskStatus::Running => {}
+        }
+    }
+}
+
+/// Everything the scheduler counts.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub workflows_submitted: u64,
+    pub workflows_completed: u64,
+    pub workflows_failed: u64,
+    pub workflows_cancelled: u64,
+    pub methods: Vec<MethodStats>,
+    index: HashMap<String, HashMap<String, usize>>,
+    /// Ready tasks in the shared queue, by priority (urgent first).
+    pub queued: [usize; 4],
+    /// Ready tasks waiting for a free provider of their protocol.
+    pub waiting_for_provider: usize,
+    pub running: usize,
+    /// The store's commits, when there is a store.
+    pub store: Option<crate::store::journal::Commits>,
+}
+
+impl EngineStats {
+    /// The series of `protocol`/`method`, made on first use.
+    pub fn series(&mut self, protocol: &str, method: &str) -> usize {
+        if let Some(&at) = self.index.get(protocol).and_then(|m| m.get(method)) {
+            return at;
+        }
+        let (protocol, method) = if self.methods.len() < MAX_SERIES { (protocol, method) } else { ("other", "other") };
+        if let Some(&at) = self.index.get(protocol).and_then(|m| m.get(method)) {
+            return at;
+        }
+        self.methods.push(MethodStats::new(protocol, method));
+        let at = self.methods.len() - 1;
+        self.index.entry(protocol.to_owned()).or_default().insert(method.to_owned(), at);
+        at
+    }
+
+    pub fn method(&mut self, series: usize) -> Option<&mut MethodStats> {
+        self.methods.get_mut(series)
+    }
+
+    /// The series of task `t` of a run whose tasks have `series`.
+    pub fn of_task(&mut self, series: &[usize], t: usize) -> Option<&mut MethodStats> {
+        self.methods.get_mut(*series.get(t)?)
+    }
+
+    pub fn workflow_ended(&mut self, status: WorkflowStatus) {
+        match status {
+            WorkflowStatus::Completed => self.workflows_completed += 1,
+            WorkflowStatus::Failed => self.workflows_failed += 1,
+            WorkflowStatus::Cancelled => self.workflows_cancelled += 1,
+            WorkflowStatus::Running => {}
+        }
+    }
+
+    /// The queue depth of `priority`.
+    pub fn queued(&self, priority: Priority) -> usize {
+        self.queued[priority.rank()]
+    }
+}
