@@ -36,13 +36,17 @@ pub struct Host {
     pub(super) sockets: Sockets,
     /// Recent events, numbered, for server-sent event streams.
     pub(super) events: EventLog,
-    /// Server-sent event streams open now.
-    pub(super) open_streams: std::sync::atomic::AtomicUsize,
+    /// One permit per server-sent event stream that may be open at once
+    /// ([`MAX_STREAMS`]): every append wakes every stream.
+    pub(super) streams: Arc<tokio::sync::Semaphore>,
     pub(super) policy: Arc<auth::Policy>,
     /// The port the daemon listens on: its own pages' origins name it.
     pub(super) port: u16,
     pub(super) shutting_down: AtomicBool,
 }
+
+/// Most server-sent event streams open at once; one more is answered 429.
+pub const MAX_STREAMS: usize = 1000;
 
 /// One provider, as `list_providers` and `GET /api/v1/providers` show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -77,8 +81,9 @@ pub struct PluginsInfo {
 }
 
 impl Host {
-    pub(super) fn streams(&self) -> usize {
-        self.open_streams.load(Ordering::Relaxed)
+    /// Server-sent event streams open now.
+    pub(super) fn open_streams(&self) -> usize {
+        MAX_STREAMS - self.streams.available_permits()
     }
 
     pub(super) fn shutting_down(&self) -> bool {

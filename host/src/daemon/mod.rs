@@ -138,7 +138,7 @@ pub async fn serve(
         plugins,
         sockets: socket::Sockets::default(),
         events: events::EventLog::default(),
-        open_streams: Default::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(host::MAX_STREAMS)),
         policy: config.policy.clone(),
         port: listener.local_addr()?.port(),
         shutting_down: AtomicBool::new(false),

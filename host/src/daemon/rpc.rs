@@ -29,6 +29,9 @@ pub mod errors {
     /// An HTTP body of a media type the host does not read (it reads JSON
     /// and YAML).
     pub const UNSUPPORTED_MEDIA_TYPE: i32 = -32016;
+    /// The host has as many of these open as it allows (event streams);
+    /// try again later.
+    pub const BUSY: i32 = -32017;
 }
 
 impl From<&crate::auth::AuthError> for RpcError {

@@ -57,6 +57,7 @@ pub fn status_of(code: i32) -> StatusCode {
         errors::FORBIDDEN => StatusCode::FORBIDDEN,
         errors::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
         errors::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        errors::BUSY => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

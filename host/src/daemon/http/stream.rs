@@ -8,13 +8,15 @@
 //! has seen answers 204, which tells `EventSource` to stop reconnecting.
 //!
 //! A client that does not read holds nothing but its place in the shared
-//! log (see `events`).
+//! log (see `events`), and is disconnected once the host could write
+//! nothing to it for 30 s. At most [`MAX_STREAMS`] are open at once.
 
 use super::error::ApiError;
 use super::{Authenticated, visible};
 use crate::auth::{Action, Caller};
 use crate::daemon::events::Logged;
-use crate::daemon::host::Host;
+use crate::daemon::host::{Host, MAX_STREAMS};
+use crate::daemon::rpc::errors;
 use crate::model::WorkflowStatus;
 use crate::report::RunReport;
 use axum::extract::{Path, State};
@@ -25,7 +27,7 @@ use futures_util::Stream;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 /// Events read from the log at once, per stream.
 const BATCH: usize = 256;
@@ -56,13 +58,20 @@ struct Reader {
     pending: VecDeque<Arc<Logged>>,
     wake: watch::Receiver<u64>,
     done: bool,
+    /// Its place among the streams the host allows.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Reader {
-    fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Self {
+    /// A reader after event `cursor`, if the host has room for one more
+    /// stream.
+    fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
+        let Ok(permit) = host.streams.clone().try_acquire_owned() else {
+            let message = format!("{MAX_STREAMS} event streams are open, the most the host serves at once; try again later");
+            return Err(ApiError::new(errors::BUSY, message));
+        };
         let wake = host.events.watch();
-        host.open_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false }
+        Ok(Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit })
     }
 
     /// The next event to send; `None` ends the stream.
@@ -114,12 +123,6 @@ impl Reader {
             },
             Scope::Visible(_) => reset(&self.host, self.cursor),
         }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.host.open_streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -185,20 +188,20 @@ pub async fn workflow_events(
             let unseen = host.events.after(after, usize::MAX).map(|events| events.iter().any(|e| e.workflow_id == id));
             match unseen {
                 Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
-                Ok(_) => Ok(sse(Reader::new(host, scope, after), None)),
-                Err(_) => Ok(fresh(host, scope, start, report, finished)),
+                Ok(_) => Ok(sse(Reader::new(host, scope, after)?, None)),
+                Err(_) => fresh(host, scope, start, report, finished),
             }
         }
-        _ => Ok(fresh(host, scope, start, report, finished)),
+        _ => fresh(host, scope, start, report, finished),
     }
 }
 
 /// A stream that starts with a snapshot taken after event `start`.
-fn fresh(host: Arc<Host>, scope: Scope, start: u64, report: RunReport, finished: bool) -> Response {
+fn fresh(host: Arc<Host>, scope: Scope, start: u64, report: RunReport, finished: bool) -> Result<Response, ApiError> {
     let first = snapshot(&host, start, report);
-    let mut reader = Reader::new(host, scope, start);
+    let mut reader = Reader::new(host, scope, start)?;
     reader.done = finished;
-    sse(reader, Some(first))
+    Ok(sse(reader, Some(first)))
 }
 
 /// Every event of the workflows this token may see, from now on (or after
@@ -220,5 +223,5 @@ pub async fn all_events(
         Some(Ok(after)) => (after, None),
         Some(Err(())) => (latest, Some(reset(&host, latest))),
     };
-    Ok(sse(Reader::new(host, Scope::Visible(caller), cursor), first))
+    Ok(sse(Reader::new(host, Scope::Visible(caller), cursor)?, first))
 }
