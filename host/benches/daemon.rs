@@ -76,11 +76,13 @@ fn main() {
         let (mut remote, mut wasm, mut scraped, mut single) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let engine = Engine::start(registry.clone(), EngineConfig::default());
         let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Made once: building a client (its TLS roots) is not a scrape's cost.
+        let http = reqwest::Client::new();
         // Interleaved, so drift on a noisy machine hits all four alike.
         for _ in 0..rounds {
             remote.push(run(&mut submitter, "bench/v1", TASKS).await);
             wasm.push(run(&mut submitter, "echo/v1", TASKS).await);
-            let scraper = tokio::spawn(scrape_every_100ms(url.clone(), token.clone(), scrapes.clone()));
+            let scraper = tokio::spawn(scrape_every_100ms(http.clone(), url.clone(), token.clone(), scrapes.clone()));
             scraped.push(run(&mut submitter, "echo/v1", TASKS).await);
             scraper.abort();
             single.push(single_shot(&engine, &registry).await);
@@ -104,8 +106,12 @@ fn main() {
 
 /// Read `/metrics` every 100 ms, as a busy Prometheus would, counting the
 /// scrapes that answered.
-async fn scrape_every_100ms(url: String, token: String, scrapes: Arc<std::sync::atomic::AtomicUsize>) {
-    let client = reqwest::Client::new();
+async fn scrape_every_100ms(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    scrapes: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {
         every.tick().await;

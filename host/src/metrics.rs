@@ -80,16 +80,12 @@ impl<'e> Scrape<'e> {
         help: &str,
         series: impl IntoIterator<Item = (Vec<(&'static str, &'l str)>, u64)>,
     ) -> Result<(), std::fmt::Error> {
-        let mut family = self.family(name, help, MetricType::Counter)?;
-        for (labels, value) in series {
-            if labels.is_empty() {
-                // A family's one series without labels is written bare.
-                return ConstCounter::new(value).encode(family);
-            }
-            let labels = safe(&labels);
-            ConstCounter::new(value).encode(family.encode_family(&labels.as_slice())?)?;
-        }
-        Ok(())
+        self.values(
+            name,
+            help,
+            MetricType::Counter,
+            series.into_iter().map(|(labels, n)| (labels, ConstCounter::new(n))),
+        )
     }
 
     /// A gauge family: one series per `(labels, value)`.
@@ -99,14 +95,24 @@ impl<'e> Scrape<'e> {
         help: &str,
         series: impl IntoIterator<Item = (Vec<(&'static str, &'l str)>, i64)>,
     ) -> Result<(), std::fmt::Error> {
-        let mut family = self.family(name, help, MetricType::Gauge)?;
-        for (labels, value) in series {
+        self.values(name, help, MetricType::Gauge, series.into_iter().map(|(labels, n)| (labels, ConstGauge::new(n))))
+    }
+
+    fn values<'l, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        series: impl IntoIterator<Item = (Vec<(&'static str, &'l str)>, M)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = self.family(name, help, kind)?;
+        for (labels, metric) in series {
             if labels.is_empty() {
                 // A family's one series without labels is written bare.
-                return ConstGauge::new(value).encode(family);
+                return metric.encode(family);
             }
             let labels = safe(&labels);
-            ConstGauge::new(value).encode(family.encode_family(&labels.as_slice())?)?;
+            metric.encode(family.encode_family(&labels.as_slice())?)?;
         }
         Ok(())
     }

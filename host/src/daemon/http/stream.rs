@@ -67,7 +67,8 @@ impl Reader {
     /// stream.
     fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
         let Ok(permit) = host.streams.clone().try_acquire_owned() else {
-            let message = format!("{MAX_STREAMS} event streams are open, the most the host serves at once; try again later");
+            let message =
+                format!("{MAX_STREAMS} event streams are open, the most the host serves at once; try again later");
             return Err(ApiError::new(errors::BUSY, message));
         };
         let wake = host.events.watch();
