@@ -5,8 +5,11 @@
 //!
 //! The log is bounded by count and bytes ([`MAX_EVENTS`], [`MAX_BYTES`]);
 //! one event's data is at most [`MAX_EVENT_BYTES`] (a larger result or
-//! chunk is left out, marked `truncated`, for the client to fetch). A
-//! reader that falls behind the oldest event it kept is told so (a gap),
+//! chunk is left out, marked `truncated`, for the client to fetch). It
+//! keeps events only while someone reads it, and for [`KEEP_AFTER_READERS`]
+//! after the last reader left (a page that reconnects within it misses
+//! nothing): a host nobody watches over HTTP only counts its events. A
+//! reader that asks for events the log did not keep is told so (a gap),
 //! never handed events with a hole in them. It knows no transport.
 
 use crate::engine::EngineEvent;
@@ -20,6 +23,9 @@ use tokio::sync::watch;
 pub const MAX_EVENTS: usize = 100_000;
 /// Most bytes of event data the log keeps.
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+/// How long events are still kept after the last reader left.
+pub const KEEP_AFTER_READERS: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Largest data of one logged event; a larger one loses its result, error
 /// or chunk and says `"truncated": true` with the size it had.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -111,18 +117,30 @@ pub struct EventLog {
     ring: Mutex<Ring>,
     /// The newest event's id (0: none yet); readers wait on it.
     latest: watch::Sender<u64>,
+    /// Until when events are kept with no reader (set as the last leaves).
+    kept_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for EventLog {
     fn default() -> Self {
         let epoch = format!("{:08x}", fastrand::u32(..));
-        Self { epoch, ring: Mutex::default(), latest: watch::Sender::new(0) }
+        Self { epoch, ring: Mutex::default(), latest: watch::Sender::new(0), kept_until: Mutex::default() }
     }
 }
 
 impl EventLog {
-    /// Log an event; returns its id.
+    /// Log an event (if anyone reads the log, or did a moment ago); returns
+    /// its id. An event not kept still takes its id, so a reader asking
+    /// for it learns of the gap.
     pub fn append(&self, event: &Described<'_>) -> u64 {
+        if !self.kept() {
+            let mut ring = lock(&self.ring);
+            ring.events.clear();
+            ring.bytes = 0;
+            let id = *self.latest.borrow() + 1;
+            self.latest.send_replace(id);
+            return id;
+        }
         let data = bounded_text(&event.payload);
         let mut ring = lock(&self.ring);
         let id = *self.latest.borrow() + 1;
@@ -141,6 +159,17 @@ impl EventLog {
         // Published under the lock, so ids reach readers in order.
         self.latest.send_replace(id);
         id
+    }
+
+    /// Whether events are kept now: a reader is there, or left lately.
+    fn kept(&self) -> bool {
+        self.latest.receiver_count() > 0
+            || lock(&self.kept_until).is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// A reader left: keep events a while for it to come back to.
+    pub fn reader_left(&self) {
+        *lock(&self.kept_until) = Some(std::time::Instant::now() + KEEP_AFTER_READERS);
     }
 
     /// The newest event's id (0 before the first).
@@ -213,6 +242,7 @@ mod tests {
     #[test]
     fn readers_resume_in_order_and_learn_of_gaps() {
         let log = EventLog::default();
+        let _reader = log.watch();
         assert!(log.after(0, 10).unwrap().is_empty());
         for n in 1..=3 {
             assert_eq!(log.append(&event(n)), n as u64);
@@ -233,8 +263,24 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_kept_unread_and_a_reader_after_that_learns_of_the_gap() {
+        let log = EventLog::default();
+        assert_eq!((log.append(&event(1)), log.append(&event(2))), (1, 2));
+        let reader = log.watch();
+        assert!(log.after(0, 10).is_err(), "events 1 and 2 were not kept: a gap, not silence");
+        assert!(log.after(2, 10).unwrap().is_empty());
+        log.append(&event(3));
+        assert_eq!(log.after(2, 10).unwrap()[0].id, 3, "kept while read");
+        drop(reader);
+        log.reader_left();
+        log.append(&event(4));
+        assert_eq!(log.after(3, 10).unwrap()[0].id, 4, "kept a while after the reader left");
+    }
+
+    #[test]
     fn large_payloads_are_logged_without_their_result() {
         let log = EventLog::default();
+        let _reader = log.watch();
         let big = json!({ "task_id": "t", "result": "x".repeat(MAX_EVENT_BYTES) });
         log.append(&Described { name: "task_result", workflow_id: "wf", owner: None, payload: big });
         let logged = &log.after(0, 1).unwrap()[0];

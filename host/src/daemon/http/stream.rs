@@ -127,6 +127,12 @@ impl Reader {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.host.events.reader_left();
+    }
+}
+
 fn snapshot(host: &Host, id: u64, mut report: RunReport) -> Event {
     for task in &mut report.tasks {
         task.result = None;
@@ -179,30 +185,34 @@ pub async fn workflow_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = auth.may(Action::Read)?.clone();
-    // Read before the report, so nothing between the two is missed.
+    // The reader first: from now on the log keeps what happens. Its place
+    // is read before the report, so nothing between the two is missed.
+    let mut reader = Reader::new(host.clone(), Scope::Workflow { id: id.clone(), caller: caller.clone() }, 0)?;
     let start = host.events.latest();
     let report = visible(&host, &caller, &id).await?;
     let finished = report.status != WorkflowStatus::Running;
-    let scope = Scope::Workflow { id: id.clone(), caller };
     match last_event_id(&host, &headers) {
         Some(Ok(after)) => {
             let unseen = host.events.after(after, usize::MAX).map(|events| events.iter().any(|e| e.workflow_id == id));
             match unseen {
                 Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
-                Ok(_) => Ok(sse(Reader::new(host, scope, after)?, None)),
-                Err(_) => fresh(host, scope, start, report, finished),
+                Ok(_) => {
+                    reader.cursor = after;
+                    Ok(sse(reader, None))
+                }
+                Err(_) => Ok(fresh(reader, start, report, finished)),
             }
         }
-        _ => fresh(host, scope, start, report, finished),
+        _ => Ok(fresh(reader, start, report, finished)),
     }
 }
 
 /// A stream that starts with a snapshot taken after event `start`.
-fn fresh(host: Arc<Host>, scope: Scope, start: u64, report: RunReport, finished: bool) -> Result<Response, ApiError> {
-    let first = snapshot(&host, start, report);
-    let mut reader = Reader::new(host, scope, start)?;
+fn fresh(mut reader: Reader, start: u64, report: RunReport, finished: bool) -> Response {
+    let first = snapshot(&reader.host, start, report);
+    reader.cursor = start;
     reader.done = finished;
-    Ok(sse(reader, Some(first)))
+    sse(reader, Some(first))
 }
 
 /// Every event of the workflows this token may see, from now on (or after
@@ -218,11 +228,13 @@ pub async fn all_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = auth.may(Action::Read)?.clone();
+    let mut reader = Reader::new(host.clone(), Scope::Visible(caller), 0)?;
     let latest = host.events.latest();
     let (cursor, first) = match last_event_id(&host, &headers) {
         None => (latest, None),
         Some(Ok(after)) => (after, None),
         Some(Err(())) => (latest, Some(reset(&host, latest))),
     };
-    Ok(sse(Reader::new(host, Scope::Visible(caller), cursor)?, first))
+    reader.cursor = cursor;
+    Ok(sse(reader, first))
 }
