@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
 # Debian packages the tests run: a real redis-server for the store tests
 # (they start their own instances), curl for the documented HTTP session,
-# and Prometheus (with promtool) to scrape and lint /metrics.
+# Prometheus (with promtool) to scrape and lint /metrics, and Chromium with
+# its WebDriver for the dashboard.
 need_package() { # COMMAND PACKAGE
   command -v "$1" >/dev/null 2>&1 && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -21,11 +22,14 @@ need_package() { # COMMAND PACKAGE
 need_package redis-server redis-server
 need_package curl curl
 need_package promtool prometheus
+need_package chromium chromium
+need_package chromedriver chromium-driver
 # Real peers the tests drive: Socket.IO clients (Python, JS) and MCP servers
 # (FastMCP from PyPI, server-everything from npm).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 npm ci --prefix docs/examples/js --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
+npm ci --prefix dashboard --no-audit --no-fund --loglevel=error
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
   # nextest does not run doctests.

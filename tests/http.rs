@@ -553,3 +553,48 @@ async fn an_idle_daemon_sleeps_after_work_and_streams() {
     let woke = wakeups(host.child.id()) - before;
     assert!(woke <= 60, "the idle daemon's threads woke {woke} times in 3 s");
 }
+
+/// The dashboard in a real headless Chromium (tests/python/dashboard.py):
+/// sign in, submit from the page, watch tasks complete live, read a
+/// result, cancel, see a broken plugin's error. It saves the screenshots
+/// docs/ and the README show, so they stay current.
+#[test]
+fn the_dashboard_works_in_a_real_browser() {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("broken.wasm"), b"\0asm not a component").unwrap();
+    let host = serve(&["--plugins", plugins.path().to_str().unwrap()]);
+    let shots = root().join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("python3")
+        .arg(root().join("tests/python/dashboard.py"))
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .env("BROKEN_PLUGIN", "broken")
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
+    for page in ["workflows", "workflow", "submit", "providers"] {
+        assert!(shots.join(format!("{page}.png")).metadata().is_ok_and(|m| m.len() > 10_000), "{page}.png");
+    }
+}
+
+/// dashboard/dist (what the host embeds) is what `npm run build` makes of
+/// dashboard/src with the locked packages.
+#[test]
+fn the_committed_dashboard_build_is_current() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = Command::new("npm")
+        .args(["run", "--silent", "build"])
+        .current_dir(root().join("dashboard"))
+        .env("OUT", out_dir.path())
+        .output()
+        .expect("npm is installed (scripts/test.sh runs npm ci in dashboard/)");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    for file in ["index.html", "app.js", "app.css", "app.js.LEGAL.txt"] {
+        let fresh = std::fs::read(out_dir.path().join(file)).unwrap();
+        let committed = std::fs::read(root().join("dashboard/dist").join(file)).unwrap_or_default();
+        assert!(fresh == committed, "dashboard/dist/{file} is out of date: run `npm run build` in dashboard/");
+    }
+}

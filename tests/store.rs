@@ -50,6 +50,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         name: "a".into(),
         protocol: "echo/v1".into(),
         method: "echo".into(),
+        dependencies: Vec::new(),
         status: TaskStatus::Completed,
         attempts: 1,
         started_at: Some(finished_at),

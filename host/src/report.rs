@@ -17,6 +17,9 @@ pub struct TaskReport {
     pub name: String,
     pub protocol: String,
     pub method: String,
+    /// The tasks it ran after (reports stored before this field have none).
+    #[serde(default)]
+    pub dependencies: Vec<String>,
     pub status: TaskStatus,
     pub attempts: u32,
     #[serde(with = "rfc3339_option")]
@@ -171,6 +174,7 @@ mod tests {
         TaskReport {
             id: id.into(),
             name: id.into(),
+            dependencies: Vec::new(),
             protocol: "echo/v1".into(),
             method: "echo".into(),
             status,

@@ -1,6 +1,6 @@
 //! The host daemon (`gleitzeit serve`): one axum server on one port that
-//! carries the Socket.IO transport (`socket`), the HTTP API (`http`) and
-//! the health route; both transports call the same operations on the
+//! carries the Socket.IO transport (`socket`), the HTTP API (`http`), the
+//! web dashboard (`dashboard`) and the health route; both transports call the same operations on the
 //! shared [`Host`] (`host`), answer with the same errors (`rpc`) and see
 //! the same events (`events`).
 //!
@@ -9,6 +9,7 @@
 //! nothing itself (the `engine` does) and validates workflows through
 //! `workflow`, exactly as single-shot mode does.
 
+mod dashboard;
 mod events;
 mod host;
 mod http;
@@ -146,6 +147,7 @@ pub async fn serve(
     let (layer, io) = socket::layer(&host);
     tokio::spawn(forward_events(io.clone(), host.clone(), events));
     let app = http::router(host.clone())
+        .merge(dashboard::router())
         .route("/health", axum::routing::get(|| async { "ok" }))
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(host.clone(), socket::meter_transports))

@@ -224,6 +224,7 @@ impl Run {
                 name: task.name.clone(),
                 protocol: task.protocol.clone(),
                 method: task.method.clone(),
+                dependencies: task.dependencies.clone(),
                 status: state.status,
                 attempts: state.attempts,
                 started_at: state.started_at,

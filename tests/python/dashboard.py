@@ -1,0 +1,131 @@
+"""The dashboard in a real headless Chromium (Debian's chromium and
+chromedriver, driven with Selenium): sign in with a token, submit from the
+page (the validator's problems shown, then a valid workflow), watch its
+tasks turn completed live, read a task's result, cancel a running
+workflow, and see a broken plugin's error. Screenshots of the main pages
+go to SCREENSHOTS (a directory) when it is set.
+
+Environment: GLEITZEIT_SERVER, GLEITZEIT_TOKEN, BROKEN_PLUGIN (the name of
+a plugin file in the daemon's directory that cannot load). Prints "ok".
+"""
+import json
+import os
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ready
+from selenium.webdriver.support.ui import WebDriverWait
+
+SERVER = os.environ["GLEITZEIT_SERVER"]
+TOKEN = os.environ["GLEITZEIT_TOKEN"]
+SHOTS = os.environ.get("SCREENSHOTS")
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    # Headless as root in a sandbox-less container, with nothing reaching
+    # for the network (the machine has none; Chromium retries otherwise).
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,900"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+
+
+def shot(driver, name):
+    if SHOTS:
+        driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def api(path, body=None):
+    request = urllib.request.Request(SERVER + path, data=body and json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+
+
+def main():
+    driver = browser()
+    # Live pages re-render rows as events arrive: an element found a moment
+    # ago may be gone, so waits look again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+    css = lambda selector: wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, selector)))
+    try:
+        # No token: the page asks for one; nothing else is shown.
+        driver.get(SERVER + "/")
+        css("[data-test=login]")
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-test=workflows]")
+        css("[data-test=token]").send_keys("gzt_wrong")
+        driver.find_element(By.CSS_SELECTOR, "[data-test=login] button").click()
+        wait.until(lambda d: "did not accept" in d.find_element(By.CSS_SELECTOR, "[data-test=login]").text)
+        css("[data-test=token]").send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "[data-test=login] button").click()
+        css("[data-test=workflows]")
+
+        # Submit from the page: first with a mistake, whose problem is shown
+        # by task and field; then a valid workflow, whose page opens.
+        driver.get(SERVER + "/#/submit")
+        text = css("[data-test=workflow-text]")
+        text.send_keys("name: broken\ntasks:\n  - {id: b, protocol: echo/v1, method: echo, dependencies: [zz]}\n")
+        driver.find_element(By.CSS_SELECTOR, "[data-test=submit]").click()
+        wait.until(lambda d: "unknown task 'zz'" in d.find_element(By.CSS_SELECTOR, "[data-test=problems]").text)
+        assert "task 'b', field 'dependencies'" in driver.find_element(By.CSS_SELECTOR, "[data-test=problems]").text
+        shot(driver, "submit")
+        text.clear()
+        text.send_keys("name: From the page\ntasks:\n"
+                       "  - {id: wait, protocol: echo/v1, method: delay, params: {seconds: 1.5}}\n"
+                       "  - {id: greet, protocol: echo/v1, method: echo, dependencies: [wait], params: {message: hello from the page}}\n")
+        driver.find_element(By.CSS_SELECTOR, "[data-test=submit]").click()
+        wait.until(lambda d: "#/workflows/" in d.current_url)
+        workflow_id = driver.current_url.split("#/workflows/")[1]
+
+        # Live: `wait` is seen running, then both turn completed without a reload.
+        status_of = lambda d, task: d.execute_script(
+            "return document.querySelector(`[data-task='${arguments[0]}'] .badge`)?.textContent", task)
+        wait.until(lambda d: status_of(d, "wait") == "running")
+        wait.until(lambda d: status_of(d, "greet") == "completed" and status_of(d, "wait") == "completed")
+        wait.until(lambda d: "completed 2" in d.find_element(By.CSS_SELECTOR, "[data-test=counts]").text)
+        assert driver.find_element(By.CSS_SELECTOR, "[data-test=graph] canvas"), "the DAG is drawn"
+
+        # A task's details: its result, fetched when it is opened.
+        driver.find_element(By.CSS_SELECTOR, "[data-task=greet]").click()
+        wait.until(lambda d: "hello from the page" in d.find_element(By.CSS_SELECTOR, "[data-test=task-result]").text)
+        shot(driver, "workflow")
+        assert api(f"/api/v1/workflows/{workflow_id}")["status"] == "completed"
+
+        # The list shows it, live, with its counts.
+        driver.get(SERVER + "/#/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-workflow='{workflow_id}']"))
+        shot(driver, "workflows")
+
+        # Cancel a running workflow from its page.
+        running = api("/api/v1/workflows", {"name": "to cancel", "tasks": [
+            {"id": "long", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 10}}]})["workflow_id"]
+        driver.get(SERVER + f"/#/workflows/{running}")
+        wait.until(lambda d: status_of(d, "long") == "running")
+        css("[data-test=cancel]").click()
+        wait.until(lambda d: status_of(d, "long") == "cancelled")
+        wait.until(lambda d: "cancelled" in d.find_element(By.CSS_SELECTOR, ".workflow-head .badge").text)
+
+        # Providers and plugins: the broken plugin's error is shown.
+        driver.get(SERVER + "/#/providers")
+        plugins = css("[data-test=plugins]")
+        broken = os.environ["BROKEN_PLUGIN"]
+        wait.until(lambda d: broken in d.find_element(By.CSS_SELECTOR, "[data-test=plugins]").text)
+        row = next(r for r in plugins.find_elements(By.CSS_SELECTOR, "tbody tr") if r.text.startswith(broken))
+        assert "failed" in row.text and len(row.find_elements(By.CSS_SELECTOR, "td")[-1].text) > 10, row.text
+        assert "wasm:echo" in driver.find_element(By.CSS_SELECTOR, "[data-test=providers]").text
+        shot(driver, "providers")
+
+        # Nothing the page did was refused by its content security policy.
+        problems = [e for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert not problems, problems
+        print("ok")
+    finally:
+        driver.quit()
+
+
+main()
