@@ -96,7 +96,19 @@ def main():
         shot(driver, "workflow")
         assert api(f"/api/v1/workflows/{workflow_id}")["status"] == "completed"
 
-        # The list shows it, live, with its counts.
+        # The list shows it, live, with its counts; a name that looks like
+        # markup is shown as text, never run.
+        hostile = api("/api/v1/workflows", {"name": "<img src=x onerror=window.pwned=1>", "tasks": [
+            {"id": "x", "protocol": "echo/v1", "method": "echo", "params": {"message": "<script>window.pwned=2</script>"}}]})["workflow_id"]
+        driver.get(SERVER + "/#/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-workflow='{workflow_id}']"))
+        row = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-workflow='{hostile}']"))[0]
+        assert "<img src=x" in row.text and not row.find_elements(By.TAG_NAME, "img"), row.text
+        driver.get(SERVER + f"/#/workflows/{hostile}")
+        wait.until(lambda d: status_of(d, "x") == "completed")
+        driver.find_element(By.CSS_SELECTOR, "[data-task=x]").click()
+        wait.until(lambda d: "<script>" in d.find_element(By.CSS_SELECTOR, "[data-test=task-result]").text)
+        assert driver.execute_script("return window.pwned") is None, "markup in names and results never runs"
         driver.get(SERVER + "/#/")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"[data-workflow='{workflow_id}']"))
         shot(driver, "workflows")
