@@ -18,8 +18,10 @@ import sys
 import time
 import urllib.request
 
-from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from browser import browser, sign_in  # noqa: E402
 
 SERVER = os.environ.get("GLEITZEIT_SERVER", "http://127.0.0.1:8000")
 TOKEN = os.environ.get("GLEITZEIT_TOKEN") or open(os.path.expanduser("~/.local/share/gleitzeit/token")).read().strip()
@@ -39,16 +41,6 @@ def submit(tasks):
     return json.load(urllib.request.urlopen(request))["workflow_id"]
 
 
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,900"]:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
-
-
 def report(workflow):
     request = urllib.request.Request(SERVER + f"/api/v1/workflows/{workflow}", headers={"Authorization": f"Bearer {TOKEN}"})
     return json.load(urllib.request.urlopen(request))
@@ -56,8 +48,7 @@ def report(workflow):
 
 def main():
     driver = browser()
-    driver.get(SERVER + "/")
-    driver.execute_script("sessionStorage.setItem('gleitzeit-token', arguments[0])", TOKEN)
+    sign_in(driver, SERVER, TOKEN)
     first, lag = [], []
     try:
         for round in range(ROUNDS):

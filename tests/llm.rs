@@ -251,3 +251,33 @@ fn the_example_llm_workflows_run_against_the_test_server_on_ollamas_port() {
         }
     }
 }
+
+/// The dashboard shows an answer as it streams: the task's details hold a
+/// growing part of it while the task runs (tests/python/dashboard_progress.py,
+/// in Debian's headless Chromium), then the whole result.
+#[test]
+fn the_dashboard_shows_an_answer_token_by_token() {
+    let server = fake_ollama(fake_ollama::Options { chunk_delay: Duration::from_millis(400), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), server.port, "");
+    let host = support::serve(&["--store", "memory", "--config", config.to_str().unwrap()]);
+    let prompt = "one two three four five six seven eight nine ten eleven twelve";
+    let workflow = json!({"name": "streamed", "tasks": [
+        {"id": "talk", "protocol": "llm/v1", "method": "generate", "params": {"prompt": prompt}, "timeout": 120}]});
+    let submitted = Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", host.token), "-H", "Content-Type: application/json"])
+        .args(["-d", &workflow.to_string(), &format!("{}/api/v1/workflows", host.url)])
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let id = serde_json::from_slice::<Value>(&submitted.stdout).unwrap()["workflow_id"].as_str().unwrap().to_owned();
+    let out = Command::new("python3")
+        .arg(root().join("tests/python/dashboard_progress.py"))
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .env("WORKFLOW_ID", &id)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
+}

@@ -12,28 +12,16 @@ import json
 import os
 import urllib.request
 
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
+from browser import browser
+
 SERVER = os.environ["GLEITZEIT_SERVER"]
 TOKEN = os.environ["GLEITZEIT_TOKEN"]
 SHOTS = os.environ.get("SCREENSHOTS")
-
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    # Headless as root in a sandbox-less container, with nothing reaching
-    # for the network (the machine has none; Chromium retries otherwise).
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,900"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
 
 
 def shot(driver, name):

@@ -50,6 +50,8 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
   const tasks: Task[] = [];
   const index = new Map<string, number>();
   const progress = new Map<string, string>();
+  // A finished task's result never changes: fetched once, when first shown.
+  const results = new Map<string, string>();
   let report: Report | null = null;
   let cy: cytoscape.Core | null = null;
   let selected: string | null = null;
@@ -131,8 +133,11 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
       shownProgress ? h("div", {}, h("h4", {}, "progress"), h("pre", { "data-test": "task-progress" }, shownProgress)) : null,
       h("h4", {}, "result"), result);
     if (t.status === "completed") {
-      const answer = await get<{ results: Record<string, unknown> }>(`/api/v1/workflows/${id}/results?task=${encodeURIComponent(taskId)}`);
-      result.textContent = json(answer.results[taskId]);
+      if (!results.has(taskId)) {
+        const answer = await get<{ results: Record<string, unknown> }>(`/api/v1/workflows/${id}/results?task=${encodeURIComponent(taskId)}`);
+        results.set(taskId, json(answer.results[taskId]));
+      }
+      result.textContent = results.get(taskId) ?? "–";
     }
   };
   const select = (taskId: string) => {
