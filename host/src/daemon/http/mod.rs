@@ -181,11 +181,11 @@ async fn body_tree(headers: &HeaderMap, body: Body, origin: &'static str) -> Res
             ));
         }
     };
+    // Reading text into a tree only fails on syntax (duplicate keys included).
     tokio::task::spawn_blocking(move || workflow::text_tree(origin, &body, format))
         .await
         .map_err(|e| ApiError::from(super::rpc::RpcError::internal(e)))?
-        .map_err(|e| super::host::invalid(e).into())
-        .map_err(|e: ApiError| ApiError { code: if e.problems.is_empty() { errors::PARSE_ERROR } else { e.code }, ..e })
+        .map_err(|e| ApiError::new(errors::PARSE_ERROR, e.to_string()))
 }
 
 /// A workflow the host accepted.
