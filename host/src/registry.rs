@@ -75,6 +75,17 @@ pub enum ProviderKind {
     Builtin,
 }
 
+impl ProviderKind {
+    /// As listings and metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Wasm => "wasm",
+            ProviderKind::Remote => "remote",
+            ProviderKind::Builtin => "builtin",
+        }
+    }
+}
+
 /// A provider's capacity (`None`: no limit) and the calls it runs now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {

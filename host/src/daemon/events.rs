@@ -181,13 +181,24 @@ impl EventLog {
     /// of those are no longer kept.
     pub fn after(&self, after: u64, max: usize) -> Result<Vec<Arc<Logged>>, Gap> {
         let ring = lock(&self.ring);
-        let latest = self.latest();
-        let oldest = ring.events.front().map_or(latest + 1, |e| e.id);
-        if after > latest || after + 1 < oldest {
-            return Err(Gap { latest });
-        }
+        let oldest = self.reaches(&ring, after)?;
         let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
         Ok(ring.events.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    /// The oldest kept id, if `ring` holds every event after `after`.
+    fn reaches(&self, ring: &Ring, after: u64) -> Result<u64, Gap> {
+        let latest = self.latest();
+        let oldest = ring.events.front().map_or(latest + 1, |e| e.id);
+        if after > latest || after + 1 < oldest { Err(Gap { latest }) } else { Ok(oldest) }
+    }
+
+    /// Whether the log holds an event of `workflow_id` after `after`; a
+    /// [`Gap`] if it may have had one it no longer keeps.
+    pub fn has_after(&self, after: u64, workflow_id: &str) -> Result<bool, Gap> {
+        let ring = lock(&self.ring);
+        self.reaches(&ring, after)?;
+        Ok(ring.events.iter().rev().take_while(|e| e.id > after).any(|e| e.workflow_id == workflow_id))
     }
 
     /// Wakes when events are appended.

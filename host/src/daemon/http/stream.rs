@@ -192,17 +192,14 @@ pub async fn workflow_events(
     let report = visible(&host, &caller, &id).await?;
     let finished = report.status != WorkflowStatus::Running;
     match last_event_id(&host, &headers) {
-        Some(Ok(after)) => {
-            let unseen = host.events.after(after, usize::MAX).map(|events| events.iter().any(|e| e.workflow_id == id));
-            match unseen {
-                Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
-                Ok(_) => {
-                    reader.cursor = after;
-                    Ok(sse(reader, None))
-                }
-                Err(_) => Ok(fresh(reader, start, report, finished)),
+        Some(Ok(after)) => match host.events.has_after(after, &id) {
+            Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
+            Ok(_) => {
+                reader.cursor = after;
+                Ok(sse(reader, None))
             }
-        }
+            Err(_) => Ok(fresh(reader, start, report, finished)),
+        },
         _ => Ok(fresh(reader, start, report, finished)),
     }
 }
