@@ -176,6 +176,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
         ("POST", "/api/v1/tasks", "/api/v1/tasks".into(), Some(task), READERS),
         ("GET", "/api/v1/workflows/{id}", workflow.clone(), None, READERS),
         ("GET", "/api/v1/workflows/{id}/results", format!("{workflow}/results"), None, READERS),
+        ("GET", "/api/v1/workflows/{id}/tasks/{task}", format!("{workflow}/tasks/after"), None, READERS),
         ("POST", "/api/v1/workflows/{id}/cancel", format!("{workflow}/cancel"), None, READERS),
         ("GET", "/api/v1/workflows/{id}/events", format!("{workflow}/events"), None, READERS),
         ("GET", "/api/v1/events", "/api/v1/events".into(), None, READERS),
@@ -248,6 +249,7 @@ async fn another_users_workflow_does_not_exist_for_a_client() {
     for path in [
         format!("/api/v1/workflows/{id}"),
         format!("/api/v1/workflows/{id}/results"),
+        format!("/api/v1/workflows/{id}/tasks/wait"),
         format!("/api/v1/workflows/{id}/events"),
     ] {
         let answer = api.get(&path, &tokens.bob).await;
@@ -392,9 +394,11 @@ async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
         (api.request("GET", "/api/v1/nope", Some(token)), 404, -32601, "no route /api/v1/nope"),
         (api.request("GET", "/api/v1/workflows?limit=0", Some(token)), 422, -32602, "field 'limit'"),
         (api.request("GET", "/api/v1/workflows?status=weird", Some(token)), 422, -32602, "field 'status'"),
+        (api.request("GET", "/api/v1/workflows?status=", Some(token)), 422, -32602, "got ''"),
         (api.request("GET", "/api/v1/workflows?since=yesterday", Some(token)), 422, -32602, "RFC 3339"),
         (api.request("GET", "/api/v1/workflows?cursor=zz", Some(token)), 422, -32602, "field 'cursor'"),
         (api.request("GET", "/api/v1/workflows/nope/results?task=x", Some(token)), 404, -32011, "no workflow 'nope'"),
+        (api.request("GET", "/api/v1/workflows/nope/tasks/x", Some(token)), 404, -32011, "no workflow 'nope'"),
         (
             api.request("POST", "/api/v1/tasks", Some(token)).header("Content-Type", "application/json").body("[1]"),
             400,
@@ -453,6 +457,46 @@ async fn listings_filter_and_page_newest_first() {
     assert_eq!(names(&later), ["Nightly two", "hourly"], "since is inclusive");
     let results = api.get(&format!("/api/v1/workflows/{}/results", ids[1]), token).await.body;
     assert_eq!(results["results"]["a"]["echoed"], "hourly");
+}
+
+/// A task's route has what the report leaves out: the params it was called
+/// with, each call's provider and timings, and its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_shows_its_params_calls_and_result() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let token = host.token.as_str();
+    let workflow = json!({"name": "details", "tasks": [
+        {"id": "flaky", "protocol": "echo/v1", "method": "flaky", "params": {"succeed_on_attempt": 2, "message": "second time"},
+         "retry": {"max_attempts": 2, "base_delay": 0.01}},
+        {"id": "after", "protocol": "echo/v1", "method": "echo", "dependencies": ["flaky"],
+         "params": {"message": "got ${flaky.result.message}"}},
+    ]});
+    let id = api.submit(token, &workflow).await;
+    api.finished(token, &id).await;
+
+    let after = api.get(&format!("/api/v1/workflows/{id}/tasks/after"), token).await;
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(after.body["params"], json!({"message": "got second time"}), "references resolved");
+    assert_eq!(after.body["result"]["echoed"], "got second time");
+    let flaky = api.get(&format!("/api/v1/workflows/{id}/tasks/flaky"), token).await.body;
+    let calls = flaky["history"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{flaky}");
+    for (n, call) in calls.iter().enumerate() {
+        assert_eq!((call["attempt"].clone(), call["provider"].clone()), (json!(n + 1), json!("wasm:echo")), "{call}");
+        assert!(call["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{call}");
+        assert!(call["started_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{call}");
+    }
+    assert!(calls[0]["error"]["message"].as_str().unwrap().contains("attempt 1 fails"), "{}", calls[0]);
+    assert!(calls[1]["error"].is_null());
+
+    // The report stays lean: no results, params or calls.
+    let report = api.get(&format!("/api/v1/workflows/{id}"), token).await.body;
+    for task in report["tasks"].as_array().unwrap() {
+        assert!(task["result"].is_null() && task.get("params").is_none() && task.get("history").is_none(), "{task}");
+    }
+    let missing = api.get(&format!("/api/v1/workflows/{id}/tasks/nope"), token).await;
+    assert_eq!((missing.status, missing.body["message"].clone()), (404, json!(format!("workflow '{id}' has no task 'nope'"))));
 }
 
 /// docs/http.md's session, run by `sh` as written, against a daemon.

@@ -9,7 +9,7 @@ mod support;
 
 use gleitzeit::listing::ListQuery;
 use gleitzeit::model::{TaskStatus, Workflow, WorkflowStatus};
-use gleitzeit::report::{RunReport, TaskReport};
+use gleitzeit::report::{Attempt, RunReport, TaskReport};
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
 use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
@@ -37,6 +37,16 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
         result: (status == TaskStatus::Completed).then(|| serde_json::json!({"echoed": "hi"})),
         error: None,
         retry_at: None,
+        params: Some(serde_json::json!({"message": format!("{task_id} of {workflow_id}")})),
+        history: (1..=attempts)
+            .map(|attempt| Attempt {
+                attempt,
+                provider: "wasm:echo".into(),
+                started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+                duration_ms: Some(2.5),
+                error: None,
+            })
+            .collect(),
     }
 }
 
@@ -59,6 +69,8 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         duration_ms: Some(1.0),
         result: Some(serde_json::json!({"echoed": "hi"})),
         error: None,
+        params: Some(serde_json::json!({"message": "hi"})),
+        history: Vec::new(),
     };
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);
@@ -78,9 +90,9 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
         .write(&[
             Record::Accepted { workflow: Box::new(w1.clone()), submitted_at: now },
             Record::Accepted { workflow: Box::new(w2.clone()), submitted_at: now + Duration::from_secs(1) },
-            Record::Task(task("w1", "a", TaskStatus::Running, 1)),
-            Record::Task(task("w1", "a", TaskStatus::Completed, 1)),
-            Record::Task(task("w2", "a", TaskStatus::Running, 2)),
+            Record::Task(Box::new(task("w1", "a", TaskStatus::Running, 1))),
+            Record::Task(Box::new(task("w1", "a", TaskStatus::Completed, 1))),
+            Record::Task(Box::new(task("w2", "a", TaskStatus::Running, 2))),
         ])
         .unwrap();
 
@@ -97,6 +109,9 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(a[0].result, Some(serde_json::json!({"echoed": "hi"})));
     assert_eq!(saved[1].tasks[0].status, TaskStatus::Running);
     assert_eq!(saved[1].tasks[0].attempts, 2);
+    let expected = task("w2", "a", TaskStatus::Running, 2);
+    assert_eq!(saved[1].tasks[0].history, expected.history, "each call is kept");
+    assert_eq!(saved[1].tasks[0].params, expected.params, "with the params it was called with");
     let drift = saved[0].submitted_at.duration_since(now).unwrap_or_else(|e| e.duration());
     assert!(drift < Duration::from_millis(1), "times keep sub-millisecond precision: {drift:?}");
 
@@ -307,6 +322,17 @@ fn survives_sigkill(store: &[&str]) -> String {
     for (task, result) in &seen {
         assert_eq!(results.get(task), Some(result), "task {task} kept its first result");
     }
+    // Each task's history ends with the call that served it; calls cut off
+    // by a kill are listed as such.
+    let histories: Vec<&Vec<Value>> = report["tasks"].as_array().unwrap().iter().map(|t| t["history"].as_array().unwrap()).collect();
+    for history in &histories {
+        let last = history.last().unwrap();
+        assert!(last["provider"] == "wasm:echo" && last["error"].is_null() && last["duration_ms"].is_number(), "{last}");
+    }
+    let interrupted = histories.iter().flat_map(|h| h.iter()).filter(|call| {
+        call["error"]["message"].as_str().is_some_and(|m| m.starts_with("the host stopped during this call"))
+    });
+    assert!(interrupted.count() > 0, "the kills cut off running calls");
     id.to_owned()
 }
 

@@ -34,6 +34,31 @@ pub struct TaskReport {
     pub duration_ms: Option<f64>,
     pub result: Option<Value>,
     pub error: Option<TaskError>,
+    /// The params its last attempt was called with, references resolved
+    /// (null until it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// Every call made for it, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+}
+
+/// One call made for a task: which provider took it, when, how long it
+/// took and how it failed. A call whose provider vanished is listed and
+/// then made again under the same attempt number (it does not count
+/// against the task's retries).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    /// The id of the provider that took the call, e.g. `wasm:echo`.
+    pub provider: String,
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: SystemTime,
+    /// Null while the call runs.
+    pub duration_ms: Option<f64>,
+    /// Why the call failed (null if it succeeded or still runs).
+    pub error: Option<TaskError>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -148,20 +173,37 @@ fn clip(text: &str) -> String {
     if chars.next().is_some() { format!("{head}… (--output json shows all)") } else { head }
 }
 
-/// Times as RFC 3339 text with microseconds (`None` as null).
+/// Times as RFC 3339 text with microseconds.
+mod rfc3339 {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string())
+    }
+
+    pub fn parse<E: serde::de::Error>(text: &str) -> Result<SystemTime, E> {
+        humantime::parse_rfc3339(text).map_err(E::custom)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+}
+
+/// The same, `None` as null.
 pub(crate) mod rfc3339_option {
     use super::*;
 
     pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string()),
+            Some(t) => rfc3339::serialize(t, s),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)).transpose()
+        text.map(|t| rfc3339::parse(&t)).transpose()
     }
 }
 
@@ -185,6 +227,8 @@ mod tests {
             duration_ms: Some(1.25),
             result,
             error,
+            params: None,
+            history: Vec::new(),
         }
     }
 

@@ -251,7 +251,6 @@ pub(super) fn list_query(
     let text = |field: &str| -> Result<Option<&str>, RpcError> {
         match fields.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(bad(field, "a string", other)),
         }
@@ -289,7 +288,8 @@ pub(super) fn list_query(
         }
         Some(other) => return Err(bad("limit", &wanted, other)),
     };
-    let name = text("name")?.map(str::to_owned);
+    // An empty name matches every name; every other field is refused empty.
+    let name = text("name")?.filter(|n| !n.is_empty()).map(str::to_owned);
     if name.as_ref().is_some_and(|n| n.len() > 256) {
         return Err(RpcError::new(errors::INVALID_PARAMS, "field 'name' must be at most 256 bytes"));
     }

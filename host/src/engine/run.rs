@@ -2,7 +2,7 @@
 
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
-use crate::report::{RunReport, TaskReport};
+use crate::report::{Attempt, RunReport, TaskReport};
 use crate::resolver::Dag;
 use crate::store::TaskRecord;
 use serde_json::Value;
@@ -42,6 +42,41 @@ pub(super) struct TaskState {
     pub retry_at: Option<SystemTime>,
     /// When it last became ready (queued), for the queue-wait histogram.
     pub ready_at: Option<Instant>,
+    /// The params of its last call where resolving references changed
+    /// them; otherwise the document's params are the ones it got.
+    pub params: Option<Value>,
+    /// Every call made for it.
+    pub history: Vec<Attempt>,
+}
+
+impl TaskState {
+    /// A call starts: `attempt`, taken by `provider`.
+    pub fn called(&mut self, attempt: u32, provider: &str) {
+        self.history.push(Attempt {
+            attempt,
+            provider: provider.to_owned(),
+            started_at: SystemTime::now(),
+            duration_ms: None,
+            error: None,
+        });
+    }
+
+    /// The running call ended after `took`, failing with `error` if any.
+    pub fn call_ended(&mut self, took: Duration, error: Option<&TaskError>) {
+        if let Some(call) = self.history.last_mut().filter(|call| call.duration_ms.is_none()) {
+            call.duration_ms = Some(took.as_secs_f64() * 1000.0);
+            call.error = error.cloned();
+        }
+    }
+
+    /// The running call will not end: it was cancelled, or the host
+    /// stopped while it ran.
+    pub fn call_abandoned(&mut self, error: TaskError) {
+        let took = self.history.last().map(|call| call.started_at.elapsed().unwrap_or_default());
+        if let Some(took) = took {
+            self.call_ended(took, Some(&error));
+        }
+    }
 }
 
 /// Run-time state of one workflow.
@@ -87,6 +122,8 @@ impl Run {
                 provider_wait: None,
                 retry_at: None,
                 ready_at: None,
+                params: None,
+                history: Vec::new(),
             })
             .collect();
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
@@ -130,6 +167,12 @@ impl Run {
             state.started_at = record.started_at;
             state.started = record.started_at.map(instant_of);
             state.error = record.error;
+            state.params = record.params;
+            state.history = record.history;
+            if !record.status.is_final() {
+                let stopped = "the host stopped during this call; it is made again";
+                state.call_abandoned(TaskError::new(codes::SERVER_ERROR, stopped));
+            }
             match record.status {
                 TaskStatus::Completed => {
                     self.complete(t, record.result.unwrap_or(Value::Null));
@@ -166,6 +209,8 @@ impl Run {
             result: state.result.clone(),
             error: state.error.clone(),
             retry_at: state.retry_at,
+            params: state.params.clone(),
+            history: state.history.clone(),
         }
     }
 
@@ -233,6 +278,8 @@ impl Run {
                 duration_ms: state.started.zip(state.finished).map(|(s, f)| ms(s, f)),
                 result: state.result.clone(),
                 error: state.error.clone(),
+                params: state.params.clone().or_else(|| (!state.history.is_empty()).then(|| task.params.clone())),
+                history: state.history.clone(),
             })
             .collect()
     }

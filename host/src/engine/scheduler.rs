@@ -340,7 +340,7 @@ impl Scheduler {
         if state.status == TaskStatus::Queued {
             return; // every ready task is queued at once: not worth an event
         }
-        self.record(|| Record::Task(run.task_record(t)));
+        self.record(|| Record::Task(Box::new(run.task_record(t))));
         let final_ = state.status.is_final();
         if final_ && let Some(method) = self.stats.of_task(&run.series, t) {
             method.ended(state.status);
@@ -506,6 +506,8 @@ impl Scheduler {
             timer.abort();
         }
         let attempt = state.attempts;
+        state.called(attempt, provider.id());
+        state.params = (params != task.params).then(|| params.clone());
         let progress = sink.map(|sink| {
             let (workflow_id, task_id, owner) = (run.workflow.id.clone(), task.id.clone(), run.owner.clone());
             Arc::new(move |chunk| {
@@ -566,6 +568,7 @@ impl Scheduler {
             return; // cancelled while it ran; already accounted for
         }
         state.abort = None;
+        state.call_ended(took, outcome.as_ref().err());
         if let Some(method) = self.stats.of_task(&run.series, t) {
             method.attempt_seconds.observe(took.as_secs_f64());
         }
@@ -638,11 +641,13 @@ impl Scheduler {
             if state.status.is_final() {
                 continue;
             }
+            let error = TaskError::new(codes::CANCELLED, format!("cancelled: {reason}"));
             if let Some(abort) = state.abort.take() {
                 abort.abort();
                 self.running -= 1;
+                state.call_abandoned(error.clone());
             }
-            state.error = Some(TaskError::new(codes::CANCELLED, format!("cancelled: {reason}")));
+            state.error = Some(error);
             run.finish_task(t, TaskStatus::Cancelled);
             changed.push(t);
         }

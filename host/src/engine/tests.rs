@@ -127,6 +127,16 @@ tasks:
     assert_eq!(task(&report, "gives-up").error.as_ref().unwrap().message, "attempt 3");
     assert_eq!(status("invalid"), (TaskStatus::Failed, 1), "non-retryable errors fail at once");
     assert_eq!(status("no-policy"), (TaskStatus::Failed, 1), "no retry block, no retry");
+
+    // Each call is in the task's history: which provider, when, how long,
+    // and why it failed.
+    let history = &task(&report, "recovers").history;
+    assert_eq!(history.iter().map(|c| c.attempt).collect::<Vec<_>>(), [1, 2, 3], "{history:?}");
+    assert!(history.iter().all(|c| c.provider == "test" && c.duration_ms.is_some_and(|ms| ms >= 0.0)));
+    let errors: Vec<_> = history.iter().map(|c| c.error.as_ref().map(|e| e.message.as_str())).collect();
+    assert_eq!(errors, [Some("attempt 1"), Some("attempt 2"), None]);
+    assert!(history.windows(2).all(|w| w[0].started_at <= w[1].started_at), "oldest first");
+    assert_eq!(task(&report, "invalid").history.len(), 1);
 }
 
 #[tokio::test]
@@ -183,6 +193,9 @@ tasks:
     assert_eq!(report.status, WorkflowStatus::Completed);
     assert_eq!(task(&report, "bottom").result, Some(json!({"l": 2, "r": "w=b"})));
     assert_eq!(probe.order.lock().unwrap().len(), 4);
+    // The report shows the params each task was called with.
+    assert_eq!(task(&report, "bottom").params, Some(json!({"l": 2, "r": "w=b"})), "references resolved");
+    assert_eq!(task(&report, "top").params, Some(json!({"n": 2, "words": ["a", "b"]})), "static params as written");
 }
 
 #[tokio::test]
@@ -201,6 +214,7 @@ tasks:
         .unwrap();
     let b = task(&report, "b");
     assert_eq!((b.status, b.attempts), (TaskStatus::Failed, 0));
+    assert!(b.params.is_none() && b.history.is_empty(), "never called: {b:?}");
     let error = b.error.as_ref().unwrap();
     assert_eq!(error.code, codes::SUBSTITUTION);
     assert!(
@@ -395,6 +409,9 @@ async fn workflows_can_be_listed_queried_and_cancelled() {
     let report = submitted.done.await.unwrap();
     assert_eq!(report.status, WorkflowStatus::Cancelled);
     assert_eq!(report.tasks[0].status, TaskStatus::Cancelled);
+    let call = &report.tasks[0].history[0];
+    assert_eq!(call.error.as_ref().map(|e| e.code), Some(codes::CANCELLED), "the running call ends cancelled");
+    assert!(call.duration_ms.is_some(), "{call:?}");
     let kept = engine.workflow("slow-1").await.unwrap().unwrap();
     assert_eq!(kept.status, WorkflowStatus::Cancelled, "finished workflows stay queryable");
     let again =
@@ -428,6 +445,8 @@ async fn a_vanished_provider_requeues_without_using_attempts_but_not_forever() {
     let report = engine.run(workflow("name: r\ntasks:\n  - {id: a, protocol: p/v1, method: once}\n")).await.unwrap();
     assert_eq!(report.tasks[0].status, TaskStatus::Completed);
     assert_eq!(report.tasks[0].result, Some(json!({"attempt": 1})), "the lost attempt was not counted");
+    let calls_made: Vec<_> = report.tasks[0].history.iter().map(|c| (c.attempt, c.error.is_some())).collect();
+    assert_eq!(calls_made, [(1, true), (1, false)], "the lost call is listed, under the same number");
     calls.store(0, Ordering::SeqCst);
     let report = engine.run(workflow("name: r2\ntasks:\n  - {id: b, protocol: p/v1, method: never}\n")).await.unwrap();
     assert_eq!(report.tasks[0].status, TaskStatus::Failed);

@@ -17,7 +17,7 @@ pub mod sqlite;
 
 use crate::listing::{ListQuery, Listed};
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
-use crate::report::RunReport;
+use crate::report::{Attempt, RunReport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub enum Record {
     /// A workflow as accepted, before its submitter is told so.
     Accepted { workflow: Box<Workflow>, submitted_at: SystemTime },
     /// A task's state after a change.
-    Task(TaskRecord),
+    Task(Box<TaskRecord>),
     /// A workflow ended; its report is final.
     Finished(Arc<RunReport>),
 }
@@ -61,6 +61,13 @@ pub struct TaskRecord {
     /// When a task waiting to be retried is due.
     #[serde(with = "opt_time")]
     pub retry_at: Option<SystemTime>,
+    /// The params of its last call, kept only where resolving references
+    /// changed them (the document has the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// Every call made for it (records stored before this field have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
 }
 
 /// An unfinished workflow as the store has it, to resume after a restart.

@@ -16,7 +16,7 @@ use super::host::{Host, PluginsInfo, ProtocolInfo, ProviderInfo, list_query, one
 use super::rpc::errors;
 use crate::auth::{Action, AuthError, Caller};
 use crate::listing::WorkflowSummary;
-use crate::report::RunReport;
+use crate::report::{RunReport, TaskReport};
 use crate::workflow::{self, Format};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
@@ -64,6 +64,7 @@ fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(submit_task))
         .routes(routes!(get_workflow))
         .routes(routes!(get_results))
+        .routes(routes!(get_task))
         .routes(routes!(cancel_workflow))
         .routes(routes!(stream::workflow_events))
         .routes(routes!(stream::all_events))
@@ -325,8 +326,9 @@ async fn list_workflows(
 const DEFAULT_PAGE: usize = 100;
 
 /// A workflow's report: status, counts and each task's status, attempts,
-/// timings and error. Results are left out (`result` is null): they are
-/// at `/results`.
+/// timings and error. Results are left out (`result` is null), and so are
+/// each task's params and history of calls: they are at `/results` and
+/// `/tasks/{task}`.
 #[utoipa::path(get, path = "/api/v1/workflows/{id}", tag = "workflows",
     params(("id" = String, Path, description = "The workflow id")),
     responses((status = 200, body = RunReport), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
@@ -339,8 +341,32 @@ async fn get_workflow(
     let mut report = visible(&host, caller, &id).await?;
     for task in &mut report.tasks {
         task.result = None;
+        task.params = None;
+        task.history = Vec::new();
     }
     Ok(axum::Json(report))
+}
+
+/// One task in full: its status and timings, the params it was called with
+/// (references resolved), every call made for it (attempt, provider,
+/// start, duration, error) and its result.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/tasks/{task}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow id"), ("task" = String, Path, description = "The task id")),
+    responses((status = 200, body = TaskReport), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+async fn get_task(
+    State(host): State<Arc<Host>>,
+    auth: Authenticated,
+    Path((id, task)): Path<(String, String)>,
+) -> ApiResult<TaskReport> {
+    let caller = auth.may(Action::Read)?;
+    let report = visible(&host, caller, &id).await?;
+    let found = report.tasks.into_iter().find(|t| t.id == task);
+    found.map(axum::Json).ok_or_else(|| no_task(&id, &task))
+}
+
+fn no_task(workflow_id: &str, task: &str) -> ApiError {
+    let message = format!("workflow '{}' has no task '{}'", workflow::excerpt(workflow_id), workflow::excerpt(task));
+    ApiError::new(errors::NOT_FOUND, message)
 }
 
 /// A workflow's results, by task id.
@@ -375,8 +401,7 @@ async fn get_results(
     if let Some(task) = &params.task
         && !report.tasks.iter().any(|t| &t.id == task)
     {
-        let message = format!("workflow '{id}' has no task '{}'", workflow::excerpt(task));
-        return Err(ApiError::new(errors::NOT_FOUND, message));
+        return Err(no_task(&id, task));
     }
     let results = report
         .tasks
