@@ -65,7 +65,7 @@ def main():
         text.clear()
         text.send_keys("name: From the page\ntasks:\n"
                        "  - {id: wait, protocol: echo/v1, method: delay, params: {seconds: 1.5}}\n"
-                       "  - {id: greet, protocol: echo/v1, method: echo, dependencies: [wait], params: {message: hello from the page}}\n")
+                       "  - {id: greet, protocol: echo/v1, method: echo, dependencies: [wait], params: {message: \"hello from the page after ${wait.result.delayed_seconds} s\"}}\n")
         driver.find_element(By.CSS_SELECTOR, "[data-test=submit]").click()
         wait.until(lambda d: "#/workflows/" in d.current_url)
         workflow_id = driver.current_url.split("#/workflows/")[1]
@@ -78,9 +78,13 @@ def main():
         wait.until(lambda d: "completed 2" in d.find_element(By.CSS_SELECTOR, "[data-test=counts]").text)
         assert driver.find_element(By.CSS_SELECTOR, "[data-test=graph] canvas"), "the DAG is drawn"
 
-        # A task's details: its result, fetched when it is opened.
+        # A task's details, fetched when it is opened: the params it was
+        # called with (references resolved), the provider of each call, the result.
         driver.find_element(By.CSS_SELECTOR, "[data-task=greet]").click()
-        wait.until(lambda d: "hello from the page" in d.find_element(By.CSS_SELECTOR, "[data-test=task-result]").text)
+        wait.until(lambda d: "hello from the page after 1.5 s" in d.find_element(By.CSS_SELECTOR, "[data-test=task-result]").text)
+        assert "hello from the page after 1.5 s" in driver.find_element(By.CSS_SELECTOR, "[data-test=task-params]").text
+        providers = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[data-test=task-calls] [data-test=call-provider]")]
+        assert providers == ["wasm:echo"], providers
         shot(driver, "workflow")
         assert api(f"/api/v1/workflows/{workflow_id}")["status"] == "completed"
 

@@ -1,7 +1,8 @@
 // One workflow: its DAG coloured by task status (drawn with cytoscape and
 // its dagre layout while it is small enough to read), a table of every
 // task that renders only the rows in view (10,000 tasks stay cheap), and a
-// task's details on click. Its event stream keeps all three current.
+// task's details on click (params, calls with their providers and timings,
+// result). Its event stream keeps all three current.
 
 import cytoscape from "cytoscape";
 import dagre from "cytoscape-dagre";
@@ -29,6 +30,21 @@ interface Task {
   dependencies?: string[];
 }
 
+interface Call {
+  attempt: number;
+  provider: string;
+  started_at: string;
+  duration_ms: number | null;
+  error: { code: number; message: string } | null;
+}
+
+/** A task in full, as `/tasks/{task}` has it. */
+interface TaskDetail extends Task {
+  params?: unknown;
+  result: unknown;
+  history?: Call[];
+}
+
 interface Report {
   workflow_id: string;
   name: string;
@@ -50,8 +66,17 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
   const tasks: Task[] = [];
   const index = new Map<string, number>();
   const progress = new Map<string, string>();
-  // A finished task's result never changes: fetched once, when first shown.
-  const results = new Map<string, string>();
+  // A task's details, fetched when it is shown and again only once its
+  // status or attempt changed (a finished task's never change).
+  const details = new Map<string, { key: string; detail: Promise<TaskDetail> }>();
+  const detailOf = (t: Task): Promise<TaskDetail> => {
+    const key = `${t.status}/${t.attempts}`;
+    const known = details.get(t.id);
+    if (known?.key === key) return known.detail;
+    const detail = get<TaskDetail>(`/api/v1/workflows/${id}/tasks/${encodeURIComponent(t.id)}`);
+    details.set(t.id, { key, detail });
+    return detail;
+  };
   let report: Report | null = null;
   let cy: cytoscape.Core | null = null;
   let selected: string | null = null;
@@ -115,9 +140,17 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     cy.on("tap", "node", (e) => select(e.target.id()));
   };
 
+  const calls = (history: Call[]) => h("table", { class: "calls", "data-test": "task-calls" },
+    h("thead", {}, h("tr", {}, ...["#", "provider", "started", "took", "error"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, ...history.map((c) => h("tr", {},
+      h("td", {}, c.attempt), h("td", { "data-test": "call-provider" }, c.provider), h("td", {}, time(c.started_at)),
+      h("td", {}, duration(c.duration_ms)), h("td", { class: "error" }, c.error?.message ?? "")))));
+
   const renderDetail = async (taskId: string) => {
     const t = tasks[index.get(taskId) ?? -1];
     if (!t) return;
+    const params = h("pre", { "data-test": "task-params" }, "…");
+    const history = h("div", {}, "…");
     const result = h("pre", { "data-test": "task-result" }, t.status === "completed" ? "…" : "–");
     const shownProgress = progress.get(taskId);
     clear(detail,
@@ -131,14 +164,13 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
         h("dt", {}, "took"), h("dd", {}, duration(t.duration_ms))),
       t.error ? h("div", {}, h("h4", {}, "error"), h("pre", { class: "error", "data-test": "task-error" }, json(t.error))) : null,
       shownProgress ? h("div", {}, h("h4", {}, "progress"), h("pre", { "data-test": "task-progress" }, shownProgress)) : null,
+      h("h4", {}, "params"), params,
+      h("h4", {}, "calls"), history,
       h("h4", {}, "result"), result);
-    if (t.status === "completed") {
-      if (!results.has(taskId)) {
-        const answer = await get<{ results: Record<string, unknown> }>(`/api/v1/workflows/${id}/results?task=${encodeURIComponent(taskId)}`);
-        results.set(taskId, json(answer.results[taskId]));
-      }
-      result.textContent = results.get(taskId) ?? "–";
-    }
+    const full = await detailOf(t);
+    params.textContent = full.params === undefined ? "– (not called yet)" : json(full.params);
+    clear(history, full.history?.length ? calls(full.history) : "–");
+    if (full.status === "completed") result.textContent = json(full.result);
   };
   const select = (taskId: string) => {
     selected = taskId;

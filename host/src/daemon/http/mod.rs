@@ -339,12 +339,19 @@ async fn get_workflow(
 ) -> ApiResult<RunReport> {
     let caller = auth.may(Action::Read)?;
     let mut report = visible(&host, caller, &id).await?;
+    outline(&mut report);
+    Ok(axum::Json(report))
+}
+
+/// A report as the API shows it whole: without each task's result, params
+/// and calls, which a 10,000-task workflow would make large (a task's
+/// route has them).
+fn outline(report: &mut RunReport) {
     for task in &mut report.tasks {
         task.result = None;
         task.params = None;
         task.history = Vec::new();
     }
-    Ok(axum::Json(report))
 }
 
 /// One task in full: its status and timings, the params it was called with

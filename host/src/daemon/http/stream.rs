@@ -134,9 +134,7 @@ impl Drop for Reader {
 }
 
 fn snapshot(host: &Host, id: u64, mut report: RunReport) -> Event {
-    for task in &mut report.tasks {
-        task.result = None;
-    }
+    super::outline(&mut report);
     let data = serde_json::to_string(&report).unwrap_or_default();
     Event::default().event("snapshot").id(host.events.wire_id(id)).data(data)
 }
