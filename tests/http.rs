@@ -9,8 +9,8 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
-use support::{Served, root, serve};
+use std::time::{Duration, Instant};
+use support::{Served, root, serve, serve_under};
 
 /// A client of one daemon's API.
 struct Api {
@@ -459,6 +459,44 @@ async fn listings_filter_and_page_newest_first() {
     assert_eq!(results["results"]["a"]["echoed"], "hourly");
 }
 
+/// At most 1,000 event streams are open at once: the next is refused with
+/// 429 and -32017 while the rest of the API answers, and a closed stream
+/// frees its place. A daemon started with a soft open-file limit below the
+/// cap (many systems give services 1,024) raises it itself; one whose hard
+/// limit is that low serves fewer streams (half its files) and refuses
+/// the rest the same way, rather than leaving connections unaccepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
+    rlimit::increase_nofile_limit(4096).unwrap(); // this side's ends of the streams
+    for (limit, cap) in [("ulimit -Sn 512", 1000), ("ulimit -n 512", 256)] {
+        let host = serve_under(&["sh", "-c", &format!(r#"{limit} && exec "$0" "$@""#)], &[]);
+        let api = Api::of(&host);
+        let token = host.token.as_str();
+        let open_stream = || async {
+            let request = api.request("GET", "/api/v1/events", Some(token)).send();
+            tokio::time::timeout(Duration::from_secs(30), request).await.expect("an answer within 30 s").unwrap()
+        };
+        let mut open = Vec::new();
+        for n in 0..cap {
+            let stream = open_stream().await;
+            assert_eq!(stream.status(), 200, "{limit}: stream {n}");
+            open.push(stream);
+        }
+        let refused = api.get("/api/v1/events", token).await;
+        assert_eq!((refused.status, refused.body["code"].clone()), (429, json!(-32017)), "{limit}: {refused:?}");
+        let message = refused.body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{cap} event streams are open")), "{limit}: {message}");
+        assert_eq!(api.get("/api/v1/workflows", token).await.status, 200, "the rest of the API answers");
+
+        drop(open.pop());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while open_stream().await.status() != 200 {
+            assert!(Instant::now() < deadline, "{limit}: the closed stream's place was never freed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// A task's route has what the report leaves out: the params it was called
 /// with, each call's provider and timings, and its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +534,10 @@ async fn a_task_shows_its_params_calls_and_result() {
         assert!(task["result"].is_null() && task.get("params").is_none() && task.get("history").is_none(), "{task}");
     }
     let missing = api.get(&format!("/api/v1/workflows/{id}/tasks/nope"), token).await;
-    assert_eq!((missing.status, missing.body["message"].clone()), (404, json!(format!("workflow '{id}' has no task 'nope'"))));
+    assert_eq!(
+        (missing.status, missing.body["message"].clone()),
+        (404, json!(format!("workflow '{id}' has no task 'nope'")))
+    );
 }
 
 /// docs/http.md's session, run by `sh` as written, against a daemon.

@@ -37,7 +37,7 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
         result: (status == TaskStatus::Completed).then(|| serde_json::json!({"echoed": "hi"})),
         error: None,
         retry_at: None,
-        params: Some(serde_json::json!({"message": format!("{task_id} of {workflow_id}")})),
+        params: Some(Arc::new(serde_json::json!({"message": format!("{task_id} of {workflow_id}")}))),
         history: (1..=attempts)
             .map(|attempt| Attempt {
                 attempt,
@@ -69,7 +69,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         duration_ms: Some(1.0),
         result: Some(serde_json::json!({"echoed": "hi"})),
         error: None,
-        params: Some(serde_json::json!({"message": "hi"})),
+        params: Some(Arc::new(serde_json::json!({"message": "hi"}))),
         history: Vec::new(),
     };
     let mut report =
@@ -324,10 +324,14 @@ fn survives_sigkill(store: &[&str]) -> String {
     }
     // Each task's history ends with the call that served it; calls cut off
     // by a kill are listed as such.
-    let histories: Vec<&Vec<Value>> = report["tasks"].as_array().unwrap().iter().map(|t| t["history"].as_array().unwrap()).collect();
+    let histories: Vec<&Vec<Value>> =
+        report["tasks"].as_array().unwrap().iter().map(|t| t["history"].as_array().unwrap()).collect();
     for history in &histories {
         let last = history.last().unwrap();
-        assert!(last["provider"] == "wasm:echo" && last["error"].is_null() && last["duration_ms"].is_number(), "{last}");
+        assert!(
+            last["provider"] == "wasm:echo" && last["error"].is_null() && last["duration_ms"].is_number(),
+            "{last}"
+        );
     }
     let interrupted = histories.iter().flat_map(|h| h.iter()).filter(|call| {
         call["error"]["message"].as_str().is_some_and(|m| m.starts_with("the host stopped during this call"))

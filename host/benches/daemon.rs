@@ -61,6 +61,7 @@ fn main() {
             store,
             retention: Duration::from_secs(3600),
             policy: Arc::new(policy),
+            max_streams: gleitzeit::daemon::MAX_STREAMS,
         };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
         tokio::spawn(remote_echo(url.clone(), token.clone()));

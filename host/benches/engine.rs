@@ -55,7 +55,8 @@ fn main() {
 
     if only("engine") {
         let wasm = rt.block_on(engine_rounds(rounds, echo.clone(), None));
-        let native = rt.block_on(engine_rounds(rounds, Arc::new(NativeEcho(echo.spec().clone())), None));
+        let native =
+            rt.block_on(engine_rounds(rounds, Arc::new(NativeEcho("native:echo".into(), echo.spec().clone())), None));
         row(&format!("{TASKS} echo tasks, engine + WASM"), &wasm);
         row(&format!("{TASKS} echo tasks, engine + native echo (baseline)"), &native);
         println!(
@@ -221,7 +222,7 @@ async fn call_rounds(rounds: usize, echo: &WasmProvider) -> Duration {
                 workflow_id: None,
                 attempt: 1,
                 method: "echo".into(),
-                params: json!({"message": "hello"}),
+                params: json!({"message": "hello"}).into(),
                 deadline: Instant::now() + Duration::from_secs(10),
                 progress: None,
             };
@@ -235,14 +236,14 @@ async fn call_rounds(rounds: usize, echo: &WasmProvider) -> Duration {
 }
 
 /// The echo method in native Rust, for the baseline.
-struct NativeEcho(ProviderSpec);
+struct NativeEcho(Arc<str>, ProviderSpec);
 
 impl Provider for NativeEcho {
-    fn id(&self) -> &str {
-        "native:echo"
+    fn id(&self) -> &Arc<str> {
+        &self.0
     }
     fn spec(&self) -> &ProviderSpec {
-        &self.0
+        &self.1
     }
     fn call(&self, call: Call) -> CallFuture {
         Box::pin(async move { Ok(json!({"echoed": call.params["message"], "provider_id": "native"})) })

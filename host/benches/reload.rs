@@ -64,7 +64,7 @@ fn main() {
                 workflow_id: None,
                 attempt: 1,
                 method: "echo".into(),
-                params: json!({"message": n}),
+                params: json!({"message": n}).into(),
                 deadline: Instant::now() + Duration::from_secs(10),
                 progress: None,
             };

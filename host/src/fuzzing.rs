@@ -31,7 +31,9 @@ pub fn references(data: &[u8]) {
     let params = json!({ "s": text, "list": [text] });
     let _ = crate::resolver::substitution::references(&params);
     let results = json!({ "a": [1, {"b": "x"}], "c": null });
-    let _ = crate::resolver::substitution::substitute(&params, |task| (task == "a").then_some(&results));
+    let _ = crate::resolver::substitution::substitute(&std::sync::Arc::new(params), |task| {
+        (task == "a").then_some(&results)
+    });
 }
 
 /// One frame from a host, as the Socket.IO client decodes it.

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Dispatch priority; the queue serves `Urgent` first, FIFO within a level.
@@ -122,7 +123,8 @@ pub struct Task {
     pub protocol: String,
     pub method: String,
     /// A JSON object; strings may hold `${task-id.result.path}` references.
-    pub params: Value,
+    /// Shared: a call without references gets it as it is, not a copy.
+    pub params: Arc<Value>,
     /// Ids of tasks that must complete first.
     pub dependencies: Vec<String>,
     pub priority: Priority,

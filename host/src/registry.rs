@@ -28,7 +28,7 @@ pub struct Call {
     pub attempt: u32,
     pub method: String,
     /// The params after `${…}` substitution.
-    pub params: Value,
+    pub params: Arc<Value>,
     /// The attempt must end by then; providers should stop work at it.
     pub deadline: Instant,
     /// Where partial output goes, when someone listens.
@@ -41,7 +41,7 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Se
 /// Something that serves one protocol.
 pub trait Provider: Send + Sync {
     /// A unique id, e.g. `wasm:echo` (shown in listings and logs).
-    fn id(&self) -> &str;
+    fn id(&self) -> &Arc<str>;
     /// What it serves.
     fn spec(&self) -> &ProviderSpec;
     /// Start one call; a provider with limited slots takes one here, before
@@ -145,7 +145,7 @@ impl Registry {
         let mut removed = false;
         protocols.retain(|_, entry| {
             let before = entry.providers.len();
-            entry.providers.retain(|p| p.id() != id);
+            entry.providers.retain(|p| &**p.id() != id);
             removed |= entry.providers.len() != before;
             !entry.providers.is_empty()
         });
@@ -211,7 +211,7 @@ pub(crate) mod tests {
 
     /// An in-process provider for engine and registry tests.
     pub struct FnProvider<F> {
-        pub id: String,
+        pub id: Arc<str>,
         pub spec: ProviderSpec,
         pub f: F,
     }
@@ -220,7 +220,7 @@ pub(crate) mod tests {
     where
         F: Fn(Call) -> CallFuture + Send + Sync,
     {
-        fn id(&self) -> &str {
+        fn id(&self) -> &Arc<str> {
             &self.id
         }
         fn spec(&self) -> &ProviderSpec {
@@ -264,7 +264,7 @@ pub(crate) mod tests {
         registry.register(provider("c", "q/v1"));
         let ids: Vec<String> = (0..4)
             .filter_map(|_| match registry.select("p/v1") {
-                Selection::Provider(p) => Some(p.id().to_owned()),
+                Selection::Provider(p) => Some(p.id().to_string()),
                 _ => None,
             })
             .collect();

@@ -6,6 +6,7 @@ use crate::model::{TaskError, TaskStatus, WorkflowStatus};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Longest result or error shown per task in text output.
@@ -37,7 +38,8 @@ pub struct TaskReport {
     /// The params its last attempt was called with, references resolved
     /// (null until it starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Arc<Value>>,
     /// Every call made for it, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
@@ -51,7 +53,8 @@ pub struct TaskReport {
 pub struct Attempt {
     pub attempt: u32,
     /// The id of the provider that took the call, e.g. `wasm:echo`.
-    pub provider: String,
+    #[schema(value_type = String)]
+    pub provider: Arc<str>,
     #[serde(with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub started_at: SystemTime,

@@ -96,8 +96,23 @@ impl Drop for Served {
 }
 
 pub fn serve(args: &[&str]) -> Served {
+    serve_under(&[], args)
+}
+
+/// The same, started by `wrapper` with the binary and its arguments
+/// after it (e.g. `sh -c 'ulimit -Sn 1024; exec "$0" "$@"'`).
+pub fn serve_under(wrapper: &[&str], args: &[&str]) -> Served {
     let data_home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+    let binary = env!("CARGO_BIN_EXE_gleitzeit");
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(root())

@@ -411,7 +411,33 @@ fn seconds(name: &str, value: f64, max: f64) -> Result<Duration, Failure> {
     })
 }
 
+/// Raise the soft open-file limit to the hard one, as Go programs do at
+/// start (many systems start services with a soft limit of 1,024, below
+/// the event-stream cap alone), and return how many event streams fit in
+/// half of what the process may open (the other half is for Socket.IO
+/// connections, requests, the store and plugins): past its limit a
+/// connection is not refused with a clear error, it waits unaccepted.
+fn event_streams_that_fit() -> usize {
+    let max = crate::daemon::MAX_STREAMS;
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return max;
+        }
+    };
+    let fit = usize::try_from(limit / 2).unwrap_or(max).clamp(1, max);
+    if fit < max {
+        tracing::warn!(
+            "this process may open only {limit} files (its hard limit), so at most {fit} event streams \
+             are served at once instead of {max}; raise the limit (ulimit -Hn, LimitNOFILE= in a systemd unit)"
+        );
+    }
+    fit
+}
+
 async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let max_streams = event_streams_that_fit();
     let (file, plugins) = args.plugins.resolve(args.data_dir.as_deref())?;
     let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
     let mut engine = EngineConfig::default();
@@ -436,7 +462,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
-    let config = crate::daemon::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy) };
+    let config = crate::daemon::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy), max_streams };
     crate::daemon::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;

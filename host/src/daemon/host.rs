@@ -36,9 +36,8 @@ pub struct Host {
     pub(super) sockets: Sockets,
     /// Recent events, numbered, for server-sent event streams.
     pub(super) events: EventLog,
-    /// One permit per server-sent event stream that may be open at once
-    /// ([`MAX_STREAMS`]): every append wakes every stream.
-    pub(super) streams: Arc<tokio::sync::Semaphore>,
+    /// The places for server-sent event streams.
+    pub(super) streams: StreamSlots,
     pub(super) policy: Arc<auth::Policy>,
     /// The port the daemon listens on: its own pages' origins name it.
     pub(super) port: u16,
@@ -46,7 +45,35 @@ pub struct Host {
 }
 
 /// Most server-sent event streams open at once; one more is answered 429.
+/// Every append to the event log wakes every stream, and each holds a file.
 pub const MAX_STREAMS: usize = 1000;
+
+/// One permit per server-sent event stream that may be open at once: a
+/// stream holds its permit while it is open.
+pub(super) struct StreamSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+impl StreamSlots {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
+    }
+
+    /// A place for one more stream, if there is one.
+    pub(super) fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Streams open now.
+    pub(super) fn open(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+}
 
 /// One provider, as `list_providers` and `GET /api/v1/providers` show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -81,11 +108,6 @@ pub struct PluginsInfo {
 }
 
 impl Host {
-    /// Server-sent event streams open now.
-    pub(super) fn open_streams(&self) -> usize {
-        MAX_STREAMS - self.streams.available_permits()
-    }
-
     pub(super) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
@@ -174,7 +196,7 @@ impl Host {
                 let spec = p.spec();
                 let load = p.load();
                 ProviderInfo {
-                    provider_id: p.id().to_owned(),
+                    provider_id: p.id().to_string(),
                     protocol_id: spec.protocol.clone(),
                     name: spec.name.clone(),
                     version: spec.version.clone(),
@@ -197,7 +219,7 @@ impl Host {
                 providers: Vec::new(),
             });
             entry.methods.extend(p.spec().methods.iter().map(|m| m.name.clone()));
-            entry.providers.push(p.id().to_owned());
+            entry.providers.push(p.id().to_string());
         }
         let mut protocols: Vec<ProtocolInfo> = by_protocol.into_values().collect();
         for protocol in &mut protocols {

@@ -22,6 +22,7 @@ use crate::plugins::PluginSet;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use host::Host;
+pub use host::MAX_STREAMS;
 pub use http::openapi;
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 use socketioxide::SocketIo;
@@ -43,6 +44,9 @@ pub struct ServeConfig {
     pub retention: Duration,
     /// Who may connect, and what remote providers may take on.
     pub policy: Arc<auth::Policy>,
+    /// Most server-sent event streams open at once (at most
+    /// [`MAX_STREAMS`]; fewer where the process may open fewer files).
+    pub max_streams: usize,
 }
 
 /// The server failed while running.
@@ -139,7 +143,7 @@ pub async fn serve(
         plugins,
         sockets: socket::Sockets::default(),
         events: events::EventLog::default(),
-        streams: Arc::new(tokio::sync::Semaphore::new(host::MAX_STREAMS)),
+        streams: host::StreamSlots::new(config.max_streams),
         policy: config.policy.clone(),
         port: listener.local_addr()?.port(),
         shutting_down: AtomicBool::new(false),

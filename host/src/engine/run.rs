@@ -44,17 +44,45 @@ pub(super) struct TaskState {
     pub ready_at: Option<Instant>,
     /// The params of its last call where resolving references changed
     /// them; otherwise the document's params are the ones it got.
-    pub params: Option<Value>,
+    pub params: Option<Arc<Value>>,
     /// Every call made for it.
     pub history: Vec<Attempt>,
 }
 
+/// What a report shows of a task's state beyond its status and times.
+struct Shown {
+    result: Option<Value>,
+    error: Option<TaskError>,
+    params: Option<Arc<Value>>,
+    history: Vec<Attempt>,
+}
+
 impl TaskState {
+    fn shown(&self) -> Shown {
+        Shown {
+            result: self.result.clone(),
+            error: self.error.clone(),
+            params: self.params.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    fn take_shown(&mut self) -> Shown {
+        Shown {
+            result: self.result.take(),
+            error: self.error.take(),
+            params: self.params.take(),
+            history: std::mem::take(&mut self.history),
+        }
+    }
+
     /// A call starts: `attempt`, taken by `provider`.
-    pub fn called(&mut self, attempt: u32, provider: &str) {
+    pub fn called(&mut self, attempt: u32, provider: &Arc<str>) {
+        // Most tasks make one call: room for exactly that.
+        self.history.reserve_exact(1);
         self.history.push(Attempt {
             attempt,
-            provider: provider.to_owned(),
+            provider: provider.clone(),
             started_at: SystemTime::now(),
             duration_ms: None,
             error: None,
@@ -258,40 +286,37 @@ impl Run {
         skipped
     }
 
-    fn task_reports(&self) -> Vec<TaskReport> {
+    /// Task `t`'s entry in a report, showing `shown` of its state.
+    fn task_report(&self, t: usize, shown: Shown) -> TaskReport {
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
-        self.workflow
-            .tasks
-            .iter()
-            .zip(&self.tasks)
-            .map(|(task, state)| TaskReport {
-                id: task.id.clone(),
-                name: task.name.clone(),
-                protocol: task.protocol.clone(),
-                method: task.method.clone(),
-                dependencies: task.dependencies.clone(),
-                status: state.status,
-                attempts: state.attempts,
-                started_at: state.started_at,
-                finished_at: state.finished_at,
-                queued_ms: state.started.map(|s| ms(self.started, s)),
-                duration_ms: state.started.zip(state.finished).map(|(s, f)| ms(s, f)),
-                result: state.result.clone(),
-                error: state.error.clone(),
-                params: state.params.clone().or_else(|| (!state.history.is_empty()).then(|| task.params.clone())),
-                history: state.history.clone(),
-            })
-            .collect()
+        let (task, state) = (&self.workflow.tasks[t], &self.tasks[t]);
+        let called = !shown.history.is_empty();
+        TaskReport {
+            id: task.id.clone(),
+            name: task.name.clone(),
+            protocol: task.protocol.clone(),
+            method: task.method.clone(),
+            dependencies: task.dependencies.clone(),
+            status: state.status,
+            attempts: state.attempts,
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            queued_ms: state.started.map(|s| ms(self.started, s)),
+            duration_ms: state.started.zip(state.finished).map(|(s, f)| ms(s, f)),
+            result: shown.result,
+            error: shown.error,
+            params: shown.params.or_else(|| called.then(|| task.params.clone())),
+            history: shown.history,
+        }
     }
 
-    /// The report of a finished run.
-    pub fn report(&self) -> RunReport {
+    fn report_of(&self, tasks: Vec<TaskReport>) -> RunReport {
         let mut report = RunReport::new(
             self.workflow.id.clone(),
             self.workflow.name.clone(),
             self.started_at,
             self.started.elapsed(),
-            self.task_reports(),
+            tasks,
         );
         if self.cancelled {
             report.status = WorkflowStatus::Cancelled;
@@ -300,9 +325,21 @@ impl Run {
         report
     }
 
+    /// The report of a finished run: takes each task's result, error and
+    /// calls out of the run (which ends with it) rather than copying them.
+    pub fn final_report(&mut self) -> RunReport {
+        let tasks = (0..self.tasks.len()).map(|t| {
+            let shown = self.tasks[t].take_shown();
+            self.task_report(t, shown)
+        });
+        let tasks = tasks.collect();
+        self.report_of(tasks)
+    }
+
     /// The state of a run still in progress.
     pub fn snapshot(&self) -> RunReport {
-        let mut report = self.report();
+        let tasks = (0..self.tasks.len()).map(|t| self.task_report(t, self.tasks[t].shown())).collect();
+        let mut report = self.report_of(tasks);
         report.status = WorkflowStatus::Running;
         report.finished_at = None;
         report

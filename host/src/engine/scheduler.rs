@@ -507,7 +507,7 @@ impl Scheduler {
         }
         let attempt = state.attempts;
         state.called(attempt, provider.id());
-        state.params = (params != task.params).then(|| params.clone());
+        state.params = (!Arc::ptr_eq(&params, &task.params)).then(|| params.clone());
         let progress = sink.map(|sink| {
             let (workflow_id, task_id, owner) = (run.workflow.id.clone(), task.id.clone(), run.owner.clone());
             Arc::new(move |chunk| {
@@ -666,7 +666,7 @@ impl Scheduler {
         if let Some(timer) = run.timeout.take() {
             timer.abort();
         }
-        let report = Arc::new(run.report());
+        let report = Arc::new(run.final_report());
         self.stats.workflow_ended(report.status);
         self.record(|| Record::Finished(report.clone()));
         if let Some(done) = run.done.take() {

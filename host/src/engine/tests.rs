@@ -45,7 +45,7 @@ fn start(concurrency: usize) -> (Engine, Arc<Probe>) {
 async fn behave(call: &Call) -> Result<Value, TaskError> {
     let p = &call.params;
     match call.method.as_str() {
-        "ok" => Ok(p.clone()),
+        "ok" => Ok(Value::clone(p)),
         "fail" => Err(TaskError::new(codes::INVALID_PARAMS, "bad params")),
         "flaky" if u64::from(call.attempt) < p["n"].as_u64().unwrap_or(1) => {
             Err(TaskError::new(codes::SERVER_ERROR, format!("attempt {}", call.attempt)).retryable())
@@ -132,7 +132,7 @@ tasks:
     // and why it failed.
     let history = &task(&report, "recovers").history;
     assert_eq!(history.iter().map(|c| c.attempt).collect::<Vec<_>>(), [1, 2, 3], "{history:?}");
-    assert!(history.iter().all(|c| c.provider == "test" && c.duration_ms.is_some_and(|ms| ms >= 0.0)));
+    assert!(history.iter().all(|c| &*c.provider == "test" && c.duration_ms.is_some_and(|ms| ms >= 0.0)));
     let errors: Vec<_> = history.iter().map(|c| c.error.as_ref().map(|e| e.message.as_str())).collect();
     assert_eq!(errors, [Some("attempt 1"), Some("attempt 2"), None]);
     assert!(history.windows(2).all(|w| w[0].started_at <= w[1].started_at), "oldest first");
@@ -194,8 +194,12 @@ tasks:
     assert_eq!(task(&report, "bottom").result, Some(json!({"l": 2, "r": "w=b"})));
     assert_eq!(probe.order.lock().unwrap().len(), 4);
     // The report shows the params each task was called with.
-    assert_eq!(task(&report, "bottom").params, Some(json!({"l": 2, "r": "w=b"})), "references resolved");
-    assert_eq!(task(&report, "top").params, Some(json!({"n": 2, "words": ["a", "b"]})), "static params as written");
+    assert_eq!(task(&report, "bottom").params.as_deref(), Some(&json!({"l": 2, "r": "w=b"})), "references resolved");
+    assert_eq!(
+        task(&report, "top").params.as_deref(),
+        Some(&json!({"n": 2, "words": ["a", "b"]})),
+        "static params as written"
+    );
 }
 
 #[tokio::test]
@@ -279,6 +283,7 @@ async fn a_protocol_without_provider_fails_its_task() {
 
 /// A provider with `slots` call slots, taken when a call starts.
 struct Limited {
+    id: Arc<str>,
     spec: crate::model::ProviderSpec,
     slots: usize,
     busy: Arc<AtomicUsize>,
@@ -286,8 +291,8 @@ struct Limited {
 }
 
 impl crate::registry::Provider for Limited {
-    fn id(&self) -> &str {
-        "limited"
+    fn id(&self) -> &Arc<str> {
+        &self.id
     }
     fn spec(&self) -> &crate::model::ProviderSpec {
         &self.spec
@@ -317,6 +322,7 @@ async fn a_busy_provider_parks_tasks_until_a_slot_frees() {
     let peak = Arc::new(AtomicUsize::new(0));
     let registry = Arc::new(Registry::new());
     registry.register(Arc::new(Limited {
+        id: "limited".into(),
         spec: spec("l/v1", &["ok"]),
         slots: 3,
         busy: Arc::default(),
@@ -339,7 +345,13 @@ async fn with_wait_for_providers_tasks_wait_for_a_provider_to_register() {
     assert_eq!(snapshot.status, WorkflowStatus::Running);
     assert_eq!(snapshot.summary.unfinished, 5);
     let peak = Arc::new(AtomicUsize::new(0));
-    registry.register(Arc::new(Limited { spec: spec("l/v1", &["ok"]), slots: 2, busy: Arc::default(), peak }));
+    registry.register(Arc::new(Limited {
+        id: "limited".into(),
+        spec: spec("l/v1", &["ok"]),
+        slots: 2,
+        busy: Arc::default(),
+        peak,
+    }));
     engine.providers_changed();
     let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
     assert_eq!(report.summary.completed, 5);
@@ -358,7 +370,13 @@ async fn tasks_wait_for_a_missing_provider_at_most_their_timeout() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let peak = Arc::new(AtomicUsize::new(0));
-    registry.register(Arc::new(Limited { spec: spec("l/v1", &["ok"]), slots: 1, busy: Arc::default(), peak }));
+    registry.register(Arc::new(Limited {
+        id: "limited".into(),
+        spec: spec("l/v1", &["ok"]),
+        slots: 1,
+        busy: Arc::default(),
+        peak,
+    }));
     engine.providers_changed();
     let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
     let gone = task(&report, "gone");
@@ -374,8 +392,13 @@ async fn tasks_wait_for_a_missing_provider_at_most_their_timeout() {
 async fn a_protocol_that_loses_its_last_provider_fails_its_parked_tasks_after_their_timeout() {
     let registry = Arc::new(Registry::new());
     let busy = Arc::new(AtomicUsize::new(1)); // its one slot stays taken
-    let provider =
-        Limited { spec: spec("l/v1", &["ok"]), slots: 1, busy: busy.clone(), peak: Arc::new(AtomicUsize::new(0)) };
+    let provider = Limited {
+        id: "limited".into(),
+        spec: spec("l/v1", &["ok"]),
+        slots: 1,
+        busy: busy.clone(),
+        peak: Arc::new(AtomicUsize::new(0)),
+    };
     registry.register(Arc::new(provider));
     let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
     let engine = Engine::start(registry.clone(), config);
@@ -459,7 +482,7 @@ async fn the_observer_sees_every_transition_and_the_end() {
     registry.register(Arc::new(FnProvider {
         id: "t".into(),
         spec: spec("t/v1", &["ok"]),
-        f: |call: Call| -> CallFuture { Box::pin(async move { Ok(call.params) }) },
+        f: |call: Call| -> CallFuture { Box::pin(async move { Ok(Value::clone(&call.params)) }) },
     }));
     let (engine, mut events) = Engine::start_observed(registry, EngineConfig::default());
     let report = engine

@@ -50,6 +50,7 @@ async fn start(data: &std::path::Path) -> Client {
         store: None,
         retention: Duration::from_secs(3600),
         policy: Arc::new(policy),
+        max_streams: crate::daemon::MAX_STREAMS,
     };
     tokio::spawn(serve(config, listener, registry, plugins, std::future::pending()));
     Client::connect(&url, Some(&token)).await.expect("the daemon accepts its admin")

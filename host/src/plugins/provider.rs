@@ -10,7 +10,7 @@ use std::time::Instant;
 use wasmtime::Trap;
 
 pub struct WasmProvider {
-    id: String,
+    id: Arc<str>,
     plugin: Arc<Plugin>,
     /// Calls it takes at once (instances alive at once, at most).
     max_concurrency: usize,
@@ -39,7 +39,7 @@ impl WasmProvider {
     /// plugin's earlier versions.
     pub fn sharing(plugin: Arc<Plugin>, in_flight: InFlight) -> Self {
         let max_concurrency = plugin.grants.max_concurrency;
-        Self { id: format!("wasm:{}", plugin.name), plugin, max_concurrency, in_flight }
+        Self { id: format!("wasm:{}", plugin.name).into(), plugin, max_concurrency, in_flight }
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -48,7 +48,7 @@ impl WasmProvider {
 }
 
 impl Provider for WasmProvider {
-    fn id(&self) -> &str {
+    fn id(&self) -> &Arc<str> {
         &self.id
     }
 

@@ -23,7 +23,7 @@ fn call(method: &str, params: Value, attempt: u32, within: Duration) -> Call {
         workflow_id: Some("wf".into()),
         attempt,
         method: method.into(),
-        params,
+        params: params.into(),
         deadline: Instant::now() + within,
         progress: None,
     }
@@ -32,7 +32,7 @@ fn call(method: &str, params: Value, attempt: u32, within: Duration) -> Call {
 #[tokio::test]
 async fn the_bundled_echo_describes_itself() {
     let echo = echo().await;
-    assert_eq!(echo.id(), "wasm:echo");
+    assert_eq!(&**echo.id(), "wasm:echo");
     let spec = echo.spec();
     assert_eq!(spec.protocol, "echo/v1");
     let methods: Vec<&str> = spec.methods.iter().map(|m| m.name.as_str()).collect();

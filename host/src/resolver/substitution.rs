@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// One step of a path into a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,23 +159,33 @@ fn strings_mut(
     Ok(())
 }
 
+/// Every string in `value`, at any depth (iteratively: params may be deep).
+fn strings(value: &Value) -> impl Iterator<Item = &str> {
+    let mut stack = vec![value];
+    std::iter::from_fn(move || {
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::String(s) => return Some(s.as_str()),
+                Value::Array(items) => stack.extend(items.iter()),
+                Value::Object(map) => stack.extend(map.values()),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
 /// Every reference in `params`, or the first malformed one per string, for
-/// validation. The walk is iterative.
+/// validation.
 pub fn references(params: &Value) -> Vec<Result<Reference, TemplateError>> {
     let mut found = Vec::new();
-    let mut stack = vec![params];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) if s.contains("${") => match parse_template(s) {
-                Ok(pieces) => found.extend(pieces.into_iter().filter_map(|p| match p {
-                    Piece::Ref(r) => Some(Ok(r)),
-                    Piece::Text(_) => None,
-                })),
-                Err(e) => found.push(Err(e)),
-            },
-            Value::Array(items) => stack.extend(items.iter()),
-            Value::Object(map) => stack.extend(map.values()),
-            _ => {}
+    for s in strings(params).filter(|s| s.contains("${")) {
+        match parse_template(s) {
+            Ok(pieces) => found.extend(pieces.into_iter().filter_map(|p| match p {
+                Piece::Ref(r) => Some(Ok(r)),
+                Piece::Text(_) => None,
+            })),
+            Err(e) => found.push(Err(e)),
         }
     }
     found
@@ -220,12 +231,16 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Replace every reference in `params` using `result_of(task_id)`.
+/// Replace every reference in `params` using `result_of(task_id)`. Params
+/// without a `$` come back as they are, shared rather than copied.
 pub fn substitute<'r>(
-    params: &Value,
+    params: &Arc<Value>,
     result_of: impl Fn(&str) -> Option<&'r Value>,
-) -> Result<Value, SubstitutionError> {
-    let mut out = params.clone();
+) -> Result<Arc<Value>, SubstitutionError> {
+    if !strings(params).any(|s| s.contains('$')) {
+        return Ok(params.clone());
+    }
+    let mut out = Value::clone(params);
     strings_mut(&mut out, |v| {
         let Value::String(s) = v else { return Ok(()) };
         if !s.contains('$') {
@@ -254,7 +269,7 @@ pub fn substitute<'r>(
         *v = Value::String(text);
         Ok(())
     })?;
-    Ok(out)
+    Ok(Arc::new(out))
 }
 
 #[cfg(test)]
@@ -263,7 +278,15 @@ mod tests {
     use serde_json::json;
 
     fn run(params: Value, results: &Value) -> Result<Value, SubstitutionError> {
-        substitute(&params, |id| results.get(id))
+        substitute(&Arc::new(params), |id| results.get(id)).map(Arc::unwrap_or_clone)
+    }
+
+    #[test]
+    fn params_without_references_are_shared_not_copied() {
+        let params = Arc::new(json!({"a": ["plain", {"b": 1}]}));
+        assert!(Arc::ptr_eq(&substitute(&params, |_| None).unwrap(), &params));
+        let escaped = Arc::new(json!({"a": "$${x}"}));
+        assert_eq!(*substitute(&escaped, |_| None).unwrap(), json!({"a": "${x}"}), "an escape is a change");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct TaskRecord {
     /// The params of its last call, kept only where resolving references
     /// changed them (the document has the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
+    pub params: Option<Arc<Value>>,
     /// Every call made for it (records stored before this field have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,

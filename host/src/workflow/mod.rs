@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Files larger than this are refused before parsing.
@@ -353,7 +354,7 @@ impl Fields {
             id,
             protocol: protocol.unwrap_or_default(),
             method: method.unwrap_or_default(),
-            params: params.unwrap_or_else(|| Value::Object(Map::new())),
+            params: Arc::new(params.unwrap_or_else(|| Value::Object(Map::new()))),
             dependencies,
             priority,
             timeout,

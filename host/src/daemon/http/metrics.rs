@@ -39,7 +39,7 @@ pub async fn metrics(State(host): State<Arc<Host>>, auth: Authenticated) -> Resu
         providers: host.providers(),
         plugins: host.plugins.statuses(),
         sockets: host.sockets.connected(),
-        streams: host.open_streams(),
+        streams: host.streams.open(),
     };
     let text = render(move |scrape| write(scrape, &facts));
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

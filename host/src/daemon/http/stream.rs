@@ -9,13 +9,14 @@
 //!
 //! A client that does not read holds nothing but its place in the shared
 //! log (see `events`), and is disconnected once the host could write
-//! nothing to it for 30 s. At most [`MAX_STREAMS`] are open at once.
+//! nothing to it for 30 s. At most [`MAX_STREAMS`](crate::daemon::MAX_STREAMS) are open
+//! at once, fewer where the process may open fewer files.
 
 use super::error::ApiError;
 use super::{Authenticated, visible};
 use crate::auth::{Action, Caller};
 use crate::daemon::events::Logged;
-use crate::daemon::host::{Host, MAX_STREAMS};
+use crate::daemon::host::Host;
 use crate::daemon::rpc::errors;
 use crate::model::WorkflowStatus;
 use crate::report::RunReport;
@@ -66,9 +67,9 @@ impl Reader {
     /// A reader after event `cursor`, if the host has room for one more
     /// stream.
     fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
-        let Ok(permit) = host.streams.clone().try_acquire_owned() else {
-            let message =
-                format!("{MAX_STREAMS} event streams are open, the most the host serves at once; try again later");
+        let Some(permit) = host.streams.take() else {
+            let most = host.streams.capacity();
+            let message = format!("{most} event streams are open, the most the host serves at once; try again later");
             return Err(ApiError::new(errors::BUSY, message));
         };
         let wake = host.events.watch();

@@ -208,7 +208,7 @@ impl Host {
         self.sockets.outboxes.close(sid);
         let providers = lock(&self.sockets.remotes).remove(sid).unwrap_or_default();
         for provider in providers {
-            tracing::info!(provider = provider.id(), "remote provider disconnected");
+            tracing::info!(provider = &**provider.id(), "remote provider disconnected");
             self.registry.unregister(provider.id());
             provider.close();
         }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 pub struct RemoteProvider {
-    id: String,
+    id: Arc<str>,
     spec: ProviderSpec,
     socket: SocketRef,
     max_concurrent: usize,
@@ -43,7 +43,7 @@ const MAX_UNANSWERED: u32 = 3;
 impl RemoteProvider {
     pub fn new(id: String, spec: ProviderSpec, socket: SocketRef, max_concurrent: usize) -> Self {
         Self {
-            id,
+            id: id.into(),
             spec,
             socket,
             max_concurrent,
@@ -111,7 +111,7 @@ impl Drop for Slot {
 }
 
 impl Provider for RemoteProvider {
-    fn id(&self) -> &str {
+    fn id(&self) -> &Arc<str> {
         &self.id
     }
 
@@ -144,7 +144,7 @@ impl Provider for RemoteProvider {
             answered: false,
             unanswered: self.unanswered.clone(),
             socket: self.socket.clone(),
-            provider: self.id.clone(),
+            provider: self.id.to_string(),
         };
         let payload = json!({
             "jsonrpc": "2.0",
