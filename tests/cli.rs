@@ -355,3 +355,51 @@ fn the_validation_output_shown_in_the_docs_is_current() {
     let out = gleitzeit(&["workflow", "validate", "tests/fixtures/invalid/bad-fields.yaml"]);
     assert_eq!(text(&out.stderr), shown);
 }
+
+/// Compiled plugins are kept in the data directory's cache: the first run
+/// compiles the bundled ones, the next loads them; an entry that was
+/// tampered with is compiled again and rewritten, and `--no-cache` neither
+/// reads nor writes the cache.
+#[test]
+fn compiled_plugins_are_cached_between_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = data.path().join("gleitzeit/cache");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["run", "workflows/hello.yaml"])
+            .args(extra)
+            .current_dir(root())
+            .env("XDG_DATA_HOME", data.path())
+            .env("GLEITZEIT_LOG", "gleitzeit::plugins=debug")
+            .env_remove("GLEITZEIT_PLUGINS")
+            .env_remove("GLEITZEIT_CACHE_DIR")
+            .env_remove("GLEITZEIT_NO_CACHE")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let count = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
+        (count(": compiled plugin="), count("loaded from the compiled-plugin cache"), count("compiled again"))
+    };
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        found.sort();
+        found
+    };
+    let bundled = 3; // echo, ollama, mcp
+    assert_eq!(run(&[]), (bundled, 0, 0), "the first run compiles");
+    assert_eq!(entries().len(), bundled);
+    assert_eq!(run(&[]), (0, bundled, 0), "the next one loads");
+
+    let tampered = &entries()[0];
+    let sound = std::fs::read(tampered).unwrap();
+    let mut bad = sound.clone();
+    bad[100] ^= 0xff;
+    std::fs::write(tampered, bad).unwrap();
+    assert_eq!(run(&[]), (0, bundled - 1, 1), "a tampered entry is not used");
+    assert_eq!(std::fs::read(tampered).unwrap(), sound, "and is written again");
+
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert_eq!(run(&["--no-cache"]), (bundled, 0, 0));
+    assert!(!cache.exists(), "--no-cache writes nothing");
+}

@@ -131,21 +131,42 @@ struct PluginArgs {
     /// flags and GLEITZEIT_* variables win over it.
     #[arg(long, env = "GLEITZEIT_CONFIG")]
     config: Option<PathBuf>,
+    /// Directory of compiled plugins kept between starts (delete it to
+    /// clear it) [default: DATA_DIR/cache].
+    #[arg(long, env = "GLEITZEIT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin at every start and keep nothing.
+    #[arg(long, env = "GLEITZEIT_NO_CACHE")]
+    no_cache: bool,
+}
+
+/// Where plugins come from and where their compiled forms are kept.
+struct PluginDirs {
+    plugins: PathBuf,
+    cache: Option<PathBuf>,
 }
 
 impl PluginArgs {
     /// The settings file (empty without one) and the plugins directory: the
     /// flag's, else the file's, else `plugins` in the data directory (never
     /// one relative to wherever the command happens to start).
-    fn resolve(&self, data_dir_flag: Option<&Path>) -> Result<(ConfigFile, PathBuf), Failure> {
+    fn resolve(&self, data_dir_flag: Option<&Path>) -> Result<(ConfigFile, PluginDirs), Failure> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        let dir = match self.plugins.clone().or_else(|| file.plugins.clone()) {
+        let plugins = match self.plugins.clone().or_else(|| file.plugins.clone()) {
             Some(dir) => dir,
             None => data_dir(data_dir_flag, &file).map(|d| d.join("plugins")).ok_or_else(|| {
                 Failure::Input(anyhow::anyhow!("no plugins directory: set --plugins, --data-dir or HOME"))
             })?,
         };
-        Ok((file, dir))
+        let cache = match self.no_cache {
+            true => None,
+            false => self
+                .cache_dir
+                .clone()
+                .or_else(|| file.cache_dir.clone())
+                .or_else(|| data_dir(data_dir_flag, &file).map(|d| d.join("cache"))),
+        };
+        Ok((file, PluginDirs { plugins, cache }))
     }
 }
 
@@ -192,6 +213,7 @@ struct ConfigFile {
     default_timeout: Option<f64>,
     store: Option<String>,
     data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     retention: Option<String>,
     #[serde(default)]
     manifests: std::collections::BTreeMap<String, Manifest>,
@@ -667,7 +689,7 @@ fn level_count(workflow: &Workflow) -> usize {
 /// the local plugins.
 async fn load_against_registry(
     file: &Path,
-    plugins: &Path,
+    plugins: &PluginDirs,
     config: &ConfigFile,
 ) -> Result<(Workflow, Arc<Registry>), Failure> {
     let workflow = workflow::load(file)?;
@@ -676,15 +698,17 @@ async fn load_against_registry(
     Ok((workflow, registry))
 }
 
-/// The bundled plugins plus those in `dir` (a plugin in `dir` that serves a
+/// The bundled plugins plus those in `dirs.plugins` (a plugin there that serves a
 /// bundled protocol stands in for the bundled one), with the config's
 /// manifest overrides; broken files are reported and skipped.
-async fn load_plugins(dir: &Path, config: &ConfigFile) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
-    let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default()).map_err(|e| Failure::Internal(e.into()))?);
+async fn load_plugins(dirs: &PluginDirs, config: &ConfigFile) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
+    let runtime_config = RuntimeConfig { cache_dir: dirs.cache.clone(), ..RuntimeConfig::default() };
+    let runtime = Arc::new(WasmRuntime::new(runtime_config).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
     let overrides = Overrides { manifests: config.manifests.clone(), policy: config.plugin_policy.clone() };
-    let (plugins, problems) =
-        PluginSet::load(runtime, registry.clone(), dir, overrides).await.map_err(|e| Failure::Internal(e.into()))?;
+    let (plugins, problems) = PluginSet::load(runtime, registry.clone(), &dirs.plugins, overrides)
+        .await
+        .map_err(|e| Failure::Internal(e.into()))?;
     for problem in problems {
         eprintln!("warning: {problem}");
     }

@@ -237,7 +237,10 @@ impl Run {
             result: state.result.clone(),
             error: state.error.clone(),
             retry_at: state.retry_at,
-            params: state.params.clone(),
+            // Only a final state needs them: a task that was running when
+            // the host stopped runs again and resolves its params again.
+            // (They can be as large as the results they quote.)
+            params: state.params.clone().filter(|_| state.status.is_final()),
             history: state.history.clone(),
         }
     }

@@ -3,6 +3,7 @@
 //! file and the step; it never stops other plugins from loading.
 
 use super::bindings::ProviderPre;
+use super::cache::Compiled;
 use super::host::{Grants, StoreState};
 use super::manifest::{Manifest, Overrides};
 use super::runtime::WasmRuntime;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The plugins built into the binary (see `build.rs`).
-mod embedded {
+pub(super) mod embedded {
     include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
 }
 
@@ -87,13 +88,21 @@ pub async fn load_bytes(
     grants: Grants,
 ) -> Result<Plugin, LoadError> {
     let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
-    let hash: String = sha2::Sha256::digest(&bytes).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let digest = sha2::Sha256::digest(&bytes);
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let compiler = runtime.clone();
     // Compilation takes tens of milliseconds of CPU: keep it off the async threads.
-    let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes))
+    let (component, compiled) = tokio::task::spawn_blocking(move || compiler.compile(&bytes, &digest))
         .await
         .map_err(|e| fail(LoadStep::Compile, e.to_string()))?
         .map_err(|e| fail(LoadStep::Compile, format!("{e:#}")))?;
+    match &compiled {
+        Compiled::Cached => tracing::debug!(plugin = name, "loaded from the compiled-plugin cache"),
+        Compiled::Fresh => tracing::debug!(plugin = name, "compiled"),
+        Compiled::Replaced(why) => {
+            tracing::info!(plugin = name, "compiled again: its cache entry was unusable ({why})")
+        }
+    }
     let pre = runtime
         .linker()
         .instantiate_pre(&component)

@@ -8,6 +8,7 @@
 //! queue, retry or route tasks.
 
 mod bindings;
+mod cache;
 mod host;
 mod live;
 mod loader;
@@ -18,6 +19,7 @@ mod output;
 mod provider;
 mod runtime;
 
+pub use cache::{Compiled, MAX_CACHE_BYTES};
 pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
 pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_file};
 pub use manifest::{Manifest, Overrides, PluginPolicy};

@@ -2,6 +2,7 @@
 //! settings and why each is chosen.
 
 use super::bindings::Provider as ProviderWorld;
+use super::cache::{Compiled, ComponentCache};
 use super::host::{CallIdentity, Grants, StoreState};
 use super::outbound::Outbound;
 use super::output::{LogPipe, Stream};
@@ -29,11 +30,14 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Linear memory one call may use, in bytes.
     pub memory_limit: usize,
+    /// Where compiled components are kept between starts (see `cache`);
+    /// none compiles every component at every start.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024 }
+        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024, cache_dir: None }
     }
 }
 
@@ -45,6 +49,7 @@ pub struct WasmRuntime {
     /// None if its thread could not start (deadlines then rest on the
     /// async timeout alone).
     ticker: Option<Arc<EpochTicker>>,
+    cache: Option<ComponentCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +84,8 @@ impl WasmRuntime {
         ProviderWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
         let ticker = EpochTicker::start(&engine).map(Arc::new);
-        Ok(Self { engine, linker, config, ticker })
+        let cache = config.cache_dir.as_deref().and_then(|dir| ComponentCache::open(dir, &engine));
+        Ok(Self { engine, linker, config, ticker, cache })
     }
 
     fn engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
@@ -130,9 +136,13 @@ impl WasmRuntime {
         &self.linker
     }
 
-    /// Compile a component (CPU-heavy: call off the async threads).
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, bytes)
+    /// Compile a component whose SHA-256 is `digest`, or load it from the
+    /// cache (compiling is CPU-heavy: call off the async threads).
+    pub fn compile(&self, bytes: &[u8], digest: &[u8]) -> wasmtime::Result<(Component, Compiled)> {
+        match &self.cache {
+            Some(cache) => cache.component(&self.engine, bytes, digest),
+            None => Ok((Component::new(&self.engine, bytes)?, Compiled::Fresh)),
+        }
     }
 
     /// A fresh store for one call: WASI with nothing granted but the

@@ -61,8 +61,8 @@ pub struct TaskRecord {
     /// When a task waiting to be retried is due.
     #[serde(with = "opt_time")]
     pub retry_at: Option<SystemTime>,
-    /// The params of its last call, kept only where resolving references
-    /// changed them (the document has the rest).
+    /// The params of its last call, kept only once it is final and only
+    /// where resolving references changed them (the document has the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Arc<Value>>,
     /// Every call made for it (records stored before this field have none).

@@ -1,0 +1,251 @@
+//! Compiled components kept on disk, so that a start or a reload of a
+//! plugin this engine compiled before loads its machine code instead of
+//! compiling it again (Cranelift takes about 0.2 s per bundled plugin, and
+//! seconds for a component that carries an interpreter).
+//!
+//! An entry is named for what makes compiled code valid: the SHA-256 of
+//! the component's bytes and wasmtime's hash of the engine (its version,
+//! its settings and the CPU features it compiles for), so another wasmtime,
+//! other settings or another CPU look for other entries. A file starts with
+//! the SHA-256 of the rest, checked before wasmtime reads it (and wasmtime
+//! checks its own header): an entry that fails either is compiled again and
+//! replaced, never used. Entries are written to a temporary file and
+//! renamed into place, so a crash leaves no half entry, and the directory
+//! is kept to [`MAX_CACHE_BYTES`], oldest entries leaving first.
+//!
+//! Loading compiled code means trusting whoever can write the directory as
+//! much as the host binary: it is created private (0700) and not used if
+//! anyone but its owner may write to it.
+//!
+//! This module owns the cache directory's files. It does not decide which
+//! plugins load or what they may do.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The most the cache directory holds; older entries are removed past it.
+pub const MAX_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
+const DIGEST_LEN: usize = 32;
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiled {
+    /// Loaded from the cache.
+    Cached,
+    /// Compiled (no entry yet, or no usable cache); stored for next time
+    /// when there is a cache.
+    Fresh,
+    /// An entry was there but could not be used (why); compiled again and
+    /// replaced.
+    Replaced(String),
+}
+
+/// A directory of compiled components for one engine.
+pub struct ComponentCache {
+    dir: PathBuf,
+    /// wasmtime's compatibility hash of the engine, as hex.
+    engine_key: String,
+}
+
+impl ComponentCache {
+    /// The cache in `dir` (created, private, if missing) for `engine`;
+    /// `None`, with a warning, if it cannot be used safely.
+    pub fn open(dir: &Path, engine: &Engine) -> Option<Self> {
+        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            tracing::warn!("not caching compiled plugins: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.permissions().mode() & 0o022 != 0 => {
+                tracing::warn!(
+                    "not caching compiled plugins: {} may be written by others than its owner (chmod 700 it)",
+                    dir.display()
+                );
+                None
+            }
+            Ok(_) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                engine.precompile_compatibility_hash().hash(&mut hasher);
+                Some(Self { dir: dir.to_owned(), engine_key: format!("{:016x}", hasher.finish()) })
+            }
+            Err(e) => {
+                tracing::warn!("not caching compiled plugins: {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
+    /// The compiled form of the component `bytes`: from the cache when it
+    /// holds a sound entry, else compiled and stored. A cache that cannot be
+    /// written only costs the next start a compilation.
+    /// `digest` is the SHA-256 of `bytes`.
+    pub fn component(&self, engine: &Engine, bytes: &[u8], digest: &[u8]) -> wasmtime::Result<(Component, Compiled)> {
+        let path = self.entry(digest);
+        let replaced = match self.read(engine, &path) {
+            Ok(Some(component)) => return Ok((component, Compiled::Cached)),
+            Ok(None) => None,
+            Err(why) => Some(why),
+        };
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.write(&path, &component) {
+            tracing::warn!("cannot cache the compiled plugin in {}: {e}", path.display());
+        }
+        Ok((component, replaced.map_or(Compiled::Fresh, Compiled::Replaced)))
+    }
+
+    fn entry(&self, digest: &[u8]) -> PathBuf {
+        let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+    }
+
+    /// The entry at `path`: none if missing, an error saying why if unsound.
+    fn read(&self, engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
+        let data = match std::fs::read(path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        };
+        let Some((digest, code)) = data.split_at_checked(DIGEST_LEN) else {
+            return Err(format!("it is {} bytes, too short to be an entry", data.len()));
+        };
+        if Sha256::digest(code).as_slice() != digest {
+            return Err("its content does not match its checksum".to_owned());
+        }
+        // SAFETY: `code` is what `Component::serialize` wrote for an engine
+        // with this compatibility hash (the name says so) and is unchanged
+        // since (the checksum says so); the directory is writable by its
+        // owner only. wasmtime checks the artifact's header itself.
+        unsafe { Component::deserialize(engine, code) }.map(Some).map_err(|e| format!("wasmtime refused it: {e:#}"))
+    }
+
+    fn write(&self, path: &Path, component: &Component) -> Result<(), String> {
+        let code = component.serialize().map_err(|e| format!("{e:#}"))?;
+        let temporary = self.dir.join(format!(".{}-{:016x}.tmp", std::process::id(), fastrand::u64(..)));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.write_all(&Sha256::digest(&code))?;
+                file.write_all(&code)?;
+                file.sync_data()
+            })
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e.to_string());
+        }
+        self.trim();
+        Ok(())
+    }
+
+    /// Remove the oldest entries while the directory holds more than
+    /// [`MAX_CACHE_BYTES`].
+    fn trim(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= MAX_CACHE_BYTES {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn echo_bytes() -> &'static [u8] {
+        super::super::loader::embedded::BUNDLED[0].1
+    }
+
+    fn compile(cache: &ComponentCache, engine: &Engine) -> Compiled {
+        let bytes = echo_bytes();
+        cache.component(engine, bytes, &Sha256::digest(bytes)).unwrap().1
+    }
+
+    fn only_entry(dir: &Path) -> PathBuf {
+        let entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries[0].clone()
+    }
+
+    #[test]
+    fn a_component_is_compiled_once_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = ComponentCache::open(dir.path(), &engine).unwrap();
+        assert_eq!(compile(&cache, &engine), Compiled::Fresh);
+        assert_eq!(compile(&cache, &engine), Compiled::Cached);
+        let entry = only_entry(dir.path());
+        assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // Another engine (other settings) has its own entries.
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let other = Engine::new(&config).unwrap();
+        let cache = ComponentCache::open(dir.path(), &other).unwrap();
+        assert_eq!(compile(&cache, &other), Compiled::Fresh);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn an_unsound_entry_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = ComponentCache::open(dir.path(), &engine).unwrap();
+        compile(&cache, &engine);
+        let entry = only_entry(dir.path());
+        let sound = std::fs::read(&entry).unwrap();
+
+        let mut flipped = sound.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let garbage: Vec<u8> = Sha256::digest(b"not code").into_iter().chain(*b"not code").collect();
+        for (bad, why) in [
+            (flipped, "does not match its checksum"),
+            (b"short".to_vec(), "too short"),
+            (garbage, "wasmtime refused it"),
+        ] {
+            std::fs::write(&entry, bad).unwrap();
+            match compile(&cache, &engine) {
+                Compiled::Replaced(reason) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("expected a replaced entry ({why}), got {other:?}"),
+            }
+            assert_eq!(std::fs::read(&entry).unwrap(), sound, "the entry is written again");
+            assert_eq!(compile(&cache, &engine), Compiled::Cached);
+        }
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(ComponentCache::open(dir.path(), &Engine::default()).is_none());
+        let created = dir.path().join("new/cache");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(ComponentCache::open(&created, &Engine::default()).is_some());
+        assert_eq!(std::fs::metadata(&created).unwrap().permissions().mode() & 0o777, 0o700, "created private");
+    }
+}
