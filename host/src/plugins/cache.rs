@@ -33,6 +33,9 @@ pub const MAX_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 const DIGEST_LEN: usize = 32;
 
+/// A temporary file older than this is a crashed writer's, not a live one's.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Where a compiled component came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compiled {
@@ -147,15 +150,22 @@ impl ComponentCache {
     }
 
     /// Remove the oldest entries while the directory holds more than
-    /// [`MAX_CACHE_BYTES`].
+    /// [`MAX_CACHE_BYTES`], and temporary files a crashed writer left.
     fn trim(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
                 Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .filter(|(modified, _, path)| match path.extension().and_then(|x| x.to_str()) {
+                Some("cwasm") => true,
+                Some("tmp") if modified.elapsed().is_ok_and(|age| age > STALE_TEMPORARY) => {
+                    let _ = std::fs::remove_file(path);
+                    false
+                }
+                _ => false,
             })
             .collect();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
@@ -236,6 +246,19 @@ mod tests {
             assert_eq!(std::fs::read(&entry).unwrap(), sound, "the entry is written again");
             assert_eq!(compile(&cache, &engine), Compiled::Cached);
         }
+    }
+
+    #[test]
+    fn a_crashed_writers_temporary_file_is_removed_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stale, fresh) = (dir.path().join(".1-dead.tmp"), dir.path().join(".2-live.tmp"));
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMPORARY;
+        std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        let engine = Engine::default();
+        compile(&ComponentCache::open(dir.path(), &engine).unwrap(), &engine);
+        assert!(!stale.exists() && fresh.exists(), "only the stale one goes");
     }
 
     #[test]
