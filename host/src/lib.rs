@@ -8,7 +8,8 @@
 //! clients drive the daemon over Socket.IO or its HTTP API. The daemon
 //! writes its state to a `store` (SQLite or Redis) so that it survives a
 //! crash. `model` holds the shared data types, `report` the result document,
-//! `listing` how workflow lists are filtered and paged, `cli` the command
+//! `listing` how workflow lists are filtered and paged, `schema` how params
+//! are checked against the JSON Schema a provider declares, `cli` the command
 //! line.
 
 pub mod auth;
@@ -26,5 +27,6 @@ pub mod queue;
 pub mod registry;
 pub mod report;
 pub mod resolver;
+pub mod schema;
 pub mod store;
 pub mod workflow;

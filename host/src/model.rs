@@ -306,8 +306,9 @@ pub fn method_matches(pattern: &str, method: &str) -> bool {
 pub struct MethodSpec {
     pub name: String,
     pub description: String,
+    /// The JSON Schema its params must fit, when the provider declares one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub params_schema: Option<Value>,
+    pub params_schema: Option<crate::schema::ParamsSchema>,
 }
 
 /// What a provider serves, as it declares it.
@@ -323,6 +324,14 @@ pub struct ProviderSpec {
 impl ProviderSpec {
     pub fn has_method(&self, method: &str) -> bool {
         self.methods.iter().any(|m| m.name == method)
+    }
+
+    /// The schema of the method that serves `method` (by name, else its
+    /// family), if it declares one.
+    pub fn params_schema(&self, method: &str) -> Option<&crate::schema::ParamsSchema> {
+        let served = (self.methods.iter().find(|m| m.name == method))
+            .or_else(|| self.methods.iter().find(|m| method_matches(&m.name, method)))?;
+        served.params_schema.as_ref()
     }
 }
 

@@ -7,6 +7,7 @@
 //! `Arc`s and never hold the lock across a call.
 
 use crate::model::{ProviderSpec, TaskError};
+use crate::schema::ParamsSchema;
 use crate::workflow::Catalog;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -201,6 +202,18 @@ impl Catalog for Registry {
 
     fn protocols(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
+    }
+
+    fn schemas(&self, protocol: &str, method: &str) -> Vec<ParamsSchema> {
+        let protocols = self.read();
+        let mut schemas: Vec<ParamsSchema> = Vec::new();
+        let providers = protocols.get(protocol).map(|e| e.providers.as_slice()).unwrap_or_default();
+        for schema in providers.iter().filter_map(|p| p.spec().params_schema(method)) {
+            if !schemas.contains(schema) {
+                schemas.push(schema.clone());
+            }
+        }
+        schemas
     }
 }
 

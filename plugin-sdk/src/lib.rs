@@ -3,12 +3,13 @@
 //! A provider is a WebAssembly component that serves one protocol. This crate
 //! hides the WIT bindings (`wit/provider.wit`) behind a small typed API: build
 //! a [`Provider`] that names the protocol and registers each method with a
-//! `serde` params type, then hand its constructor to [`export_provider!`].
+//! params type (`serde` to read it, `schemars` to describe it), then hand its
+//! constructor to [`export_provider!`].
 //!
 //! ```ignore
 //! use gleitzeit_plugin_sdk::{export_provider, json, Context, Provider, RpcError, Value};
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! struct Hello { name: String }
 //!
 //! fn provider() -> Provider {
@@ -20,11 +21,14 @@
 //! export_provider!(provider);
 //! ```
 //!
-//! Params that do not deserialize into the method's type become a JSON-RPC
-//! `-32602 invalid params` error (not retried); an unknown method becomes
+//! Each method's params type becomes its JSON Schema (`describe` returns it),
+//! so the host checks a task's params when the workflow is validated and
+//! again before each call. Params that do not deserialize into the method's
+//! type become a JSON-RPC `-32602 invalid params` error (not retried); an unknown method becomes
 //! `-32601 method not found`. Build with
 //! `cargo build --release --target wasm32-wasip2`.
 
+pub use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 pub use serde_json::{Value, json};
 
@@ -131,6 +135,8 @@ type Handler = Box<dyn Fn(&Context, Value) -> Result<Value, RpcError>>;
 struct Method {
     name: String,
     description: String,
+    /// Made only when the host asks (`describe`), not on every call.
+    schema: fn() -> String,
     handler: Handler,
 }
 
@@ -161,12 +167,13 @@ impl Provider {
         self
     }
 
-    /// Register a method whose params deserialize into `P`. A name ending in
-    /// `.*` (say `tool.*`) serves every method with that prefix that has no
-    /// handler of its own; the handler finds the name in [`Context::method`].
+    /// Register a method whose params deserialize into `P`, which also gives
+    /// the method its params schema. A name ending in `.*` (say `tool.*`)
+    /// serves every method with that prefix that has no handler of its own;
+    /// the handler finds the name in [`Context::method`].
     pub fn method<P, F>(mut self, name: &str, description: &str, handler: F) -> Self
     where
-        P: DeserializeOwned,
+        P: DeserializeOwned + JsonSchema,
         F: Fn(&Context, P) -> Result<Value, RpcError> + 'static,
     {
         let method = name.to_owned();
@@ -175,7 +182,8 @@ impl Provider {
                 .map_err(|e| RpcError::invalid_params(format!("method '{method}': invalid params: {e}")))?;
             handler(ctx, params)
         });
-        self.methods.push(Method { name: name.to_owned(), description: description.to_owned(), handler });
+        let schema = || schemars::schema_for!(P).as_value().to_string();
+        self.methods.push(Method { name: name.to_owned(), description: description.to_owned(), schema, handler });
         self
     }
 
@@ -207,7 +215,11 @@ pub fn __describe(provider: &Provider) -> wit::ProviderSpec {
         methods: provider
             .methods
             .iter()
-            .map(|m| wit::MethodSpec { name: m.name.clone(), description: m.description.clone(), params_schema: None })
+            .map(|m| wit::MethodSpec {
+                name: m.name.clone(),
+                description: m.description.clone(),
+                params_schema: Some((m.schema)()),
+            })
             .collect(),
     }
 }

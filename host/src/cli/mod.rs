@@ -374,9 +374,7 @@ pub fn main() -> ExitCode {
                 let columns = ["provider_id", "kind", "protocol_id", "methods", "max_concurrent", "in_flight"];
                 remote::list(&server, "list_providers", "providers", &columns).await
             }
-            Command::Protocol(ListCommand::List { server }) => {
-                remote::list(&server, "list_protocols", "protocols", &["protocol_id", "methods", "providers"]).await
-            }
+            Command::Protocol(ListCommand::List { server }) => remote::protocols(&server).await,
             Command::Token(command) => token::run(command),
             Command::Openapi => {
                 let document = crate::daemon::openapi().to_pretty_json().map_err(|e| Failure::Internal(e.into()))?;

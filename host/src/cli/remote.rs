@@ -254,21 +254,67 @@ pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode
 
 /// One of the listing requests, printed as a table or JSON.
 pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<ExitCode, Failure> {
+    let reply = listed(server, event, key, columns).await?;
+    if let Some(directory) = reply["directory"].as_str() {
+        println!("directory: {directory} (watched)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `protocol list`: the table, then each method's params as its schema
+/// gives them (`--output json` has the schemas whole).
+pub(super) async fn protocols(server: &ServerArgs) -> Result<ExitCode, Failure> {
+    let reply = listed(server, "list_protocols", "protocols", &["protocol_id", "methods", "providers"]).await?;
+    if server.output == Output::Json {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let signatures: Vec<String> = (reply["protocols"].as_array().into_iter().flatten())
+        .flat_map(|p| {
+            let protocol = p["protocol_id"].as_str().unwrap_or_default();
+            let schemas = p["params_schemas"].as_object().into_iter().flatten();
+            schemas.map(move |(method, schema)| format!("  {protocol}.{method}({})", signature(schema)))
+        })
+        .collect();
+    if !signatures.is_empty() {
+        println!("\nparams:\n{}", signatures.join("\n"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ask for a list and print it: as JSON, or as a table of `columns`.
+async fn listed(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<Value, Failure> {
     let client = connect(server).await?;
     let reply = request(&client, event, json!({})).await?;
     if server.output == Output::Json {
         print_json(&reply[key])?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(reply);
     }
     let rows: Vec<Vec<String>> = reply[key]
         .as_array()
         .map(|items| items.iter().map(|item| columns.iter().map(|c| cell(&item[*c])).collect()).collect())
         .unwrap_or_default();
     print!("{}", table(columns, &rows));
-    if let Some(directory) = reply["directory"].as_str() {
-        println!("directory: {directory} (watched)");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(reply)
+}
+
+/// `text: string, top?: integer` for an object schema's properties (`?`
+/// where not required); `…` for a schema that is not a plain object.
+fn signature(schema: &Value) -> String {
+    let Some(properties) = schema["properties"].as_object() else {
+        return "…".into();
+    };
+    let required: Vec<&str> = (schema["required"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
+    let field = |(name, property): (&String, &Value)| {
+        let optional = if required.contains(&name.as_str()) { "" } else { "?" };
+        let types: Vec<&str> = match &property["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect(),
+            _ => Vec::new(),
+        };
+        let shown = if types.is_empty() { "any".to_owned() } else { types.join("|") };
+        format!("{name}{optional}: {shown}")
+    };
+    properties.iter().map(field).collect::<Vec<_>>().join(", ")
 }
 
 fn cell(value: &Value) -> String {

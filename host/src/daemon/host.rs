@@ -98,6 +98,10 @@ pub struct ProtocolInfo {
     pub protocol_id: String,
     pub methods: Vec<String>,
     pub providers: Vec<String>,
+    /// The JSON Schema of each method's params, for the methods whose
+    /// provider declares one (the first provider's, when several do).
+    #[schema(value_type = Object)]
+    pub params_schemas: BTreeMap<String, crate::schema::ParamsSchema>,
 }
 
 /// The plugins and the directory they are loaded from.
@@ -217,8 +221,14 @@ impl Host {
                 protocol_id: protocol.clone(),
                 methods: Vec::new(),
                 providers: Vec::new(),
+                params_schemas: BTreeMap::new(),
             });
-            entry.methods.extend(p.spec().methods.iter().map(|m| m.name.clone()));
+            for method in &p.spec().methods {
+                entry.methods.push(method.name.clone());
+                if let Some(schema) = &method.params_schema {
+                    entry.params_schemas.entry(method.name.clone()).or_insert_with(|| schema.clone());
+                }
+            }
             entry.providers.push(p.id().to_string());
         }
         let mut protocols: Vec<ProtocolInfo> = by_protocol.into_values().collect();

@@ -491,6 +491,9 @@ impl Scheduler {
             Ok(params) => params,
             Err(e) => return self.fail_before_start(id, t, TaskError::new(codes::SUBSTITUTION, e.to_string())),
         };
+        if let Err(error) = fits_schema(&task.protocol, &task.method, &params, provider.as_ref()) {
+            return self.fail_before_start(id, t, error);
+        }
         let Some(inbox) = self.inbox.upgrade() else { return };
         let timeout = task.timeout.unwrap_or(self.config.default_timeout);
         let deadline = Instant::now() + timeout;
@@ -547,7 +550,8 @@ impl Scheduler {
         self.running += 1;
     }
 
-    /// A task that cannot even start (bad reference, no provider) fails.
+    /// A task that cannot even start (bad reference, no provider, params
+    /// that miss the schema) fails.
     fn fail_before_start(&mut self, id: RunId, t: usize, error: TaskError) {
         if let Some(run) = self.runs.get_mut(&id) {
             run.admitted -= 1;
@@ -704,4 +708,20 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Whether `params`, substituted, fit the schema `provider` declares for
+/// `method`; the error names each field that does not.
+fn fits_schema(protocol: &str, method: &str, params: &Value, provider: &dyn Provider) -> Result<(), TaskError> {
+    let Some(schema) = provider.spec().params_schema(method) else { return Ok(()) };
+    schema.check(params).map_err(|mismatches| {
+        TaskError::new(
+            codes::INVALID_PARAMS,
+            format!(
+                "the params do not fit the schema of {protocol}.{method} (provider {}): {}",
+                provider.id(),
+                crate::schema::describe(&mismatches)
+            ),
+        )
+    })
 }

@@ -8,6 +8,7 @@ use super::host::{Grants, StoreState};
 use super::manifest::{Manifest, Overrides};
 use super::runtime::WasmRuntime;
 use crate::model::{MethodSpec, ProviderSpec};
+use crate::schema::{MAX_SCHEMA_BYTES, ParamsSchema, SchemaError};
 use sha2::Digest as _;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -155,10 +156,14 @@ fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, Strin
         .map(|m| {
             let schema = match m.params_schema {
                 None => None,
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| format!("method '{}': params-schema is not JSON: {e}", m.name))?,
-                ),
+                Some(text) if text.len() > MAX_SCHEMA_BYTES => {
+                    return Err(format!("method '{}': {}", m.name, SchemaError::TooLarge(text.len())));
+                }
+                Some(text) => {
+                    let source = serde_json::from_str(&text)
+                        .map_err(|e| format!("method '{}': params-schema is not JSON: {e}", m.name))?;
+                    Some(ParamsSchema::compile(source).map_err(|e| format!("method '{}': {e}", m.name))?)
+                }
             };
             Ok(MethodSpec { name: m.name, description: m.description, params_schema: schema })
         })

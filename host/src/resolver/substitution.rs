@@ -175,6 +175,12 @@ fn strings(value: &Value) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Whether `text` holds a reference (and so is known only at run time); a
+/// `$${` escape is not one.
+pub fn holds_reference(text: &str) -> bool {
+    text.contains("${") && parse_template(text).is_ok_and(|pieces| pieces.iter().any(|p| matches!(p, Piece::Ref(_))))
+}
+
 /// Every reference in `params`, or the first malformed one per string, for
 /// validation.
 pub fn references(params: &Value) -> Vec<Result<Reference, TemplateError>> {

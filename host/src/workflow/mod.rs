@@ -13,7 +13,9 @@
 pub(crate) mod tree;
 
 use crate::model::{Backoff, Priority, RetryPolicy, Task, Workflow};
-use crate::resolver::{Dag, substitution};
+use crate::resolver::substitution::{self, holds_reference};
+use crate::resolver::Dag;
+use crate::schema::ParamsSchema;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -141,6 +143,9 @@ pub trait Catalog {
     fn methods(&self, protocol: &str) -> Option<Vec<String>>;
     /// Every protocol served.
     fn protocols(&self) -> Vec<String>;
+    /// The distinct params schemas declared by the providers of `protocol`
+    /// that serve `method` (any of them may get the call).
+    fn schemas(&self, protocol: &str, method: &str) -> Vec<ParamsSchema>;
 }
 
 /// Read and validate a workflow file.
@@ -191,7 +196,9 @@ pub fn from_value(origin: &str, tree: Value) -> Result<Workflow, WorkflowError> 
     }
 }
 
-/// Check that every task's protocol and method are served.
+/// Check that every task's protocol and method are served, and that its
+/// params fit the method's schema where a provider declares one (values that
+/// hold a reference are checked when they are known, before the call).
 pub fn check_catalog(origin: &str, workflow: &Workflow, catalog: &dyn Catalog) -> Result<(), WorkflowError> {
     let mut methods_of: HashMap<&str, Option<Vec<String>>> = HashMap::new();
     let mut problems = Vec::new();
@@ -222,7 +229,14 @@ pub fn check_catalog(origin: &str, workflow: &Workflow, catalog: &dyn Catalog) -
                     ),
                 ))
             }
-            Some(_) => {}
+            Some(_) => {
+                for schema in catalog.schemas(&task.protocol, &task.method) {
+                    let fits = schema.check_static(&task.params, |v| v.as_str().is_some_and(holds_reference));
+                    for mismatch in fits.err().into_iter().flatten() {
+                        problems.push(located(&mismatch.field, mismatch.message));
+                    }
+                }
+            }
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }) }

@@ -2,6 +2,7 @@
 //! and result shapes, plus `flaky` for deterministic retry tests.
 
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,26 +10,26 @@ const PROVIDER_ID: &str = "echo-wasm";
 /// The original capped `delay` at 10 s; so do we.
 const MAX_DELAY_SECONDS: f64 = 10.0;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct EchoParams {
     message: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct PingParams {
     message: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct NoParams {}
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct DelayParams {
     seconds: f64,
     message: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct ErrorParams {
     #[serde(rename = "type", default = "default_error_type")]
     kind: String,
@@ -41,7 +42,7 @@ fn default_error_type() -> String {
     "generic".to_owned()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct FlakyParams {
     succeed_on_attempt: u32,
     message: Option<String>,

@@ -13,6 +13,7 @@
 
 use gleitzeit_plugin_sdk::host::{self, HttpRequest};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The protocol revision asked for; the server's answer decides.
@@ -274,7 +275,7 @@ fn with_server<T>(name: Option<&str>, work: impl FnOnce(&mut Session) -> Result<
     outcome
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct OnServer {
     server: Option<String>,
@@ -303,7 +304,7 @@ fn server_info(_: &Context, p: OnServer) -> Result<Value, RpcError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Nothing {}
 
@@ -312,7 +313,7 @@ fn list_servers(_: &Context, _: Nothing) -> Result<Value, RpcError> {
     Ok(json!({ "servers": servers }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CallTool {
     server: Option<String>,
@@ -356,7 +357,7 @@ fn texts(content: &Value) -> String {
     items.iter().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ReadResource {
     server: Option<String>,
@@ -372,7 +373,7 @@ fn read_resource(_: &Context, p: ReadResource) -> Result<Value, RpcError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GetPrompt {
     server: Option<String>,

@@ -14,6 +14,7 @@
 use base64::Engine as _;
 use gleitzeit_plugin_sdk::host::{self, HttpRequest};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";
@@ -52,7 +53,7 @@ fn options(temperature: f64, max_tokens: u32, mut extra: serde_json::Map<String,
     Value::Object(extra)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Generate {
     prompt: String,
@@ -85,7 +86,7 @@ fn generate(_: &Context, p: Generate) -> Result<Value, RpcError> {
     Ok(completion(&model, last.text, &last.object))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Chat {
     /// `[{role, content, images?}]`, as Ollama takes them.
@@ -117,7 +118,7 @@ fn chat(_: &Context, p: Chat) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Vision {
     #[serde(default = "describe_image")]
@@ -166,7 +167,7 @@ fn vision(_: &Context, p: Vision) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Embed {
     /// One text, or a list of texts.
@@ -198,7 +199,7 @@ fn embed(_: &Context, p: Embed) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Nothing {}
 

@@ -10,6 +10,7 @@ use super::remote::RemoteProvider;
 use super::wire::{self, Fields, Payload, RpcError, errors, object};
 use crate::auth::{Action, Caller};
 use crate::model::{MethodSpec, ProviderSpec};
+use crate::schema::ParamsSchema;
 use crate::workflow;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
@@ -157,17 +158,16 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(h
         let protocol_id = format!("{name}/{version}");
         check_protocol_id("register_protocol", &protocol_id)?;
         caller.may_serve(&protocol_id).map_err(|e| host.refused(&socket, &e))?;
-        let methods: Vec<(String, String)> = match inner.get("methods") {
+        let methods: Vec<Declared> = match inner.get("methods") {
             Some(Value::Object(methods)) => methods
                 .iter()
-                .map(|(name, m)| {
-                    let description = m.get("description").and_then(Value::as_str).unwrap_or_default();
-                    (name.clone(), description.to_owned())
+                .map(|(name, m)| Declared {
+                    name: name.clone(),
+                    description: m.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    schema: m.get("params_schema").cloned(),
                 })
                 .collect(),
-            Some(Value::Array(names)) => {
-                names.iter().filter_map(Value::as_str).map(|n| (n.to_owned(), String::new())).collect()
-            }
+            Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).map(Declared::named).collect(),
             _ => Vec::new(),
         };
         let methods = method_specs("register_protocol", "protocol.methods", methods)?;
@@ -191,11 +191,31 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
         host.may_register(&caller, &provider_id, &protocol_id).map_err(|e| host.refused(&socket, &e))?;
         let sid = socket.id.to_string();
         let methods = match fields.strings("supported_methods", "methods")? {
-            Some(names) if !names.is_empty() => method_specs(
-                "register_provider",
-                "supported_methods",
-                names.into_iter().map(|name| (name, String::new())).collect(),
-            )?,
+            Some(names) if !names.is_empty() => {
+                let mut schemas = match map.get("params_schemas") {
+                    None | Some(Value::Null) => Map::new(),
+                    Some(Value::Object(schemas)) => schemas.clone(),
+                    Some(_) => {
+                        return Err(RpcError::new(
+                            errors::INVALID_PARAMS,
+                            "register_provider: field 'params_schemas' must be an object of method name to JSON Schema",
+                        ));
+                    }
+                };
+                let declared: Vec<Declared> = (names.iter())
+                    .map(|name| Declared { schema: schemas.remove(name), ..Declared::named(name) })
+                    .collect();
+                if let Some(stray) = schemas.keys().next() {
+                    return Err(RpcError::new(
+                        errors::INVALID_PARAMS,
+                        format!(
+                            "register_provider: 'params_schemas' names method '{}', which 'supported_methods' does not list",
+                            workflow::excerpt(stray)
+                        ),
+                    ));
+                }
+                method_specs("register_provider", "supported_methods", declared)?
+            }
             _ => host.declared_methods(&sid, &protocol_id).ok_or_else(|| {
                 RpcError::new(
                     errors::INVALID_PARAMS,
@@ -237,25 +257,46 @@ fn check_protocol_id(event: &str, protocol_id: &str) -> Result<(), RpcError> {
     ))
 }
 
-/// Declared methods, `(name, description)`: each name a method name (as in
-/// workflows), at most [`MAX_METHODS`] of them.
-fn method_specs(event: &str, field: &str, methods: Vec<(String, String)>) -> Result<Vec<MethodSpec>, RpcError> {
+/// A method as a remote provider declares it.
+struct Declared {
+    name: String,
+    description: String,
+    schema: Option<Value>,
+}
+
+impl Declared {
+    fn named(name: &str) -> Self {
+        Self { name: name.to_owned(), description: String::new(), schema: None }
+    }
+}
+
+/// Declared methods: each name a method name (as in workflows), at most
+/// [`MAX_METHODS`] of them, each schema a JSON Schema the host can compile.
+fn method_specs(event: &str, field: &str, methods: Vec<Declared>) -> Result<Vec<MethodSpec>, RpcError> {
     if methods.len() > MAX_METHODS {
         return Err(RpcError::new(
             errors::INVALID_PARAMS,
             format!("{event}: field '{field}' names {} methods; at most {MAX_METHODS} are allowed", methods.len()),
         ));
     }
-    if let Some((bad, _)) = methods.iter().find(|(name, _)| !workflow::is_method(name)) {
+    if let Some(bad) = methods.iter().find(|m| !workflow::is_method(&m.name)) {
         return Err(RpcError::new(
             errors::INVALID_PARAMS,
             format!(
                 "{event}: method '{}' in '{field}' is not a method name: a letter, then letters, digits, '_', '.', '/', ':' or '-', at most 200 bytes",
-                workflow::excerpt(bad)
+                workflow::excerpt(&bad.name)
             ),
         ));
     }
-    Ok(methods.into_iter().map(|(name, description)| MethodSpec { name, description, params_schema: None }).collect())
+    methods
+        .into_iter()
+        .map(|m| {
+            let params_schema = (m.schema.map(ParamsSchema::compile).transpose()).map_err(|e| {
+                RpcError::new(errors::INVALID_PARAMS, format!("{event}: method '{}': {e}", m.name))
+            })?;
+            Ok(MethodSpec { name: m.name, description: m.description, params_schema })
+        })
+        .collect()
 }
 
 /// `{id, result}` / `{id, error}` / a JSON-RPC 2.0 response: the answer to an
