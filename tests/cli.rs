@@ -6,7 +6,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::{Command, Output};
 use support::fenced_blocks;
 use support::root;
@@ -278,14 +278,14 @@ fn hostile_files_get_clear_errors_or_succeed() {
     let mut chain = String::from("name: chain\ntasks:\n");
     for i in 0..200_000 {
         let dep = if i == 0 { String::new() } else { format!(", dependencies: [t{}]", i - 1) };
-        chain.push_str(&format!("  - {{id: t{i}, protocol: echo/v1, method: echo{dep}}}\n"));
+        chain.push_str(&format!("  - {{id: t{i}, protocol: echo/v1, method: ping{dep}}}\n"));
     }
     let chain_path = write("chain.yaml", chain.as_bytes());
     let out = gleitzeit(&["workflow", "validate", &chain_path]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("200000 tasks in 200000 levels"));
 
-    chain.push_str("  - {id: t0, protocol: echo/v1, method: echo, dependencies: [t199999]}\n");
+    chain.push_str("  - {id: t0, protocol: echo/v1, method: ping, dependencies: [t199999]}\n");
     let cyclic = write("cyclic-chain.yaml", chain.as_bytes());
     rejected(&["workflow", "validate", &cyclic], &["duplicate id"]);
 }
@@ -402,4 +402,44 @@ fn compiled_plugins_are_cached_between_runs() {
     std::fs::remove_dir_all(&cache).unwrap();
     assert_eq!(run(&["--no-cache"]), (bundled, 0, 0));
     assert!(!cache.exists(), "--no-cache writes nothing");
+}
+
+/// Params are checked against the schema the plugin derives from its params
+/// types: literal mismatches at validation, each with its task and field;
+/// substituted ones before the call, failing the task without a call.
+#[test]
+fn params_that_miss_the_plugins_schema_fail_validation_or_their_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\ntasks:\n  - {id: a, protocol: echo/v1, method: delay, params: {seconds: two}}\n  - {id: b, protocol: echo/v1, method: echo, params: {text: hi}}\n  - {id: c, protocol: echo/v1, method: delay, dependencies: [a], params: {seconds: \"${a.result.delayed_seconds}\"}}\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    rejected(
+        &["workflow", "validate", bad],
+        &[
+            "(2 problems)",
+            "task 'a', field 'params.seconds': \"two\" is not of type \"number\"",
+            "task 'b', field 'params': \"message\" is a required property",
+        ],
+    );
+    rejected(&["run", bad], &["task 'a', field 'params.seconds'"]);
+
+    let late = dir.path().join("late.yaml");
+    std::fs::write(
+        &late,
+        "name: late\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: not a number}}\n  - {id: c, protocol: echo/v1, method: delay, dependencies: [a], params: {seconds: \"${a.result.echoed}\"}}\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(late.to_str().unwrap(), &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    let c = task(&doc, "c");
+    assert_eq!((&c["status"], &c["attempts"], &c["error"]["code"]), (&json!("failed"), &json!(0), &json!(-32602)));
+    let message = c["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the params do not fit the schema of echo/v1.delay (provider wasm:echo): params.seconds: \"not a number\" is not of type \"number\""),
+        "{message}"
+    );
 }

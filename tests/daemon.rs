@@ -776,3 +776,33 @@ fn an_ack_id_out_of_range_closes_the_connection() {
     let closed = client.0.read_to_end(&mut received);
     assert!(closed.is_ok(), "the connection stayed open: {closed:?}");
 }
+
+/// A remote provider's params schemas are listed and checked at submission
+/// and before each call; unusable ones are refused when it registers.
+#[test]
+fn remote_params_schemas_are_checked_before_the_provider_is_called() {
+    passes_against_a_daemon("tests/python/params_schemas.py");
+}
+
+/// `protocol list` shows each method's params as the plugin's schema gives
+/// them; `--output json` carries the schemas whole.
+#[test]
+fn protocol_list_shows_each_methods_params() {
+    let daemon = daemon();
+    let out = cli(&daemon, &["protocol", "list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "echo/v1.delay(message?: string, seconds: number)",
+        "echo/v1.echo(message: any)",
+        "echo/v1.timestamp()\n",
+        "mcp/v1.tool.*(…)",
+        "llm/v1.generate(",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let out = cli(&daemon, &["protocol", "list", "--output", "json"]);
+    let protocols: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let echo = protocols.as_array().unwrap().iter().find(|p| p["protocol_id"] == "echo/v1").unwrap();
+    assert_eq!(echo["params_schemas"]["delay"]["properties"]["seconds"]["type"], "number", "{echo:#}");
+}

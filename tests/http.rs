@@ -166,7 +166,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
     let tokens = tokens(&host);
     let alices = api.submit(&tokens.alice, &delayed("alice's", 0.0)).await;
     api.finished(&tokens.alice, &alices).await;
-    let hello = json!({"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]});
+    let hello = json!({"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
     let task = json!({"protocol": "echo/v1", "method": "echo", "params": {"message": "hi"}});
     let workflow = format!("/api/v1/workflows/{alices}");
     // (method, path as the document names it, path requested, body, who may)
@@ -289,7 +289,7 @@ async fn another_users_workflow_does_not_exist_for_a_client() {
     };
     assert_eq!(ended.data["status"], "cancelled");
     let bobs_own = api
-        .submit(&tokens.bob, &json!({"name": "bob's", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}))
+        .submit(&tokens.bob, &json!({"name": "bob's", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]}))
         .await;
     let first = bobs.next().await.unwrap();
     assert_eq!(
@@ -368,7 +368,7 @@ async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
         (
             post(
                 "application/yaml",
-                b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: echo, dependencies: [zz]}\n".to_vec(),
+                b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: ping, dependencies: [zz]}\n".to_vec(),
             ),
             422,
             -32602,
@@ -417,7 +417,7 @@ async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
     let invalid = api
         .send(post(
             "application/yaml",
-            b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: echo, dependencies: [zz]}\n".to_vec(),
+            b"name: x\ntasks:\n  - {id: b, protocol: echo/v1, method: ping, dependencies: [zz]}\n".to_vec(),
         ))
         .await;
     assert_eq!(

@@ -103,7 +103,6 @@ tasks:
   - {{id: embed-one, protocol: llm/v1, method: embed, params: {{text: "a graph"}}}}
   - {{id: embed-two, protocol: llm/v1, method: embed, params: {{text: ["a graph", "a tree"]}}}}
   - {{id: models, protocol: llm/v1, method: list_models}}
-  - {{id: typo, protocol: llm/v1, method: generate, params: {{prompt: "x", max_token: 3}}}}
 "#,
             path = images.path().join("pixel.png").display()
         ),
@@ -141,9 +140,21 @@ tasks:
     let models = &task(&report, "models")["result"];
     assert_eq!(models["models"], json!(["llama3:latest", "llava:latest", "nomic-embed-text:latest"]));
     assert_eq!(models["count"], 3);
-    let typo = &task(&report, "typo")["error"];
-    assert_eq!(typo["code"], -32602);
-    assert!(typo["message"].as_str().unwrap().contains("unknown field `max_token`"), "{typo}");
+    // A misspelt param fails validation: the schema comes from the plugin.
+    std::fs::write(
+        &workflow,
+        "name: typo\ntasks:\n  - {id: typo, protocol: llm/v1, method: generate, params: {prompt: x, max_token: 3}}\n",
+    )
+    .unwrap();
+    let (out, report) = run(&workflow, &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), report), (Some(2), Value::Null), "{stderr}");
+    assert!(
+        stderr.contains(
+            "task 'typo', field 'params': Additional properties are not allowed ('max_token' was unexpected)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

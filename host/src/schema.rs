@@ -91,7 +91,11 @@ impl ParamsSchema {
         self.mismatches(params, |path| holds_deferred(params, path, &deferred))
     }
 
-    fn mismatches(&self, params: &Value, skip: impl Fn(&jsonschema::paths::Location) -> bool) -> Result<(), Vec<Mismatch>> {
+    fn mismatches(
+        &self,
+        params: &Value,
+        skip: impl Fn(&jsonschema::paths::Location) -> bool,
+    ) -> Result<(), Vec<Mismatch>> {
         let found: Vec<Mismatch> = (self.0.validator.iter_errors(params))
             .filter(|e| !skip(e.instance_path()))
             .take(MAX_MISMATCHES)

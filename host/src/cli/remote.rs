@@ -255,7 +255,7 @@ pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode
 /// One of the listing requests, printed as a table or JSON.
 pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<ExitCode, Failure> {
     let reply = listed(server, event, key, columns).await?;
-    if let Some(directory) = reply["directory"].as_str() {
+    if let Some(directory) = reply["directory"].as_str().filter(|_| server.output != Output::Json) {
         println!("directory: {directory} (watched)");
     }
     Ok(ExitCode::SUCCESS)
@@ -298,10 +298,12 @@ async fn listed(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -
 }
 
 /// `text: string, top?: integer` for an object schema's properties (`?`
-/// where not required); `…` for a schema that is not a plain object.
+/// where not required); nothing for an object without any, `…` for a
+/// schema that is not a plain object.
 fn signature(schema: &Value) -> String {
     let Some(properties) = schema["properties"].as_object() else {
-        return "…".into();
+        let open = schema["type"] != "object" || schema.get("additionalProperties").is_some_and(|a| a != false);
+        return if open { "…" } else { "" }.into();
     };
     let required: Vec<&str> = (schema["required"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
     let field = |(name, property): (&String, &Value)| {

@@ -13,8 +13,8 @@
 pub(crate) mod tree;
 
 use crate::model::{Backoff, Priority, RetryPolicy, Task, Workflow};
-use crate::resolver::substitution::{self, holds_reference};
 use crate::resolver::Dag;
+use crate::resolver::substitution::{self, holds_reference};
 use crate::schema::ParamsSchema;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};

@@ -291,9 +291,8 @@ fn method_specs(event: &str, field: &str, methods: Vec<Declared>) -> Result<Vec<
     methods
         .into_iter()
         .map(|m| {
-            let params_schema = (m.schema.map(ParamsSchema::compile).transpose()).map_err(|e| {
-                RpcError::new(errors::INVALID_PARAMS, format!("{event}: method '{}': {e}", m.name))
-            })?;
+            let params_schema = (m.schema.map(ParamsSchema::compile).transpose())
+                .map_err(|e| RpcError::new(errors::INVALID_PARAMS, format!("{event}: method '{}': {e}", m.name)))?;
             Ok(MethodSpec { name: m.name, description: m.description, params_schema })
         })
         .collect()
