@@ -174,3 +174,49 @@ pub fn run_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
     let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out, report)
 }
+
+/// Where the tests keep compiled plugins between processes (the daemon's
+/// `--cache-dir`): a Python component takes seconds to compile, once.
+pub fn plugin_cache() -> PathBuf {
+    root().join("target/test-plugin-cache")
+}
+
+/// A Python plugin of `plugin-sdk/python/examples/NAME`, built as its
+/// authors build it (the SDK's build command, componentize-py from PyPI),
+/// with the SDK of this checkout. Built once per content of the example, the
+/// SDK and the WIT: `target/python-plugins/NAME-HASH.wasm`.
+pub fn python_plugin(name: &str) -> PathBuf {
+    use sha2::Digest as _;
+    let sdk = root().join("plugin-sdk/python");
+    let project = sdk.join("examples").join(name);
+    let mut hasher = sha2::Sha256::new();
+    for dir in [project.clone(), sdk.join("gleitzeit_plugin"), root().join("wit")] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.retain(|f| f.extension().is_some_and(|e| e == "py" || e == "wit"));
+        files.sort();
+        for file in files {
+            hasher.update(file.to_string_lossy().as_bytes());
+            hasher.update(std::fs::read(&file).unwrap());
+        }
+    }
+    let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let out = root().join(format!("target/python-plugins/{name}-{hash}.wasm"));
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    // Built beside and renamed: test processes may build the same one at once.
+    let partial = out.with_extension(format!("{}.partial", std::process::id()));
+    let status = Command::new("python3")
+        .args(["-m", "gleitzeit_plugin.build", "build"])
+        .arg(&project)
+        .arg("-o")
+        .arg(&partial)
+        .env("PYTHONPATH", &sdk)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "building the Python plugin {name} failed (is componentize-py installed?)");
+    std::fs::rename(&partial, &out).unwrap();
+    out
+}

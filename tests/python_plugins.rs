@@ -1,0 +1,168 @@
+//! Plugins written in Python with the SDK of `plugin-sdk/python`, built from
+//! source with componentize-py (PyPI), served by the real binary: typed
+//! params from annotations, errors as JSON-RPC errors, and the sandbox
+//! (no environment, files or network; the task's deadline; the memory limit).
+//! Hot reload of Python plugins is in `reload.rs`.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A plugins directory with the example Python plugins in it.
+fn plugins_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["textstats", "run-python"] {
+        std::fs::copy(support::python_plugin(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
+fn gleitzeit(plugins: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(args)
+        .args(["--plugins", plugins.to_str().unwrap(), "--cache-dir", support::plugin_cache().to_str().unwrap()])
+        .current_dir(support::root())
+        .env_remove("GLEITZEIT_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Run `yaml` with the Python plugins; the exit code and the report.
+fn run(plugins: &Path, yaml: &str) -> (Option<i32>, Value) {
+    let file = plugins.parent().unwrap().join(format!("w-{}.yaml", std::process::id()));
+    std::fs::write(&file, yaml).unwrap();
+    let out = gleitzeit(plugins, &["run", file.to_str().unwrap(), "--output", "json"]);
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("{id}: {report:#}"))
+}
+
+#[test]
+fn python_plugins_answer_and_pass_results_on() {
+    let plugins = plugins_dir();
+    let (code, report) = run(
+        plugins.path(),
+        r#"
+name: python
+tasks:
+  - id: stats
+    protocol: textstats/v1
+    method: count
+    params: {text: "one two two three three three", top: 2}
+  - id: py
+    protocol: python/v1
+    method: execute
+    dependencies: [stats]
+    params:
+      code: |
+        import statistics
+        counts = [t["count"] for t in top]
+        print("counts", counts)
+        result = {"mean": statistics.mean(counts), "words": words}
+      context: {top: "${stats.result.top}", words: "${stats.result.words}"}
+"#,
+    );
+    assert_eq!(code, Some(0), "{report:#}");
+    let stats = &task(&report, "stats")["result"];
+    assert_eq!(stats["words"], 6);
+    assert_eq!(stats["top"], json!([{"word": "three", "count": 3}, {"word": "two", "count": 2}]));
+    assert_eq!(
+        task(&report, "py")["result"],
+        json!({"result": {"mean": 2.5, "words": 6}, "stdout": "counts [3, 2]\n"})
+    );
+}
+
+/// The params schema comes from the dataclass annotations: literal mistakes
+/// fail validation with the task and the field, substituted ones the task.
+#[test]
+fn python_annotations_are_the_params_schema() {
+    let plugins = plugins_dir();
+    let file = plugins.path().parent().unwrap().join(format!("bad-{}.yaml", std::process::id()));
+    std::fs::write(
+        &file,
+        "name: bad\ntasks:\n  - {id: a, protocol: textstats/v1, method: count, params: {text: 5, top: many}}\n  - {id: b, protocol: textstats/v1, method: count, params: {txt: typo}}\n  - {id: c, protocol: python/v1, method: execute, params: {code: 'result = 1', context: [1]}}\n",
+    )
+    .unwrap();
+    let out = gleitzeit(plugins.path(), &["workflow", "validate", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "task 'a', field 'params.text': 5 is not of type \"string\"",
+        "task 'a', field 'params.top': \"many\" is not of type \"integer\"",
+        "task 'b', field 'params': Additional properties are not allowed ('txt' was unexpected)",
+        "task 'b', field 'params': \"text\" is a required property",
+        "task 'c', field 'params.context': [1] is not of type \"object\"",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    let (code, report) = run(
+        plugins.path(),
+        "name: late\ntasks:\n  - {id: seven, protocol: python/v1, method: execute, params: {code: 'result = 7'}}\n  - {id: s, protocol: textstats/v1, method: count, dependencies: [seven], params: {text: \"${seven.result.result}\"}}\n",
+    );
+    assert_eq!(code, Some(1));
+    let late = task(&report, "s");
+    assert_eq!((&late["attempts"], &late["error"]["code"]), (&json!(0), &json!(-32602)), "{late:#}");
+    assert!(late["error"]["message"].as_str().unwrap().contains("params.text: 7 is not of type \"string\""));
+}
+
+/// Code run by python/v1 sees no environment, no file and no socket; a
+/// loop stops at the task's deadline and a hog at the memory limit, and
+/// errors come back as the task's JSON-RPC errors.
+#[test]
+fn python_plugins_hold_to_the_sandbox() {
+    let plugins = plugins_dir();
+    let (code, report) = run(
+        plugins.path(),
+        r#"
+name: hostile python
+tasks:
+  - id: snoop
+    protocol: python/v1
+    method: execute
+    params:
+      code: |
+        import os
+        result = {"env": dict(os.environ), "cwd": os.getcwd()}
+        for name, probe in [("file", lambda: open("/etc/passwd").read()), ("ls", lambda: os.listdir("/")),
+                            ("socket", lambda: __import__("socket"))]:
+            try:
+                probe()
+                result[name] = "allowed"
+            except Exception as e:
+                result[name] = type(e).__name__
+  - {id: spin, protocol: python/v1, method: execute, timeout: 2, params: {code: "while True: pass"}}
+  - {id: hog, protocol: python/v1, method: execute, params: {code: "x = []\nwhile True: x.append('y' * 1000000)"}}
+  - {id: boom, protocol: python/v1, method: execute, params: {code: "print('partial'); 1/0"}}
+  - {id: syntax, protocol: python/v1, method: execute, params: {code: "def ("}}
+  - {id: fine, protocol: python/v1, method: execute, dependencies: [spin, hog], params: {code: "result = 1"}}
+"#,
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    let snooped = &task(&report, "snoop")["result"]["result"];
+    assert_eq!(
+        snooped,
+        &json!({"env": {}, "cwd": "/", "file": "FileNotFoundError", "ls": "FileNotFoundError", "socket": "ModuleNotFoundError"})
+    );
+    let error = |id: &str| task(&report, id)["error"].clone();
+    assert_eq!(error("spin")["code"], -32001, "{}", error("spin"));
+    assert!(error("spin")["message"].as_str().unwrap().contains("stopped at the task's deadline"));
+    assert_eq!(error("hog")["code"], -32000);
+    assert!(error("hog")["message"].as_str().unwrap().contains("MemoryError"), "{}", error("hog"));
+    assert_eq!(
+        error("boom"),
+        json!({"code": -32000, "message": "the code raised ZeroDivisionError: division by zero", "data": {"stdout": "partial\n"}})
+    );
+    assert_eq!(error("syntax")["code"], -32602);
+    assert!(error("syntax")["message"].as_str().unwrap().contains("the code does not parse: invalid syntax (line 1)"));
+    assert_eq!(task(&report, "fine")["status"], "skipped");
+}
