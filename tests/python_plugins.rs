@@ -166,3 +166,32 @@ tasks:
     assert!(error("syntax")["message"].as_str().unwrap().contains("the code does not parse: invalid syntax (line 1)"));
     assert_eq!(task(&report, "fine")["status"], "skipped");
 }
+
+/// docs/plugins.md shows the Python example these tests build, as it is.
+#[test]
+fn the_plugins_doc_shows_the_tested_python_example() {
+    let doc = std::fs::read_to_string(support::root().join("docs/plugins.md")).unwrap();
+    let code = std::fs::read_to_string(support::root().join("plugin-sdk/python/examples/textstats/app.py")).unwrap();
+    let shown = support::fenced_blocks(&doc, "python");
+    assert!(shown.contains(&code), "docs/plugins.md must show plugin-sdk/python/examples/textstats/app.py as it is");
+}
+
+/// The documented way: install the SDK with pip, build with its command,
+/// drop the component in, run a task on it.
+#[test]
+fn the_documented_python_build_makes_a_plugin_that_serves() {
+    let doc = std::fs::read_to_string(support::root().join("docs/plugins.md")).unwrap();
+    let session =
+        support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("gleitzeit-plugin build")).unwrap();
+    let built = support::root().join("plugin-sdk/python/examples/textstats/textstats.wasm");
+    let _ = std::fs::remove_file(&built);
+    let out = Command::new("bash").args(["-euc", &session]).current_dir(support::root()).output().unwrap();
+    assert!(out.status.success(), "{session}\n{}", String::from_utf8_lossy(&out.stderr));
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::rename(&built, plugins.path().join("textstats.wasm")).unwrap();
+    let (code, report) = run(
+        plugins.path(),
+        "name: d\ntasks:\n  - {id: c, protocol: textstats/v1, method: count, params: {text: x y x}}\n",
+    );
+    assert_eq!((code, &task(&report, "c")["result"]["words"]), (Some(0), &json!(3)), "{report:#}");
+}

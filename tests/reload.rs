@@ -7,7 +7,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,14 @@ impl Drop for Daemon {
 }
 
 fn daemon() -> Daemon {
+    daemon_with(&[])
+}
+
+fn daemon_with(args: &[&str]) -> Daemon {
     let (dir, data_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--plugins", dir.path().to_str().unwrap()])
+        .args(args)
         .env("GLEITZEIT_LOG", "info")
         .env("XDG_DATA_HOME", data_home.path())
         .stdout(Stdio::piped())
@@ -80,13 +85,14 @@ impl Daemon {
 
     /// Wait (up to 10 s) until `check` holds for the plugin list.
     fn until(&self, what: &str, check: impl Fn(&Daemon) -> bool) -> Duration {
+        self.until_within(Duration::from_secs(10), what, check)
+    }
+
+    /// Wait (up to `limit`) until `check` holds for the plugin list.
+    fn until_within(&self, limit: Duration, what: &str, check: impl Fn(&Daemon) -> bool) -> Duration {
         let started = Instant::now();
         while !check(self) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "never happened: {what}; plugins: {:?}",
-                self.plugins()
-            );
+            assert!(started.elapsed() < limit, "never happened: {what}; plugins: {:?}", self.plugins());
             std::thread::sleep(Duration::from_millis(50));
         }
         started.elapsed()
@@ -168,6 +174,40 @@ fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
     daemon.until("extra is gone", |d| d.plugin("extra").is_none());
     assert_eq!(daemon.plugin("echo").unwrap()["state"], "loaded");
     assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "bundled"}"#)["echoed"], "bundled");
+}
+
+/// Python plugins deploy like Rust ones: added, replaced by another protocol,
+/// removed, and the daemon idles after each change.
+#[test]
+fn python_plugins_are_added_replaced_and_removed_while_the_daemon_runs() {
+    let daemon = daemon_with(&["--cache-dir", support::plugin_cache().to_str().unwrap()]);
+    let textstats = std::fs::read(support::python_plugin("textstats")).unwrap();
+    let run_python = std::fs::read(support::python_plugin("run-python")).unwrap();
+    // A first compile of a Python component takes seconds on a loaded
+    // machine; later loads come from the compiled-plugin cache.
+    let compile = Duration::from_secs(180);
+
+    daemon.deploy("py", &textstats);
+    daemon.until_within(compile, "py loads", |d| d.plugin("py").is_some_and(|p| p["state"] == "loaded"));
+    assert_eq!(
+        daemon.task("textstats/v1", "count", r#"{"text": "a b a"}"#)["top"][0],
+        json!({"word": "a", "count": 2})
+    );
+
+    daemon.deploy("py", &run_python);
+    daemon.until_within(compile, "py serves python/v1", |d| {
+        d.plugin("py").is_some_and(|p| p["protocol_id"] == "python/v1")
+    });
+    assert_eq!(daemon.task("python/v1", "execute", r#"{"code": "result = 6 * 7"}"#)["result"], 42);
+    let out = daemon.cli(&["task", "submit", "--protocol", "textstats/v1", "--method", "count", "--params", "{}"]);
+    assert_eq!(out.status.code(), Some(2), "textstats/v1 is gone");
+
+    std::fs::remove_file(daemon.dir.path().join("py.wasm")).unwrap();
+    daemon.until("py is gone", |d| d.plugin("py").is_none());
+    let before = daemon.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = daemon.cpu_ticks() - before;
+    assert!(used <= 20, "the idle daemon used {used} ticks of CPU in 2 s");
 }
 
 /// A load opens the plugin's files, and opening a file is a file event: a
