@@ -25,9 +25,13 @@ need_package promtool prometheus
 need_package chromium chromium
 need_package chromedriver chromium-driver
 # Real peers the tests drive: Socket.IO clients (Python, JS) and MCP servers
-# (FastMCP from PyPI, server-everything from npm).
+# (FastMCP from PyPI, server-everything from npm); the plugin SDKs' build
+# tools (componentize-py from PyPI, componentize-js from npm).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 npm ci --prefix docs/examples/js --no-audit --no-fund --loglevel=error
+# The JS plugin SDK's build tools (componentize-js, rolldown); the tests
+# build JS plugins from source with them.
+npm ci --prefix plugin-sdk/js --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
 npm ci --prefix dashboard --no-audit --no-fund --loglevel=error
 if cargo nextest --version >/dev/null 2>&1; then

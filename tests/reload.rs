@@ -176,12 +176,15 @@ fn plugins_are_added_replaced_broken_and_removed_while_the_daemon_runs() {
     assert_eq!(daemon.task("echo/v1", "echo", r#"{"message": "bundled"}"#)["echoed"], "bundled");
 }
 
-/// Python plugins deploy like Rust ones: added, replaced by another protocol,
-/// removed, and the daemon idles after each change.
+/// Python and JS plugins deploy like Rust ones: added, replaced (by the same
+/// protocol in the other language, then by another protocol), removed, and
+/// the daemon idles after.
 #[test]
-fn python_plugins_are_added_replaced_and_removed_while_the_daemon_runs() {
+fn python_and_js_plugins_are_added_replaced_and_removed_while_the_daemon_runs() {
     let daemon = daemon_with(&["--cache-dir", support::plugin_cache().to_str().unwrap()]);
     let textstats = std::fs::read(support::python_plugin("textstats")).unwrap();
+    let textstats_js =
+        std::fs::read(support::js_plugin(&support::root().join("plugin-sdk/js/examples/textstats"))).unwrap();
     let run_python = std::fs::read(support::python_plugin("run-python")).unwrap();
     // A first compile of a Python component takes seconds on a loaded
     // machine; later loads come from the compiled-plugin cache.

@@ -182,17 +182,40 @@ pub fn plugin_cache() -> PathBuf {
 }
 
 /// A Python plugin of `plugin-sdk/python/examples/NAME`, built as its
-/// authors build it (the SDK's build command, componentize-py from PyPI),
-/// with the SDK of this checkout. Built once per content of the example, the
-/// SDK and the WIT: `target/python-plugins/NAME-HASH.wasm`.
+/// authors build it (the SDK's build command, componentize-py from PyPI).
 pub fn python_plugin(name: &str) -> PathBuf {
+    source_plugin(Language::Python, &root().join("plugin-sdk/python/examples").join(name))
+}
+
+/// A JavaScript plugin of `plugin-sdk/js/examples/NAME` (or any project
+/// directory given by path), built with the JS SDK's build command
+/// (componentize-js from npm).
+pub fn js_plugin(project: &Path) -> PathBuf {
+    source_plugin(Language::Js, project)
+}
+
+#[derive(Clone, Copy)]
+pub enum Language {
+    Python,
+    Js,
+}
+
+/// The component built from the plugin project `project` with the SDK of
+/// this checkout, once per content of the project, the SDK and the WIT:
+/// `target/source-plugins/NAME-HASH.wasm`.
+pub fn source_plugin(language: Language, project: &Path) -> PathBuf {
     use sha2::Digest as _;
-    let sdk = root().join("plugin-sdk/python");
-    let project = sdk.join("examples").join(name);
+    let (sdk, sources, extensions): (PathBuf, PathBuf, &[&str]) = match language {
+        Language::Python => {
+            let sdk = root().join("plugin-sdk/python");
+            (sdk.clone(), sdk.join("gleitzeit_plugin"), &["py", "wit"])
+        }
+        Language::Js => (root().join("plugin-sdk/js"), root().join("plugin-sdk/js"), &["js", "json", "wit"]),
+    };
     let mut hasher = sha2::Sha256::new();
-    for dir in [project.clone(), sdk.join("gleitzeit_plugin"), root().join("wit")] {
+    for dir in [project.to_owned(), sources, root().join("wit")] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.retain(|f| f.extension().is_some_and(|e| e == "py" || e == "wit"));
+        files.retain(|f| f.extension().is_some_and(|e| extensions.iter().any(|x| e == *x)));
         files.sort();
         for file in files {
             hasher.update(file.to_string_lossy().as_bytes());
@@ -200,23 +223,49 @@ pub fn python_plugin(name: &str) -> PathBuf {
         }
     }
     let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let out = root().join(format!("target/python-plugins/{name}-{hash}.wasm"));
+    let name = project.file_name().unwrap().to_string_lossy();
+    let out = root().join(format!("target/source-plugins/{name}-{hash}.wasm"));
     if out.is_file() {
         return out;
     }
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    // Built beside and renamed: test processes may build the same one at once.
-    let partial = out.with_extension(format!("{}.partial", std::process::id()));
-    let status = Command::new("python3")
-        .args(["-m", "gleitzeit_plugin.build", "build"])
-        .arg(&project)
-        .arg("-o")
-        .arg(&partial)
-        .env("PYTHONPATH", &sdk)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("python3 runs");
-    assert!(status.success(), "building the Python plugin {name} failed (is componentize-py installed?)");
+    // One test process builds (and compiles) it; the others wait for it.
+    let lock = std::fs::File::create(out.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    if out.is_file() {
+        return out;
+    }
+    let partial = out.with_extension("partial");
+    let mut command = match language {
+        Language::Python => {
+            let mut command = Command::new("python3");
+            command.args(["-m", "gleitzeit_plugin.build", "build"]).env("PYTHONPATH", &sdk);
+            command
+        }
+        Language::Js => {
+            let mut command = Command::new("node");
+            command.arg(sdk.join("build.js")).arg("build");
+            command
+        }
+    };
+    let status = command.arg(project).arg("-o").arg(&partial).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "building the plugin {} failed (are the SDK's tools installed?)", project.display());
+    warm_plugin_cache(&partial);
     std::fs::rename(&partial, &out).unwrap();
     out
+}
+
+/// Compile `component` into [`plugin_cache`], so the tests that load it
+/// next do not each compile it (seconds of CPU for a Python component).
+fn warm_plugin_cache(component: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(component, dir.path().join("warm.wasm")).unwrap();
+    let workflow = dir.path().join("w.yaml");
+    std::fs::write(&workflow, "name: warm\ntasks:\n  - {id: a, protocol: echo/v1, method: ping}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "validate", workflow.to_str().unwrap(), "--plugins", dir.path().to_str().unwrap()])
+        .args(["--cache-dir", plugin_cache().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
