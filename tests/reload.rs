@@ -196,6 +196,12 @@ fn python_and_js_plugins_are_added_replaced_and_removed_while_the_daemon_runs() 
         daemon.task("textstats/v1", "count", r#"{"text": "a b a"}"#)["top"][0],
         json!({"word": "a", "count": 2})
     );
+    let python_hash = daemon.plugin("py").unwrap()["hash"].clone();
+
+    daemon.deploy("py", &textstats_js);
+    daemon.until_within(compile, "py is the JS build", |d| d.plugin("py").is_some_and(|p| p["hash"] != python_hash));
+    let counted = daemon.task("textstats/v1", "count", r#"{"text": "a b\na"}"#);
+    assert_eq!((&counted["lines"], &counted["top"][0]), (&json!(2), &json!({"word": "a", "count": 2})));
 
     daemon.deploy("py", &run_python);
     daemon.until_within(compile, "py serves python/v1", |d| {
