@@ -11,7 +11,7 @@ use std::process::Command;
 fn main() -> Result<(), Box<dyn Error>> {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = host.parent().ok_or("host/ has no parent directory")?;
-    for input in ["plugins", "plugin-sdk", "wit", "scripts/build-plugins.sh"] {
+    for input in ["plugins", "plugin-sdk", "scripts/build-plugins.sh", "scripts/wasm-cargo.sh"] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
     let target_dir = root.join("target").join("wasm");

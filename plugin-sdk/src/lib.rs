@@ -1,7 +1,7 @@
 //! Write a Gleitzeit provider in a few lines.
 //!
 //! A provider is a WebAssembly component that serves one protocol. This crate
-//! hides the WIT bindings (`wit/provider.wit`) behind a small typed API: build
+//! hides the WIT bindings (`wit/provider.wit`, inside this crate) behind a small typed API: build
 //! a [`Provider`] that names the protocol and registers each method with a
 //! params type (`serde` to read it, `schemars` to describe it), then hand its
 //! constructor to [`export_provider!`].
@@ -36,7 +36,7 @@ pub use serde_json::{Value, json};
 #[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "provider",
         pub_export_macro: true,
         default_bindings_module: "gleitzeit_plugin_sdk::bindings",
