@@ -5,6 +5,7 @@
 //! stderr. This module wires the library together; it holds no engine logic.
 
 mod remote;
+mod scaffold;
 mod token;
 
 use crate::auth;
@@ -47,9 +48,9 @@ enum Command {
     /// The protocols the host serves.
     #[command(subcommand)]
     Protocol(ListCommand),
-    /// The host's WASM plugins.
+    /// The host's WASM plugins, and new plugin projects.
     #[command(subcommand)]
-    Plugin(ListCommand),
+    Plugin(PluginCommand),
     /// Tokens: who may connect to the host, and what each may do.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -109,6 +110,26 @@ enum TaskCommand {
         args: remote::TaskArgs,
         #[command(flatten)]
         server: remote::ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins a running host serves.
+    List {
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// Write a new plugin project (one method with typed params, a test, the
+    /// build command in its README), with a copy of the language's SDK.
+    New {
+        /// The plugin's name; it serves NAME/v1.
+        name: String,
+        /// Rust, Python or JavaScript.
+        #[arg(long, value_enum)]
+        lang: scaffold::Language,
+        /// Where to write it [default: ./NAME]; must be new or empty.
+        dir: Option<PathBuf>,
     },
 }
 
@@ -381,7 +402,13 @@ pub fn main() -> ExitCode {
                 println!("{document}");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Plugin(ListCommand::List { server }) => {
+            Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+                let (dir, files) = scaffold::create(&name, lang, dir.as_deref()).map_err(Failure::Input)?;
+                println!("wrote {} ({name}/v1): {}", dir.display(), files.join(", "));
+                println!("build and deploy it as {} says", dir.join("README.md").display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Plugin(PluginCommand::List { server }) => {
                 remote::list(
                     &server,
                     "list_plugins",
