@@ -16,7 +16,7 @@ use super::provider::{InFlight, WasmProvider};
 use super::runtime::WasmRuntime;
 use crate::locks::lock;
 use crate::registry::{Provider, Registry};
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +26,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// Quiet time after the last change to a file before it is loaded: copies
-/// and editors write in several steps.
+/// and editors write in several steps. A file renamed into place, or closed
+/// by its writer, is complete at once and waits for nothing.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A change to plugin `name`'s files, and whether the file is complete now.
+struct Change {
+    name: String,
+    settled: bool,
+}
 
 /// Whether a file event changes what a plugin is. Opening and reading a file
 /// are events too (inotify reports `IN_OPEN`), and loading a plugin reads its
@@ -40,14 +47,26 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
+/// Whether the event leaves a complete file: the rename of a finished file
+/// into place (the documented deploy), or its writer closing it. A removal
+/// is not: an editor's save removes, then writes again.
+fn is_settled(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
+}
+
 /// The plugins an event is about: `NAME.wasm` and `NAME.toml` are plugin `NAME`.
-fn plugins_changed(event: &Event) -> impl Iterator<Item = String> + '_ {
+fn plugins_changed(event: &Event) -> impl Iterator<Item = Change> + '_ {
     let relevant = is_change(&event.kind);
+    let settled = is_settled(&event.kind);
     event
         .paths
         .iter()
         .filter(move |path| relevant && path.extension().is_some_and(|x| x == "wasm" || x == "toml"))
-        .map(|path| plugin_name(path))
+        .map(move |path| Change { name: plugin_name(path), settled })
 }
 
 /// Where a plugin stands, for `plugin list`.
@@ -308,11 +327,11 @@ impl PluginSet {
     /// other make one reload.
     pub fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let (changed, names) = mpsc::unbounded_channel::<String>();
+        let (changed, changes) = mpsc::unbounded_channel::<Change>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
             Ok(event) => {
-                for name in plugins_changed(&event) {
-                    let _ = changed.send(name);
+                for change in plugins_changed(&event) {
+                    let _ = changed.send(change);
                 }
             }
             Err(e) => tracing::warn!("watching the plugins directory failed: {e}"),
@@ -321,22 +340,67 @@ impl PluginSet {
         watcher
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
-        tokio::spawn(self.clone().reload_settled(names));
+        tokio::spawn(self.clone().reload_settled(changes));
         tracing::info!("watching {} for plugins", self.dir.display());
         Ok(watcher)
     }
 
-    /// Reload each changed plugin once its files have been quiet for
-    /// [`DEBOUNCE`].
-    async fn reload_settled(self: Arc<Self>, mut names: mpsc::UnboundedReceiver<String>) {
-        while let Some(first) = names.recv().await {
-            let mut pending = BTreeSet::from([first]);
-            while let Ok(Some(name)) = tokio::time::timeout(DEBOUNCE, names.recv()).await {
-                pending.insert(name);
+    /// Reload each changed plugin once its files are complete: at once
+    /// after a rename into place or its writer's close, else after
+    /// [`DEBOUNCE`] without changes.
+    async fn reload_settled(self: Arc<Self>, mut changes: mpsc::UnboundedReceiver<Change>) {
+        while let Some(first) = changes.recv().await {
+            let mut settled = first.settled;
+            let mut pending = BTreeSet::from([first.name]);
+            while !settled {
+                let Ok(Some(change)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await else { break };
+                settled = change.settled;
+                pending.insert(change.name);
+            }
+            while let Ok(change) = changes.try_recv() {
+                pending.insert(change.name);
             }
             for name in pending {
                 self.reload(&name).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, RemoveKind};
+
+    fn changes(kind: EventKind, paths: &[&str]) -> Vec<(String, bool)> {
+        let event = paths.iter().fold(Event::new(kind), |event, path| event.add_path(PathBuf::from(path)));
+        plugins_changed(&event).map(|c| (c.name, c.settled)).collect()
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_or_closed_by_its_writer_loads_at_once() {
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(changes(renamed, &["/p/.a.tmp", "/p/a.wasm"]), [("a".into(), true)]);
+        let moved_in = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(changes(moved_in, &["/p/a.toml"]), [("a".into(), true)]);
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(changes(closed, &["/p/a.wasm"]), [("a".into(), true)]);
+        // A rename away leaves nothing to wait for either: the old name goes.
+        assert_eq!(changes(renamed, &["/p/a.wasm", "/p/b.wasm"]), [("a".into(), true), ("b".into(), true)]);
+    }
+
+    #[test]
+    fn a_file_still_being_written_or_removed_waits_for_quiet() {
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+        ] {
+            assert_eq!(changes(kind, &["/p/a.wasm"]), [("a".into(), false)], "{kind:?}");
+        }
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Read));
+        assert!(changes(opened, &["/p/a.wasm"]).is_empty());
+        assert!(changes(EventKind::Create(CreateKind::File), &["/p/a.wasm.partial"]).is_empty());
     }
 }
