@@ -356,18 +356,18 @@ fn the_validation_output_shown_in_the_docs_is_current() {
     assert_eq!(text(&out.stderr), shown);
 }
 
-/// Compiled plugins are kept in the data directory's cache: the first run
-/// compiles the bundled ones, the next loads them; an entry that was
-/// tampered with is compiled again and rewritten, and `--no-cache` neither
-/// reads nor writes the cache.
+/// Compiled plugins are kept in the data directory's cache with the spec
+/// each described: the first run compiles the bundled ones; later runs load
+/// only the plugins their tasks call, and validation loads none. A
+/// tampered entry is compiled again and rewritten, a spec that does not
+/// parse is asked for again, and `--no-cache` neither reads nor writes.
 #[test]
 fn compiled_plugins_are_cached_between_runs() {
     let data = tempfile::tempdir().unwrap();
     let cache = data.path().join("gleitzeit/cache");
-    let run = |extra: &[&str]| {
+    let gleitzeit = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-            .args(["run", "workflows/hello.yaml"])
-            .args(extra)
+            .args(args)
             .current_dir(root())
             .env("XDG_DATA_HOME", data.path())
             .env("GLEITZEIT_LOG", "gleitzeit::plugins=debug")
@@ -379,28 +379,46 @@ fn compiled_plugins_are_cached_between_runs() {
         let stderr = text(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let count = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
-        (count(": compiled plugin="), count("loaded from the compiled-plugin cache"), count("compiled again"))
+        let loads =
+            (count(": compiled plugin="), count("loaded from the compiled-plugin cache"), count("compiled again"));
+        (loads, count("spec from the cache"))
     };
-    let entries = || -> Vec<std::path::PathBuf> {
+    let run = |extra: &[&str]| gleitzeit(&[&["run", "workflows/hello.yaml"], extra].concat());
+    let entries = |extension: &str| -> Vec<std::path::PathBuf> {
         let mut found: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        found.retain(|path| path.to_string_lossy().ends_with(extension));
         found.sort();
         found
     };
     let bundled = 3; // echo, ollama, mcp
-    assert_eq!(run(&[]), (bundled, 0, 0), "the first run compiles");
-    assert_eq!(entries().len(), bundled);
-    assert_eq!(run(&[]), (0, bundled, 0), "the next one loads");
+    assert_eq!(run(&[]), ((bundled, 0, 0), 0), "the first run compiles every plugin");
+    assert_eq!((entries(".cwasm").len(), entries(".spec.json").len()), (bundled, bundled));
+    assert_eq!(run(&[]), ((0, 1, 0), bundled), "the next loads echo alone, the only one it calls");
+    let validate = gleitzeit(&["workflow", "validate", "workflows/hello.yaml"]);
+    assert_eq!(validate, ((0, 0, 0), bundled), "validation loads no component");
 
-    let tampered = &entries()[0];
-    let sound = std::fs::read(tampered).unwrap();
-    let mut bad = sound.clone();
-    bad[100] ^= 0xff;
-    std::fs::write(tampered, bad).unwrap();
-    assert_eq!(run(&[]), (0, bundled - 1, 1), "a tampered entry is not used");
-    assert_eq!(std::fs::read(tampered).unwrap(), sound, "and is written again");
+    for spec in entries(".spec.json") {
+        std::fs::write(spec, "{not json").unwrap();
+    }
+    assert_eq!(run(&[]), ((0, bundled, 0), 0), "specs that do not parse are asked for again");
+    for spec in entries(".spec.json") {
+        let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(spec).unwrap()).unwrap();
+        assert!(spec["protocol"].is_string(), "and written again: {spec}");
+    }
+
+    let sound: Vec<Vec<u8>> = entries(".cwasm").iter().map(|e| std::fs::read(e).unwrap()).collect();
+    for entry in entries(".cwasm") {
+        let mut bad = std::fs::read(&entry).unwrap();
+        bad[100] ^= 0xff;
+        std::fs::write(&entry, bad).unwrap();
+    }
+    assert_eq!(run(&[]), ((0, 0, 1), bundled), "a tampered entry is not used");
+    let now: Vec<Vec<u8>> = entries(".cwasm").iter().map(|e| std::fs::read(e).unwrap()).collect();
+    let rewritten = sound.iter().zip(&now).filter(|(sound, now)| sound == now).count();
+    assert_eq!(rewritten, 1, "echo's entry is written again, the others wait for a run that needs them");
 
     std::fs::remove_dir_all(&cache).unwrap();
-    assert_eq!(run(&["--no-cache"]), (bundled, 0, 0));
+    assert_eq!(run(&["--no-cache"]), ((bundled, 0, 0), 0));
     assert!(!cache.exists(), "--no-cache writes nothing");
 }
 

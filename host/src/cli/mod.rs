@@ -11,7 +11,7 @@ mod token;
 use crate::auth;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::model::{Workflow, WorkflowStatus};
-use crate::plugins::{Manifest, Overrides, PluginPolicy, PluginSet, RuntimeConfig, WasmRuntime};
+use crate::plugins::{CompileWhen, Manifest, Overrides, PluginPolicy, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::store::{Store, StoreSpec};
@@ -502,7 +502,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let policy = auth_policy(&args, &file, listen)?;
     let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
     let retention = retention(&args, &file)?;
-    let (registry, plugin_set) = load_plugins(&plugins, &file).await?;
+    let (registry, plugin_set) = load_plugins(&plugins, &file, CompileWhen::OnLoad).await?;
     // Hot reload: the directory stays live while the daemon runs.
     let _watcher = plugin_set.watch().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -637,7 +637,9 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (file, plugins) = args.plugins.resolve(None)?;
-    let (workflow, registry) = load_against_registry(&args.file, &plugins, &file).await?;
+    let (workflow, registry, plugin_set) = load_against_registry(&args.file, &plugins, &file).await?;
+    let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
+    plugin_set.prepare(&protocols).await;
     let default_timeout = seconds(
         "--default-timeout",
         args.default_timeout.or(file.default_timeout).unwrap_or(300.0),
@@ -716,18 +718,23 @@ async fn load_against_registry(
     file: &Path,
     plugins: &PluginDirs,
     config: &ConfigFile,
-) -> Result<(Workflow, Arc<Registry>), Failure> {
+) -> Result<(Workflow, Arc<Registry>, Arc<PluginSet>), Failure> {
     let workflow = workflow::load(file)?;
-    let (registry, _) = load_plugins(plugins, config).await?;
+    // A one-shot command compiles only the plugins its tasks call.
+    let (registry, plugin_set) = load_plugins(plugins, config, CompileWhen::OnFirstCall).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
-    Ok((workflow, registry))
+    Ok((workflow, registry, plugin_set))
 }
 
 /// The bundled plugins plus those in `dirs.plugins` (a plugin there that serves a
 /// bundled protocol stands in for the bundled one), with the config's
 /// manifest overrides; broken files are reported and skipped.
-async fn load_plugins(dirs: &PluginDirs, config: &ConfigFile) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
-    let runtime_config = RuntimeConfig { cache_dir: dirs.cache.clone(), ..RuntimeConfig::default() };
+async fn load_plugins(
+    dirs: &PluginDirs,
+    config: &ConfigFile,
+    compile: CompileWhen,
+) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
+    let runtime_config = RuntimeConfig { cache_dir: dirs.cache.clone(), compile, ..RuntimeConfig::default() };
     let runtime = Arc::new(WasmRuntime::new(runtime_config).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
     let overrides = Overrides { manifests: config.manifests.clone(), policy: config.plugin_policy.clone() };

@@ -13,28 +13,100 @@
 //! renamed into place, so a crash leaves no half entry, and the directory
 //! is kept to [`MAX_CACHE_BYTES`], oldest entries leaving first.
 //!
+//! Beside the compiled code it keeps each plugin's `describe()` answer
+//! (`KEY.spec.json`, KEY naming what the answer may depend on, see
+//! `loader`), so that a command that only needs to know what a plugin
+//! serves loads no component at all. A spec that does not parse is ignored
+//! and written again.
+//!
 //! Loading compiled code means trusting whoever can write the directory as
 //! much as the host binary: it is created private (0700) and not used if
 //! anyone but its owner may write to it.
 //!
-//! This module owns the cache directory's files. It does not decide which
-//! plugins load or what they may do.
+//! In memory it keeps Cranelift's incremental compilation cache
+//! ([`FunctionCache`]): a new version of a plugin compiles only the
+//! functions that differ from those this process compiled before.
+//!
+//! This module owns the cache directory's files and the function cache. It
+//! does not decide which plugins load or what they may do.
 
+use crate::locks::lock;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use wasmtime::Engine;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::Component;
+use wasmtime::{CacheStore, Engine};
 
 /// The most the cache directory holds; older entries are removed past it.
 pub const MAX_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 const DIGEST_LEN: usize = 32;
 
+/// The largest spec file read: a spec holds at most 256 methods with a
+/// schema of at most 64 KiB each, and real ones are a few KiB.
+const MAX_SPEC_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A temporary file older than this is a crashed writer's, not a live one's.
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The most bytes of machine code (and keys) the function cache holds; when
+/// full it starts again empty.
+pub const MAX_FUNCTION_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Cranelift's incremental compilation cache, in memory: the compiled form
+/// of each function this process compiled, keyed by the function's body
+/// and the compiler's settings. A plugin rebuilt after an edit shares most
+/// of its functions (std, serde, the SDK, an interpreter) with the version
+/// before, so a hot reload compiles only what changed.
+#[derive(Debug, Default)]
+pub struct FunctionCache {
+    entries: Mutex<FunctionEntries>,
+    /// Functions found compiled, since the start.
+    hits: AtomicU64,
+}
+
+impl FunctionCache {
+    /// How many functions compilations found here instead of compiling.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+struct FunctionEntries {
+    by_key: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let found = lock(&self.entries).by_key.get(key).map(|value| Cow::Owned(value.clone()));
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let size = key.len() + value.len();
+        if size > MAX_FUNCTION_CACHE_BYTES {
+            return false;
+        }
+        let mut entries = lock(&self.entries);
+        if entries.bytes + size > MAX_FUNCTION_CACHE_BYTES {
+            *entries = FunctionEntries::default();
+        }
+        entries.bytes += size;
+        entries.by_key.insert(key.to_vec(), value);
+        true
+    }
+}
 
 /// Where a compiled component came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +201,33 @@ impl ComponentCache {
 
     fn write(&self, path: &Path, component: &Component) -> Result<(), String> {
         let code = component.serialize().map_err(|e| format!("{e:#}"))?;
+        self.write_atomically(path, &[&Sha256::digest(&code), &code])
+    }
+
+    /// The `describe()` answer kept under `key`, if there is a readable one.
+    pub fn spec(&self, key: &str) -> Option<String> {
+        let path = self.spec_entry(key);
+        let file = std::fs::File::open(&path).ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_SPEC_BYTES), &mut text).ok()?;
+        Some(text)
+    }
+
+    /// Keep `spec` under `key`; a cache that cannot be written only costs
+    /// the next start a load.
+    pub fn put_spec(&self, key: &str, spec: &str) {
+        let path = self.spec_entry(key);
+        if let Err(e) = self.write_atomically(&path, &[spec.as_bytes()]) {
+            tracing::warn!("cannot cache the plugin's spec in {}: {e}", path.display());
+        }
+    }
+
+    fn spec_entry(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.spec.json"))
+    }
+
+    /// Write `parts` to `path` through a temporary file renamed into place.
+    fn write_atomically(&self, path: &Path, parts: &[&[u8]]) -> Result<(), String> {
         let temporary = self.dir.join(format!(".{}-{:016x}.tmp", std::process::id(), fastrand::u64(..)));
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -136,8 +235,9 @@ impl ComponentCache {
             .mode(0o600)
             .open(&temporary)
             .and_then(|mut file| {
-                file.write_all(&Sha256::digest(&code))?;
-                file.write_all(&code)?;
+                for part in parts {
+                    file.write_all(part)?;
+                }
                 file.sync_data()
             })
             .and_then(|()| std::fs::rename(&temporary, path));
@@ -160,7 +260,7 @@ impl ComponentCache {
                 Some((meta.modified().ok()?, meta.len(), e.path()))
             })
             .filter(|(modified, _, path)| match path.extension().and_then(|x| x.to_str()) {
-                Some("cwasm") => true,
+                Some("cwasm" | "json") => true,
                 Some("tmp") if modified.elapsed().is_ok_and(|age| age > STALE_TEMPORARY) => {
                     let _ = std::fs::remove_file(path);
                     false
@@ -185,6 +285,18 @@ impl ComponentCache {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn the_function_cache_answers_what_it_holds_and_starts_again_when_full() {
+        let cache = FunctionCache::default();
+        assert!(cache.insert(b"f", vec![1, 2]));
+        assert_eq!(cache.get(b"f").as_deref(), Some(&[1u8, 2][..]));
+        assert_eq!((cache.get(b"g"), cache.hits()), (None, 1));
+        assert!(!cache.insert(b"huge", vec![0; MAX_FUNCTION_CACHE_BYTES]), "larger than the whole cache");
+        assert!(cache.insert(b"big", vec![0; MAX_FUNCTION_CACHE_BYTES - 3]), "as large as the whole cache");
+        assert_eq!(cache.get(b"f"), None, "full: it started again");
+        assert!(cache.get(b"big").is_some());
+    }
 
     fn echo_bytes() -> &'static [u8] {
         super::super::loader::embedded::BUNDLED[0].1

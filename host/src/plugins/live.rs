@@ -191,6 +191,20 @@ impl PluginSet {
         Ok((set, problems))
     }
 
+    /// Load the code of the registered plugins that serve `protocols` now,
+    /// side by side, where compiling it was deferred to the first call
+    /// ([`CompileWhen::OnFirstCall`](super::CompileWhen)): a one-shot run
+    /// then does not count a plugin's start in its first task's time. A
+    /// plugin that fails here fails the calls made to it, with the reason.
+    pub async fn prepare(&self, protocols: &BTreeSet<&str>) {
+        let registered: BTreeSet<String> = self.registry.providers().iter().map(|p| p.id().to_string()).collect();
+        let serving: Vec<Arc<Plugin>> = lock(&self.serving).values().cloned().collect();
+        let needed: Vec<Arc<Plugin>> = (self.bundled.iter().cloned().chain(serving))
+            .filter(|p| protocols.contains(p.spec.protocol.as_str()) && registered.contains(&provider_id(&p.name)))
+            .collect();
+        futures_util::future::join_all(needed.iter().map(|p| p.pre())).await;
+    }
+
     /// The plugins directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,19 +1,34 @@
 //! Finding and loading plugins: compile, link-check, ask `describe()`, and
 //! check the spec it returns. A file that fails any step is reported with the
 //! file and the step; it never stops other plugins from loading.
+//!
+//! The spec a plugin described is kept in the cache; with
+//! [`CompileWhen::OnFirstCall`] a plugin whose spec is there is not compiled
+//! until a task calls it, so a one-shot command pays only for the plugins it
+//! uses. The spec is found again only for the same component, host version
+//! and WIT world, config values and granted directories: what `describe()`
+//! can see (an answer that depends on the network or the clock is not
+//! supported).
 
-use super::bindings::ProviderPre;
+use super::bindings::{self, ProviderPre};
 use super::cache::Compiled;
 use super::host::{Grants, StoreState};
 use super::manifest::{Manifest, Overrides};
-use super::runtime::WasmRuntime;
+use super::runtime::{CompileWhen, WasmRuntime};
+use crate::locks::lock;
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::schema::{MAX_SCHEMA_BYTES, ParamsSchema, SchemaError};
-use sha2::Digest as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// The contract the host links plugins against: part of a cached spec's key.
+const WIT: &str = include_str!("../../../plugin-sdk/wit/provider.wit");
 
 /// `describe()` must answer within this.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,19 +83,42 @@ pub enum LoadError {
     Plugin { plugin: String, origin: PluginSource, step: LoadStep, reason: String },
 }
 
-/// A compiled, checked plugin, ready to instantiate per call.
+/// A checked plugin, ready to instantiate per call.
 pub struct Plugin {
     pub name: Arc<str>,
     pub source: PluginSource,
     pub spec: ProviderSpec,
     /// The first 12 hex digits of the component's SHA-256: tells versions apart.
     pub hash: String,
-    pub(super) pre: ProviderPre<StoreState>,
+    /// Its code linked against the host: set when it loaded, or at its
+    /// first call when compiling was deferred.
+    pre: OnceCell<ProviderPre<StoreState>>,
+    /// The component, until it is compiled.
+    deferred: Mutex<Option<Arc<[u8]>>>,
+    digest: [u8; 32],
     pub(super) grants: Arc<Grants>,
     pub(super) runtime: Arc<WasmRuntime>,
 }
 
-/// Compile and check one plugin.
+impl Plugin {
+    /// The plugin's linked code, compiled (or read from the cache) now if
+    /// that was deferred.
+    pub(super) async fn pre(&self) -> Result<&ProviderPre<StoreState>, String> {
+        self.pre
+            .get_or_try_init(|| async {
+                let bytes = lock(&self.deferred).clone().ok_or("its component is gone")?;
+                let pre = link(&self.runtime, &self.name, bytes, self.digest)
+                    .await
+                    .map_err(|(step, reason)| format!("it {step}: {reason}"))?;
+                *lock(&self.deferred) = None;
+                Ok(pre)
+            })
+            .await
+    }
+}
+
+/// Compile and check one plugin (or, with [`CompileWhen::OnFirstCall`],
+/// take its spec from the cache and compile it at its first call).
 pub async fn load_bytes(
     runtime: &Arc<WasmRuntime>,
     name: &str,
@@ -89,14 +127,55 @@ pub async fn load_bytes(
     grants: Grants,
 ) -> Result<Plugin, LoadError> {
     let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
-    let digest = sha2::Sha256::digest(&bytes);
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    // Keyed by the grants as the manifest gave them: the bridges add
+    // loopback addresses that change with every load.
+    let key = spec_key(&digest, &grants);
+    let grants = super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
+    let grants = Arc::new(grants);
+    let plugin = |spec, pre: Option<ProviderPre<StoreState>>, deferred| Plugin {
+        name: name.into(),
+        source: source.clone(),
+        spec,
+        hash: hash.clone(),
+        pre: OnceCell::new_with(pre),
+        deferred: Mutex::new(deferred),
+        digest,
+        grants: grants.clone(),
+        runtime: runtime.clone(),
+    };
+    let bytes: Arc<[u8]> = bytes.into();
+    if runtime.compile_when() == CompileWhen::OnFirstCall
+        && let Some(spec) = cached_spec(runtime, &key)
+    {
+        tracing::debug!(plugin = name, "spec from the cache; compiled at its first call");
+        return Ok(plugin(spec, None, Some(bytes)));
+    }
+    let pre = link(runtime, name, bytes, digest).await.map_err(|(step, reason)| fail(step, reason))?;
+    let described = describe(runtime, name.into(), grants.clone(), &pre).await;
+    let record = SpecRecord::from(described.map_err(|reason| fail(LoadStep::Describe, reason))?);
+    let spec = check_spec(record.clone()).map_err(|reason| fail(LoadStep::Describe, reason))?;
+    if let (Some(cache), Ok(json)) = (runtime.cache(), serde_json::to_string(&record)) {
+        cache.put_spec(&key, &json);
+    }
+    Ok(plugin(spec, Some(pre), None))
+}
+
+/// Compile `bytes` (or load them from the cache) and link them against the
+/// host; the failing step and why.
+async fn link(
+    runtime: &Arc<WasmRuntime>,
+    name: &str,
+    bytes: Arc<[u8]>,
+    digest: [u8; 32],
+) -> Result<ProviderPre<StoreState>, (LoadStep, String)> {
     let compiler = runtime.clone();
     // Compilation takes tens of milliseconds of CPU: keep it off the async threads.
     let (component, compiled) = tokio::task::spawn_blocking(move || compiler.compile(&bytes, &digest))
         .await
-        .map_err(|e| fail(LoadStep::Compile, e.to_string()))?
-        .map_err(|e| fail(LoadStep::Compile, format!("{e:#}")))?;
+        .map_err(|e| (LoadStep::Compile, e.to_string()))?
+        .map_err(|e| (LoadStep::Compile, format!("{e:#}")))?;
     match &compiled {
         Compiled::Cached => tracing::debug!(plugin = name, "loaded from the compiled-plugin cache"),
         Compiled::Fresh => tracing::debug!(plugin = name, "compiled"),
@@ -104,32 +183,85 @@ pub async fn load_bytes(
             tracing::info!(plugin = name, "compiled again: its cache entry was unusable ({why})")
         }
     }
-    let pre = runtime
+    runtime
         .linker()
         .instantiate_pre(&component)
         .and_then(ProviderPre::new)
-        .map_err(|e| fail(LoadStep::Link, format!("{e:#}")))?;
-    let grants = super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
-    let grants = Arc::new(grants);
-    let name: Arc<str> = name.into();
+        .map_err(|e| (LoadStep::Link, format!("{e:#}")))
+}
+
+/// Ask a linked plugin what it serves.
+async fn describe(
+    runtime: &WasmRuntime,
+    name: Arc<str>,
+    grants: Arc<Grants>,
+    pre: &ProviderPre<StoreState>,
+) -> Result<bindings::ProviderSpec, String> {
     let deadline = Instant::now() + DESCRIBE_TIMEOUT;
-    let mut store = runtime.new_store(name.clone(), grants.clone(), "describe".into(), deadline);
+    let mut store = runtime.new_store(name, grants, "describe".into(), deadline);
     let described = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await
     };
-    let spec = match tokio::time::timeout_at(deadline.into(), described).await {
-        Ok(Ok(spec)) => spec,
-        Ok(Err(e)) => {
-            let stderr = store.data().stderr.finish();
-            return Err(fail(LoadStep::Describe, with_stderr(format!("{e:#}"), &stderr)));
+    match tokio::time::timeout_at(deadline.into(), described).await {
+        Ok(Ok(spec)) => Ok(spec),
+        Ok(Err(e)) => Err(with_stderr(format!("{e:#}"), &store.data().stderr.finish())),
+        Err(_) => Err(format!("no answer within {DESCRIBE_TIMEOUT:?}")),
+    }
+}
+
+/// The name of the cache entry for a `describe()` answer: a hash of what
+/// the answer may depend on (see the module doc).
+fn spec_key(digest: &[u8], grants: &Grants) -> String {
+    let mut hasher = Sha256::new();
+    for part in [env!("CARGO_PKG_VERSION").as_bytes(), WIT.as_bytes(), digest] {
+        hasher.update(part.len().to_le_bytes());
+        hasher.update(part);
+    }
+    for (key, value) in &grants.config {
+        for part in [key, value] {
+            hasher.update(part.len().to_le_bytes());
+            hasher.update(part);
         }
-        Err(_) => {
-            return Err(fail(LoadStep::Describe, format!("no answer within {DESCRIBE_TIMEOUT:?}")));
-        }
-    };
-    let spec = check_spec(spec).map_err(|reason| fail(LoadStep::Describe, reason))?;
-    Ok(Plugin { name, source, spec, hash, pre, grants, runtime: runtime.clone() })
+    }
+    for dir in &grants.read_dirs {
+        hasher.update(dir.as_os_str().len().to_le_bytes());
+        hasher.update(dir.as_os_str().as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spec kept under `key`, if it is there and still passes the checks.
+fn cached_spec(runtime: &WasmRuntime, key: &str) -> Option<ProviderSpec> {
+    let text = runtime.cache()?.spec(key)?;
+    let checked = serde_json::from_str::<SpecRecord>(&text).map_err(|e| e.to_string()).and_then(check_spec);
+    checked.inspect_err(|why| tracing::debug!("a cached spec is not used ({why})")).ok()
+}
+
+/// A `describe()` answer as the cache keeps it: the WIT record, unchecked.
+#[derive(Clone, Serialize, Deserialize)]
+struct SpecRecord {
+    protocol: String,
+    name: String,
+    version: String,
+    description: String,
+    methods: Vec<MethodRecord>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct MethodRecord {
+    name: String,
+    description: String,
+    params_schema: Option<String>,
+}
+
+impl From<bindings::ProviderSpec> for SpecRecord {
+    fn from(spec: bindings::ProviderSpec) -> Self {
+        let methods = (spec.methods.into_iter())
+            .map(|m| MethodRecord { name: m.name, description: m.description, params_schema: m.params_schema })
+            .collect();
+        Self { protocol: spec.protocol, name: spec.name, version: spec.version, description: spec.description, methods }
+    }
 }
 
 /// Append the plugin's last stderr lines (a panic message, say) to an error,
@@ -143,7 +275,7 @@ pub(super) fn with_stderr(message: String, stderr: &str) -> String {
     }
 }
 
-fn check_spec(spec: super::bindings::ProviderSpec) -> Result<ProviderSpec, String> {
+fn check_spec(spec: SpecRecord) -> Result<ProviderSpec, String> {
     if !crate::workflow::is_protocol(&spec.protocol) {
         return Err(format!("protocol '{}' is not of the form 'name/version' (e.g. echo/v1)", spec.protocol));
     }

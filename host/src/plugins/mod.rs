@@ -24,7 +24,7 @@ pub use live::{PluginEvent, PluginSet, PluginState, PluginStatus};
 pub use loader::{LoadError, LoadStep, Plugin, PluginSource, bundled, load_bytes, load_file};
 pub use manifest::{Manifest, Overrides, PluginPolicy};
 pub use provider::WasmProvider;
-pub use runtime::{RuntimeConfig, WasmRuntime};
+pub use runtime::{CompileWhen, RuntimeConfig, WasmRuntime};
 
 #[cfg(test)]
 mod tests;

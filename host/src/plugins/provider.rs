@@ -83,6 +83,12 @@ enum Stop {
 
 async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, TaskError> {
     let name = plugin.name.clone();
+    // Loading deferred code is the plugin's start, not the task's work: it
+    // does not count against the task's deadline.
+    let pre = plugin
+        .pre()
+        .await
+        .map_err(|reason| TaskError::new(codes::PLUGIN_TRAP, format!("plugin '{name}' cannot be loaded: {reason}")))?;
     // The plugin's own timeout (manifest) caps the task's.
     let deadline = plugin.grants.timeout.map_or(call.deadline, |t| call.deadline.min(Instant::now() + t));
     let mut store = plugin.runtime.new_store(name.clone(), plugin.grants.clone(), call.task_id.clone(), deadline);
@@ -92,7 +98,7 @@ async fn execute(plugin: Arc<Plugin>, call: Call) -> Result<serde_json::Value, T
     // The epoch deadline stops a busy guest; this timeout stops one that
     // waits in a host call (a sleep, later HTTP).
     let outcome = tokio::time::timeout_at(deadline.into(), async {
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(Stop::Instantiate)?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(Stop::Instantiate)?;
         instance.call_execute(&mut store, &ctx, &call.method, &params).await.map_err(Stop::Trap)
     })
     .await;

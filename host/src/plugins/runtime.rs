@@ -2,7 +2,7 @@
 //! settings and why each is chosen.
 
 use super::bindings::Provider as ProviderWorld;
-use super::cache::{Compiled, ComponentCache};
+use super::cache::{Compiled, ComponentCache, FunctionCache};
 use super::host::{CallIdentity, Grants, StoreState};
 use super::outbound::Outbound;
 use super::output::{LogPipe, Stream};
@@ -33,11 +33,27 @@ pub struct RuntimeConfig {
     /// Where compiled components are kept between starts (see `cache`);
     /// none compiles every component at every start.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// When a plugin whose `describe()` answer the cache holds is compiled.
+    pub compile: CompileWhen,
+}
+
+/// When a plugin is compiled (or its compiled code loaded from the cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompileWhen {
+    /// As it loads: a plugin that does not compile, link or describe itself
+    /// is refused before it serves (the daemon, whose reloads must keep a
+    /// working version serving).
+    #[default]
+    OnLoad,
+    /// At its first call, when the cache already holds its spec: a one-shot
+    /// command (`run`, `workflow validate`) loads only the plugins its
+    /// tasks call, and validation loads none.
+    OnFirstCall,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024, cache_dir: None }
+        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024, cache_dir: None, compile: CompileWhen::OnLoad }
     }
 }
 
@@ -50,6 +66,7 @@ pub struct WasmRuntime {
     /// async timeout alone).
     ticker: Option<Arc<EpochTicker>>,
     cache: Option<ComponentCache>,
+    functions: Arc<FunctionCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +93,8 @@ impl RuntimeConfig {
 
 impl WasmRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let engine = Self::engine(&config)?;
+        let functions = Arc::new(FunctionCache::default());
+        let engine = Self::engine(&config, functions.clone())?;
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so ordinary Rust guests (std) instantiate; what it
         // may touch is decided per store in `new_store`: nothing by default.
@@ -85,10 +103,10 @@ impl WasmRuntime {
             .map_err(|e| RuntimeError(format!("{e:#}")))?;
         let ticker = EpochTicker::start(&engine).map(Arc::new);
         let cache = config.cache_dir.as_deref().and_then(|dir| ComponentCache::open(dir, &engine));
-        Ok(Self { engine, linker, config, ticker, cache })
+        Ok(Self { engine, linker, config, ticker, cache, functions })
     }
 
-    fn engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+    fn engine(config: &RuntimeConfig, functions: Arc<FunctionCache>) -> Result<Engine, RuntimeError> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true);
         // Deadlines without the cost of fuel: a ticker bumps the epoch and a
@@ -112,6 +130,8 @@ impl WasmRuntime {
             .pagemap_scan(Enabled::Auto)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT);
+        // A new version of a plugin compiles only the functions that changed.
+        wasm.enable_incremental_compilation(functions).map_err(|e| RuntimeError(format!("{e:#}")))?;
         let mut pooled = wasm.clone();
         // Pre-reserved slots make instantiation a few microseconds: no mmap
         // per instance, copy-on-write initial memory.
@@ -134,6 +154,21 @@ impl WasmRuntime {
 
     pub fn linker(&self) -> &Linker<StoreState> {
         &self.linker
+    }
+
+    /// The functions compilations took from the function cache so far.
+    pub fn functions_reused(&self) -> u64 {
+        self.functions.hits()
+    }
+
+    /// When plugins are compiled.
+    pub fn compile_when(&self) -> CompileWhen {
+        self.config.compile
+    }
+
+    /// The cache, if there is one.
+    pub(super) fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
     }
 
     /// Compile a component whose SHA-256 is `digest`, or load it from the

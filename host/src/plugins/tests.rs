@@ -95,3 +95,22 @@ async fn broken_files_fail_at_the_right_step() {
     assert!(matches!(err, LoadError::Plugin { step: LoadStep::Link, .. }), "{err}");
     assert!(err.to_string().contains("does not fit the gleitzeit:provider world"), "{err}");
 }
+
+/// A new version of a plugin compiles only what changed: the functions it
+/// shares with the version before come from the function cache.
+#[tokio::test]
+async fn a_changed_plugin_reuses_the_functions_compiled_before() {
+    let runtime = runtime().await;
+    let (_, echo, _) = loader::embedded::BUNDLED[0];
+    let load = |bytes: Vec<u8>| load_bytes(&runtime, "echo", PluginSource::Bundled, bytes, runtime.default_grants());
+    let first = load(echo.to_vec()).await.unwrap();
+    let reused = runtime.functions_reused();
+    let mut changed = echo.to_vec();
+    changed.extend_from_slice(&[0, 4, 3, b'v', b'e', b'r']); // a custom section "ver"
+    let second = load(changed).await.unwrap();
+    assert_ne!(first.hash, second.hash);
+    assert!(runtime.functions_reused() > reused, "no function of the first version was reused");
+    let answer =
+        WasmProvider::new(Arc::new(second)).call(call("echo", json!({"message": 1}), 1, Duration::from_secs(10)));
+    assert_eq!(answer.await.unwrap()["echoed"], 1);
+}
