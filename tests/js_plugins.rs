@@ -11,7 +11,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A plugins directory with the JS example and the hostile JS fixture.
 fn plugins_dir() -> tempfile::TempDir {
@@ -24,21 +24,11 @@ fn plugins_dir() -> tempfile::TempDir {
     dir
 }
 
-fn gleitzeit(plugins: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(args)
-        .args(["--plugins", plugins.to_str().unwrap(), "--cache-dir", support::plugin_cache().to_str().unwrap()])
-        .current_dir(support::root())
-        .env_remove("GLEITZEIT_LOG")
-        .output()
-        .unwrap()
-}
-
 /// Run `yaml` with the JS plugins; the exit code and the report.
 fn run(plugins: &Path, yaml: &str) -> (Option<i32>, Value) {
     let file = plugins.join("workflow.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = gleitzeit(plugins, &["run", file.to_str().unwrap(), "--output", "json"]);
+    let out = support::gleitzeit_with_plugins(plugins, &["run", file.to_str().unwrap(), "--output", "json"]);
     let report =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code(), report)
@@ -71,7 +61,7 @@ fn a_js_plugin_answers_with_its_declared_params_and_defaults() {
         "name: bad\ntasks:\n  - {id: a, protocol: textstats/v1, method: count, params: {text: [1], top: -1, extra: 1}}\n",
     )
     .unwrap();
-    let out = gleitzeit(plugins.path(), &["workflow", "validate", file.to_str().unwrap()]);
+    let out = support::gleitzeit_with_plugins(plugins.path(), &["workflow", "validate", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for expected in [

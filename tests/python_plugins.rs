@@ -11,7 +11,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A plugins directory with the example Python plugins in it.
 fn plugins_dir() -> tempfile::TempDir {
@@ -22,21 +22,11 @@ fn plugins_dir() -> tempfile::TempDir {
     dir
 }
 
-fn gleitzeit(plugins: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(args)
-        .args(["--plugins", plugins.to_str().unwrap(), "--cache-dir", support::plugin_cache().to_str().unwrap()])
-        .current_dir(support::root())
-        .env_remove("GLEITZEIT_LOG")
-        .output()
-        .unwrap()
-}
-
 /// Run `yaml` with the Python plugins; the exit code and the report.
 fn run(plugins: &Path, yaml: &str) -> (Option<i32>, Value) {
     let file = plugins.parent().unwrap().join(format!("w-{}.yaml", std::process::id()));
     std::fs::write(&file, yaml).unwrap();
-    let out = gleitzeit(plugins, &["run", file.to_str().unwrap(), "--output", "json"]);
+    let out = support::gleitzeit_with_plugins(plugins, &["run", file.to_str().unwrap(), "--output", "json"]);
     let report =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code(), report)
@@ -92,7 +82,7 @@ fn python_annotations_are_the_params_schema() {
         "name: bad\ntasks:\n  - {id: a, protocol: textstats/v1, method: count, params: {text: 5, top: many}}\n  - {id: b, protocol: textstats/v1, method: count, params: {txt: typo}}\n  - {id: c, protocol: python/v1, method: execute, params: {code: 'result = 1', context: [1]}}\n",
     )
     .unwrap();
-    let out = gleitzeit(plugins.path(), &["workflow", "validate", file.to_str().unwrap()]);
+    let out = support::gleitzeit_with_plugins(plugins.path(), &["workflow", "validate", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for expected in [

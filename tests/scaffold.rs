@@ -57,12 +57,7 @@ fn serves_greet(name: &str, component: &Path) {
     let workflow = plugins.path().join("hello.yaml");
     let task = format!("{{id: hello, protocol: {name}/v1, method: greet, params: {{name: Ada, excited: true}}}}");
     std::fs::write(&workflow, format!("name: hello\ntasks:\n  - {task}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["run", workflow.to_str().unwrap(), "--output", "json"])
-        .args(["--plugins", plugins.path().to_str().unwrap(), "--cache-dir", support::plugin_cache().to_str().unwrap()])
-        .env_remove("GLEITZEIT_LOG")
-        .output()
-        .unwrap();
+    let out = support::gleitzeit_with_plugins(plugins.path(), &["run", workflow.to_str().unwrap(), "--output", "json"]);
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["tasks"][0]["result"], json!({"greeting": "Hello, Ada!"}), "{report:#}");
@@ -72,11 +67,7 @@ fn serves_greet(name: &str, component: &Path) {
         "name: bad\ntasks:\n  - {id: b, protocol: NAME/v1, method: greet, params: {name: 5}}\n".replace("NAME", name),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["workflow", "validate", workflow.to_str().unwrap()])
-        .args(["--plugins", plugins.path().to_str().unwrap(), "--cache-dir", support::plugin_cache().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = support::gleitzeit_with_plugins(plugins.path(), &["workflow", "validate", workflow.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("task 'b', field 'params.name': 5 is not of type \"string\""), "{stderr}");

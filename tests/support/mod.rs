@@ -181,6 +181,18 @@ pub fn plugin_cache() -> PathBuf {
     root().join("target/test-plugin-cache")
 }
 
+/// `gleitzeit ARGS` of the real binary with the plugins of `plugins` and
+/// the tests' shared compiled-plugin cache, run from the repository's root.
+pub fn gleitzeit_with_plugins(plugins: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(args)
+        .args(["--plugins", plugins.to_str().unwrap(), "--cache-dir", plugin_cache().to_str().unwrap()])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_LOG")
+        .output()
+        .unwrap()
+}
+
 /// A Python plugin of `plugin-sdk/python/examples/NAME`, built as its
 /// authors build it (the SDK's build command, componentize-py from PyPI).
 pub fn python_plugin(name: &str) -> PathBuf {
