@@ -47,6 +47,7 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
                 error: None,
             })
             .collect(),
+        items: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         error: None,
         params: Some(Arc::new(serde_json::json!({"message": "hi"}))),
         history: Vec::new(),
+        parent: None,
     };
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);

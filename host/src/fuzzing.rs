@@ -31,8 +31,10 @@ pub fn references(data: &[u8]) {
     let params = json!({ "s": text, "list": [text] });
     let _ = crate::resolver::substitution::references(&params);
     let results = json!({ "a": [1, {"b": "x"}], "c": null });
-    let _ = crate::resolver::substitution::substitute(&std::sync::Arc::new(params), |task| {
-        (task == "a").then_some(&results)
+    let _ = crate::resolver::substitution::substitute(&std::sync::Arc::new(params), |root| match root {
+        crate::resolver::Root::Task(task) => (task == "a").then_some(&results),
+        crate::resolver::Root::Item => Some(&results),
+        crate::resolver::Root::ItemIndex => None,
     });
 }
 

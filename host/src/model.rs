@@ -133,6 +133,32 @@ pub struct Task {
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
     pub metadata: Value,
+    /// Set on a task that runs once per item of a list (see [`ForEach`]).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+}
+
+/// Most items one `for_each` may expand into: a larger list fails the task
+/// (it would hold that many tasks in memory and in the store).
+pub const MAX_ITEMS: usize = 100_000;
+
+/// A task that runs once per item: when it is ready, `items` is resolved
+/// (a literal list, or references to earlier results that give one) and the
+/// task becomes one task per item, `ID[0]`, `ID[1]`, …, whose params see
+/// `${item}` and `${item_index}`. The task itself then stands for the set:
+/// it ends when they all have, and its result is theirs, in item order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForEach {
+    /// A list, or a string holding one reference that gives a list.
+    #[serde(rename = "for_each")]
+    pub items: Arc<Value>,
+    /// At most this many of the items' tasks queued or running at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Whether the task completes although some items failed (their places
+    /// in the result say so); otherwise it fails.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failures: bool,
 }
 
 /// A DAG of tasks, validated by `workflow::parse`.
@@ -247,6 +273,10 @@ pub mod codes {
     pub const SKIPPED: i32 = -32006;
     /// The provider's result is larger than the host accepts.
     pub const RESULT_TOO_LARGE: i32 = -32007;
+    /// A `for_each` did not give a list of items (or gave too many).
+    pub const NOT_A_LIST: i32 = -32008;
+    /// Items of a `for_each` task failed (and it does not allow failures).
+    pub const ITEMS_FAILED: i32 = -32009;
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.

@@ -43,6 +43,9 @@ pub struct TaskReport {
     /// Every call made for it, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
+    /// For a task a `for_each` made (`write[3]`): that task's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// One call made for a task: which provider took it, when, how long it
@@ -99,6 +102,16 @@ pub struct RunReport {
     pub failure: Option<String>,
 }
 
+/// Whether every task completed, or failed as an item of a `for_each` task
+/// that completed anyway (it allows failures).
+fn all_completed_or_allowed(tasks: &[TaskReport]) -> bool {
+    let completed: std::collections::HashSet<&str> =
+        tasks.iter().filter(|t| t.status == TaskStatus::Completed).map(|t| t.id.as_str()).collect();
+    tasks.iter().all(|t| {
+        t.status == TaskStatus::Completed || t.parent.as_deref().is_some_and(|parent| completed.contains(parent))
+    })
+}
+
 impl RunReport {
     pub fn new(
         workflow_id: String,
@@ -117,8 +130,11 @@ impl RunReport {
                 _ => summary.unfinished += 1,
             }
         }
-        let status =
-            if summary.completed == summary.total { WorkflowStatus::Completed } else { WorkflowStatus::Failed };
+        let status = if summary.completed == summary.total || all_completed_or_allowed(&tasks) {
+            WorkflowStatus::Completed
+        } else {
+            WorkflowStatus::Failed
+        };
         Self {
             workflow_id,
             name,
@@ -232,6 +248,7 @@ mod tests {
             error,
             params: None,
             history: Vec::new(),
+            parent: None,
         }
     }
 

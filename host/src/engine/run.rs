@@ -1,11 +1,18 @@
 //! Run-time state of one workflow and its tasks, and the report built from it.
+//!
+//! A `for_each` task grows the run when it is ready: one task per item is
+//! appended (`ID[0]`, `ID[1]`, …), held back until its [`Group`] lets it go
+//! (the task's `max_parallel`), and the task stands for them until they have
+//! all ended. Its record in the store keeps the items, so a restart makes
+//! the same tasks again.
 
-use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
+use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
-use crate::resolver::Dag;
+use crate::resolver::substitution::{kind, substitute};
+use crate::resolver::{Dag, Root};
 use crate::store::TaskRecord;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,7 +54,39 @@ pub(super) struct TaskState {
     pub params: Option<Arc<Value>>,
     /// Every call made for it.
     pub history: Vec<Attempt>,
+    /// For a task made by a `for_each`: which item it runs for.
+    pub item: Option<ItemOf>,
+    /// For a `for_each` task once expanded: the tasks it became.
+    pub group: Option<Group>,
 }
+
+/// The item a task made by a `for_each` runs for.
+#[derive(Debug)]
+pub(super) struct ItemOf {
+    /// The `for_each` task.
+    pub parent: usize,
+    pub items: Arc<Vec<Value>>,
+    pub index: usize,
+    /// `index` as JSON, for `${item_index}`.
+    pub index_value: Value,
+}
+
+/// What an expanded `for_each` task keeps of the tasks it became, which
+/// sit in the run from `first` on, in item order.
+#[derive(Debug)]
+pub(super) struct Group {
+    pub items: Arc<Vec<Value>>,
+    pub first: usize,
+    /// Items whose tasks were let go so far (in order).
+    pub released: usize,
+    /// Let go and not final: what `max_parallel` counts.
+    pub active: usize,
+    /// Items whose tasks are final.
+    pub ended: usize,
+}
+
+/// Most failed items named in the error of a `for_each` task.
+const FAILED_ITEMS_NAMED: usize = 3;
 
 /// What a report shows of a task's state beyond its status and times.
 struct Shown {
@@ -58,6 +97,29 @@ struct Shown {
 }
 
 impl TaskState {
+    fn new(waiting_on: usize) -> Self {
+        Self {
+            status: TaskStatus::Pending,
+            attempts: 0,
+            requeues: 0,
+            waiting_on,
+            started_at: None,
+            started: None,
+            finished_at: None,
+            finished: None,
+            result: None,
+            error: None,
+            abort: None,
+            provider_wait: None,
+            retry_at: None,
+            ready_at: None,
+            params: None,
+            history: Vec::new(),
+            item: None,
+            group: None,
+        }
+    }
+
     fn shown(&self) -> Shown {
         Shown {
             result: self.result.clone(),
@@ -134,26 +196,7 @@ impl Run {
     pub fn new(workflow: Workflow, done: oneshot::Sender<Arc<RunReport>>) -> Self {
         let ids: Vec<&str> = workflow.tasks.iter().map(|t| t.id.as_str()).collect();
         let dag = Dag::from_ids(&ids, |t| workflow.tasks[t].dependencies.iter().map(String::as_str).collect());
-        let tasks = (0..dag.len())
-            .map(|t| TaskState {
-                status: TaskStatus::Pending,
-                attempts: 0,
-                requeues: 0,
-                waiting_on: dag.deps(t).len(),
-                started_at: None,
-                started: None,
-                finished_at: None,
-                finished: None,
-                result: None,
-                error: None,
-                abort: None,
-                provider_wait: None,
-                retry_at: None,
-                ready_at: None,
-                params: None,
-                history: Vec::new(),
-            })
-            .collect();
+        let tasks = (0..dag.len()).map(|t| TaskState::new(dag.deps(t).len())).collect();
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
         Self {
             dependents: dag.dependents(),
@@ -187,6 +230,17 @@ impl Run {
     pub fn resume(&mut self, submitted_at: SystemTime, records: Vec<TaskRecord>) -> Vec<(usize, Duration)> {
         self.started_at = submitted_at;
         self.started = instant_of(submitted_at);
+        // Expansions first: the records of their items name tasks that
+        // exist only once the same items are expanded again.
+        for record in &records {
+            let Some(items) = &record.items else { continue };
+            match self.index.get(&record.task_id) {
+                Some(&t) if self.workflow.tasks[t].for_each.is_some() && self.tasks[t].group.is_none() => {
+                    self.expand(t, items.clone())
+                }
+                _ => {}
+            }
+        }
         let mut retries = Vec::new();
         for record in records {
             let Some(&t) = self.index.get(&record.task_id) else { continue };
@@ -221,7 +275,151 @@ impl Run {
                 self.tasks[t].finished = record.finished_at.map(instant_of);
             }
         }
+        for t in 0..self.tasks.len() {
+            self.recount(t);
+        }
         retries
+    }
+
+    /// After a restart: count what the group of `for_each` task `t` has
+    /// ended and let its items' tasks go again up to its limit (the ready
+    /// ones are found by `ready_to_start`).
+    fn recount(&mut self, t: usize) {
+        if self.tasks[t].status.is_final() {
+            return;
+        }
+        let Some(group) = &self.tasks[t].group else { return };
+        let children = group.first..group.first + group.items.len();
+        let ended = self.tasks[children].iter().filter(|c| c.status.is_final()).count();
+        if let Some(group) = &mut self.tasks[t].group {
+            (group.released, group.active, group.ended) = (0, 0, ended);
+        }
+        self.release(t);
+    }
+
+    /// Expanded `for_each` tasks that are not final although all their
+    /// items are (the host stopped in between).
+    pub fn groups_done(&self) -> Vec<usize> {
+        let done = |s: &TaskState| s.group.as_ref().is_some_and(|g| g.ended == g.items.len()) && !s.status.is_final();
+        (0..self.tasks.len()).filter(|&t| done(&self.tasks[t])).collect()
+    }
+
+    /// What `root` names for task `t`: a task's result, or its item.
+    pub fn value_of(&self, t: usize, root: &Root) -> Option<&Value> {
+        match root {
+            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref()),
+            Root::Item => self.tasks[t].item.as_ref().and_then(|item| item.items.get(item.index)),
+            Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
+        }
+    }
+
+    /// The items of `for_each` task `t`, its references resolved.
+    pub fn items_of(&self, t: usize) -> Result<Arc<Vec<Value>>, TaskError> {
+        let Some(for_each) = &self.workflow.tasks[t].for_each else { return Ok(Arc::default()) };
+        let failed = |message: String| TaskError::new(codes::NOT_A_LIST, format!("for_each: {message}"));
+        let resolved = substitute(&for_each.items, |root| self.value_of(t, root))
+            .map_err(|e| TaskError::new(codes::SUBSTITUTION, format!("for_each: {e}")))?;
+        match Arc::unwrap_or_clone(resolved) {
+            Value::Array(items) if items.len() > MAX_ITEMS => {
+                Err(failed(format!("{} items; the limit is {MAX_ITEMS}", items.len())))
+            }
+            Value::Array(items) => Ok(Arc::new(items)),
+            other => Err(failed(format!("'{}' gave {}, not a list of items", show(&for_each.items), kind(&other)))),
+        }
+    }
+
+    /// Turn `for_each` task `t` into one task per item, appended to the
+    /// run and held back until [`Run::release`] lets them go; `t` runs
+    /// (stands for them) from now on.
+    pub fn expand(&mut self, t: usize, items: Arc<Vec<Value>>) {
+        let first = self.tasks.len();
+        let count = items.len();
+        let series = self.series.get(t).copied();
+        self.workflow.tasks.reserve(count);
+        self.tasks.reserve(count);
+        for index in 0..count {
+            let task = item_task(&self.workflow.tasks[t], index);
+            self.index.insert(task.id.clone(), first + index);
+            self.workflow.tasks.push(task);
+            let item = ItemOf { parent: t, items: items.clone(), index, index_value: json!(index) };
+            self.tasks.push(TaskState { item: Some(item), ..TaskState::new(1) });
+            self.dependents.push(Vec::new());
+            self.series.extend(series);
+        }
+        self.unfinished += count;
+        let state = &mut self.tasks[t];
+        state.status = TaskStatus::Running;
+        state.started_at = Some(SystemTime::now());
+        state.started = Some(Instant::now());
+        state.group = Some(Group { items, first, released: 0, active: 0, ended: 0 });
+    }
+
+    /// Let the held-back item tasks of `for_each` task `t` go, in order,
+    /// while its `max_parallel` allows; returns those ready to queue.
+    pub fn release(&mut self, t: usize) -> Vec<usize> {
+        let limit =
+            (self.workflow.tasks[t].for_each.as_ref().and_then(|f| f.max_parallel)).map_or(usize::MAX, |m| m as usize);
+        let Some(first) = self.tasks[t].group.as_ref().map(|g| g.first) else { return Vec::new() };
+        // The group sits before its items: split so both can be changed.
+        let (head, items) = self.tasks.split_at_mut(first);
+        let Some(group) = head[t].group.as_mut() else { return Vec::new() };
+        let mut ready = Vec::new();
+        while group.active < limit && group.released < group.items.len() {
+            let c = group.released;
+            group.released += 1;
+            let child = &mut items[c];
+            if child.status.is_final() {
+                continue;
+            }
+            group.active += 1;
+            child.waiting_on = 0;
+            if child.status == TaskStatus::Pending && child.retry_at.is_none() {
+                ready.push(first + c);
+            }
+        }
+        ready
+    }
+
+    /// Item task `c` is final: its `for_each` task, and whether that was
+    /// the last of its items.
+    pub fn item_ended(&mut self, c: usize) -> Option<(usize, bool)> {
+        let parent = self.tasks[c].item.as_ref()?.parent;
+        let group = self.tasks[parent].group.as_mut()?;
+        group.active = group.active.saturating_sub(1);
+        group.ended += 1;
+        Some((parent, group.ended == group.items.len()))
+    }
+
+    /// How `for_each` task `t` ends once all its items have: their results
+    /// in item order (a failed item's place says why), or a failure naming
+    /// the failed items unless the task allows failures.
+    pub fn group_outcome(&self, t: usize) -> Result<Value, TaskError> {
+        let Some(group) = &self.tasks[t].group else { return Ok(Value::Array(Vec::new())) };
+        let allowed = self.workflow.tasks[t].for_each.as_ref().is_some_and(|f| f.allow_failures);
+        let children = group.first..group.first + group.items.len();
+        let mut failed = Vec::new();
+        let results = children
+            .map(|c| match (&self.tasks[c].status, &self.tasks[c].result) {
+                (TaskStatus::Completed, result) => result.clone().unwrap_or(Value::Null),
+                (status, _) => {
+                    failed.push(c);
+                    json!({"failed": true, "status": status, "error": self.tasks[c].error})
+                }
+            })
+            .collect();
+        if failed.is_empty() || allowed {
+            return Ok(Value::Array(results));
+        }
+        let named: Vec<String> = (failed.iter().take(FAILED_ITEMS_NAMED))
+            .map(|&c| {
+                let why = self.tasks[c].error.as_ref().map_or("no error recorded", |e| e.message.as_str());
+                format!("{}: {why}", self.workflow.tasks[c].id)
+            })
+            .collect();
+        let more = failed.len().saturating_sub(FAILED_ITEMS_NAMED);
+        let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+        let message = format!("{} of {} items failed: {}{more}", failed.len(), group.items.len(), named.join("; "));
+        Err(TaskError::new(codes::ITEMS_FAILED, message))
     }
 
     /// The task's state as a store keeps it.
@@ -242,6 +440,7 @@ impl Run {
             // (They can be as large as the results they quote.)
             params: state.params.clone().filter(|_| state.status.is_final()),
             history: state.history.clone(),
+            items: state.group.as_ref().map(|g| g.items.clone()),
         }
     }
 
@@ -310,6 +509,7 @@ impl Run {
             error: shown.error,
             params: shown.params.or_else(|| called.then(|| task.params.clone())),
             history: shown.history,
+            parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
         }
     }
 
@@ -346,5 +546,33 @@ impl Run {
         report.status = WorkflowStatus::Running;
         report.finished_at = None;
         report
+    }
+}
+
+/// The task that item `index` of `for_each` task `template` becomes: the
+/// same call and settings under the id `ID[index]` (its params are shared,
+/// not copied; `${item}` is resolved when it runs).
+fn item_task(template: &Task, index: usize) -> Task {
+    let id = format!("{}[{index}]", template.id);
+    Task {
+        name: if template.name == template.id { id.clone() } else { format!("{}[{index}]", template.name) },
+        id,
+        protocol: template.protocol.clone(),
+        method: template.method.clone(),
+        params: template.params.clone(),
+        dependencies: template.dependencies.clone(),
+        priority: template.priority,
+        timeout: template.timeout,
+        retry: template.retry.clone(),
+        metadata: template.metadata.clone(),
+        for_each: None,
+    }
+}
+
+/// A `for_each` value for messages: the reference as written, or "the list".
+fn show(items: &Value) -> String {
+    match items {
+        Value::String(s) => crate::workflow::excerpt(s),
+        _ => "the list".to_owned(),
     }
 }

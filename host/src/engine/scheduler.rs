@@ -234,6 +234,12 @@ impl Scheduler {
         for t in ready {
             self.make_ready(id, t);
         }
+        for t in self.runs.get(&id).map(Run::groups_done).unwrap_or_default() {
+            if let Some(run) = self.runs.get(&id) {
+                let outcome = run.group_outcome(t);
+                self.settle(id, t, outcome);
+            }
+        }
         self.finish_if_done(id);
         Ok(())
     }
@@ -242,8 +248,11 @@ impl Scheduler {
     fn count_submitted(&mut self, run: &mut Run) {
         self.stats.workflows_submitted += 1;
         run.series = run.workflow.tasks.iter().map(|t| self.stats.series(&t.protocol, &t.method)).collect();
-        for &series in &run.series {
-            if let Some(method) = self.stats.method(series) {
+        // A `for_each` task is counted as its items, when it has them.
+        for (task, &series) in run.workflow.tasks.iter().zip(&run.series) {
+            if task.for_each.is_none()
+                && let Some(method) = self.stats.method(series)
+            {
                 method.submitted += 1;
             }
         }
@@ -342,7 +351,10 @@ impl Scheduler {
         }
         self.record(|| Record::Task(Box::new(run.task_record(t))));
         let final_ = state.status.is_final();
-        if final_ && let Some(method) = self.stats.of_task(&run.series, t) {
+        if final_
+            && run.workflow.tasks[t].for_each.is_none()
+            && let Some(method) = self.stats.of_task(&run.series, t)
+        {
             method.ended(state.status);
         }
         if !self.observed() {
@@ -361,12 +373,57 @@ impl Scheduler {
 
     fn make_ready(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
+        if run.workflow.tasks[t].for_each.is_some() && run.tasks[t].group.is_none() {
+            return self.expand(id, t);
+        }
         run.tasks[t].status = TaskStatus::Queued;
         run.tasks[t].retry_at = None;
         run.tasks[t].ready_at = Some(Instant::now());
         run.ready.push(run.workflow.tasks[t].priority, t);
         self.notify(id, t);
         self.admit(id);
+    }
+
+    /// A ready `for_each` task becomes one task per item (or fails if its
+    /// items are not a list); those its `max_parallel` allows are ready.
+    fn expand(&mut self, id: RunId, t: usize) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        let items = match run.items_of(t) {
+            Ok(items) => items,
+            Err(error) => return self.settle(id, t, Err(error)),
+        };
+        let count = items.len();
+        run.expand(t, items);
+        if let Some(method) = self.stats.of_task(&run.series, t) {
+            method.submitted += count as u64;
+        }
+        self.notify(id, t);
+        if count == 0 {
+            return self.settle(id, t, Ok(Value::Array(Vec::new())));
+        }
+        self.release_items(id, t);
+    }
+
+    /// Queue the item tasks of `for_each` task `t` its limit now allows.
+    fn release_items(&mut self, id: RunId, t: usize) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        for c in run.release(t) {
+            self.make_ready(id, c);
+        }
+    }
+
+    /// Item task `c` is final: let the next item go, or end its `for_each`
+    /// task once every item has.
+    fn item_ended(&mut self, id: RunId, c: usize) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        match run.item_ended(c) {
+            Some((parent, true)) => {
+                let outcome = run.group_outcome(parent);
+                self.settle(id, parent, outcome);
+            }
+            Some((parent, false)) => self.release_items(id, parent),
+            None => {}
+        }
     }
 
     /// Move ready tasks into the shared queue while `max_parallel` allows.
@@ -486,8 +543,7 @@ impl Scheduler {
             return;
         }
         let task = &run.workflow.tasks[t];
-        let lookup = |dep: &str| run.index.get(dep).and_then(|&i| run.tasks[i].result.as_ref());
-        let params = match substitute(&task.params, lookup) {
+        let params = match substitute(&task.params, |root| run.value_of(t, root)) {
             Ok(params) => params,
             Err(e) => return self.fail_before_start(id, t, TaskError::new(codes::SUBSTITUTION, e.to_string())),
         };
@@ -625,6 +681,11 @@ impl Scheduler {
         }
         for task in changed {
             self.notify(id, task);
+        }
+        let item_ended =
+            self.runs.get(&id).is_some_and(|run| run.tasks[t].item.is_some() && run.tasks[t].status.is_final());
+        if item_ended {
+            self.item_ended(id, t);
         }
         self.finish_if_done(id);
     }

@@ -7,6 +7,7 @@ use crate::registry::CallFuture;
 use crate::registry::tests::{FnProvider, spec};
 use crate::registry::{Call, Registry};
 use crate::report::TaskReport;
+use crate::store::TaskRecord;
 use serde_json::json;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -547,4 +548,200 @@ async fn with_a_store_progress_follows_running_and_cancels_are_stored_first() {
     assert!(engine.cancel(&submitted.workflow_id).await.unwrap());
     let stored = store.report("long").unwrap().expect("stored before the answer");
     assert_eq!(stored.status, WorkflowStatus::Cancelled);
+}
+
+// `for_each`: one task per item, made when the task is ready.
+
+#[tokio::test]
+async fn for_each_makes_one_task_per_item_and_hands_their_results_on_in_order() {
+    let (engine, probe) = start(8);
+    let report = engine
+        .run(workflow(
+            r##"
+name: fan-out
+tasks:
+  - {id: topics, protocol: t/v1, method: ok, params: {items: [owls, bats, eels]}}
+  - id: write
+    protocol: t/v1
+    method: ok
+    dependencies: [topics]
+    for_each: "${topics.result.items}"
+    params: {topic: "${item}", n: "${item_index}", text: "#${item_index}: ${item}"}
+  - {id: gather, protocol: t/v1, method: ok, dependencies: [write], params: {all: "${write.result}", second: "${write.result[1].topic}"}}
+"##,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
+    for (i, topic) in ["owls", "bats", "eels"].iter().enumerate() {
+        let item = task(&report, &format!("write[{i}]"));
+        assert_eq!(item.status, TaskStatus::Completed);
+        assert_eq!(item.parent.as_deref(), Some("write"));
+        assert_eq!(item.result, Some(json!({"topic": topic, "n": i, "text": format!("#{i}: {topic}")})));
+        assert_eq!(item.params.as_deref(), item.result.as_ref(), "the report shows the resolved params");
+    }
+    let write = task(&report, "write");
+    assert_eq!((write.status, write.attempts), (TaskStatus::Completed, 0), "the task itself calls nothing");
+    let results: Vec<Value> = (0..3).map(|i| task(&report, &format!("write[{i}]")).result.clone().unwrap()).collect();
+    assert_eq!(write.result, Some(Value::Array(results.clone())), "the items' results in item order");
+    assert_eq!(task(&report, "gather").result, Some(json!({"all": results, "second": "bats"})));
+    assert_eq!(report.summary.total, 6);
+    let ran = probe.order.lock().unwrap().clone();
+    assert_eq!(ran.len(), 5, "topics, three items, gather: {ran:?}");
+}
+
+#[tokio::test]
+async fn for_each_max_parallel_bounds_its_items_only() {
+    let (engine, probe) = start(100);
+    let report = engine
+        .run(workflow(
+            r#"
+name: bounded
+tasks:
+  - {id: fan, protocol: t/v1, method: sleep, for_each: [1, 2, 3, 4, 5, 6, 7], max_parallel: 2, params: {ms: 20}}
+"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.summary.completed, 8);
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 2);
+    let ran = probe.order.lock().unwrap().clone();
+    let expected: Vec<String> = (0..7).map(|i| format!("fan[{i}]")).collect();
+    assert_eq!(ran, expected, "items start in order");
+}
+
+#[tokio::test]
+async fn failed_items_fail_the_task_unless_it_allows_failures() {
+    let (engine, _) = start(8);
+    // `flaky` fails (retryably) until attempt n.
+    let report = engine
+        .run(workflow(
+            r#"
+name: items fail
+tasks:
+  - {id: strict, protocol: t/v1, method: flaky, for_each: [1, 9, 1, 9, 9, 9], params: {n: "${item}"}}
+  - {id: after-strict, protocol: t/v1, method: ok, dependencies: [strict]}
+  - {id: lenient, protocol: t/v1, method: flaky, for_each: [1, 2, 9], allow_failures: true, params: {n: "${item}"}, retry: {max_attempts: 2, base_delay: 0.01, jitter: false}}
+  - {id: after-lenient, protocol: t/v1, method: ok, dependencies: [lenient], params: {got: "${lenient.result}"}}
+"#,
+        ))
+        .await
+        .unwrap();
+    let strict = task(&report, "strict");
+    assert_eq!(strict.status, TaskStatus::Failed);
+    let error = strict.error.as_ref().unwrap();
+    assert_eq!(error.code, codes::ITEMS_FAILED);
+    assert_eq!(
+        error.message,
+        "4 of 6 items failed: strict[1]: attempt 1; strict[3]: attempt 1; strict[4]: attempt 1; and 1 more"
+    );
+    assert_eq!(task(&report, "after-strict").status, TaskStatus::Skipped);
+    assert_eq!(task(&report, "strict[2]").status, TaskStatus::Completed, "the other items ran");
+
+    let lenient = task(&report, "lenient");
+    assert_eq!(lenient.status, TaskStatus::Completed);
+    assert_eq!(task(&report, "lenient[1]").attempts, 2, "each item retries on its own");
+    let got = &task(&report, "after-lenient").result.as_ref().unwrap()["got"];
+    assert_eq!(got[0], json!({"attempt": 1}));
+    assert_eq!(got[1], json!({"attempt": 2}));
+    assert_eq!(got[2]["failed"], true, "{got}");
+    assert_eq!(got[2]["status"], "failed");
+    assert_eq!(got[2]["error"]["message"], "attempt 2");
+    assert_eq!(report.status, WorkflowStatus::Failed, "strict failed");
+    assert_eq!(report.summary.failed, 6, "strict, four of its items and one of lenient's");
+}
+
+#[tokio::test]
+async fn tolerated_item_failures_leave_the_workflow_completed() {
+    let (engine, _) = start(8);
+    let report = engine
+        .run(workflow(
+            "name: lenient\ntasks:\n  - {id: l, protocol: t/v1, method: flaky, for_each: [1, 5], allow_failures: true, params: {n: \"${item}\"}}\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(task(&report, "l[1]").status, TaskStatus::Failed);
+    assert_eq!(report.status, WorkflowStatus::Completed, "the failure was allowed");
+}
+
+#[tokio::test]
+async fn for_each_over_what_is_not_a_list_fails_naming_the_path_and_an_empty_list_completes() {
+    let (engine, _) = start(8);
+    let report = engine
+        .run(workflow(
+            r#"
+name: not a list
+tasks:
+  - {id: src, protocol: t/v1, method: ok, params: {items: "owls, bats", none: []}}
+  - {id: bad, protocol: t/v1, method: ok, dependencies: [src], for_each: "${src.result.items}"}
+  - {id: missing, protocol: t/v1, method: ok, dependencies: [src], for_each: "${src.result.list}"}
+  - {id: empty, protocol: t/v1, method: ok, dependencies: [src], for_each: "${src.result.none}"}
+  - {id: after-empty, protocol: t/v1, method: ok, dependencies: [empty], params: {got: "${empty.result}"}}
+"#,
+        ))
+        .await
+        .unwrap();
+    let bad = task(&report, "bad").error.clone().unwrap();
+    assert_eq!(
+        (bad.code, bad.message.as_str()),
+        (codes::NOT_A_LIST, "for_each: '${src.result.items}' gave a string, not a list of items")
+    );
+    let missing = task(&report, "missing").error.clone().unwrap();
+    assert_eq!(missing.code, codes::SUBSTITUTION);
+    assert!(
+        missing.message.contains("path 'result.list' not found in the result of task 'src'"),
+        "{}",
+        missing.message
+    );
+    assert_eq!(task(&report, "empty").result, Some(json!([])));
+    assert_eq!(task(&report, "after-empty").result, Some(json!({"got": []})));
+}
+
+/// A workflow stopped mid-fan-out is taken up from its records: the same
+/// items (kept with the task), finished items not run again.
+#[tokio::test]
+async fn a_restored_fan_out_runs_only_its_unfinished_items() {
+    let (engine, probe) = start(8);
+    let wf = workflow(
+        r#"
+id: resumed
+name: resumed
+tasks:
+  - {id: fan, protocol: t/v1, method: ok, for_each: [a, b, c, d], max_parallel: 1, params: {v: "${item}"}}
+  - {id: after, protocol: t/v1, method: ok, dependencies: [fan], params: {all: "${fan.result}"}}
+"#,
+    );
+    let record = |task_id: &str, status: TaskStatus, result: Option<Value>, items: Option<Vec<Value>>| TaskRecord {
+        workflow_id: "resumed".into(),
+        task_id: task_id.into(),
+        status,
+        attempts: u32::from(status != TaskStatus::Pending),
+        started_at: Some(std::time::SystemTime::now()),
+        finished_at: status.is_final().then(std::time::SystemTime::now),
+        result,
+        error: None,
+        retry_at: None,
+        params: None,
+        history: Vec::new(),
+        items: items.map(Arc::new),
+    };
+    // As stored: items kept as they were then (not as the document lists
+    // them), the first done, the second running when the host stopped.
+    let items = vec![json!("a"), json!("B"), json!("c"), json!("d")];
+    let saved = crate::store::Saved {
+        workflow: wf,
+        submitted_at: std::time::SystemTime::now(),
+        tasks: vec![
+            record("fan[0]", TaskStatus::Completed, Some(json!({"v": "kept"})), None),
+            record("fan[1]", TaskStatus::Running, None, None),
+            record("fan", TaskStatus::Running, None, Some(items)),
+        ],
+    };
+    let report = engine.restore(saved).unwrap().await.unwrap();
+    assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");
+    assert_eq!(*probe.order.lock().unwrap(), ["fan[1]", "fan[2]", "fan[3]", "after"]);
+    assert_eq!(
+        task(&report, "after").result,
+        Some(json!({"all": [{"v": "kept"}, {"v": "B"}, {"v": "c"}, {"v": "d"}]}))
+    );
 }

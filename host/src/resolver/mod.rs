@@ -8,4 +8,4 @@ pub mod graph;
 pub mod substitution;
 
 pub use graph::Dag;
-pub use substitution::{PathSegment, Reference, SubstitutionError, TemplateError, substitute};
+pub use substitution::{PathSegment, Reference, Root, SubstitutionError, TemplateError, substitute};

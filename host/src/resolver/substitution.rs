@@ -1,4 +1,5 @@
-//! `${task-id.result.a.b[2].c}` references in task params.
+//! `${task-id.result.a.b[2].c}` references in task params, and the item of
+//! a `for_each` task: `${item}`, `${item.field[0]}`, `${item_index}`.
 //!
 //! A string that is exactly one reference is replaced by the referenced JSON
 //! value, keeping its type; references embedded in text insert strings as they
@@ -17,18 +18,65 @@ pub enum PathSegment {
     Index(usize),
 }
 
-/// A parsed `${task-id.result…}` reference.
+/// What a reference starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Root {
+    /// `${id.result…}`: an earlier task's result.
+    Task(String),
+    /// `${item…}`: the item a `for_each` task was expanded for.
+    Item,
+    /// `${item_index}`: that item's position, from 0.
+    ItemIndex,
+}
+
+impl Root {
+    /// The names a reference may start with besides task ids; no task may
+    /// take them as its id.
+    pub const RESERVED: [&str; 2] = ["item", "item_index"];
+
+    /// How the value it names starts in a path (`result.a[0]`, `item.a`).
+    fn head(&self) -> &'static str {
+        match self {
+            Root::Task(_) => "result",
+            Root::Item => "item",
+            Root::ItemIndex => "item_index",
+        }
+    }
+
+    /// What it names, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Root::Task(id) => format!("the result of task '{id}'"),
+            Root::Item => "the item".to_owned(),
+            Root::ItemIndex => "the item's index".to_owned(),
+        }
+    }
+}
+
+/// A parsed `${…}` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
-    /// The referenced task's id.
-    pub task: String,
-    /// The path below `result`.
+    pub root: Root,
+    /// The path below the root's value.
     pub path: Vec<PathSegment>,
+}
+
+impl Reference {
+    /// The referenced task's id, for a task result.
+    pub fn task(&self) -> Option<&str> {
+        match &self.root {
+            Root::Task(id) => Some(id),
+            Root::Item | Root::ItemIndex => None,
+        }
+    }
 }
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${{{}.result{}}}", self.task, PathDisplay(&self.path))
+        match &self.root {
+            Root::Task(id) => write!(f, "${{{id}.result{}}}", PathDisplay(&self.path)),
+            root => write!(f, "${{{}{}}}", root.head(), PathDisplay(&self.path)),
+        }
     }
 }
 
@@ -61,8 +109,10 @@ pub enum SubstitutionError {
     Template(#[from] TemplateError),
     #[error("'{reference}': task '{task}' has no result")]
     NoResult { reference: String, task: String },
-    #[error("'{reference}': path '{path}' not found in the result of task '{task}' ({reason})")]
-    MissingPath { reference: String, task: String, path: String, reason: String },
+    #[error("'{reference}': only the tasks a for_each makes have an item")]
+    NoItem { reference: String },
+    #[error("'{reference}': path '{path}' not found in {within} ({reason})")]
+    MissingPath { reference: String, within: String, path: String, reason: String },
 }
 
 enum Piece<'a> {
@@ -107,16 +157,31 @@ fn parse_template(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     Ok(pieces)
 }
 
-/// Parse the inside of `${…}`: `task-id.result` then `.key` / `[n]` steps.
+/// Parse the inside of `${…}`: `task-id.result`, `item` or `item_index`,
+/// then `.key` / `[n]` steps.
 fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> {
-    let expected = "expected '${task-id.result}' or '${task-id.result.field[0]}'";
-    let (task, tail) = inner.split_once('.').unwrap_or((inner, ""));
-    if task.is_empty() || !task.chars().all(is_id_char) {
-        return Err(malformed(text, format!("'{task}' is not a task id; {expected}")));
-    }
-    let Some(mut tail) = tail.strip_prefix("result") else {
-        return Err(malformed(text, format!("the part after the task id must be 'result'; {expected}")));
+    let expected = "expected '${task-id.result}', '${task-id.result.field[0]}', '${item…}' or '${item_index}'";
+    let split = inner.find(['.', '[']).unwrap_or(inner.len());
+    let (head, tail) = inner.split_at(split);
+    let (root, tail) = match head {
+        "item" => (Root::Item, tail),
+        "item_index" if tail.is_empty() => (Root::ItemIndex, tail),
+        "item_index" => return Err(malformed(text, "'${item_index}' is a number; it has no fields")),
+        _ if head.is_empty() || !head.chars().all(is_id_char) => {
+            return Err(malformed(text, format!("'{head}' is not a task id; {expected}")));
+        }
+        _ => match tail.strip_prefix(".result") {
+            Some(rest) => (Root::Task(head.to_owned()), rest),
+            None => return Err(malformed(text, format!("the part after the task id must be 'result'; {expected}"))),
+        },
     };
+    let path = parse_path(text, tail)?;
+    Ok(Reference { root, path })
+}
+
+/// `.key` and `[n]` steps.
+fn parse_path(text: &str, mut tail: &str) -> Result<Vec<PathSegment>, TemplateError> {
+    let expected = "expected '.field' or '[index]'";
     let mut path = Vec::new();
     while !tail.is_empty() {
         if let Some(after) = tail.strip_prefix('.') {
@@ -136,10 +201,10 @@ fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> 
             path.push(PathSegment::Index(index));
             tail = &after[end + 1..];
         } else {
-            return Err(malformed(text, format!("unexpected '{tail}' after 'result'; {expected}")));
+            return Err(malformed(text, format!("unexpected '{tail}'; {expected}")));
         }
     }
-    Ok(Reference { task: task.to_owned(), path })
+    Ok(path)
 }
 
 /// Every string in `value`, walked without recursion.
@@ -181,6 +246,15 @@ pub fn holds_reference(text: &str) -> bool {
     text.contains("${") && parse_template(text).is_ok_and(|pieces| pieces.iter().any(|p| matches!(p, Piece::Ref(_))))
 }
 
+/// Whether `text` is exactly one reference and nothing else (a malformed
+/// one counts: it is reported where references are checked).
+pub fn is_whole_reference(text: &str) -> bool {
+    match parse_template(text) {
+        Ok(pieces) => matches!(pieces.as_slice(), [Piece::Ref(_)]),
+        Err(_) => true,
+    }
+}
+
 /// Every reference in `params`, or the first malformed one per string, for
 /// validation.
 pub fn references(params: &Value) -> Vec<Result<Reference, TemplateError>> {
@@ -207,7 +281,8 @@ fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, Sub
                 items.get(*i).ok_or_else(|| format!("index {i} is out of range for an array of {}", items.len()))
             }
             (_, other) => Err(format!(
-                "'result{}' is {}, not {}",
+                "'{}{}' is {}, not {}",
+                reference.root.head(),
                 PathDisplay(&reference.path[..depth]),
                 kind(other),
                 match segment {
@@ -218,15 +293,16 @@ fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, Sub
         };
         at = next.map_err(|reason| SubstitutionError::MissingPath {
             reference: reference.to_string(),
-            task: reference.task.clone(),
-            path: format!("result{}", PathDisplay(&reference.path)),
+            within: reference.root.describe(),
+            path: format!("{}{}", reference.root.head(), PathDisplay(&reference.path)),
             reason,
         })?;
     }
     Ok(at)
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's kind, for messages ("a string", "an array").
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -237,11 +313,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Replace every reference in `params` using `result_of(task_id)`. Params
-/// without a `$` come back as they are, shared rather than copied.
+/// Replace every reference in `params` using `value_of(root)` (a task's
+/// result, the item). Params without a `$` come back as they are, shared
+/// rather than copied.
 pub fn substitute<'r>(
     params: &Arc<Value>,
-    result_of: impl Fn(&str) -> Option<&'r Value>,
+    value_of: impl Fn(&Root) -> Option<&'r Value>,
 ) -> Result<Arc<Value>, SubstitutionError> {
     if !strings(params).any(|s| s.contains('$')) {
         return Ok(params.clone());
@@ -254,9 +331,11 @@ pub fn substitute<'r>(
         }
         let pieces = parse_template(s)?;
         let resolve = |r: &Reference| -> Result<&'r Value, SubstitutionError> {
-            let result = result_of(&r.task)
-                .ok_or_else(|| SubstitutionError::NoResult { reference: r.to_string(), task: r.task.clone() })?;
-            lookup(r, result)
+            let value = value_of(&r.root).ok_or_else(|| match &r.root {
+                Root::Task(task) => SubstitutionError::NoResult { reference: r.to_string(), task: task.clone() },
+                Root::Item | Root::ItemIndex => SubstitutionError::NoItem { reference: r.to_string() },
+            })?;
+            lookup(r, value)
         };
         if let [Piece::Ref(r)] = pieces.as_slice() {
             *v = resolve(r)?.clone();
@@ -284,7 +363,12 @@ mod tests {
     use serde_json::json;
 
     fn run(params: Value, results: &Value) -> Result<Value, SubstitutionError> {
-        substitute(&Arc::new(params), |id| results.get(id)).map(Arc::unwrap_or_clone)
+        substitute(&Arc::new(params), |root| match root {
+            Root::Task(id) => results.get(id),
+            Root::Item => results.get("@item"),
+            Root::ItemIndex => results.get("@index"),
+        })
+        .map(Arc::unwrap_or_clone)
     }
 
     #[test]
@@ -333,6 +417,25 @@ mod tests {
     }
 
     #[test]
+    fn the_item_and_its_index_are_references_too() {
+        let values = json!({"@item": {"topic": "owls", "tags": ["a", "b"]}, "@index": 3, "t": {"x": 1}});
+        let out = run(
+            json!({"w": "${item}", "p": "About ${item.topic} (#${item_index}), tag ${item.tags[1]}, x=${t.result.x}"}),
+            &values,
+        )
+        .unwrap();
+        assert_eq!(out["w"], values["@item"]);
+        assert_eq!(out["p"], json!("About owls (#3), tag b, x=1"));
+        let err = run(json!({"p": "${item.title}"}), &values).unwrap_err();
+        assert_eq!(err.to_string(), "'${item.title}': path 'item.title' not found in the item (no field 'title')");
+        let err = run(json!({"p": "${item}"}), &json!({})).unwrap_err();
+        assert!(matches!(err, SubstitutionError::NoItem { .. }), "{err}");
+        let found = references(&json!({"p": "${item[0]} ${item_index} ${a.result}"}));
+        let roots: Vec<Root> = found.into_iter().map(|r| r.unwrap().root).collect();
+        assert_eq!(roots, [Root::Item, Root::ItemIndex, Root::Task("a".into())]);
+    }
+
+    #[test]
     fn malformed_references_are_reported() {
         for (text, reason) in [
             ("${a.result", "no closing"),
@@ -342,6 +445,8 @@ mod tests {
             ("${a.result[x]}", "not an array index"),
             ("${a.result[1}", "'[' without ']'"),
             ("${a b.result}", "is not a task id"),
+            ("${item_index.x}", "it has no fields"),
+            ("${item..x}", "empty field name"),
         ] {
             let found = references(&json!({ "p": text }));
             let err = found[0].as_ref().unwrap_err();
@@ -352,7 +457,7 @@ mod tests {
     #[test]
     fn references_are_collected_from_nested_params() {
         let found = references(&json!({"a": ["${x.result}", {"b": "${y.result.k[0]} ${x.result}"}], "c": 1}));
-        let mut tasks: Vec<String> = found.into_iter().map(|r| r.unwrap().task).collect();
+        let mut tasks: Vec<String> = found.into_iter().map(|r| r.unwrap().task().unwrap().to_owned()).collect();
         tasks.sort();
         assert_eq!(tasks, ["x", "x", "y"]);
     }

@@ -68,6 +68,10 @@ pub struct TaskRecord {
     /// Every call made for it (records stored before this field have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
+    /// For a `for_each` task once expanded: its items, so that a restart
+    /// makes the same item tasks (files or results may have changed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Arc<Vec<Value>>>,
 }
 
 /// An unfinished workflow as the store has it, to resume after a restart.

@@ -12,8 +12,9 @@
 
 pub(crate) mod tree;
 
-use crate::model::{Backoff, Priority, RetryPolicy, Task, Workflow};
+use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
 use crate::resolver::Dag;
+use crate::resolver::Root;
 use crate::resolver::substitution::{self, holds_reference};
 use crate::schema::ParamsSchema;
 use serde_json::{Map, Value};
@@ -60,6 +61,9 @@ const TASK_FIELDS: &[&str] = &[
     "retry",
     "retry_config",
     "metadata",
+    "for_each",
+    "max_parallel",
+    "allow_failures",
 ];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
@@ -360,6 +364,10 @@ impl Fields {
         let timeout = self.duration(at, &mut map, "timeout");
         let retry = self.retry(at, &mut map);
         let metadata = self.metadata(at, &mut map);
+        let for_each = self.for_each(at, &mut map);
+        if let Some(reserved) = id.as_deref().filter(|id| Root::RESERVED.contains(id)) {
+            self.report(at, Some("id"), format!("'{reserved}' is reserved for the items of for_each; rename the task"));
+        }
         // Invalid fields were reported; the task still takes part in the
         // graph checks under its id, so one pass finds every problem.
         let id = id?;
@@ -374,7 +382,48 @@ impl Fields {
             timeout,
             retry: retry.unwrap_or_else(RetryPolicy::none),
             metadata,
+            for_each,
         })
+    }
+
+    /// `for_each` (a list, or one reference that gives a list) with its
+    /// `max_parallel` and `allow_failures`, which need it.
+    fn for_each(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<ForEach> {
+        let max_parallel = map.remove("max_parallel");
+        let allow_failures = map.remove("allow_failures");
+        let Some(items) = map.remove("for_each") else {
+            for (key, given) in [("max_parallel", &max_parallel), ("allow_failures", &allow_failures)] {
+                if given.is_some() {
+                    self.report(at, Some(key), "applies to a task with 'for_each' only");
+                }
+            }
+            return None;
+        };
+        match &items {
+            Value::Array(list) if list.len() > MAX_ITEMS => {
+                self.report(at, Some("for_each"), format!("{} items; the limit is {MAX_ITEMS}", list.len()))
+            }
+            Value::Array(_) => {}
+            Value::String(s) if substitution::is_whole_reference(s) => {}
+            other => self.report(
+                at,
+                Some("for_each"),
+                format!(
+                    "must be a list of items or one reference that gives a list (like \"${{topics.result.items}}\"), found {}",
+                    show(other)
+                ),
+            ),
+        }
+        let max_parallel = max_parallel.and_then(|v| self.integer(at, "max_parallel", &v, 1, MAX_PARALLEL));
+        let allow_failures = match allow_failures {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                self.report(at, Some("allow_failures"), format!("must be true or false, found {}", show(&other)));
+                false
+            }
+        };
+        Some(ForEach { items: Arc::new(items), max_parallel: max_parallel.map(|n| n as u32), allow_failures })
     }
 
     fn unknown_fields(&mut self, at: Option<&str>, map: &Map<String, Value>, known: &[&str], what: &str) {
@@ -762,26 +811,44 @@ fn suggest(dep: &str, workflow: &Workflow) -> String {
         .unwrap_or_default()
 }
 
-/// Every `${id.result…}` must be well formed and name an ancestor. Descendant
+/// Every `${…}` must be well formed, and a `${id.result…}` must name an
+/// ancestor; `${item}` is for the params of a `for_each` task. Descendant
 /// sets are computed once per referenced task.
 fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut wanted: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut wanted: HashMap<usize, Vec<(usize, &'static str)>> = HashMap::new();
     for (t, task) in workflow.tasks.iter().enumerate() {
-        let located = |message: String| Problem {
-            task: Some(format!("task '{}'", task.id)),
-            field: Some("params".into()),
-            message,
-        };
-        for found in substitution::references(&task.params) {
-            match found {
-                Err(e) => problems.push(located(e.to_string())),
-                Ok(r) => match index.get(r.task.as_str()) {
-                    None => problems.push(located(format!("'{r}' refers to unknown task '{}'", r.task))),
+        let fields =
+            [("params", Some(task.params.as_ref())), ("for_each", task.for_each.as_ref().map(|f| f.items.as_ref()))];
+        for (field, value) in fields {
+            let Some(value) = value else { continue };
+            let located = |message: String| Problem {
+                task: Some(format!("task '{}'", task.id)),
+                field: Some(field.into()),
+                message,
+            };
+            for found in substitution::references(value) {
+                let r = match found {
+                    Err(e) => {
+                        problems.push(located(e.to_string()));
+                        continue;
+                    }
+                    Ok(r) => r,
+                };
+                let Some(id) = r.task() else {
+                    if field == "for_each" {
+                        problems.push(located(format!("'{r}': the items are not known yet where they are listed")));
+                    } else if task.for_each.is_none() {
+                        problems.push(located(format!("'{r}' needs 'for_each' on the task (it names the item)")));
+                    }
+                    continue;
+                };
+                match index.get(id) {
+                    None => problems.push(located(format!("'{r}' refers to unknown task '{id}'"))),
                     Some(&target) if target == t => problems.push(located(format!("'{r}' refers to the task itself"))),
                     Some(&target) if dag.deps(t).contains(&(target as u32)) => {}
-                    Some(&target) => wanted.entry(target).or_default().push(t),
-                },
+                    Some(&target) => wanted.entry(target).or_default().push((t, field)),
+                }
             }
         }
     }
@@ -790,11 +857,11 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
     targets.sort_unstable();
     for (target, users) in targets {
         let descendants = dag.descendants(target, &dependents);
-        for user in users.into_iter().filter(|&u| !descendants[u]) {
+        for (user, field) in users.into_iter().filter(|&(u, _)| !descendants[u]) {
             let (user, target) = (&workflow.tasks[user].id, &workflow.tasks[target].id);
             problems.push(Problem {
                 task: Some(format!("task '{user}'")),
-                field: Some("params".into()),
+                field: Some(field.into()),
                 message: format!(
                     "refers to the result of task '{target}', which is not among its dependencies (direct or indirect); add '{target}' to 'dependencies'"
                 ),
@@ -997,6 +1064,56 @@ tasks:
         )));
         assert!(found.iter().any(|p| p.contains("'${ghost.result}' refers to unknown task 'ghost'")));
         assert!(found.iter().any(|p| p.contains("malformed reference '${a.reslt}'")));
+    }
+
+    #[test]
+    fn for_each_is_checked_like_params() {
+        let found = problems(
+            r#"
+name: fan
+tasks:
+  - {id: a, protocol: echo/v1, method: echo}
+  - {id: b, protocol: echo/v1, method: echo, for_each: "${a.result.list}", params: {m: "${item}"}}
+  - {id: c, protocol: echo/v1, method: echo, for_each: {files: x}, max_parallel: 0, allow_failures: "yes"}
+  - {id: d, protocol: echo/v1, method: echo, max_parallel: 2, allow_failures: true, params: {m: "${item.x}"}}
+  - {id: e, protocol: echo/v1, method: echo, for_each: "${item}", params: {m: "${item_index}"}}
+  - {id: item, protocol: echo/v1, method: echo, for_each: "list: ${a.result}", dependencies: [a]}
+"#,
+        );
+        let expected = [
+            "task 'b', field 'for_each': refers to the result of task 'a', which is not among its dependencies",
+            "task 'c', field 'for_each': must be a list of items or one reference that gives a list (like \"${topics.result.items}\"), found a mapping",
+            "task 'c', field 'max_parallel': must be a whole number from 1 to 100000, found 0",
+            "task 'c', field 'allow_failures': must be true or false, found 'yes'",
+            "task 'd', field 'max_parallel': applies to a task with 'for_each' only",
+            "task 'd', field 'allow_failures': applies to a task with 'for_each' only",
+            "task 'd', field 'params': '${item.x}' needs 'for_each' on the task (it names the item)",
+            "task 'e', field 'for_each': '${item}': the items are not known yet where they are listed",
+            "task 'item', field 'id': 'item' is reserved for the items of for_each; rename the task",
+            "task 'item', field 'for_each': must be a list of items or one reference",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn for_each_survives_the_stores_round_trip() {
+        let wf = yaml(
+            r#"
+name: fan
+tasks:
+  - {id: a, protocol: echo/v1, method: echo}
+  - {id: b, protocol: echo/v1, method: echo, dependencies: [a], for_each: "${a.result}", max_parallel: 3, allow_failures: true, params: {m: "${item}"}}
+  - {id: c, protocol: echo/v1, method: echo, for_each: [1, {x: 2}]}
+"#,
+        )
+        .unwrap();
+        let for_each = wf.tasks[1].for_each.as_ref().unwrap();
+        assert_eq!((for_each.max_parallel, for_each.allow_failures), (Some(3), true));
+        let stored = crate::store::workflow_json("test", &wf).unwrap();
+        assert_eq!(crate::store::workflow_from_json("test", &wf.id, &stored).unwrap(), wf);
     }
 
     #[test]
