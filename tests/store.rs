@@ -271,14 +271,34 @@ const TASKS: usize = 1000;
 /// 1,000 short `delay` tasks, each answering with its own message: 4 s of
 /// work at concurrency 25, so that three kills with restarts in between
 /// (about 1.3 s of pauses plus the restarts) land before the end even on a
-/// fast machine.
-fn delay_workflow(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
-    let tasks: Vec<Value> = (0..TASKS)
-        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.1, "message": format!("task {i}")}}))
-        .collect();
+/// fast machine. Written out, or (`Shape::FanOut`) as one `for_each` task
+/// over 1,000 items.
+fn delay_workflow(dir: &std::path::Path, id: &str, shape: Shape) -> std::path::PathBuf {
+    let tasks: Vec<Value> = match shape {
+        Shape::Tasks => (0..TASKS)
+            .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.1, "message": format!("task {i}")}}))
+            .collect(),
+        Shape::FanOut => vec![json!({
+            "id": "fan", "protocol": "echo/v1", "method": "delay",
+            "for_each": (0..TASKS).collect::<Vec<_>>(),
+            "params": {"seconds": 0.1, "message": "task ${item}"},
+        })],
+    };
     let path = dir.join(format!("{id}.json"));
     std::fs::write(&path, json!({"id": id, "name": "kill me", "tasks": tasks}).to_string()).unwrap();
     path
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Tasks,
+    FanOut,
+}
+
+/// The tasks that made calls: all of them, or the items of a fan-out.
+fn calling_tasks(report: &Value) -> Vec<&Value> {
+    let tasks = report["tasks"].as_array().unwrap().iter();
+    tasks.filter(|t| t["id"] != "fan").collect()
 }
 
 fn completed(report: &Value) -> Vec<(String, Value)> {
@@ -293,10 +313,10 @@ fn completed(report: &Value) -> Vec<(String, Value)> {
 /// Kill the host with SIGKILL at several points of a 1,000-task workflow,
 /// restart it on the same store each time; the workflow completes, every
 /// task once, and nothing seen finished is lost. Returns the workflow id.
-fn survives_sigkill(store: &[&str]) -> String {
+fn survives_sigkill(store: &[&str], shape: Shape) -> String {
     let dir = tempfile::tempdir().unwrap();
     let id = "kill-9";
-    let file = delay_workflow(dir.path(), id);
+    let file = delay_workflow(dir.path(), id, shape);
     let mut daemon = host(store);
     let out = cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "acknowledged: {}", String::from_utf8_lossy(&out.stderr));
@@ -316,9 +336,16 @@ fn survives_sigkill(store: &[&str]) -> String {
     assert!(seen.len() < TASKS, "the kills came before the end (saw {} done)", seen.len());
     let report = when_finished(&daemon, id);
     assert_eq!(report["status"], "completed", "{}", report["summary"]);
-    assert_eq!(report["summary"]["completed"], TASKS);
-    for (i, task) in report["tasks"].as_array().unwrap().iter().enumerate() {
+    let calling = calling_tasks(&report);
+    assert_eq!(calling.len(), TASKS);
+    for (i, task) in calling.iter().enumerate() {
         assert_eq!(task["result"]["message"], format!("task {i}"), "{task}");
+    }
+    if shape == Shape::FanOut {
+        let fan = &report["tasks"][0];
+        assert_eq!((&fan["id"], &fan["status"]), (&json!("fan"), &json!("completed")));
+        let results: Vec<&Value> = calling.iter().map(|t| &t["result"]).collect();
+        assert_eq!(fan["result"].as_array().unwrap().iter().collect::<Vec<_>>(), results, "in item order");
     }
     let results: std::collections::HashMap<String, Value> = completed(&report).into_iter().collect();
     for (task, result) in &seen {
@@ -326,8 +353,7 @@ fn survives_sigkill(store: &[&str]) -> String {
     }
     // Each task's history ends with the call that served it; calls cut off
     // by a kill are listed as such.
-    let histories: Vec<&Vec<Value>> =
-        report["tasks"].as_array().unwrap().iter().map(|t| t["history"].as_array().unwrap()).collect();
+    let histories: Vec<&Vec<Value>> = calling.iter().map(|t| t["history"].as_array().unwrap()).collect();
     for history in &histories {
         let last = history.last().unwrap();
         assert!(
@@ -343,22 +369,31 @@ fn survives_sigkill(store: &[&str]) -> String {
 }
 
 /// From the store's own event log (task id, status): every task reached
-/// `completed` exactly once.
-fn assert_each_completed_once(events: Vec<(String, String)>) {
+/// `completed` exactly once (a fan-out's task too).
+fn assert_each_completed_once(events: Vec<(String, String)>, shape: Shape) {
     let mut count = std::collections::HashMap::new();
     for (task, status) in events {
         if status == "completed" {
             *count.entry(task).or_insert(0) += 1;
         }
     }
-    assert_eq!(count.len(), TASKS);
+    assert_eq!(count.len(), TASKS + usize::from(shape == Shape::FanOut));
     assert!(count.values().all(|&n| n == 1), "every task completed exactly once in the store");
 }
 
 #[test]
 fn a_sqlite_host_killed_mid_run_resumes_and_loses_nothing() {
+    sqlite_survives_sigkill(Shape::Tasks);
+}
+
+#[test]
+fn a_sqlite_host_killed_mid_fan_out_resumes_and_loses_nothing() {
+    sqlite_survives_sigkill(Shape::FanOut);
+}
+
+fn sqlite_survives_sigkill(shape: Shape) {
     let data = tempfile::tempdir().unwrap();
-    let id = survives_sigkill(&["--data-dir", data.path().to_str().unwrap()]);
+    let id = survives_sigkill(&["--data-dir", data.path().to_str().unwrap()], shape);
     let db = data.path().join("gleitzeit.db");
     let out = Command::new("python3")
         .args(["-c", "import json,sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(json.dumps(c.execute('select task_id, status from task_events where workflow_id=?', (sys.argv[2],)).fetchall()))"])
@@ -370,14 +405,14 @@ fn a_sqlite_host_killed_mid_run_resumes_and_loses_nothing() {
         .into_iter()
         .map(|(task, status)| (task, serde_json::from_str::<String>(&status).unwrap()))
         .collect();
-    assert_each_completed_once(events);
+    assert_each_completed_once(events, shape);
 }
 
 #[test]
 fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
     let redis = support::redis_server();
     let data = tempfile::tempdir().unwrap();
-    let id = survives_sigkill(&["--store", &redis.url, "--data-dir", data.path().to_str().unwrap()]);
+    let id = survives_sigkill(&["--store", &redis.url, "--data-dir", data.path().to_str().unwrap()], Shape::Tasks);
     let out = Command::new("redis-cli")
         .args(["-p", &redis.port.to_string(), "--raw", "LRANGE", &format!("gleitzeit:workflow:{id}:events"), "0", "-1"])
         .output()
@@ -389,7 +424,7 @@ fn a_redis_host_killed_mid_run_resumes_and_loses_nothing() {
             (event["task_id"].as_str().unwrap().to_owned(), event["status"].as_str().unwrap().to_owned())
         })
         .collect();
-    assert_each_completed_once(events);
+    assert_each_completed_once(events, Shape::Tasks);
 }
 
 /// `gleitzeit serve ARGS` must refuse to start (exit 2); its stderr.
@@ -538,7 +573,7 @@ fn two_hosts_cannot_share_a_sqlite_store() {
 fn an_acknowledged_workflow_survives_an_immediate_kill() {
     let data = tempfile::tempdir().unwrap();
     let store = ["--data-dir", data.path().to_str().unwrap()];
-    let file = delay_workflow(data.path(), "acked");
+    let file = delay_workflow(data.path(), "acked", Shape::Tasks);
     let daemon = host(&store);
     assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
     drop(daemon); // SIGKILL, at once
