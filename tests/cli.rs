@@ -83,11 +83,72 @@ fn diamond_keeps_json_types_through_substitution() {
 }
 
 #[test]
-fn fan_out_of_100_completes_and_gathers() {
+fn fan_out_runs_once_per_item_and_gathers_in_order() {
     let (code, doc) = run_json("workflows/fan-out.yaml", &[]);
     assert_eq!(code, 0);
-    assert_eq!(doc["summary"]["completed"], 101);
-    assert_eq!(task(&doc, "gather")["result"]["echoed"], "first 0, last 99");
+    let ids: Vec<&str> = doc["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["outline", "write", "write[0]", "write[1]", "write[2]", "write[3]", "write[4]", "gather"]);
+    assert_eq!(doc["summary"]["completed"], 8);
+    assert_eq!(task(&doc, "write[2]")["result"]["echoed"], "Section 2: all about moths");
+    assert_eq!(task(&doc, "write[2]")["parent"], "write");
+    assert_eq!(task(&doc, "write")["items"], 5);
+    let gathered = &task(&doc, "gather")["result"]["echoed"];
+    assert_eq!(gathered["second"], "Section 1: all about bats");
+    let sections: Vec<&Value> = gathered["sections"].as_array().unwrap().iter().map(|s| &s["echoed"]).collect();
+    assert_eq!(sections[4], "Section 4: all about badgers", "in item order: {sections:?}");
+}
+
+#[test]
+fn for_each_mistakes_are_validation_errors_naming_task_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fan.yaml");
+    std::fs::write(
+        &file,
+        r#"name: fan
+tasks:
+  - {id: a, protocol: echo/v1, method: echo}
+  - {id: b, protocol: echo/v1, method: echo, for_each: "${a.result}", params: {message: "${item}"}}
+  - {id: c, protocol: echo/v1, method: echo, for_each: 3, max_parallel: 0}
+  - {id: d, protocol: echo/v1, method: echo, params: {message: "${item_index}"}}
+"#,
+    )
+    .unwrap();
+    let out = gleitzeit(&["workflow", "validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for want in [
+        "fan.yaml is not a valid workflow (4 problems)",
+        "task 'b', field 'for_each': refers to the result of task 'a', which is not among its dependencies",
+        "task 'c', field 'for_each': must be a list of items or one reference that gives a list",
+        "task 'c', field 'max_parallel': must be a whole number from 1 to 100000, found 0",
+        "task 'd', field 'params': '${item_index}' needs 'for_each' on the task",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in {stderr}");
+    }
+}
+
+#[test]
+fn a_for_each_over_a_result_that_is_not_a_list_fails_the_task_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fan.yaml");
+    std::fs::write(
+        &file,
+        r#"name: fan
+tasks:
+  - {id: a, protocol: echo/v1, method: echo, params: {message: "not a list"}}
+  - {id: b, protocol: echo/v1, method: echo, dependencies: [a], for_each: "${a.result.echoed}", params: {message: "${item}"}}
+  - {id: c, protocol: echo/v1, method: echo, dependencies: [b], params: {message: "${b.result}"}}
+"#,
+    )
+    .unwrap();
+    let (code, doc) = run_json(file.to_str().unwrap(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(task(&doc, "b")["error"]["code"], -32008);
+    assert_eq!(
+        task(&doc, "b")["error"]["message"],
+        "for_each: '${a.result.echoed}' gave a string, not a list of items"
+    );
+    assert_eq!(task(&doc, "c")["status"], "skipped");
 }
 
 #[test]

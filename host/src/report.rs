@@ -46,6 +46,10 @@ pub struct TaskReport {
     /// For a task a `for_each` made (`write[3]`): that task's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// For a `for_each` task once expanded: how many items it has (their
+    /// tasks follow it in the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
 }
 
 /// One call made for a task: which provider took it, when, how long it
@@ -157,7 +161,12 @@ impl RunReport {
         let mut out = String::new();
         for t in &self.tasks {
             let call = format!("{}.{}", t.protocol, t.method);
-            let attempts = if t.attempts == 1 { "1 attempt ".to_owned() } else { format!("{} attempts", t.attempts) };
+            let attempts = match (t.items, t.attempts) {
+                (Some(1), _) => "1 item".to_owned(),
+                (Some(items), _) => format!("{items} items"),
+                (None, 1) => "1 attempt ".to_owned(),
+                (None, attempts) => format!("{attempts} attempts"),
+            };
             let took = t.duration_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "-".into());
             let detail = match (&t.result, &t.error) {
                 (Some(result), _) => clip(&result.to_string()),
@@ -249,6 +258,7 @@ mod tests {
             params: None,
             history: Vec::new(),
             parent: None,
+            items: None,
         }
     }
 

@@ -177,6 +177,8 @@ pub(super) struct Run {
     /// Each task's series in the engine's stats (see `stats`).
     pub series: Vec<usize>,
     pub tasks: Vec<TaskState>,
+    /// How many of `tasks` the document lists; the rest are items' tasks.
+    pub documented: usize,
     pub dependents: Vec<Vec<u32>>,
     pub index: HashMap<String, usize>,
     /// Ready tasks not yet admitted to the shared queue (`max_parallel`).
@@ -200,6 +202,7 @@ impl Run {
         let index = ids.iter().enumerate().map(|(i, id)| ((*id).to_owned(), i)).collect();
         Self {
             dependents: dag.dependents(),
+            documented: dag.len(),
             tasks,
             index,
             ready: PriorityQueue::default(),
@@ -510,7 +513,21 @@ impl Run {
             params: shown.params.or_else(|| called.then(|| task.params.clone())),
             history: shown.history,
             parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
+            items: state.group.as_ref().map(|group| group.items.len()),
         }
+    }
+
+    /// The tasks in the order a report lists them: as the document lists
+    /// them, each `for_each` task followed by its items' tasks.
+    fn report_order(&self) -> Vec<usize> {
+        let mut order = Vec::with_capacity(self.tasks.len());
+        for t in 0..self.documented {
+            order.push(t);
+            if let Some(group) = &self.tasks[t].group {
+                order.extend(group.first..group.first + group.items.len());
+            }
+        }
+        order
     }
 
     fn report_of(&self, tasks: Vec<TaskReport>) -> RunReport {
@@ -531,7 +548,7 @@ impl Run {
     /// The report of a finished run: takes each task's result, error and
     /// calls out of the run (which ends with it) rather than copying them.
     pub fn final_report(&mut self) -> RunReport {
-        let tasks = (0..self.tasks.len()).map(|t| {
+        let tasks = self.report_order().into_iter().map(|t| {
             let shown = self.tasks[t].take_shown();
             self.task_report(t, shown)
         });
@@ -541,7 +558,7 @@ impl Run {
 
     /// The state of a run still in progress.
     pub fn snapshot(&self) -> RunReport {
-        let tasks = (0..self.tasks.len()).map(|t| self.task_report(t, self.tasks[t].shown())).collect();
+        let tasks = self.report_order().into_iter().map(|t| self.task_report(t, self.tasks[t].shown())).collect();
         let mut report = self.report_of(tasks);
         report.status = WorkflowStatus::Running;
         report.finished_at = None;
