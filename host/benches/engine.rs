@@ -7,7 +7,10 @@
 //! 3. instantiate + call of the echo component alone.
 //! 4. the same 10,000 tasks with the SQLite store on, against in-memory in
 //!    the same process.
-//! 5. `soak` (only when named): a million tasks with the store, 100 rounds
+//! 5. `fan`: 10,000 echo tasks as one `for_each` over 10,000 items against
+//!    the same tasks written out, native echo (the engine's own costs),
+//!    in memory and with the SQLite store.
+//! 6. `soak` (only when named): a million tasks with the store, 100 rounds
 //!    of 10,000; the first and last ten rounds' speed and the memory then.
 //!
 //! Run: `cargo bench -p gleitzeit --bench engine` (add `-- --quick` for fewer rounds).
@@ -38,7 +41,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     // `engine`, `dag` or `calls` runs only that part (for profiling).
     let only = |part: &str| {
-        !args.iter().any(|a| ["engine", "dag", "calls", "store", "soak"].contains(&a.as_str()))
+        !args.iter().any(|a| ["engine", "dag", "calls", "store", "fan", "soak"].contains(&a.as_str()))
             || args.iter().any(|a| a == part)
     };
     let rounds = if quick { 3 } else { 7 };
@@ -80,6 +83,23 @@ fn main() {
             stored.wall.as_secs_f64() / memory.wall.as_secs_f64()
         );
     }
+    if only("fan") {
+        let native: Arc<dyn Provider> = Arc::new(NativeEcho("native:echo".into(), echo.spec().clone()));
+        for (place, store) in [("in memory", false), ("SQLite store", true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = |file: &str| -> Option<Arc<dyn Store>> {
+                store.then(|| Arc::new(SqliteStore::open(&dir.path().join(file)).unwrap()) as Arc<dyn Store>)
+            };
+            let written = rt.block_on(engine_rounds_of(rounds, native.clone(), store("written.db"), fan_out));
+            let expanded = rt.block_on(engine_rounds_of(rounds, native.clone(), store("expanded.db"), for_each));
+            row(&format!("{TASKS} tasks written out, native echo, {place} (baseline)"), &written);
+            row(&format!("1 for_each over {TASKS} items, native echo, {place}"), &expanded);
+            println!(
+                "|  for_each/written-out wall-time ratio: {:.2}x | | | | |",
+                expanded.wall.as_secs_f64() / written.wall.as_secs_f64()
+            );
+        }
+    }
     if args.iter().any(|a| a == "soak") {
         rt.block_on(soak(echo.clone()));
     }
@@ -119,6 +139,17 @@ async fn load_echo() -> Arc<WasmProvider> {
 /// Median wall time and median per-task latency (dispatch to completion),
 /// with every state change written to `store` if given.
 async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>, store: Option<Arc<dyn Store>>) -> EngineRun {
+    engine_rounds_of(rounds, provider, store, fan_out).await
+}
+
+/// [`engine_rounds`] of the workflows `make(TASKS)` gives (each makes
+/// TASKS calls).
+async fn engine_rounds_of(
+    rounds: usize,
+    provider: Arc<dyn Provider>,
+    store: Option<Arc<dyn Store>>,
+    make: fn(usize) -> Workflow,
+) -> EngineRun {
     let registry = Arc::new(Registry::new());
     registry.register(provider);
     let config = EngineConfig { concurrency: 256, ..EngineConfig::default() };
@@ -126,15 +157,17 @@ async fn engine_rounds(rounds: usize, provider: Arc<dyn Provider>, store: Option
         None => Engine::start(registry, config),
         Some(store) => Engine::start_durable(registry, config, store).unwrap().0,
     };
-    engine.run(fan_out(100)).await.unwrap(); // warm-up
+    engine.run(make(100)).await.unwrap(); // warm-up
     let mut walls = Vec::new();
     let mut latencies = Vec::new();
     for _ in 0..rounds {
+        let workflow = make(TASKS);
         let started = Instant::now();
-        let report = engine.run(fan_out(TASKS)).await.unwrap();
+        let report = engine.run(workflow).await.unwrap();
         walls.push(started.elapsed());
-        assert_eq!(report.summary.completed, TASKS);
-        let mut task_ms: Vec<f64> = report.tasks.iter().filter_map(|t| t.duration_ms).collect();
+        let calling = || report.tasks.iter().filter(|t| t.items.is_none());
+        assert_eq!(calling().count(), TASKS);
+        let mut task_ms: Vec<f64> = calling().filter_map(|t| t.duration_ms).collect();
         task_ms.sort_by(f64::total_cmp);
         latencies.push(Duration::from_secs_f64(task_ms[task_ms.len() / 2] / 1000.0));
         assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Completed));
@@ -188,6 +221,12 @@ fn fan_out(n: usize) -> Workflow {
         .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "params": {"message": i}}))
         .collect();
     gleitzeit::workflow::from_value("bench", json!({"name": "fan-out", "tasks": tasks})).unwrap()
+}
+
+/// The same calls as [`fan_out`], as one task over `n` items.
+fn for_each(n: usize) -> Workflow {
+    let task = json!({"id": "t", "protocol": "echo/v1", "method": "echo", "for_each": (0..n).collect::<Vec<_>>(), "params": {"message": "${item}"}});
+    gleitzeit::workflow::from_value("bench", json!({"name": "for-each", "tasks": [task]})).unwrap()
 }
 
 /// A 100k-task DAG: each task depends on up to three of the 50 tasks before it.
