@@ -522,3 +522,42 @@ fn params_that_miss_the_plugins_schema_fail_validation_or_their_task() {
         "{message}"
     );
 }
+
+#[test]
+fn inputs_are_given_with_input_and_checked_by_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inputs.yaml");
+    std::fs::write(
+        &file,
+        r#"name: inputs
+inputs:
+  topic: {type: string, description: what to write about}
+  count: {type: integer, default: 2}
+  tags: array
+tasks:
+  - {id: a, protocol: echo/v1, method: echo, params: {message: "${inputs.count} lines on ${inputs.topic}, tags ${inputs.tags}"}}
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, doc) = run_json(file, &["--input", "topic=owls", "--input", r#"tags=["a","b"]"#]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(task(&doc, "a")["result"]["echoed"], r#"2 lines on owls, tags ["a","b"]"#);
+
+    let out = gleitzeit(&["run", file, "--input", "count=two", "--input", "topc=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for want in [
+        "field 'inputs.topc': given, but the workflow declares no such input (inputs: count, tags, topic)",
+        "field 'inputs.count': must be an integer, found 'two'",
+        "field 'inputs.topic': required and not given (give it with --input topic=VALUE, or declare a default)",
+        "field 'inputs.tags': required and not given",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in {stderr}");
+    }
+    let out = gleitzeit(&["workflow", "validate", file, "--input", "topic"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--input 'topic' is not NAME=VALUE"), "{}", text(&out.stderr));
+    let out = gleitzeit(&["workflow", "validate", file, "--input", "topic=x", "--input", "tags=[]"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

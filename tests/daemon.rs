@@ -806,3 +806,58 @@ fn protocol_list_shows_each_methods_params() {
     let echo = protocols.as_array().unwrap().iter().find(|p| p["protocol_id"] == "echo/v1").unwrap();
     assert_eq!(echo["params_schemas"]["delay"]["properties"]["seconds"]["type"], "number", "{echo:#}");
 }
+
+/// A fan-out over an input, through the daemon: submitted by python-socketio
+/// with `inputs` in the payload, and by `workflow submit --input --wait`.
+#[test]
+fn a_fan_out_over_an_input_runs_through_the_daemon() {
+    let daemon = daemon();
+    let workflow = serde_json::json!({
+        "name": "inputs fan-out",
+        "inputs": {"topics": {"type": "array"}, "prefix": {"type": "string", "default": "on"}},
+        "tasks": [
+            {"id": "write", "protocol": "echo/v1", "method": "echo", "for_each": "${inputs.topics}",
+             "max_parallel": 2, "params": {"message": "${inputs.prefix} ${item} (#${item_index})"}},
+            {"id": "join", "protocol": "echo/v1", "method": "echo", "dependencies": ["write"],
+             "params": {"message": "${write.result}"}},
+        ],
+    });
+    let payload = serde_json::json!({"workflow": workflow, "inputs": {"topics": ["owls", "bats", "eels"]}});
+    let report = &submit(&daemon, &payload, None).join().unwrap()[0];
+    assert_eq!(report["status"], "completed", "{report}");
+    let ids: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["write", "write[0]", "write[1]", "write[2]", "join"]);
+    let joined: Vec<&Value> =
+        report["tasks"][4]["result"]["echoed"].as_array().unwrap().iter().map(|r| &r["echoed"]).collect();
+    assert_eq!(joined, ["on owls (#0)", "on bats (#1)", "on eels (#2)"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fan.json");
+    std::fs::write(&file, workflow.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let out = cli(
+        &daemon,
+        &[
+            "workflow",
+            "submit",
+            file,
+            "--input",
+            r#"topics=["x","y"]"#,
+            "--input",
+            "prefix=about",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tasks"][2]["result"]["echoed"], "about y (#1)", "{report}");
+    let out = cli(&daemon, &["workflow", "submit", file, "--input", "topics=owls"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("field 'inputs.topics': must be a list, found 'owls'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -683,3 +683,32 @@ fn the_committed_dashboard_build_is_current() {
         assert!(fresh == committed, "dashboard/dist/{file} is out of date: run `npm run build` in dashboard/");
     }
 }
+
+/// `POST /api/v1/workflows?input=NAME=VALUE`: each value read by its
+/// input's type; a wrong one is a 422 naming the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_gives_inputs_in_the_query() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let token = host.token.as_str();
+    let yaml = "name: inputs\ninputs: {topic: string, count: integer}\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: {topic: \"${inputs.topic}\", count: \"${inputs.count}\"}}}\n";
+    let post = |query: &str| {
+        let request = api.request("POST", &format!("/api/v1/workflows{query}"), Some(token));
+        api.send(request.header("Content-Type", "application/yaml").body(yaml))
+    };
+    let answer = post("?input=topic=owls%20%26%20bats&input=count=3").await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let id = answer.body["workflow_id"].as_str().unwrap();
+    assert_eq!(api.finished(token, id).await["status"], "completed");
+    let results = api.get(&format!("/api/v1/workflows/{id}/results"), token).await.body;
+    assert_eq!(results["results"]["a"]["echoed"], json!({"topic": "owls & bats", "count": 3}), "{results}");
+    let answer = post("?input=topic=owls&input=count=many").await;
+    assert_eq!(answer.status, 422, "{answer:?}");
+    assert!(
+        answer.body["message"].as_str().unwrap().contains("field 'inputs.count': must be an integer, found 'many'"),
+        "{answer:?}"
+    );
+    let answer = post("?input=topic").await;
+    assert_eq!(answer.status, 422, "{answer:?}");
+    assert!(answer.body["message"].as_str().unwrap().contains("input 'topic' is not NAME=VALUE"), "{answer:?}");
+}

@@ -34,7 +34,7 @@ pub fn references(data: &[u8]) {
     let _ = crate::resolver::substitution::substitute(&std::sync::Arc::new(params), |root| match root {
         crate::resolver::Root::Task(task) => (task == "a").then_some(&results),
         crate::resolver::Root::Item => Some(&results),
-        crate::resolver::Root::ItemIndex => None,
+        crate::resolver::Root::ItemIndex | crate::resolver::Root::Input(_) => None,
     });
 }
 

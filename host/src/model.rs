@@ -179,6 +179,10 @@ pub struct Workflow {
     #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     pub metadata: Value,
+    /// Its declared parameters (`${inputs.NAME}`); bound, each `default`
+    /// holds the value it runs with.
+    #[serde(serialize_with = "crate::workflow::inputs::serialize", skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::workflow::inputs::Input>,
     pub tasks: Vec<Task>,
     /// The token that submitted it (`auth`); none with authentication off.
     /// Not part of the document: the store keeps it beside.

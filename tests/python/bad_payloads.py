@@ -37,6 +37,13 @@ async def main():
     ]}}, -32602, "dependency cycle: a -> b -> a")
     await expect_error(sio, "submit_workflow", {"workflow": {"name": "x", "tasks": [
         {"id": "a", "protocol": "nope/v1", "method": "m"}]}}, -32602, "no provider serves protocol 'nope/v1'")
+    with_inputs = {"name": "x", "inputs": {"n": "integer"}, "tasks": [
+        {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": "${inputs.n}"}}]}
+    await expect_error(sio, "submit_workflow", {"workflow": with_inputs}, -32602, "field 'inputs.n': required and not given")
+    await expect_error(sio, "submit_workflow", {"workflow": with_inputs, "inputs": {"n": "three"}}, -32602,
+                       "field 'inputs.n': must be an integer, found 'three'")
+    await expect_error(sio, "submit_workflow", {"workflow": with_inputs, "inputs": [1]}, -32602,
+                       "field 'inputs' must be an object")
     await expect_error(sio, "register_provider", {"provider_id": 7}, -32602, "field 'provider_id' must be a non-empty string")
     await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "Bad Protocol"}, -32602, "is not of the form name/version")
     await expect_error(sio, "register_provider", {"provider_id": "p", "protocol_id": "zzz", "supported_methods": ["m"]}, -32602, "is not of the form name/version")
@@ -47,7 +54,7 @@ async def main():
     huge = "x" * (8 * 1024 * 1024)
     await expect_error(sio, "submit_workflow", {"workflow": {"name": "big", "tasks": [
         {"id": "a", "protocol": "echo/v1", "method": "shout", "params": {"message": huge}}]}}, -32602, "has no method 'shout'")
-    assert len(errors) >= 12, errors
+    assert len(errors) >= 15, errors
 
     # Still serving: a valid task runs (submit_task runs on its own).
     done = asyncio.Event()

@@ -1,5 +1,7 @@
 """Submit the workflow (JSON) given on stdin; print its report as JSON.
-Optional argv[1]: a workflow id to cancel once any task of it completed.
+A list submits each; an entry `{"workflow": ..., "inputs": ...}` is sent as
+the payload it is. Optional argv[1]: a workflow id to cancel once any task
+of it completed.
 """
 import asyncio
 import json
@@ -40,7 +42,8 @@ async def main():
     await sio.connect(SERVER, auth=AUTH)
     ids = []
     for workflow in workflows:
-        reply = await sio.call("submit_workflow", {"workflow": workflow})
+        payload = workflow if "workflow" in workflow else {"workflow": workflow}
+        reply = await sio.call("submit_workflow", payload)
         assert "error" not in reply, reply
         ids.append(reply["workflow_id"])
     while not all(i in finished for i in ids):

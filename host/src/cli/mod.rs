@@ -307,6 +307,8 @@ struct RunArgs {
     /// The workflow file (YAML or JSON).
     file: PathBuf,
     #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
     plugins: PluginArgs,
     /// How to print the results.
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -332,6 +334,8 @@ struct ValidateArgs {
     /// The workflow file (YAML or JSON).
     file: PathBuf,
     #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
     plugins: PluginArgs,
     /// Skip the check that protocols and methods exist (for workflows meant
     /// for a daemon whose providers are not local).
@@ -340,6 +344,28 @@ struct ValidateArgs {
     /// How to print the verdict (problems still go to stderr).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+/// Values for a workflow's declared `inputs`.
+#[derive(clap::Args)]
+struct InputArgs {
+    /// A value for one of the workflow's inputs (repeatable); it is read by
+    /// the input's declared type (`count=3`, `tags=["a","b"]`).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+}
+
+impl InputArgs {
+    fn values(&self) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+        workflow::inputs::from_pairs(&self.inputs).map_err(|e| Failure::Input(anyhow::anyhow!("--input {e}")))
+    }
+
+    /// Read and validate `file`, its inputs bound to these values.
+    fn load(&self, file: &Path) -> Result<Workflow, Failure> {
+        let mut workflow = workflow::load(file)?;
+        workflow::inputs::bind(&file.display().to_string(), &mut workflow, self.values()?)?;
+        Ok(workflow)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -637,7 +663,7 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (file, plugins) = args.plugins.resolve(None)?;
-    let (workflow, registry, plugin_set) = load_against_registry(&args.file, &plugins, &file).await?;
+    let (workflow, registry, plugin_set) = load_against_registry(&args.file, &args.inputs, &plugins, &file).await?;
     let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
     plugin_set.prepare(&protocols).await;
     let default_timeout = seconds(
@@ -684,10 +710,10 @@ fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Resu
 
 async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let workflow = if args.schema_only {
-        workflow::load(&args.file)?
+        args.inputs.load(&args.file)?
     } else {
         let (file, plugins) = args.plugins.resolve(None)?;
-        load_against_registry(&args.file, &plugins, &file).await?.0
+        load_against_registry(&args.file, &args.inputs, &plugins, &file).await?.0
     };
     let levels = level_count(&workflow);
     match args.output {
@@ -712,14 +738,15 @@ fn level_count(workflow: &Workflow) -> usize {
     dag.levels().map_or(0, |l| l.len())
 }
 
-/// Load and validate `file`, then check its protocols and methods against
-/// the local plugins.
+/// Load and validate `file` with its inputs, then check its protocols and
+/// methods against the local plugins.
 async fn load_against_registry(
     file: &Path,
+    inputs: &InputArgs,
     plugins: &PluginDirs,
     config: &ConfigFile,
 ) -> Result<(Workflow, Arc<Registry>, Arc<PluginSet>), Failure> {
-    let workflow = workflow::load(file)?;
+    let workflow = inputs.load(file)?;
     // A one-shot command compiles only the plugins its tasks call.
     let (registry, plugin_set) = load_plugins(plugins, config, CompileWhen::OnFirstCall).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;

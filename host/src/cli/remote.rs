@@ -35,6 +35,8 @@ pub(super) struct ServerArgs {
 pub(super) struct SubmitArgs {
     /// The workflow file (YAML or JSON); validated here and again by the host.
     file: PathBuf,
+    #[command(flatten)]
+    inputs: super::InputArgs,
     /// Wait for the workflow to finish and print its results (exit 1 if it failed).
     #[arg(long)]
     wait: bool,
@@ -100,9 +102,10 @@ fn print_json(value: &Value) -> Result<(), Failure> {
 }
 
 pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<ExitCode, Failure> {
-    let workflow = read_tree(&args.file)?;
+    let workflow = read_tree(&args.file, &args.inputs)?;
     let mut client = connect(server).await?;
-    let reply = request(&client, "submit_workflow", json!({ "workflow": workflow })).await?;
+    let inputs = args.inputs.values()?;
+    let reply = request(&client, "submit_workflow", json!({ "workflow": workflow, "inputs": inputs })).await?;
     let workflow_id = reply["workflow_id"].as_str().unwrap_or_default().to_owned();
     let task_count = reply["task_count"].as_u64().unwrap_or(0);
     if !args.wait {
@@ -115,11 +118,13 @@ pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<Exit
     wait_and_print(&mut client, server, &workflow_id, task_count, args.output_file.as_deref()).await
 }
 
-/// The file as a JSON tree, after the same local validation `run` does, so
-/// mistakes are reported with the file's name.
-fn read_tree(path: &Path) -> Result<Value, Failure> {
+/// The file as a JSON tree, after the same local validation `run` does
+/// (with its inputs), so mistakes are reported with the file's name.
+fn read_tree(path: &Path, inputs: &super::InputArgs) -> Result<Value, Failure> {
     let tree = crate::workflow::load_tree(path)?;
-    crate::workflow::from_value(&path.display().to_string(), tree.clone())?;
+    let origin = path.display().to_string();
+    let mut workflow = crate::workflow::from_value(&origin, tree.clone())?;
+    crate::workflow::inputs::bind(&origin, &mut workflow, inputs.values()?)?;
     Ok(tree)
 }
 

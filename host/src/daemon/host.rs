@@ -118,8 +118,16 @@ impl Host {
 
     /// Validate a workflow tree exactly as `gleitzeit run` does; the
     /// problems go into the error's `data.problems`.
-    pub(super) fn validated(&self, origin: &str, tree: serde_json::Value) -> Result<Workflow, RpcError> {
-        let workflow = workflow::from_value(origin, tree).map_err(invalid)?;
+    /// The workflow `tree` describes, its inputs bound to `inputs`, once
+    /// it is valid and its protocols are served.
+    pub(super) fn validated(
+        &self,
+        origin: &str,
+        tree: serde_json::Value,
+        inputs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Workflow, RpcError> {
+        let mut workflow = workflow::from_value(origin, tree).map_err(invalid)?;
+        workflow::inputs::bind(origin, &mut workflow, inputs).map_err(invalid)?;
         workflow::check_catalog(origin, &workflow, self.registry.as_ref() as &dyn Catalog).map_err(invalid)?;
         Ok(workflow)
     }

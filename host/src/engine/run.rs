@@ -313,6 +313,7 @@ impl Run {
             Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref()),
             Root::Item => self.tasks[t].item.as_ref().and_then(|item| item.items.get(item.index)),
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
+            Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_ref()),
         }
     }
 

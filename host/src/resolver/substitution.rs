@@ -1,5 +1,6 @@
-//! `${task-id.result.a.b[2].c}` references in task params, and the item of
-//! a `for_each` task: `${item}`, `${item.field[0]}`, `${item_index}`.
+//! `${task-id.result.a.b[2].c}` references in task params, the item of a
+//! `for_each` task (`${item}`, `${item.field[0]}`, `${item_index}`) and the
+//! workflow's inputs (`${inputs.NAME}`).
 //!
 //! A string that is exactly one reference is replaced by the referenced JSON
 //! value, keeping its type; references embedded in text insert strings as they
@@ -27,19 +28,22 @@ pub enum Root {
     Item,
     /// `${item_index}`: that item's position, from 0.
     ItemIndex,
+    /// `${inputs.NAME…}`: a workflow input.
+    Input(String),
 }
 
 impl Root {
     /// The names a reference may start with besides task ids; no task may
     /// take them as its id.
-    pub const RESERVED: [&str; 2] = ["item", "item_index"];
+    pub const RESERVED: [&str; 3] = ["item", "item_index", "inputs"];
 
     /// How the value it names starts in a path (`result.a[0]`, `item.a`).
-    fn head(&self) -> &'static str {
+    fn head(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            Root::Task(_) => "result",
-            Root::Item => "item",
-            Root::ItemIndex => "item_index",
+            Root::Task(_) => "result".into(),
+            Root::Item => "item".into(),
+            Root::ItemIndex => "item_index".into(),
+            Root::Input(name) => format!("inputs.{name}").into(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Root {
             Root::Task(id) => format!("the result of task '{id}'"),
             Root::Item => "the item".to_owned(),
             Root::ItemIndex => "the item's index".to_owned(),
+            Root::Input(name) => format!("input '{name}'"),
         }
     }
 }
@@ -66,7 +71,7 @@ impl Reference {
     pub fn task(&self) -> Option<&str> {
         match &self.root {
             Root::Task(id) => Some(id),
-            Root::Item | Root::ItemIndex => None,
+            Root::Item | Root::ItemIndex | Root::Input(_) => None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub enum SubstitutionError {
     NoResult { reference: String, task: String },
     #[error("'{reference}': only the tasks a for_each makes have an item")]
     NoItem { reference: String },
+    #[error("'{reference}': the workflow has no input '{name}' with a value")]
+    NoInput { reference: String, name: String },
     #[error("'{reference}': path '{path}' not found in {within} ({reason})")]
     MissingPath { reference: String, within: String, path: String, reason: String },
 }
@@ -160,13 +167,22 @@ fn parse_template(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 /// Parse the inside of `${…}`: `task-id.result`, `item` or `item_index`,
 /// then `.key` / `[n]` steps.
 fn parse_reference(text: &str, inner: &str) -> Result<Reference, TemplateError> {
-    let expected = "expected '${task-id.result}', '${task-id.result.field[0]}', '${item…}' or '${item_index}'";
+    let expected =
+        "expected '${task-id.result}', '${task-id.result.field[0]}', '${item…}', '${item_index}' or '${inputs.NAME}'";
     let split = inner.find(['.', '[']).unwrap_or(inner.len());
     let (head, tail) = inner.split_at(split);
     let (root, tail) = match head {
         "item" => (Root::Item, tail),
         "item_index" if tail.is_empty() => (Root::ItemIndex, tail),
         "item_index" => return Err(malformed(text, "'${item_index}' is a number; it has no fields")),
+        "inputs" => {
+            let name_end = tail.get(1..).map_or(0, |rest| rest.find(['.', '[']).unwrap_or(rest.len()) + 1);
+            let name = tail.get(1..name_end).unwrap_or_default();
+            if !tail.starts_with('.') || name.is_empty() || !name.chars().all(is_id_char) {
+                return Err(malformed(text, "expected '${inputs.NAME}' with the name of a declared input"));
+            }
+            (Root::Input(name.to_owned()), &tail[name_end..])
+        }
         _ if head.is_empty() || !head.chars().all(is_id_char) => {
             return Err(malformed(text, format!("'{head}' is not a task id; {expected}")));
         }
@@ -334,6 +350,7 @@ pub fn substitute<'r>(
             let value = value_of(&r.root).ok_or_else(|| match &r.root {
                 Root::Task(task) => SubstitutionError::NoResult { reference: r.to_string(), task: task.clone() },
                 Root::Item | Root::ItemIndex => SubstitutionError::NoItem { reference: r.to_string() },
+                Root::Input(name) => SubstitutionError::NoInput { reference: r.to_string(), name: name.clone() },
             })?;
             lookup(r, value)
         };
@@ -367,6 +384,7 @@ mod tests {
             Root::Task(id) => results.get(id),
             Root::Item => results.get("@item"),
             Root::ItemIndex => results.get("@index"),
+            Root::Input(name) => results.get("@inputs").and_then(|inputs| inputs.get(name)),
         })
         .map(Arc::unwrap_or_clone)
     }
@@ -433,6 +451,19 @@ mod tests {
         let found = references(&json!({"p": "${item[0]} ${item_index} ${a.result}"}));
         let roots: Vec<Root> = found.into_iter().map(|r| r.unwrap().root).collect();
         assert_eq!(roots, [Root::Item, Root::ItemIndex, Root::Task("a".into())]);
+    }
+
+    #[test]
+    fn inputs_are_references_by_name() {
+        let values = json!({"@inputs": {"topic": "owls", "sizes": [1, 2]}});
+        let out = run(json!({"t": "${inputs.topic}", "s": "n=${inputs.sizes[1]}", "all": "${inputs.sizes}"}), &values);
+        assert_eq!(out.unwrap(), json!({"t": "owls", "s": "n=2", "all": [1, 2]}));
+        let err = run(json!({"p": "${inputs.nope}"}), &values).unwrap_err();
+        assert_eq!(err.to_string(), "'${inputs.nope}': the workflow has no input 'nope' with a value");
+        for bad in ["${inputs}", "${inputs.}", "${inputs[0]}", "${inputs.a b}"] {
+            let found = references(&json!({ "p": bad }));
+            assert!(found[0].as_ref().is_err_and(|e| e.reason.contains("inputs.NAME")), "{bad}: {found:?}");
+        }
     }
 
     #[test]

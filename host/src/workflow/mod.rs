@@ -10,6 +10,7 @@
 //! This module does not know which protocols exist; [`check_catalog`] takes a
 //! [`Catalog`] (the registry) when one is at hand.
 
+pub mod inputs;
 pub(crate) mod tree;
 
 use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
@@ -45,6 +46,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "max_parallel_tasks",
     "timeout",
     "metadata",
+    "inputs",
     "tasks",
 ];
 const TASK_FIELDS: &[&str] = &[
@@ -284,6 +286,7 @@ impl Fields {
         let max_parallel = self.max_parallel(&mut map);
         let timeout = self.duration(at, &mut map, "timeout");
         let metadata = self.metadata(at, &mut map);
+        let inputs = map.remove("inputs").map(|tree| inputs::parse(tree, &mut self.problems)).unwrap_or_default();
         let tasks = self.tasks(&mut map, priority);
         Some(Workflow {
             id,
@@ -294,6 +297,7 @@ impl Fields {
             max_parallel,
             timeout,
             metadata,
+            inputs,
             tasks: tasks?,
             owner: None,
         })
@@ -835,6 +839,14 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
                     }
                     Ok(r) => r,
                 };
+                if let Root::Input(name) = &r.root {
+                    if !workflow.inputs.iter().any(|i| i.name == *name) {
+                        let declared: Vec<&str> = workflow.inputs.iter().map(|i| i.name.as_str()).collect();
+                        let declared = if declared.is_empty() { "none".to_owned() } else { declared.join(", ") };
+                        problems.push(located(format!("'{r}' names no declared input (inputs: {declared})")));
+                    }
+                    continue;
+                }
                 let Some(id) = r.task() else {
                     if field == "for_each" {
                         problems.push(located(format!("'{r}': the items are not known yet where they are listed")));
@@ -1114,6 +1126,47 @@ tasks:
         assert_eq!((for_each.max_parallel, for_each.allow_failures), (Some(3), true));
         let stored = crate::store::workflow_json("test", &wf).unwrap();
         assert_eq!(crate::store::workflow_from_json("test", &wf.id, &stored).unwrap(), wf);
+    }
+
+    #[test]
+    fn inputs_are_declared_with_types_and_bound_once() {
+        let found = problems(
+            r#"
+name: inputs
+inputs: {a: strin, b: {type: integer, default: x}, c: {type: string, deflt: 1}, "d e": string, f: 3}
+tasks:
+  - {id: t, protocol: echo/v1, method: echo, params: {m: "${inputs.zz}"}}
+  - {id: inputs, protocol: echo/v1, method: echo}
+"#,
+        );
+        let expected = [
+            "field 'inputs.a.type': unknown type 'strin'; use string, integer, number, boolean, array, object",
+            "field 'inputs.b.default': must be an integer, found 'x'",
+            "field 'inputs.c.deflt': unknown field; input fields are: type, default, description",
+            "field 'inputs.d e': 'd e' is not a valid input name",
+            "field 'inputs.f': must be a type (string, integer, number, boolean, array, object) or a mapping with 'type', found a number",
+            "task 't', field 'params': '${inputs.zz}' names no declared input (inputs: c)",
+            "task 'inputs', field 'id': 'inputs' is reserved",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+
+        let mut wf = yaml(
+            "name: x\ninputs: {n: {type: number, default: 1.5}, o: object}\ntasks:\n  - {id: t, protocol: echo/v1, method: echo}\n",
+        )
+        .unwrap();
+        let given = serde_json::json!({"o": "{\"k\": [1]}"}).as_object().unwrap().clone();
+        inputs::bind("x", &mut wf, given).unwrap();
+        let values: Vec<_> = wf.inputs.iter().map(|i| i.default.clone().unwrap()).collect();
+        assert_eq!(values, [serde_json::json!(1.5), serde_json::json!({"k": [1]})], "strings are read by type");
+        // Bound values travel in the document, so a stored workflow reads back with them.
+        let stored = crate::store::workflow_json("test", &wf).unwrap();
+        let again = crate::store::workflow_from_json("test", &wf.id, &stored).unwrap();
+        assert_eq!(again, wf);
+        let mut again = again;
+        assert!(inputs::bind("x", &mut again, Map::new()).is_ok(), "a bound workflow needs nothing more");
     }
 
     #[test]

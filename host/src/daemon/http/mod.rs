@@ -198,6 +198,7 @@ struct Accepted {
 
 /// Submit a workflow: YAML or JSON, as in a workflow file (docs/workflows.md).
 #[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows",
+    params(("input" = Option<Vec<String>>, Query, explode, description = "A value for one of the workflow's `inputs`, as NAME=VALUE (repeatable); read by the input's declared type")),
     request_body(description = "The workflow, as a workflow file has it (JSON, or the same as YAML)", content((schema::WorkflowDocument = "application/json"), (schema::WorkflowDocument = "application/yaml"))),
     responses(
         (status = 201, description = "Accepted; it runs now", body = Accepted),
@@ -208,15 +209,24 @@ struct Accepted {
 async fn submit_workflow(
     State(host): State<Arc<Host>>,
     auth: Authenticated,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, HeaderMap, axum::Json<Accepted>), ApiError> {
     let caller = auth.may(Action::Submit)?;
     let tree = body_tree(&headers, body, "POST /api/v1/workflows").await?;
-    let workflow = host.validated("POST /api/v1/workflows", tree)?;
+    let inputs = query_inputs(query)?;
+    let workflow = host.validated("POST /api/v1/workflows", tree, inputs)?;
     let task_count = workflow.tasks.len();
     let submitted = host.submit(caller, workflow).await?;
     Ok(created(Accepted { workflow_id: submitted.workflow_id, task_count }))
+}
+
+/// The `input=NAME=VALUE` pairs of a submission's query string.
+fn query_inputs(query: Vec<(String, String)>) -> Result<Map<String, Value>, ApiError> {
+    let pairs: Vec<String> = query.into_iter().filter(|(key, _)| key == "input").map(|(_, pair)| pair).collect();
+    crate::workflow::inputs::from_pairs(&pairs)
+        .map_err(|e| ApiError::new(errors::INVALID_PARAMS, format!("POST /api/v1/workflows: input {e}")))
 }
 
 fn created<T: HasWorkflowId>(body: T) -> (StatusCode, HeaderMap, axum::Json<T>) {
@@ -272,7 +282,7 @@ async fn submit_task(
             "POST /api/v1/tasks: the body must be one task (an object)",
         ));
     }
-    let workflow = host.validated("POST /api/v1/tasks", one_task_tree(task))?;
+    let workflow = host.validated("POST /api/v1/tasks", one_task_tree(task), Default::default())?;
     let task_id = workflow.tasks[0].id.clone();
     let submitted = host.submit(caller, workflow).await?;
     Ok(created(TaskAccepted { workflow_id: submitted.workflow_id, task_id }))

@@ -33,6 +33,11 @@ pub struct WorkflowDocument {
     timeout: Option<Value>,
     #[schema(nullable = false, value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// Its parameters by name: a type (`string`, `integer`, `number`,
+    /// `boolean`, `array`, `object`) or `{type, default, description}`;
+    /// tasks read them as `${inputs.NAME}`, `?input=NAME=VALUE` gives them.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    inputs: Option<Value>,
     #[schema(min_items = 1)]
     tasks: Vec<TaskDocument>,
 }
@@ -68,6 +73,17 @@ pub struct TaskDocument {
     retry: Option<Value>,
     #[schema(nullable = false, value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// Run once per item: a list, or a string holding one reference that
+    /// gives a list (`${outline.result.items}`); params see `${item}` and
+    /// `${item_index}`.
+    #[schema(nullable = false, value_type = Option<Vec<Object>>, max_items = 100000)]
+    for_each: Option<Value>,
+    /// With `for_each`: at most this many items queued or running at once.
+    #[schema(nullable = false, minimum = 1, maximum = 100000)]
+    max_parallel: Option<u32>,
+    /// With `for_each`: complete although some items failed.
+    #[schema(nullable = false)]
+    allow_failures: Option<bool>,
 }
 
 #[derive(utoipa::ToSchema)]

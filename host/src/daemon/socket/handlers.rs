@@ -356,13 +356,14 @@ async fn submit_joined(
     Ok((submitted.workflow_id, task_count))
 }
 
-/// `{workflow: {...}}`
+/// `{workflow: {...}, inputs?: {NAME: value}}`
 async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_workflow", data)?;
-        let tree = Fields { event: "submit_workflow", map: &map }.object("workflow")?;
-        let workflow = host.validated("submit_workflow: workflow", tree)?;
+        let fields = Fields { event: "submit_workflow", map: &map };
+        let (tree, inputs) = (fields.object("workflow")?, fields.optional_object("inputs")?);
+        let workflow = host.validated("submit_workflow: workflow", tree, inputs)?;
         let (workflow_id, task_count) = submit_joined(&socket, &host, &caller, workflow).await?;
         let message = format!("Workflow {workflow_id} submitted with {task_count} tasks");
         let reply = json!({ "workflow_id": workflow_id, "task_count": task_count, "message": message });
@@ -379,7 +380,7 @@ async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, State(host): 
         let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("submit_task", data)?;
         let task = Fields { event: "submit_task", map: &map }.object("task")?;
-        let workflow = host.validated("submit_task", crate::daemon::host::one_task_tree(task))?;
+        let workflow = host.validated("submit_task", crate::daemon::host::one_task_tree(task), Default::default())?;
         let task_id = workflow.tasks[0].id.clone();
         let (workflow_id, _) = submit_joined(&socket, &host, &caller, workflow).await?;
         let message = format!("Task {task_id} submitted");

@@ -99,6 +99,15 @@ impl Fields<'_> {
         }
     }
 
+    /// An optional object: empty when absent.
+    pub fn optional_object(&self, field: &str) -> Result<Map<String, Value>, RpcError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(map)) => Ok(map.clone()),
+            _ => Err(self.invalid(field, "an object")),
+        }
+    }
+
     pub fn object(&self, field: &str) -> Result<Value, RpcError> {
         match self.map.get(field) {
             Some(v @ Value::Object(_)) => Ok(v.clone()),
