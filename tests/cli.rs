@@ -561,3 +561,17 @@ tasks:
     let out = gleitzeit(&["workflow", "validate", file, "--input", "topic=x", "--input", "tags=[]"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_condition_example_takes_the_branch_its_input_names() {
+    for (language, ran, skipped) in [("de", "translate", "publish"), ("en", "publish", "translate")] {
+        let (code, doc) = run_json("workflows/condition.yaml", &["--input", &format!("language={language}")]);
+        assert_eq!((code, doc["status"].as_str()), (0, Some("completed")), "{doc}");
+        assert_eq!(task(&doc, ran)["status"], "completed");
+        assert_eq!(task(&doc, skipped)["status"], "skipped");
+        assert_eq!(task(&doc, skipped)["error"]["code"], -32020);
+        assert!(task(&doc, skipped)["error"]["message"].as_str().unwrap().starts_with("condition false: "));
+    }
+    let (_, doc) = run_json("workflows/condition.yaml", &[]);
+    assert_eq!(task(&doc, "translate")["result"]["echoed"], "translate from de: Guten Morgen", "the default input");
+}

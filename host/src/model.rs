@@ -136,6 +136,10 @@ pub struct Task {
     /// Set on a task that runs once per item of a list (see [`ForEach`]).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<ForEach>,
+    /// A condition (CEL over `${…}` references) checked when the task is
+    /// ready: false skips it (and its dependents) without failing anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// Most items one `for_each` may expand into: a larger list fails the task
@@ -281,6 +285,12 @@ pub mod codes {
     pub const NOT_A_LIST: i32 = -32008;
     /// Items of a `for_each` task failed (and it does not allow failures).
     pub const ITEMS_FAILED: i32 = -32009;
+    // -32010 to -32019 are the protocol's own (`daemon::rpc::errors`).
+    /// Skipped because its `when` was false (or a dependency's was): not a
+    /// failure.
+    pub const CONDITION_FALSE: i32 = -32020;
+    /// Its `when` could not be evaluated (not true or false, a type error).
+    pub const CONDITION_FAILED: i32 = -32021;
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.

@@ -2,7 +2,7 @@
 //! attempts, timings, result or error; as JSON (`--output json`,
 //! `--output-file`) and as text for terminals.
 
-use crate::model::{TaskError, TaskStatus, WorkflowStatus};
+use crate::model::{TaskError, TaskStatus, WorkflowStatus, codes};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -106,13 +106,16 @@ pub struct RunReport {
     pub failure: Option<String>,
 }
 
-/// Whether every task completed, or failed as an item of a `for_each` task
-/// that completed anyway (it allows failures).
+/// Whether every task completed, was skipped by a false condition, or
+/// failed as an item of a `for_each` task that completed anyway (it allows
+/// failures).
 fn all_completed_or_allowed(tasks: &[TaskReport]) -> bool {
     let completed: std::collections::HashSet<&str> =
         tasks.iter().filter(|t| t.status == TaskStatus::Completed).map(|t| t.id.as_str()).collect();
-    tasks.iter().all(|t| {
-        t.status == TaskStatus::Completed || t.parent.as_deref().is_some_and(|parent| completed.contains(parent))
+    tasks.iter().all(|t| match t.status {
+        TaskStatus::Completed => true,
+        TaskStatus::Skipped => t.error.as_ref().is_some_and(|e| e.code == codes::CONDITION_FALSE),
+        _ => t.parent.as_deref().is_some_and(|parent| completed.contains(parent)),
     })
 }
 

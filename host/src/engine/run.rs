@@ -9,6 +9,7 @@
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
+use crate::resolver::condition::{Condition, ConditionError};
 use crate::resolver::substitution::{kind, substitute};
 use crate::resolver::{Dag, Root};
 use crate::store::TaskRecord;
@@ -58,6 +59,8 @@ pub(super) struct TaskState {
     pub item: Option<ItemOf>,
     /// For a `for_each` task once expanded: the tasks it became.
     pub group: Option<Group>,
+    /// Whether its `when` was checked (and held): retries do not ask again.
+    pub condition_checked: bool,
 }
 
 /// The item a task made by a `for_each` runs for.
@@ -117,6 +120,7 @@ impl TaskState {
             history: Vec::new(),
             item: None,
             group: None,
+            condition_checked: false,
         }
     }
 
@@ -475,16 +479,47 @@ impl Run {
     /// Mark every task downstream of `failed` as skipped (iteratively);
     /// returns them.
     pub fn skip_dependents_of(&mut self, failed: usize) -> Vec<usize> {
-        let failed_id = self.workflow.tasks[failed].id.clone();
+        let message = format!("not run: dependency '{}' failed", self.workflow.tasks[failed].id);
+        self.skip_downstream(failed, TaskError::new(codes::SKIPPED, message))
+    }
+
+    /// Skip task `t`, whose condition is false, and everything downstream
+    /// of it; returns them all.
+    pub fn skip_by_condition(&mut self, t: usize) -> Vec<usize> {
+        let id = &self.workflow.tasks[t].id;
+        let message = format!("not run: dependency '{id}' was skipped (condition false)");
+        let downstream = TaskError::new(codes::CONDITION_FALSE, message);
+        let when = self.workflow.tasks[t].when.as_deref().unwrap_or_default();
+        let message = format!("condition false: {}", crate::workflow::excerpt(when));
+        self.tasks[t].error = Some(TaskError::new(codes::CONDITION_FALSE, message));
+        self.finish_task(t, TaskStatus::Skipped);
+        let mut skipped = vec![t];
+        skipped.extend(self.skip_downstream(t, downstream));
+        skipped
+    }
+
+    /// Whether ready task `t`'s condition holds (true without one); asked
+    /// once per task.
+    pub fn condition_holds(&mut self, t: usize) -> Result<bool, TaskError> {
+        let Some(when) = &self.workflow.tasks[t].when else { return Ok(true) };
+        if std::mem::replace(&mut self.tasks[t].condition_checked, true) {
+            return Ok(true);
+        }
+        let failed = |e: ConditionError| TaskError::new(codes::CONDITION_FAILED, format!("when: {e}"));
+        let condition = Condition::parse(when).map_err(failed)?;
+        condition.evaluate(|root| self.value_of(t, root)).map_err(failed)
+    }
+
+    /// Skip, with `error`, every pending task downstream of `t`.
+    fn skip_downstream(&mut self, t: usize, error: TaskError) -> Vec<usize> {
         let mut skipped = Vec::new();
-        let mut stack: Vec<u32> = self.dependents[failed].clone();
+        let mut stack: Vec<u32> = self.dependents[t].clone();
         while let Some(d) = stack.pop() {
             let d = d as usize;
             if self.tasks[d].status != TaskStatus::Pending {
                 continue;
             }
-            let message = format!("not run: dependency '{failed_id}' failed");
-            self.tasks[d].error = Some(TaskError::new(codes::SKIPPED, message));
+            self.tasks[d].error = Some(error.clone());
             self.finish_task(d, TaskStatus::Skipped);
             skipped.push(d);
             stack.extend_from_slice(&self.dependents[d]);
@@ -584,6 +619,8 @@ fn item_task(template: &Task, index: usize) -> Task {
         retry: template.retry.clone(),
         metadata: template.metadata.clone(),
         for_each: None,
+        // The task's own condition was met before it was expanded.
+        when: None,
     }
 }
 

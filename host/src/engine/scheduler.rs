@@ -373,6 +373,17 @@ impl Scheduler {
 
     fn make_ready(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
+        match run.condition_holds(t) {
+            Ok(true) => {}
+            Ok(false) => {
+                for skipped in run.skip_by_condition(t) {
+                    self.notify(id, skipped);
+                }
+                return self.finish_if_done(id);
+            }
+            Err(error) => return self.settle(id, t, Err(error)),
+        }
+        let Some(run) = self.runs.get_mut(&id) else { return };
         if run.workflow.tasks[t].for_each.is_some() && run.tasks[t].group.is_none() {
             return self.expand(id, t);
         }

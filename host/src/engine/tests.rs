@@ -745,3 +745,78 @@ tasks:
         Some(json!({"all": [{"v": "kept"}, {"v": "B"}, {"v": "c"}, {"v": "d"}]}))
     );
 }
+
+// `when`: conditions over earlier results and inputs.
+
+#[tokio::test]
+async fn a_false_condition_skips_the_task_and_its_dependents_without_failing() {
+    let (engine, probe) = start(8);
+    let mut wf = workflow(
+        r#"
+name: conditions
+inputs: {threshold: {type: integer, default: 2}}
+tasks:
+  - {id: detect, protocol: t/v1, method: ok, params: {language: de, score: 3}}
+  - {id: translate, protocol: t/v1, method: ok, dependencies: [detect], when: '${detect.result.language} != "en"'}
+  - {id: keep, protocol: t/v1, method: ok, dependencies: [detect], when: '${detect.result.language} == "en"'}
+  - {id: after-keep, protocol: t/v1, method: ok, dependencies: [keep]}
+  - {id: strong, protocol: t/v1, method: ok, dependencies: [detect], when: "${detect.result.score} > ${inputs.threshold}"}
+  - {id: odd, protocol: t/v1, method: ok, dependencies: [detect], when: "${detect.result.score} + 1"}
+"#,
+    );
+    crate::workflow::inputs::bind("test", &mut wf, Default::default()).unwrap();
+    let report = engine.run(wf).await.unwrap();
+    let status = |id| task(&report, id).status;
+    assert_eq!(status("translate"), TaskStatus::Completed);
+    assert_eq!(status("strong"), TaskStatus::Completed);
+    let keep = task(&report, "keep");
+    assert_eq!((keep.status, keep.attempts), (TaskStatus::Skipped, 0));
+    let error = keep.error.as_ref().unwrap();
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (codes::CONDITION_FALSE, "condition false: ${detect.result.language} == \"en\"")
+    );
+    let after = task(&report, "after-keep").error.clone().unwrap();
+    assert_eq!(
+        (after.code, after.message.as_str()),
+        (codes::CONDITION_FALSE, "not run: dependency 'keep' was skipped (condition false)")
+    );
+    let odd = task(&report, "odd");
+    assert_eq!(odd.status, TaskStatus::Failed);
+    assert_eq!(odd.error.as_ref().unwrap().code, codes::CONDITION_FAILED);
+    assert_eq!(odd.error.as_ref().unwrap().message, "when: gave Int(4), not true or false");
+    assert_eq!(report.status, WorkflowStatus::Failed, "odd failed");
+    let mut ran = probe.order.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["detect", "strong", "translate"]);
+
+    let report = engine
+        .run(workflow(
+            "name: skip only\ntasks:\n  - {id: a, protocol: t/v1, method: ok, params: {n: 1}}\n  - {id: b, protocol: t/v1, method: ok, dependencies: [a], when: \"${a.result.n} > 5\"}\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.status, WorkflowStatus::Completed, "a false condition is no failure");
+    assert_eq!(report.summary.skipped, 1);
+}
+
+#[tokio::test]
+async fn a_condition_is_checked_once_not_per_retry_and_guards_a_fan_out() {
+    let (engine, probe) = start(8);
+    let report = engine
+        .run(workflow(
+            r#"
+name: once
+tasks:
+  - {id: a, protocol: t/v1, method: ok, params: {go: true, list: [1, 2]}}
+  - {id: f, protocol: t/v1, method: flaky, dependencies: [a], when: "${a.result.go}", params: {n: 2}, retry: {max_attempts: 2, base_delay: 0.01}}
+  - {id: fan, protocol: t/v1, method: ok, dependencies: [a], when: "!${a.result.go}", for_each: "${a.result.list}"}
+"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((task(&report, "f").status, task(&report, "f").attempts), (TaskStatus::Completed, 2));
+    assert_eq!(task(&report, "fan").status, TaskStatus::Skipped);
+    assert!(report.tasks.iter().all(|t| t.parent.is_none()), "a skipped for_each makes no items");
+    assert_eq!(probe.order.lock().unwrap().len(), 3);
+}

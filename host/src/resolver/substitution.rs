@@ -122,9 +122,22 @@ pub enum SubstitutionError {
     MissingPath { reference: String, within: String, path: String, reason: String },
 }
 
-enum Piece<'a> {
+/// A part of a string with references: text, or one reference.
+pub(crate) enum Piece<'a> {
     Text(&'a str),
     Ref(Reference),
+}
+
+impl SubstitutionError {
+    /// What `reference` names has no value (yet).
+    pub fn missing(reference: &Reference) -> Self {
+        let text = reference.to_string();
+        match &reference.root {
+            Root::Task(task) => Self::NoResult { reference: text, task: task.clone() },
+            Root::Item | Root::ItemIndex => Self::NoItem { reference: text },
+            Root::Input(name) => Self::NoInput { reference: text, name: name.clone() },
+        }
+    }
 }
 
 fn malformed(text: &str, reason: impl Into<String>) -> TemplateError {
@@ -137,7 +150,7 @@ pub fn is_id_char(c: char) -> bool {
 }
 
 /// Split a string into literal text and references.
-fn parse_template(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
+pub(crate) fn parse_template(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     let mut pieces = Vec::new();
     let mut rest = s;
     while let Some(at) = rest.find('$') {
@@ -288,7 +301,7 @@ pub fn references(params: &Value) -> Vec<Result<Reference, TemplateError>> {
 }
 
 /// Follow `reference.path` into `result`.
-fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, SubstitutionError> {
+pub(crate) fn lookup<'v>(reference: &Reference, result: &'v Value) -> Result<&'v Value, SubstitutionError> {
     let mut at = result;
     for (depth, segment) in reference.path.iter().enumerate() {
         let next = match (segment, at) {
@@ -347,11 +360,7 @@ pub fn substitute<'r>(
         }
         let pieces = parse_template(s)?;
         let resolve = |r: &Reference| -> Result<&'r Value, SubstitutionError> {
-            let value = value_of(&r.root).ok_or_else(|| match &r.root {
-                Root::Task(task) => SubstitutionError::NoResult { reference: r.to_string(), task: task.clone() },
-                Root::Item | Root::ItemIndex => SubstitutionError::NoItem { reference: r.to_string() },
-                Root::Input(name) => SubstitutionError::NoInput { reference: r.to_string(), name: name.clone() },
-            })?;
+            let value = value_of(&r.root).ok_or_else(|| SubstitutionError::missing(r))?;
             lookup(r, value)
         };
         if let [Piece::Ref(r)] = pieces.as_slice() {

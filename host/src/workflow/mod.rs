@@ -16,6 +16,7 @@ pub(crate) mod tree;
 use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
 use crate::resolver::Dag;
 use crate::resolver::Root;
+use crate::resolver::condition::{Condition, ConditionError};
 use crate::resolver::substitution::{self, holds_reference};
 use crate::schema::ParamsSchema;
 use serde_json::{Map, Value};
@@ -66,6 +67,7 @@ const TASK_FIELDS: &[&str] = &[
     "for_each",
     "max_parallel",
     "allow_failures",
+    "when",
 ];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
@@ -369,6 +371,7 @@ impl Fields {
         let retry = self.retry(at, &mut map);
         let metadata = self.metadata(at, &mut map);
         let for_each = self.for_each(at, &mut map);
+        let when = self.condition(at, &mut map);
         if let Some(reserved) = id.as_deref().filter(|id| Root::RESERVED.contains(id)) {
             self.report(at, Some("id"), format!("'{reserved}' is reserved for the items of for_each; rename the task"));
         }
@@ -387,7 +390,30 @@ impl Fields {
             retry: retry.unwrap_or_else(RetryPolicy::none),
             metadata,
             for_each,
+            when,
         })
+    }
+
+    /// `when`: a string that parses as a condition (its references are
+    /// checked with the graph).
+    fn condition(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<String> {
+        let text = match map.remove("when")? {
+            Value::String(text) => text,
+            Value::Bool(b) => b.to_string(),
+            other => {
+                self.report(at, Some("when"), format!("must be a condition (a string), found {}", kind(&other)));
+                return None;
+            }
+        };
+        match Condition::parse(&text) {
+            Ok(_) => Some(text),
+            // Malformed references are reported with the graph's checks.
+            Err(ConditionError::Template(_)) => Some(text),
+            Err(e) => {
+                self.report(at, Some("when"), e.to_string());
+                None
+            }
+        }
     }
 
     /// `for_each` (a list, or one reference that gives a list) with its
@@ -822,8 +848,12 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
     let mut problems = Vec::new();
     let mut wanted: HashMap<usize, Vec<(usize, &'static str)>> = HashMap::new();
     for (t, task) in workflow.tasks.iter().enumerate() {
-        let fields =
-            [("params", Some(task.params.as_ref())), ("for_each", task.for_each.as_ref().map(|f| f.items.as_ref()))];
+        let when = task.when.clone().map(Value::String);
+        let fields = [
+            ("params", Some(task.params.as_ref())),
+            ("for_each", task.for_each.as_ref().map(|f| f.items.as_ref())),
+            ("when", when.as_ref()),
+        ];
         for (field, value) in fields {
             let Some(value) = value else { continue };
             let located = |message: String| Problem {
@@ -848,8 +878,8 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
                     continue;
                 }
                 let Some(id) = r.task() else {
-                    if field == "for_each" {
-                        problems.push(located(format!("'{r}': the items are not known yet where they are listed")));
+                    if field != "params" {
+                        problems.push(located(format!("'{r}': the items are not known yet in '{field}'")));
                     } else if task.for_each.is_none() {
                         problems.push(located(format!("'{r}' needs 'for_each' on the task (it names the item)")));
                     }
@@ -1100,7 +1130,7 @@ tasks:
             "task 'd', field 'max_parallel': applies to a task with 'for_each' only",
             "task 'd', field 'allow_failures': applies to a task with 'for_each' only",
             "task 'd', field 'params': '${item.x}' needs 'for_each' on the task (it names the item)",
-            "task 'e', field 'for_each': '${item}': the items are not known yet where they are listed",
+            "task 'e', field 'for_each': '${item}': the items are not known yet in 'for_each'",
             "task 'item', field 'id': 'item' is reserved for the items of for_each; rename the task",
             "task 'item', field 'for_each': must be a list of items or one reference",
         ];
@@ -1167,6 +1197,45 @@ tasks:
         assert_eq!(again, wf);
         let mut again = again;
         assert!(inputs::bind("x", &mut again, Map::new()).is_ok(), "a bound workflow needs nothing more");
+    }
+
+    #[test]
+    fn conditions_are_checked_like_params() {
+        let found = problems(
+            r#"
+name: when
+tasks:
+  - {id: a, protocol: echo/v1, method: echo}
+  - {id: b, protocol: echo/v1, method: echo, when: "${a.result.x} =="}
+  - {id: d, protocol: echo/v1, method: echo, when: [1]}
+"#,
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("task 'b', field 'when': is not a valid CEL expression: Syntax error: mismatched input '<EOF>' expecting"),
+            "{found:#?}"
+        );
+        assert_eq!(found[1], "task 'd', field 'when': must be a condition (a string), found a list");
+        let found = problems(
+            r#"
+name: when
+tasks:
+  - {id: a, protocol: echo/v1, method: echo}
+  - {id: c, protocol: echo/v1, method: echo, when: "${a.result.x} == 1"}
+  - {id: e, protocol: echo/v1, method: echo, for_each: [1], when: "${item} == 1"}
+  - {id: f, protocol: echo/v1, method: echo, when: "${a.reslt} == 1", dependencies: [a]}
+  - {id: g, protocol: echo/v1, method: echo, when: true}
+"#,
+        );
+        let expected = [
+            "task 'c', field 'when': refers to the result of task 'a', which is not among its dependencies",
+            "task 'e', field 'when': '${item}': the items are not known yet in 'when'",
+            "task 'f', field 'when': malformed reference '${a.reslt}'",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]

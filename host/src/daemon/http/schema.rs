@@ -84,6 +84,9 @@ pub struct TaskDocument {
     /// With `for_each`: complete although some items failed.
     #[schema(nullable = false)]
     allow_failures: Option<bool>,
+    /// A CEL condition over `${…}` references; false skips the task.
+    #[schema(nullable = false, max_length = 4096)]
+    when: Option<String>,
 }
 
 #[derive(utoipa::ToSchema)]
