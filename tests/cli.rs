@@ -294,7 +294,7 @@ fn validate_can_answer_in_json() {
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         verdict,
-        serde_json::json!({"valid": true, "file": "workflows/diamond.yaml", "name": "Diamond", "tasks": 4, "levels": 3})
+        serde_json::json!({"valid": true, "file": "workflows/diamond.yaml", "name": "Diamond", "tasks": 4, "levels": 3, "notes": []})
     );
 }
 
@@ -574,4 +574,44 @@ fn the_condition_example_takes_the_branch_its_input_names() {
     }
     let (_, doc) = run_json("workflows/condition.yaml", &[]);
     assert_eq!(task(&doc, "translate")["result"]["echoed"], "translate from de: Guten Morgen", "the default input");
+}
+
+/// Files in the original system's later form run unchanged, and
+/// validation says how each loose part was read.
+#[test]
+fn the_originals_looser_files_run_with_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.yaml");
+    std::fs::write(
+        &file,
+        r#"name: old form
+tasks:
+  - id: first
+    method: "echo/echo"
+    priority: 1
+    parameters: {message: {text: hi, n: 2}}
+  - id: second
+    method: "echo/echo"
+    dependencies: [first]
+    parameters: {message: "${first.echoed.text} x${first.echoed.n}"}
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = gleitzeit(&["workflow", "validate", file, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict["notes"],
+        json!([
+            "task 'first', field 'method': 'echo/echo' read as protocol 'echo/v1', method 'echo' (the protocol was left out)",
+            "task 'first', field 'priority': 1 read as 'high' (1 high, 2 normal, 3 low)",
+            "task 'second', field 'method': 'echo/echo' read as protocol 'echo/v1', method 'echo' (the protocol was left out)",
+            "task 'second', field 'parameters': '${first.echoed.text}' read as '${first.result.echoed.text}' (fields start at the task's result)",
+            "task 'second', field 'parameters': '${first.echoed.n}' read as '${first.result.echoed.n}' (fields start at the task's result)",
+        ])
+    );
+    let (code, doc) = run_json(file, &[]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(task(&doc, "second")["result"]["echoed"], "hi x2");
 }

@@ -360,11 +360,12 @@ impl InputArgs {
         workflow::inputs::from_pairs(&self.inputs).map_err(|e| Failure::Input(anyhow::anyhow!("--input {e}")))
     }
 
-    /// Read and validate `file`, its inputs bound to these values.
-    fn load(&self, file: &Path) -> Result<Workflow, Failure> {
-        let mut workflow = workflow::load(file)?;
+    /// Read and validate `file`, its inputs bound to these values; with
+    /// notes on what was read from the original's dialect.
+    fn load(&self, file: &Path) -> Result<(Workflow, Vec<workflow::Problem>), Failure> {
+        let (mut workflow, notes) = workflow::load_noted(file)?;
         workflow::inputs::bind(&file.display().to_string(), &mut workflow, self.values()?)?;
-        Ok(workflow)
+        Ok((workflow, notes))
     }
 }
 
@@ -663,7 +664,11 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let (file, plugins) = args.plugins.resolve(None)?;
-    let (workflow, registry, plugin_set) = load_against_registry(&args.file, &args.inputs, &plugins, &file).await?;
+    let (workflow, notes, registry, plugin_set) =
+        load_against_registry(&args.file, &args.inputs, &plugins, &file).await?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
     plugin_set.prepare(&protocols).await;
     let default_timeout = seconds(
@@ -709,24 +714,33 @@ fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Resu
 }
 
 async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
-    let workflow = if args.schema_only {
+    let (workflow, notes) = if args.schema_only {
         args.inputs.load(&args.file)?
     } else {
         let (file, plugins) = args.plugins.resolve(None)?;
-        load_against_registry(&args.file, &args.inputs, &plugins, &file).await?.0
+        let (workflow, notes, ..) = load_against_registry(&args.file, &args.inputs, &plugins, &file).await?;
+        (workflow, notes)
     };
     let levels = level_count(&workflow);
     match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels })
-        ),
-        Output::Text => println!(
-            "{} is valid: workflow '{}', {} tasks in {levels} levels",
-            args.file.display(),
-            workflow.name,
-            workflow.tasks.len()
-        ),
+        Output::Json => {
+            let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
+            println!(
+                "{}",
+                serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels, "notes": notes })
+            )
+        }
+        Output::Text => {
+            println!(
+                "{} is valid: workflow '{}', {} tasks in {levels} levels",
+                args.file.display(),
+                workflow.name,
+                workflow.tasks.len()
+            );
+            for note in notes {
+                println!("  note: {note}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -745,12 +759,12 @@ async fn load_against_registry(
     inputs: &InputArgs,
     plugins: &PluginDirs,
     config: &ConfigFile,
-) -> Result<(Workflow, Arc<Registry>, Arc<PluginSet>), Failure> {
-    let workflow = inputs.load(file)?;
+) -> Result<(Workflow, Vec<workflow::Problem>, Arc<Registry>, Arc<PluginSet>), Failure> {
+    let (workflow, notes) = inputs.load(file)?;
     // A one-shot command compiles only the plugins its tasks call.
     let (registry, plugin_set) = load_plugins(plugins, config, CompileWhen::OnFirstCall).await?;
     workflow::check_catalog(&file.display().to_string(), &workflow, registry.as_ref())?;
-    Ok((workflow, registry, plugin_set))
+    Ok((workflow, notes, registry, plugin_set))
 }
 
 /// The bundled plugins plus those in `dirs.plugins` (a plugin there that serves a

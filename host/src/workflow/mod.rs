@@ -10,6 +10,7 @@
 //! This module does not know which protocols exist; [`check_catalog`] takes a
 //! [`Catalog`] (the registry) when one is at hand.
 
+mod dialect;
 pub mod inputs;
 pub(crate) mod tree;
 
@@ -161,6 +162,11 @@ pub fn load(path: &Path) -> Result<Workflow, WorkflowError> {
     from_value(&path.display().to_string(), load_tree(path)?)
 }
 
+/// [`load`], with notes on what was read from the original's dialect.
+pub fn load_noted(path: &Path) -> Result<(Workflow, Vec<Problem>), WorkflowError> {
+    from_value_noted(&path.display().to_string(), load_tree(path)?)
+}
+
 /// A workflow file's tree, unvalidated (what `load` checks).
 pub fn load_tree(path: &Path) -> Result<Value, WorkflowError> {
     let origin = path.display().to_string();
@@ -192,6 +198,13 @@ pub fn text_tree(origin: &str, bytes: &[u8], format: Format) -> Result<Value, Wo
 
 /// Validate a workflow given as a JSON value (a file's tree or a payload).
 pub fn from_value(origin: &str, tree: Value) -> Result<Workflow, WorkflowError> {
+    from_value_noted(origin, tree).map(|(workflow, _)| workflow)
+}
+
+/// [`from_value`], with a note for each thing read from the original
+/// system's looser dialect (see [`dialect`]).
+pub fn from_value_noted(origin: &str, mut tree: Value) -> Result<(Workflow, Vec<Problem>), WorkflowError> {
+    let notes = dialect::read(&mut tree);
     let mut fields = Fields::default();
     let mut workflow = fields.workflow(tree);
     let mut problems = fields.problems;
@@ -199,7 +212,7 @@ pub fn from_value(origin: &str, tree: Value) -> Result<Workflow, WorkflowError> 
         problems.extend(check_graph(workflow));
     }
     match workflow {
-        Some(workflow) if problems.is_empty() => Ok(workflow),
+        Some(workflow) if problems.is_empty() => Ok((workflow, notes)),
         _ => Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }),
     }
 }
