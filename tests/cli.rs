@@ -119,7 +119,7 @@ tasks:
     for want in [
         "fan.yaml is not a valid workflow (4 problems)",
         "task 'b', field 'for_each': refers to the result of task 'a', which is not among its dependencies",
-        "task 'c', field 'for_each': must be a list of items or one reference that gives a list",
+        "task 'c', field 'for_each': must be a list of items, one reference that gives a list",
         "task 'c', field 'max_parallel': must be a whole number from 1 to 100000, found 0",
         "task 'd', field 'params': '${item_index}' needs 'for_each' on the task",
     ] {
@@ -230,6 +230,9 @@ fn a_wasm_task_past_its_timeout_fails_with_a_timeout_error() {
 fn every_example_workflow_validates() {
     for entry in std::fs::read_dir(root().join("workflows")).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue; // workflows/notes: files a workflow reads
+        }
         let rel = path.strip_prefix(root()).unwrap().to_str().unwrap().to_owned();
         let out = gleitzeit(&["workflow", "validate", &rel]);
         assert_eq!(out.status.code(), Some(0), "{rel}: {}", text(&out.stderr));
@@ -569,7 +572,7 @@ fn the_condition_example_takes_the_branch_its_input_names() {
         assert_eq!((code, doc["status"].as_str()), (0, Some("completed")), "{doc}");
         assert_eq!(task(&doc, ran)["status"], "completed");
         assert_eq!(task(&doc, skipped)["status"], "skipped");
-        assert_eq!(task(&doc, skipped)["error"]["code"], -32020);
+        assert_eq!(task(&doc, skipped)["error"]["code"], -32040);
         assert!(task(&doc, skipped)["error"]["message"].as_str().unwrap().starts_with("condition false: "));
     }
     let (_, doc) = run_json("workflows/condition.yaml", &[]);

@@ -861,3 +861,33 @@ fn a_fan_out_over_an_input_runs_through_the_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The daemon reads files only from the directories `--files-dir` names; a
+/// workflow without `dir` (or naming another) fails its task saying so.
+#[test]
+fn the_daemon_reads_files_from_named_directories_only() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("a.txt"), "alpha").unwrap();
+    std::fs::write(files.path().join("b.txt"), "beta").unwrap();
+    let flag = format!("notes={}", files.path().display());
+    let daemon = daemon_with(&["--files-dir", &flag]);
+    let dir = tempfile::tempdir().unwrap();
+    let submit = |for_each: Value| {
+        let file = dir.path().join("files.json");
+        let workflow = serde_json::json!({"name": "files", "tasks": [{"id": "read", "protocol": "echo/v1", "method": "echo",
+            "for_each": for_each, "params": {"message": "${item.path}=${item.text}"}}]});
+        std::fs::write(&file, workflow.to_string()).unwrap();
+        let out = cli(&daemon, &["workflow", "submit", file.to_str().unwrap(), "--wait", "--output", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let report = submit(serde_json::json!({"files": "*.txt", "dir": "notes"}));
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["tasks"][1]["result"]["echoed"], "a.txt=alpha");
+    assert_eq!(report["tasks"][2]["result"]["echoed"], "b.txt=beta");
+    let report = submit(serde_json::json!({"files": "*.txt"}));
+    assert_eq!(report["tasks"][0]["error"]["code"], -32008, "{report}");
+    assert_eq!(
+        report["tasks"][0]["error"]["message"],
+        "for_each: this host reads no files directory 'workflow' (it reads: notes)"
+    );
+}

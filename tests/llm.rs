@@ -243,7 +243,12 @@ fn the_example_llm_workflows_run_against_the_test_server_on_ollamas_port() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:11434"))
         .expect("port 11434 (Ollama's) must be free for this test");
     runtime.spawn(fake_ollama::serve(listener, fake_ollama::Options::default()));
-    for file in ["workflows/research.yaml", "workflows/chat-embed.yaml", "workflows/vision.yaml"] {
+    for file in [
+        "workflows/research.yaml",
+        "workflows/chat-embed.yaml",
+        "workflows/vision.yaml",
+        "workflows/batch-summary.yaml",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
             .args(["run", file, "--output", "json"])
             .current_dir(root())
@@ -256,6 +261,16 @@ fn the_example_llm_workflows_run_against_the_test_server_on_ollamas_port() {
         if file.ends_with("vision.yaml") {
             let look = task(&report, "look")["result"]["content"].as_str().unwrap().to_owned();
             assert!(look.starts_with("llava sees 1 image(s) of 73 bytes"), "{look}");
+        }
+        if file.ends_with("batch-summary.yaml") {
+            let first = task(&report, "summarize[0]");
+            assert_eq!(first["item"]["name"], "harbour.txt");
+            let answer = first["result"]["content"].as_str().unwrap();
+            assert!(
+                answer.contains("Summarize harbour.txt") && answer.contains("The harbour opens at six."),
+                "{answer}"
+            );
+            assert_eq!(task(&report, "summarize")["items"], 3);
         }
         if file.ends_with("chat-embed.yaml") {
             assert_eq!(task(&report, "embed")["result"]["embeddings"].as_array().unwrap().len(), 2);
@@ -291,4 +306,61 @@ fn the_dashboard_shows_an_answer_token_by_token() {
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
+}
+
+/// `gleitzeit batch`: every file of a directory asked about through the
+/// test server, one that is not text failing alone; the Markdown and JSON
+/// reports name each file; images go to the vision model.
+#[test]
+fn batch_asks_about_every_file_and_reports_each() {
+    let ollama = fake_ollama(fake_ollama::Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), ollama.port, "");
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("one.txt"), "first text").unwrap();
+    std::fs::write(files.join("two.txt"), "second text").unwrap();
+    std::fs::write(files.join("bad.txt"), [0xff, 0x00, 0xfe]).unwrap();
+    std::fs::write(files.join("skip.md"), "not matched").unwrap();
+    let batch = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["batch", files.to_str().unwrap(), "--config", config.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = batch(&["--pattern", "*.txt", "--prompt", "Summarize ${this}", "--model", "llava"]);
+    assert_eq!(out.status.code(), Some(1), "one file failed: {}", String::from_utf8_lossy(&out.stderr));
+    let markdown = String::from_utf8_lossy(&out.stdout);
+    assert!(markdown.starts_with("# Summarize ${this}\n\n3 files of"), "{markdown}");
+    assert!(markdown.contains("## one.txt\n\nllava answers: Summarize ${this}\n\nfirst text\n"), "{markdown}");
+    assert!(markdown.contains("## two.txt\n\nllava answers: Summarize ${this}\n\nsecond text"), "{markdown}");
+    assert!(
+        markdown.contains("## bad.txt\n\n**failed:** file 'bad.txt' in 'workflow' is not UTF-8 text"),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("skip.md"));
+
+    let report_file = dir.path().join("report.json");
+    let out = batch(&["--pattern", "*.md", "--prompt", "Title?", "--output", report_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(
+        report["files"],
+        json!([{"path": "skip.md", "status": "completed", "model": "llama3", "answer": "llama3 answers: Title?\n\nnot matched"}])
+    );
+
+    std::fs::write(files.join("dot.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    let out = batch(&["--pattern", "*.png", "--vision", "--prompt", "What is it?", "--output", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"][0]["answer"], "llava sees 1 image(s) of 4 bytes: What is it?", "{report}");
+
+    let out = batch(&["--pattern", "../*", "--prompt", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("leaves its directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -73,6 +73,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         params: Some(Arc::new(serde_json::json!({"message": "hi"}))),
         history: Vec::new(),
         parent: None,
+        item: None,
         items: None,
     };
     let mut report =

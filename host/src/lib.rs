@@ -9,7 +9,8 @@
 //! writes its state to a `store` (SQLite or Redis) so that it survives a
 //! crash. `model` holds the shared data types, `report` the result document,
 //! `listing` how workflow lists are filtered and paged, `schema` how params
-//! are checked against the JSON Schema a provider declares, `cli` the command
+//! are checked against the JSON Schema a provider declares, `files` which
+//! files a `for_each` may read, `cli` the command
 //! line.
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod engine;
+pub mod files;
 pub mod fuzzing;
 pub mod listing;
 mod locks;

@@ -285,12 +285,13 @@ pub mod codes {
     pub const NOT_A_LIST: i32 = -32008;
     /// Items of a `for_each` task failed (and it does not allow failures).
     pub const ITEMS_FAILED: i32 = -32009;
-    // -32010 to -32019 are the protocol's own (`daemon::rpc::errors`).
+    // -32010 to -32019 are the protocol's own (`daemon::rpc::errors`);
+    // -32020 to -32039 the bundled plugins' (docs/llm-and-mcp.md).
     /// Skipped because its `when` was false (or a dependency's was): not a
     /// failure.
-    pub const CONDITION_FALSE: i32 = -32020;
+    pub const CONDITION_FALSE: i32 = -32040;
     /// Its `when` could not be evaluated (not true or false, a type error).
-    pub const CONDITION_FAILED: i32 = -32021;
+    pub const CONDITION_FAILED: i32 = -32041;
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.

@@ -46,6 +46,10 @@ pub struct TaskReport {
     /// For a task a `for_each` made (`write[3]`): that task's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// And the item it ran for (a file's `{dir, path, name, size}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub item: Option<Value>,
     /// For a `for_each` task once expanded: how many items it has (their
     /// tasks follow it in the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +265,7 @@ mod tests {
             params: None,
             history: Vec::new(),
             parent: None,
+            item: None,
             items: None,
         }
     }

@@ -4,6 +4,7 @@
 //! failed, 2 invalid input or usage. Errors print as one readable paragraph on
 //! stderr. This module wires the library together; it holds no engine logic.
 
+mod batch;
 mod remote;
 mod scaffold;
 mod token;
@@ -36,6 +37,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run a workflow file once, in this process, with the local plugins.
     Run(RunArgs),
+    /// Ask a model the same thing about every file of a directory (a
+    /// generated workflow run here), and report each file's answer.
+    Batch(batch::BatchArgs),
     /// Work with workflow files and a host's workflows.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
@@ -220,6 +224,8 @@ struct ServeArgs {
     /// for the original system's unmodified clients, on loopback only.
     #[arg(long, value_enum, env = "GLEITZEIT_AUTH")]
     auth: Option<auth::Mode>,
+    #[command(flatten)]
+    files: FilesArgs,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -327,6 +333,34 @@ struct RunArgs {
     /// status` of a daemon on that store shows it [default: memory, none].
     #[arg(long)]
     store: Option<StoreSpec>,
+    #[command(flatten)]
+    files: FilesArgs,
+}
+
+/// The directories `for_each: {files: …}` may read.
+#[derive(clap::Args)]
+struct FilesArgs {
+    /// A directory workflows may read files from, by name (repeatable):
+    /// `for_each: {files: "*.md", dir: NAME}`.
+    #[arg(long = "files-dir", value_name = "NAME=PATH")]
+    files_dirs: Vec<String>,
+}
+
+impl FilesArgs {
+    /// The named directories, plus (for `run`) the workflow file's own as
+    /// `workflow`.
+    fn dirs(&self, workflow_file: Option<&Path>) -> Result<Arc<crate::files::FileDirs>, Failure> {
+        let mut dirs = crate::files::FileDirs::default();
+        let input = |e: crate::files::FilesError| Failure::Input(e.into());
+        if let Some(file) = workflow_file {
+            let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            dirs.allow(crate::files::WORKFLOW_DIR, parent).map_err(input)?;
+        }
+        for flag in &self.files_dirs {
+            dirs.allow_flag(flag).map_err(input)?;
+        }
+        Ok(Arc::new(dirs))
+    }
 }
 
 #[derive(clap::Args)]
@@ -402,6 +436,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Run(args) => run(args).await,
+            Command::Batch(args) => batch::run(args).await,
             Command::Workflow(WorkflowCommand::Validate(args)) => validate(args).await,
             Command::Workflow(WorkflowCommand::Submit { args, server }) => remote::submit(&server, args).await,
             Command::Workflow(WorkflowCommand::Status { workflow_id, output_file, server }) => {
@@ -514,7 +549,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let max_streams = event_streams_that_fit();
     let (file, plugins) = args.plugins.resolve(args.data_dir.as_deref())?;
     let listen = args.listen.or(file.listen).unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)));
-    let mut engine = EngineConfig::default();
+    let mut engine = EngineConfig { file_dirs: args.files.dirs(None)?, ..EngineConfig::default() };
     if let Some(n) = args.concurrency.or(file.concurrency) {
         if !(1..=MAX_CONCURRENCY).contains(&n) {
             return Err(Failure::Input(anyhow::anyhow!("concurrency must be from 1 to {MAX_CONCURRENCY}, got {n}")));
@@ -669,27 +704,44 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     for note in notes {
         eprintln!("note: {note}");
     }
-    let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
-    plugin_set.prepare(&protocols).await;
     let default_timeout = seconds(
         "--default-timeout",
         args.default_timeout.or(file.default_timeout).unwrap_or(300.0),
         MAX_DEFAULT_TIMEOUT_SECS,
     )?;
-    let config = EngineConfig { concurrency: args.concurrency as usize, default_timeout, ..EngineConfig::default() };
-    let engine = match open_store(args.store.as_ref().unwrap_or(&StoreSpec::Memory), file.data_dir.as_deref())? {
+    let config = EngineConfig {
+        concurrency: args.concurrency as usize,
+        default_timeout,
+        file_dirs: args.files.dirs(Some(&args.file))?,
+        ..EngineConfig::default()
+    };
+    let store = args.store.as_ref().unwrap_or(&StoreSpec::Memory);
+    let report = run_here(workflow, (registry, plugin_set), config, store, &file).await?;
+    print_report(&report, args.output, args.output_file.as_deref())?;
+    Ok(if report.status == WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Run a validated workflow to its end in this process, on `plugins`.
+async fn run_here(
+    workflow: Workflow,
+    (registry, plugin_set): (Arc<Registry>, Arc<PluginSet>),
+    config: EngineConfig,
+    store: &StoreSpec,
+    file: &ConfigFile,
+) -> Result<Arc<RunReport>, Failure> {
+    let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
+    plugin_set.prepare(&protocols).await;
+    let engine = match open_store(store, file.data_dir.as_deref())? {
         None => Engine::start(registry, config),
         Some(store) => {
             let started = Engine::start_durable(registry, config, store).context("cannot start the store's journal");
             started.map_err(Failure::Internal)?.0
         }
     };
-    let report = engine.run(workflow).await.map_err(|e| match e {
+    engine.run(workflow).await.map_err(|e| match e {
         EngineError::DuplicateId(_) | EngineError::FinishedId(_) => Failure::Input(e.into()),
         EngineError::Stopped | EngineError::Store(_) => Failure::Internal(e.into()),
-    })?;
-    print_report(&report, args.output, args.output_file.as_deref())?;
-    Ok(if report.status == WorkflowStatus::Completed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
 }
 
 /// Write the full result document (JSON) to `path`.

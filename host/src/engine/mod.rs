@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub wait_for_providers: bool,
     /// Finished workflows kept for status queries.
     pub keep_finished: usize,
+    /// The directories `for_each: {files: …}` may read.
+    pub file_dirs: Arc<crate::files::FileDirs>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +59,7 @@ impl Default for EngineConfig {
             default_timeout: Duration::from_secs(300),
             wait_for_providers: false,
             keep_finished: 1000,
+            file_dirs: Arc::default(),
         }
     }
 }

@@ -6,11 +6,12 @@
 //! all ended. Its record in the store keeps the items, so a restart makes
 //! the same tasks again.
 
+use crate::files::FileDirs;
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
 use crate::resolver::condition::{Condition, ConditionError};
-use crate::resolver::substitution::{kind, substitute};
+use crate::resolver::substitution::{self, kind, substitute};
 use crate::resolver::{Dag, Root};
 use crate::store::TaskRecord;
 use serde_json::{Value, json};
@@ -72,6 +73,9 @@ pub(super) struct ItemOf {
     pub index: usize,
     /// `index` as JSON, for `${item_index}`.
     pub index_value: Value,
+    /// A file item with its content, read just before a call that uses it
+    /// and dropped after.
+    pub read: Option<Value>,
 }
 
 /// What an expanded `for_each` task keeps of the tasks it became, which
@@ -311,20 +315,28 @@ impl Run {
         (0..self.tasks.len()).filter(|&t| done(&self.tasks[t])).collect()
     }
 
-    /// What `root` names for task `t`: a task's result, or its item.
+    /// What `root` names for task `t`: a task's result, or its item (with
+    /// its file's content once read).
     pub fn value_of(&self, t: usize, root: &Root) -> Option<&Value> {
         match root {
             Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref()),
-            Root::Item => self.tasks[t].item.as_ref().and_then(|item| item.items.get(item.index)),
+            Root::Item => {
+                self.tasks[t].item.as_ref().and_then(|item| item.read.as_ref().or(item.items.get(item.index)))
+            }
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
             Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_ref()),
         }
     }
 
-    /// The items of `for_each` task `t`, its references resolved.
-    pub fn items_of(&self, t: usize) -> Result<Arc<Vec<Value>>, TaskError> {
+    /// The items of `for_each` task `t`: its list with references
+    /// resolved, or the files it names in `dirs`.
+    pub fn items_of(&self, t: usize, dirs: &FileDirs) -> Result<Arc<Vec<Value>>, TaskError> {
         let Some(for_each) = &self.workflow.tasks[t].for_each else { return Ok(Arc::default()) };
         let failed = |message: String| TaskError::new(codes::NOT_A_LIST, format!("for_each: {message}"));
+        if let Some(pattern) = for_each.items.get("files").and_then(Value::as_str) {
+            let dir = for_each.items.get("dir").and_then(Value::as_str);
+            return dirs.list(pattern, dir, MAX_ITEMS).map(Arc::new).map_err(|e| failed(e.to_string()));
+        }
         let resolved = substitute(&for_each.items, |root| self.value_of(t, root))
             .map_err(|e| TaskError::new(codes::SUBSTITUTION, format!("for_each: {e}")))?;
         match Arc::unwrap_or_clone(resolved) {
@@ -334,6 +346,31 @@ impl Run {
             Value::Array(items) => Ok(Arc::new(items)),
             other => Err(failed(format!("'{}' gave {}, not a list of items", show(&for_each.items), kind(&other)))),
         }
+    }
+
+    /// Before task `t` (a file's item) is called: read the file's content
+    /// if its params use `${item.text}` or `${item.base64}`.
+    pub fn read_item_file(&mut self, t: usize, dirs: &FileDirs) -> Result<(), TaskError> {
+        let Some(item) = &self.tasks[t].item else { return Ok(()) };
+        let files = self.workflow.tasks[item.parent].for_each.as_ref().is_some_and(|f| f.items.get("files").is_some());
+        if !files {
+            return Ok(());
+        }
+        let uses = |field: &str| {
+            substitution::references(&self.workflow.tasks[t].params).iter().flatten().any(|r| {
+                r.root == Root::Item && r.path.first() == Some(&crate::resolver::PathSegment::Key(field.into()))
+            })
+        };
+        let (text, base64) = (uses("text"), uses("base64"));
+        if !text && !base64 {
+            return Ok(());
+        }
+        let Some(listed) = item.items.get(item.index) else { return Ok(()) };
+        let read = dirs.read(listed, text, base64).map_err(|e| TaskError::new(codes::SUBSTITUTION, e.to_string()))?;
+        if let Some(item) = &mut self.tasks[t].item {
+            item.read = Some(read);
+        }
+        Ok(())
     }
 
     /// Turn `for_each` task `t` into one task per item, appended to the
@@ -349,7 +386,7 @@ impl Run {
             let task = item_task(&self.workflow.tasks[t], index);
             self.index.insert(task.id.clone(), first + index);
             self.workflow.tasks.push(task);
-            let item = ItemOf { parent: t, items: items.clone(), index, index_value: json!(index) };
+            let item = ItemOf { parent: t, items: items.clone(), index, index_value: json!(index), read: None };
             self.tasks.push(TaskState { item: Some(item), ..TaskState::new(1) });
             self.dependents.push(Vec::new());
             self.series.extend(series);
@@ -549,6 +586,7 @@ impl Run {
             params: shown.params.or_else(|| called.then(|| task.params.clone())),
             history: shown.history,
             parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
+            item: state.item.as_ref().and_then(|item| item.items.get(item.index).cloned()),
             items: state.group.as_ref().map(|group| group.items.len()),
         }
     }

@@ -399,7 +399,7 @@ impl Scheduler {
     /// items are not a list); those its `max_parallel` allows are ready.
     fn expand(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
-        let items = match run.items_of(t) {
+        let items = match run.items_of(t, &self.config.file_dirs) {
             Ok(items) => items,
             Err(error) => return self.settle(id, t, Err(error)),
         };
@@ -553,8 +553,17 @@ impl Scheduler {
         if run.tasks[t].status != TaskStatus::Queued {
             return;
         }
+        if let Err(error) = run.read_item_file(t, &self.config.file_dirs) {
+            return self.fail_before_start(id, t, error);
+        }
         let task = &run.workflow.tasks[t];
-        let params = match substitute(&task.params, |root| run.value_of(t, root)) {
+        let params = substitute(&task.params, |root| run.value_of(t, root));
+        // The content is in the params now (or the call fails): not kept twice.
+        if let Some(item) = &mut run.tasks[t].item {
+            item.read = None;
+        }
+        let task = &run.workflow.tasks[t];
+        let params = match params {
             Ok(params) => params,
             Err(e) => return self.fail_before_start(id, t, TaskError::new(codes::SUBSTITUTION, e.to_string())),
         };

@@ -407,6 +407,31 @@ impl Fields {
         })
     }
 
+    /// `for_each: {files: PATTERN, dir: NAME}`: a relative glob, and the
+    /// name of a files directory (the host checks that it has one).
+    fn files(&mut self, at: Option<&str>, spec: &Map<String, Value>) {
+        for key in spec.keys().filter(|k| !["files", "dir"].contains(&k.as_str())) {
+            self.report(at, Some(&format!("for_each.{key}")), "unknown field; files fields are: files, dir");
+        }
+        match &spec["files"] {
+            Value::String(pattern) => {
+                if let Err(e) = crate::files::check_pattern(pattern) {
+                    self.report(at, Some("for_each.files"), e);
+                }
+            }
+            other => self.report(at, Some("for_each.files"), format!("must be a glob pattern, found {}", show(other))),
+        }
+        match spec.get("dir") {
+            None => {}
+            Some(Value::String(dir)) if is_id(dir) => {}
+            Some(other) => self.report(
+                at,
+                Some("for_each.dir"),
+                format!("must be a files directory's name, found {}", show(other)),
+            ),
+        }
+    }
+
     /// `when`: a string that parses as a condition (its references are
     /// checked with the graph).
     fn condition(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<String> {
@@ -448,11 +473,12 @@ impl Fields {
             }
             Value::Array(_) => {}
             Value::String(s) if substitution::is_whole_reference(s) => {}
+            Value::Object(files) if files.contains_key("files") => self.files(at, files),
             other => self.report(
                 at,
                 Some("for_each"),
                 format!(
-                    "must be a list of items or one reference that gives a list (like \"${{topics.result.items}}\"), found {}",
+                    "must be a list of items, one reference that gives a list (like \"${{topics.result.items}}\") or {{files: PATTERN, dir: NAME}}, found {}",
                     show(other)
                 ),
             ),
@@ -926,7 +952,7 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
     problems
 }
 
-fn is_id(s: &str) -> bool {
+pub(crate) fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(substitution::is_id_char)
 }
 
@@ -1129,7 +1155,7 @@ name: fan
 tasks:
   - {id: a, protocol: echo/v1, method: echo}
   - {id: b, protocol: echo/v1, method: echo, for_each: "${a.result.list}", params: {m: "${item}"}}
-  - {id: c, protocol: echo/v1, method: echo, for_each: {files: x}, max_parallel: 0, allow_failures: "yes"}
+  - {id: c, protocol: echo/v1, method: echo, for_each: {file: x}, max_parallel: 0, allow_failures: "yes"}
   - {id: d, protocol: echo/v1, method: echo, max_parallel: 2, allow_failures: true, params: {m: "${item.x}"}}
   - {id: e, protocol: echo/v1, method: echo, for_each: "${item}", params: {m: "${item_index}"}}
   - {id: item, protocol: echo/v1, method: echo, for_each: "list: ${a.result}", dependencies: [a]}
@@ -1137,7 +1163,7 @@ tasks:
         );
         let expected = [
             "task 'b', field 'for_each': refers to the result of task 'a', which is not among its dependencies",
-            "task 'c', field 'for_each': must be a list of items or one reference that gives a list (like \"${topics.result.items}\"), found a mapping",
+            "task 'c', field 'for_each': must be a list of items, one reference that gives a list (like \"${topics.result.items}\") or {files: PATTERN, dir: NAME}, found a mapping",
             "task 'c', field 'max_parallel': must be a whole number from 1 to 100000, found 0",
             "task 'c', field 'allow_failures': must be true or false, found 'yes'",
             "task 'd', field 'max_parallel': applies to a task with 'for_each' only",
@@ -1145,7 +1171,7 @@ tasks:
             "task 'd', field 'params': '${item.x}' needs 'for_each' on the task (it names the item)",
             "task 'e', field 'for_each': '${item}': the items are not known yet in 'for_each'",
             "task 'item', field 'id': 'item' is reserved for the items of for_each; rename the task",
-            "task 'item', field 'for_each': must be a list of items or one reference",
+            "task 'item', field 'for_each': must be a list of items, one reference",
         ];
         for want in expected {
             assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
