@@ -21,6 +21,14 @@ fn gleitzeit(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `text` written to `name` in a fresh directory (kept while the guard is).
+fn workflow_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    (dir, file.to_str().unwrap().to_owned())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -100,10 +108,8 @@ fn fan_out_runs_once_per_item_and_gathers_in_order() {
 
 #[test]
 fn for_each_mistakes_are_validation_errors_naming_task_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fan.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = workflow_file(
+        "fan.yaml",
         r#"name: fan
 tasks:
   - {id: a, protocol: echo/v1, method: echo}
@@ -111,9 +117,8 @@ tasks:
   - {id: c, protocol: echo/v1, method: echo, for_each: 3, max_parallel: 0}
   - {id: d, protocol: echo/v1, method: echo, params: {message: "${item_index}"}}
 "#,
-    )
-    .unwrap();
-    let out = gleitzeit(&["workflow", "validate", file.to_str().unwrap()]);
+    );
+    let out = gleitzeit(&["workflow", "validate", &file]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     for want in [
@@ -129,19 +134,16 @@ tasks:
 
 #[test]
 fn a_for_each_over_a_result_that_is_not_a_list_fails_the_task_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fan.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = workflow_file(
+        "fan.yaml",
         r#"name: fan
 tasks:
   - {id: a, protocol: echo/v1, method: echo, params: {message: "not a list"}}
   - {id: b, protocol: echo/v1, method: echo, dependencies: [a], for_each: "${a.result.echoed}", params: {message: "${item}"}}
   - {id: c, protocol: echo/v1, method: echo, dependencies: [b], params: {message: "${b.result}"}}
 "#,
-    )
-    .unwrap();
-    let (code, doc) = run_json(file.to_str().unwrap(), &[]);
+    );
+    let (code, doc) = run_json(&file, &[]);
     assert_eq!(code, 1);
     assert_eq!(task(&doc, "b")["error"]["code"], -32008);
     assert_eq!(
@@ -528,10 +530,8 @@ fn params_that_miss_the_plugins_schema_fail_validation_or_their_task() {
 
 #[test]
 fn inputs_are_given_with_input_and_checked_by_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("inputs.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = workflow_file(
+        "inputs.yaml",
         r#"name: inputs
 inputs:
   topic: {type: string, description: what to write about}
@@ -540,9 +540,8 @@ inputs:
 tasks:
   - {id: a, protocol: echo/v1, method: echo, params: {message: "${inputs.count} lines on ${inputs.topic}, tags ${inputs.tags}"}}
 "#,
-    )
-    .unwrap();
-    let file = file.to_str().unwrap();
+    );
+    let file = file.as_str();
     let (code, doc) = run_json(file, &["--input", "topic=owls", "--input", r#"tags=["a","b"]"#]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(task(&doc, "a")["result"]["echoed"], r#"2 lines on owls, tags ["a","b"]"#);
@@ -583,10 +582,8 @@ fn the_condition_example_takes_the_branch_its_input_names() {
 /// validation says how each loose part was read.
 #[test]
 fn the_originals_looser_files_run_with_notes() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("old.yaml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = workflow_file(
+        "old.yaml",
         r#"name: old form
 tasks:
   - id: first
@@ -598,9 +595,8 @@ tasks:
     dependencies: [first]
     parameters: {message: "${first.echoed.text} x${first.echoed.n}"}
 "#,
-    )
-    .unwrap();
-    let file = file.to_str().unwrap();
+    );
+    let file = file.as_str();
     let out = gleitzeit(&["workflow", "validate", file, "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's chromium and
 chromedriver, driven with Selenium): sign in with a token, submit from the
 page (the validator's problems shown, then a valid workflow), watch its
-tasks turn completed live, read a task's result, cancel a running
+tasks turn completed live, see a fan-out's items appear, read a task's
+result, cancel a running
 workflow, and see a broken plugin's error. Screenshots of the main pages
 go to SCREENSHOTS (a directory) when it is set.
 
@@ -87,6 +88,19 @@ def main():
         assert providers == ["wasm:echo"], providers
         shot(driver, "workflow")
         assert api(f"/api/v1/workflows/{workflow_id}")["status"] == "completed"
+
+        # A fan-out opened before it expands: its items' tasks appear live.
+        fan = api("/api/v1/workflows", {"name": "fan-out", "tasks": [
+            {"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 1.5}},
+            {"id": "fan", "protocol": "echo/v1", "method": "echo", "dependencies": ["wait"],
+             "for_each": ["a", "b", "c"], "params": {"message": "${item}"}}]})["workflow_id"]
+        driver.get(SERVER + f"/#/workflows/{fan}")
+        wait.until(lambda d: status_of(d, "wait") == "running")
+        assert status_of(driver, "fan[0]") is None, "not expanded yet"
+        wait.until(lambda d: all(status_of(d, f"fan[{i}]") == "completed" for i in range(3)))
+        wait.until(lambda d: "completed 5" in d.find_element(By.CSS_SELECTOR, "[data-test=counts]").text)
+        ids = driver.execute_script("return [...document.querySelectorAll('[data-task]')].map(r => r.dataset.task)")
+        assert ids == ["wait", "fan", "fan[0]", "fan[1]", "fan[2]"], ids
 
         # The list shows it, live, with its counts; a name that looks like
         # markup is shown as text, never run.

@@ -186,6 +186,21 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     Object.assign(tasks[at], change);
     cy?.getElementById(taskId).classes(tasks[at].status);
   };
+  // A report's tasks: applied to those shown, or, when it has new ones (a
+  // `for_each` made its items' tasks), shown anew in the report's order.
+  const adopt = (fresh: Task[]) => {
+    if (fresh.every((t) => index.has(t.id))) {
+      for (const t of fresh) apply(t.id, t);
+      return;
+    }
+    tasks.length = 0;
+    index.clear();
+    tasks.push(...fresh);
+    fresh.forEach((t, i) => index.set(t.id, i));
+    cy?.destroy();
+    cy = null;
+    drawGraph();
+  };
   // Timings come with the report: fetched again at most once a second while
   // tasks end (and once more at the end), never once per event.
   let fetching: number | undefined;
@@ -196,7 +211,7 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
       const fresh = await get<Report>(`/api/v1/workflows/${id}`);
       fetching = undefined;
       report = fresh;
-      for (const t of fresh.tasks) apply(t.id, t);
+      adopt(fresh.tasks);
       rerender();
     }, now ? 0 : 1000);
   };
@@ -225,14 +240,15 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
           report.tasks.forEach((t, i) => index.set(t.id, i));
           drawGraph();
         } else {
-          for (const t of report.tasks) apply(t.id, t);
+          adopt(report.tasks);
         }
         break;
       }
       case "task_status":
       case "task_result":
         apply(d.task_id, { status: d.status, attempts: d.attempt, error: d.error });
-        if (e.event === "task_result") refetch();
+        // A task not shown yet is an item of a `for_each`: the report has it.
+        if (e.event === "task_result" || !index.has(d.task_id)) refetch();
         break;
       case "task_progress": {
         const chunk = typeof d.chunk === "string" ? d.chunk : d.chunk?.text ?? d.chunk?.content ?? JSON.stringify(d.chunk);

@@ -1136,7 +1136,7 @@ tasks:
   - {id: a, protocol: echo/v1, method: echo}
   - {id: b, protocol: echo/v1, method: echo, dependencies: [a]}
   - {id: c, protocol: echo/v1, method: echo, dependencies: [b], params: {m: "${a.result.x}", n: "${b.result}"}}
-  - {id: d, protocol: echo/v1, method: echo, params: {m: "${c.result}", n: "${ghost.result}", o: "${a.reslt}"}}
+  - {id: d, protocol: echo/v1, method: echo, params: {m: "${c.result}", n: "${ghost.result}", o: "${a.result..x}"}}
 "#,
         );
         assert_eq!(found.len(), 3, "{found:#?}");
@@ -1144,7 +1144,7 @@ tasks:
             "task 'd', field 'params': refers to the result of task 'c', which is not among its dependencies"
         )));
         assert!(found.iter().any(|p| p.contains("'${ghost.result}' refers to unknown task 'ghost'")));
-        assert!(found.iter().any(|p| p.contains("malformed reference '${a.reslt}'")));
+        assert!(found.iter().any(|p| p.contains("malformed reference '${a.result..x}'")));
     }
 
     #[test]
