@@ -614,3 +614,30 @@ tasks:
     assert_eq!(code, 0, "{doc}");
     assert_eq!(task(&doc, "second")["result"]["echoed"], "hi x2");
 }
+
+/// Output read by a pipe that closes early (`| head`) ends the command
+/// quietly, without a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (_dir, file) = workflow_file(
+        "many.json",
+        &json!({"name": "many", "tasks": [{"id": "fan", "protocol": "echo/v1", "method": "echo",
+            "for_each": (0..5000).collect::<Vec<_>>(), "params": {"message": "${item}"}}]})
+        .to_string(),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["run", &file])
+        .current_dir(root())
+        .env_remove("GLEITZEIT_PLUGINS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout); // the reader goes away with most of 700 kB unread
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}

@@ -178,7 +178,7 @@ fn to_json(args: &BatchArgs, report: &RunReport, answers: &[Answer]) -> Value {
 
 fn emit(text: &str, to: Option<&Path>) -> Result<(), Failure> {
     match to {
-        None => print!("{text}"),
+        None => out!("{}", text.trim_end_matches('\n')),
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write the report to {}", path.display()))
             .map_err(Failure::Input)?,

@@ -2,7 +2,15 @@
 //!
 //! Exit codes: 0 every task completed (or the file is valid), 1 the workflow
 //! failed, 2 invalid input or usage. Errors print as one readable paragraph on
-//! stderr. This module wires the library together; it holds no engine logic.
+//! stderr. Output goes through [`out!`]: a reader that stops reading
+//! (`| head`) ends the command quietly. This module wires the library
+//! together; it holds no engine logic.
+
+/// `println!` for a command's output, without the panic when stdout is a
+/// pipe its reader closed: the command ends then, with exit code 0.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
+}
 
 mod batch;
 mod remote;
@@ -23,6 +31,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Write one line of output (see [`out!`]).
+fn write_out(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            std::process::exit(2)
+        }
+        Ok(()) => {}
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "gleitzeit", version, about = "Run workflows of tasks through WASM and remote providers")]
@@ -461,13 +484,13 @@ pub fn main() -> ExitCode {
             Command::Token(command) => token::run(command),
             Command::Openapi => {
                 let document = crate::daemon::openapi().to_pretty_json().map_err(|e| Failure::Internal(e.into()))?;
-                println!("{document}");
+                out!("{document}");
                 Ok(ExitCode::SUCCESS)
             }
             Command::Plugin(PluginCommand::New { name, lang, dir }) => {
                 let (dir, files) = scaffold::create(&name, lang, dir.as_deref()).map_err(Failure::Input)?;
-                println!("wrote {} ({name}/v1): {}", dir.display(), files.join(", "));
-                println!("build and deploy it as {} says", dir.join("README.md").display());
+                out!("wrote {} ({name}/v1): {}", dir.display(), files.join(", "));
+                out!("build and deploy it as {} says", dir.join("README.md").display());
                 Ok(ExitCode::SUCCESS)
             }
             Command::Plugin(PluginCommand::List { server }) => {
@@ -759,8 +782,8 @@ fn print_report(report: &RunReport, output: Output, file: Option<&Path>) -> Resu
         write_document(report, path)?;
     }
     match output {
-        Output::Text => println!("{}", report.to_text()),
-        Output::Json => println!("{}", json().map_err(Failure::Internal)?),
+        Output::Text => out!("{}", report.to_text()),
+        Output::Json => out!("{}", json().map_err(Failure::Internal)?),
     }
     Ok(())
 }
@@ -777,20 +800,20 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     match args.output {
         Output::Json => {
             let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels, "notes": notes })
             )
         }
         Output::Text => {
-            println!(
+            out!(
                 "{} is valid: workflow '{}', {} tasks in {levels} levels",
                 args.file.display(),
                 workflow.name,
                 workflow.tasks.len()
             );
             for note in notes {
-                println!("  note: {note}");
+                out!("  note: {note}");
             }
         }
     }

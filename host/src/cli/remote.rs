@@ -97,7 +97,7 @@ async fn request(client: &Client, event: &str, data: Value) -> Result<Value, Fai
 }
 
 fn print_json(value: &Value) -> Result<(), Failure> {
-    println!("{}", serde_json::to_string_pretty(value).context("cannot encode the answer").map_err(Failure::Internal)?);
+    out!("{}", serde_json::to_string_pretty(value).context("cannot encode the answer").map_err(Failure::Internal)?);
     Ok(())
 }
 
@@ -111,7 +111,7 @@ pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<Exit
     if !args.wait {
         match server.output {
             Output::Json => print_json(&reply)?,
-            Output::Text => println!("submitted workflow {workflow_id} ({task_count} tasks)"),
+            Output::Text => out!("submitted workflow {workflow_id} ({task_count} tasks)"),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -216,7 +216,7 @@ pub(super) async fn results(
         Output::Text => {
             for task in &report.tasks {
                 let text = serde_json::to_string_pretty(&outcome(task)).unwrap_or_default();
-                println!(
+                out!(
                     "{} ({}):\n{text}\n",
                     task.id,
                     serde_json::to_value(task.status).unwrap_or_default().as_str().unwrap_or("?")
@@ -232,7 +232,7 @@ pub(super) async fn cancel(server: &ServerArgs, workflow_id: &str) -> Result<Exi
     let reply = request(&client, "cancel_workflow", json!({ "workflow_id": workflow_id })).await?;
     match server.output {
         Output::Json => print_json(&reply)?,
-        Output::Text => println!("cancelled workflow {workflow_id}"),
+        Output::Text => out!("cancelled workflow {workflow_id}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -251,7 +251,7 @@ pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode
     match server.output {
         Output::Json => print_json(&reply)?,
         Output::Text => {
-            println!("submitted task {} in workflow {workflow_id}", reply["task_id"].as_str().unwrap_or("?"))
+            out!("submitted task {} in workflow {workflow_id}", reply["task_id"].as_str().unwrap_or("?"))
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -261,7 +261,7 @@ pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode
 pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<ExitCode, Failure> {
     let reply = listed(server, event, key, columns).await?;
     if let Some(directory) = reply["directory"].as_str().filter(|_| server.output != Output::Json) {
-        println!("directory: {directory} (watched)");
+        out!("directory: {directory} (watched)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -281,7 +281,7 @@ pub(super) async fn protocols(server: &ServerArgs) -> Result<ExitCode, Failure> 
         })
         .collect();
     if !signatures.is_empty() {
-        println!("\nparams:\n{}", signatures.join("\n"));
+        out!("\nparams:\n{}", signatures.join("\n"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -298,7 +298,7 @@ async fn listed(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -
         .as_array()
         .map(|items| items.iter().map(|item| columns.iter().map(|c| cell(&item[*c])).collect()).collect())
         .unwrap_or_default();
-    print!("{}", table(columns, &rows));
+    out!("{}", table(columns, &rows).trim_end_matches('\n'));
     Ok(reply)
 }
 

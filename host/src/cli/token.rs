@@ -57,7 +57,7 @@ pub(super) fn run(command: TokenCommand) -> Result<ExitCode, Failure> {
         TokenCommand::Create { name, role, protocols, dir } => {
             let dir = dir.resolve()?;
             let secret = auth::create_token(&dir, &name, role, protocols).map_err(failed)?;
-            println!("{secret}");
+            out!("{secret}");
             eprintln!(
                 "token '{name}' ({role}) added to {}; the secret above is shown only now",
                 dir.join(auth::TOKENS_FILE).display()
@@ -65,7 +65,7 @@ pub(super) fn run(command: TokenCommand) -> Result<ExitCode, Failure> {
         }
         TokenCommand::List { dir } => {
             for entry in auth::list_tokens(&dir.resolve()?).map_err(failed)? {
-                println!("{:<24}  {:<8}  {}", entry.name, entry.role.to_string(), entry.protocols.join(","));
+                out!("{:<24}  {:<8}  {}", entry.name, entry.role.to_string(), entry.protocols.join(","));
             }
         }
         TokenCommand::Revoke { name, dir } => {

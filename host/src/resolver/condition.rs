@@ -180,6 +180,10 @@ mod tests {
         assert!(matches!(evaluate("${a.result", &values), Err(ConditionError::Template(_))));
         let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
         assert!(matches!(evaluate(&deep, &values), Err(ConditionError::Syntax(_))), "nesting has a budget");
+        for hostile in ["", "(((", "\u{0}", "a.b.c(", "'open", "1 ? 2 :", "ä ö ü", "}{", "__ref0", "[1,2,3].map(x, x"]
+        {
+            assert!(evaluate(hostile, &values).is_err(), "{hostile:?} is refused, not a panic");
+        }
         let long = format!("true{}", " && true".repeat(600));
         assert_eq!(evaluate(&long, &values), Err(ConditionError::TooLong(long.len())));
     }
