@@ -165,6 +165,15 @@ pub struct ForEach {
     pub allow_failures: bool,
 }
 
+impl ForEach {
+    /// For `{files: PATTERN, dir: NAME}`: the pattern and the directory's
+    /// name, if given.
+    pub fn files(&self) -> Option<(&str, Option<&str>)> {
+        let pattern = self.items.get("files")?.as_str()?;
+        Some((pattern, self.items.get("dir").and_then(Value::as_str)))
+    }
+}
+
 /// A DAG of tasks, validated by `workflow::parse`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Workflow {

@@ -67,9 +67,8 @@ pub(super) struct TaskState {
 /// The item a task made by a `for_each` runs for.
 #[derive(Debug)]
 pub(super) struct ItemOf {
-    /// The `for_each` task.
+    /// The `for_each` task (whose group holds the items).
     pub parent: usize,
-    pub items: Arc<Vec<Value>>,
     pub index: usize,
     /// `index` as JSON, for `${item_index}`.
     pub index_value: Value,
@@ -321,11 +320,18 @@ impl Run {
         match root {
             Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref()),
             Root::Item => {
-                self.tasks[t].item.as_ref().and_then(|item| item.read.as_ref().or(item.items.get(item.index)))
+                let item = self.tasks[t].item.as_ref()?;
+                item.read.as_ref().or_else(|| self.listed_item(t))
             }
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
             Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_ref()),
         }
+    }
+
+    /// Item task `t`'s item as its `for_each` task listed it.
+    fn listed_item(&self, t: usize) -> Option<&Value> {
+        let item = self.tasks[t].item.as_ref()?;
+        self.tasks[item.parent].group.as_ref()?.items.get(item.index)
     }
 
     /// The items of `for_each` task `t`: its list with references
@@ -333,8 +339,7 @@ impl Run {
     pub fn items_of(&self, t: usize, dirs: &FileDirs) -> Result<Arc<Vec<Value>>, TaskError> {
         let Some(for_each) = &self.workflow.tasks[t].for_each else { return Ok(Arc::default()) };
         let failed = |message: String| TaskError::new(codes::NOT_A_LIST, format!("for_each: {message}"));
-        if let Some(pattern) = for_each.items.get("files").and_then(Value::as_str) {
-            let dir = for_each.items.get("dir").and_then(Value::as_str);
+        if let Some((pattern, dir)) = for_each.files() {
             return dirs.list(pattern, dir, MAX_ITEMS).map(Arc::new).map_err(|e| failed(e.to_string()));
         }
         let resolved = substitute(&for_each.items, |root| self.value_of(t, root))
@@ -352,7 +357,7 @@ impl Run {
     /// if its params use `${item.text}` or `${item.base64}`.
     pub fn read_item_file(&mut self, t: usize, dirs: &FileDirs) -> Result<(), TaskError> {
         let Some(item) = &self.tasks[t].item else { return Ok(()) };
-        let files = self.workflow.tasks[item.parent].for_each.as_ref().is_some_and(|f| f.items.get("files").is_some());
+        let files = self.workflow.tasks[item.parent].for_each.as_ref().is_some_and(|f| f.files().is_some());
         if !files {
             return Ok(());
         }
@@ -365,7 +370,7 @@ impl Run {
         if !text && !base64 {
             return Ok(());
         }
-        let Some(listed) = item.items.get(item.index) else { return Ok(()) };
+        let Some(listed) = self.listed_item(t) else { return Ok(()) };
         let read = dirs.read(listed, text, base64).map_err(|e| TaskError::new(codes::SUBSTITUTION, e.to_string()))?;
         if let Some(item) = &mut self.tasks[t].item {
             item.read = Some(read);
@@ -386,7 +391,7 @@ impl Run {
             let task = item_task(&self.workflow.tasks[t], index);
             self.index.insert(task.id.clone(), first + index);
             self.workflow.tasks.push(task);
-            let item = ItemOf { parent: t, items: items.clone(), index, index_value: json!(index), read: None };
+            let item = ItemOf { parent: t, index, index_value: json!(index), read: None };
             self.tasks.push(TaskState { item: Some(item), ..TaskState::new(1) });
             self.dependents.push(Vec::new());
             self.series.extend(series);
@@ -586,7 +591,7 @@ impl Run {
             params: shown.params.or_else(|| called.then(|| task.params.clone())),
             history: shown.history,
             parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
-            item: state.item.as_ref().and_then(|item| item.items.get(item.index).cloned()),
+            item: self.listed_item(t).cloned(),
             items: state.group.as_ref().map(|group| group.items.len()),
         }
     }
