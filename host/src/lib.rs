@@ -10,8 +10,8 @@
 //! crash. `model` holds the shared data types, `report` the result document,
 //! `listing` how workflow lists are filtered and paged, `schema` how params
 //! are checked against the JSON Schema a provider declares, `files` which
-//! files a `for_each` may read, `cli` the command
-//! line.
+//! files a `for_each` may read, `schedule` when a scheduled workflow is
+//! due, `cli` the command line.
 
 pub mod auth;
 pub mod cli;
@@ -29,6 +29,7 @@ pub mod queue;
 pub mod registry;
 pub mod report;
 pub mod resolver;
+pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod workflow;

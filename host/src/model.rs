@@ -196,6 +196,10 @@ pub struct Workflow {
     /// holds the value it runs with.
     #[serde(serialize_with = "crate::workflow::inputs::serialize", skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<crate::workflow::inputs::Input>,
+    /// When a host starts it on its own (`gleitzeit schedule add`); a
+    /// workflow run by hand ignores it but for its inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::Spec>,
     pub tasks: Vec<Task>,
     /// The token that submitted it (`auth`); none with authentication off.
     /// Not part of the document: the store keeps it beside.

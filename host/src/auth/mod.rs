@@ -274,6 +274,16 @@ impl Tokens {
         from_file.by_hash.get(&hash).cloned().map(Caller::Token).ok_or(AuthError::UnknownToken)
     }
 
+    /// The token named `name`, if the host still knows it.
+    fn named(&self, name: &str) -> Option<Arc<Grant>> {
+        if let Some(grant) = self.fixed.values().find(|g| g.name == name) {
+            return Some(grant.clone());
+        }
+        let mut from_file = lock(&self.from_file);
+        self.refresh(&mut from_file);
+        from_file.by_hash.values().find(|g| g.name == name).cloned()
+    }
+
     /// Read `tokens.toml` again if it changed since it was last read. A
     /// file that cannot be read keeps the tokens it held before.
     fn refresh(&self, from_file: &mut FileTokens) {
@@ -346,6 +356,17 @@ impl Policy {
         match &self.tokens {
             None => Ok(Caller::Anyone),
             Some(tokens) => tokens.authenticate(secret),
+        }
+    }
+
+    /// Who acts for `owner` when nobody is connected (a schedule starting
+    /// its owner's run): the token of that name, if the host still knows
+    /// it; anyone when authentication is off, or for what was added while
+    /// it was off (no owner). None once the token is revoked.
+    pub fn holder(&self, owner: Option<&str>) -> Option<Caller> {
+        match (&self.tokens, owner) {
+            (None, _) | (Some(_), None) => Some(Caller::Anyone),
+            (Some(tokens), Some(name)) => tokens.named(name).map(Caller::Token),
         }
     }
 }

@@ -69,6 +69,10 @@ enum Command {
     /// Submit single tasks to a host.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Workflows a host starts on its own, at the due times of a cron
+    /// pattern.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// The host's providers (WASM and remote).
     #[command(subcommand)]
     Provider(ListCommand),
@@ -124,6 +128,29 @@ enum WorkflowCommand {
     /// Cancel a running workflow.
     Cancel {
         workflow_id: String,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Hand a workflow file to a running host to start at the due times of
+    /// its `schedule:` block (these options set or replace its fields).
+    Add {
+        #[command(flatten)]
+        args: remote::ScheduleArgs,
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// The host's schedules: next and last due times, last run.
+    List {
+        #[command(flatten)]
+        server: remote::ServerArgs,
+    },
+    /// Remove a schedule (the runs it started go on).
+    Remove {
+        schedule_id: String,
         #[command(flatten)]
         server: remote::ServerArgs,
     },
@@ -476,6 +503,14 @@ pub fn main() -> ExitCode {
                 remote::cancel(&server, &workflow_id).await
             }
             Command::Task(TaskCommand::Submit { args, server }) => remote::task(&server, args).await,
+            Command::Schedule(ScheduleCommand::Add { args, server }) => remote::add_schedule(&server, args).await,
+            Command::Schedule(ScheduleCommand::List { server }) => {
+                let columns = ["schedule_id", "name", "cron", "timezone", "next_due", "last_run"];
+                remote::list(&server, "list_schedules", "schedules", &columns).await
+            }
+            Command::Schedule(ScheduleCommand::Remove { schedule_id, server }) => {
+                remote::remove_schedule(&server, &schedule_id).await
+            }
             Command::Provider(ListCommand::List { server }) => {
                 let columns = ["provider_id", "kind", "protocol_id", "methods", "max_concurrent", "in_flight"];
                 remote::list(&server, "list_providers", "providers", &columns).await
@@ -727,6 +762,14 @@ async fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     for note in notes {
         eprintln!("note: {note}");
     }
+    if let Some(spec) = &workflow.schedule {
+        eprintln!(
+            "note: the schedule ({}, {}) is a host's to keep: this runs the workflow once, now; `gleitzeit schedule add {}` hands it to a host",
+            spec.cron,
+            spec.timezone,
+            args.file.display()
+        );
+    }
     let default_timeout = seconds(
         "--default-timeout",
         args.default_timeout.or(file.default_timeout).unwrap_or(300.0),
@@ -797,13 +840,15 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
         (workflow, notes)
     };
     let levels = level_count(&workflow);
+    let upcoming = upcoming_runs(&workflow);
     match args.output {
         Output::Json => {
             let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
-            out!(
-                "{}",
-                serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels, "notes": notes })
-            )
+            let mut verdict = serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels, "notes": notes });
+            if let Some((spec, next)) = &upcoming {
+                verdict["schedule"] = serde_json::json!({ "id": spec.id, "cron": spec.cron, "timezone": spec.timezone, "next": next });
+            }
+            out!("{verdict}")
         }
         Output::Text => {
             out!(
@@ -815,9 +860,19 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
             for note in notes {
                 out!("  note: {note}");
             }
+            if let Some((spec, next)) = &upcoming {
+                out!("  schedule {}: {} ({}); next runs {}", spec.id, spec.cron, spec.timezone, next.join(", "));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A scheduled workflow's schedule and its next three due times.
+fn upcoming_runs(workflow: &Workflow) -> Option<(&crate::schedule::Spec, Vec<String>)> {
+    let spec = workflow.schedule.as_ref()?;
+    let cadence = spec.cadence().ok()?;
+    Some((spec, cadence.upcoming(std::time::SystemTime::now(), 3)))
 }
 
 fn level_count(workflow: &Workflow) -> usize {

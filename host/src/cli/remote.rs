@@ -46,6 +46,50 @@ pub(super) struct SubmitArgs {
 }
 
 #[derive(clap::Args)]
+pub(super) struct ScheduleArgs {
+    /// The workflow file (YAML or JSON).
+    file: PathBuf,
+    /// The cron pattern: minute hour day month weekday, or six fields with
+    /// seconds first ("0 7 * * *": every day at 07:00).
+    #[arg(long)]
+    cron: Option<String>,
+    /// The IANA time zone the pattern's hours are in [default: UTC].
+    #[arg(long)]
+    timezone: Option<String>,
+    /// The schedule's id [default: the workflow's id, or its name as an id].
+    #[arg(long)]
+    id: Option<String>,
+    /// A declared string input that gets each run's due time.
+    #[arg(long)]
+    due_input: Option<String>,
+    /// Values of the workflow's inputs for every run.
+    #[command(flatten)]
+    inputs: super::InputArgs,
+    /// Replace this token's schedule of the same id (it keeps its last due
+    /// time, so no run starts twice).
+    #[arg(long)]
+    replace: bool,
+}
+
+impl ScheduleArgs {
+    /// The fields of the `schedule:` block these options set.
+    fn overrides(&self) -> Result<serde_json::Map<String, Value>, Failure> {
+        let mut block = serde_json::Map::new();
+        let fields = [("cron", &self.cron), ("timezone", &self.timezone), ("id", &self.id), ("due_input", &self.due_input)];
+        for (field, value) in fields {
+            if let Some(value) = value {
+                block.insert(field.to_owned(), Value::String(value.clone()));
+            }
+        }
+        let inputs = self.inputs.values()?;
+        if !inputs.is_empty() {
+            block.insert("inputs".to_owned(), Value::Object(inputs));
+        }
+        Ok(block)
+    }
+}
+
+#[derive(clap::Args)]
 pub(super) struct TaskArgs {
     #[arg(long)]
     protocol: String,
@@ -253,6 +297,44 @@ pub(super) async fn task(server: &ServerArgs, args: TaskArgs) -> Result<ExitCode
         Output::Text => {
             out!("submitted task {} in workflow {workflow_id}", reply["task_id"].as_str().unwrap_or("?"))
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `schedule add`: checked here as the host will (so mistakes name the
+/// file), then kept by the host.
+pub(super) async fn add_schedule(server: &ServerArgs, args: ScheduleArgs) -> Result<ExitCode, Failure> {
+    let tree = crate::workflow::load_tree(&args.file)?;
+    let overrides = args.overrides()?;
+    let origin = args.file.display().to_string();
+    let workflow = crate::workflow::from_value(&origin, crate::workflow::schedule_overlay(tree.clone(), overrides.clone()))?;
+    if workflow.schedule.is_none() {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "{origin} has no schedule: block; give one, or --cron PATTERN"
+        )));
+    }
+    let client = connect(server).await?;
+    let request_data = json!({ "workflow": tree, "schedule": overrides, "replace": args.replace });
+    let reply = request(&client, "add_schedule", request_data).await?;
+    match server.output {
+        Output::Json => print_json(&reply)?,
+        Output::Text => out!(
+            "schedule {}: {} ({}); next run {}",
+            reply["schedule_id"].as_str().unwrap_or("?"),
+            reply["cron"].as_str().unwrap_or("?"),
+            reply["timezone"].as_str().unwrap_or("?"),
+            reply["next_due"].as_str().unwrap_or("never")
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn remove_schedule(server: &ServerArgs, schedule_id: &str) -> Result<ExitCode, Failure> {
+    let client = connect(server).await?;
+    let reply = request(&client, "remove_schedule", json!({ "schedule_id": schedule_id })).await?;
+    match server.output {
+        Output::Json => print_json(&reply)?,
+        Output::Text => out!("removed schedule {schedule_id}"),
     }
     Ok(ExitCode::SUCCESS)
 }

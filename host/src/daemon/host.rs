@@ -39,6 +39,7 @@ pub struct Host {
     /// The places for server-sent event streams.
     pub(super) streams: StreamSlots,
     pub(super) policy: Arc<auth::Policy>,
+    pub(super) schedules: super::schedules::Schedules,
     /// The port the daemon listens on: its own pages' origins name it.
     pub(super) port: u16,
     pub(super) shutting_down: AtomicBool,
@@ -183,6 +184,24 @@ impl Host {
             }
         }
         Ok(listed)
+    }
+
+    /// Keep the schedule of the workflow `tree` as `caller`'s: its
+    /// `schedule:` block with `overrides` (fields of that block, given
+    /// beside the file) over it, validated as a submission is.
+    pub(super) async fn add_schedule(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        tree: serde_json::Value,
+        overrides: serde_json::Map<String, serde_json::Value>,
+        replace: bool,
+    ) -> Result<super::schedules::ScheduleInfo, RpcError> {
+        if self.shutting_down() {
+            return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
+        }
+        let workflow = self.validated(origin, workflow::schedule_overlay(tree, overrides), serde_json::Map::new())?;
+        self.schedules.add(caller, workflow, replace).await
     }
 
     /// Cancel `caller`'s running workflow `id`; false if there is none.

@@ -14,6 +14,7 @@ mod events;
 mod host;
 mod http;
 mod rpc;
+mod schedules;
 mod socket;
 
 use crate::auth::{self, AuthError};
@@ -136,6 +137,8 @@ pub async fn serve(
             started
         }
     };
+    let schedules = schedules::Schedules::load(config.store.clone()).await?;
+    let scheduled = schedules.count().await;
     let host = Arc::new(Host {
         engine: engine.clone(),
         store: config.store.clone(),
@@ -145,11 +148,13 @@ pub async fn serve(
         events: events::EventLog::default(),
         streams: host::StreamSlots::new(config.max_streams),
         policy: config.policy.clone(),
+        schedules,
         port: listener.local_addr()?.port(),
         shutting_down: AtomicBool::new(false),
     });
     let (layer, io) = socket::layer(&host);
     tokio::spawn(forward_events(io.clone(), host.clone(), events));
+    tokio::spawn(schedules::fire_when_due(host.clone()));
     let app = http::router(host.clone())
         .merge(dashboard::router())
         .route("/health", axum::routing::get(|| async { "ok" }))
@@ -161,6 +166,9 @@ pub async fn serve(
     announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
     announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
     announce(&host.policy.describe());
+    if scheduled > 0 {
+        announce(&format!("schedules: {scheduled} (gleitzeit schedule list)"));
+    }
     let server =
         axum::serve(socket::MeteredListener(listener), app.into_make_service_with_connect_info::<socket::Connection>());
     tokio::select! {

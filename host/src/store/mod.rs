@@ -18,6 +18,7 @@ pub mod sqlite;
 use crate::listing::{ListQuery, Listed};
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
 use crate::report::{Attempt, RunReport};
+use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -147,6 +148,78 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forget workflows that finished before `before`; returns how many.
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError>;
+
+    /// Every schedule, and those whose stored form cannot be read.
+    fn schedules(&self) -> Result<SavedSchedules, StoreError>;
+
+    /// Keep `schedule`, replacing one of the same id.
+    fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+
+    /// Forget the schedule `id`; false if there was none.
+    fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// The schedules a store holds.
+#[derive(Debug, Default)]
+pub struct SavedSchedules {
+    pub readable: Vec<Schedule>,
+    /// Ids of schedules that cannot be read, and why.
+    pub unreadable: Vec<(String, StoreError)>,
+}
+
+impl SavedSchedules {
+    /// Sort rows of (id, stored text) into the readable and the rest.
+    fn of(target: &str, rows: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut saved = Self::default();
+        for (id, text) in rows {
+            match schedule_from_json(target, &id, &text) {
+                Ok(schedule) => saved.readable.push(schedule),
+                Err(e) => saved.unreadable.push((id, e)),
+            }
+        }
+        saved.readable.sort_by(|a, b| a.id().cmp(b.id()));
+        saved
+    }
+}
+
+/// A schedule as stored: its workflow as a document (with its `schedule`
+/// block, read back through the parser) beside what the host adds.
+#[derive(Serialize, Deserialize)]
+struct StoredSchedule {
+    owner: Option<String>,
+    created_at: f64,
+    last_due: Option<f64>,
+    last_run: Option<String>,
+    workflow: Value,
+}
+
+pub(crate) fn schedule_json(target: &str, schedule: &Schedule) -> Result<String, StoreError> {
+    let encode = |e: serde_json::Error| StoreError::Io {
+        target: target.to_owned(),
+        action: "encode a schedule",
+        reason: e.to_string(),
+    };
+    let stored = StoredSchedule {
+        owner: schedule.workflow.owner.clone(),
+        created_at: to_secs(schedule.created_at),
+        last_due: schedule.last_due.map(to_secs),
+        last_run: schedule.last_run.clone(),
+        workflow: serde_json::to_value(schedule.document()).map_err(encode)?,
+    };
+    serde_json::to_string(&stored).map_err(encode)
+}
+
+fn schedule_from_json(target: &str, id: &str, text: &str) -> Result<Schedule, StoreError> {
+    let what = || format!("schedule {id}");
+    let stored: StoredSchedule = serde_json::from_str(text).map_err(|e| corrupt(target, what(), e))?;
+    let workflow = crate::workflow::from_value(&what(), stored.workflow).map_err(|e| corrupt(target, what(), e))?;
+    let workflow = Workflow { owner: stored.owner, ..workflow };
+    let schedule = Schedule::new(workflow, from_secs(stored.created_at))
+        .ok_or_else(|| corrupt(target, what(), "its workflow has no schedule block"))?;
+    if schedule.id() != id {
+        return Err(corrupt(target, what(), format!("it is stored under '{id}' but names '{}'", schedule.id())));
+    }
+    Ok(Schedule { last_due: stored.last_due.map(from_secs), last_run: stored.last_run, ..schedule })
 }
 
 /// Which store `--store` names.

@@ -10,7 +10,8 @@
 //! | `workflows:finished` | sorted set | ids by finish time (retention) |
 //! | `workflows:submitted` | sorted set | ids by submission time (listing) |
 //! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
-//! | `schema` | string | the layout version (2; a version 1 store is upgraded when opened) |
+//! | `schedules` | hash | schedule id → the schedule (JSON) |
+//! | `schema` | string | the layout version (3; older stores are upgraded when opened) |
 //!
 //! A finished workflow's hash also holds `summary` (its task counts) and
 //! `duration_ms`, so that a listing need not read whole reports.
@@ -24,7 +25,11 @@
 //! refused until that lock lapses; the same host (same data directory)
 //! takes it back at once after a crash.
 
-use super::{HostId, LIST_SCAN_LIMIT, Record, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use super::{
+    HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs,
+    to_secs,
+};
+use crate::schedule::Schedule;
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use redis::{Commands, Connection, Pipeline};
@@ -33,7 +38,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "gleitzeit:";
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 /// How long to wait for Redis before calling it unreachable.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the host lock lasts without renewal, and how often it is renewed.
@@ -103,6 +108,8 @@ impl RedisStore {
         match version.as_deref() {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
             Some("1") => store.upgrade_from_1()?,
+            // Version 3 added the `schedules` hash, which starts empty.
+            Some("2") => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
             Some(SCHEMA_VERSION) => {}
             Some(other) => return Err(open(format!("schema version {other} is not {SCHEMA_VERSION}"))),
         }
@@ -410,5 +417,19 @@ impl Store for RedisStore {
         }
         self.with("prune", |c| pipe.query::<()>(c))?;
         Ok(ids.len())
+    }
+
+    fn schedules(&self) -> Result<SavedSchedules, StoreError> {
+        let rows: HashMap<String, String> = self.with("read schedules", |c| c.hgetall(key(&["schedules"])))?;
+        Ok(SavedSchedules::of(&self.url, rows))
+    }
+
+    fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let definition = super::schedule_json(&self.url, schedule)?;
+        self.with("store a schedule", |c| c.hset::<_, _, _, ()>(key(&["schedules"]), schedule.id(), definition))
+    }
+
+    fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
     }
 }

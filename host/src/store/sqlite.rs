@@ -2,12 +2,13 @@
 //!
 //! Tables: `workflows` (the document as accepted, status, times, the final
 //! report), `tasks` (each task's last state) and `task_events` (every state
-//! change, in order). A batch of records is one transaction, so a crash
+//! change, in order) and `schedules` (each schedule, as JSON). A batch of records is one transaction, so a crash
 //! leaves either all of it or none. `synchronous = FULL`: a commit that
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Record, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use super::{Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use crate::schedule::Schedule;
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -17,12 +18,14 @@ use std::time::{Duration, SystemTime};
 
 /// The layout this version writes; older ones are brought up to it
 /// ([`MIGRATIONS`]), newer files are refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// What takes a file from version N to N + 1, by N.
 const MIGRATIONS: &[(i64, &str)] = &[
     // Workflows gained their owner (the token that submitted them).
     (1, "ALTER TABLE workflows ADD COLUMN owner TEXT;"),
+    // Schedules: their table is in SCHEMA (created if missing on every open).
+    (2, ""),
 ];
 
 /// Indexes over columns later versions added (run after the migrations).
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS task_events (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS task_events_workflow ON task_events (workflow_id);
+CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
 ";
 
 pub struct SqliteStore {
@@ -361,5 +365,35 @@ impl Store for SqliteStore {
             .map_err(|e| self.io("prune", e))?;
         tx.commit().map_err(|e| self.io("commit", e))?;
         Ok(pruned)
+    }
+
+    fn schedules(&self) -> Result<SavedSchedules, StoreError> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare("SELECT id, definition FROM schedules").map_err(|e| self.io("read schedules", e))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(|e| self.io("read schedules", e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.io("read schedules", e))?;
+        Ok(SavedSchedules::of(&self.target(), rows))
+    }
+
+    fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let definition = super::schedule_json(&self.target(), schedule)?;
+        self.connection()
+            .execute(
+                "INSERT OR REPLACE INTO schedules (id, definition) VALUES (?1, ?2)",
+                params![schedule.id(), definition],
+            )
+            .map(|_| ())
+            .map_err(|e| self.io("store a schedule", e))
+    }
+
+    fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        self.connection()
+            .execute("DELETE FROM schedules WHERE id = ?1", [id])
+            .map(|removed| removed > 0)
+            .map_err(|e| self.io("remove a schedule", e))
     }
 }

@@ -44,7 +44,7 @@ impl InputType {
         })
     }
 
-    fn article(self) -> &'static str {
+    pub(super) fn article(self) -> &'static str {
         match self {
             Self::String => "a string",
             Self::Integer => "an integer",
@@ -69,7 +69,7 @@ impl InputType {
     /// `value` as this type: as it is if it has it, else a string read as
     /// JSON (`"3"` for an integer, `"[1, 2]"` for an array), as the command
     /// line and query strings give every value.
-    fn coerce(self, value: Value) -> Option<Value> {
+    pub(super) fn coerce(self, value: Value) -> Option<Value> {
         if self.holds(&value) {
             return Some(value);
         }
@@ -182,6 +182,10 @@ fn declaration(field: &str, name: String, spec: Value, report: &mut impl FnMut(S
 /// their defaults. A given name that is not declared, a value of the wrong
 /// type and a required input left out are problems, each naming the input.
 pub fn bind(origin: &str, workflow: &mut Workflow, given: Map<String, Value>) -> Result<(), WorkflowError> {
+    let given = match &workflow.schedule {
+        Some(spec) => by_hand(spec, given),
+        None => given,
+    };
     let mut problems = Vec::new();
     let mut report = |name: &str, message: String| {
         problems.push(Problem { task: None, field: Some(format!("inputs.{name}")), message });
@@ -206,6 +210,18 @@ pub fn bind(origin: &str, workflow: &mut Workflow, given: Map<String, Value>) ->
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }) }
+}
+
+/// The values of a scheduled workflow run by hand (`run`, `workflow
+/// submit`): its schedule's inputs and its due input as if due now, with
+/// `given` over them.
+fn by_hand(spec: &crate::schedule::Spec, given: Map<String, Value>) -> Map<String, Value> {
+    let mut values = match spec.cadence() {
+        Ok(cadence) => spec.values_at(&cadence, std::time::SystemTime::now()),
+        Err(_) => spec.inputs.clone(),
+    };
+    values.extend(given);
+    values
 }
 
 /// `NAME=VALUE` pairs (the command line's `--input`, the API's `?input=`)

@@ -12,6 +12,8 @@
 
 mod dialect;
 pub mod inputs;
+mod schedule;
+pub use schedule::overlay as schedule_overlay;
 pub(crate) mod tree;
 
 use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
@@ -49,6 +51,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "timeout",
     "metadata",
     "inputs",
+    "schedule",
     "tasks",
 ];
 const TASK_FIELDS: &[&str] = &[
@@ -293,8 +296,9 @@ impl Fields {
         if let Some(name) = &name {
             self.check_len(at, "name", name, MAX_NAME_CHARS);
         }
-        let id =
-            self.optional_id(at, &mut map, "id").unwrap_or_else(|| format!("wf-{}", uuid::Uuid::new_v4().simple()));
+        let given_id = self.optional_id(at, &mut map, "id");
+        let schedule_id = schedule::default_id(given_id.as_deref(), name.as_deref().unwrap_or_default());
+        let id = given_id.unwrap_or_else(|| format!("wf-{}", uuid::Uuid::new_v4().simple()));
         let description = self.optional_string(at, &mut map, "description");
         let version = self.version(&mut map);
         let priority = self.priority(at, &mut map).unwrap_or_default();
@@ -302,6 +306,8 @@ impl Fields {
         let timeout = self.duration(at, &mut map, "timeout");
         let metadata = self.metadata(at, &mut map);
         let inputs = map.remove("inputs").map(|tree| inputs::parse(tree, &mut self.problems)).unwrap_or_default();
+        let context = schedule::Context { inputs: &inputs, default_id: schedule_id };
+        let schedule = map.remove("schedule").and_then(|tree| schedule::parse(tree, &context, &mut self.problems));
         let tasks = self.tasks(&mut map, priority);
         Some(Workflow {
             id,
@@ -313,6 +319,7 @@ impl Fields {
             timeout,
             metadata,
             inputs,
+            schedule,
             tasks: tasks?,
             owner: None,
         })

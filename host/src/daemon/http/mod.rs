@@ -9,6 +9,7 @@
 
 mod error;
 mod metrics;
+mod schedules;
 mod schema;
 mod stream;
 
@@ -40,7 +41,7 @@ type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Gleitzeit host API", description = "Submit, watch and cancel workflows; list providers, protocols and plugins. Every route but health, readiness and this document takes `Authorization: Bearer TOKEN` (docs/security.md)."),
+    info(title = "Gleitzeit host API", description = "Submit, watch and cancel workflows; keep schedules; list providers, protocols and plugins. Every route but health, readiness and this document takes `Authorization: Bearer TOKEN` (docs/security.md)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -66,6 +67,8 @@ fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_results))
         .routes(routes!(get_task))
         .routes(routes!(cancel_workflow))
+        .routes(routes!(schedules::add_schedule, schedules::list_schedules))
+        .routes(routes!(schedules::get_schedule, schedules::remove_schedule))
         .routes(routes!(stream::workflow_events))
         .routes(routes!(stream::all_events))
         .routes(routes!(list_providers))

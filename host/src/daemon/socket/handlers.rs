@@ -88,6 +88,9 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     socket.on("get_workflow", get_workflow);
     socket.on("list_workflows", list_workflows);
     socket.on("cancel_workflow", cancel_workflow);
+    socket.on("add_schedule", add_schedule);
+    socket.on("list_schedules", list_schedules);
+    socket.on("remove_schedule", remove_schedule);
     socket.on("subscribe", subscribe);
     socket.on("unsubscribe", unsubscribe);
     socket.on("list_providers", list_providers);
@@ -447,6 +450,48 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(hos
             Ok(json!({ "workflow_id": id, "cancelled": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'")))
+        }
+    }
+    .await;
+    answer(&host, &socket, ack, outcome);
+}
+
+/// `{workflow: {...}, schedule?: {cron?, timezone?, inputs?, due_input?,
+/// id?}, replace?}`: keep the workflow's schedule (its `schedule:` block,
+/// with `schedule`'s fields over it); the host starts its runs.
+async fn add_schedule(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let caller = host.caller(&socket, Action::Submit)?;
+        let map = payload("add_schedule", data)?;
+        let fields = Fields { event: "add_schedule", map: &map };
+        let (tree, overrides, replace) = (fields.object("workflow")?, fields.optional_object("schedule")?, fields.flag("replace")?);
+        let info = host.add_schedule(&caller, "add_schedule: workflow", tree, overrides, replace).await?;
+        serde_json::to_value(info).map_err(RpcError::internal)
+    }
+    .await;
+    answer(&host, &socket, ack, outcome);
+}
+
+/// The schedules the caller may see, by id.
+async fn list_schedules(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let caller = host.caller(&socket, Action::Read)?;
+        Ok(json!({ "schedules": host.schedules.list(&caller).await }))
+    }
+    .await;
+    answer(&host, &socket, ack, outcome);
+}
+
+/// `{schedule_id}`: forget a schedule (runs it started go on).
+async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+    let outcome = async {
+        let caller = host.caller(&socket, Action::Cancel)?;
+        let map = payload("remove_schedule", data)?;
+        let id = Fields { event: "remove_schedule", map: &map }.string("schedule_id")?;
+        if host.schedules.remove(&caller, &id).await? {
+            Ok(json!({ "schedule_id": id, "removed": true }))
+        } else {
+            Err(RpcError::new(errors::NOT_FOUND, format!("remove_schedule: no schedule '{}'", workflow::excerpt(&id))))
         }
     }
     .await;

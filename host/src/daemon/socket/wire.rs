@@ -99,6 +99,15 @@ impl Fields<'_> {
         }
     }
 
+    /// An optional flag: false when absent.
+    pub fn flag(&self, field: &str) -> Result<bool, RpcError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(flag)) => Ok(*flag),
+            _ => Err(self.invalid(field, "true or false")),
+        }
+    }
+
     /// An optional object: empty when absent.
     pub fn optional_object(&self, field: &str) -> Result<Map<String, Value>, RpcError> {
         match self.map.get(field) {

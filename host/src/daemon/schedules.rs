@@ -1,0 +1,338 @@
+//! The daemon's schedules, and the loop that starts their runs.
+//!
+//! [`Schedules`] is the one owner of the host's schedules: it keeps them in
+//! memory with their compiled cadences and writes every change to the
+//! store first (when there is one), so that a restart finds what was added
+//! and the due times already handled. Adding, listing and removing go
+//! through it, each limited to what the caller owns (admins: all).
+//!
+//! [`fire_when_due`] sleeps until the next due time of any schedule (at
+//! most a minute, and a change wakes it) and starts each due run as its
+//! owner would submit it: the owner's token must still exist and may
+//! submit, and the run goes through `Host::submit` like any other
+//! workflow. A due time is handled once: the run started, or skipped (its
+//! previous run still running, its owner's token revoked), and the due
+//! time is written down either way. The due-time rules and run ids are
+//! `crate::schedule`'s; this module parses no workflows.
+
+use super::host::Host;
+use super::rpc::{RpcError, errors};
+use crate::auth::{Action, Caller};
+use crate::model::{Workflow, WorkflowStatus};
+use crate::schedule::{Cadence, Due, MAX_SCHEDULES, Schedule};
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, Notify};
+
+/// The longest the loop sleeps: it reads the wall clock again at least
+/// this often, so a clock set forward (or a suspended machine) is noticed.
+const MAX_NAP: Duration = Duration::from_secs(60);
+
+pub(super) struct Schedules {
+    /// By id. Held across the store's write of a change, so changes to one
+    /// schedule happen one at a time and in the store's order.
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the loop when a schedule is added or removed.
+    changed: Notify,
+    store: Option<Arc<dyn Store>>,
+}
+
+struct Entry {
+    schedule: Schedule,
+    cadence: Cadence,
+}
+
+/// One schedule, as `list_schedules` and `GET /api/v1/schedules` show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScheduleInfo {
+    pub schedule_id: String,
+    /// The workflow's name.
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    #[schema(value_type = Object)]
+    pub inputs: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_input: Option<String>,
+    /// The token whose runs these are; none with authentication off.
+    pub owner: Option<String>,
+    /// The next due time, in the schedule's zone (RFC 3339); none if the
+    /// pattern has no more.
+    pub next_due: Option<String>,
+    /// The last due time handled (a run started or skipped).
+    pub last_due: Option<String>,
+    /// The id of the last run started.
+    pub last_run: Option<String>,
+}
+
+impl Entry {
+    fn info(&self, now: SystemTime) -> ScheduleInfo {
+        let (schedule, cadence) = (&self.schedule, &self.cadence);
+        let next_due = match schedule.due(cadence, now) {
+            Due::Now { due, .. } => Some(due),
+            Due::Later { next } => Some(next),
+            Due::Never => None,
+        };
+        ScheduleInfo {
+            schedule_id: schedule.id().to_owned(),
+            name: schedule.workflow.name.clone(),
+            cron: schedule.spec.cron.clone(),
+            timezone: schedule.spec.timezone.clone(),
+            inputs: schedule.spec.inputs.clone(),
+            due_input: schedule.spec.due_input.clone(),
+            owner: schedule.workflow.owner.clone(),
+            next_due: next_due.map(|t| cadence.local_text(t)),
+            last_due: schedule.last_due.map(|t| cadence.local_text(t)),
+            last_run: schedule.last_run.clone(),
+        }
+    }
+}
+
+/// A due time to handle, taken from an entry so that the run starts
+/// without the entries locked.
+struct Fire {
+    id: String,
+    /// Which version of the schedule it is (a replaced one is not
+    /// recorded into).
+    created_at: SystemTime,
+    due: SystemTime,
+    /// The first due time missed before `due`, in the schedule's zone.
+    missed_from: Option<String>,
+    owner: Option<String>,
+    last_run: Option<String>,
+    run: Result<Workflow, crate::workflow::WorkflowError>,
+    due_text: String,
+}
+
+impl Schedules {
+    /// The schedules the store holds (none without one). One that cannot
+    /// be read is left in the store and named in the log.
+    pub(super) async fn load(store: Option<Arc<dyn Store>>) -> Result<Self, StoreError> {
+        let mut entries = BTreeMap::new();
+        if let Some(store) = &store {
+            let reader = store.clone();
+            let saved = super::blocking(store, "read schedules", move || reader.schedules()).await?;
+            for (id, error) in saved.unreadable {
+                tracing::error!(schedule = %id, "set aside: {error}");
+            }
+            for schedule in saved.readable {
+                match schedule.spec.cadence() {
+                    Ok(cadence) => {
+                        entries.insert(schedule.id().to_owned(), Entry { schedule, cadence });
+                    }
+                    Err(e) => tracing::error!(schedule = %schedule.id(), "set aside: {e}"),
+                }
+            }
+        }
+        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store })
+    }
+
+    pub(super) async fn count(&self) -> usize {
+        self.entries.lock().await.len()
+    }
+
+    /// Keep `workflow`'s schedule as `caller`'s. An id in use is refused
+    /// unless `replace` is set and the schedule is the caller's; a replaced
+    /// schedule keeps its last due time, so no run is started twice.
+    pub(super) async fn add(&self, caller: &Caller, mut workflow: Workflow, replace: bool) -> Result<ScheduleInfo, RpcError> {
+        workflow.owner = caller.owner();
+        let now = SystemTime::now();
+        let Some(mut schedule) = Schedule::new(workflow, now) else {
+            return Err(RpcError::new(
+                errors::INVALID_PARAMS,
+                "the workflow has no schedule: give it a 'schedule:' block or a cron pattern",
+            ));
+        };
+        let cadence = schedule.spec.cadence().map_err(|e| RpcError::new(errors::INVALID_PARAMS, e.to_string()))?;
+        let mut entries = self.entries.lock().await;
+        let id = schedule.id().to_owned();
+        match entries.get(&id) {
+            Some(old) if !replace || !caller.sees(old.schedule.workflow.owner.as_deref()) => {
+                let hint = if replace { "it is another token's" } else { "remove it first, or add it with replace" };
+                return Err(RpcError::new(errors::CONFLICT, format!("schedule '{id}' exists; {hint}")));
+            }
+            Some(old) => {
+                schedule.last_due = old.schedule.last_due;
+                schedule.last_run = old.schedule.last_run.clone();
+            }
+            None if entries.len() >= MAX_SCHEDULES => {
+                return Err(RpcError::new(
+                    errors::BUSY,
+                    format!("the host keeps at most {MAX_SCHEDULES} schedules; remove one first"),
+                ));
+            }
+            None => {}
+        }
+        self.persist(&schedule).await.map_err(RpcError::internal)?;
+        let entry = Entry { schedule, cadence };
+        let info = entry.info(now);
+        entries.insert(id.clone(), entry);
+        drop(entries);
+        tracing::info!(schedule = %id, "added by {}: {} ({})", caller.name(), info.cron, info.timezone);
+        self.changed.notify_one();
+        Ok(info)
+    }
+
+    /// The schedules `caller` may see, by id.
+    pub(super) async fn list(&self, caller: &Caller) -> Vec<ScheduleInfo> {
+        let now = SystemTime::now();
+        let entries = self.entries.lock().await;
+        entries.values().filter(|e| caller.sees(e.schedule.workflow.owner.as_deref())).map(|e| e.info(now)).collect()
+    }
+
+    /// Schedule `id`, if `caller` may see it.
+    pub(super) async fn get(&self, caller: &Caller, id: &str) -> Option<ScheduleInfo> {
+        let entries = self.entries.lock().await;
+        entries.get(id).filter(|e| caller.sees(e.schedule.workflow.owner.as_deref())).map(|e| e.info(SystemTime::now()))
+    }
+
+    /// Forget `caller`'s schedule `id` (runs it started go on); false if
+    /// there is none the caller may see.
+    pub(super) async fn remove(&self, caller: &Caller, id: &str) -> Result<bool, RpcError> {
+        let mut entries = self.entries.lock().await;
+        if !entries.get(id).is_some_and(|e| caller.sees(e.schedule.workflow.owner.as_deref())) {
+            return Ok(false);
+        }
+        if let Some(store) = &self.store {
+            let (remover, wanted) = (store.clone(), id.to_owned());
+            super::blocking(store, "remove a schedule", move || remover.remove_schedule(&wanted))
+                .await
+                .map_err(RpcError::internal)?;
+        }
+        entries.remove(id);
+        drop(entries);
+        tracing::info!(schedule = %id, "removed by {}", caller.name());
+        self.changed.notify_one();
+        Ok(true)
+    }
+
+    async fn persist(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let (writer, schedule) = (store.clone(), schedule.clone());
+        super::blocking(store, "store a schedule", move || writer.put_schedule(&schedule)).await
+    }
+
+    /// What is due at `now`, and the earliest due time after it.
+    async fn due(&self, now: SystemTime) -> (Vec<Fire>, Option<SystemTime>) {
+        let entries = self.entries.lock().await;
+        let mut fires = Vec::new();
+        let mut next: Option<SystemTime> = None;
+        for Entry { schedule, cadence } in entries.values() {
+            match schedule.due(cadence, now) {
+                Due::Now { due, missed_from } => fires.push(Fire {
+                    id: schedule.id().to_owned(),
+                    created_at: schedule.created_at,
+                    due,
+                    missed_from: missed_from.map(|t| cadence.local_text(t)),
+                    owner: schedule.workflow.owner.clone(),
+                    last_run: schedule.last_run.clone(),
+                    run: schedule.run_at(cadence, due),
+                    due_text: cadence.local_text(due),
+                }),
+                Due::Later { next: at } => next = Some(next.map_or(at, |n| n.min(at))),
+                Due::Never => {}
+            }
+        }
+        (fires, next)
+    }
+
+    /// Write down that `fire`'s due time is handled (and the run it
+    /// started), unless the schedule was removed or replaced meanwhile.
+    async fn handled(&self, fire: &Fire, outcome: Outcome) {
+        let mut entries = self.entries.lock().await;
+        let Some(entry) = entries.get_mut(&fire.id).filter(|e| e.schedule.created_at == fire.created_at) else {
+            return;
+        };
+        entry.schedule.last_due = Some(fire.due);
+        if let Outcome::Started(run) = outcome {
+            entry.schedule.last_run = Some(run);
+        }
+        if let Err(e) = self.persist(&entry.schedule).await {
+            // The run's id is derived from its due time: after a restart,
+            // starting it again is refused as a duplicate.
+            tracing::warn!(schedule = %fire.id, "cannot write down the due time handled: {e}");
+        }
+    }
+}
+
+/// Start each schedule's runs as they fall due, until the host shuts down.
+pub(super) async fn fire_when_due(host: Arc<Host>) {
+    loop {
+        let (fires, next) = host.schedules.due(SystemTime::now()).await;
+        for fire in &fires {
+            match start(&host, fire).await {
+                // Not handled: the next start runs it, as missed.
+                Outcome::Stopping => return,
+                outcome => host.schedules.handled(fire, outcome).await,
+            }
+        }
+        if !fires.is_empty() {
+            continue; // time went on while they started
+        }
+        let nap = next.and_then(|n| n.duration_since(SystemTime::now()).ok()).map_or(MAX_NAP, |d| d.min(MAX_NAP));
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            () = host.schedules.changed.notified() => {}
+        }
+    }
+}
+
+/// What came of a due time.
+enum Outcome {
+    /// Its run started (or had started before a restart): this id.
+    Started(String),
+    /// Skipped, and said why in the log.
+    Skipped,
+    /// The host is shutting down: left for the next start.
+    Stopping,
+}
+
+/// Start `fire`'s run.
+async fn start(host: &Host, fire: &Fire) -> Outcome {
+    let (id, due) = (&fire.id, &fire.due_text);
+    if host.shutting_down() {
+        return Outcome::Stopping;
+    }
+    if let Some(from) = &fire.missed_from {
+        tracing::info!(schedule = %id, "missed the due times from {from} (the host was down or busy); starting only the one due {due}");
+    }
+    let owner = fire.owner.as_deref();
+    let Some(holder) = host.policy.holder(owner).filter(|h| h.may(Action::Submit).is_ok()) else {
+        let owner = owner.unwrap_or_default();
+        tracing::warn!(schedule = %id, "skipped the run due {due}: its token '{owner}' is revoked or may not submit");
+        return Outcome::Skipped;
+    };
+    if let Some(last) = &fire.last_run
+        && host.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
+    {
+        tracing::info!(schedule = %id, "skipped the run due {due}: its last run {last} is still running");
+        return Outcome::Skipped;
+    }
+    let run = match &fire.run {
+        Ok(run) => run.clone(),
+        Err(e) => {
+            tracing::warn!(schedule = %id, "skipped the run due {due}: {e}");
+            return Outcome::Skipped;
+        }
+    };
+    let run_id = run.id.clone();
+    match host.submit(&holder, run).await {
+        Ok(_) => {
+            tracing::info!(schedule = %id, workflow = %run_id, "started the run due {due}");
+            Outcome::Started(run_id)
+        }
+        Err(e) if e.code == errors::CONFLICT => {
+            tracing::info!(schedule = %id, workflow = %run_id, "the run due {due} had started before the restart");
+            Outcome::Started(run_id)
+        }
+        Err(e) if e.code == errors::SHUTTING_DOWN => Outcome::Stopping,
+        Err(e) => {
+            tracing::warn!(schedule = %id, "skipped the run due {due}: {}", e.message);
+            Outcome::Skipped
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Schedules: a workflow that `gleitzeit serve` starts at the due times of
+//! a cron pattern in a time zone (`schedule:` in a workflow file, or
+//! `gleitzeit schedule add FILE --cron …`).
+//!
+//! This module owns what a schedule is and when it is due: the due times
+//! of a pattern ([`Cadence`], on `croner` with the IANA zones of
+//! `chrono-tz`), the policy for due times missed while the host was down
+//! ([`Schedule::due`]), and the ids of the runs ([`run_id`]), which make a
+//! run's start idempotent: the store refuses a second workflow under the
+//! same id, so a host that fired and crashed before it wrote the due time
+//! down cannot start that run twice. It fires nothing and stores nothing;
+//! the daemon's `schedules` does, through the `store`. Reading the
+//! `schedule:` block of a file is `workflow::schedule`'s.
+
+use crate::model::Workflow;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::str::FromStr as _;
+use std::time::SystemTime;
+
+/// Longest cron pattern read.
+pub const MAX_CRON_BYTES: usize = 256;
+/// Longest schedule id: a run's id adds `-YYYYMMDDTHHMMSSZ` (17 characters)
+/// and must stay within the 128 of a workflow id.
+pub const MAX_SCHEDULE_ID_CHARS: usize = 100;
+/// Most schedules one host keeps.
+pub const MAX_SCHEDULES: usize = 1000;
+/// The zone of a schedule that names none.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+
+/// A schedule as a workflow file's `schedule:` block has it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spec {
+    /// Five fields (minute hour day month weekday), or six with seconds
+    /// first; `@daily` and the other nicknames.
+    pub cron: String,
+    /// An IANA zone (`Europe/Berlin`); the pattern's hours are its hours.
+    pub timezone: String,
+    /// Values for the workflow's `inputs`, the same for every run.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
+    /// A declared string input that each run gets its due time in (RFC
+    /// 3339, in the schedule's zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_input: Option<String>,
+    /// The schedule's id (the workflow's id or name when the block names
+    /// none); its runs are `ID-YYYYMMDDTHHMMSSZ`.
+    pub id: String,
+}
+
+impl Spec {
+    pub fn cadence(&self) -> Result<Cadence, CadenceError> {
+        Cadence::new(&self.cron, &self.timezone)
+    }
+
+    /// The input values a run due at `due` starts from: the schedule's
+    /// inputs, and its due time in `due_input`.
+    pub fn values_at(&self, cadence: &Cadence, due: SystemTime) -> Map<String, Value> {
+        let mut values = self.inputs.clone();
+        if let Some(name) = &self.due_input {
+            values.insert(name.clone(), Value::String(cadence.local_text(due)));
+        }
+        values
+    }
+}
+
+/// Why a pattern or zone cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CadenceError {
+    #[error("'{pattern}' is not a cron pattern: {reason}")]
+    Pattern { pattern: String, reason: String },
+    #[error("'{pattern}' is never due (no date matches it)")]
+    Never { pattern: String },
+    #[error("unknown time zone '{name}'; use an IANA name such as Europe/Berlin, America/New_York or UTC")]
+    Zone { name: String },
+}
+
+/// When a schedule is due: a cron pattern read in a time zone. Wall-clock
+/// times that a daylight-saving change skips run at the first instant after
+/// the gap; times it repeats run once (croner's rules, the Open Cron
+/// Pattern Specification's).
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    cron: croner::Cron,
+    zone: chrono_tz::Tz,
+}
+
+impl Cadence {
+    pub fn new(pattern: &str, timezone: &str) -> Result<Self, CadenceError> {
+        let zone = chrono_tz::Tz::from_str(timezone).map_err(|_| CadenceError::Zone { name: timezone.to_owned() })?;
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(pattern)
+            .map_err(|e| CadenceError::Pattern { pattern: pattern.to_owned(), reason: e.to_string() })?;
+        let cadence = Self { cron, zone };
+        if cadence.next_after(SystemTime::now()).is_none() {
+            return Err(CadenceError::Never { pattern: pattern.to_owned() });
+        }
+        Ok(cadence)
+    }
+
+    fn zoned(&self, time: SystemTime) -> DateTime<chrono_tz::Tz> {
+        DateTime::<Utc>::from(time).with_timezone(&self.zone)
+    }
+
+    /// The first due time after `time`; none if the pattern has no more.
+    pub fn next_after(&self, time: SystemTime) -> Option<SystemTime> {
+        self.cron.find_next_occurrence(&self.zoned(time), false).ok().map(SystemTime::from)
+    }
+
+    /// The last due time at or before `time`.
+    pub fn latest_until(&self, time: SystemTime) -> Option<SystemTime> {
+        self.cron.find_previous_occurrence(&self.zoned(time), true).ok().map(SystemTime::from)
+    }
+
+    /// `time` as RFC 3339 in the schedule's zone (`2026-12-03T07:00:00+01:00`).
+    pub fn local_text(&self, time: SystemTime) -> String {
+        self.zoned(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    }
+
+    /// The next `count` due times after `time`, as [`Self::local_text`].
+    pub fn upcoming(&self, time: SystemTime, count: usize) -> Vec<String> {
+        let mut next = Vec::with_capacity(count);
+        let mut after = time;
+        while next.len() < count {
+            let Some(due) = self.next_after(after) else { break };
+            next.push(self.local_text(due));
+            after = due;
+        }
+        next
+    }
+}
+
+/// The id of the run a schedule starts for the due time `due`:
+/// `ID-YYYYMMDDTHHMMSSZ` (UTC).
+pub fn run_id(schedule_id: &str, due: SystemTime) -> String {
+    format!("{schedule_id}-{}", DateTime::<Utc>::from(due).format("%Y%m%dT%H%M%SZ"))
+}
+
+/// A schedule as the host keeps it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub spec: Spec,
+    /// The workflow it starts, without its `schedule` block; its `owner`
+    /// is the token whose runs these are.
+    pub workflow: Workflow,
+    /// When it was added (or replaced): due times before are not its.
+    pub created_at: SystemTime,
+    /// The last due time it handled (started a run for, or skipped).
+    pub last_due: Option<SystemTime>,
+    /// The id of the last run it started.
+    pub last_run: Option<String>,
+}
+
+/// What a schedule should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Start the run due at `due`. `missed_from` is the first due time
+    /// after the last one handled, when that is earlier: the host was down
+    /// (or busy) over the due times from it up to `due`, and only `due`
+    /// runs.
+    Now { due: SystemTime, missed_from: Option<SystemTime> },
+    /// Nothing before `next`.
+    Later { next: SystemTime },
+    /// The pattern has no more due times.
+    Never,
+}
+
+impl Schedule {
+    /// A new schedule of `workflow`'s `schedule` block; none without one.
+    pub fn new(mut workflow: Workflow, created_at: SystemTime) -> Option<Self> {
+        let spec = workflow.schedule.take()?;
+        Some(Self { spec, workflow, created_at, last_due: None, last_run: None })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The workflow with its `schedule` block, as a file would have it.
+    pub fn document(&self) -> Workflow {
+        Workflow { schedule: Some(self.spec.clone()), ..self.workflow.clone() }
+    }
+
+    /// The missed-run policy: of the due times since the last one handled
+    /// (or since it was added), only the latest runs, once.
+    pub fn due(&self, cadence: &Cadence, now: SystemTime) -> Due {
+        let since = self.last_due.map_or(self.created_at, |last| last.max(self.created_at));
+        let Some(next) = cadence.next_after(since) else { return Due::Never };
+        if next > now {
+            return Due::Later { next };
+        }
+        let due = cadence.latest_until(now).filter(|latest| *latest >= next).unwrap_or(next);
+        Due::Now { due, missed_from: (due > next).then_some(next) }
+    }
+
+    /// The workflow to start for the due time `due`: its own id, its inputs
+    /// bound to the schedule's values, its `schedule` block gone (a run is
+    /// a plain workflow) and a note of where it came from in `metadata`.
+    pub fn run_at(&self, cadence: &Cadence, due: SystemTime) -> Result<Workflow, crate::workflow::WorkflowError> {
+        let mut run = Workflow { id: run_id(self.id(), due), ..self.workflow.clone() };
+        let values = self.spec.values_at(cadence, due);
+        crate::workflow::inputs::bind(&format!("schedule {}", self.id()), &mut run, values)?;
+        if let Value::Object(metadata) = &mut run.metadata {
+            let origin = serde_json::json!({ "id": self.id(), "due": cadence.local_text(due) });
+            metadata.insert("schedule".into(), origin);
+        }
+        Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn at(text: &str) -> SystemTime {
+        SystemTime::from(DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc))
+    }
+
+    #[test]
+    fn due_times_follow_the_zone_across_daylight_saving() {
+        let berlin = Cadence::new("0 7 * * *", "Europe/Berlin").unwrap();
+        // Winter: 07:00 in Berlin is 06:00 UTC; summer: 05:00 UTC.
+        assert_eq!(berlin.next_after(at("2026-12-01T12:00:00Z")), Some(at("2026-12-02T06:00:00Z")));
+        assert_eq!(berlin.next_after(at("2026-07-01T12:00:00Z")), Some(at("2026-07-02T05:00:00Z")));
+        assert_eq!(berlin.local_text(at("2026-12-02T06:00:00Z")), "2026-12-02T07:00:00+01:00");
+        // 02:30 does not exist on 2026-03-29 in Berlin: it runs at 03:00.
+        let gap = Cadence::new("30 2 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(gap.next_after(at("2026-03-28T12:00:00Z")), Some(at("2026-03-29T01:00:00Z")));
+        // 02:30 happens twice on 2026-10-25: it runs once.
+        let repeated = Cadence::new("30 2 * * *", "Europe/Berlin").unwrap();
+        let first = repeated.next_after(at("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(first, at("2026-10-25T00:30:00Z"));
+        assert_eq!(repeated.next_after(first), Some(at("2026-10-26T01:30:00Z")));
+    }
+
+    #[test]
+    fn patterns_with_seconds_nicknames_and_mistakes() {
+        let every_second = Cadence::new("* * * * * *", "UTC").unwrap();
+        assert_eq!(every_second.next_after(at("2026-12-01T00:00:00Z")), Some(at("2026-12-01T00:00:01Z")));
+        let daily = Cadence::new("@daily", "UTC").unwrap();
+        assert_eq!(daily.latest_until(at("2026-12-01T10:00:00Z")), Some(at("2026-12-01T00:00:00Z")));
+        assert!(matches!(Cadence::new("61 * * * *", "UTC"), Err(CadenceError::Pattern { .. })));
+        assert!(matches!(Cadence::new("0 7 * *", "UTC"), Err(CadenceError::Pattern { .. })));
+        assert!(matches!(Cadence::new("0 7 * * *", "Mars/Olympus"), Err(CadenceError::Zone { .. })));
+        let never = Cadence::new("0 0 30 2 *", "UTC");
+        assert!(matches!(never, Err(CadenceError::Never { .. }) | Err(CadenceError::Pattern { .. })), "{never:?}");
+    }
+
+    fn schedule(created: &str, last_due: Option<&str>) -> Schedule {
+        let text = r#"{"name": "w", "schedule": {"cron": "0 * * * *"},
+                       "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}"#;
+        let workflow = crate::workflow::parse("test", text.as_bytes(), crate::workflow::Format::Json).unwrap();
+        Schedule { last_due: last_due.map(at), ..Schedule::new(workflow, at(created)).unwrap() }
+    }
+
+    #[test]
+    fn of_the_due_times_missed_only_the_latest_runs() {
+        let hourly = Cadence::new("0 * * * *", "UTC").unwrap();
+        let fresh = schedule("2026-12-01T10:30:00Z", None);
+        assert_eq!(fresh.due(&hourly, at("2026-12-01T10:59:59Z")), Due::Later { next: at("2026-12-01T11:00:00Z") });
+        assert_eq!(fresh.due(&hourly, at("2026-12-01T11:00:00Z")), Due::Now { due: at("2026-12-01T11:00:00Z"), missed_from: None });
+        // Down from 11:30 to 14:10: the 12:00 and 13:00 runs are skipped, 14:00 runs.
+        let handled = schedule("2026-12-01T10:30:00Z", Some("2026-12-01T11:00:00Z"));
+        assert_eq!(
+            handled.due(&hourly, at("2026-12-01T14:10:00Z")),
+            Due::Now { due: at("2026-12-01T14:00:00Z"), missed_from: Some(at("2026-12-01T12:00:00Z")) }
+        );
+        // Replaced (created again) after its last due time: nothing before that.
+        let replaced = schedule("2026-12-01T14:30:00Z", Some("2026-12-01T11:00:00Z"));
+        assert_eq!(replaced.due(&hourly, at("2026-12-01T14:40:00Z")), Due::Later { next: at("2026-12-01T15:00:00Z") });
+    }
+
+    #[test]
+    fn run_ids_name_the_schedule_and_the_due_time_in_utc() {
+        assert_eq!(run_id("digest", at("2026-12-02T07:00:00+01:00")), "digest-20261202T060000Z");
+        assert!(crate::workflow::is_id(&run_id(&"x".repeat(MAX_SCHEDULE_ID_CHARS), at("2026-12-02T07:00:00Z"))));
+    }
+}
