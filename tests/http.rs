@@ -168,6 +168,8 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
     api.finished(&tokens.alice, &alices).await;
     let hello = json!({"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
     let task = json!({"protocol": "echo/v1", "method": "echo", "params": {"message": "hi"}});
+    let yearly = json!({"name": "yearly", "schedule": {"cron": "0 0 1 1 *"},
+                        "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]});
     let workflow = format!("/api/v1/workflows/{alices}");
     // (method, path as the document names it, path requested, body, who may)
     let routes: Vec<(&str, &str, String, Option<Value>, Roles)> = vec![
@@ -180,6 +182,10 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
         ("POST", "/api/v1/workflows/{id}/cancel", format!("{workflow}/cancel"), None, READERS),
         ("GET", "/api/v1/workflows/{id}/events", format!("{workflow}/events"), None, READERS),
         ("GET", "/api/v1/events", "/api/v1/events".into(), None, READERS),
+        ("POST", "/api/v1/schedules", "/api/v1/schedules?replace=true".into(), Some(yearly.clone()), READERS),
+        ("GET", "/api/v1/schedules", "/api/v1/schedules".into(), None, READERS),
+        ("GET", "/api/v1/schedules/{id}", "/api/v1/schedules/yearly".into(), None, READERS),
+        ("DELETE", "/api/v1/schedules/{id}", "/api/v1/schedules/yearly".into(), None, READERS),
         ("GET", "/api/v1/providers", "/api/v1/providers".into(), None, ADMINS),
         ("GET", "/api/v1/protocols", "/api/v1/protocols".into(), None, EVERY_ROLE),
         ("GET", "/api/v1/plugins", "/api/v1/plugins".into(), None, ADMINS),
@@ -215,7 +221,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
             let code = answer.status().as_u16();
             if allowed {
                 assert!(
-                    ![401, 403, 404, 405].contains(&code) || path.ends_with("/cancel"),
+                    ![401, 403, 404, 405].contains(&code) || path.ends_with("/cancel") || path.contains("/schedules/"),
                     "{role} {method} {path}: {code}"
                 );
             } else {
@@ -711,4 +717,66 @@ async fn a_submission_gives_inputs_in_the_query() {
     let answer = post("?input=topic").await;
     assert_eq!(answer.status, 422, "{answer:?}");
     assert!(answer.body["message"].as_str().unwrap().contains("input 'topic' is not NAME=VALUE"), "{answer:?}");
+}
+
+/// `POST /api/v1/schedules` keeps a workflow file's schedule (the query
+/// sets its fields); the host starts its runs as the token's, and they are
+/// listed like any workflow. Others see no such schedule; removed, it
+/// starts no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let tokens = tokens(&host);
+    let token = tokens.alice.as_str();
+    let yaml = "name: ticks\ninputs: {at: string, topic: string}\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: \"${inputs.topic} at ${inputs.at}\"}}\n";
+    let add = |query: &str| {
+        let request = api.request("POST", &format!("/api/v1/schedules{query}"), Some(token));
+        api.send(request.header("Content-Type", "application/yaml").body(yaml))
+    };
+    let answer = add("?cron=*%20*%20*%20*%20*%20*&timezone=Asia/Tokyo&id=ticks&due_input=at&input=topic=owls").await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert_eq!((answer.body["schedule_id"].clone(), answer.body["owner"].clone()), (json!("ticks"), json!("alice")));
+    assert!(answer.body["next_due"].as_str().unwrap().ends_with("+09:00"), "in the schedule's zone: {answer:?}");
+    let listed = api.get("/api/v1/schedules", token).await.body;
+    assert_eq!(listed["schedules"][0]["cron"], "* * * * * *", "{listed}");
+
+    // Its first run, found in the workflow listing and finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let page = api.get("/api/v1/workflows?name=ticks", token).await.body;
+        if let Some(run) = page["workflows"].as_array().unwrap().iter().find(|w| w["status"] == "completed") {
+            break run["workflow_id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no run of the schedule: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(run.starts_with("ticks-") && run.ends_with('Z'), "{run}");
+    let results = api.get(&format!("/api/v1/workflows/{run}/results"), token).await.body;
+    let echoed = results["results"]["a"]["echoed"].as_str().unwrap();
+    assert!(echoed.starts_with("owls at ") && echoed.ends_with("+09:00"), "{echoed}");
+
+    // Bob's view: no such schedule.
+    assert_eq!(api.get("/api/v1/schedules/ticks", &tokens.bob).await.status, 404);
+    let theirs = api.send(api.request("DELETE", "/api/v1/schedules/ticks", Some(&tokens.bob))).await;
+    assert_eq!(theirs.status, 404, "{theirs:?}");
+    assert!(api.get("/api/v1/schedules", &tokens.bob).await.body["schedules"].as_array().unwrap().is_empty());
+
+    let removed = api.send(api.request("DELETE", "/api/v1/schedules/ticks", Some(token))).await;
+    assert_eq!((removed.status, removed.body["removed"].clone()), (200, json!(true)), "{removed:?}");
+    assert_eq!(api.get("/api/v1/schedules/ticks", token).await.status, 404);
+
+    // Mistakes are 422s naming the field.
+    for (query, says) in [
+        ("?cron=61%20*%20*%20*%20*", "field 'schedule.cron': '61 * * * *' is not a cron pattern"),
+        ("?cron=@daily&timezone=Mars/Olympus", "field 'schedule.timezone': unknown time zone 'Mars/Olympus'"),
+        ("?cron=@daily&due_input=nope", "field 'schedule.due_input': 'nope' is not a declared input"),
+        ("?cron=@daily&input=topic=owls&input=colour=red", "field 'schedule.inputs.colour': the workflow declares no such input"),
+        ("?cron=@daily&every=day", "unknown query field 'every'"),
+        ("", "the workflow has no schedule"),
+    ] {
+        let answer = add(query).await;
+        assert_eq!(answer.status, 422, "{query}: {answer:?}");
+        assert!(answer.body["message"].as_str().unwrap().contains(says), "{query}: {answer:?}");
+    }
 }

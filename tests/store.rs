@@ -12,6 +12,7 @@ use gleitzeit::model::{TaskStatus, Workflow, WorkflowStatus};
 use gleitzeit::report::{Attempt, RunReport, TaskReport};
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
+use gleitzeit::schedule::{Schedule, run_id};
 use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -22,6 +23,15 @@ use support::root;
 fn workflow(id: &str) -> Workflow {
     let yaml = format!(
         "id: {id}\nname: stored {id}\ntimeout: 60\ntasks:\n  - {{id: a, protocol: echo/v1, method: echo, params: {{message: hi}}, retry: {{max_attempts: 3, base_delay: 0.5}}}}\n  - {{id: b, protocol: echo/v1, method: echo, dependencies: [a], params: {{message: \"${{a.result.echoed}}\"}}, priority: high, timeout: 5}}\n"
+    );
+    gleitzeit::workflow::parse("test.yaml", yaml.as_bytes(), gleitzeit::workflow::Format::Yaml).unwrap()
+}
+
+/// A workflow with a `schedule:` block of `cron` (Berlin time), its runs
+/// echoing their topic and due time.
+fn scheduled(id: &str, cron: &str) -> Workflow {
+    let yaml = format!(
+        "name: scheduled {id}\ninputs: {{at: string, topic: {{type: string, default: weather}}}}\nschedule: {{cron: '{cron}', timezone: Europe/Berlin, id: {id}, due_input: at, inputs: {{topic: news}}}}\ntasks:\n  - {{id: a, protocol: echo/v1, method: echo, params: {{message: '${{inputs.topic}} at ${{inputs.at}}'}}}}\n"
     );
     gleitzeit::workflow::parse("test.yaml", yaml.as_bytes(), gleitzeit::workflow::Format::Yaml).unwrap()
 }
@@ -182,6 +192,31 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     );
     assert!(store.report("w1").unwrap().is_some());
     assert_eq!(store.unfinished().unwrap().saved.len(), 1);
+
+    // Schedules: kept whole with their owner and due times, replaced by id,
+    // removed.
+    let mut morning = Schedule::new(scheduled("morning", "0 7 * * *"), now).unwrap();
+    morning.workflow.owner = Some("alice".into());
+    store.put_schedule(&morning).unwrap();
+    store.put_schedule(&Schedule::new(scheduled("evening", "0 19 * * *"), now).unwrap()).unwrap();
+    morning.last_due = Some(now - Duration::from_secs(3600));
+    morning.last_run = Some("morning-20261201T060000Z".into());
+    store.put_schedule(&morning).unwrap();
+    drop(store);
+    let store = open();
+    let saved = store.schedules().unwrap();
+    assert!(saved.unreadable.is_empty(), "{:?}", saved.unreadable);
+    let ids: Vec<&str> = saved.readable.iter().map(Schedule::id).collect();
+    assert_eq!(ids, ["evening", "morning"]);
+    let kept = &saved.readable[1];
+    assert_eq!((&kept.workflow, &kept.spec), (&morning.workflow, &morning.spec), "the workflow and block round-trip");
+    assert_eq!(kept.workflow.owner.as_deref(), Some("alice"));
+    assert_eq!(kept.last_run, morning.last_run);
+    let drift = kept.last_due.unwrap().duration_since(morning.last_due.unwrap()).unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_millis(1), "{drift:?}");
+    assert!(store.remove_schedule("evening").unwrap());
+    assert!(!store.remove_schedule("evening").unwrap(), "removed once");
+    assert_eq!(store.schedules().unwrap().readable.len(), 1);
 }
 
 #[test]
@@ -661,7 +696,12 @@ fn a_version_1_sqlite_file_is_upgraded_in_place() {
         .unwrap()
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
+    assert!(store_has_no_schedules(&path), "version 3 added the schedules table");
+}
+
+fn store_has_no_schedules(path: &std::path::Path) -> bool {
+    SqliteStore::open(path).unwrap().schedules().unwrap().readable.is_empty()
 }
 
 /// One stored workflow that cannot be read (here, a document from a layout
@@ -692,4 +732,136 @@ fn an_unreadable_stored_workflow_is_set_aside_and_the_rest_resume() {
     assert_eq!(bad["status"], "failed", "{bad}");
     let error = bad["failure"].as_str().unwrap();
     assert!(error.starts_with("set aside when the host started") && error.contains("stages"), "{error}");
+}
+
+fn cli_json(host: &Host, args: &[&str]) -> Value {
+    let out = cli(host, &[args, &["--output", "json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The runs of schedule `id` the host lists, by id (oldest due first).
+fn runs_of(host: &Host, id: &str) -> Vec<String> {
+    let listed = cli_json(host, &["workflow", "list"]);
+    let prefix = format!("{id}-");
+    let mut runs: Vec<String> = (listed.as_array().unwrap().iter())
+        .filter_map(|w| w["workflow_id"].as_str().filter(|w| w.starts_with(&prefix)).map(str::to_owned))
+        .collect();
+    runs.sort();
+    runs
+}
+
+fn schedule_info(host: &Host, id: &str) -> Value {
+    let listed = cli_json(host, &["schedule", "list"]);
+    listed.as_array().unwrap().iter().find(|s| s["schedule_id"] == id).cloned().unwrap_or(Value::Null)
+}
+
+/// Wait (a minute at most) until `ready` holds of what `probe` reads.
+fn until<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, ready: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = probe();
+        if ready(&seen) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{what}: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Due times missed while the host was down run once, for the latest of
+/// them; and never twice: not after another restart, not when the run had
+/// started before a crash that lost the due time (the run's id, derived
+/// from the due time, is taken).
+#[test]
+fn missed_due_times_run_once_for_the_latest_only() {
+    let data = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&data.path().join("gleitzeit.db")).unwrap();
+    let now = SystemTime::now();
+    let three_days_ago = now - Duration::from_secs(3 * 86_400);
+    // Hourly, handled last three days ago: 72 due times missed since.
+    let mut hourly = Schedule::new(scheduled("hourly", "0 * * * *"), three_days_ago).unwrap();
+    hourly.last_due = Some(three_days_ago);
+    // Daily: its latest run started, then the host died before it wrote
+    // the due time down.
+    let daily = Schedule::new(scheduled("daily", "30 5 * * *"), three_days_ago).unwrap();
+    let cadence = daily.spec.cadence().unwrap();
+    let latest = cadence.latest_until(now).unwrap();
+    let started = daily.run_at(&cadence, latest).unwrap();
+    store.put_schedule(&hourly).unwrap();
+    store.put_schedule(&daily).unwrap();
+    store
+        .write(&[
+            Record::Accepted { workflow: Box::new(started.clone()), submitted_at: latest },
+            Record::Finished(report(&started.id, latest)),
+        ])
+        .unwrap();
+    drop(store);
+    let data_dir = data.path().to_str().unwrap();
+    let host = support::serve(&["--data-dir", data_dir]);
+
+    let runs = until("the latest hourly run", || runs_of(&host, "hourly"), |runs| !runs.is_empty());
+    let hourly_cadence = hourly.spec.cadence().unwrap();
+    let expected: Vec<String> = [now, SystemTime::now()]
+        .map(|t| run_id("hourly", hourly_cadence.latest_until(t).unwrap()))
+        .into();
+    assert_eq!(runs.len(), 1, "one run for 72 missed due times: {runs:?}");
+    assert!(expected.contains(&runs[0]), "the latest due time's: {runs:?}, {expected:?}");
+    let report = when_finished(&host, &runs[0]);
+    assert_eq!(report["status"], "completed", "{report}");
+    let echoed = report["tasks"][0]["result"]["echoed"].as_str().unwrap();
+    assert!(echoed.starts_with("news at ") && echoed.contains(":00:00+0"), "its inputs and due time: {echoed}");
+    assert_eq!(runs_of(&host, "daily"), [started.id.clone()], "the daily run was not started again");
+    let daily_info = schedule_info(&host, "daily");
+    assert_eq!(daily_info["last_run"], started.id.as_str(), "{daily_info}");
+    assert_eq!(daily_info["last_due"], cadence.local_text(latest), "{daily_info}");
+
+    // Restarted: nothing more runs. A schedule due every second shows
+    // when the loop has looked at all of them once.
+    drop(host);
+    let host = support::serve(&["--data-dir", data_dir]);
+    let probe = support::root().join("workflows/scheduled.yaml");
+    let added = cli(&host, &["schedule", "add", probe.to_str().unwrap(), "--cron", "* * * * * *", "--id", "probe"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    until("a probe run", || runs_of(&host, "probe"), |runs| !runs.is_empty());
+    assert_eq!(runs_of(&host, "daily"), [started.id.clone()]);
+    assert_eq!(runs_of(&host, "hourly").len(), 1 + usize::from(expected[0] != expected[1]));
+}
+
+/// A host killed with SIGKILL while a schedule runs every two seconds:
+/// after the restart, of the due times it missed at most one runs (the
+/// latest), none twice, and the schedule goes on; removed, it stops.
+#[test]
+fn a_killed_host_resumes_its_schedule_without_running_a_due_time_twice() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let host = support::serve(&["--data-dir", data_dir]);
+    let file = support::root().join("workflows/scheduled.yaml");
+    let added = cli(&host, &["schedule", "add", file.to_str().unwrap(), "--cron", "*/2 * * * * *", "--id", "every2"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    until("two runs", || runs_of(&host, "every2"), |runs| runs.len() >= 2);
+    drop(host); // SIGKILL
+    let killed = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(5)); // the downtime: two or three due times
+    let restarted = SystemTime::now();
+    let host = support::serve(&["--data-dir", data_dir]);
+    let due_of = |run: &str| {
+        let stamp = run.strip_prefix("every2-").unwrap();
+        let text = format!("{}-{}-{}T{}:{}:{}Z", &stamp[0..4], &stamp[4..6], &stamp[6..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]);
+        humantime::parse_rfc3339(&text).unwrap()
+    };
+    let after = |t: SystemTime| move |runs: &Vec<String>| runs.iter().any(|r| due_of(r) > t);
+    let runs = until("a run after the restart", || runs_of(&host, "every2"), after(restarted));
+    let missed: Vec<&String> = runs.iter().filter(|r| due_of(r) > killed && due_of(r) <= restarted).collect();
+    assert!(missed.len() <= 1, "at most one of the missed due times runs: {runs:?}");
+    for run in &runs {
+        assert_eq!(when_finished(&host, run)["status"], "completed", "{run}");
+    }
+    let removed = cli(&host, &["schedule", "remove", "every2"]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    std::thread::sleep(Duration::from_millis(500)); // a run taken up just before may still start
+    let count = runs_of(&host, "every2").len();
+    std::thread::sleep(Duration::from_secs(3)); // a window for a run that must not start
+    assert_eq!(runs_of(&host, "every2").len(), count, "removed, it starts no more");
+    assert_eq!(schedule_info(&host, "every2"), Value::Null);
 }

@@ -17,6 +17,11 @@ SERVER = os.environ["GLEITZEIT_SERVER"]
 TOKENS = {name: os.environ[name] for name in ["ADMIN", "ALICE", "BOB", "WORKER", "WORKER2"]}
 UNAUTHENTICATED, FORBIDDEN, NOT_FOUND = -32014, -32015, -32011
 
+# Due on the first of January only: it never runs during the test.
+YEARLY = {"name": "yearly", "schedule": {"cron": "0 0 1 1 *"},
+          "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}
+TICKS = {"name": "ticks", "schedule": {"cron": "* * * * * *", "id": "alice-ticks"},
+         "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}
 ECHO = {"name": "mine", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "delay",
                                    "params": {"seconds": 3, "message": "alice's secret"}}]}
 
@@ -67,6 +72,9 @@ def events(workflow_id):
         ("list_providers", {}, {"admin"}),
         ("list_protocols", {}, {"client", "provider", "admin"}),
         ("list_plugins", {}, {"admin"}),
+        ("add_schedule", {"workflow": YEARLY, "replace": True}, {"client", "admin"}),
+        ("list_schedules", {}, {"client", "admin"}),
+        ("remove_schedule", {"schedule_id": "nope"}, {"client", "admin"}),
     ]
 
 
@@ -103,6 +111,50 @@ async def ownership():
     for sio in (alice, bob, admin):
         await sio.disconnect()
     return workflow_id
+
+
+async def schedule_ownership():
+    """A schedule is its token's: others neither see, replace nor remove it."""
+    alice = await connected("ALICE")
+    mine = {**YEARLY, "schedule": {**YEARLY["schedule"], "id": "alices"}}
+    added = await alice.call("add_schedule", {"workflow": mine}, timeout=10)
+    assert added["schedule_id"] == "alices" and added["owner"] == "alice", added
+    bob = await connected("BOB")
+    assert "alices" not in [s["schedule_id"] for s in (await bob.call("list_schedules", {}, timeout=10))["schedules"]]
+    theirs = await bob.call("remove_schedule", {"schedule_id": "alices"}, timeout=10)
+    made_up = await bob.call("remove_schedule", {"schedule_id": "made-up"}, timeout=10)
+    assert theirs["error"]["code"] == made_up["error"]["code"] == NOT_FOUND, theirs
+    taken = await bob.call("add_schedule", {"workflow": mine, "replace": True}, timeout=10)
+    assert taken["error"]["code"] == -32012 and "another token's" in taken["error"]["message"], taken
+    admin = await connected("ADMIN")
+    owners = {s["schedule_id"]: s["owner"] for s in (await admin.call("list_schedules", {}, timeout=10))["schedules"]}
+    assert owners["alices"] == "alice", owners
+    assert (await alice.call("remove_schedule", {"schedule_id": "alices"}, timeout=10))["removed"] is True
+    for sio in (alice, bob, admin):
+        await sio.disconnect()
+
+
+async def ticks_of(sio):
+    listed = (await sio.call("list_workflows", {"name": "ticks"}, timeout=10))["workflows"]
+    return sorted(w["workflow_id"] for w in listed if w["workflow_id"].startswith("alice-ticks-"))
+
+
+async def revoked_schedules_stop():
+    """Runs are their owner's: once alice's token is revoked, her schedule starts none."""
+    alice = await connected("ALICE")
+    assert "error" not in await alice.call("add_schedule", {"workflow": TICKS}, timeout=10)
+    while not await ticks_of(alice):
+        await asyncio.sleep(0.1)
+    assert {w["owner"] for w in (await alice.call("list_workflows", {"name": "ticks"}, timeout=10))["workflows"]} == {"alice"}
+    await alice.disconnect()
+    subprocess.run([os.environ["GLEITZEIT_BIN"], "token", "revoke", "alice"], check=True)
+    admin = await connected("ADMIN")
+    await asyncio.sleep(1.5)  # a run due just before the revocation may still start
+    before = await ticks_of(admin)
+    await asyncio.sleep(3)  # three due times
+    assert await ticks_of(admin) == before, (before, await ticks_of(admin))
+    assert "error" not in await admin.call("remove_schedule", {"schedule_id": "alice-ticks"}, timeout=10)
+    await admin.disconnect()
 
 
 async def register(sio, provider_id, protocol):
@@ -152,10 +204,12 @@ async def main():
     await bearer.disconnect()
 
     workflow_id = await ownership()
+    await schedule_ownership()
     await role_matrix(workflow_id)
     await grants_and_takeover()
     await origins()
 
+    await revoked_schedules_stop()
     # Revoked while the host runs: the next connection is refused.
     subprocess.run([os.environ["GLEITZEIT_BIN"], "token", "revoke", "bob"], check=True)
     await refused_connect("not known to this host", auth={"token": TOKENS["BOB"]})

@@ -44,6 +44,9 @@ pub(super) struct Schedules {
 struct Entry {
     schedule: Schedule,
     cadence: Cadence,
+    /// Why its last due time was skipped, if it was: the log says a reason
+    /// once, not at every due time while it lasts (a revoked token).
+    skipping: Option<String>,
 }
 
 /// One schedule, as `list_schedules` and `GET /api/v1/schedules` show it.
@@ -122,7 +125,7 @@ impl Schedules {
             for schedule in saved.readable {
                 match schedule.spec.cadence() {
                     Ok(cadence) => {
-                        entries.insert(schedule.id().to_owned(), Entry { schedule, cadence });
+                        entries.insert(schedule.id().to_owned(), Entry { schedule, cadence, skipping: None });
                     }
                     Err(e) => tracing::error!(schedule = %schedule.id(), "set aside: {e}"),
                 }
@@ -168,7 +171,7 @@ impl Schedules {
             None => {}
         }
         self.persist(&schedule).await.map_err(RpcError::internal)?;
-        let entry = Entry { schedule, cadence };
+        let entry = Entry { schedule, cadence, skipping: None };
         let info = entry.info(now);
         entries.insert(id.clone(), entry);
         drop(entries);
@@ -221,7 +224,7 @@ impl Schedules {
         let entries = self.entries.lock().await;
         let mut fires = Vec::new();
         let mut next: Option<SystemTime> = None;
-        for Entry { schedule, cadence } in entries.values() {
+        for Entry { schedule, cadence, .. } in entries.values() {
             match schedule.due(cadence, now) {
                 Due::Now { due, missed_from } => fires.push(Fire {
                     id: schedule.id().to_owned(),
@@ -248,8 +251,18 @@ impl Schedules {
             return;
         };
         entry.schedule.last_due = Some(fire.due);
-        if let Outcome::Started(run) = outcome {
-            entry.schedule.last_run = Some(run);
+        match outcome {
+            Outcome::Started(run) => {
+                entry.schedule.last_run = Some(run);
+                entry.skipping = None;
+            }
+            Outcome::Skipped(reason) => {
+                if entry.skipping.as_ref() != Some(&reason) {
+                    tracing::warn!(schedule = %fire.id, "skipped the run due {}: {reason}", fire.due_text);
+                }
+                entry.skipping = Some(reason);
+            }
+            Outcome::Stopping => {}
         }
         if let Err(e) = self.persist(&entry.schedule).await {
             // The run's id is derived from its due time: after a restart,
@@ -285,8 +298,8 @@ pub(super) async fn fire_when_due(host: Arc<Host>) {
 enum Outcome {
     /// Its run started (or had started before a restart): this id.
     Started(String),
-    /// Skipped, and said why in the log.
-    Skipped,
+    /// Skipped, for this reason (said in the log when it is new).
+    Skipped(String),
     /// The host is shutting down: left for the next start.
     Stopping,
 }
@@ -303,21 +316,16 @@ async fn start(host: &Host, fire: &Fire) -> Outcome {
     let owner = fire.owner.as_deref();
     let Some(holder) = host.policy.holder(owner).filter(|h| h.may(Action::Submit).is_ok()) else {
         let owner = owner.unwrap_or_default();
-        tracing::warn!(schedule = %id, "skipped the run due {due}: its token '{owner}' is revoked or may not submit");
-        return Outcome::Skipped;
+        return Outcome::Skipped(format!("its token '{owner}' is revoked or may not submit"));
     };
     if let Some(last) = &fire.last_run
         && host.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
     {
-        tracing::info!(schedule = %id, "skipped the run due {due}: its last run {last} is still running");
-        return Outcome::Skipped;
+        return Outcome::Skipped(format!("its last run {last} is still running"));
     }
     let run = match &fire.run {
         Ok(run) => run.clone(),
-        Err(e) => {
-            tracing::warn!(schedule = %id, "skipped the run due {due}: {e}");
-            return Outcome::Skipped;
-        }
+        Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let run_id = run.id.clone();
     match host.submit(&holder, run).await {
@@ -330,9 +338,6 @@ async fn start(host: &Host, fire: &Fire) -> Outcome {
             Outcome::Started(run_id)
         }
         Err(e) if e.code == errors::SHUTTING_DOWN => Outcome::Stopping,
-        Err(e) => {
-            tracing::warn!(schedule = %id, "skipped the run due {due}: {}", e.message);
-            Outcome::Skipped
-        }
+        Err(e) => Outcome::Skipped(e.message),
     }
 }

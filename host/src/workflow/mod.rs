@@ -1205,6 +1205,73 @@ tasks:
     }
 
     #[test]
+    fn a_schedule_block_is_checked_against_the_declared_inputs() {
+        let found = problems(
+            r#"
+name: "!!!"
+inputs: {at: string, count: integer, flag: boolean}
+schedule: {cron: "0 25 * * *", timezone: Europe/Berln, every: day}
+tasks:
+  - {id: t, protocol: echo/v1, method: echo}
+"#,
+        );
+        let expected = [
+            "field 'schedule.every': unknown field; schedule fields are: cron, timezone, inputs, due_input, id",
+            "field 'schedule.timezone': unknown time zone 'Europe/Berln'",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        let found = problems(
+            r#"
+name: "!!!"
+inputs: {at: string, count: integer, flag: boolean}
+schedule: {cron: "0 25 * * *"}
+tasks:
+  - {id: t, protocol: echo/v1, method: echo}
+"#,
+        );
+        assert!(found[0].starts_with("field 'schedule.cron': '0 25 * * *' is not a cron pattern"), "{found:#?}");
+        let found = problems(
+            r#"
+name: "!!!"
+inputs: {at: string, count: integer, flag: boolean}
+schedule: {cron: "@daily", due_input: count, inputs: {count: many, flag: "true", x: 1}}
+tasks:
+  - {id: t, protocol: echo/v1, method: echo}
+"#,
+        );
+        let expected = [
+            "field 'schedule.inputs.count': must be an integer, found 'many'",
+            "field 'schedule.inputs.x': the workflow declares no such input (inputs: at, count, flag)",
+            "field 'schedule.due_input': input 'count' must be of type string to hold a time",
+            "field 'schedule.id': the workflow's name gives no id; set schedule.id",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        assert!(problems("name: x\nschedule: 7am\ntasks:\n  - {id: t, protocol: echo/v1, method: echo}\n")[0]
+            .starts_with("field 'schedule': must be a mapping with 'cron'"));
+
+        // The id: the block's, else the workflow's, else its name's.
+        let id = |text: &str| yaml(text).unwrap().schedule.unwrap().id;
+        let tasks = "tasks:\n  - {id: t, protocol: echo/v1, method: echo}\n";
+        assert_eq!(id(&format!("name: Morning Digest\nschedule: {{cron: '@daily'}}\n{tasks}")), "morning-digest");
+        assert_eq!(id(&format!("id: md\nname: x\nschedule: {{cron: '@daily'}}\n{tasks}")), "md");
+        assert_eq!(id(&format!("id: md\nname: x\nschedule: {{cron: '@daily', id: mine}}\n{tasks}")), "mine");
+        // Run by hand, a scheduled workflow takes its schedule's inputs.
+        let mut wf = yaml(&format!(
+            "name: x\ninputs: {{at: string, n: integer}}\nschedule: {{cron: '@daily', due_input: at, inputs: {{n: '3'}}}}\n{tasks}"
+        ))
+        .unwrap();
+        inputs::bind("x", &mut wf, Map::new()).unwrap();
+        let at = wf.inputs[0].default.clone().unwrap();
+        assert!(at.as_str().unwrap().ends_with("+00:00"), "due now, in UTC: {at}");
+        assert_eq!(wf.inputs[1].default, Some(serde_json::json!(3)));
+    }
+
+    #[test]
     fn inputs_are_declared_with_types_and_bound_once() {
         let found = problems(
             r#"
