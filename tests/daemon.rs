@@ -209,7 +209,7 @@ fn each_role_may_do_only_what_its_token_allows() {
     let out = finished(script);
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
     let tokens = std::fs::read_to_string(daemon.data.path().join("tokens.toml")).unwrap();
-    assert!(tokens.contains("alice") && !tokens.contains("gzt_"), "hashes only: {tokens}");
+    assert!(tokens.contains("worker") && !tokens.contains("gzt_"), "hashes only: {tokens}");
 }
 
 /// Clients that show no token are told so: socket.io-client (the example

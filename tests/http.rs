@@ -169,7 +169,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
     let hello = json!({"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
     let task = json!({"protocol": "echo/v1", "method": "echo", "params": {"message": "hi"}});
     let yearly = json!({"name": "yearly", "schedule": {"cron": "0 0 1 1 *"},
-                        "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]});
+                        "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
     let workflow = format!("/api/v1/workflows/{alices}");
     // (method, path as the document names it, path requested, body, who may)
     let routes: Vec<(&str, &str, String, Option<Value>, Roles)> = vec![
@@ -773,10 +773,13 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
         ("?cron=@daily&due_input=nope", "field 'schedule.due_input': 'nope' is not a declared input"),
         ("?cron=@daily&input=topic=owls&input=colour=red", "field 'schedule.inputs.colour': the workflow declares no such input"),
         ("?cron=@daily&every=day", "unknown query field 'every'"),
-        ("", "the workflow has no schedule"),
     ] {
         let answer = add(query).await;
         assert_eq!(answer.status, 422, "{query}: {answer:?}");
         assert!(answer.body["message"].as_str().unwrap().contains(says), "{query}: {answer:?}");
     }
+    let plain = json!({"name": "plain", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
+    let answer = api.post_json("/api/v1/schedules", token, &plain).await;
+    assert_eq!(answer.status, 422, "{answer:?}");
+    assert!(answer.body["message"].as_str().unwrap().contains("the workflow has no schedule"), "{answer:?}");
 }

@@ -19,9 +19,9 @@ UNAUTHENTICATED, FORBIDDEN, NOT_FOUND = -32014, -32015, -32011
 
 # Due on the first of January only: it never runs during the test.
 YEARLY = {"name": "yearly", "schedule": {"cron": "0 0 1 1 *"},
-          "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}
+          "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]}
 TICKS = {"name": "ticks", "schedule": {"cron": "* * * * * *", "id": "alice-ticks"},
-         "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}
+         "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]}
 ECHO = {"name": "mine", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "delay",
                                    "params": {"seconds": 3, "message": "alice's secret"}}]}
 
@@ -58,7 +58,7 @@ async def code_of(sio, event, payload):
 # Every event, with a payload it can act on: (event, payload, roles allowed).
 def events(workflow_id):
     return [
-        ("submit_workflow", {"workflow": {"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo"}]}}, {"client", "admin"}),
+        ("submit_workflow", {"workflow": {"name": "w", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]}}, {"client", "admin"}),
         ("submit_task", {"task": {"protocol": "echo/v1", "method": "echo"}}, {"client", "admin"}),
         ("get_workflow", {"workflow_id": workflow_id}, {"client", "admin"}),
         ("list_workflows", {}, {"client", "admin"}),
