@@ -259,6 +259,35 @@ fn the_security_docs_token_session_runs_as_written() {
     assert!(!left.contains("alice") && left.contains("text-worker"), "alice is revoked: {left}");
 }
 
+/// docs/workflows.md's schedule session, run as written by `sh` against
+/// a real daemon: the file's schedule is kept, a second one from options,
+/// both listed, one removed.
+#[test]
+fn the_workflow_docs_schedule_session_runs_as_written() {
+    let daemon = daemon();
+    let doc = std::fs::read_to_string(root().join("docs/workflows.md")).unwrap();
+    let session = support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("schedule add")).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("workflows")).unwrap();
+    std::fs::copy(root().join("workflows/scheduled.yaml"), cwd.path().join("workflows/scheduled.yaml")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gleitzeit")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut sh = Command::new("sh");
+    sh.args(["-e", "-c", &session]).current_dir(cwd.path()).env("PATH", path);
+    sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", daemon.data.path()).env_remove("GLEITZEIT_TOKEN");
+    let out = finished(sh);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let shown = session.lines().find_map(|l| l.strip_prefix("# schedule morning-briefing: ")).unwrap();
+    let said = stdout.lines().find_map(|l| l.strip_prefix("schedule morning-briefing: ")).unwrap();
+    let upto_date = |line: &str| line.split("next run ").next().unwrap().to_owned();
+    assert_eq!(upto_date(said), upto_date(shown), "{stdout}");
+    assert!(said.ends_with(":00+01:00") || said.ends_with(":00+02:00"), "the next 07:00 in Berlin: {said}");
+    let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("hourly ") || l.starts_with("morning-briefing ")).collect();
+    assert_eq!(listed.len(), 2, "both listed: {stdout}");
+    assert!(listed[0].contains("0 * * * *") && listed[0].contains("UTC"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("removed schedule hourly"), "{stdout}");
+}
+
 /// docs/security.md's `[auth]` example, as written, in a real daemon.
 #[test]
 fn the_security_docs_settings_example_works_as_written() {
