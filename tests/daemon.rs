@@ -282,7 +282,8 @@ fn the_workflow_docs_schedule_session_runs_as_written() {
     let upto_date = |line: &str| line.split("next run ").next().unwrap().to_owned();
     assert_eq!(upto_date(said), upto_date(shown), "{stdout}");
     assert!(said.ends_with(":00+01:00") || said.ends_with(":00+02:00"), "the next 07:00 in Berlin: {said}");
-    let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("hourly ") || l.starts_with("morning-briefing ")).collect();
+    let listed: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("hourly ") || l.starts_with("morning-briefing ")).collect();
     assert_eq!(listed.len(), 2, "both listed: {stdout}");
     assert!(listed[0].contains("0 * * * *") && listed[0].contains("UTC"), "{stdout}");
     assert!(stdout.trim_end().ends_with("removed schedule hourly"), "{stdout}");

@@ -771,7 +771,10 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
         ("?cron=61%20*%20*%20*%20*", "field 'schedule.cron': '61 * * * *' is not a cron pattern"),
         ("?cron=@daily&timezone=Mars/Olympus", "field 'schedule.timezone': unknown time zone 'Mars/Olympus'"),
         ("?cron=@daily&due_input=nope", "field 'schedule.due_input': 'nope' is not a declared input"),
-        ("?cron=@daily&input=topic=owls&input=colour=red", "field 'schedule.inputs.colour': the workflow declares no such input"),
+        (
+            "?cron=@daily&input=topic=owls&input=colour=red",
+            "field 'schedule.inputs.colour': the workflow declares no such input",
+        ),
         ("?cron=@daily&every=day", "unknown query field 'every'"),
     ] {
         let answer = add(query).await;
@@ -782,4 +785,31 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
     let answer = api.post_json("/api/v1/schedules", token, &plain).await;
     assert_eq!(answer.status, 422, "{answer:?}");
     assert!(answer.body["message"].as_str().unwrap().contains("the workflow has no schedule"), "{answer:?}");
+}
+
+/// A host keeps at most 1,000 schedules; one more is a 429 that says so,
+/// and removing one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_bounded() {
+    let host = serve(&["--store", "memory"]);
+    let api = Api::of(&host);
+    let token = host.token.as_str();
+    let yearly = json!({"name": "yearly", "schedule": {"cron": "0 0 1 1 *"},
+                        "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
+    let add = |i: usize| {
+        let path = format!("/api/v1/schedules?id=s{i}");
+        let (api, yearly) = (&api, &yearly);
+        async move { api.post_json(&path, token, yearly).await }
+    };
+    for i in 0..1000 {
+        let answer = add(i).await;
+        assert_eq!(answer.status, 201, "{i}: {answer:?}");
+    }
+    let answer = add(1000).await;
+    assert_eq!(answer.status, 429, "{answer:?}");
+    assert!(answer.body["message"].as_str().unwrap().contains("at most 1000 schedules"), "{answer:?}");
+    assert_eq!(api.send(api.request("DELETE", "/api/v1/schedules/s7", Some(token))).await.status, 200);
+    assert_eq!(add(1000).await.status, 201);
+    let listed = api.get("/api/v1/schedules", token).await.body;
+    assert_eq!(listed["schedules"].as_array().unwrap().len(), 1000);
 }

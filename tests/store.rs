@@ -10,9 +10,9 @@ mod support;
 use gleitzeit::listing::ListQuery;
 use gleitzeit::model::{TaskStatus, Workflow, WorkflowStatus};
 use gleitzeit::report::{Attempt, RunReport, TaskReport};
+use gleitzeit::schedule::{Schedule, run_id};
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
-use gleitzeit::schedule::{Schedule, run_id};
 use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -802,16 +802,15 @@ fn missed_due_times_run_once_for_the_latest_only() {
 
     let runs = until("the latest hourly run", || runs_of(&host, "hourly"), |runs| !runs.is_empty());
     let hourly_cadence = hourly.spec.cadence().unwrap();
-    let expected: Vec<String> = [now, SystemTime::now()]
-        .map(|t| run_id("hourly", hourly_cadence.latest_until(t).unwrap()))
-        .into();
+    let expected: Vec<String> =
+        [now, SystemTime::now()].map(|t| run_id("hourly", hourly_cadence.latest_until(t).unwrap())).into();
     assert_eq!(runs.len(), 1, "one run for 72 missed due times: {runs:?}");
     assert!(expected.contains(&runs[0]), "the latest due time's: {runs:?}, {expected:?}");
     let report = when_finished(&host, &runs[0]);
     assert_eq!(report["status"], "completed", "{report}");
     let echoed = report["tasks"][0]["result"]["echoed"].as_str().unwrap();
     assert!(echoed.starts_with("news at ") && echoed.contains(":00:00+0"), "its inputs and due time: {echoed}");
-    assert_eq!(runs_of(&host, "daily"), [started.id.clone()], "the daily run was not started again");
+    assert_eq!(runs_of(&host, "daily"), std::slice::from_ref(&started.id), "the daily run was not started again");
     let daily_info = schedule_info(&host, "daily");
     assert_eq!(daily_info["last_run"], started.id.as_str(), "{daily_info}");
     assert_eq!(daily_info["last_due"], cadence.local_text(latest), "{daily_info}");
@@ -824,7 +823,7 @@ fn missed_due_times_run_once_for_the_latest_only() {
     let added = cli(&host, &["schedule", "add", probe.to_str().unwrap(), "--cron", "* * * * * *", "--id", "probe"]);
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     until("a probe run", || runs_of(&host, "probe"), |runs| !runs.is_empty());
-    assert_eq!(runs_of(&host, "daily"), [started.id.clone()]);
+    assert_eq!(runs_of(&host, "daily"), std::slice::from_ref(&started.id));
     assert_eq!(runs_of(&host, "hourly").len(), 1 + usize::from(expected[0] != expected[1]));
 }
 
@@ -847,7 +846,15 @@ fn a_killed_host_resumes_its_schedule_without_running_a_due_time_twice() {
     let host = support::serve(&["--data-dir", data_dir]);
     let due_of = |run: &str| {
         let stamp = run.strip_prefix("every2-").unwrap();
-        let text = format!("{}-{}-{}T{}:{}:{}Z", &stamp[0..4], &stamp[4..6], &stamp[6..8], &stamp[9..11], &stamp[11..13], &stamp[13..15]);
+        let text = format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &stamp[0..4],
+            &stamp[4..6],
+            &stamp[6..8],
+            &stamp[9..11],
+            &stamp[11..13],
+            &stamp[13..15]
+        );
         humantime::parse_rfc3339(&text).unwrap()
     };
     let after = |t: SystemTime| move |runs: &Vec<String>| runs.iter().any(|r| due_of(r) > t);

@@ -199,7 +199,7 @@ pub struct Workflow {
     /// When a host starts it on its own (`gleitzeit schedule add`); a
     /// workflow run by hand ignores it but for its inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<crate::schedule::Spec>,
+    pub schedule: Option<Box<crate::schedule::Spec>>,
     pub tasks: Vec<Task>,
     /// The token that submitted it (`auth`); none with authentication off.
     /// Not part of the document: the store keeps it beside.

@@ -171,7 +171,7 @@ pub enum Due {
 impl Schedule {
     /// A new schedule of `workflow`'s `schedule` block; none without one.
     pub fn new(mut workflow: Workflow, created_at: SystemTime) -> Option<Self> {
-        let spec = workflow.schedule.take()?;
+        let spec = *workflow.schedule.take()?;
         Some(Self { spec, workflow, created_at, last_due: None, last_run: None })
     }
 
@@ -181,7 +181,7 @@ impl Schedule {
 
     /// The workflow with its `schedule` block, as a file would have it.
     pub fn document(&self) -> Workflow {
-        Workflow { schedule: Some(self.spec.clone()), ..self.workflow.clone() }
+        Workflow { schedule: Some(Box::new(self.spec.clone())), ..self.workflow.clone() }
     }
 
     /// The missed-run policy: of the due times since the last one handled
@@ -262,7 +262,10 @@ mod tests {
         let hourly = Cadence::new("0 * * * *", "UTC").unwrap();
         let fresh = schedule("2026-12-01T10:30:00Z", None);
         assert_eq!(fresh.due(&hourly, at("2026-12-01T10:59:59Z")), Due::Later { next: at("2026-12-01T11:00:00Z") });
-        assert_eq!(fresh.due(&hourly, at("2026-12-01T11:00:00Z")), Due::Now { due: at("2026-12-01T11:00:00Z"), missed_from: None });
+        assert_eq!(
+            fresh.due(&hourly, at("2026-12-01T11:00:00Z")),
+            Due::Now { due: at("2026-12-01T11:00:00Z"), missed_from: None }
+        );
         // Down from 11:30 to 14:10: the 12:00 and 13:00 runs are skipped, 14:00 runs.
         let handled = schedule("2026-12-01T10:30:00Z", Some("2026-12-01T11:00:00Z"));
         assert_eq!(

@@ -51,6 +51,21 @@ async def main():
     await expect_error(sio, "get_workflow", {"workflow_id": "nope"}, -32011, "no workflow 'nope'")
     await expect_error(sio, "cancel_workflow", {"workflow_id": "nope"}, -32011, "no running workflow 'nope'")
     await expect_error(sio, "no_such_event", {"x": 1}, -32601, "unknown event 'no_such_event'")
+    ping = [{"id": "a", "protocol": "echo/v1", "method": "ping"}]
+    await expect_error(sio, "add_schedule", {"workflow": "daily"}, -32602, "field 'workflow' must be an object, got a string")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}}, -32602, "the workflow has no schedule")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": {"cron": 7}}, -32602,
+                       "field 'schedule.cron': must be a string, found a number")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": {"cron": "* " * 200}}, -32602,
+                       "field 'schedule.cron': is 400 bytes long; the limit is 256")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": {"cron": "@daily", "id": "a" * 101}}, -32602,
+                       "field 'schedule.id': '" + "a" * 60 + "…' is not a valid schedule id")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": "@daily"}, -32602,
+                       "field 'schedule' must be an object, got a string")
+    await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": {"cron": "@daily"}, "replace": "yes"}, -32602,
+                       "field 'replace' must be true or false, got a string")
+    await expect_error(sio, "remove_schedule", {"schedule_id": 3}, -32602, "field 'schedule_id' must be a non-empty string")
+    await expect_error(sio, "remove_schedule", {"schedule_id": "nope"}, -32011, "no schedule 'nope'")
     huge = "x" * (8 * 1024 * 1024)
     await expect_error(sio, "submit_workflow", {"workflow": {"name": "big", "tasks": [
         {"id": "a", "protocol": "echo/v1", "method": "shout", "params": {"message": huge}}]}}, -32602, "has no method 'shout'")

@@ -846,7 +846,8 @@ async fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
             let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
             let mut verdict = serde_json::json!({ "valid": true, "file": args.file, "name": workflow.name, "tasks": workflow.tasks.len(), "levels": levels, "notes": notes });
             if let Some((spec, next)) = &upcoming {
-                verdict["schedule"] = serde_json::json!({ "id": spec.id, "cron": spec.cron, "timezone": spec.timezone, "next": next });
+                verdict["schedule"] =
+                    serde_json::json!({ "id": spec.id, "cron": spec.cron, "timezone": spec.timezone, "next": next });
             }
             out!("{verdict}")
         }

@@ -75,7 +75,8 @@ impl ScheduleArgs {
     /// The fields of the `schedule:` block these options set.
     fn overrides(&self) -> Result<serde_json::Map<String, Value>, Failure> {
         let mut block = serde_json::Map::new();
-        let fields = [("cron", &self.cron), ("timezone", &self.timezone), ("id", &self.id), ("due_input", &self.due_input)];
+        let fields =
+            [("cron", &self.cron), ("timezone", &self.timezone), ("id", &self.id), ("due_input", &self.due_input)];
         for (field, value) in fields {
             if let Some(value) = value {
                 block.insert(field.to_owned(), Value::String(value.clone()));
@@ -307,11 +308,10 @@ pub(super) async fn add_schedule(server: &ServerArgs, args: ScheduleArgs) -> Res
     let tree = crate::workflow::load_tree(&args.file)?;
     let overrides = args.overrides()?;
     let origin = args.file.display().to_string();
-    let workflow = crate::workflow::from_value(&origin, crate::workflow::schedule_overlay(tree.clone(), overrides.clone()))?;
+    let workflow =
+        crate::workflow::from_value(&origin, crate::workflow::schedule_overlay(tree.clone(), overrides.clone()))?;
     if workflow.schedule.is_none() {
-        return Err(Failure::Input(anyhow::anyhow!(
-            "{origin} has no schedule: block; give one, or --cron PATTERN"
-        )));
+        return Err(Failure::Input(anyhow::anyhow!("{origin} has no schedule: block; give one, or --cron PATTERN")));
     }
     let client = connect(server).await?;
     let request_data = json!({ "workflow": tree, "schedule": overrides, "replace": args.replace });

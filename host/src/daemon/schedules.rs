@@ -141,7 +141,12 @@ impl Schedules {
     /// Keep `workflow`'s schedule as `caller`'s. An id in use is refused
     /// unless `replace` is set and the schedule is the caller's; a replaced
     /// schedule keeps its last due time, so no run is started twice.
-    pub(super) async fn add(&self, caller: &Caller, mut workflow: Workflow, replace: bool) -> Result<ScheduleInfo, RpcError> {
+    pub(super) async fn add(
+        &self,
+        caller: &Caller,
+        mut workflow: Workflow,
+        replace: bool,
+    ) -> Result<ScheduleInfo, RpcError> {
         workflow.owner = caller.owner();
         let now = SystemTime::now();
         let Some(mut schedule) = Schedule::new(workflow, now) else {

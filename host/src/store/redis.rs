@@ -29,9 +29,9 @@ use super::{
     HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs,
     to_secs,
 };
-use crate::schedule::Schedule;
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
+use crate::schedule::Schedule;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -109,7 +109,9 @@ impl RedisStore {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
             Some("1") => store.upgrade_from_1()?,
             // Version 3 added the `schedules` hash, which starts empty.
-            Some("2") => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
+            Some("2") => {
+                store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?
+            }
             Some(SCHEMA_VERSION) => {}
             Some(other) => return Err(open(format!("schema version {other} is not {SCHEMA_VERSION}"))),
         }

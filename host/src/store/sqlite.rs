@@ -8,9 +8,9 @@
 //! locked for as long as the host runs: one host per store.
 
 use super::{Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
-use crate::schedule::Schedule;
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
+use crate::schedule::Schedule;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

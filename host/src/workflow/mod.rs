@@ -1251,8 +1251,10 @@ tasks:
             assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
-        assert!(problems("name: x\nschedule: 7am\ntasks:\n  - {id: t, protocol: echo/v1, method: echo}\n")[0]
-            .starts_with("field 'schedule': must be a mapping with 'cron'"));
+        assert!(
+            problems("name: x\nschedule: 7am\ntasks:\n  - {id: t, protocol: echo/v1, method: echo}\n")[0]
+                .starts_with("field 'schedule': must be a mapping with 'cron'")
+        );
 
         // The id: the block's, else the workflow's, else its name's.
         let id = |text: &str| yaml(text).unwrap().schedule.unwrap().id;

@@ -23,10 +23,7 @@ pub(super) struct Context<'a> {
 /// `tree` with `overrides` set in its `schedule:` block (made if there is
 /// none); `inputs` are merged name by name. A tree or block of the wrong
 /// shape is left for the validator to name.
-pub fn overlay(
-    mut tree: Value,
-    overrides: Map<String, Value>,
-) -> Value {
+pub fn overlay(mut tree: Value, overrides: Map<String, Value>) -> Value {
     if overrides.is_empty() {
         return tree;
     }
@@ -44,14 +41,17 @@ pub fn overlay(
 }
 
 /// Read `schedule:`; problems go to `problems` with fields `schedule.*`.
-pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>) -> Option<Spec> {
+pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>) -> Option<Box<Spec>> {
     let mut report = |field: &str, message: String| {
         problems.push(Problem { task: None, field: Some(field.to_owned()), message });
     };
     let mut map = match tree {
         Value::Object(map) => map,
         other => {
-            report("schedule", format!("must be a mapping with 'cron' (and 'timezone', 'inputs'), found {}", kind(&other)));
+            report(
+                "schedule",
+                format!("must be a mapping with 'cron' (and 'timezone', 'inputs'), found {}", kind(&other)),
+            );
             return None;
         }
     };
@@ -65,7 +65,8 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
     let timezone = text(&mut map, "timezone", &mut report).unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
     let cron = cron?;
     if let Err(e) = crate::schedule::Cadence::new(&cron, &timezone) {
-        let field = if matches!(e, crate::schedule::CadenceError::Zone { .. }) { "schedule.timezone" } else { "schedule.cron" };
+        let field =
+            if matches!(e, crate::schedule::CadenceError::Zone { .. }) { "schedule.timezone" } else { "schedule.cron" };
         report(field, e.to_string());
         return None;
     }
@@ -101,7 +102,7 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
             return None;
         }
     };
-    Some(Spec { cron, timezone, inputs, due_input, id })
+    Some(Box::new(Spec { cron, timezone, inputs, due_input, id }))
 }
 
 /// The id a schedule without `schedule.id` takes: the workflow's given
@@ -132,7 +133,11 @@ fn text(map: &mut Map<String, Value>, key: &str, report: &mut impl FnMut(&str, S
 }
 
 /// `schedule.inputs`: values for declared inputs, each read by its type.
-fn values(tree: Option<Value>, declared: &[Input], report: &mut impl FnMut(&str, String)) -> Option<Map<String, Value>> {
+fn values(
+    tree: Option<Value>,
+    declared: &[Input],
+    report: &mut impl FnMut(&str, String),
+) -> Option<Map<String, Value>> {
     let map = match tree {
         None | Some(Value::Null) => return Some(Map::new()),
         Some(Value::Object(map)) => map,

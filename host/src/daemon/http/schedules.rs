@@ -65,7 +65,9 @@ fn block_fields(query: Vec<(String, String)>) -> Result<(Map<String, Value>, boo
         match key.as_str() {
             "input" => pairs.push(value),
             "replace" => {
-                replace = value.parse().map_err(|_| bad(format!("replace must be true or false, got '{}'", workflow::excerpt(&value))))?
+                replace = value
+                    .parse()
+                    .map_err(|_| bad(format!("replace must be true or false, got '{}'", workflow::excerpt(&value))))?
             }
             field if BLOCK_FIELDS.contains(&field) => {
                 block.insert(key, Value::String(value));

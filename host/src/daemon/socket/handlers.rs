@@ -464,7 +464,8 @@ async fn add_schedule(socket: SocketRef, data: Payload, ack: Reply, State(host):
         let caller = host.caller(&socket, Action::Submit)?;
         let map = payload("add_schedule", data)?;
         let fields = Fields { event: "add_schedule", map: &map };
-        let (tree, overrides, replace) = (fields.object("workflow")?, fields.optional_object("schedule")?, fields.flag("replace")?);
+        let (tree, overrides, replace) =
+            (fields.object("workflow")?, fields.optional_object("schedule")?, fields.flag("replace")?);
         let info = host.add_schedule(&caller, "add_schedule: workflow", tree, overrides, replace).await?;
         serde_json::to_value(info).map_err(RpcError::internal)
     }
