@@ -285,7 +285,10 @@ fn the_workflow_docs_schedule_session_runs_as_written() {
     let listed: Vec<&str> =
         stdout.lines().filter(|l| l.starts_with("hourly ") || l.starts_with("morning-briefing ")).collect();
     assert_eq!(listed.len(), 2, "both listed: {stdout}");
-    assert!(listed[0].contains("0 * * * *") && listed[0].contains("UTC"), "{stdout}");
+    assert!(
+        listed[0].contains("0 * * * *") && listed[0].contains("Europe/Berlin"),
+        "the file's zone, its own pattern: {stdout}"
+    );
     assert!(stdout.trim_end().ends_with("removed schedule hourly"), "{stdout}");
 }
 
