@@ -812,4 +812,10 @@ async fn schedules_are_bounded() {
     assert_eq!(add(1000).await.status, 201);
     let listed = api.get("/api/v1/schedules", token).await.body;
     assert_eq!(listed["schedules"].as_array().unwrap().len(), 1000);
+    assert_eq!(api.send(api.request("DELETE", "/api/v1/schedules/s8", Some(token))).await.status, 200);
+    let big = json!({"name": "big", "schedule": {"cron": "0 0 1 1 *"},
+                     "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": "x".repeat(2 << 20)}}]});
+    let answer = api.post_json("/api/v1/schedules", token, &big).await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(answer.body["message"].as_str().unwrap().contains("a schedule keeps at most 1048576"), "{answer:?}");
 }

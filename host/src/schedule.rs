@@ -26,6 +26,9 @@ pub const MAX_CRON_BYTES: usize = 256;
 pub const MAX_SCHEDULE_ID_CHARS: usize = 100;
 /// Most schedules one host keeps.
 pub const MAX_SCHEDULES: usize = 1000;
+/// Largest workflow a schedule keeps (as JSON): schedules stay in memory
+/// and in the store for as long as they exist, so 1,000 of them stay small.
+pub const MAX_SCHEDULE_BYTES: usize = 1024 * 1024;
 /// The zone of a schedule that names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 

@@ -19,7 +19,7 @@ use super::host::Host;
 use super::rpc::{RpcError, errors};
 use crate::auth::{Action, Caller};
 use crate::model::{Workflow, WorkflowStatus};
-use crate::schedule::{Cadence, Due, MAX_SCHEDULES, Schedule};
+use crate::schedule::{Cadence, Due, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, Schedule};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -156,6 +156,13 @@ impl Schedules {
             ));
         };
         let cadence = schedule.spec.cadence().map_err(|e| RpcError::new(errors::INVALID_PARAMS, e.to_string()))?;
+        let size = super::rpc::encoded_len(&schedule.document());
+        if size > MAX_SCHEDULE_BYTES {
+            return Err(RpcError::new(
+                errors::TOO_LARGE,
+                format!("the workflow is {size} bytes as JSON; a schedule keeps at most {MAX_SCHEDULE_BYTES} (1 MiB)"),
+            ));
+        }
         let mut entries = self.entries.lock().await;
         let id = schedule.id().to_owned();
         match entries.get(&id) {

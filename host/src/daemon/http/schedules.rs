@@ -34,6 +34,8 @@ const BLOCK_FIELDS: &[&str] = &["id", "cron", "timezone", "due_input"];
         (status = 422, description = "Not a valid workflow or schedule: the problems say where", body = ApiError),
         (status = 409, description = "The id is taken", body = ApiError),
         (status = 429, description = "The host keeps as many schedules as it allows", body = ApiError),
+        (status = 413, description = "The workflow is over 1 MiB as JSON", body = ApiError),
+        (status = 400, description = "Not JSON or YAML", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn add_schedule(
     State(host): State<Arc<Host>>,
