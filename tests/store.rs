@@ -872,3 +872,23 @@ fn a_killed_host_resumes_its_schedule_without_running_a_due_time_twice() {
     assert_eq!(runs_of(&host, "every2").len(), count, "removed, it starts no more");
     assert_eq!(schedule_info(&host, "every2"), Value::Null);
 }
+
+/// A due time that comes while the schedule's last run is still running is
+/// skipped: runs of one schedule never overlap.
+#[test]
+fn a_schedule_does_not_start_a_run_while_its_last_one_runs() {
+    let host = host(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yaml");
+    let slow = "name: slow\ntasks:\n  - {id: wait, protocol: echo/v1, method: delay, params: {seconds: 2.5}}\n";
+    std::fs::write(&file, slow).unwrap();
+    let added = cli(&host, &["schedule", "add", file.to_str().unwrap(), "--cron", "* * * * * *"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let runs = until("three runs", || runs_of(&host, "slow"), |runs| runs.len() >= 3);
+    let reports: Vec<Value> = runs.iter().take(3).map(|run| when_finished(&host, run)).collect();
+    let time = |report: &Value, field: &str| humantime::parse_rfc3339(report[field].as_str().unwrap()).unwrap();
+    for pair in reports.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        assert!(time(later, "started_at") >= time(earlier, "finished_at"), "overlapping runs: {earlier}\n{later}");
+    }
+}
