@@ -236,22 +236,30 @@ fn clients_without_a_token_are_refused_with_the_reason() {
     assert!(stderr.contains("no token") && stderr.contains("GLEITZEIT_TOKEN"), "{stderr}");
 }
 
-/// docs/security.md's token session, run as written by `sh` against a real
-/// daemon (the CLI on PATH, the daemon's data directory as the default).
-#[test]
-fn the_security_docs_token_session_runs_as_written() {
-    let daemon = daemon();
-    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
-    let session = support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("token create")).unwrap();
+/// The `sh` block of `doc` that contains `marker`, run as written by `sh`
+/// against `daemon` in a directory holding the example `workflow` (the CLI
+/// on PATH, the daemon's data directory as the default): the block, and
+/// what it printed.
+fn doc_session(daemon: &Daemon, doc: &str, marker: &str, workflow: &str) -> (String, std::process::Output) {
+    let text = std::fs::read_to_string(root().join(doc)).unwrap();
+    let session = support::fenced_blocks(&text, "sh").into_iter().find(|b| b.contains(marker)).unwrap();
     let cwd = tempfile::tempdir().unwrap();
     std::fs::create_dir(cwd.path().join("workflows")).unwrap();
-    std::fs::copy(root().join("workflows/hello.yaml"), cwd.path().join("workflows/hello.yaml")).unwrap();
+    std::fs::copy(root().join(workflow), cwd.path().join(workflow)).unwrap();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gleitzeit")).parent().unwrap().to_owned();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut sh = Command::new("sh");
     sh.args(["-e", "-c", &session]).current_dir(cwd.path()).env("PATH", path);
     sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", daemon.data.path()).env_remove("GLEITZEIT_TOKEN");
-    let out = finished(sh);
+    (session, finished(sh))
+}
+
+/// docs/security.md's token session, run as written by `sh` against a real
+/// daemon (the CLI on PATH, the daemon's data directory as the default).
+#[test]
+fn the_security_docs_token_session_runs_as_written() {
+    let daemon = daemon();
+    let (_, out) = doc_session(&daemon, "docs/security.md", "token create", "workflows/hello.yaml");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("workflow 'Hello chain'") && stdout.contains("completed in"), "{stdout}");
     assert!(stdout.contains("text-worker") && stdout.contains("provider") && stdout.contains("text/v1"), "{stdout}");
@@ -265,17 +273,7 @@ fn the_security_docs_token_session_runs_as_written() {
 #[test]
 fn the_workflow_docs_schedule_session_runs_as_written() {
     let daemon = daemon();
-    let doc = std::fs::read_to_string(root().join("docs/workflows.md")).unwrap();
-    let session = support::fenced_blocks(&doc, "sh").into_iter().find(|b| b.contains("schedule add")).unwrap();
-    let cwd = tempfile::tempdir().unwrap();
-    std::fs::create_dir(cwd.path().join("workflows")).unwrap();
-    std::fs::copy(root().join("workflows/scheduled.yaml"), cwd.path().join("workflows/scheduled.yaml")).unwrap();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gleitzeit")).parent().unwrap().to_owned();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let mut sh = Command::new("sh");
-    sh.args(["-e", "-c", &session]).current_dir(cwd.path()).env("PATH", path);
-    sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", daemon.data.path()).env_remove("GLEITZEIT_TOKEN");
-    let out = finished(sh);
+    let (session, out) = doc_session(&daemon, "docs/workflows.md", "schedule add", "workflows/scheduled.yaml");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let shown = session.lines().find_map(|l| l.strip_prefix("# schedule morning-briefing: ")).unwrap();
     let said = stdout.lines().find_map(|l| l.strip_prefix("schedule morning-briefing: ")).unwrap();
