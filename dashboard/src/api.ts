@@ -52,6 +52,10 @@ export async function post<T>(path: string, body: string, contentType = "applica
   return answer<T>(await fetch(path, { method: "POST", headers: headers({ "Content-Type": contentType }), body }));
 }
 
+export async function remove<T>(path: string): Promise<T> {
+  return answer<T>(await fetch(path, { method: "DELETE", headers: headers() }));
+}
+
 export interface StreamEvent {
   event: string;
   id: string;

@@ -2,8 +2,8 @@
 chromedriver, driven with Selenium): sign in with a token, submit from the
 page (the validator's problems shown, then a valid workflow), watch its
 tasks turn completed live, see a fan-out's items appear, read a task's
-result, cancel a running
-workflow, and see a broken plugin's error. Screenshots of the main pages
+result, cancel a running workflow, list and remove a schedule, and see a
+broken plugin's error. Screenshots of the main pages
 go to SCREENSHOTS (a directory) when it is set.
 
 Environment: GLEITZEIT_SERVER, GLEITZEIT_TOKEN, BROKEN_PLUGIN (the name of
@@ -127,6 +127,17 @@ def main():
         css("[data-test=cancel]").click()
         wait.until(lambda d: status_of(d, "long") == "cancelled")
         wait.until(lambda d: "cancelled" in d.find_element(By.CSS_SELECTOR, ".workflow-head .badge").text)
+
+        # Schedules: one kept over the API is listed with its next due time
+        # in its zone; removed from the page, it is gone.
+        api("/api/v1/schedules?id=nightly", {"name": "Nightly", "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+                                             "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]})
+        driver.get(SERVER + "/#/schedules")
+        table = css("[data-test=schedules]")
+        assert "nightly" in table.text and "Europe/Berlin" in table.text and "T03:00:00+0" in table.text, table.text
+        css("[data-test=remove-schedule]").click()
+        css("[data-test=no-schedules]")
+        assert api("/api/v1/schedules")["schedules"] == []
 
         # Providers and plugins: the broken plugin's error is shown.
         driver.get(SERVER + "/#/providers")
