@@ -268,10 +268,13 @@ impl Schedules {
                 entry.schedule.last_run = Some(run);
                 entry.skipping = None;
             }
+            Outcome::Busy(reason) | Outcome::Skipped(reason) if entry.skipping.as_ref() == Some(&reason) => {}
+            Outcome::Busy(reason) => {
+                tracing::info!(schedule = %fire.id, "skipped the run due {}: {reason}", fire.due_text);
+                entry.skipping = Some(reason);
+            }
             Outcome::Skipped(reason) => {
-                if entry.skipping.as_ref() != Some(&reason) {
-                    tracing::warn!(schedule = %fire.id, "skipped the run due {}: {reason}", fire.due_text);
-                }
+                tracing::warn!(schedule = %fire.id, "skipped the run due {}: {reason}", fire.due_text);
                 entry.skipping = Some(reason);
             }
             Outcome::Stopping => {}
@@ -310,7 +313,10 @@ pub(super) async fn fire_when_due(host: Arc<Host>) {
 enum Outcome {
     /// Its run started (or had started before a restart): this id.
     Started(String),
-    /// Skipped, for this reason (said in the log when it is new).
+    /// Skipped while its last run still runs, as the schedule wants: said
+    /// in the log (as information) when the reason is new.
+    Busy(String),
+    /// Skipped for this reason (said in the log as a warning when new).
     Skipped(String),
     /// The host is shutting down: left for the next start.
     Stopping,
@@ -333,7 +339,7 @@ async fn start(host: &Host, fire: &Fire) -> Outcome {
     if let Some(last) = &fire.last_run
         && host.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
     {
-        return Outcome::Skipped(format!("its last run {last} is still running"));
+        return Outcome::Busy(format!("its last run {last} is still running"));
     }
     let run = match &fire.run {
         Ok(run) => run.clone(),
