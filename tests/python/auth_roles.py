@@ -129,6 +129,11 @@ async def schedule_ownership():
     admin = await connected("ADMIN")
     owners = {s["schedule_id"]: s["owner"] for s in (await admin.call("list_schedules", {}, timeout=10))["schedules"]}
     assert owners["alices"] == "alice", owners
+    # An admin may replace it; it stays alice's.
+    monthly = {**mine, "schedule": {**mine["schedule"], "cron": "0 0 1 * *"}}
+    replaced = await admin.call("add_schedule", {"workflow": monthly, "replace": True}, timeout=10)
+    assert (replaced["owner"], replaced["cron"]) == ("alice", "0 0 1 * *"), replaced
+    assert [s["cron"] for s in (await alice.call("list_schedules", {}, timeout=10))["schedules"]] == ["0 0 1 * *"]
     assert (await alice.call("remove_schedule", {"schedule_id": "alices"}, timeout=10))["removed"] is True
     for sio in (alice, bob, admin):
         await sio.disconnect()

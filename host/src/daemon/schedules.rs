@@ -139,8 +139,9 @@ impl Schedules {
     }
 
     /// Keep `workflow`'s schedule as `caller`'s. An id in use is refused
-    /// unless `replace` is set and the schedule is the caller's; a replaced
-    /// schedule keeps its last due time, so no run is started twice.
+    /// unless `replace` is set and the caller may see that schedule (its
+    /// own; any, for admins); a replaced schedule keeps its owner and its
+    /// last due time, so no run is started twice.
     pub(super) async fn add(
         &self,
         caller: &Caller,
@@ -171,6 +172,9 @@ impl Schedules {
                 return Err(RpcError::new(errors::CONFLICT, format!("schedule '{id}' exists; {hint}")));
             }
             Some(old) => {
+                // An admin's replacement of another token's schedule stays
+                // that token's: its runs, and who sees it, do not change.
+                schedule.workflow.owner.clone_from(&old.schedule.workflow.owner);
                 schedule.last_due = old.schedule.last_due;
                 schedule.last_run = old.schedule.last_run.clone();
             }
