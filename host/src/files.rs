@@ -105,11 +105,7 @@ impl FileDirs {
         if !canonical.starts_with(base) {
             return Err(FilesError(format!("file {shown} now leads outside its directory; it is not read")));
         }
-        let size = canonical.metadata().map_err(|e| FilesError(format!("file {shown}: {e}")))?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(FilesError(format!("file {shown} is {size} bytes; files are read up to {MAX_FILE_BYTES}")));
-        }
-        let bytes = std::fs::read(&canonical).map_err(|e| FilesError(format!("file {shown}: {e}")))?;
+        let bytes = read_regular(&canonical).map_err(|e| FilesError(format!("file {shown} {e}")))?;
         let mut item = item.clone();
         if base64 {
             item["base64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes));
@@ -121,6 +117,29 @@ impl FileDirs {
         }
         Ok(item)
     }
+}
+
+/// A regular file's bytes, at most [`MAX_FILE_BYTES`]. Anything else is
+/// refused before it is opened: a FIFO or device put in place of a listed
+/// file would block the read (or never end).
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let metadata = path.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file any more; it is not read".into());
+    }
+    let too_large = |size: u64| format!("is {size} bytes; files are read up to {MAX_FILE_BYTES}");
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    // A file that grows while it is read is cut off by `take`, and refused.
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// A pattern is relative and stays inside its directory.
@@ -174,5 +193,11 @@ mod tests {
         std::fs::remove_file(docs.join("a.md")).unwrap();
         std::os::unix::fs::symlink(root.path().join("secret.md"), docs.join("a.md")).unwrap();
         assert!(dirs.read(&items[0], true, false).unwrap_err().0.contains("leads outside"));
+        // One swapped for a FIFO is refused, not waited on for ever.
+        std::fs::remove_file(docs.join("b.md")).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(docs.join("b.md")).status().unwrap();
+        assert!(made.success());
+        let err = dirs.read(&items[1], true, false).unwrap_err();
+        assert!(err.0.contains("'b.md' in 'docs' is not a regular file"), "{err}");
     }
 }

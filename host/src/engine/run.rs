@@ -6,7 +6,6 @@
 //! all ended. Its record in the store keeps the items, so a restart makes
 //! the same tasks again.
 
-use crate::files::FileDirs;
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
@@ -334,48 +333,48 @@ impl Run {
         self.tasks[item.parent].group.as_ref()?.items.get(item.index)
     }
 
-    /// The items of `for_each` task `t`: its list with references
-    /// resolved, or the files it names in `dirs`.
-    pub fn items_of(&self, t: usize, dirs: &FileDirs) -> Result<Arc<Vec<Value>>, TaskError> {
+    /// The files directory listing `for_each` task `t` asks for, if its
+    /// items are files: the scheduler lists them off its own thread.
+    pub fn files_to_list(&self, t: usize) -> Option<(String, Option<String>)> {
+        let (pattern, dir) = self.workflow.tasks[t].for_each.as_ref()?.files()?;
+        Some((pattern.to_owned(), dir.map(str::to_owned)))
+    }
+
+    /// The items of `for_each` task `t` that are a list (not files), with
+    /// references resolved.
+    pub fn items_of(&self, t: usize) -> Result<Arc<Vec<Value>>, TaskError> {
         let Some(for_each) = &self.workflow.tasks[t].for_each else { return Ok(Arc::default()) };
-        let failed = |message: String| TaskError::new(codes::NOT_A_LIST, format!("for_each: {message}"));
-        if let Some((pattern, dir)) = for_each.files() {
-            return dirs.list(pattern, dir, MAX_ITEMS).map(Arc::new).map_err(|e| failed(e.to_string()));
-        }
         let resolved = substitute(&for_each.items, |root| self.value_of(t, root))
             .map_err(|e| TaskError::new(codes::SUBSTITUTION, format!("for_each: {e}")))?;
         match Arc::unwrap_or_clone(resolved) {
             Value::Array(items) if items.len() > MAX_ITEMS => {
-                Err(failed(format!("{} items; the limit is {MAX_ITEMS}", items.len())))
+                Err(not_a_list(format!("{} items; the limit is {MAX_ITEMS}", items.len())))
             }
             Value::Array(items) => Ok(Arc::new(items)),
-            other => Err(failed(format!("'{}' gave {}, not a list of items", show(&for_each.items), kind(&other)))),
+            other => Err(not_a_list(format!("'{}' gave {}, not a list of items", show(&for_each.items), kind(&other)))),
         }
     }
 
-    /// Before task `t` (a file's item) is called: read the file's content
-    /// if its params use `${item.text}` or `${item.base64}`.
-    pub fn read_item_file(&mut self, t: usize, dirs: &FileDirs) -> Result<(), TaskError> {
-        let Some(item) = &self.tasks[t].item else { return Ok(()) };
-        let files = self.workflow.tasks[item.parent].for_each.as_ref().is_some_and(|f| f.files().is_some());
-        if !files {
-            return Ok(());
-        }
+    /// Before task `t` (a file's item) is called: the file to read, if its
+    /// params use `${item.text}` or `${item.base64}` and it is not read
+    /// yet, as `(listed item, text, base64)`.
+    pub fn file_to_read(&self, t: usize) -> Option<(Value, bool, bool)> {
+        let item = self.tasks[t].item.as_ref().filter(|item| item.read.is_none())?;
+        self.workflow.tasks[item.parent].for_each.as_ref()?.files()?;
         let uses = |field: &str| {
             substitution::references(&self.workflow.tasks[t].params).iter().flatten().any(|r| {
                 r.root == Root::Item && r.path.first() == Some(&crate::resolver::PathSegment::Key(field.into()))
             })
         };
         let (text, base64) = (uses("text"), uses("base64"));
-        if !text && !base64 {
-            return Ok(());
-        }
-        let Some(listed) = self.listed_item(t) else { return Ok(()) };
-        let read = dirs.read(listed, text, base64).map_err(|e| TaskError::new(codes::SUBSTITUTION, e.to_string()))?;
+        (text || base64).then(|| self.listed_item(t).map(|listed| (listed.clone(), text, base64)))?
+    }
+
+    /// Task `t`'s file, read: `${item.…}` gives its content until the call.
+    pub fn file_read(&mut self, t: usize, read: Value) {
         if let Some(item) = &mut self.tasks[t].item {
             item.read = Some(read);
         }
-        Ok(())
     }
 
     /// Turn `for_each` task `t` into one task per item, appended to the
@@ -665,6 +664,11 @@ fn item_task(template: &Task, index: usize) -> Task {
         // The task's own condition was met before it was expanded.
         when: None,
     }
+}
+
+/// Why a `for_each` task has no items to expand into.
+pub fn not_a_list(message: String) -> TaskError {
+    TaskError::new(codes::NOT_A_LIST, format!("for_each: {message}"))
 }
 
 /// A `for_each` value for messages: the reference as written, or "the list".

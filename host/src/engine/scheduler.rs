@@ -2,10 +2,11 @@
 //! outcomes arrive on one channel and are handled in order, so no state is
 //! shared or locked.
 
-use super::run::Run;
+use super::run::{Run, not_a_list};
 use super::{Command, EngineConfig, EngineError, EngineEvent, EngineStats, ProgressEvent, TaskEvent, WorkflowStarted};
+use crate::files::FileDirs;
 use crate::listing::WorkflowSummary;
-use crate::model::{TaskError, TaskStatus, Workflow, codes};
+use crate::model::{MAX_ITEMS, TaskError, TaskStatus, Workflow, codes};
 use crate::queue::PriorityQueue;
 use crate::registry::{Call, Provider, Registry, Selection};
 use crate::report::RunReport;
@@ -46,6 +47,18 @@ pub(super) enum Internal {
     ProviderWaitOver {
         run: RunId,
         task: usize,
+    },
+    /// A `files` for_each task's directory is listed.
+    Listed {
+        run: RunId,
+        task: usize,
+        outcome: Result<Vec<Value>, TaskError>,
+    },
+    /// A file's item task has its file read (or cannot).
+    FileRead {
+        run: RunId,
+        task: usize,
+        outcome: Result<Value, TaskError>,
     },
     /// The store has a finished workflow's report.
     ReportStored {
@@ -187,6 +200,8 @@ impl Scheduler {
             Internal::RetryDue { run, task } => self.retry_due(run, task),
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
+            Internal::Listed { run, task, outcome } => self.listed(run, task, outcome),
+            Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
         }
     }
@@ -397,12 +412,35 @@ impl Scheduler {
 
     /// A ready `for_each` task becomes one task per item (or fails if its
     /// items are not a list); those its `max_parallel` allows are ready.
+    /// Files are listed first, off the scheduler's thread.
     fn expand(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
-        let items = match run.items_of(t, &self.config.file_dirs) {
-            Ok(items) => items,
-            Err(error) => return self.settle(id, t, Err(error)),
-        };
+        if let Some((pattern, dir)) = run.files_to_list(t) {
+            return self.off_thread(move |dirs| {
+                let outcome = dirs.list(&pattern, dir.as_deref(), MAX_ITEMS).map_err(|e| not_a_list(e.to_string()));
+                Internal::Listed { run: id, task: t, outcome }
+            });
+        }
+        match run.items_of(t) {
+            Ok(items) => self.expand_into(id, t, items),
+            Err(error) => self.settle(id, t, Err(error)),
+        }
+    }
+
+    /// `for_each` task `t`'s files are listed, unless it ended meanwhile.
+    fn listed(&mut self, id: RunId, t: usize, outcome: Result<Vec<Value>, TaskError>) {
+        let Some(run) = self.runs.get(&id) else { return };
+        if run.tasks[t].status.is_final() {
+            return;
+        }
+        match outcome {
+            Ok(items) => self.expand_into(id, t, Arc::new(items)),
+            Err(error) => self.settle(id, t, Err(error)),
+        }
+    }
+
+    fn expand_into(&mut self, id: RunId, t: usize, items: Arc<Vec<Value>>) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
         let count = items.len();
         run.expand(t, items);
         if let Some(method) = self.stats.of_task(&run.series, t) {
@@ -413,6 +451,17 @@ impl Scheduler {
             return self.settle(id, t, Ok(Value::Array(Vec::new())));
         }
         self.release_items(id, t);
+    }
+
+    /// Run `work` on the blocking pool with the host's files directories
+    /// and hand its outcome back as a message: a slow disk, a large
+    /// directory or a large file stalls no other task.
+    fn off_thread(&self, work: impl FnOnce(&FileDirs) -> Internal + Send + 'static) {
+        let Some(inbox) = self.inbox.upgrade() else { return };
+        let dirs = self.config.file_dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = inbox.send(Message::Internal(work(&dirs)));
+        });
     }
 
     /// Queue the item tasks of `for_each` task `t` its limit now allows.
@@ -553,8 +602,8 @@ impl Scheduler {
         if run.tasks[t].status != TaskStatus::Queued {
             return;
         }
-        if let Err(error) = run.read_item_file(t, &self.config.file_dirs) {
-            return self.fail_before_start(id, t, error);
+        if let Some((item, text, base64)) = run.file_to_read(t) {
+            return self.read_file(id, t, item, text, base64);
         }
         let task = &run.workflow.tasks[t];
         let params = substitute(&task.params, |root| run.value_of(t, root));
@@ -624,6 +673,35 @@ impl Scheduler {
             run.tasks[t].abort = Some(handle.abort_handle());
         }
         self.running += 1;
+    }
+
+    /// Read the file of item task `t` before its call. The read holds one
+    /// of the host's call slots until it is done: a file's content weighs
+    /// what a call's params do, so no more are in memory than calls.
+    fn read_file(&mut self, id: RunId, t: usize, item: Value, text: bool, base64: bool) {
+        self.running += 1;
+        self.off_thread(move |dirs| {
+            let outcome =
+                dirs.read(&item, text, base64).map_err(|e| TaskError::new(codes::SUBSTITUTION, e.to_string()));
+            Internal::FileRead { run: id, task: t, outcome }
+        });
+    }
+
+    /// Item task `t`'s file is read: it goes back to the front of the queue
+    /// for a provider (or fails), unless it ended meanwhile.
+    fn file_read(&mut self, id: RunId, t: usize, outcome: Result<Value, TaskError>) {
+        self.running -= 1;
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        if run.tasks[t].status != TaskStatus::Queued {
+            return;
+        }
+        match outcome {
+            Ok(read) => {
+                run.file_read(t, read);
+                self.queue.push_front(run.workflow.tasks[t].priority, (id, t));
+            }
+            Err(error) => self.fail_before_start(id, t, error),
+        }
     }
 
     /// A task that cannot even start (bad reference, no provider, params

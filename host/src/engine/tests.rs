@@ -20,6 +20,10 @@ struct Probe {
 }
 
 fn start(concurrency: usize) -> (Engine, Arc<Probe>) {
+    start_with(EngineConfig { concurrency, default_timeout: Duration::from_secs(10), ..EngineConfig::default() })
+}
+
+fn start_with(config: EngineConfig) -> (Engine, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let seen = probe.clone();
     let provider = FnProvider {
@@ -39,7 +43,6 @@ fn start(concurrency: usize) -> (Engine, Arc<Probe>) {
     };
     let registry = Arc::new(Registry::new());
     registry.register(Arc::new(provider));
-    let config = EngineConfig { concurrency, default_timeout: Duration::from_secs(10), ..EngineConfig::default() };
     (Engine::start(registry, config), probe)
 }
 
@@ -819,4 +822,51 @@ tasks:
     assert_eq!(task(&report, "fan").status, TaskStatus::Skipped);
     assert!(report.tasks.iter().all(|t| t.parent.is_none()), "a skipped for_each makes no items");
     assert_eq!(probe.order.lock().unwrap().len(), 3);
+}
+
+/// Files are listed and read off the scheduler's thread, and a read holds
+/// one of the host's call slots until it is done, or fails: with one slot,
+/// every item still runs, one after the other, and an unreadable file
+/// fails only its own item.
+#[tokio::test]
+async fn file_reads_hold_a_call_slot_and_give_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [("a.txt", &b"ay"[..]), ("b.txt", &[0xff, 0xfe][..]), ("c.txt", &b"sea"[..])] {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    let mut dirs = crate::files::FileDirs::default();
+    dirs.allow("notes", dir.path()).unwrap();
+    let config = EngineConfig {
+        concurrency: 1,
+        default_timeout: Duration::from_secs(10),
+        file_dirs: Arc::new(dirs),
+        ..EngineConfig::default()
+    };
+    let (engine, probe) = start_with(config);
+    let run = |n: usize| {
+        workflow(&format!(
+            r#"
+name: files {n}
+tasks:
+  - id: read
+    protocol: t/v1
+    method: ok
+    for_each: {{files: "*.txt", dir: notes}}
+    allow_failures: true
+    params: {{text: "${{item.text}}"}}
+"#
+        ))
+    };
+    let both = async { tokio::join!(engine.run(run(1)), engine.run(run(2))) };
+    let (first, second) = tokio::time::timeout(Duration::from_secs(60), both).await.expect("a slot was lost");
+    for report in [first.unwrap(), second.unwrap()] {
+        let texts: Vec<&Option<Value>> = (0..3).map(|i| &task(&report, &format!("read[{i}]")).result).collect();
+        assert_eq!(texts[0], &Some(json!({"text": "ay"})), "{report:?}");
+        assert_eq!(texts[2], &Some(json!({"text": "sea"})), "{report:?}");
+        let unreadable = task(&report, "read[1]");
+        assert_eq!(unreadable.status, TaskStatus::Failed);
+        assert!(unreadable.error.as_ref().unwrap().message.contains("is not UTF-8 text"), "{unreadable:?}");
+    }
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 1, "one slot");
+    assert_eq!(engine.stats().await.unwrap().running, 0, "every slot given back");
 }
