@@ -136,10 +136,16 @@ impl Cadence {
     }
 }
 
-/// The id of the run a schedule starts for the due time `due`:
-/// `ID-YYYYMMDDTHHMMSSZ` (UTC).
-pub fn run_id(schedule_id: &str, due: SystemTime) -> String {
-    format!("{schedule_id}-{}", DateTime::<Utc>::from(due).format("%Y%m%dT%H%M%SZ"))
+/// The id of the run due at `due`: `ID-KEY-YYYYMMDDTHHMMSSZ` (UTC), or
+/// `ID-YYYYMMDDTHHMMSSZ` for a schedule stored before keys (`key` empty).
+fn run_id(schedule_id: &str, key: &str, due: SystemTime) -> String {
+    let due = DateTime::<Utc>::from(due).format("%Y%m%dT%H%M%SZ");
+    if key.is_empty() { format!("{schedule_id}-{due}") } else { format!("{schedule_id}-{key}-{due}") }
+}
+
+/// A new schedule's run key: 8 random hex digits.
+fn new_run_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 /// A schedule as the host keeps it.
@@ -155,6 +161,11 @@ pub struct Schedule {
     pub last_due: Option<SystemTime>,
     /// The id of the last run it started.
     pub last_run: Option<String>,
+    /// Made when it is added and kept: part of every run's id. Workflow
+    /// ids are one namespace for all tokens, and a run's id must not be
+    /// one another token can guess and take before the run starts (the
+    /// host would take that workflow for the run, and start none).
+    pub run_key: String,
 }
 
 /// What a schedule should do now.
@@ -175,7 +186,7 @@ impl Schedule {
     /// A new schedule of `workflow`'s `schedule` block; none without one.
     pub fn new(mut workflow: Workflow, created_at: SystemTime) -> Option<Self> {
         let spec = *workflow.schedule.take()?;
-        Some(Self { spec, workflow, created_at, last_due: None, last_run: None })
+        Some(Self { spec, workflow, created_at, last_due: None, last_run: None, run_key: new_run_key() })
     }
 
     pub fn id(&self) -> &str {
@@ -185,6 +196,12 @@ impl Schedule {
     /// The workflow with its `schedule` block, as a file would have it.
     pub fn document(&self) -> Workflow {
         Workflow { schedule: Some(Box::new(self.spec.clone())), ..self.workflow.clone() }
+    }
+
+    /// The id of its run due at `due`: the same after a restart, so a run
+    /// started and not yet written down is not started twice.
+    pub fn run_id(&self, due: SystemTime) -> String {
+        run_id(self.id(), &self.run_key, due)
     }
 
     /// The missed-run policy: of the due times since the last one handled
@@ -203,7 +220,7 @@ impl Schedule {
     /// bound to the schedule's values, its `schedule` block gone (a run is
     /// a plain workflow) and a note of where it came from in `metadata`.
     pub fn run_at(&self, cadence: &Cadence, due: SystemTime) -> Result<Workflow, crate::workflow::WorkflowError> {
-        let mut run = Workflow { id: run_id(self.id(), due), ..self.workflow.clone() };
+        let mut run = Workflow { id: self.run_id(due), ..self.workflow.clone() };
         let values = self.spec.values_at(cadence, due);
         crate::workflow::inputs::bind(&format!("schedule {}", self.id()), &mut run, values)?;
         if let Value::Object(metadata) = &mut run.metadata {
@@ -282,7 +299,10 @@ mod tests {
 
     #[test]
     fn run_ids_name_the_schedule_and_the_due_time_in_utc() {
-        assert_eq!(run_id("digest", at("2026-12-02T07:00:00+01:00")), "digest-20261202T060000Z");
-        assert!(crate::workflow::is_id(&run_id(&"x".repeat(MAX_SCHEDULE_ID_CHARS), at("2026-12-02T07:00:00Z"))));
+        assert_eq!(run_id("digest", "", at("2026-12-02T07:00:00+01:00")), "digest-20261202T060000Z");
+        assert_eq!(run_id("digest", "0a1b2c3d", at("2026-12-02T07:00:00+01:00")), "digest-0a1b2c3d-20261202T060000Z");
+        let longest = run_id(&"x".repeat(MAX_SCHEDULE_ID_CHARS), &new_run_key(), at("2026-12-02T07:00:00Z"));
+        assert!(crate::workflow::is_id(&longest), "{longest}");
+        assert_ne!(new_run_key(), new_run_key());
     }
 }

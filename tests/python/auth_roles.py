@@ -9,6 +9,7 @@ expectation holds.
 import asyncio
 import os
 import subprocess
+import time
 
 import aiohttp
 import socketio
@@ -145,11 +146,27 @@ async def ticks_of(sio):
 
 
 async def revoked_schedules_stop():
-    """Runs are their owner's: once alice's token is revoked, her schedule starts none."""
+    """Runs are their owner's: no other token can take a run's id first, and
+    once alice's token is revoked, her schedule starts none."""
     alice = await connected("ALICE")
     assert "error" not in await alice.call("add_schedule", {"workflow": TICKS}, timeout=10)
     while not await ticks_of(alice):
         await asyncio.sleep(0.1)
+    # Bob submits workflows under the ids the next due times would have
+    # without the schedule's run key: alice's runs go on, and stay hers.
+    bob = await connected("BOB")
+    now = int(time.time())
+    guesses = [time.strftime("alice-ticks-%Y%m%dT%H%M%SZ", time.gmtime(now + s)) for s in range(1, 5)]
+    for guess in guesses:
+        assert "error" not in await bob.call("submit_workflow", {"workflow": {**ECHO, "id": guess}}, timeout=10)
+    while time.time() < now + 6:
+        await asyncio.sleep(0.2)
+    runs = [r for r in await ticks_of(alice) if r not in guesses]
+    assert len(runs) >= 5, runs
+    last_run = [s for s in (await alice.call("list_schedules", {}, timeout=10))["schedules"]
+                if s["schedule_id"] == "alice-ticks"][0]["last_run"]
+    assert last_run in runs and "error" not in await alice.call("get_workflow", {"workflow_id": last_run}, timeout=10), last_run
+    await bob.disconnect()
     assert {w["owner"] for w in (await alice.call("list_workflows", {"name": "ticks"}, timeout=10))["workflows"]} == {"alice"}
     await alice.disconnect()
     subprocess.run([os.environ["GLEITZEIT_BIN"], "token", "revoke", "alice"], check=True)

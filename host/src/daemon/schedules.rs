@@ -177,6 +177,7 @@ impl Schedules {
                 schedule.workflow.owner.clone_from(&old.schedule.workflow.owner);
                 schedule.last_due = old.schedule.last_due;
                 schedule.last_run = old.schedule.last_run.clone();
+                schedule.run_key.clone_from(&old.schedule.run_key);
             }
             None if entries.len() >= MAX_SCHEDULES => {
                 return Err(RpcError::new(

@@ -190,6 +190,10 @@ struct StoredSchedule {
     created_at: f64,
     last_due: Option<f64>,
     last_run: Option<String>,
+    /// Absent in schedules stored before run keys: their runs keep ids
+    /// without one.
+    #[serde(default)]
+    run_key: String,
     workflow: Value,
 }
 
@@ -204,6 +208,7 @@ pub(crate) fn schedule_json(target: &str, schedule: &Schedule) -> Result<String,
         created_at: to_secs(schedule.created_at),
         last_due: schedule.last_due.map(to_secs),
         last_run: schedule.last_run.clone(),
+        run_key: schedule.run_key.clone(),
         workflow: serde_json::to_value(schedule.document()).map_err(encode)?,
     };
     serde_json::to_string(&stored).map_err(encode)
@@ -219,7 +224,12 @@ fn schedule_from_json(target: &str, id: &str, text: &str) -> Result<Schedule, St
     if schedule.id() != id {
         return Err(corrupt(target, what(), format!("it is stored under '{id}' but names '{}'", schedule.id())));
     }
-    Ok(Schedule { last_due: stored.last_due.map(from_secs), last_run: stored.last_run, ..schedule })
+    Ok(Schedule {
+        last_due: stored.last_due.map(from_secs),
+        last_run: stored.last_run,
+        run_key: stored.run_key,
+        ..schedule
+    })
 }
 
 /// Which store `--store` names.
