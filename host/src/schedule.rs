@@ -91,7 +91,8 @@ pub struct Cadence {
 
 impl Cadence {
     pub fn new(pattern: &str, timezone: &str) -> Result<Self, CadenceError> {
-        let zone = chrono_tz::Tz::from_str(timezone).map_err(|_| CadenceError::Zone { name: timezone.to_owned() })?;
+        let zone = chrono_tz::Tz::from_str(timezone)
+            .map_err(|_| CadenceError::Zone { name: crate::workflow::excerpt(timezone) })?;
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .build()

@@ -126,7 +126,9 @@ async def schedule_ownership():
     made_up = await bob.call("remove_schedule", {"schedule_id": "made-up"}, timeout=10)
     assert theirs["error"]["code"] == made_up["error"]["code"] == NOT_FOUND, theirs
     taken = await bob.call("add_schedule", {"workflow": mine, "replace": True}, timeout=10)
-    assert taken["error"]["code"] == -32012 and "another token's" in taken["error"]["message"], taken
+    assert taken["error"]["code"] == -32012 and "is taken; choose another" in taken["error"]["message"], taken
+    plain = await bob.call("add_schedule", {"workflow": mine}, timeout=10)
+    assert "remove it first" not in plain["error"]["message"], plain
     admin = await connected("ADMIN")
     owners = {s["schedule_id"]: s["owner"] for s in (await admin.call("list_schedules", {}, timeout=10))["schedules"]}
     assert owners["alices"] == "alice", owners

@@ -64,6 +64,13 @@ async def main():
                        "field 'schedule' must be an object, got a string")
     await expect_error(sio, "add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": {"cron": "@daily"}, "replace": "yes"}, -32602,
                        "field 'replace' must be true or false, got a string")
+    # User text of any length is cut short in answers: a 1 MiB zone or key
+    # does not come back three times over.
+    huge = "A" * (1 << 20)
+    for schedule, fragment in [({"cron": "@daily", "timezone": huge}, "unknown time zone '" + "A" * 60 + "…'"),
+                               ({"cron": "@daily", huge: 1}, "field 'schedule." + "A" * 60 + "…': unknown field")]:
+        reply = await sio.call("add_schedule", {"workflow": {"name": "x", "tasks": ping}, "schedule": schedule}, timeout=30)
+        assert fragment in reply["error"]["message"] and len(str(reply)) < 10_000, str(reply)[:300]
     await expect_error(sio, "remove_schedule", {"schedule_id": 3}, -32602, "field 'schedule_id' must be a non-empty string")
     await expect_error(sio, "remove_schedule", {"schedule_id": "nope"}, -32011, "no schedule 'nope'")
     huge = "x" * (8 * 1024 * 1024)

@@ -166,10 +166,16 @@ impl Schedules {
         }
         let mut entries = self.entries.lock().await;
         let id = schedule.id().to_owned();
+        let mut skipping = None;
         match entries.get(&id) {
-            Some(old) if !replace || !caller.sees(old.schedule.workflow.owner.as_deref()) => {
-                let hint = if replace { "it is another token's" } else { "remove it first, or add it with replace" };
-                return Err(RpcError::new(errors::CONFLICT, format!("schedule '{id}' exists; {hint}")));
+            // Ids are one namespace: the owner is told what to do, another
+            // token only that the id is taken.
+            Some(old) if !caller.sees(old.schedule.workflow.owner.as_deref()) => {
+                return Err(RpcError::new(errors::CONFLICT, format!("schedule id '{id}' is taken; choose another")));
+            }
+            Some(_) if !replace => {
+                let message = format!("schedule '{id}' exists; remove it first, or add it with replace");
+                return Err(RpcError::new(errors::CONFLICT, message));
             }
             Some(old) => {
                 // An admin's replacement of another token's schedule stays
@@ -178,6 +184,7 @@ impl Schedules {
                 schedule.last_due = old.schedule.last_due;
                 schedule.last_run = old.schedule.last_run.clone();
                 schedule.run_key.clone_from(&old.schedule.run_key);
+                skipping.clone_from(&old.skipping);
             }
             None if entries.len() >= MAX_SCHEDULES => {
                 return Err(RpcError::new(
@@ -188,11 +195,11 @@ impl Schedules {
             None => {}
         }
         self.persist(&schedule).await.map_err(RpcError::internal)?;
-        let entry = Entry { schedule, cadence, skipping: None };
+        let entry = Entry { schedule, cadence, skipping };
         let info = entry.info(now);
-        entries.insert(id.clone(), entry);
+        let verb = if entries.insert(id.clone(), entry).is_some() { "replaced" } else { "added" };
         drop(entries);
-        tracing::info!(schedule = %id, "added by {}: {} ({})", caller.name(), info.cron, info.timezone);
+        tracing::info!(schedule = %id, "{verb} by {}: {} ({})", caller.name(), info.cron, info.timezone);
         self.changed.notify_one();
         Ok(info)
     }
@@ -260,15 +267,21 @@ impl Schedules {
         (fires, next)
     }
 
-    /// Write down that `fire`'s due time is handled (and the run it
-    /// started), unless the schedule was removed or replaced meanwhile.
-    async fn handled(&self, fire: &Fire, outcome: Outcome) {
+    /// Handle `fire`'s due time, if its schedule is still the one it was
+    /// taken from: start the run and write down the due time (and the run).
+    /// The entries stay locked throughout, so a schedule removed or
+    /// replaced before this starts nothing, and one removed or replaced
+    /// after it knows its last run. Breaks when the host is shutting down
+    /// (the due time is left for the next start, as missed).
+    async fn fire(&self, host: &Host, fire: &Fire) -> std::ops::ControlFlow<()> {
         let mut entries = self.entries.lock().await;
         let Some(entry) = entries.get_mut(&fire.id).filter(|e| e.schedule.created_at == fire.created_at) else {
-            return;
+            return std::ops::ControlFlow::Continue(());
         };
+        let outcome = start(host, fire).await;
         entry.schedule.last_due = Some(fire.due);
         match outcome {
+            Outcome::Stopping => return std::ops::ControlFlow::Break(()),
             Outcome::Started(run) => {
                 entry.schedule.last_run = Some(run);
                 entry.skipping = None;
@@ -282,13 +295,13 @@ impl Schedules {
                 tracing::warn!(schedule = %fire.id, "skipped the run due {}: {reason}", fire.due_text);
                 entry.skipping = Some(reason);
             }
-            Outcome::Stopping => {}
         }
         if let Err(e) = self.persist(&entry.schedule).await {
             // The run's id is derived from its due time: after a restart,
             // starting it again is refused as a duplicate.
             tracing::warn!(schedule = %fire.id, "cannot write down the due time handled: {e}");
         }
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -297,10 +310,8 @@ pub(super) async fn fire_when_due(host: Arc<Host>) {
     loop {
         let (fires, next) = host.schedules.due(SystemTime::now()).await;
         for fire in &fires {
-            match start(&host, fire).await {
-                // Not handled: the next start runs it, as missed.
-                Outcome::Stopping => return,
-                outcome => host.schedules.handled(fire, outcome).await,
+            if host.schedules.fire(&host, fire).await.is_break() {
+                return;
             }
         }
         if !fires.is_empty() {

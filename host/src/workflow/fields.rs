@@ -296,6 +296,8 @@ impl Fields {
 
     fn unknown_fields(&mut self, at: Option<&str>, map: &Map<String, Value>, known: &[&str], what: &str) {
         for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            // A key is user text of any length: shown cut short.
+            let key = &excerpt(key);
             let hint = known
                 .iter()
                 .map(|k| (strsim::jaro_winkler(k, key), k))

@@ -118,11 +118,12 @@ pub(super) fn parse(tree: Value, problems: &mut Vec<Problem>) -> Vec<Input> {
     }
     let mut inputs = Vec::with_capacity(map.len());
     for (name, spec) in map {
-        let field = format!("inputs.{name}");
         if !is_id(&name) {
+            let field = format!("inputs.{}", excerpt(&name));
             report(field, format!("'{}' is not a valid input name: use letters, digits, '_' or '-'", excerpt(&name)));
             continue;
         }
+        let field = format!("inputs.{name}");
         if let Some(input) = declaration(&field, name, spec, &mut report) {
             inputs.push(input);
         }

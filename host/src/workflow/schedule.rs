@@ -56,7 +56,10 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
         }
     };
     for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
-        report(&format!("schedule.{key}"), format!("unknown field; schedule fields are: {}", FIELDS.join(", ")));
+        report(
+            &format!("schedule.{}", excerpt(key)),
+            format!("unknown field; schedule fields are: {}", FIELDS.join(", ")),
+        );
     }
     if !map.contains_key("cron") {
         report("schedule.cron", "missing; a schedule needs a cron pattern such as \"0 7 * * *\"".into());
@@ -148,7 +151,7 @@ fn values(
     };
     let mut values = Map::new();
     for (name, value) in map {
-        let field = format!("schedule.inputs.{name}");
+        let field = format!("schedule.inputs.{}", if is_id(&name) { name.clone() } else { excerpt(&name) });
         let Some(input) = declared.iter().find(|i| i.name == name) else {
             let names: Vec<&str> = declared.iter().map(|i| i.name.as_str()).collect();
             let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
