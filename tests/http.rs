@@ -776,6 +776,8 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
             "field 'schedule.inputs.colour': the workflow declares no such input",
         ),
         ("?cron=@daily&every=day", "unknown query field 'every'"),
+        ("?cron=@daily&cron=*+*+*+*+*", "query field 'cron' is given twice"),
+        ("?cron=@daily&replace=true&replace=false", "query field 'replace' is given twice"),
     ] {
         let answer = add(query).await;
         assert_eq!(answer.status, 422, "{query}: {answer:?}");

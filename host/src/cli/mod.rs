@@ -505,7 +505,7 @@ pub fn main() -> ExitCode {
             Command::Task(TaskCommand::Submit { args, server }) => remote::task(&server, args).await,
             Command::Schedule(ScheduleCommand::Add { args, server }) => remote::add_schedule(&server, args).await,
             Command::Schedule(ScheduleCommand::List { server }) => {
-                let columns = ["schedule_id", "name", "cron", "timezone", "next_due", "last_run"];
+                let columns = ["schedule_id", "name", "cron", "timezone", "next_due", "last_due", "last_run"];
                 remote::list(&server, "list_schedules", "schedules", &columns).await
             }
             Command::Schedule(ScheduleCommand::Remove { schedule_id, server }) => {

@@ -135,6 +135,8 @@ async fn request(client: &Client, event: &str, data: Value) -> Result<Value, Fai
     match reply.get("error") {
         Some(error) => {
             let message = error.get("message").and_then(Value::as_str).unwrap_or("request failed");
+            // Messages for all clients name the event; this one says it already.
+            let message = message.strip_prefix(event).and_then(|m| m.strip_prefix(": ")).unwrap_or(message);
             Err(Failure::Input(anyhow::anyhow!("the host refused {event}: {message}")))
         }
         None => Ok(reply),

@@ -109,10 +109,13 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
 }
 
 /// The id a schedule without `schedule.id` takes: the workflow's given
-/// `id`, else its name as an id.
+/// `id` (checked like a given `schedule.id`: two long ids must not become
+/// one), else its name as an id, cut to the longest a schedule id may be.
 pub(super) fn default_id(given_id: Option<&str>, name: &str) -> Option<String> {
-    let id = given_id.map_or_else(|| slug(name), str::to_owned);
-    let id: String = id.chars().take(MAX_SCHEDULE_ID_CHARS).collect();
+    let id = match given_id {
+        Some(id) => id.to_owned(),
+        None => slug(name).chars().take(MAX_SCHEDULE_ID_CHARS).collect(),
+    };
     (!id.is_empty()).then_some(id)
 }
 

@@ -192,6 +192,17 @@ tasks:
 
 #[test]
 fn a_schedule_block_is_checked_against_the_declared_inputs() {
+    // A workflow id too long for a schedule id is refused, not cut: two
+    // such workflows would share one schedule.
+    let long_id = format!(
+        "name: x\nid: {}\nschedule: {{cron: \"@daily\"}}\ntasks: [{{id: t, protocol: echo/v1, method: echo}}]\n",
+        "w".repeat(101)
+    );
+    let found = problems(&long_id);
+    assert!(
+        found[0].starts_with("field 'schedule.id': 'wwww") && found[0].contains("is not a valid schedule id"),
+        "{found:#?}"
+    );
     let found = problems(
         r#"
 name: "!!!"
