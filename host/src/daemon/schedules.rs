@@ -95,8 +95,8 @@ impl Entry {
     }
 }
 
-/// A due time to handle, taken from an entry so that the run starts
-/// without the entries locked.
+/// A due time to handle, found with the entries locked; [`Schedules::fire`]
+/// locks them again to start its run from the entry as it is then.
 struct Fire {
     id: String,
     /// Which version of the schedule it is (a replaced one is not
@@ -105,9 +105,6 @@ struct Fire {
     due: SystemTime,
     /// The first due time missed before `due`, in the schedule's zone.
     missed_from: Option<String>,
-    owner: Option<String>,
-    last_run: Option<String>,
-    run: Result<Workflow, crate::workflow::WorkflowError>,
     due_text: String,
 }
 
@@ -255,9 +252,6 @@ impl Schedules {
                     created_at: schedule.created_at,
                     due,
                     missed_from: missed_from.map(|t| cadence.local_text(t)),
-                    owner: schedule.workflow.owner.clone(),
-                    last_run: schedule.last_run.clone(),
-                    run: schedule.run_at(cadence, due),
                     due_text: cadence.local_text(due),
                 }),
                 Due::Later { next: at } => next = Some(next.map_or(at, |n| n.min(at))),
@@ -278,7 +272,7 @@ impl Schedules {
         let Some(entry) = entries.get_mut(&fire.id).filter(|e| e.schedule.created_at == fire.created_at) else {
             return std::ops::ControlFlow::Continue(());
         };
-        let outcome = start(host, fire).await;
+        let outcome = start(host, fire, entry).await;
         entry.schedule.last_due = Some(fire.due);
         match outcome {
             Outcome::Stopping => return std::ops::ControlFlow::Break(()),
@@ -338,8 +332,9 @@ enum Outcome {
     Stopping,
 }
 
-/// Start `fire`'s run.
-async fn start(host: &Host, fire: &Fire) -> Outcome {
+/// Start `fire`'s run of `entry`'s schedule, as its owner.
+async fn start(host: &Host, fire: &Fire, entry: &Entry) -> Outcome {
+    let schedule = &entry.schedule;
     let (id, due) = (&fire.id, &fire.due_text);
     if host.shutting_down() {
         return Outcome::Stopping;
@@ -347,18 +342,18 @@ async fn start(host: &Host, fire: &Fire) -> Outcome {
     if let Some(from) = &fire.missed_from {
         tracing::info!(schedule = %id, "missed the due times from {from} (the host was down or busy); starting only the one due {due}");
     }
-    let owner = fire.owner.as_deref();
+    let owner = schedule.workflow.owner.as_deref();
     let Some(holder) = host.policy.holder(owner).filter(|h| h.may(Action::Submit).is_ok()) else {
         let owner = owner.unwrap_or_default();
         return Outcome::Skipped(format!("its token '{owner}' is revoked or may not submit"));
     };
-    if let Some(last) = &fire.last_run
+    if let Some(last) = &schedule.last_run
         && host.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
     {
         return Outcome::Busy(format!("its last run {last} is still running"));
     }
-    let run = match &fire.run {
-        Ok(run) => run.clone(),
+    let run = match schedule.run_at(&entry.cadence, fire.due) {
+        Ok(run) => run,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let run_id = run.id.clone();
