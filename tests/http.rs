@@ -10,111 +10,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::api::{Api, Sse, Stream};
 use support::{Served, root, serve, serve_under};
-
-/// A client of one daemon's API.
-struct Api {
-    client: reqwest::Client,
-    url: String,
-}
-
-/// An answer: the status and the body as JSON (null if it is not JSON).
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Api {
-    fn of(host: &Served) -> Self {
-        Self { client: reqwest::Client::new(), url: host.url.clone() }
-    }
-
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let request = self.client.request(method, format!("{}{path}", self.url));
-        match token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> Answer {
-        self.send(self.request("GET", path, Some(token))).await
-    }
-
-    async fn post_json(&self, path: &str, token: &str, body: &Value) -> Answer {
-        let request = self.request("POST", path, Some(token)).header("Content-Type", "application/json");
-        self.send(request.body(body.to_string())).await
-    }
-
-    /// Submit `workflow` as `token`; its id.
-    async fn submit(&self, token: &str, workflow: &Value) -> String {
-        let answer = self.post_json("/api/v1/workflows", token, workflow).await;
-        assert_eq!(answer.status, 201, "{answer:?}");
-        answer.body["workflow_id"].as_str().unwrap().to_owned()
-    }
-
-    /// Wait (on its event stream) until workflow `id` ends; its report.
-    async fn finished(&self, token: &str, id: &str) -> Value {
-        let mut stream = Stream::open(self, &format!("/api/v1/workflows/{id}/events"), token, None).await;
-        while stream.next().await.is_some() {}
-        self.get(&format!("/api/v1/workflows/{id}"), token).await.body
-    }
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone)]
-struct Sse {
-    event: String,
-    id: String,
-    data: Value,
-}
-
-/// An open event stream, read event by event.
-struct Stream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Stream {
-    async fn open(api: &Api, path: &str, token: &str, last_event_id: Option<&str>) -> Stream {
-        let mut request = api.request("GET", path, Some(token));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Stream { response, buffer: String::new() }
-    }
-
-    /// The next event (comments skipped); none once the stream ends.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let field =
-                    |name: &str| block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_owned()));
-                let Some(event) = field("event:") else { continue }; // a keep-alive comment
-                let data = serde_json::from_str(&field("data:").unwrap_or_default()).unwrap();
-                return Some(Sse { event, id: field("id:").unwrap_or_default(), data });
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(60), self.response.chunk()).await;
-            match chunk.expect("an event within 60 s").unwrap() {
-                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                None => return None,
-            }
-        }
-    }
-}
 
 /// The tokens of a test: the daemon's local admin token, two clients and a
 /// provider, made with `gleitzeit token create` while it runs.
@@ -412,6 +309,20 @@ async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
             "one task",
         ),
         (api.request("GET", "/api/v1/health", None).header("Origin", "http://evil.example"), 403, -32015, "origin"),
+        (
+            api.request("GET", "/api/v1/workflows?limit=1&limit=2", Some(token)),
+            422,
+            -32602,
+            "query field 'limit' is given twice",
+        ),
+        (
+            api.request("GET", "/api/v1/workflows", Some(token)).header("Authorization", "Bearer other"),
+            400,
+            -32600,
+            "more than one Authorization header",
+        ),
+        // The path's own decoder refuses it, in plain text: reshaped.
+        (api.request("GET", "/api/v1/workflows/%FF%FE", Some(token)), 400, -32600, "UTF-8"),
     ];
     for (request, status, code, says) in cases {
         let answer = api.send(request).await;

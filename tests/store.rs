@@ -226,6 +226,28 @@ fn sqlite_passes_the_suite() {
     suite(&|| Arc::new(SqliteStore::open(&path).unwrap()));
 }
 
+/// Only the owner may read the store: the database, its WAL and the
+/// directory made for it, also when the file was made readable before.
+#[test]
+fn the_sqlite_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("gleitzeit.db");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .write(&[Record::Accepted { workflow: Box::new(workflow("w")), submitted_at: SystemTime::now() }])
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("data/gleitzeit.db-wal")), 0o600);
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    SqliteStore::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600, "an existing file is made private");
+}
+
 #[test]
 fn sqlite_refuses_a_file_that_is_not_a_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,9 +544,15 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
     let pid = redis.child.id().to_string();
     std::thread::sleep(Duration::from_millis(200));
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    std::thread::sleep(Duration::from_secs(7)); // past the 5 s Redis timeout
+    // Readiness says so once a write has failed (past the 5 s Redis timeout).
+    until(
+        "readiness to report the failing store",
+        || ready(&daemon),
+        |(code, body)| code == "503" && body.contains("failing to take writes"),
+    );
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     let report = when_finished(&daemon, "outage");
+    until("readiness once the store takes writes", || ready(&daemon), |(code, _)| code == "200");
     assert_eq!(report["summary"]["completed"], 40);
     let out = Command::new("redis-cli")
         .args(["-p", &redis.port.to_string(), "--raw", "HGET", "gleitzeit:workflow:outage", "report"])
@@ -541,6 +569,54 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
         "{stderr}"
     );
     assert!(stderr.contains("took the waiting records"), "{stderr}");
+}
+
+/// `/api/v1/ready`: its HTTP status and body, by curl.
+fn ready(host: &Host) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", &format!("{}/api/v1/ready", host.url)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+/// SIGTERM stops the host within its grace period even while its store
+/// takes no writes (the workflows it waits for cannot be listed).
+#[test]
+fn sigterm_stops_a_host_whose_store_takes_no_writes() {
+    let redis = support::redis_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = host(&["--store", &redis.url, "--grace", "2", "--data-dir", dir.path().to_str().unwrap()]);
+    let pid = redis.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let file = dir.path().join("w.json");
+    let one = json!({"name": "one", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
+    std::fs::write(&file, one.to_string()).unwrap();
+    // Its acknowledgement waits for the store: never, while it is stopped.
+    let mut submitter = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "submit", file.to_str().unwrap()])
+        .env("GLEITZEIT_SERVER", &daemon.url)
+        .env("GLEITZEIT_TOKEN", &daemon.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until(
+        "readiness to report the failing store",
+        || ready(&daemon),
+        |(code, body)| code == "503" && body.contains("failing to take writes"),
+    );
+    assert!(Command::new("kill").args(["-TERM", &daemon.child.id().to_string()]).status().unwrap().success());
+    let signalled = Instant::now();
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(signalled.elapsed() < Duration::from_secs(15), "the host did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = submitter.kill();
+    let _ = submitter.wait();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
 }
 
 /// Finished workflows are read back from the store after a restart (also

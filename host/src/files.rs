@@ -68,26 +68,47 @@ impl FileDirs {
 
     /// The files of directory `dir` that `pattern` matches, in path order:
     /// one item each, at most `limit`.
+    ///
+    /// The walk never follows a link to a directory (a link can only lead
+    /// to a loop or out of the directory), skips hidden directories unless
+    /// the pattern names one, and looks at most [`MAX_VISITED`] entries.
+    /// A link to a file is listed if the file is inside the directory.
     pub fn list(&self, pattern: &str, dir: Option<&str>, limit: usize) -> Result<Vec<Value>, FilesError> {
         check_pattern(pattern).map_err(FilesError)?;
         let (name, base) = self.dir(dir)?;
-        let full = base.join(pattern);
-        let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
-        let matches = glob::glob_with(&full.to_string_lossy(), options)
-            .map_err(|e| FilesError(format!("files '{pattern}': {e}")))?;
+        let glob = glob::Pattern::new(pattern).map_err(|e| FilesError(format!("files '{pattern}': {e}")))?;
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+            ..Default::default()
+        };
+        // Without `**` a pattern names files at its own depth only.
+        let depth = if pattern.contains("**") { usize::MAX } else { Path::new(pattern).components().count() };
+        let hidden = pattern.starts_with('.') || pattern.contains("/.");
+        let walk = walkdir::WalkDir::new(base).min_depth(1).max_depth(depth).follow_links(false).sort_by_file_name();
+        let walk = walk
+            .into_iter()
+            .filter_entry(|e| hidden || e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
         let mut items = Vec::new();
-        for found in matches {
-            let path = found.map_err(|e| FilesError(format!("files '{pattern}': {e}")))?;
-            let Ok(canonical) = path.canonicalize() else { continue };
+        for (visited, entry) in walk.enumerate() {
+            if visited == MAX_VISITED {
+                return Err(FilesError(format!("files '{pattern}': '{name}' holds more than {MAX_VISITED} entries")));
+            }
+            let entry = entry.map_err(|e| unreadable(pattern, name, base, &e))?;
+            let Ok(relative) = entry.path().strip_prefix(base) else { continue };
+            if entry.file_type().is_dir() || !glob.matches_path_with(relative, options) {
+                continue;
+            }
+            let Ok(canonical) = entry.path().canonicalize() else { continue };
             let Ok(metadata) = canonical.metadata() else { continue };
             if !canonical.starts_with(base) || !metadata.is_file() {
-                continue; // a directory, or a link to outside: not a file of this directory
+                continue; // a link to outside, or not a file: not a file of this directory
             }
             if items.len() == limit {
                 return Err(FilesError(format!("files '{pattern}' matches more than {limit} files")));
             }
-            let relative = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
-            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let relative = relative.to_string_lossy().into_owned();
+            let file_name = entry.file_name().to_string_lossy().into_owned();
             items.push(json!({"dir": name, "path": relative, "name": file_name, "size": metadata.len()}));
         }
         Ok(items)
@@ -117,6 +138,17 @@ impl FileDirs {
         }
         Ok(item)
     }
+}
+
+/// Most entries one listing looks at.
+pub const MAX_VISITED: usize = 1_000_000;
+
+/// A listing stopped at an entry it cannot read, named relative to its
+/// directory (the host's own paths are not the client's business).
+fn unreadable(pattern: &str, name: &str, base: &Path, error: &walkdir::Error) -> FilesError {
+    let at = error.path().and_then(|p| p.strip_prefix(base).ok()).map(|p| p.to_string_lossy().into_owned());
+    let why = error.io_error().map_or_else(|| "it cannot be read".to_owned(), |e| e.kind().to_string());
+    FilesError(format!("files '{pattern}': cannot read '{}' in '{name}': {why}", at.unwrap_or_default()))
 }
 
 /// A regular file's bytes, at most [`MAX_FILE_BYTES`]. Anything else is
@@ -199,5 +231,29 @@ mod tests {
         assert!(made.success());
         let err = dirs.read(&items[1], true, false).unwrap_err();
         assert!(err.0.contains("'b.md' in 'docs' is not a regular file"), "{err}");
+    }
+
+    /// Links to directories are not followed: a loop costs nothing, and a
+    /// link to elsewhere lists nothing from there.
+    #[test]
+    fn a_listing_stays_in_its_directory_whatever_links_it_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let files = root.path().join("files");
+        std::fs::create_dir_all(files.join("sub")).unwrap();
+        std::fs::write(files.join("a.txt"), "a").unwrap();
+        std::fs::write(files.join("sub/b.txt"), "b").unwrap();
+        std::os::unix::fs::symlink(".", files.join("loop")).unwrap();
+        std::os::unix::fs::symlink("..", files.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("/proc/self", files.join("proc")).unwrap();
+        std::os::unix::fs::symlink("sub/b.txt", files.join("inside.txt")).unwrap();
+        let mut dirs = FileDirs::default();
+        dirs.allow("files", &files).unwrap();
+        let started = std::time::Instant::now();
+        let items = dirs.list("**/*.txt", Some("files"), 100_000).unwrap();
+        let paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["a.txt", "inside.txt", "sub/b.txt"]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        assert_eq!(dirs.list("*", Some("files"), 9).unwrap().len(), 2, "a.txt and inside.txt, no directories");
+        assert!(dirs.list("proc/*", Some("files"), 9).unwrap().is_empty());
     }
 }

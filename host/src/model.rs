@@ -305,6 +305,9 @@ pub mod codes {
     pub const CONDITION_FALSE: i32 = -32040;
     /// Its `when` could not be evaluated (not true or false, a type error).
     pub const CONDITION_FAILED: i32 = -32041;
+    /// The workflow went past one of its limits (tasks, bytes held, or a
+    /// record the store refused): the task fails and the workflow ends.
+    pub const WORKFLOW_LIMIT: i32 = -32042;
 }
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.

@@ -18,7 +18,7 @@ mod scaffold;
 mod token;
 
 use crate::auth;
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineError, WorkflowLimits};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{CompileWhen, Manifest, Overrides, PluginPolicy, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
@@ -276,6 +276,14 @@ struct ServeArgs {
     auth: Option<auth::Mode>,
     #[command(flatten)]
     files: FilesArgs,
+    /// Most tasks one workflow may have, its for_each items' included
+    /// [default: 100000].
+    #[arg(long, env = "GLEITZEIT_MAX_WORKFLOW_TASKS")]
+    max_workflow_tasks: Option<usize>,
+    /// Most MB of params, results and items one workflow may hold
+    /// [default: 128].
+    #[arg(long, env = "GLEITZEIT_MAX_WORKFLOW_MB")]
+    max_workflow_mb: Option<usize>,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -292,6 +300,8 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     retention: Option<String>,
+    max_workflow_tasks: Option<usize>,
+    max_workflow_mb: Option<usize>,
     #[serde(default)]
     manifests: std::collections::BTreeMap<String, Manifest>,
     /// The most a plugin's own `NAME.toml` may grant (docs/security.md).
@@ -539,6 +549,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // A store call still blocked (a store that stopped answering) does not
+    // hold the exit: what matters is written, or will be redone.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
         Ok(code) => code,
         Err(failure) => fail(failure),
@@ -622,6 +635,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let policy = auth_policy(&args, &file, listen)?;
     let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
     let retention = retention(&args, &file)?;
+    engine.limits = workflow_limits(&args, &file)?;
     let (registry, plugin_set) = load_plugins(&plugins, &file, CompileWhen::OnLoad).await?;
     // Hot reload: the directory stays live while the daemon runs.
     let _watcher = plugin_set.watch().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
@@ -707,6 +721,25 @@ fn default_data_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = xdg.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
     Some(base.join("gleitzeit"))
+}
+
+/// What one workflow may hold: the flags', else the file's, else the
+/// defaults, each within its range.
+fn workflow_limits(args: &ServeArgs, file: &ConfigFile) -> Result<WorkflowLimits, Failure> {
+    use crate::engine::budget::{CEILING_MB, CEILING_TASKS, DEFAULT_MAX_MB, DEFAULT_MAX_TASKS};
+    let within = |name: &str, value: usize, ceiling: usize| {
+        if (1..=ceiling).contains(&value) {
+            Ok(value)
+        } else {
+            Err(Failure::Input(anyhow::anyhow!("{name} must be from 1 to {ceiling}, got {value}")))
+        }
+    };
+    let tasks = args.max_workflow_tasks.or(file.max_workflow_tasks).unwrap_or(DEFAULT_MAX_TASKS);
+    let mb = args.max_workflow_mb.or(file.max_workflow_mb).unwrap_or(DEFAULT_MAX_MB);
+    Ok(WorkflowLimits {
+        max_tasks: within("max_workflow_tasks", tasks, CEILING_TASKS)?,
+        max_bytes: within("max_workflow_mb", mb, CEILING_MB)? << 20,
+    })
 }
 
 fn retention(args: &ServeArgs, file: &ConfigFile) -> Result<Duration, Failure> {
@@ -805,7 +838,7 @@ async fn run_here(
         }
     };
     engine.run(workflow).await.map_err(|e| match e {
-        EngineError::DuplicateId(_) | EngineError::FinishedId(_) => Failure::Input(e.into()),
+        EngineError::DuplicateId(_) | EngineError::FinishedId(_) | EngineError::TooLarge(_) => Failure::Input(e.into()),
         EngineError::Stopped | EngineError::Store(_) => Failure::Internal(e.into()),
     })
 }

@@ -141,6 +141,7 @@ impl Host {
         }
         self.engine.submit(workflow).await.map_err(|e| match e {
             EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
+            EngineError::TooLarge(_) => RpcError::new(errors::TOO_LARGE, e.to_string()),
             EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
         })
     }

@@ -67,11 +67,21 @@ fn peer(parts: &axum::http::request::Parts) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.peer.to_string())
 }
 
-/// The token of an `Authorization: Bearer TOKEN` header.
-pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+/// The token of an `Authorization: Bearer TOKEN` header. Two such headers
+/// are refused (-32600): which one a proxy or the host would read differs.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<String>, rpc::RpcError> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(axum::http::header::AUTHORIZATION) {
+            true => Err(rpc::RpcError::new(
+                rpc::errors::INVALID_REQUEST,
+                "the request has more than one Authorization header; send one",
+            )),
+            false => Ok(None),
+        };
+    };
+    let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else { return Ok(None) };
+    Ok(scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()))
 }
 
 /// Log a refusal with the peer's address, and make it the answer.
@@ -272,9 +282,13 @@ async fn drain(engine: &Engine, grace: Duration) -> bool {
     let until = Instant::now() + grace;
     let mut waited = false;
     loop {
-        let running = engine
-            .workflows()
-            .await
+        // A listing waits for the store; one that cannot write waits
+        // forever, and the grace period is all it gets.
+        let Ok(listed) = tokio::time::timeout_at(until.into(), engine.workflows()).await else {
+            tracing::warn!("the store took no writes within the grace period; stopping anyway");
+            return true;
+        };
+        let running = listed
             .map(|list| list.iter().filter(|w| w.status == crate::model::WorkflowStatus::Running).count())
             .unwrap_or(0);
         if running == 0 {

@@ -19,6 +19,7 @@
 //! providers (`registry`), know what a provider is made of (`plugins`) or
 //! how state is written (`store`).
 
+pub mod budget;
 mod run;
 mod scheduler;
 mod stats;
@@ -26,7 +27,8 @@ mod stats;
 use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
 use crate::report::RunReport;
-use crate::store::journal::Journal;
+use crate::store::journal::{Journal, StoreHealth};
+pub use budget::WorkflowLimits;
 use scheduler::{Message, Scheduler};
 use serde::Serialize;
 use serde_json::Value;
@@ -50,6 +52,8 @@ pub struct EngineConfig {
     pub keep_finished: usize,
     /// The directories `for_each: {files: …}` may read.
     pub file_dirs: Arc<crate::files::FileDirs>,
+    /// What one workflow may hold (tasks, bytes).
+    pub limits: WorkflowLimits,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             wait_for_providers: false,
             keep_finished: 1000,
             file_dirs: Arc::default(),
+            limits: WorkflowLimits::default(),
         }
     }
 }
@@ -73,6 +78,9 @@ pub enum EngineError {
     DuplicateId(String),
     #[error("a workflow with id '{0}' has finished and its report is kept; submit it with another id (or none)")]
     FinishedId(String),
+    /// The workflow as submitted is already past one of its limits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Store(String),
 }
@@ -131,6 +139,8 @@ pub struct Submitted {
 enum Command {
     Submit {
         workflow: Workflow,
+        /// Its params and inputs as JSON, measured by the submitter.
+        bytes: usize,
         accepted: oneshot::Sender<Result<(), EngineError>>,
         done: oneshot::Sender<Arc<RunReport>>,
     },
@@ -166,6 +176,9 @@ pub struct Engine {
     /// submission of one of them is refused, so two cannot both pass the
     /// check and the later overwrite the earlier's report.
     checking: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    limits: WorkflowLimits,
+    /// How the store is taking writes (with a store).
+    health: Option<StoreHealth>,
 }
 
 /// An id held in [`Engine::checking`] while it is checked and submitted.
@@ -204,11 +217,18 @@ impl Engine {
         store: Arc<dyn crate::store::Store>,
     ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<EngineEvent>)> {
         let (observer, events) = mpsc::unbounded_channel();
-        let journal = Journal::start(store.clone(), Some(observer.clone()))?;
         let (inbox, messages) = mpsc::unbounded_channel();
+        let refusals = inbox.downgrade();
+        let journal = Journal::start(store.clone(), Some(observer.clone()), move |refused| {
+            if let Some(inbox) = refusals.upgrade() {
+                let _ = inbox.send(Message::Internal(scheduler::Internal::Refused(refused)));
+            }
+        })?;
+        let health = Some(journal.health());
+        let limits = config.limits;
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
         tokio::spawn(scheduler.run(messages));
-        Ok((Self { inbox, store: Some(store), checking: Arc::default() }, events))
+        Ok((Self { inbox, store: Some(store), checking: Arc::default(), limits, health }, events))
     }
 
     fn spawn(
@@ -217,9 +237,10 @@ impl Engine {
         observer: Option<mpsc::UnboundedSender<EngineEvent>>,
     ) -> Self {
         let (inbox, messages) = mpsc::unbounded_channel();
+        let limits = config.limits;
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
         tokio::spawn(scheduler.run(messages));
-        Self { inbox, store: None, checking: Arc::default() }
+        Self { inbox, store: None, checking: Arc::default(), limits, health: None }
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -234,11 +255,28 @@ impl Engine {
 
     /// Accept a validated workflow; it runs in the background.
     pub async fn submit(&self, workflow: Workflow) -> Result<Submitted, EngineError> {
+        let bytes = self.within_limits(&workflow)?;
         let _checking = self.refuse_stored_id(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
-        self.ask(|accepted| Command::Submit { workflow, accepted, done: done_tx }).await??;
+        self.ask(|accepted| Command::Submit { workflow, bytes, accepted, done: done_tx }).await??;
         Ok(Submitted { workflow_id, done })
+    }
+
+    /// The bytes `workflow` holds as submitted, if that and its task count
+    /// are within the limits (measured here, on the submitter's task, not
+    /// on the scheduler's).
+    fn within_limits(&self, workflow: &Workflow) -> Result<usize, EngineError> {
+        let refused = |e: crate::model::TaskError| EngineError::TooLarge(e.message);
+        self.limits.admit_tasks(0, workflow.tasks.len(), "the workflow").map_err(refused)?;
+        let mut held = budget::Held::default();
+        held.charge(&self.limits, budget::document_bytes(workflow), "its params and inputs").map_err(refused)?;
+        Ok(held.bytes())
+    }
+
+    /// Why the store is not taking writes, if it is not (and since when).
+    pub fn store_failing(&self) -> Option<String> {
+        self.health.as_ref().and_then(StoreHealth::failing)
     }
 
     /// An id the store holds is taken: a new workflow under it would

@@ -6,6 +6,7 @@
 //! all ended. Its record in the store keeps the items, so a restart makes
 //! the same tasks again.
 
+use super::budget::{Held, WorkflowLimits, json_bytes};
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
@@ -61,6 +62,10 @@ pub(super) struct TaskState {
     pub group: Option<Group>,
     /// Whether its `when` was checked (and held): retries do not ask again.
     pub condition_checked: bool,
+    /// What its run holds for its resolved `params` and its `result` (and
+    /// an expanded `for_each` task's items), as JSON bytes.
+    pub params_bytes: usize,
+    pub result_bytes: usize,
 }
 
 /// The item a task made by a `for_each` runs for.
@@ -123,6 +128,8 @@ impl TaskState {
             item: None,
             group: None,
             condition_checked: false,
+            params_bytes: 0,
+            result_bytes: 0,
         }
     }
 
@@ -198,6 +205,10 @@ pub(super) struct Run {
     pub timeout: Option<AbortHandle>,
     /// Set when a client cancelled the workflow.
     pub cancelled: bool,
+    /// What it holds, against its limits.
+    pub held: Held,
+    /// Why it ended before its tasks did (a limit), for its report.
+    pub failure: Option<String>,
 }
 
 impl Run {
@@ -219,9 +230,67 @@ impl Run {
             done: Some(done),
             timeout: None,
             cancelled: false,
+            held: Held::default(),
+            failure: None,
             owner: workflow.owner.as_deref().map(Arc::from),
             series: Vec::new(),
             workflow,
+        }
+    }
+
+    /// Hold task `t`'s resolved `params` (if resolving changed them: the
+    /// document's are held already) in place of its last call's, or refuse.
+    pub fn hold_params(&mut self, t: usize, params: &Arc<Value>, limits: &WorkflowLimits) -> Result<(), TaskError> {
+        let state = &mut self.tasks[t];
+        self.held.release(std::mem::take(&mut state.params_bytes));
+        if Arc::ptr_eq(params, &self.workflow.tasks[t].params) {
+            return Ok(());
+        }
+        let bytes = json_bytes(params.as_ref());
+        let what = format!("the params of task '{}'", self.workflow.tasks[t].id);
+        self.held.charge(limits, bytes, &what)?;
+        self.tasks[t].params_bytes = bytes;
+        Ok(())
+    }
+
+    /// Hold task `t`'s result, or refuse it (the task then fails).
+    pub fn hold_result(&mut self, t: usize, result: Value, limits: &WorkflowLimits) -> Result<Value, TaskError> {
+        let bytes = json_bytes(&result);
+        let what = format!("the result of task '{}'", self.workflow.tasks[t].id);
+        self.held.charge(limits, bytes, &what)?;
+        self.tasks[t].result_bytes += bytes;
+        Ok(result)
+    }
+
+    /// Hold the tasks and the items `for_each` task `t` is about to
+    /// expand into, or refuse them.
+    pub fn hold_items(&mut self, t: usize, items: &[Value], limits: &WorkflowLimits) -> Result<(), TaskError> {
+        let id = &self.workflow.tasks[t].id;
+        limits.admit_tasks(self.tasks.len(), items.len(), &format!("for_each of task '{id}'"))?;
+        let bytes = json_bytes(items);
+        self.held.charge(limits, bytes, &format!("the items of task '{id}'"))?;
+        self.tasks[t].result_bytes += bytes;
+        Ok(())
+    }
+
+    /// Which limit this run is past, if any (a workflow stored before
+    /// they were lowered).
+    pub fn over_limits(&self, limits: &WorkflowLimits) -> Option<TaskError> {
+        let resumed = format!("resumed from the store with {} tasks", self.tasks.len());
+        let tasks = limits.admit_tasks(0, self.tasks.len(), &resumed).err();
+        let mut held = Held::default();
+        let bytes = held.charge(limits, self.held.bytes(), "what it held when it was resumed").err();
+        tasks.or(bytes)
+    }
+
+    /// The store refused task `t`'s record: it fails without what made the
+    /// record too large.
+    pub fn drop_outcome(&mut self, t: usize, error: TaskError) {
+        let state = &mut self.tasks[t];
+        self.held.release(std::mem::take(&mut state.params_bytes) + std::mem::take(&mut state.result_bytes));
+        (state.result, state.params, state.error) = (None, None, Some(error));
+        if state.status == TaskStatus::Completed {
+            state.status = TaskStatus::Failed;
         }
     }
 
@@ -258,6 +327,10 @@ impl Run {
             state.started_at = record.started_at;
             state.started = record.started_at.map(instant_of);
             state.error = record.error;
+            state.params_bytes = record.params.as_deref().map_or(0, json_bytes);
+            let items_bytes = record.items.as_deref().map_or(0, |items| json_bytes(items.as_slice()));
+            state.result_bytes = record.result.as_ref().map_or(0, json_bytes) + items_bytes;
+            self.held.hold(state.params_bytes + state.result_bytes);
             state.params = record.params;
             state.history = record.history;
             if !record.status.is_final() {
@@ -620,6 +693,7 @@ impl Run {
             report.status = WorkflowStatus::Cancelled;
         }
         report.owner = self.workflow.owner.clone();
+        report.failure = self.failure.clone();
         report
     }
 

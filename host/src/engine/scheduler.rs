@@ -11,7 +11,7 @@ use crate::queue::PriorityQueue;
 use crate::registry::{Call, Provider, Registry, Selection};
 use crate::report::RunReport;
 use crate::resolver::substitute;
-use crate::store::journal::{Item, Journal};
+use crate::store::journal::{Item, Journal, Refusal};
 use crate::store::{Record, TaskRecord};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +25,11 @@ type RunId = u64;
 /// How often a task may go back to the queue because its provider vanished
 /// mid-call (those attempts do not count against its retries).
 const MAX_REQUEUES: u32 = 3;
+
+/// Most bytes of finished reports kept in memory (besides the latest),
+/// however many `keep_finished` allows: without a store they are only
+/// there, and each may be as large as a workflow's limit.
+const FINISHED_BYTES: usize = 512 << 20;
 
 /// Messages the scheduler sends itself (timers, finished calls).
 pub(super) enum Internal {
@@ -64,6 +69,16 @@ pub(super) enum Internal {
     ReportStored {
         workflow_id: String,
     },
+    /// The store refused a record of a workflow for good.
+    Refused(Refusal),
+}
+
+/// How a workflow comes to the scheduler.
+pub(super) enum Start {
+    /// Submitted, holding `bytes` (params and inputs) as it was.
+    New { bytes: usize },
+    /// Taken up from the store after a restart, with its tasks' states.
+    Resumed { submitted_at: SystemTime, tasks: Vec<TaskRecord> },
 }
 
 pub(super) enum Message {
@@ -85,7 +100,11 @@ pub(super) struct Scheduler {
     journal: Option<Journal<EngineEvent>>,
     runs: HashMap<RunId, Run>,
     by_workflow_id: HashMap<String, RunId>,
-    finished: VecDeque<Arc<RunReport>>,
+    /// Finished reports kept in memory (without a store), with the bytes
+    /// their runs held.
+    finished: VecDeque<(Arc<RunReport>, usize)>,
+    /// What `finished` holds, at most [`FINISHED_BYTES`] beyond the last.
+    finished_bytes: usize,
     /// The ids of `finished`, and of finished workflows whose report the
     /// journal has not yet stored: a new submission may not take them (the
     /// socket layer asks the store about the rest).
@@ -118,6 +137,7 @@ impl Scheduler {
             runs: HashMap::new(),
             by_workflow_id: HashMap::new(),
             finished: VecDeque::new(),
+            finished_bytes: 0,
             finished_ids: HashMap::new(),
             queue: PriorityQueue::default(),
             parked: HashMap::new(),
@@ -143,8 +163,8 @@ impl Scheduler {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Submit { workflow, accepted, done } => {
-                let outcome = self.submit(workflow, done, None);
+            Command::Submit { workflow, bytes, accepted, done } => {
+                let outcome = self.submit(workflow, done, Start::New { bytes });
                 // A workflow is acknowledged once it is stored.
                 self.after_stored(move || {
                     let _ = accepted.send(outcome);
@@ -154,7 +174,7 @@ impl Scheduler {
                 let workflow_id = saved.workflow.id.clone();
                 let submitted_at = saved.submitted_at;
                 let tasks = saved.tasks;
-                if let Err(e) = self.submit(saved.workflow, done, Some((submitted_at, tasks))) {
+                if let Err(e) = self.submit(saved.workflow, done, Start::Resumed { submitted_at, tasks }) {
                     tracing::error!("cannot resume workflow {workflow_id}: {e}");
                 }
             }
@@ -203,16 +223,17 @@ impl Scheduler {
             Internal::Listed { run, task, outcome } => self.listed(run, task, outcome),
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
+            Internal::Refused(refusal) => self.refused(refusal),
         }
     }
 
-    /// Start a workflow: a new one, or (with `saved`) one resumed from the
-    /// store, whose recorded task states are taken up where they were.
+    /// Start a workflow: a new one, or one resumed from the store, whose
+    /// recorded task states are taken up where they were.
     fn submit(
         &mut self,
         workflow: Workflow,
         done: oneshot::Sender<Arc<RunReport>>,
-        saved: Option<(SystemTime, Vec<TaskRecord>)>,
+        start: Start,
     ) -> Result<(), EngineError> {
         if self.by_workflow_id.contains_key(&workflow.id) {
             return Err(EngineError::DuplicateId(workflow.id));
@@ -225,11 +246,23 @@ impl Scheduler {
         let mut run = Run::new(workflow, done);
         self.count_submitted(&mut run);
         let mut retries = Vec::new();
-        match saved {
-            Some((submitted_at, tasks)) => retries = run.resume(submitted_at, tasks),
-            None => self
-                .record(|| Record::Accepted { workflow: Box::new(run.workflow.clone()), submitted_at: run.started_at }),
+        match start {
+            Start::Resumed { submitted_at, tasks } => {
+                // Before the expansions add item tasks that share their params.
+                run.held.hold(super::budget::document_bytes(&run.workflow));
+                retries = run.resume(submitted_at, tasks);
+            }
+            Start::New { bytes } => {
+                run.held.hold(bytes);
+                self.record(|| Record::Accepted {
+                    workflow: Box::new(run.workflow.clone()),
+                    submitted_at: run.started_at,
+                })
+            }
         }
+        // A workflow stored before its limits were lowered (or before there
+        // were any) ends at once, saying so, rather than holding the host.
+        let over = run.over_limits(&self.config.limits);
         let left = run.workflow.timeout.map(|limit| limit.saturating_sub(run.started.elapsed()));
         run.timeout = left.and_then(|after| self.after(after, Internal::TimedOut { run: id }));
         if self.observed() {
@@ -249,6 +282,10 @@ impl Scheduler {
         for t in ready {
             self.make_ready(id, t);
         }
+        if let Some(error) = over {
+            self.over_limit(id, &error);
+            return Ok(());
+        }
         for t in self.runs.get(&id).map(Run::groups_done).unwrap_or_default() {
             if let Some(run) = self.runs.get(&id) {
                 let outcome = run.group_outcome(t);
@@ -257,6 +294,30 @@ impl Scheduler {
         }
         self.finish_if_done(id);
         Ok(())
+    }
+
+    /// Workflow `id` went past one of its limits (`error` says which): it
+    /// ends, failed, with everything it has not done cancelled.
+    fn over_limit(&mut self, id: RunId, error: &TaskError) {
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        tracing::warn!(workflow = %run.workflow.id, "ended: {}", error.message);
+        run.failure.get_or_insert_with(|| error.message.clone());
+        self.cancel(id, &format!("the workflow went past a limit: {}", error.message));
+    }
+
+    /// The store refused a record of a workflow for good (the journal
+    /// stored a small one saying why instead): the task it was about loses
+    /// what made it too large, and the workflow ends.
+    fn refused(&mut self, refusal: Refusal) {
+        let Some(&id) = self.by_workflow_id.get(&refusal.workflow_id) else { return };
+        let error =
+            TaskError::new(codes::WORKFLOW_LIMIT, format!("its record could not be stored: {}", refusal.reason));
+        if let Some(run) = self.runs.get_mut(&id)
+            && let Some(&t) = refusal.task_id.as_ref().and_then(|task| run.index.get(task))
+        {
+            run.drop_outcome(t, error.clone());
+        }
+        self.over_limit(id, &error);
     }
 
     /// Give each task of a new run its stats series, and count it.
@@ -338,13 +399,13 @@ impl Scheduler {
     fn get(&self, workflow_id: &str) -> Option<Arc<RunReport>> {
         match self.by_workflow_id.get(workflow_id).and_then(|id| self.runs.get(id)) {
             Some(run) => Some(Arc::new(run.snapshot())),
-            None => self.finished.iter().rev().find(|r| r.workflow_id == workflow_id).cloned(),
+            None => self.finished.iter().rev().find(|(r, _)| r.workflow_id == workflow_id).map(|(r, _)| r.clone()),
         }
     }
 
     fn list(&self) -> Vec<WorkflowSummary> {
         let running = self.runs.values().map(|run| WorkflowSummary::of(&run.snapshot()));
-        let finished = self.finished.iter().map(|r| WorkflowSummary::of(r));
+        let finished = self.finished.iter().map(|(r, _)| WorkflowSummary::of(r));
         running.chain(finished).collect()
     }
 
@@ -441,6 +502,9 @@ impl Scheduler {
 
     fn expand_into(&mut self, id: RunId, t: usize, items: Arc<Vec<Value>>) {
         let Some(run) = self.runs.get_mut(&id) else { return };
+        if let Err(error) = run.hold_items(t, &items, &self.config.limits) {
+            return self.settle(id, t, Err(error));
+        }
         let count = items.len();
         run.expand(t, items);
         if let Some(method) = self.stats.of_task(&run.series, t) {
@@ -619,6 +683,10 @@ impl Scheduler {
         if let Err(error) = fits_schema(&task.protocol, &task.method, &params, provider.as_ref()) {
             return self.fail_before_start(id, t, error);
         }
+        if let Err(error) = run.hold_params(t, &params, &self.config.limits) {
+            return self.fail_before_start(id, t, error);
+        }
+        let task = &run.workflow.tasks[t];
         let Some(inbox) = self.inbox.upgrade() else { return };
         let timeout = task.timeout.unwrap_or(self.config.default_timeout);
         let deadline = Instant::now() + timeout;
@@ -739,6 +807,8 @@ impl Scheduler {
     /// Record an attempt's outcome: complete, re-queue, retry later, or fail.
     fn settle(&mut self, id: RunId, t: usize, outcome: Result<Value, TaskError>) {
         let Some(run) = self.runs.get_mut(&id) else { return };
+        let outcome = outcome.and_then(|value| run.hold_result(t, value, &self.config.limits));
+        let over = outcome.as_ref().err().filter(|e| e.code == codes::WORKFLOW_LIMIT).cloned();
         let policy = &run.workflow.tasks[t].retry;
         let state = &mut run.tasks[t];
         let mut changed = vec![t];
@@ -786,6 +856,9 @@ impl Scheduler {
             self.item_ended(id, t);
         }
         self.finish_if_done(id);
+        if let Some(error) = over {
+            self.over_limit(id, &error);
+        }
     }
 
     fn retry_due(&mut self, id: RunId, t: usize) {
@@ -850,9 +923,13 @@ impl Scheduler {
             }
         }
         *self.finished_ids.entry(report.workflow_id.clone()).or_default() += 1;
-        self.finished.push_back(report);
-        while self.finished.len() > self.config.keep_finished {
-            if let Some(forgotten) = self.finished.pop_front() {
+        self.finished.push_back((report, run.held.bytes()));
+        self.finished_bytes += run.held.bytes();
+        while self.finished.len() > self.config.keep_finished
+            || (self.finished_bytes > FINISHED_BYTES && self.finished.len() > 1)
+        {
+            if let Some((forgotten, bytes)) = self.finished.pop_front() {
+                self.finished_bytes -= bytes;
                 self.forget_finished_id(&forgotten.workflow_id);
             }
         }

@@ -15,6 +15,10 @@ use std::collections::HashMap;
 /// Most (protocol, method) series kept; tasks of any others count in one
 /// series labelled `other`, so no workload can grow the scrape without bound.
 pub const MAX_SERIES: usize = 2000;
+/// Most method series of one protocol; its other methods count as
+/// (protocol, `other`). One provider's thousand methods cannot take the
+/// series every other protocol needs.
+pub const MAX_SERIES_PER_PROTOCOL: usize = 100;
 
 /// The counts of one (protocol, method).
 #[derive(Debug, Clone)]
@@ -86,7 +90,12 @@ impl EngineStats {
         if let Some(&at) = self.index.get(protocol).and_then(|m| m.get(method)) {
             return at;
         }
-        let (protocol, method) = if self.methods.len() < MAX_SERIES { (protocol, method) } else { ("other", "other") };
+        let of_protocol = self.index.get(protocol).map_or(0, HashMap::len);
+        let (protocol, method) = match (self.methods.len() < MAX_SERIES, of_protocol < MAX_SERIES_PER_PROTOCOL) {
+            (true, true) => (protocol, method),
+            (true, false) => (protocol, "other"),
+            (false, _) => ("other", "other"),
+        };
         if let Some(&at) = self.index.get(protocol).and_then(|m| m.get(method)) {
             return at;
         }
@@ -117,5 +126,27 @@ impl EngineStats {
     /// The queue depth of `priority`.
     pub fn queued(&self, priority: Priority) -> usize {
         self.queued[priority.rank()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_protocols_many_methods_leave_series_for_the_others() {
+        let mut stats = EngineStats::default();
+        let first = stats.series("many/v1", "m0");
+        for n in 1..3000 {
+            stats.series("many/v1", &format!("m{n}"));
+        }
+        let mut protocols: Vec<&str> = stats.methods.iter().map(|m| m.protocol.as_str()).collect();
+        protocols.dedup();
+        assert_eq!(protocols, ["many/v1"], "its overflow keeps its own label");
+        assert_eq!(stats.methods.len(), MAX_SERIES_PER_PROTOCOL + 1, "its methods, then (many/v1, other)");
+        assert_eq!(stats.series("many/v1", "m0"), first);
+        let echo = stats.series("echo/v1", "timestamp");
+        let method = &stats.methods[echo];
+        assert_eq!((method.protocol.as_str(), method.method.as_str()), ("echo/v1", "timestamp"));
     }
 }

@@ -870,3 +870,149 @@ tasks:
     assert_eq!(probe.peak.load(Ordering::SeqCst), 1, "one slot");
     assert_eq!(engine.stats().await.unwrap().running, 0, "every slot given back");
 }
+
+// Limits: what one workflow may hold.
+
+fn limited(max_tasks: usize, max_bytes: usize) -> (Engine, Arc<Probe>) {
+    let limits = WorkflowLimits { max_tasks, max_bytes };
+    start_with(EngineConfig { concurrency: 8, default_timeout: Duration::from_secs(10), limits, ..Default::default() })
+}
+
+/// A for_each whose items' params quote a large input: each resolved copy
+/// counts, and the workflow ends, failed and saying why, once they pass
+/// its limit, while a small workflow beside it completes.
+#[tokio::test]
+async fn a_workflow_past_its_bytes_ends_failed_naming_the_limit_and_others_go_on() {
+    let (engine, probe) = limited(1000, 1 << 20);
+    let big = "x".repeat(100 * 1024);
+    let fan = workflow(&format!(
+        "name: fan\ninputs: {{s: {{type: string, default: \"{big}\"}}}}\ntasks:\n  - id: each\n    protocol: t/v1\n    method: ok\n    for_each: {}\n    max_parallel: 1\n    params: {{s: \"${{inputs.s}}\"}}\n",
+        serde_json::to_string(&(0..50).collect::<Vec<_>>()).unwrap()
+    ));
+    let small = workflow("name: small\ntasks:\n  - {id: a, protocol: t/v1, method: ok, params: {n: 1}}\n");
+    let (fan, small) = tokio::join!(engine.run(fan), engine.run(small));
+    assert_eq!(small.unwrap().status, WorkflowStatus::Completed);
+    let fan = fan.unwrap();
+    assert_eq!(fan.status, WorkflowStatus::Failed);
+    let failure = fan.failure.as_deref().unwrap();
+    assert!(failure.contains("limit is 1.0 MiB (max_workflow_mb)"), "{failure}");
+    let over = fan.tasks.iter().find(|t| t.error.as_ref().is_some_and(|e| e.code == codes::WORKFLOW_LIMIT));
+    assert!(over.is_some(), "a task names the limit");
+    // Each item held 200 KiB (its params, then its result): about five fit.
+    let calls = probe.order.lock().unwrap().len();
+    assert!((3..=6).contains(&calls), "{calls} calls");
+    assert!(fan.tasks.iter().all(|t| t.status.is_final()));
+}
+
+#[tokio::test]
+async fn a_for_each_past_the_task_limit_fails_before_expanding() {
+    let (engine, probe) = limited(10, 1 << 20);
+    let report = engine
+        .run(workflow("name: many\ntasks:\n  - {id: each, protocol: t/v1, method: ok, for_each: [1,2,3,4,5,6,7,8,9,10], params: {n: \"${item}\"}}\n"))
+        .await
+        .unwrap();
+    let error = task(&report, "each").error.clone().unwrap();
+    assert_eq!(error.code, codes::WORKFLOW_LIMIT);
+    assert!(
+        error.message.contains("would make 11 tasks in this workflow; the limit is 10 (max_workflow_tasks)"),
+        "{}",
+        error.message
+    );
+    assert_eq!(report.tasks.len(), 1, "no item task was made");
+    assert!(probe.order.lock().unwrap().is_empty());
+
+    let too_big = workflow(&format!(
+        "name: big\ntasks:\n  - {{id: a, protocol: t/v1, method: ok, params: {{s: {}}}}}\n",
+        "y".repeat(2 << 20)
+    ));
+    match engine.submit(too_big).await {
+        Err(EngineError::TooLarge(message)) => assert!(message.contains("max_workflow_mb"), "{message}"),
+        other => panic!("a document past the limit is refused, not {:?}", other.map(|s| s.workflow_id)),
+    }
+}
+
+/// A store that refuses for good any batch with a task record whose result
+/// holds "refuse me", and otherwise is SQLite.
+struct Picky(crate::store::sqlite::SqliteStore);
+
+impl crate::store::Store for Picky {
+    fn target(&self) -> String {
+        self.0.target()
+    }
+    fn write(&self, records: &[crate::store::Record]) -> Result<(), crate::store::StoreError> {
+        let refused = |r: &crate::store::Record| match r {
+            crate::store::Record::Task(t) => t.result.as_ref().is_some_and(|v| v.to_string().contains("refuse me")),
+            _ => false,
+        };
+        if records.iter().any(refused) {
+            return Err(crate::store::StoreError::Refused {
+                target: self.target(),
+                action: "store a task",
+                reason: "string or blob too big".into(),
+            });
+        }
+        self.0.write(records)
+    }
+    fn unfinished(&self) -> Result<crate::store::Unfinished, crate::store::StoreError> {
+        self.0.unfinished()
+    }
+    fn has(&self, id: &str) -> Result<bool, crate::store::StoreError> {
+        self.0.has(id)
+    }
+    fn report(&self, id: &str) -> Result<Option<RunReport>, crate::store::StoreError> {
+        self.0.report(id)
+    }
+    fn list(&self, query: &crate::listing::ListQuery) -> Result<crate::listing::Listed, crate::store::StoreError> {
+        self.0.list(query)
+    }
+    fn prune(&self, before: std::time::SystemTime) -> Result<usize, crate::store::StoreError> {
+        self.0.prune(before)
+    }
+    fn schedules(&self) -> Result<crate::store::SavedSchedules, crate::store::StoreError> {
+        self.0.schedules()
+    }
+    fn put_schedule(&self, schedule: &crate::schedule::Schedule) -> Result<(), crate::store::StoreError> {
+        self.0.put_schedule(schedule)
+    }
+    fn remove_schedule(&self, id: &str) -> Result<bool, crate::store::StoreError> {
+        self.0.remove_schedule(id)
+    }
+}
+
+/// A record the store refuses for good is not retried: its workflow ends,
+/// failed, with a small record in its place, and the workflows written in
+/// the same batches are stored and answered.
+#[tokio::test]
+async fn a_record_the_store_refuses_ends_its_workflow_and_holds_up_no_other() {
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(FnProvider {
+        id: "t".into(),
+        spec: spec("t/v1", &["ok", "sleep"]),
+        f: |call: Call| -> CallFuture { Box::pin(async move { behave(&call).await }) },
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let store: Arc<dyn crate::store::Store> = Arc::new(Picky(sqlite));
+    let (engine, _events) = Engine::start_durable(registry, EngineConfig::default(), store.clone()).unwrap();
+    let bad = workflow(
+        "id: bad\nname: bad\ntasks:\n  - {id: a, protocol: t/v1, method: ok, params: {m: refuse me}}\n  - {id: b, protocol: t/v1, method: sleep, params: {ms: 5000}}\n  - {id: c, protocol: t/v1, method: ok, dependencies: [a], params: {m: \"${a.result.m}!\"}}\n",
+    );
+    let good = |i: usize| {
+        workflow(&format!(
+            "id: good{i}\nname: good\ntasks:\n  - {{id: a, protocol: t/v1, method: ok, params: {{n: {i}}}}}\n"
+        ))
+    };
+    let bad = engine.submit(bad).await.unwrap();
+    let goods: Vec<_> = futures_util::future::join_all((0..20).map(|i| engine.run(good(i)))).await;
+    assert!(goods.iter().all(|r| r.as_ref().unwrap().status == WorkflowStatus::Completed));
+    let report = tokio::time::timeout(Duration::from_secs(10), bad.done).await.expect("it ends at once").unwrap();
+    assert_eq!(report.status, WorkflowStatus::Failed);
+    assert!(report.failure.as_deref().unwrap().contains("string or blob too big"), "{:?}", report.failure);
+    assert_eq!(task(&report, "a").status, TaskStatus::Failed);
+    assert_eq!(task(&report, "a").result, None);
+    assert_eq!(task(&report, "b").status, TaskStatus::Cancelled, "the rest is not run");
+    let stored = store.report("bad").unwrap().expect("its report is stored");
+    assert_eq!(stored.status, WorkflowStatus::Failed);
+    assert!(store.report("good19").unwrap().is_some());
+    assert!(engine.store_failing().is_none(), "a refusal is not a failing store");
+}

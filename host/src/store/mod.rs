@@ -33,6 +33,10 @@ pub enum StoreError {
     Io { target: String, action: &'static str, reason: String },
     #[error("the store {target} holds data this version cannot read ({what}): {reason}")]
     Corrupt { target: String, what: String, reason: String },
+    /// The store will never take this record, however often it is asked
+    /// (too large, or refused for what it is): unlike `Io`, not retried.
+    #[error("the store {target} refused to {action}: {reason}")]
+    Refused { target: String, action: &'static str, reason: String },
 }
 
 /// One thing to write down.
@@ -44,6 +48,58 @@ pub enum Record {
     Task(Box<TaskRecord>),
     /// A workflow ended; its report is final.
     Finished(Arc<RunReport>),
+}
+
+impl Record {
+    /// The workflow it belongs to.
+    pub fn workflow_id(&self) -> &str {
+        match self {
+            Record::Accepted { workflow, .. } => &workflow.id,
+            Record::Task(task) => &task.workflow_id,
+            Record::Finished(report) => &report.workflow_id,
+        }
+    }
+
+    /// What to write instead of this record once the store has refused
+    /// it for good (`why`): the task failed, or the report without the
+    /// results, params and items that made it too large, or the workflow
+    /// with no tasks. Small enough for any store; the engine is told to
+    /// end the workflow.
+    pub fn refused(&self, why: &StoreError) -> Record {
+        let error =
+            TaskError::new(crate::model::codes::WORKFLOW_LIMIT, format!("its record could not be stored: {why}"));
+        match self {
+            Record::Accepted { workflow, submitted_at } => Record::Accepted {
+                workflow: Box::new(Workflow {
+                    tasks: Vec::new(),
+                    inputs: Vec::new(),
+                    metadata: Value::Object(Default::default()),
+                    schedule: None,
+                    ..workflow.as_ref().clone()
+                }),
+                submitted_at: *submitted_at,
+            },
+            Record::Task(task) => Record::Task(Box::new(TaskRecord {
+                status: TaskStatus::Failed,
+                result: None,
+                params: None,
+                items: None,
+                history: Vec::new(),
+                error: Some(error),
+                finished_at: task.finished_at.or_else(|| Some(SystemTime::now())),
+                ..task.as_ref().clone()
+            })),
+            Record::Finished(report) => {
+                let mut report = report.as_ref().clone();
+                for task in &mut report.tasks {
+                    (task.result, task.params, task.history) = (None, None, Vec::new());
+                }
+                report.status = WorkflowStatus::Failed;
+                report.failure = Some(format!("{}; its results were dropped", error.message));
+                Record::Finished(Arc::new(report))
+            }
+        }
+    }
 }
 
 /// A task's last known state.
@@ -345,7 +401,7 @@ mod opt_time {
 
 /// The workflow as stored: its JSON form, read back through the parser.
 pub(crate) fn workflow_json(target: &str, workflow: &Workflow) -> Result<String, StoreError> {
-    serde_json::to_string(workflow).map_err(|e| StoreError::Io {
+    serde_json::to_string(workflow).map_err(|e| StoreError::Refused {
         target: target.to_owned(),
         action: "encode a workflow",
         reason: e.to_string(),

@@ -160,6 +160,9 @@ impl RedisStore {
         let Some(connection) = slot.as_mut() else { return Err(io("no connection".into())) };
         work(connection).map_err(|e| {
             *slot = None;
+            if refused_for_good(&e) {
+                return StoreError::Refused { target: self.url.clone(), action, reason: e.to_string() };
+            }
             io(e.to_string())
         })
     }
@@ -434,4 +437,12 @@ impl Store for RedisStore {
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
         self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
     }
+}
+
+/// Whether Redis refused a command for what it holds, so that sending it
+/// again cannot help: a value past `proto-max-bulk-len` (512 MB unless
+/// configured), which it answers as a protocol error.
+fn refused_for_good(error: &redis::RedisError) -> bool {
+    let text = error.to_string();
+    ["invalid bulk length", "exceeds maximum allowed size"].iter().any(|known| text.contains(known))
 }

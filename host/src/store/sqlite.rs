@@ -79,8 +79,11 @@ impl SqliteStore {
         let target = format!("sqlite:{}", path.display());
         let open = |reason: String| StoreError::Open { target: target.clone(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open(format!("cannot create {}: {e}", dir.display())))?;
+            let mut private = std::fs::DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
+            private.create(dir).map_err(|e| open(format!("cannot create {}: {e}", dir.display())))?;
         }
+        make_private(path).map_err(|e| open(format!("cannot make it private: {e}")))?;
         let connection = Connection::open(path).map_err(|e| open(e.to_string()))?;
         // One host per store: the first write takes a lock this process keeps
         // until it exits (the OS drops it if the process dies), so a second
@@ -129,12 +132,44 @@ impl SqliteStore {
         StoreError::Io { target: self.target(), action, reason: e.to_string() }
     }
 
+    /// A failed write: refused for good if SQLite can never take the row
+    /// (a value past its length limit), else worth trying again.
+    fn write_failed(&self, action: &'static str, e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::TooBig) => {
+                StoreError::Refused { target: self.target(), action, reason: e.to_string() }
+            }
+            _ => self.io(action, e),
+        }
+    }
+
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         crate::locks::lock(&self.connection)
     }
 }
 
-/// Why opening failed, in the user's terms.
+/// The store holds every user's params and results: only its owner may
+/// read it. Creates the file if missing (SQLite gives its `-wal` and `-shm`
+/// files the database's mode), and takes what others may do away from one
+/// that exists, with its `-wal` and `-shm`.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Bring a file of version `from` up to [`SCHEMA_VERSION`], in one
 /// transaction.
 fn migrate(connection: &Connection, from: i64) -> Result<(), String> {
@@ -144,6 +179,7 @@ fn migrate(connection: &Connection, from: i64) -> Result<(), String> {
     connection.execute_batch(&sql).map_err(|e| format!("cannot upgrade schema version {from} to {SCHEMA_VERSION}: {e}"))
 }
 
+/// Why opening failed, in the user's terms.
 fn opening_error(e: &rusqlite::Error) -> String {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
@@ -193,8 +229,8 @@ impl Store for SqliteStore {
                 match record {
                     Record::Accepted { workflow, submitted_at } => {
                         let document = super::workflow_json(&self.target(), workflow)?;
-                        forget_tasks.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
-                        forget_events.execute([&workflow.id]).map_err(|e| self.io("store a workflow", e))?;
+                        forget_tasks.execute([&workflow.id]).map_err(|e| self.write_failed("store a workflow", e))?;
+                        forget_events.execute([&workflow.id]).map_err(|e| self.write_failed("store a workflow", e))?;
                         accept
                             .execute(params![
                                 workflow.id,
@@ -203,20 +239,20 @@ impl Store for SqliteStore {
                                 to_secs(*submitted_at),
                                 workflow.owner
                             ])
-                            .map_err(|e| self.io("store a workflow", e))?;
+                            .map_err(|e| self.write_failed("store a workflow", e))?;
                     }
                     Record::Task(t) => {
                         task.execute(params![t.workflow_id, t.task_id, json(t)])
-                            .map_err(|e| self.io("store a task", e))?;
+                            .map_err(|e| self.write_failed("store a task", e))?;
                         event
                             .execute(params![t.workflow_id, t.task_id, json(&t.status), t.attempts, now])
-                            .map_err(|e| self.io("store a task event", e))?;
+                            .map_err(|e| self.write_failed("store a task event", e))?;
                     }
                     Record::Finished(report) => {
                         let finished = report.finished_at.map_or(now, to_secs);
                         finish
                             .execute(params![report.workflow_id, json(&report.status), finished, json(report.as_ref())])
-                            .map_err(|e| self.io("store a report", e))?;
+                            .map_err(|e| self.write_failed("store a report", e))?;
                     }
                 }
             }

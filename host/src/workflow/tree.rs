@@ -217,7 +217,8 @@ fn yaml(text: &str) -> Result<Value, String> {
     })
 }
 
-fn yaml_here(text: &str) -> Result<Value, String> {
+/// What the YAML parser may spend on one document.
+fn budget() -> serde_saphyr::Budget {
     // Budget and Options are non-exhaustive: set what differs from the defaults.
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_YAML_DEPTH;
@@ -225,8 +226,12 @@ fn yaml_here(text: &str) -> Result<Value, String> {
     budget.max_nodes = MAX_YAML_NODES;
     budget.max_events = 4 * MAX_YAML_NODES;
     budget.max_total_scalar_bytes = super::MAX_FILE_BYTES;
+    budget
+}
+
+fn yaml_here(text: &str) -> Result<Value, String> {
     let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
+    options.budget = Some(budget());
     // Our visitor sees every entry, so it can name the task.
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     options.with_snippet = false;
@@ -249,14 +254,45 @@ fn yaml_error(e: &serde_saphyr::Error) -> String {
     let too_deep =
         matches!(e, serde_saphyr::Error::Budget { breach: serde_saphyr::budget::BudgetBreach::Depth { .. }, .. })
             || text.contains("recursion limit exceeded");
-    match (too_deep, e.location()) {
-        (true, Some(at)) => format!(
-            "invalid YAML: collections nested deeper than {MAX_YAML_DEPTH} levels at line {} column {}",
-            at.line(),
-            at.column()
-        ),
+    let at = e.location().map(|at| format!(" at line {} column {}", at.line(), at.column())).unwrap_or_default();
+    if too_deep {
+        return format!("invalid YAML: collections nested deeper than {MAX_YAML_DEPTH} levels{at}");
+    }
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    match inner {
+        serde_saphyr::Error::Budget { breach, .. } => match over_budget(breach) {
+            Some(what) => format!("invalid YAML: the file {what}{at}"),
+            None => format!("invalid YAML: {text}"),
+        },
         _ => format!("invalid YAML: {text}"),
     }
+}
+
+/// A budget the parser stopped at, in a writer's words, with its limit.
+fn over_budget(breach: &serde_saphyr::budget::BudgetBreach) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let budget = budget();
+    Some(match breach {
+        B::RecordedAnchorEvents { .. } | B::RecordedAnchorBytes { .. } => format!(
+            "expands its aliases (*name) beyond the limit of {} copied nodes and {} MiB",
+            budget.max_recorded_anchor_events,
+            budget.max_recorded_anchor_bytes >> 20
+        ),
+        B::Aliases { .. } => format!("uses more than {} aliases (*name)", budget.max_aliases),
+        B::AliasAnchorRatio { aliases, anchors } => format!(
+            "uses {aliases} aliases (*name) of {anchors} anchors, more than {} per anchor",
+            budget.alias_anchor_ratio_multiplier
+        ),
+        B::Anchors { .. } => format!("defines more than {} anchors (&name)", budget.max_anchors),
+        B::MergeKeys { .. } => format!("uses more than {} merge keys (<<)", budget.max_merge_keys),
+        B::Nodes { .. } => format!("has more than {} values", budget.max_nodes),
+        B::Events { .. } => format!("has more than {} parser events", budget.max_events),
+        B::ScalarBytes { .. } => format!("holds more than {} MiB of text", budget.max_total_scalar_bytes >> 20),
+        _ => return None,
+    })
 }
 
 thread_local! {
@@ -314,5 +350,21 @@ mod tests {
             assert!(error.starts_with("invalid YAML"), "{error}");
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    /// Each level's list quotes the one before ten times: 10^9 nodes.
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_in_a_writers_words() {
+        let mut yaml = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for level in 1..10 {
+            let quoted = vec![format!("*l{}", level - 1); 10].join(", ");
+            yaml.push_str(&format!("l{level}: &l{level} [{quoted}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let error = document(&yaml, Format::Yaml).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(error.starts_with("invalid YAML: the file "), "{error}");
+        assert!(error.contains("alias") && error.contains("limit") || error.contains("more than"), "{error}");
+        assert!(!error.contains("RecordedAnchorEvents") && !error.contains("budget breached"), "{error}");
     }
 }

@@ -75,5 +75,36 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Give an error answer that is not an [`ApiError`] (an extractor's
+/// refusal of a path or query it cannot decode, in plain text) the one
+/// shape, with its status and text kept.
+pub async fn in_one_shape(response: Response) -> Response {
+    let json = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
+    let status = response.status();
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), MAX_TEXT_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let code = match status {
+        StatusCode::BAD_REQUEST => errors::INVALID_REQUEST,
+        StatusCode::NOT_FOUND => errors::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED => errors::METHOD_NOT_FOUND,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG => errors::TOO_LARGE,
+        StatusCode::UNPROCESSABLE_ENTITY => errors::INVALID_PARAMS,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => errors::UNSUPPORTED_MEDIA_TYPE,
+        _ => errors::INTERNAL_ERROR,
+    };
+    let message: String = message.chars().take(MAX_TEXT_CHARS).collect();
+    (status, axum::Json(ApiError::new(code, message))).into_response()
+}
+
+/// The most of a plain-text error answer read to reshape it, and passed on.
+const MAX_TEXT_BYTES: usize = 4096;
+const MAX_TEXT_CHARS: usize = 300;
+
 /// What an answer is: JSON on success, [`ApiError`] otherwise.
 pub type ApiResult<T> = Result<axum::Json<T>, ApiError>;

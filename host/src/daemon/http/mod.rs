@@ -101,6 +101,7 @@ pub fn router(host: Arc<Host>) -> axum::Router {
     // budgets bound what is built from them.
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
     .fallback(unknown_route)
+    .layer(axum::middleware::map_response(error::in_one_shape))
     .with_state(host)
 }
 
@@ -127,7 +128,7 @@ impl FromRequestParts<Arc<Host>> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
-        let token = super::bearer(&parts.headers);
+        let token = super::bearer(&parts.headers)?;
         match host.policy.authenticate(token.as_deref()) {
             Ok(caller) => Ok(Self { caller, parts: parts.clone() }),
             Err(e) => Err(super::refused(parts, &e).into()),
@@ -223,6 +224,20 @@ async fn submit_workflow(
     let task_count = workflow.tasks.len();
     let submitted = host.submit(caller, workflow).await?;
     Ok(created(Accepted { workflow_id: submitted.workflow_id, task_count }))
+}
+
+/// A query field given twice is an error (422), as a key twice in a
+/// document is: which one was meant is not for the host to guess. Those
+/// of `may_repeat` are lists (`input=…&input=…`).
+pub(super) fn refuse_repeats(route: &str, query: &[(String, String)], may_repeat: &[&str]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    match query.iter().find(|(key, _)| !may_repeat.contains(&key.as_str()) && !seen.insert(key.as_str())) {
+        Some((key, _)) => Err(ApiError::new(
+            errors::INVALID_PARAMS,
+            format!("{route}: query field '{}' is given twice", workflow::excerpt(key)),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The `input=NAME=VALUE` pairs of a submission's query string.
@@ -326,9 +341,10 @@ struct ListParams {
 async fn list_workflows(
     State(host): State<Arc<Host>>,
     auth: Authenticated,
-    Query(params): Query<std::collections::HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<WorkflowPage> {
     let caller = auth.may(Action::Read)?;
+    refuse_repeats("GET /api/v1/workflows", &params, &[])?;
     let fields: Map<String, Value> = params.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     let query = list_query(&fields, DEFAULT_PAGE)?;
     let listed = host.list(caller, query).await?;
@@ -518,7 +534,9 @@ struct Readiness {
 async fn ready(State(host): State<Arc<Host>>) -> (StatusCode, axum::Json<Readiness>) {
     let mut checks = Map::new();
     checks.insert("accepting".into(), json!(if host.shutting_down() { "shutting down" } else { "ok" }));
-    if let Some(store) = &host.store {
+    if let Some(failing) = host.engine.store_failing() {
+        checks.insert("store".into(), json!(failing));
+    } else if let Some(store) = &host.store {
         let probe = store.clone();
         let answer = tokio::time::timeout(READY_STORE_TIMEOUT, tokio::task::spawn_blocking(move || probe.has("")));
         let state = match answer.await {

@@ -63,13 +63,8 @@ fn block_fields(query: Vec<(String, String)>) -> Result<(Map<String, Value>, boo
     let mut block = Map::new();
     let mut pairs = Vec::new();
     let mut replace = false;
-    let mut seen = std::collections::HashSet::new();
+    super::refuse_repeats("POST /api/v1/schedules", &query, &["input"])?;
     for (key, value) in query {
-        // A field given twice is an error, as a key twice in a document is:
-        // which one was meant is not for the host to guess.
-        if key != "input" && !seen.insert(key.clone()) {
-            return Err(bad(format!("query field '{}' is given twice", workflow::excerpt(&key))));
-        }
         match key.as_str() {
             "input" => pairs.push(value),
             "replace" => {

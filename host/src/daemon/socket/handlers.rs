@@ -122,7 +122,10 @@ pub async fn authenticate(
     State(host): State<Arc<Host>>,
 ) -> Result<(), Refusal> {
     let from_payload = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
-    let token = from_payload.or_else(|| crate::daemon::bearer(&socket.req_parts().headers));
+    let token = match from_payload {
+        Some(token) => Some(token),
+        None => crate::daemon::bearer(&socket.req_parts().headers).map_err(Refusal)?,
+    };
     let caller = host.policy.authenticate(token.as_deref()).map_err(|e| Refusal(host.refused(&socket, &e)))?;
     tracing::debug!(socket = %socket.id, token = caller.name(), "connected");
     socket.extensions.insert(caller);

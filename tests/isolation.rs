@@ -1,0 +1,115 @@
+//! One user cannot stop the host for the others: while one client token
+//! does something hostile, another token's one-task workflow completes
+//! within 5 s, the daemon's memory stays within its documented bound, and
+//! the same holds after a restart on the same store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::api::Api;
+use support::{Served, serve};
+
+/// A client token named `name`, made in `data_dir` with the CLI.
+fn client_token(data_dir: &str, name: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["token", "create", "--name", name, "--role", "client", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The daemon's resident memory, in MiB.
+fn rss_mib(host: &Served) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Bob's one-task workflow, submitted and finished within 5 s.
+async fn bob_is_served(api: &Api, bob: &str) {
+    let one = json!({"name": "bob's", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo",
+                                                 "params": {"message": "still here"}}]});
+    let served = async {
+        let id = api.submit(bob, &one).await;
+        api.finished(bob, &id).await
+    };
+    let report = tokio::time::timeout(Duration::from_secs(5), served).await.expect("bob is served within 5 s");
+    assert_eq!(report["status"], "completed", "{report}");
+}
+
+/// A 1 MiB input quoted by each of 1,000 echo calls (`delay` ones that
+/// take `seconds`, two at a time, if given): about 1 MiB of request that
+/// would hold 2 MiB per item (params and result).
+fn amplifying(id: &str, seconds: Option<f64>) -> Value {
+    let mut each = json!({"id": "each", "protocol": "echo/v1", "method": "echo",
+                          "for_each": (0..1000).collect::<Vec<_>>(), "params": {"message": "${inputs.s}"}});
+    if let Some(seconds) = seconds {
+        each["method"] = json!("delay");
+        each["params"]["seconds"] = json!(seconds);
+        each["max_parallel"] = json!(2);
+    }
+    json!({"id": id, "name": "amplifying",
+           "inputs": {"s": {"type": "string", "default": "x".repeat(1 << 20)}}, "tasks": [each]})
+}
+
+/// The documented bound (docs/security.md, "Limits and quotas"): one
+/// workflow at its byte limit (128 MB) grows the daemon by at most 1 GiB.
+const MAX_GROWTH_MIB: u64 = 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_amplifying_workflow_ends_at_its_limit_and_others_are_served_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    let host = serve(&["--data-dir", &dir]);
+    let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+    let api = Api::of(&host);
+    bob_is_served(&api, &bob).await;
+    let baseline = rss_mib(&host);
+
+    // Without limits this made gigabytes of records the store refused
+    // forever, and every other user's calls waited behind them.
+    api.submit(&alice, &amplifying("amplifying", None)).await;
+    let mut peak = baseline;
+    let started = Instant::now();
+    let report = loop {
+        bob_is_served(&api, &bob).await;
+        peak = peak.max(rss_mib(&host));
+        let report = api.get("/api/v1/workflows/amplifying", &alice).await.body;
+        if report["status"] != "running" {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "it never ended: {}", report["summary"]);
+    };
+    assert_eq!(report["status"], "failed", "{}", report["summary"]);
+    let failure = report["failure"].as_str().unwrap();
+    assert!(failure.contains("the limit is 128.0 MiB (max_workflow_mb)"), "{failure}");
+    assert!(report["summary"]["cancelled"].as_u64().unwrap() > 900, "the rest was not run: {}", report["summary"]);
+    assert!(peak < baseline + MAX_GROWTH_MIB, "resident memory grew from {baseline} MiB to {peak} MiB");
+    let ready = api.send(api.request("GET", "/api/v1/ready", None)).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+
+    // Killed while a second one runs, then started with a lower limit: the
+    // store holds a workflow past it, which ends at once, and bob is served.
+    api.submit(&alice, &amplifying("again", Some(0.2))).await;
+    loop {
+        let report = api.get("/api/v1/workflows/again", &alice).await.body;
+        // Ten items hold 21 MiB with the document: past the next limit.
+        if report["summary"]["completed"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(report["status"] == "running", "{}", report["summary"]);
+    }
+    drop(host); // SIGKILL
+    let host = serve(&["--data-dir", &dir, "--max-workflow-mb", "16"]);
+    let api = Api::of(&host);
+    bob_is_served(&api, &bob).await;
+    let again = api.finished(&alice, "again").await;
+    assert_eq!(again["status"], "failed", "{}", again["summary"]);
+    let failure = again["failure"].as_str().unwrap();
+    assert!(failure.contains("what it held when it was resumed") && failure.contains("16.0 MiB"), "{failure}");
+    bob_is_served(&api, &bob).await;
+}
