@@ -140,7 +140,13 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
         .unwrap();
     let saved = store.unfinished().unwrap().saved;
     assert_eq!(saved.iter().map(|s| s.workflow.id.as_str()).collect::<Vec<_>>(), ["w2"]);
-    assert_eq!(store.report("w1").unwrap().unwrap().tasks[0].result, Some(serde_json::json!({"echoed": "hi"})));
+    // A report is stored without its tasks' outcomes, read back from their
+    // records: the result, the params and every call.
+    let w1_report = store.report("w1").unwrap().unwrap();
+    assert_eq!(w1_report.tasks[0].result, Some(serde_json::json!({"echoed": "hi"})));
+    let recorded = task("w1", "a", TaskStatus::Completed, 1);
+    assert_eq!((&w1_report.tasks[0].params, &w1_report.tasks[0].history), (&recorded.params, &recorded.history));
+    assert_eq!(w1_report.summary.completed, 1);
     assert!(store.report("w2").unwrap().is_none(), "no report before it finishes");
     assert!(store.report("nope").unwrap().is_none());
     assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");
@@ -772,8 +778,11 @@ fn a_version_1_sqlite_file_is_upgraded_in_place() {
         .unwrap()
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     assert!(store_has_no_schedules(&path), "version 3 added the schedules table");
+    let whole = SqliteStore::open(&path).unwrap().report("old").unwrap().unwrap();
+    assert_eq!(whole.tasks[0].result, Some(serde_json::json!({"echoed": "hi"})), "a report stored whole reads so");
+    assert_eq!(whole.tasks[0].params.as_deref(), Some(&serde_json::json!({"message": "hi"})));
 }
 
 fn store_has_no_schedules(path: &std::path::Path) -> bool {

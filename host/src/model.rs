@@ -273,6 +273,59 @@ impl WorkflowStatus {
 /// every dependent's params.
 pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
+impl Workflow {
+    /// The bytes it holds as submitted: its tasks' params and `for_each`
+    /// lists, and its inputs' values, as JSON (ids, names and settings are
+    /// bounded by the document's own limits and not counted).
+    pub fn document_bytes(&self) -> usize {
+        let tasks = self.tasks.iter().map(|task| {
+            json_bytes(task.params.as_ref()) + task.for_each.as_ref().map_or(0, |f| json_bytes(f.items.as_ref()))
+        });
+        let inputs = self.inputs.iter().filter_map(|input| input.default.as_ref()).map(json_bytes);
+        tasks.chain(inputs).sum()
+    }
+}
+
+/// About the length of `value` as compact JSON, found without writing it
+/// (exact but for escapes inside strings, which it does not count): what a
+/// workflow holds is counted in these bytes (`engine::budget`), and what a
+/// store writes is weighed in them (`store::journal`). A walk over the
+/// values, not a serialisation: a 1 MiB string weighs in O(1).
+pub fn json_bytes(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => number_bytes(n),
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => list_bytes(items),
+        Value::Object(map) => {
+            let entries: usize = map.iter().map(|(key, value)| key.len() + 3 + json_bytes(value)).sum();
+            entries + map.len().saturating_sub(1) + 2
+        }
+    }
+}
+
+/// [`json_bytes`] of a list of values, as a JSON array.
+pub fn list_bytes(items: &[Value]) -> usize {
+    items.iter().map(json_bytes).sum::<usize>() + items.len().saturating_sub(1) + 2
+}
+
+fn number_bytes(n: &serde_json::Number) -> usize {
+    let digits = |mut v: u64| {
+        let mut count = 1;
+        while v >= 10 {
+            v /= 10;
+            count += 1;
+        }
+        count
+    };
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => digits(u),
+        (None, Some(i)) => digits(i.unsigned_abs()) + 1,
+        (None, None) => n.to_string().len(),
+    }
+}
+
 /// JSON-RPC 2.0 error codes the host itself uses.
 pub mod codes {
     pub const INVALID_PARAMS: i32 = -32602;

@@ -33,27 +33,48 @@ pub struct TaskReport {
     pub queued_ms: Option<f64>,
     /// From the first attempt's start to the end (retries included).
     pub duration_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "kept_apart")]
     pub result: Option<Value>,
     pub error: Option<TaskError>,
     /// The params its last attempt was called with, references resolved
     /// (null until it starts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "none_or_kept_apart")]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Arc<Value>>,
     /// Every call made for it, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "empty_or_kept_apart")]
     pub history: Vec<Attempt>,
     /// For a task a `for_each` made (`write[3]`): that task's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// And the item it ran for (a file's `{dir, path, name, size}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "none_or_kept_apart")]
     #[schema(value_type = Option<Object>)]
     pub item: Option<Value>,
     /// For a `for_each` task once expanded: how many items it has (their
     /// tasks follow it in the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<usize>,
+}
+
+/// The mark of a report whose tasks' outcomes are kept in their records.
+const STORED_APART: &str = "\"outcomes_in_task_records\":true";
+
+thread_local! {
+    /// Set while a report is written as a store keeps it ([`RunReport::to_stored_json`]).
+    static KEPT_APART: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn kept_apart<T>(_: &T) -> bool {
+    KEPT_APART.get()
+}
+
+fn none_or_kept_apart<T>(value: &Option<T>) -> bool {
+    value.is_none() || KEPT_APART.get()
+}
+
+fn empty_or_kept_apart<T>(value: &[T]) -> bool {
+    value.is_empty() || KEPT_APART.get()
 }
 
 /// One call made for a task: which provider took it, when, how long it
@@ -158,6 +179,25 @@ impl RunReport {
             owner: None,
             failure: None,
         }
+    }
+
+    /// The report as a store keeps it: without each task's result, params,
+    /// calls and item, which the task's own stored record has; a finished
+    /// workflow's results are not written twice, and a report stays small
+    /// however large they are. The store puts them back when it reads it.
+    pub fn to_stored_json(&self) -> serde_json::Result<String> {
+        KEPT_APART.set(true);
+        let json = serde_json::to_string(self);
+        KEPT_APART.set(false);
+        // A report is an object: the mark goes first, where a reader finds it.
+        Ok(format!("{{{STORED_APART},{}", json?.get(1..).unwrap_or_default()))
+    }
+
+    /// Whether `stored` (a report as a store keeps it) was written by
+    /// [`RunReport::to_stored_json`], so that its tasks' outcomes are in
+    /// their records.
+    pub fn is_stored_apart(stored: &str) -> bool {
+        stored.strip_prefix('{').is_some_and(|rest| rest.starts_with(STORED_APART))
     }
 
     /// A terminal-friendly rendering: one line per task, then a summary.

@@ -11,7 +11,7 @@
 //! over; this module counts and words the refusal, and knows nothing of
 //! what a refusal does.
 
-use crate::model::{TaskError, Workflow, codes};
+use crate::model::{TaskError, codes};
 
 /// The most one workflow may hold (`max_workflow_tasks`,
 /// `max_workflow_mb`).
@@ -99,35 +99,6 @@ fn over(message: String) -> TaskError {
     TaskError::new(codes::WORKFLOW_LIMIT, message)
 }
 
-/// What a workflow holds as submitted: its tasks' params and `for_each`
-/// lists, and its inputs' values (ids, names and settings are bounded by
-/// the document's own limits and not counted).
-pub fn document_bytes(workflow: &Workflow) -> usize {
-    let tasks = workflow.tasks.iter().map(|task| {
-        json_bytes(task.params.as_ref()) + task.for_each.as_ref().map_or(0, |f| json_bytes(f.items.as_ref()))
-    });
-    let inputs = workflow.inputs.iter().filter_map(|input| input.default.as_ref()).map(json_bytes);
-    tasks.chain(inputs).sum()
-}
-
-/// The length of `value` as compact JSON, without building it.
-pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail, and a `Value` always serialises.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
 /// A size for messages: bytes, KiB or MiB.
 pub fn shown(bytes: usize) -> String {
     match bytes {
@@ -141,14 +112,23 @@ pub fn shown(bytes: usize) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::model::json_bytes;
     use serde_json::{Value, json};
 
     #[test]
-    fn json_bytes_counts_what_the_store_writes() {
-        let values: [Value; 3] = [json!(null), json!({"a": [1, "two", {"b": "é\n\""}]}), json!("x".repeat(5000))];
+    fn json_bytes_counts_what_the_store_writes_but_escapes() {
+        let values: [Value; 5] = [
+            json!(null),
+            json!({"a": [1, -20, 3.25, "two", {"b": "é", "c": false}], "d": u64::MAX}),
+            json!("x".repeat(5000)),
+            json!([]),
+            json!({}),
+        ];
         for value in values {
-            assert_eq!(json_bytes(&value), serde_json::to_vec(&value).unwrap().len());
+            assert_eq!(json_bytes(&value), serde_json::to_vec(&value).unwrap().len(), "{value}");
         }
+        let escaped = json!("a\n\"b");
+        assert_eq!(json_bytes(&escaped) + 2, serde_json::to_vec(&escaped).unwrap().len());
     }
 
     #[test]

@@ -130,6 +130,18 @@ pub enum EngineEvent {
     WorkflowFinished(Arc<RunReport>),
 }
 
+impl EngineEvent {
+    /// The workflow it is about.
+    pub fn workflow_id(&self) -> &str {
+        match self {
+            EngineEvent::WorkflowStarted(started) => &started.workflow_id,
+            EngineEvent::Task(task) => &task.workflow_id,
+            EngineEvent::Progress(progress) => &progress.workflow_id,
+            EngineEvent::WorkflowFinished(report) => &report.workflow_id,
+        }
+    }
+}
+
 /// An accepted workflow; `done` resolves with its report.
 pub struct Submitted {
     pub workflow_id: String,
@@ -270,7 +282,7 @@ impl Engine {
         let refused = |e: crate::model::TaskError| EngineError::TooLarge(e.message);
         self.limits.admit_tasks(0, workflow.tasks.len(), "the workflow").map_err(refused)?;
         let mut held = budget::Held::default();
-        held.charge(&self.limits, budget::document_bytes(workflow), "its params and inputs").map_err(refused)?;
+        held.charge(&self.limits, workflow.document_bytes(), "its params and inputs").map_err(refused)?;
         Ok(held.bytes())
     }
 

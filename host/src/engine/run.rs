@@ -6,8 +6,8 @@
 //! all ended. Its record in the store keeps the items, so a restart makes
 //! the same tasks again.
 
-use super::budget::{Held, WorkflowLimits, json_bytes};
-use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes};
+use super::budget::{Held, WorkflowLimits};
+use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes, json_bytes, list_bytes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
 use crate::resolver::condition::{Condition, ConditionError};
@@ -267,7 +267,7 @@ impl Run {
     pub fn hold_items(&mut self, t: usize, items: &[Value], limits: &WorkflowLimits) -> Result<(), TaskError> {
         let id = &self.workflow.tasks[t].id;
         limits.admit_tasks(self.tasks.len(), items.len(), &format!("for_each of task '{id}'"))?;
-        let bytes = json_bytes(items);
+        let bytes = list_bytes(items);
         self.held.charge(limits, bytes, &format!("the items of task '{id}'"))?;
         self.tasks[t].result_bytes += bytes;
         Ok(())
@@ -328,7 +328,7 @@ impl Run {
             state.started = record.started_at.map(instant_of);
             state.error = record.error;
             state.params_bytes = record.params.as_deref().map_or(0, json_bytes);
-            let items_bytes = record.items.as_deref().map_or(0, |items| json_bytes(items.as_slice()));
+            let items_bytes = record.items.as_deref().map_or(0, |items| list_bytes(items));
             state.result_bytes = record.result.as_ref().map_or(0, json_bytes) + items_bytes;
             self.held.hold(state.params_bytes + state.result_bytes);
             state.params = record.params;

@@ -164,9 +164,10 @@ impl Scheduler {
     fn command(&mut self, command: Command) {
         match command {
             Command::Submit { workflow, bytes, accepted, done } => {
+                let lane = workflow.id.clone();
                 let outcome = self.submit(workflow, done, Start::New { bytes });
                 // A workflow is acknowledged once it is stored.
-                self.after_stored(move || {
+                self.after_stored(Some(lane), move || {
                     let _ = accepted.send(outcome);
                 });
             }
@@ -182,13 +183,13 @@ impl Scheduler {
             // never shows a result that a crash could still lose.
             Command::Get { workflow_id, reply } => {
                 let found = self.get(&workflow_id);
-                self.after_stored(move || {
+                self.after_stored(Some(workflow_id), move || {
                     let _ = reply.send(found);
                 });
             }
             Command::List { reply } => {
                 let list = self.list();
-                self.after_stored(move || {
+                self.after_stored(None, move || {
                     let _ = reply.send(list);
                 });
             }
@@ -201,7 +202,7 @@ impl Scheduler {
                     self.cancel(id, "the workflow was cancelled");
                 }
                 // Acknowledged once the cancellation is stored, like a submission.
-                self.after_stored(move || {
+                self.after_stored(Some(workflow_id), move || {
                     let _ = reply.send(found.is_some());
                 });
             }
@@ -249,7 +250,7 @@ impl Scheduler {
         match start {
             Start::Resumed { submitted_at, tasks } => {
                 // Before the expansions add item tasks that share their params.
-                run.held.hold(super::budget::document_bytes(&run.workflow));
+                run.held.hold(run.workflow.document_bytes());
                 retries = run.resume(submitted_at, tasks);
             }
             Start::New { bytes } => {
@@ -347,7 +348,8 @@ impl Scheduler {
     /// Hand a record to the journal (built only when there is one).
     fn record(&self, make: impl FnOnce() -> Record) {
         if let Some(journal) = &self.journal {
-            journal.push(Item::Record(make()));
+            let record = make();
+            journal.push(Some(record.workflow_id().to_owned()), Item::Record(record));
         }
     }
 
@@ -355,7 +357,7 @@ impl Scheduler {
     /// so it leaves after what it reports is stored.
     fn emit(&self, event: EngineEvent) {
         match (&self.journal, &self.observer) {
-            (Some(journal), _) => journal.push(Item::Event(event)),
+            (Some(journal), _) => journal.push(Some(event.workflow_id().to_owned()), Item::Event(event)),
             (None, Some(observer)) => {
                 let _ = observer.send(event);
             }
@@ -371,7 +373,9 @@ impl Scheduler {
         match (&self.journal, &self.observer) {
             (Some(journal), _) if journal.observed() => {
                 let journal = journal.clone();
-                Some(Arc::new(move |event| journal.push(Item::Event(event))))
+                Some(Arc::new(move |event: EngineEvent| {
+                    journal.push(Some(event.workflow_id().to_owned()), Item::Event(event))
+                }))
             }
             (None, Some(observer)) => {
                 let observer = observer.clone();
@@ -387,11 +391,11 @@ impl Scheduler {
         self.observer.is_some() || self.journal.as_ref().is_some_and(Journal::observed)
     }
 
-    /// Run `then` once everything recorded so far is stored (at once without
-    /// a store).
-    fn after_stored(&self, then: impl FnOnce() + Send + 'static) {
+    /// Run `then` once everything recorded so far for workflow `lane` (for
+    /// all workflows if `None`) is stored; at once without a store.
+    fn after_stored(&self, lane: Option<String>, then: impl FnOnce() + Send + 'static) {
         match &self.journal {
-            Some(journal) => journal.push(Item::Then(Box::new(then))),
+            Some(journal) => journal.push(lane, Item::Then(Box::new(then))),
             None => then(),
         }
     }
@@ -907,7 +911,7 @@ impl Scheduler {
         self.record(|| Record::Finished(report.clone()));
         if let Some(done) = run.done.take() {
             let finished = report.clone();
-            self.after_stored(move || {
+            self.after_stored(Some(report.workflow_id.clone()), move || {
                 let _ = done.send(finished);
             });
         }
@@ -917,7 +921,7 @@ impl Scheduler {
             *self.finished_ids.entry(report.workflow_id.clone()).or_default() += 1;
             if let Some(inbox) = self.inbox.upgrade() {
                 let workflow_id = report.workflow_id.clone();
-                self.after_stored(move || {
+                self.after_stored(Some(workflow_id.clone()), move || {
                     let _ = inbox.send(Message::Internal(Internal::ReportStored { workflow_id }));
                 });
             }

@@ -60,6 +60,21 @@ impl Record {
         }
     }
 
+    /// About how many bytes it writes: what a journal batch weighs.
+    pub fn weight(&self) -> usize {
+        use crate::model::json_bytes;
+        const ROW: usize = 256;
+        match self {
+            Record::Accepted { workflow, .. } => workflow.document_bytes() + ROW,
+            Record::Task(task) => {
+                let result = task.result.as_ref().map_or(0, json_bytes);
+                let params = task.params.as_deref().map_or(0, json_bytes);
+                result + params + task.items.as_deref().map_or(0, |items| crate::model::list_bytes(items)) + ROW
+            }
+            Record::Finished(report) => report.tasks.len() * ROW,
+        }
+    }
+
     /// What to write instead of this record once the store has refused
     /// it for good (`why`): the task failed, or the report without the
     /// results, params and items that made it too large, or the workflow
@@ -286,6 +301,56 @@ fn schedule_from_json(target: &str, id: &str, text: &str) -> Result<Schedule, St
         run_key: stored.run_key,
         ..schedule
     })
+}
+
+/// A finished report as the stores keep it ([`RunReport::to_stored_json`]).
+pub(crate) fn report_json(target: &str, report: &RunReport) -> Result<String, StoreError> {
+    report.to_stored_json().map_err(|e| StoreError::Refused {
+        target: target.to_owned(),
+        action: "encode a report",
+        reason: e.to_string(),
+    })
+}
+
+/// A stored report, whole again: one written without its tasks' results,
+/// params, calls and items ([`RunReport::to_stored_json`]) gets them back
+/// from `records` (the tasks' last states, as stored) and, for params a
+/// call took unchanged from the document, from `document`. One stored whole
+/// (by an earlier version) is read as it is; `records` is only asked for
+/// the others.
+pub(crate) fn read_report(
+    target: &str,
+    workflow_id: &str,
+    text: &str,
+    records: impl FnOnce() -> Result<(Option<String>, Vec<String>), StoreError>,
+) -> Result<RunReport, StoreError> {
+    let what = || format!("the report of {workflow_id}");
+    let mut report: RunReport = serde_json::from_str(text).map_err(|e| corrupt(target, what(), e))?;
+    if !RunReport::is_stored_apart(text) {
+        return Ok(report);
+    }
+    let (document, states) = records()?;
+    let records: std::collections::HashMap<String, TaskRecord> = states
+        .iter()
+        .filter_map(|state| serde_json::from_str::<TaskRecord>(state).ok())
+        .map(|record| (record.task_id.clone(), record))
+        .collect();
+    let document = document.and_then(|text| workflow_from_json(target, workflow_id, &text).ok());
+    let documented = |id: &str| document.as_ref()?.tasks.iter().find(|t| t.id == id).map(|t| t.params.clone());
+    for task in &mut report.tasks {
+        let record = records.get(&task.id);
+        task.result = record.and_then(|r| r.result.clone());
+        task.history = record.map(|r| r.history.clone()).unwrap_or_default();
+        let own = record.and_then(|r| r.params.clone());
+        let called = !task.history.is_empty();
+        task.params = own.or_else(|| called.then(|| documented(task.parent.as_deref().unwrap_or(&task.id))).flatten());
+        if let Some(parent) = &task.parent {
+            let index = task.id.strip_prefix(parent.as_str()).and_then(|i| i.strip_prefix('[')?.strip_suffix(']'));
+            let items = records.get(parent).and_then(|r| r.items.as_ref());
+            task.item = index.and_then(|i| i.parse::<usize>().ok()).and_then(|i| items?.get(i).cloned());
+        }
+    }
+    Ok(report)
 }
 
 /// Which store `--store` names.

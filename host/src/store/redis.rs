@@ -11,7 +11,7 @@
 //! | `workflows:submitted` | sorted set | ids by submission time (listing) |
 //! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
 //! | `schedules` | hash | schedule id → the schedule (JSON) |
-//! | `schema` | string | the layout version (3; older stores are upgraded when opened) |
+//! | `schema` | string | the layout version (4; older stores are upgraded when opened) |
 //!
 //! A finished workflow's hash also holds `summary` (its task counts) and
 //! `duration_ms`, so that a listing need not read whole reports.
@@ -34,11 +34,10 @@ use crate::report::RunReport;
 use crate::schedule::Schedule;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "gleitzeit:";
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 /// How long to wait for Redis before calling it unreachable.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the host lock lasts without renewal, and how often it is renewed.
@@ -58,7 +57,8 @@ pub struct RedisStore {
     url: String,
     client: redis::Client,
     /// Reconnected on the next call after a failure.
-    connection: Mutex<Option<Connection>>,
+    /// Fair, for the reason the SQLite store's connection is.
+    connection: parking_lot::FairMutex<Option<Connection>>,
     /// Dropping it stops the lock's renewal.
     _renewal: std::sync::mpsc::Sender<()>,
     /// This host's identity, locked in its data directory while the store
@@ -92,8 +92,13 @@ impl RedisStore {
         let open = |reason: String| StoreError::Open { target: url.to_owned(), reason };
         let client = redis::Client::open(url).map_err(|e| open(e.to_string()))?;
         let (renewal, stop) = std::sync::mpsc::channel();
-        let mut store =
-            Self { url: url.to_owned(), client, connection: Mutex::new(None), _renewal: renewal, _host: None };
+        let mut store = Self {
+            url: url.to_owned(),
+            client,
+            connection: parking_lot::FairMutex::new(None),
+            _renewal: renewal,
+            _host: None,
+        };
         if !store.claim(&host.id)? {
             let holder: Option<String> = store.with("read the host lock", |c| c.get(key(&["host"])))?;
             return Err(open(format!(
@@ -108,8 +113,10 @@ impl RedisStore {
         match version.as_deref() {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
             Some("1") => store.upgrade_from_1()?,
-            // Version 3 added the `schedules` hash, which starts empty.
-            Some("2") => {
+            // Version 3 added the `schedules` hash, which starts empty;
+            // version 4 stores reports without their tasks' outcomes (those
+            // stored whole are read as they are).
+            Some("2" | "3") => {
                 store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?
             }
             Some(SCHEMA_VERSION) => {}
@@ -149,7 +156,7 @@ impl RedisStore {
         action: &'static str,
         work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = crate::locks::lock(&self.connection);
+        let mut slot = self.connection.lock();
         let io = |reason: String| StoreError::Io { target: self.url.clone(), action, reason };
         if slot.is_none() {
             let connection = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| io(e.to_string()))?;
@@ -201,7 +208,13 @@ impl RedisStore {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Open { target: url.to_owned(), reason: e.to_string() })?;
         let renewal = std::sync::mpsc::channel().0;
-        Ok(Self { url: url.to_owned(), client, connection: Mutex::new(None), _renewal: renewal, _host: None })
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            connection: parking_lot::FairMutex::new(None),
+            _renewal: renewal,
+            _host: None,
+        })
     }
 
     fn add(pipe: &mut Pipeline, record: &Record) -> Result<(), StoreError> {
@@ -245,7 +258,7 @@ impl RedisStore {
                 let finished = report.finished_at.map_or_else(|| to_secs(SystemTime::now()), to_secs);
                 let mut fields = summary_fields(report);
                 fields.push(("finished_at", finished.to_string()));
-                fields.push(("report", json(report.as_ref())));
+                fields.push(("report", super::report_json(PREFIX, report)?));
                 pipe.hset_multiple(key(&["workflow", &report.workflow_id]), &fields)
                     .ignore()
                     .srem(key(&["workflows", "unfinished"]), &report.workflow_id)
@@ -343,10 +356,15 @@ impl Store for RedisStore {
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
         let text: Option<String> = self.with("read a report", |c| c.hget(key(&["workflow", workflow_id]), "report"))?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| corrupt(&self.url, format!("the report of {workflow_id}"), e))
-        })
-        .transpose()
+        let Some(text) = text else { return Ok(None) };
+        let records = || {
+            let document: Option<String> =
+                self.with("read a report", |c| c.hget(key(&["workflow", workflow_id]), "document"))?;
+            let states: HashMap<String, String> =
+                self.with("read a report", |c| c.hgetall(key(&["workflow", workflow_id, "tasks"])))?;
+            Ok((document, states.into_values().collect()))
+        };
+        super::read_report(&self.url, workflow_id, &text, records).map(Some)
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {

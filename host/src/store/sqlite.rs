@@ -13,12 +13,11 @@ use crate::report::RunReport;
 use crate::schedule::Schedule;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// The layout this version writes; older ones are brought up to it
 /// ([`MIGRATIONS`]), newer files are refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// What takes a file from version N to N + 1, by N.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -26,6 +25,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, "ALTER TABLE workflows ADD COLUMN owner TEXT;"),
     // Schedules: their table is in SCHEMA (created if missing on every open).
     (2, ""),
+    // Reports are stored without their tasks' results, params and calls,
+    // which the tasks' rows have; reports stored whole are read as they are.
+    (3, ""),
 ];
 
 /// Indexes over columns later versions added (run after the migrations).
@@ -69,8 +71,12 @@ CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, definition TEXT NOT N
 pub struct SqliteStore {
     path: PathBuf,
     /// One connection: the journal writes, readers wait their turn (reads
-    /// are rare and short next to the writes).
-    connection: Mutex<Connection>,
+    /// are rare and short next to the writes). Fair: the journal, which
+    /// writes batch after batch while a workflow has much to write, hands
+    /// the connection to a waiting reader between two batches instead of
+    /// taking it back at once (an unfair lock let it starve every status
+    /// call and submission for as long as it wrote).
+    connection: parking_lot::FairMutex<Connection>,
 }
 
 impl SqliteStore {
@@ -125,7 +131,7 @@ impl SqliteStore {
             }
         }
         connection.execute_batch(INDEXES).map_err(|e| open(opening_error(&e)))?;
-        Ok(Self { path: path.to_owned(), connection: Mutex::new(connection) })
+        Ok(Self { path: path.to_owned(), connection: parking_lot::FairMutex::new(connection) })
     }
 
     fn io(&self, action: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -143,8 +149,8 @@ impl SqliteStore {
         }
     }
 
-    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
-        crate::locks::lock(&self.connection)
+    fn connection(&self) -> parking_lot::FairMutexGuard<'_, Connection> {
+        self.connection.lock()
     }
 }
 
@@ -251,7 +257,12 @@ impl Store for SqliteStore {
                     Record::Finished(report) => {
                         let finished = report.finished_at.map_or(now, to_secs);
                         finish
-                            .execute(params![report.workflow_id, json(&report.status), finished, json(report.as_ref())])
+                            .execute(params![
+                                report.workflow_id,
+                                json(&report.status),
+                                finished,
+                                super::report_json(&self.target(), report)?
+                            ])
                             .map_err(|e| self.write_failed("store a report", e))?;
                     }
                 }
@@ -297,17 +308,27 @@ impl Store for SqliteStore {
     }
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
-        let text: Option<Option<String>> = self
-            .connection()
+        let connection = self.connection();
+        let text: Option<Option<String>> = connection
             .query_row("SELECT report FROM workflows WHERE id = ?1", [workflow_id], |row| row.get(0))
             .optional()
             .map_err(|e| self.io("read a report", e))?;
-        match text.flatten() {
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| corrupt(&self.target(), format!("the report of {workflow_id}"), e)),
-            None => Ok(None),
-        }
+        let Some(text) = text.flatten() else { return Ok(None) };
+        let records = || {
+            let document = connection
+                .query_row("SELECT document FROM workflows WHERE id = ?1", [workflow_id], |row| row.get(0))
+                .optional()
+                .map_err(|e| self.io("read a report", e))?;
+            let mut tasks = connection
+                .prepare_cached("SELECT state FROM tasks WHERE workflow_id = ?1")
+                .map_err(|e| self.io("read a report", e))?;
+            let states = tasks
+                .query_map([workflow_id], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.io("read a report", e))?;
+            Ok((document, states))
+        };
+        super::read_report(&self.target(), workflow_id, &text, records).map(Some)
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
