@@ -113,3 +113,82 @@ async fn one_users_amplifying_workflow_ends_at_its_limit_and_others_are_served_a
     assert!(failure.contains("what it held when it was resumed") && failure.contains("16.0 MiB"), "{failure}");
     bob_is_served(&api, &bob).await;
 }
+
+/// Whether `answer` is a 429 naming `setting`.
+fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
+    answer.status == 429 && answer.body["message"].as_str().is_some_and(|m| m.contains(setting))
+}
+
+/// Per-token quotas: one client token at its quota of event streams,
+/// running workflows and schedules is refused, naming the quota, while
+/// another token opens, runs and adds as before; and many requests for one
+/// large report build a few at a time, so memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_at_its_quotas_leaves_the_others_their_share() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    let host = serve(&["--data-dir", &dir, "--max-streams-per-token", "5", "--max-workflows-per-token", "3"]);
+    let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+    let api = Api::of(&host);
+
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let stream = api.request("GET", "/api/v1/events", Some(&alice)).send().await.unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let refused = api.get("/api/v1/events", &alice).await;
+    assert!(refused_naming(&refused, "max_streams_per_token"), "{refused:?}");
+    let bobs = api.request("GET", "/api/v1/events", Some(&bob)).send().await.unwrap();
+    assert_eq!(bobs.status(), 200, "another token still opens a stream");
+    drop(streams);
+
+    let slow = json!({"name": "slow", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "delay",
+                                                 "params": {"seconds": 10}}]});
+    for _ in 0..3 {
+        api.submit(&alice, &slow).await;
+    }
+    let refused = api.post_json("/api/v1/workflows", &alice, &slow).await;
+    assert!(refused_naming(&refused, "max_workflows_per_token"), "{refused:?}");
+    bob_is_served(&api, &bob).await;
+
+    let yearly = |n: usize| {
+        json!({"name": format!("yearly {n}"), "id": format!("y{n}"), "schedule": {"cron": "0 0 1 1 *"},
+               "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]})
+    };
+    for n in 0..100 {
+        let added = api.post_json("/api/v1/schedules", &alice, &yearly(n)).await;
+        assert_eq!(added.status, 201, "{added:?}");
+    }
+    let refused = api.post_json("/api/v1/schedules", &alice, &yearly(100)).await;
+    assert!(refused.status == 429 && refused.body["message"].as_str().unwrap().contains("its quota"), "{refused:?}");
+    let bobs = api
+        .post_json(
+            "/api/v1/schedules",
+            &bob,
+            &json!({"name": "bob's yearly", "schedule": {"cron": "0 0 1 1 *"},
+        "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]}),
+        )
+        .await;
+    assert_eq!(bobs.status, 201, "{bobs:?}");
+
+    // A 10 MB result read 40 times at once by one token.
+    let big = json!({"id": "big", "name": "big", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo",
+                                                             "params": {"message": "y".repeat(10 << 20)}}]});
+    let id = api.submit(&bob, &big).await;
+    api.finished(&bob, &id).await;
+    let baseline = rss_mib(&host);
+    let path = format!("/api/v1/workflows/{id}/results");
+    let reads = (0..40).map(|_| api.get(&path, &bob));
+    let sampler = async {
+        let mut peak = 0;
+        for _ in 0..100 {
+            peak = peak.max(rss_mib(&host));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
+    };
+    let (answers, peak) = tokio::join!(futures_util::future::join_all(reads), sampler);
+    assert!(answers.iter().all(|a| a.status == 200));
+    assert!(peak < baseline + 600, "40 reads of a 10 MB report grew the daemon from {baseline} to {peak} MiB");
+}

@@ -62,6 +62,8 @@ fn main() {
             retention: Duration::from_secs(3600),
             policy: Arc::new(policy),
             max_streams: gleitzeit::daemon::MAX_STREAMS,
+            max_streams_per_token: gleitzeit::daemon::DEFAULT_STREAMS_PER_TOKEN,
+            max_workflows_per_token: gleitzeit::daemon::DEFAULT_WORKFLOWS_PER_TOKEN,
         };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));
         tokio::spawn(remote_echo(url.clone(), token.clone()));

@@ -78,6 +78,12 @@ def main():
         wait.until(lambda d: status_of(d, "greet") == "completed" and status_of(d, "wait") == "completed")
         wait.until(lambda d: "completed 2" in d.find_element(By.CSS_SELECTOR, "[data-test=counts]").text)
         assert driver.find_element(By.CSS_SELECTOR, "[data-test=graph] canvas"), "the DAG is drawn"
+        # The status pill and the task id do not overlap ("completedgreet").
+        gap = driver.execute_script(
+            "const row = document.querySelector(`[data-task='greet']`);"
+            "return row.querySelector('.id').getBoundingClientRect().left"
+            " - row.querySelector('.badge').getBoundingClientRect().right")
+        assert gap >= 4, f"the pill ends {-gap}px inside the task id"
 
         # A task's details, fetched when it is opened: the params it was
         # called with (references resolved), the provider of each call, the result.

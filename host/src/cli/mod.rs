@@ -284,6 +284,12 @@ struct ServeArgs {
     /// [default: 128].
     #[arg(long, env = "GLEITZEIT_MAX_WORKFLOW_MB")]
     max_workflow_mb: Option<usize>,
+    /// Most event streams one client token may have open [default: 100].
+    #[arg(long, env = "GLEITZEIT_MAX_STREAMS_PER_TOKEN")]
+    max_streams_per_token: Option<usize>,
+    /// Most workflows one client token may have running [default: 1000].
+    #[arg(long, env = "GLEITZEIT_MAX_WORKFLOWS_PER_TOKEN")]
+    max_workflows_per_token: Option<usize>,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -302,6 +308,8 @@ struct ConfigFile {
     retention: Option<String>,
     max_workflow_tasks: Option<usize>,
     max_workflow_mb: Option<usize>,
+    max_streams_per_token: Option<usize>,
+    max_workflows_per_token: Option<usize>,
     #[serde(default)]
     manifests: std::collections::BTreeMap<String, Manifest>,
     /// The most a plugin's own `NAME.toml` may grant (docs/security.md).
@@ -643,7 +651,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::Input)?;
-    let config = crate::daemon::ServeConfig { engine, grace, store, retention, policy: Arc::new(policy), max_streams };
+    let config = crate::daemon::ServeConfig {
+        engine,
+        grace,
+        store,
+        retention,
+        policy: Arc::new(policy),
+        max_streams,
+        max_streams_per_token: quota("max_streams_per_token", args.max_streams_per_token, file.max_streams_per_token)?
+            .unwrap_or(crate::daemon::DEFAULT_STREAMS_PER_TOKEN),
+        max_workflows_per_token: quota(
+            "max_workflows_per_token",
+            args.max_workflows_per_token,
+            file.max_workflows_per_token,
+        )?
+        .unwrap_or(crate::daemon::DEFAULT_WORKFLOWS_PER_TOKEN),
+    };
     crate::daemon::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
         .map_err(|e| Failure::Input(e.into()))?;
@@ -721,6 +744,16 @@ fn default_data_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = xdg.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
     Some(base.join("gleitzeit"))
+}
+
+/// A per-token quota: the flag's, else the file's; from 1 to 1,000,000.
+fn quota(name: &str, flag: Option<usize>, file: Option<usize>) -> Result<Option<usize>, Failure> {
+    match flag.or(file) {
+        Some(n) if !(1..=1_000_000).contains(&n) => {
+            Err(Failure::Input(anyhow::anyhow!("{name} must be from 1 to 1000000, got {n}")))
+        }
+        other => Ok(other),
+    }
 }
 
 /// What one workflow may hold: the flags', else the file's, else the
@@ -838,7 +871,9 @@ async fn run_here(
         }
     };
     engine.run(workflow).await.map_err(|e| match e {
-        EngineError::DuplicateId(_) | EngineError::FinishedId(_) | EngineError::TooLarge(_) => Failure::Input(e.into()),
+        EngineError::DuplicateId(_) | EngineError::FinishedId(_) | EngineError::TooLarge(_) | EngineError::Busy(_) => {
+            Failure::Input(e.into())
+        }
         EngineError::Stopped | EngineError::Store(_) => Failure::Internal(e.into()),
     })
 }

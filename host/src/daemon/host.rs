@@ -38,6 +38,12 @@ pub struct Host {
     pub(super) events: EventLog,
     /// The places for server-sent event streams.
     pub(super) streams: StreamSlots,
+    /// Each client token's share of them.
+    pub(super) stream_shares: super::quota::Shares,
+    /// Each token's turns to build reports.
+    pub(super) report_turns: super::quota::Turns,
+    /// Most workflows one client token may have running.
+    pub(super) workflows_per_token: usize,
     pub(super) policy: Arc<auth::Policy>,
     pub(super) schedules: super::schedules::Schedules,
     /// The port the daemon listens on: its own pages' origins name it.
@@ -61,13 +67,15 @@ impl StreamSlots {
         Self { permits: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
     }
 
-    /// A place for one more stream, if there is one.
-    pub(super) fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A place for one more stream, if there is one. The last twentieth
+    /// of the places are kept for admins (`exempt`): clients filling the
+    /// rest do not lock the operator and the dashboard out.
+    pub(super) fn take(&self, exempt: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kept = if exempt { 0 } else { self.capacity / 20 };
+        if self.permits.available_permits() <= kept {
+            return None;
+        }
         self.permits.clone().try_acquire_owned().ok()
-    }
-
-    pub(super) fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Streams open now.
@@ -139,9 +147,11 @@ impl Host {
         if self.shutting_down() {
             return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
         }
-        self.engine.submit(workflow).await.map_err(|e| match e {
+        let quota = (!caller.sees_all()).then_some(self.workflows_per_token);
+        self.engine.submit_within(workflow, quota).await.map_err(|e| match e {
             EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
             EngineError::TooLarge(_) => RpcError::new(errors::TOO_LARGE, e.to_string()),
+            EngineError::Busy(_) => RpcError::new(errors::BUSY, e.to_string()),
             EngineError::Stopped | EngineError::Store(_) => RpcError::internal(e),
         })
     }

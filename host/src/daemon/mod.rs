@@ -13,6 +13,7 @@ mod dashboard;
 mod events;
 mod host;
 mod http;
+mod quota;
 mod rpc;
 mod schedules;
 mod socket;
@@ -25,6 +26,7 @@ use crate::store::{Store, StoreError};
 use host::Host;
 pub use host::MAX_STREAMS;
 pub use http::openapi;
+pub use quota::{DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 use socketioxide::SocketIo;
 use std::future::Future;
@@ -48,6 +50,10 @@ pub struct ServeConfig {
     /// Most server-sent event streams open at once (at most
     /// [`MAX_STREAMS`]; fewer where the process may open fewer files).
     pub max_streams: usize,
+    /// Most of them one client token may hold.
+    pub max_streams_per_token: usize,
+    /// Most workflows one client token may have running.
+    pub max_workflows_per_token: usize,
 }
 
 /// The server failed while running.
@@ -157,6 +163,9 @@ pub async fn serve(
         sockets: socket::Sockets::default(),
         events: events::EventLog::default(),
         streams: host::StreamSlots::new(config.max_streams),
+        stream_shares: quota::Shares::new("event streams", "max_streams_per_token", config.max_streams_per_token),
+        report_turns: quota::Turns::default(),
+        workflows_per_token: config.max_workflows_per_token,
         policy: config.policy.clone(),
         schedules,
         port: listener.local_addr()?.port(),

@@ -30,6 +30,17 @@ use tokio::sync::{Mutex, Notify};
 
 /// The longest the loop sleeps: it reads the wall clock again at least
 /// this often, so a clock set forward (or a suspended machine) is noticed.
+/// Schedules one client token may keep: one token cannot take the host's
+/// [`MAX_SCHEDULES`] from the others.
+pub const MAX_SCHEDULES_PER_TOKEN: usize = 100;
+/// Of the host's schedules, the last this many are for admins only.
+const ADMINS_SCHEDULES: usize = 50;
+
+/// How many of `entries` `owner` has.
+fn owned_by(entries: &BTreeMap<String, Entry>, owner: &str) -> usize {
+    entries.values().filter(|e| e.schedule.workflow.owner.as_deref() == Some(owner)).count()
+}
+
 const MAX_NAP: Duration = Duration::from_secs(60);
 
 pub(super) struct Schedules {
@@ -183,11 +194,18 @@ impl Schedules {
                 schedule.run_key.clone_from(&old.schedule.run_key);
                 skipping.clone_from(&old.skipping);
             }
-            None if entries.len() >= MAX_SCHEDULES => {
+            None if entries.len() >= MAX_SCHEDULES - if caller.sees_all() { 0 } else { ADMINS_SCHEDULES } => {
                 return Err(RpcError::new(
                     errors::BUSY,
                     format!("the host keeps at most {MAX_SCHEDULES} schedules; remove one first"),
                 ));
+            }
+            None if !caller.sees_all() && owned_by(&entries, caller.name()) >= MAX_SCHEDULES_PER_TOKEN => {
+                let message = format!(
+                    "token '{}' has {MAX_SCHEDULES_PER_TOKEN} schedules, its quota; remove one first",
+                    caller.name()
+                );
+                return Err(RpcError::new(errors::BUSY, message));
             }
             None => {}
         }

@@ -81,6 +81,9 @@ pub enum EngineError {
     /// The workflow as submitted is already past one of its limits.
     #[error("{0}")]
     TooLarge(String),
+    /// Its owner has as many workflows running as it may.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Store(String),
 }
@@ -153,6 +156,8 @@ enum Command {
         workflow: Workflow,
         /// Its params and inputs as JSON, measured by the submitter.
         bytes: usize,
+        /// Most workflows its owner may have running, this one included.
+        max_running: Option<usize>,
         accepted: oneshot::Sender<Result<(), EngineError>>,
         done: oneshot::Sender<Arc<RunReport>>,
     },
@@ -267,11 +272,21 @@ impl Engine {
 
     /// Accept a validated workflow; it runs in the background.
     pub async fn submit(&self, workflow: Workflow) -> Result<Submitted, EngineError> {
+        self.submit_within(workflow, None).await
+    }
+
+    /// Accept a validated workflow unless its owner has `max_running`
+    /// workflows running already.
+    pub async fn submit_within(
+        &self,
+        workflow: Workflow,
+        max_running: Option<usize>,
+    ) -> Result<Submitted, EngineError> {
         let bytes = self.within_limits(&workflow)?;
         let _checking = self.refuse_stored_id(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
-        self.ask(|accepted| Command::Submit { workflow, bytes, accepted, done: done_tx }).await??;
+        self.ask(|accepted| Command::Submit { workflow, bytes, max_running, accepted, done: done_tx }).await??;
         Ok(Submitted { workflow_id, done })
     }
 

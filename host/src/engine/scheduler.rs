@@ -100,6 +100,8 @@ pub(super) struct Scheduler {
     journal: Option<Journal<EngineEvent>>,
     runs: HashMap<RunId, Run>,
     by_workflow_id: HashMap<String, RunId>,
+    /// Runs by owner, for the owners' quotas.
+    running_by_owner: HashMap<Arc<str>, usize>,
     /// Finished reports kept in memory (without a store), with the bytes
     /// their runs held.
     finished: VecDeque<(Arc<RunReport>, usize)>,
@@ -136,6 +138,7 @@ impl Scheduler {
             journal,
             runs: HashMap::new(),
             by_workflow_id: HashMap::new(),
+            running_by_owner: HashMap::new(),
             finished: VecDeque::new(),
             finished_bytes: 0,
             finished_ids: HashMap::new(),
@@ -163,9 +166,12 @@ impl Scheduler {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Submit { workflow, bytes, accepted, done } => {
+            Command::Submit { workflow, bytes, max_running, accepted, done } => {
                 let lane = workflow.id.clone();
-                let outcome = self.submit(workflow, done, Start::New { bytes });
+                let outcome = match self.owner_at_quota(&workflow, max_running) {
+                    Some(refusal) => Err(refusal),
+                    None => self.submit(workflow, done, Start::New { bytes }),
+                };
                 // A workflow is acknowledged once it is stored.
                 self.after_stored(Some(lane), move || {
                     let _ = accepted.send(outcome);
@@ -276,6 +282,9 @@ impl Scheduler {
         }
         let ready = run.ready_to_start();
         self.by_workflow_id.insert(run.workflow.id.clone(), id);
+        if let Some(owner) = &run.owner {
+            *self.running_by_owner.entry(owner.clone()).or_default() += 1;
+        }
         self.runs.insert(id, run);
         for (t, due) in retries {
             self.after(due, Internal::RetryDue { run: id, task: t });
@@ -295,6 +304,18 @@ impl Scheduler {
         }
         self.finish_if_done(id);
         Ok(())
+    }
+
+    /// Why `workflow` may not start: its owner has `max_running` running.
+    fn owner_at_quota(&self, workflow: &Workflow, max_running: Option<usize>) -> Option<EngineError> {
+        let (max, owner) = (max_running?, workflow.owner.as_deref()?);
+        let running = self.running_by_owner.get(owner).copied().unwrap_or(0);
+        (running >= max).then(|| {
+            EngineError::Busy(format!(
+                "token '{owner}' has {running} workflows running, its quota (max_workflows_per_token); \
+                 wait for one to finish"
+            ))
+        })
     }
 
     /// Workflow `id` went past one of its limits (`error` says which): it
@@ -903,6 +924,14 @@ impl Scheduler {
         }
         let Some(mut run) = self.runs.remove(&id) else { return };
         self.by_workflow_id.remove(&run.workflow.id);
+        if let Some(owner) = &run.owner
+            && let Some(running) = self.running_by_owner.get_mut(owner)
+        {
+            *running -= 1;
+            if *running == 0 {
+                self.running_by_owner.remove(owner);
+            }
+        }
         if let Some(timer) = run.timeout.take() {
             timer.abort();
         }

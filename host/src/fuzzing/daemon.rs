@@ -51,6 +51,8 @@ async fn start(data: &std::path::Path) -> Client {
         retention: Duration::from_secs(3600),
         policy: Arc::new(policy),
         max_streams: crate::daemon::MAX_STREAMS,
+        max_streams_per_token: crate::daemon::DEFAULT_STREAMS_PER_TOKEN,
+        max_workflows_per_token: crate::daemon::DEFAULT_WORKFLOWS_PER_TOKEN,
     };
     tokio::spawn(serve(config, listener, registry, plugins, std::future::pending()));
     Client::connect(&url, Some(&token)).await.expect("the daemon accepts its admin")

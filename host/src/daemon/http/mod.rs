@@ -149,7 +149,10 @@ impl Authenticated {
 
 /// The workflow `id` if the caller may see it; otherwise (for anyone else
 /// it does not exist) 404.
+/// A token's requests build reports a few at a time (each may be as large
+/// as a workflow's limit), as over Socket.IO.
 async fn visible(host: &Host, caller: &Caller, id: &str) -> Result<RunReport, ApiError> {
+    let _turn = host.report_turns.wait(caller).await;
     host.report(caller, id).await?.ok_or_else(|| not_found(id))
 }
 

@@ -42,6 +42,12 @@ enum Scope {
 }
 
 impl Scope {
+    fn caller(&self) -> &Caller {
+        match self {
+            Scope::Workflow { caller, .. } | Scope::Visible(caller) => caller,
+        }
+    }
+
     fn carries(&self, event: &Logged) -> bool {
         match self {
             Scope::Workflow { id, .. } => event.workflow_id == *id,
@@ -59,21 +65,28 @@ struct Reader {
     pending: VecDeque<Arc<Logged>>,
     wake: watch::Receiver<u64>,
     done: bool,
-    /// Its place among the streams the host allows.
+    /// Its place among the streams the host allows, and in its token's
+    /// share of them.
     _permit: OwnedSemaphorePermit,
+    _share: Option<super::super::quota::Share>,
 }
 
 impl Reader {
     /// A reader after event `cursor`, if the host has room for one more
     /// stream.
     fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
-        let Some(permit) = host.streams.take() else {
-            let most = host.streams.capacity();
-            let message = format!("{most} event streams are open, the most the host serves at once; try again later");
+        let caller = scope.caller();
+        let share = host.stream_shares.take(caller).map_err(|message| ApiError::new(errors::BUSY, message))?;
+        let Some(permit) = host.streams.take(caller.sees_all()) else {
+            let open = host.streams.open();
+            let message = match caller.sees_all() {
+                true => format!("{open} event streams are open, the most the host serves at once; try again later"),
+                false => format!("{open} event streams are open, the most the host serves to clients; try again later"),
+            };
             return Err(ApiError::new(errors::BUSY, message));
         };
         let wake = host.events.watch();
-        Ok(Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit })
+        Ok(Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit, _share: share })
     }
 
     /// The next event to send; `None` ends the stream.

@@ -158,10 +158,7 @@ impl Connected<IncomingStream<'_, MeteredListener>> for Connection {
     }
 }
 
-/// Requests of one socket that build an answer at once (reports from the
-/// store, say); the rest wait their turn. Without it, 400 queued requests for
-/// a 10 MB report built 400 reports side by side.
-pub const REQUESTS_AT_ONCE: usize = 4;
+pub use crate::daemon::quota::REQUESTS_AT_ONCE;
 
 /// Connections a socket's long-polling responses are credited from, at most;
 /// an older one's count is folded into `retired` when a new one comes.
