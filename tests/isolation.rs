@@ -192,3 +192,61 @@ async fn one_token_at_its_quotas_leaves_the_others_their_share() {
     assert!(answers.iter().all(|a| a.status == 200));
     assert!(peak < baseline + 600, "40 reads of a 10 MB report grew the daemon from {baseline} to {peak} MiB");
 }
+
+/// Connections that never send a whole request header (nothing at all, a
+/// partial request line, or headers a byte every 2 s) are closed within
+/// the documented 30 s, and `/health` and a token holder's workflow keep
+/// being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_whole_header_are_closed_and_others_are_served() {
+    use std::io::{Read, Write};
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_owned();
+    let host = serve(&["--data-dir", &dir]);
+    let bob = client_token(&dir, "bob");
+    let api = Api::of(&host);
+    let addr = host.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for n in 0..1500 {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        if n % 3 == 0 {
+            stream.write_all(b"GET /api/v1/health HTT").unwrap();
+        }
+        idle.push(stream);
+    }
+    let trickling = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            let started = Instant::now();
+            for byte in
+                b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle()
+            {
+                if stream.write_all(&[*byte]).is_err() {
+                    return started.elapsed();
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            unreachable!()
+        }
+    });
+    let started = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(5), api.send(api.request("GET", "/api/v1/health", None)));
+    assert_eq!(health.await.expect("health answers within 5 s").status, 200);
+    bob_is_served(&api, &bob).await;
+
+    // Each idle connection is closed by the host: a read sees its end.
+    let deadline = started + Duration::from_secs(60);
+    for stream in &mut idle {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        stream.set_read_timeout(Some(left)).unwrap();
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte);
+        assert!(matches!(read, Ok(0) | Err(_)), "an idle connection was answered: {read:?}");
+    }
+    let closed_after = started.elapsed();
+    assert!(closed_after < Duration::from_secs(50), "idle connections were closed after {closed_after:?}");
+    let trickled = tokio::task::spawn_blocking(move || trickling.join().unwrap()).await.unwrap();
+    assert!(trickled < Duration::from_secs(50), "a header trickled for {trickled:?}");
+}

@@ -13,6 +13,7 @@ mod dashboard;
 mod events;
 mod host;
 mod http;
+mod listen;
 mod quota;
 mod rpc;
 mod schedules;
@@ -188,10 +189,9 @@ pub async fn serve(
     if scheduled > 0 {
         announce(&format!("schedules: {scheduled} (gleitzeit schedule list)"));
     }
-    let server =
-        axum::serve(socket::MeteredListener(listener), app.into_make_service_with_connect_info::<socket::Connection>());
+    let server = listen::serve(socket::MeteredListener(listener), app, connections_that_fit());
     tokio::select! {
-        result = server => result.map_err(ServeError::Io),
+        () = server => Ok(()),
         () = shutdown => {
             host.shutting_down.store(true, Ordering::Relaxed);
             if drain(&engine, config.grace).await {
@@ -202,6 +202,13 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Connections served at once: three quarters of the files the process
+/// may open (the rest are for the store, plugins and logs).
+fn connections_that_fit() -> usize {
+    let soft = rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4 * 3).unwrap_or(usize::MAX).max(64)
 }
 
 /// A line for whoever watches the daemon's stdout. Unlike `println!`, it

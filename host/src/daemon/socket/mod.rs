@@ -26,7 +26,7 @@ use socketioxide::handler::ConnectHandler;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use outbound::{Connection, MeteredListener};
+pub use outbound::{Connection, Metered, MeteredListener};
 
 /// What the transport keeps per socket.
 #[derive(Default)]

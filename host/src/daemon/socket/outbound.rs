@@ -18,8 +18,6 @@
 //! It only counts and answers; what to do with a refused socket is the
 //! caller's.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -72,6 +70,11 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// What counts its writes.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+
     /// Count what `wrote` wrote; fail once a pending write has waited too long.
     fn account(&mut self, cx: &mut Context<'_>, wrote: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match wrote {
@@ -150,12 +153,6 @@ pub struct Connection {
     pub meter: Arc<Meter>,
     /// The peer's address, for the log lines of refusals.
     pub peer: std::net::SocketAddr,
-}
-
-impl Connected<IncomingStream<'_, MeteredListener>> for Connection {
-    fn connect_info(stream: IncomingStream<'_, MeteredListener>) -> Self {
-        Self { meter: stream.io().meter.clone(), peer: *stream.remote_addr() }
-    }
 }
 
 pub use crate::daemon::quota::REQUESTS_AT_ONCE;

@@ -1,0 +1,194 @@
+//! The connections the daemon takes, and how long it waits for them.
+//!
+//! A connection costs a file and a task whether or not it ever sends a
+//! request, so none may be held for free: a request's header must arrive
+//! within [`HEADER_WITHIN`] (an idle keep-alive connection is closed the
+//! same way), its body within [`BODY_WITHIN`], and one peer address holds
+//! at most [`PER_PEER`] connections, all of them at most the host's cap.
+//! A connection past a cap is closed at once, so `/health` and token
+//! holders keep being served while one client opens thousands. This module
+//! accepts and serves connections; what a request does is the router's.
+
+use super::socket::{Connection, Metered, MeteredListener};
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+/// A request's header (start line and fields) arrives within this, or its
+/// connection is closed; after a response, the next request's too.
+pub const HEADER_WITHIN: Duration = Duration::from_secs(30);
+/// A request's body arrives whole within this (64 MiB at 1 MB/s), or the
+/// request fails.
+pub const BODY_WITHIN: Duration = Duration::from_secs(120);
+/// Connections one peer address may hold at once (loopback clients all
+/// share one address, so it is generous).
+pub const PER_PEER: usize = 4096;
+
+/// Open connections, by peer address and in all.
+#[derive(Default)]
+struct Open {
+    by_peer: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// Held by a connection while it is open.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    peer: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = crate::locks::lock(&self.open);
+        open.total -= 1;
+        if let Some(count) = open.by_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Serve `app` on `listener` until the process stops: at most `max_open`
+/// connections at once, [`PER_PEER`] of one address.
+pub async fn serve(listener: MeteredListener, app: axum::Router, max_open: usize) {
+    let app = app.layer(axum::middleware::map_request(body_within));
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut listener = listener;
+    loop {
+        let (io, peer) = axum::serve::Listener::accept(&mut listener).await;
+        let Some(admitted) = admit(&open, peer.ip(), max_open) else {
+            tracing::debug!(%peer, "connection refused: at the cap");
+            continue; // dropped: closed at once
+        };
+        let connection = Connection { meter: io.meter(), peer };
+        let service = app.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(connection.clone()));
+            request.map(axum::body::Body::new)
+        });
+        tokio::spawn(serve_one(io, service, admitted));
+    }
+}
+
+/// A place for one more connection from `peer`, if the caps allow.
+fn admit(open: &Arc<Mutex<Open>>, peer: IpAddr, max_open: usize) -> Option<Admitted> {
+    let mut counts = crate::locks::lock(open);
+    let of_peer = counts.by_peer.get(&peer).copied().unwrap_or(0);
+    if counts.total >= max_open || of_peer >= PER_PEER {
+        return None;
+    }
+    counts.total += 1;
+    *counts.by_peer.entry(peer).or_default() += 1;
+    Some(Admitted { open: open.clone(), peer })
+}
+
+async fn serve_one<S>(io: Metered, service: S, _admitted: Admitted)
+where
+    S: tower::Service<
+            axum::extract::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // HTTP/1 only: telling HTTP/2 from HTTP/1 (hyper-util's `auto`) waits
+    // for the first bytes with no deadline, so a connection that sends
+    // none would be held for ever; no client of the host speaks HTTP/2
+    // without TLS.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_WITHIN);
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
+        tracing::trace!("connection ended: {e}");
+    }
+}
+
+/// Give the request's body [`BODY_WITHIN`] to arrive whole.
+async fn body_within(request: axum::extract::Request) -> axum::extract::Request {
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        return request; // no body (most GETs, upgrades): nothing to wait for
+    }
+    request.map(|body| axum::body::Body::new(Deadline { body, due: Box::pin(tokio::time::sleep(BODY_WITHIN)) }))
+}
+
+/// A body that fails once its time is up.
+struct Deadline {
+    body: axum::body::Body,
+    due: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl axum::body::HttpBody for Deadline {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.due.as_mut().poll(cx).is_ready() {
+            let late = format!("the body did not arrive within {} s", BODY_WITHIN.as_secs());
+            return Poll::Ready(Some(Err(axum::Error::new(late))));
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_peer_takes_at_most_its_share_of_the_connections() {
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (one, two) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let held: Vec<Admitted> = (0..PER_PEER).map(|_| admit(&open, one, 10_000).unwrap()).collect();
+        assert!(admit(&open, one, 10_000).is_none(), "past its share");
+        let other = admit(&open, two, 10_000).expect("another peer is admitted");
+        assert!(admit(&open, two, PER_PEER + 1).is_none(), "past the host's cap");
+        drop(held);
+        drop(other);
+        assert!(admit(&open, one, 10_000).is_some(), "closed connections free their places");
+    }
+
+    /// A body whose bytes never come.
+    struct Never;
+
+    impl axum::body::HttpBody for Never {
+        type Data = axum::body::Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// A body that stops arriving fails once its time is up.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_fails() {
+        let request = body_within(axum::extract::Request::new(axum::body::Body::new(Never))).await;
+        let read = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+        assert!(read.unwrap_err().to_string().contains("within 120 s"));
+    }
+}
