@@ -42,6 +42,8 @@ pub struct Host {
     pub(super) stream_shares: super::quota::Shares,
     /// Each token's turns to build reports.
     pub(super) report_turns: super::quota::Turns,
+    /// The bytes of request bodies read at once.
+    pub(super) body_bytes: super::quota::BodyBytes,
     /// Most workflows one client token may have running.
     pub(super) workflows_per_token: usize,
     pub(super) policy: Arc<auth::Policy>,

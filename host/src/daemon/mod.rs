@@ -166,6 +166,7 @@ pub async fn serve(
         streams: host::StreamSlots::new(config.max_streams),
         stream_shares: quota::Shares::new("event streams", "max_streams_per_token", config.max_streams_per_token),
         report_turns: quota::Turns::default(),
+        body_bytes: quota::BodyBytes::default(),
         workflows_per_token: config.max_workflows_per_token,
         policy: config.policy.clone(),
         schedules,

@@ -101,8 +101,27 @@ pub fn router(host: Arc<Host>) -> axum::Router {
     // budgets bound what is built from them.
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
     .fallback(unknown_route)
+    .layer(axum::middleware::from_fn_with_state(host.clone(), within_body_budget))
     .layer(axum::middleware::map_response(error::in_one_shape))
     .with_state(host)
+}
+
+/// Read a request's body only once the host's budget of body bytes has
+/// room for it (as its `Content-Length` says; the most a body may be
+/// without one), and hold that room until it is answered.
+async fn within_body_budget(
+    State(host): State<Arc<Host>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let bytes = match declared {
+        Some(bytes) => bytes,
+        None if axum::body::HttpBody::is_end_stream(request.body()) => 0,
+        None => MAX_BODY_BYTES,
+    };
+    let _held = host.body_bytes.hold(bytes).await;
+    next.run(request).await
 }
 
 async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> (StatusCode, ApiError) {
