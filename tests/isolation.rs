@@ -22,6 +22,24 @@ fn client_token(data_dir: &str, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A daemon on a data directory of its own, with two client tokens.
+struct Shared {
+    data: tempfile::TempDir,
+    host: Served,
+    alice: String,
+    bob: String,
+}
+
+impl Shared {
+    fn start(args: &[&str]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_str().unwrap().to_owned();
+        let host = serve(&[&["--data-dir", dir.as_str()], args].concat());
+        let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+        Self { data, host, alice, bob }
+    }
+}
+
 /// The daemon's resident memory, in MiB.
 fn rss_mib(host: &Served) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap();
@@ -62,10 +80,7 @@ const MAX_GROWTH_MIB: u64 = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_amplifying_workflow_ends_at_its_limit_and_others_are_served_across_a_restart() {
-    let data = tempfile::tempdir().unwrap();
-    let dir = data.path().to_str().unwrap().to_owned();
-    let host = serve(&["--data-dir", &dir]);
-    let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+    let Shared { data, host, alice, bob } = Shared::start(&[]);
     let api = Api::of(&host);
     bob_is_served(&api, &bob).await;
     let baseline = rss_mib(&host);
@@ -104,7 +119,8 @@ async fn one_users_amplifying_workflow_ends_at_its_limit_and_others_are_served_a
         assert!(report["status"] == "running", "{}", report["summary"]);
     }
     drop(host); // SIGKILL
-    let host = serve(&["--data-dir", &dir, "--max-workflow-mb", "16"]);
+    let dir = data.path().to_str().unwrap();
+    let host = serve(&["--data-dir", dir, "--max-workflow-mb", "16"]);
     let api = Api::of(&host);
     bob_is_served(&api, &bob).await;
     let again = api.finished(&alice, "again").await;
@@ -125,10 +141,8 @@ fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
 /// large report build a few at a time, so memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_at_its_quotas_leaves_the_others_their_share() {
-    let data = tempfile::tempdir().unwrap();
-    let dir = data.path().to_str().unwrap().to_owned();
-    let host = serve(&["--data-dir", &dir, "--max-streams-per-token", "5", "--max-workflows-per-token", "3"]);
-    let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+    let Shared { host, alice, bob, .. } =
+        Shared::start(&["--max-streams-per-token", "5", "--max-workflows-per-token", "3"]);
     let api = Api::of(&host);
 
     let mut streams = Vec::new();
@@ -201,10 +215,7 @@ async fn one_token_at_its_quotas_leaves_the_others_their_share() {
 async fn connections_that_send_no_whole_header_are_closed_and_others_are_served() {
     use std::io::{Read, Write};
     rlimit::increase_nofile_limit(8192).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let dir = data.path().to_str().unwrap().to_owned();
-    let host = serve(&["--data-dir", &dir]);
-    let bob = client_token(&dir, "bob");
+    let Shared { host, bob, .. } = Shared::start(&[]);
     let api = Api::of(&host);
     let addr = host.url.trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
@@ -256,10 +267,7 @@ async fn connections_that_send_no_whole_header_are_closed_and_others_are_served(
 /// bounded, and another token is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_large_bodies_at_once_are_read_a_few_at_a_time() {
-    let data = tempfile::tempdir().unwrap();
-    let dir = data.path().to_str().unwrap().to_owned();
-    let host = serve(&["--data-dir", &dir]);
-    let (alice, bob) = (client_token(&dir, "alice"), client_token(&dir, "bob"));
+    let Shared { data, host, alice, bob } = Shared::start(&[]);
     let api = Api::of(&host);
     bob_is_served(&api, &bob).await;
     let baseline = rss_mib(&host);
