@@ -24,6 +24,8 @@ fn client_token(data_dir: &str, name: &str) -> String {
 
 /// A daemon on a data directory of its own, with two client tokens.
 struct Shared {
+    /// Its data directory: bind it (`data: _data`) for as long as the
+    /// daemon runs, or it is deleted under it.
     data: tempfile::TempDir,
     host: Served,
     alice: String,
@@ -141,7 +143,7 @@ fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
 /// large report build a few at a time, so memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_at_its_quotas_leaves_the_others_their_share() {
-    let Shared { host, alice, bob, .. } =
+    let Shared { data: _data, host, alice, bob } =
         Shared::start(&["--max-streams-per-token", "5", "--max-workflows-per-token", "3"]);
     let api = Api::of(&host);
 
@@ -215,7 +217,7 @@ async fn one_token_at_its_quotas_leaves_the_others_their_share() {
 async fn connections_that_send_no_whole_header_are_closed_and_others_are_served() {
     use std::io::{Read, Write};
     rlimit::increase_nofile_limit(8192).unwrap();
-    let Shared { host, bob, .. } = Shared::start(&[]);
+    let Shared { data: _data, host, bob, .. } = Shared::start(&[]);
     let api = Api::of(&host);
     let addr = host.url.trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
@@ -267,7 +269,7 @@ async fn connections_that_send_no_whole_header_are_closed_and_others_are_served(
 /// bounded, and another token is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_large_bodies_at_once_are_read_a_few_at_a_time() {
-    let Shared { data, host, alice, bob } = Shared::start(&[]);
+    let Shared { data: _data, host, alice, bob } = Shared::start(&[]);
     let api = Api::of(&host);
     bob_is_served(&api, &bob).await;
     let baseline = rss_mib(&host);
