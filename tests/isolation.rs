@@ -138,13 +138,20 @@ fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
 }
 
 /// Per-token quotas: one client token at its quota of event streams,
-/// running workflows and schedules is refused, naming the quota, while
+/// running workflows and schedules is refused, naming the quota (and a
+/// schedule more frequent than the host's minimum interval), while
 /// another token opens, runs and adds as before; and many requests for one
 /// large report build a few at a time, so memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_at_its_quotas_leaves_the_others_their_share() {
-    let Shared { data: _data, host, alice, bob } =
-        Shared::start(&["--max-streams-per-token", "5", "--max-workflows-per-token", "3"]);
+    let Shared { data: _data, host, alice, bob } = Shared::start(&[
+        "--max-streams-per-token",
+        "5",
+        "--max-workflows-per-token",
+        "3",
+        "--min-schedule-interval",
+        "1m",
+    ]);
     let api = Api::of(&host);
 
     let mut streams = Vec::new();
@@ -176,6 +183,14 @@ async fn one_token_at_its_quotas_leaves_the_others_their_share() {
         let added = api.post_json("/api/v1/schedules", &alice, &yearly(n)).await;
         assert_eq!(added.status, 201, "{added:?}");
     }
+    let every_second = json!({"name": "busy", "schedule": {"cron": "* * * * * *"},
+                              "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
+    let refused = api.post_json("/api/v1/schedules", &bob, &every_second).await;
+    let says = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        refused.status == 422 && says.contains("every 1s") && says.contains("min_schedule_interval"),
+        "{refused:?}"
+    );
     let refused = api.post_json("/api/v1/schedules", &alice, &yearly(100)).await;
     assert!(refused.status == 429 && refused.body["message"].as_str().unwrap().contains("its quota"), "{refused:?}");
     let bobs = api

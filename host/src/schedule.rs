@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::str::FromStr as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Longest cron pattern read.
 pub const MAX_CRON_BYTES: usize = 256;
@@ -117,6 +117,19 @@ impl Cadence {
     /// The last due time at or before `time`.
     pub fn latest_until(&self, time: SystemTime) -> Option<SystemTime> {
         self.cron.find_previous_occurrence(&self.zoned(time), true).ok().map(SystemTime::from)
+    }
+
+    /// The shortest time between two of the next `count` due times after
+    /// `time` (none if fewer come).
+    pub fn shortest_gap(&self, time: SystemTime, count: usize) -> Option<Duration> {
+        let mut dues = Vec::with_capacity(count);
+        let mut after = time;
+        while dues.len() < count {
+            let Some(due) = self.next_after(after) else { break };
+            dues.push(due);
+            after = due;
+        }
+        dues.windows(2).filter_map(|pair| pair[1].duration_since(pair[0]).ok()).min()
     }
 
     /// `time` as RFC 3339 in the schedule's zone (`2026-12-03T07:00:00+01:00`).

@@ -290,6 +290,10 @@ struct ServeArgs {
     /// Most workflows one client token may have running [default: 1000].
     #[arg(long, env = "GLEITZEIT_MAX_WORKFLOWS_PER_TOKEN")]
     max_workflows_per_token: Option<usize>,
+    /// The shortest time a schedule may leave between two runs, e.g. 1m
+    /// [default: 1s].
+    #[arg(long, env = "GLEITZEIT_MIN_SCHEDULE_INTERVAL")]
+    min_schedule_interval: Option<humantime::Duration>,
 }
 
 /// `gleitzeit.toml`: the same settings as the `serve` flags, plus plugin
@@ -310,6 +314,7 @@ struct ConfigFile {
     max_workflow_mb: Option<usize>,
     max_streams_per_token: Option<usize>,
     max_workflows_per_token: Option<usize>,
+    min_schedule_interval: Option<String>,
     #[serde(default)]
     manifests: std::collections::BTreeMap<String, Manifest>,
     /// The most a plugin's own `NAME.toml` may grant (docs/security.md).
@@ -666,6 +671,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             file.max_workflows_per_token,
         )?
         .unwrap_or(crate::daemon::DEFAULT_WORKFLOWS_PER_TOKEN),
+        min_schedule_interval: min_schedule_interval(&args, &file)?,
     };
     crate::daemon::serve(config, listener, registry, plugin_set, shutdown_signal())
         .await
@@ -744,6 +750,24 @@ fn default_data_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
     let base = xdg.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
     Some(base.join("gleitzeit"))
+}
+
+/// `min_schedule_interval`: the flag's, else the file's, else one second;
+/// at most a day.
+fn min_schedule_interval(args: &ServeArgs, file: &ConfigFile) -> Result<Duration, Failure> {
+    let interval = match (args.min_schedule_interval, &file.min_schedule_interval) {
+        (Some(d), _) => d.into(),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: min_schedule_interval '{text}': {e}")))?,
+        (None, None) => crate::daemon::DEFAULT_MIN_SCHEDULE_INTERVAL,
+    };
+    if interval > Duration::from_secs(86_400) {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "min_schedule_interval must be at most a day, got {}",
+            humantime::format_duration(interval)
+        )));
+    }
+    Ok(interval)
 }
 
 /// A per-token quota: the flag's, else the file's; from 1 to 1,000,000.

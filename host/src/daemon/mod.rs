@@ -29,6 +29,7 @@ pub use host::MAX_STREAMS;
 pub use http::openapi;
 pub use quota::{DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
+pub use schedules::DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL;
 use socketioxide::SocketIo;
 use std::future::Future;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     pub max_streams_per_token: usize,
     /// Most workflows one client token may have running.
     pub max_workflows_per_token: usize,
+    /// The shortest time a schedule may leave between two runs.
+    pub min_schedule_interval: Duration,
 }
 
 /// The server failed while running.
@@ -154,7 +157,7 @@ pub async fn serve(
             started
         }
     };
-    let schedules = schedules::Schedules::load(config.store.clone()).await?;
+    let schedules = schedules::Schedules::load(config.store.clone(), config.min_schedule_interval).await?;
     let scheduled = schedules.count().await;
     let host = Arc::new(Host {
         engine: engine.clone(),

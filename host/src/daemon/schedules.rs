@@ -33,6 +33,12 @@ use tokio::sync::{Mutex, Notify};
 /// Schedules one client token may keep: one token cannot take the host's
 /// [`MAX_SCHEDULES`] from the others.
 pub const MAX_SCHEDULES_PER_TOKEN: usize = 100;
+/// Due times looked at for a schedule's shortest interval.
+const GAPS_LOOKED_AT: usize = 50;
+/// The default of `min_schedule_interval`: one second, which is every
+/// pattern (a host shared by many users may want a minute).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Of the host's schedules, the last this many are for admins only.
 const ADMINS_SCHEDULES: usize = 50;
 
@@ -50,6 +56,8 @@ pub(super) struct Schedules {
     /// Wakes the loop when a schedule is added or removed.
     changed: Notify,
     store: Option<Arc<dyn Store>>,
+    /// The shortest time a schedule may leave between two runs.
+    min_interval: Duration,
 }
 
 struct Entry {
@@ -122,7 +130,7 @@ struct Fire {
 impl Schedules {
     /// The schedules the store holds (none without one). One that cannot
     /// be read is left in the store and named in the log.
-    pub(super) async fn load(store: Option<Arc<dyn Store>>) -> Result<Self, StoreError> {
+    pub(super) async fn load(store: Option<Arc<dyn Store>>, min_interval: Duration) -> Result<Self, StoreError> {
         let mut entries = BTreeMap::new();
         if let Some(store) = &store {
             let reader = store.clone();
@@ -139,7 +147,7 @@ impl Schedules {
                 }
             }
         }
-        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store })
+        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store, min_interval })
     }
 
     pub(super) async fn count(&self) -> usize {
@@ -165,6 +173,17 @@ impl Schedules {
             ));
         };
         let cadence = schedule.spec.cadence().map_err(|e| RpcError::new(errors::INVALID_PARAMS, e.to_string()))?;
+        if let Some(gap) = cadence.shortest_gap(now, GAPS_LOOKED_AT).filter(|gap| *gap < self.min_interval) {
+            return Err(RpcError::new(
+                errors::INVALID_PARAMS,
+                format!(
+                    "schedule.cron: it runs as often as every {}; this host runs a schedule at most every {} \
+                     (min_schedule_interval)",
+                    humantime::format_duration(gap),
+                    humantime::format_duration(self.min_interval)
+                ),
+            ));
+        }
         let size = super::rpc::encoded_len(&schedule.document());
         if size > MAX_SCHEDULE_BYTES {
             return Err(RpcError::new(
