@@ -476,6 +476,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_bytes_counts_what_the_store_writes_but_escapes() {
+        let values: [Value; 5] = [
+            serde_json::json!(null),
+            serde_json::json!({"a": [1, -20, 3.25, "two", {"b": "é", "c": false}], "d": u64::MAX}),
+            serde_json::json!("x".repeat(5000)),
+            serde_json::json!([]),
+            serde_json::json!({}),
+        ];
+        for value in values {
+            assert_eq!(json_bytes(&value), serde_json::to_vec(&value).unwrap_or_default().len(), "{value}");
+        }
+        let escaped = serde_json::json!("a\n\"b");
+        assert_eq!(json_bytes(&escaped) + 2, serde_json::to_vec(&escaped).unwrap_or_default().len());
+    }
+
+    #[test]
     fn method_families_hold_their_members_only() {
         assert!(method_matches("echo", "echo"));
         assert!(method_matches("tool.*", "tool.get-sum"));

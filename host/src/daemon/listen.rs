@@ -9,14 +9,14 @@
 //! holders keep being served while one client opens thousands. This module
 //! accepts and serves connections; what a request does is the router's.
 
+use super::quota::{PerKey, Place};
 use super::socket::{Connection, Metered, MeteredListener};
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
 use std::future::Future as _;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::ServiceExt as _;
@@ -32,28 +32,23 @@ pub const BODY_WITHIN: Duration = Duration::from_secs(120);
 pub const PER_PEER: usize = 4096;
 
 /// Open connections, by peer address and in all.
-#[derive(Default)]
 struct Open {
-    by_peer: HashMap<IpAddr, usize>,
-    total: usize,
+    by_peer: PerKey<IpAddr>,
+    total: Arc<tokio::sync::Semaphore>,
 }
 
-/// Held by a connection while it is open.
-struct Admitted {
-    open: Arc<Mutex<Open>>,
-    peer: IpAddr,
-}
+/// Held by a connection while it is open: its places in both counts.
+type Admitted = (Place<IpAddr>, tokio::sync::OwnedSemaphorePermit);
 
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = crate::locks::lock(&self.open);
-        open.total -= 1;
-        if let Some(count) = open.by_peer.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                open.by_peer.remove(&self.peer);
-            }
-        }
+impl Open {
+    fn new(max_open: usize) -> Self {
+        Self { by_peer: PerKey::default(), total: Arc::new(tokio::sync::Semaphore::new(max_open)) }
+    }
+
+    /// A place for one more connection from `peer`, if the caps allow.
+    fn admit(&self, peer: IpAddr) -> Option<Admitted> {
+        let of_peer = self.by_peer.take(&peer, PER_PEER)?;
+        Some((of_peer, self.total.clone().try_acquire_owned().ok()?))
     }
 }
 
@@ -61,11 +56,11 @@ impl Drop for Admitted {
 /// connections at once, [`PER_PEER`] of one address.
 pub async fn serve(listener: MeteredListener, app: axum::Router, max_open: usize) {
     let app = app.layer(axum::middleware::map_request(body_within));
-    let open = Arc::new(Mutex::new(Open::default()));
+    let open = Open::new(max_open);
     let mut listener = listener;
     loop {
         let (io, peer) = axum::serve::Listener::accept(&mut listener).await;
-        let Some(admitted) = admit(&open, peer.ip(), max_open) else {
+        let Some(admitted) = open.admit(peer.ip()) else {
             tracing::debug!(%peer, "connection refused: at the cap");
             continue; // dropped: closed at once
         };
@@ -76,18 +71,6 @@ pub async fn serve(listener: MeteredListener, app: axum::Router, max_open: usize
         });
         tokio::spawn(serve_one(io, service, admitted));
     }
-}
-
-/// A place for one more connection from `peer`, if the caps allow.
-fn admit(open: &Arc<Mutex<Open>>, peer: IpAddr, max_open: usize) -> Option<Admitted> {
-    let mut counts = crate::locks::lock(open);
-    let of_peer = counts.by_peer.get(&peer).copied().unwrap_or(0);
-    if counts.total >= max_open || of_peer >= PER_PEER {
-        return None;
-    }
-    counts.total += 1;
-    *counts.by_peer.entry(peer).or_default() += 1;
-    Some(Admitted { open: open.clone(), peer })
 }
 
 async fn serve_one<S>(io: Metered, service: S, _admitted: Admitted)
@@ -158,15 +141,15 @@ mod tests {
 
     #[test]
     fn one_peer_takes_at_most_its_share_of_the_connections() {
-        let open = Arc::new(Mutex::new(Open::default()));
+        let open = Open::new(PER_PEER + 1);
         let (one, two) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
-        let held: Vec<Admitted> = (0..PER_PEER).map(|_| admit(&open, one, 10_000).unwrap()).collect();
-        assert!(admit(&open, one, 10_000).is_none(), "past its share");
-        let other = admit(&open, two, 10_000).expect("another peer is admitted");
-        assert!(admit(&open, two, PER_PEER + 1).is_none(), "past the host's cap");
+        let held: Vec<Admitted> = (0..PER_PEER).map(|_| open.admit(one).unwrap()).collect();
+        assert!(open.admit(one).is_none(), "past its share");
+        let other = open.admit(two).expect("another peer is admitted");
+        assert!(open.admit(two).is_none(), "past the host's cap");
         drop(held);
         drop(other);
-        assert!(admit(&open, one, 10_000).is_some(), "closed connections free their places");
+        assert!(open.admit(one).is_some(), "closed connections free their places");
     }
 
     /// A body whose bytes never come.

@@ -7,6 +7,7 @@
 use crate::auth::Caller;
 use crate::locks::lock;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 /// Event streams one client token may have open at once (`max_streams_per_token`).
@@ -21,6 +22,47 @@ pub const DEFAULT_WORKFLOWS_PER_TOKEN: usize = 1000;
 /// reports side by side.
 pub const REQUESTS_AT_ONCE: usize = 4;
 
+/// How many places each key (a token's name, a peer's address) holds,
+/// each key at most a quota.
+pub struct PerKey<K: Eq + Hash>(Arc<Mutex<HashMap<K, usize>>>);
+
+impl<K: Eq + Hash> Default for PerKey<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+/// One place of a key, given back when dropped.
+pub struct Place<K: Eq + Hash> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash> Drop for Place<K> {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> PerKey<K> {
+    /// One more place for `key`, unless it holds `quota` already.
+    pub fn take(&self, key: &K, quota: usize) -> Option<Place<K>> {
+        let mut counts = lock(&self.0);
+        let count = counts.entry(key.clone()).or_default();
+        if *count >= quota {
+            return None;
+        }
+        *count += 1;
+        Some(Place { counts: self.0.clone(), key: key.clone() })
+    }
+}
+
 /// How many of something each token holds, up to a quota; admins are
 /// held to the host's own limit only.
 pub struct Shares {
@@ -29,30 +71,15 @@ pub struct Shares {
     /// The setting that sets the quota.
     setting: &'static str,
     quota: usize,
-    held: Arc<Mutex<HashMap<String, usize>>>,
+    held: PerKey<String>,
 }
 
-/// One share, given back when dropped.
-pub struct Share {
-    held: Arc<Mutex<HashMap<String, usize>>>,
-    token: String,
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let mut held = lock(&self.held);
-        if let Some(count) = held.get_mut(&self.token) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.token);
-            }
-        }
-    }
-}
+/// One token's share, given back when dropped.
+pub type Share = Place<String>;
 
 impl Shares {
     pub fn new(what: &'static str, setting: &'static str, quota: usize) -> Self {
-        Self { what, setting, quota, held: Arc::default() }
+        Self { what, setting, quota, held: PerKey::default() }
     }
 
     /// One more share for `caller` (none is needed by an admin), or why not.
@@ -61,16 +88,13 @@ impl Shares {
             return Ok(None);
         }
         let token = caller.name().to_owned();
-        let mut held = lock(&self.held);
-        let count = held.entry(token.clone()).or_default();
-        if *count >= self.quota {
-            return Err(format!(
+        match self.held.take(&token, self.quota) {
+            Some(share) => Ok(Some(share)),
+            None => Err(format!(
                 "token '{token}' has {} {} open, its quota ({}); close one first",
                 self.quota, self.what, self.setting
-            ));
+            )),
         }
-        *count += 1;
-        Ok(Some(Share { held: self.held.clone(), token }))
     }
 }
 

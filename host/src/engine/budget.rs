@@ -52,6 +52,22 @@ impl WorkflowLimits {
             self.max_tasks
         )))
     }
+
+    /// Whether a run holding `held` bytes may hold `more` for `what` (e.g.
+    /// "the result of task 'x'"); the error names the limit and its setting.
+    pub fn admit_bytes(&self, held: usize, more: usize, what: &str) -> Result<(), TaskError> {
+        let total = held.saturating_add(more);
+        if total <= self.max_bytes {
+            return Ok(());
+        }
+        Err(over(format!(
+            "{what} ({}) would take this workflow to {} of params, results and items; the limit is {} \
+             (max_workflow_mb)",
+            shown(more),
+            shown(total),
+            shown(self.max_bytes)
+        )))
+    }
 }
 
 /// The bytes a run holds, as the store would write them.
@@ -65,20 +81,10 @@ impl Held {
         self.bytes
     }
 
-    /// Hold `bytes` more for `what` (e.g. "the result of task 'x'"), or
-    /// refuse if that would pass `limits`.
+    /// Hold `bytes` more for `what`, or refuse if that would pass `limits`.
     pub fn charge(&mut self, limits: &WorkflowLimits, bytes: usize, what: &str) -> Result<(), TaskError> {
-        let total = self.bytes.saturating_add(bytes);
-        if total > limits.max_bytes {
-            return Err(over(format!(
-                "{what} ({}) would take this workflow to {} of params, results and items; the limit is {} \
-                 (max_workflow_mb)",
-                shown(bytes),
-                shown(total),
-                shown(limits.max_bytes)
-            )));
-        }
-        self.bytes = total;
+        limits.admit_bytes(self.bytes, bytes, what)?;
+        self.hold(bytes);
         Ok(())
     }
 
@@ -112,24 +118,6 @@ pub fn shown(bytes: usize) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::json_bytes;
-    use serde_json::{Value, json};
-
-    #[test]
-    fn json_bytes_counts_what_the_store_writes_but_escapes() {
-        let values: [Value; 5] = [
-            json!(null),
-            json!({"a": [1, -20, 3.25, "two", {"b": "é", "c": false}], "d": u64::MAX}),
-            json!("x".repeat(5000)),
-            json!([]),
-            json!({}),
-        ];
-        for value in values {
-            assert_eq!(json_bytes(&value), serde_json::to_vec(&value).unwrap().len(), "{value}");
-        }
-        let escaped = json!("a\n\"b");
-        assert_eq!(json_bytes(&escaped) + 2, serde_json::to_vec(&escaped).unwrap().len());
-    }
 
     #[test]
     fn a_charge_past_the_limit_is_refused_and_names_the_setting() {

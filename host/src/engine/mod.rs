@@ -296,9 +296,9 @@ impl Engine {
     fn within_limits(&self, workflow: &Workflow) -> Result<usize, EngineError> {
         let refused = |e: crate::model::TaskError| EngineError::TooLarge(e.message);
         self.limits.admit_tasks(0, workflow.tasks.len(), "the workflow").map_err(refused)?;
-        let mut held = budget::Held::default();
-        held.charge(&self.limits, workflow.document_bytes(), "its params and inputs").map_err(refused)?;
-        Ok(held.bytes())
+        let bytes = workflow.document_bytes();
+        self.limits.admit_bytes(0, bytes, "its params and inputs").map_err(refused)?;
+        Ok(bytes)
     }
 
     /// Why the store is not taking writes, if it is not (and since when).

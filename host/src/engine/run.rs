@@ -278,9 +278,7 @@ impl Run {
     pub fn over_limits(&self, limits: &WorkflowLimits) -> Option<TaskError> {
         let resumed = format!("resumed from the store with {} tasks", self.tasks.len());
         let tasks = limits.admit_tasks(0, self.tasks.len(), &resumed).err();
-        let mut held = Held::default();
-        let bytes = held.charge(limits, self.held.bytes(), "what it held when it was resumed").err();
-        tasks.or(bytes)
+        tasks.or(limits.admit_bytes(0, self.held.bytes(), "what it held when it was resumed").err())
     }
 
     /// The store refused task `t`'s record: it fails without what made the

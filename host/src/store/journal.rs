@@ -227,15 +227,18 @@ impl<E> Backlog<E> {
         match lane {
             None => self.barriers.push_back((seq, item)),
             Some(lane) => {
-                let queued = self.lanes.entry(lane.clone()).or_default();
-                if queued.is_empty() {
-                    self.turns.push_back(lane);
-                }
                 let weight = match &item {
                     Item::Record(record) => record.weight().max(1),
                     _ => 0,
                 };
-                queued.push_back((seq, weight, item));
+                // A lane with items has its turn already; a new one gets one.
+                match self.lanes.get_mut(&lane) {
+                    Some(queued) => queued.push_back((seq, weight, item)),
+                    None => {
+                        self.turns.push_back(lane.clone());
+                        self.lanes.insert(lane, VecDeque::from([(seq, weight, item)]));
+                    }
+                }
             }
         }
     }

@@ -79,10 +79,8 @@ impl Reader {
         let share = host.stream_shares.take(caller).map_err(|message| ApiError::new(errors::BUSY, message))?;
         let Some(permit) = host.streams.take(caller.sees_all()) else {
             let open = host.streams.open();
-            let message = match caller.sees_all() {
-                true => format!("{open} event streams are open, the most the host serves at once; try again later"),
-                false => format!("{open} event streams are open, the most the host serves to clients; try again later"),
-            };
+            let served = if caller.sees_all() { "at once" } else { "to clients" };
+            let message = format!("{open} event streams are open, the most the host serves {served}; try again later");
             return Err(ApiError::new(errors::BUSY, message));
         };
         let wake = host.events.watch();
