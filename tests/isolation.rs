@@ -132,6 +132,67 @@ async fn one_users_amplifying_workflow_ends_at_its_limit_and_others_are_served_a
     bob_is_served(&api, &bob).await;
 }
 
+/// `tasks` echo calls, each behind a condition that costs far more than a
+/// condition's budget: half compare every one of 15,000 items with every
+/// other (225 million comparisons; 24 s of the scheduler's thread before
+/// conditions had a budget), half map each item to a copy of a 1 MiB
+/// string doubled.
+fn costly_conditions(id: &str, tasks: usize) -> Value {
+    let square = "${inputs.xs}.map(x, ${inputs.xs}.filter(y, y == x).size()).size() > 0";
+    let copies = "${inputs.xs}.map(x, ${inputs.s} + ${inputs.s}).size() > 0";
+    let tasks: Vec<Value> = (0..tasks)
+        .map(|i| {
+            json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo",
+                        "when": if i % 2 == 0 { square } else { copies }, "params": {"message": i}})
+        })
+        .collect();
+    json!({"id": id, "name": "costly", "tasks": tasks,
+           "inputs": {"xs": {"type": "array", "default": (0..15_000).collect::<Vec<_>>()},
+                      "s": {"type": "string", "default": "x".repeat(1 << 20)}}})
+}
+
+/// Conditions have a budget and are evaluated off the scheduler's thread,
+/// one at a time per owner: while one token's costly conditions are
+/// evaluated, another token's workflows, with and without a condition of
+/// their own, complete within 5 s; each costly condition fails its task
+/// naming the budget it spent; memory stays within its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_costly_conditions_fail_at_their_budget_and_others_are_served() {
+    let Shared { data: _data, host, alice, bob } = Shared::start(&[]);
+    let api = Api::of(&host);
+    bob_is_served(&api, &bob).await;
+    let baseline = rss_mib(&host);
+    let checked = json!({"name": "bob's checked", "inputs": {"n": {"type": "integer", "default": 2}},
+                         "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo", "when": "${inputs.n} > 1",
+                                    "params": {"message": "checked"}}]});
+
+    api.submit(&alice, &costly_conditions("costly", 4)).await;
+    let mut peak = baseline;
+    let started = Instant::now();
+    let report = loop {
+        bob_is_served(&api, &bob).await;
+        let served = async { api.finished(&bob, &api.submit(&bob, &checked).await).await };
+        let report =
+            tokio::time::timeout(Duration::from_secs(5), served).await.expect("bob's condition waits for no one");
+        assert_eq!(report["tasks"][0]["status"], "completed", "{report}");
+        peak = peak.max(rss_mib(&host));
+        let report = api.get("/api/v1/workflows/costly", &alice).await.body;
+        if report["status"] != "running" {
+            break report;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "it never ended: {}", report["summary"]);
+    };
+    assert_eq!(report["status"], "failed", "{}", report["summary"]);
+    for (i, task) in report["tasks"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["error"]["code"], -32041, "{task}");
+        let message = task["error"]["message"].as_str().unwrap();
+        let budget = if i % 2 == 0 { "more than 20000000 steps" } else { "more than 64 MiB of values" };
+        assert!(message.contains(budget) && message.contains("the budget of a condition"), "{message}");
+    }
+    assert!(peak < baseline + 512, "resident memory grew from {baseline} MiB to {peak} MiB");
+}
+
 /// Whether `answer` is a 429 naming `setting`.
 fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
     answer.status == 429 && answer.body["message"].as_str().is_some_and(|m| m.contains(setting))

@@ -281,7 +281,7 @@ impl Workflow {
         let tasks = self.tasks.iter().map(|task| {
             json_bytes(task.params.as_ref()) + task.for_each.as_ref().map_or(0, |f| json_bytes(f.items.as_ref()))
         });
-        let inputs = self.inputs.iter().filter_map(|input| input.default.as_ref()).map(json_bytes);
+        let inputs = self.inputs.iter().filter_map(|input| input.default.as_deref()).map(json_bytes);
         tasks.chain(inputs).sum()
     }
 }

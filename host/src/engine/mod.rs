@@ -20,6 +20,7 @@
 //! how state is written (`store`).
 
 pub mod budget;
+mod conditions;
 mod run;
 mod scheduler;
 mod stats;
@@ -36,6 +37,9 @@ pub use stats::{EngineStats, MethodStats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// The scheduler's name for one run of a workflow.
+type RunId = u64;
 
 /// Host-wide settings.
 #[derive(Debug, Clone)]

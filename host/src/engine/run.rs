@@ -7,11 +7,11 @@
 //! the same tasks again.
 
 use super::budget::{Held, WorkflowLimits};
+use super::conditions::ConditionCheck;
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes, json_bytes, list_bytes};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport};
-use crate::resolver::condition::{Condition, ConditionError};
-use crate::resolver::substitution::{self, kind, substitute};
+use crate::resolver::substitution::{self, Piece, kind, substitute};
 use crate::resolver::{Dag, Root};
 use crate::store::TaskRecord;
 use serde_json::{Value, json};
@@ -41,7 +41,8 @@ pub(super) struct TaskState {
     pub started: Option<Instant>,
     pub finished_at: Option<SystemTime>,
     pub finished: Option<Instant>,
-    pub result: Option<Value>,
+    /// Shared, so that a condition can read it away from the scheduler.
+    pub result: Option<Arc<Value>>,
     pub error: Option<TaskError>,
     pub abort: Option<AbortHandle>,
     /// While parked with no provider for its protocol: the timer that fails
@@ -135,7 +136,7 @@ impl TaskState {
 
     fn shown(&self) -> Shown {
         Shown {
-            result: self.result.clone(),
+            result: self.result.as_deref().cloned(),
             error: self.error.clone(),
             params: self.params.clone(),
             history: self.history.clone(),
@@ -144,7 +145,7 @@ impl TaskState {
 
     fn take_shown(&mut self) -> Shown {
         Shown {
-            result: self.result.take(),
+            result: self.result.take().map(Arc::unwrap_or_clone),
             error: self.error.take(),
             params: self.params.take(),
             history: std::mem::take(&mut self.history),
@@ -388,13 +389,15 @@ impl Run {
     /// its file's content once read).
     pub fn value_of(&self, t: usize, root: &Root) -> Option<&Value> {
         match root {
-            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref()),
+            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_deref()),
             Root::Item => {
                 let item = self.tasks[t].item.as_ref()?;
                 item.read.as_ref().or_else(|| self.listed_item(t))
             }
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
-            Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_ref()),
+            Root::Input(name) => {
+                self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_deref())
+            }
         }
     }
 
@@ -520,7 +523,7 @@ impl Run {
         let mut failed = Vec::new();
         let results = children
             .map(|c| match (&self.tasks[c].status, &self.tasks[c].result) {
-                (TaskStatus::Completed, result) => result.clone().unwrap_or(Value::Null),
+                (TaskStatus::Completed, result) => result.as_deref().cloned().unwrap_or(Value::Null),
                 (status, _) => {
                     failed.push(c);
                     json!({"failed": true, "status": status, "error": self.tasks[c].error})
@@ -552,7 +555,7 @@ impl Run {
             attempts: state.attempts,
             started_at: state.started_at,
             finished_at: state.finished_at,
-            result: state.result.clone(),
+            result: state.result.as_deref().cloned(),
             error: state.error.clone(),
             retry_at: state.retry_at,
             // Only a final state needs them: a task that was running when
@@ -574,7 +577,7 @@ impl Run {
 
     /// Record a completion; returns the dependents that became ready.
     pub fn complete(&mut self, t: usize, value: Value) -> Vec<usize> {
-        self.tasks[t].result = Some(value);
+        self.tasks[t].result = Some(Arc::new(value));
         self.tasks[t].error = None;
         self.finish_task(t, TaskStatus::Completed);
         let mut ready = Vec::new();
@@ -610,16 +613,38 @@ impl Run {
         skipped
     }
 
-    /// Whether ready task `t`'s condition holds (true without one); asked
-    /// once per task.
-    pub fn condition_holds(&mut self, t: usize) -> Result<bool, TaskError> {
-        let Some(when) = &self.workflow.tasks[t].when else { return Ok(true) };
+    /// Ready task `t`'s condition with the values it reads, if it has one
+    /// not yet checked (retries do not ask again). The values are shared,
+    /// not copied: the scheduler hands the check to another thread.
+    pub fn condition_to_check(&mut self, t: usize) -> Option<ConditionCheck> {
+        let when = self.workflow.tasks[t].when.as_ref()?;
         if std::mem::replace(&mut self.tasks[t].condition_checked, true) {
-            return Ok(true);
+            return None;
         }
-        let failed = |e: ConditionError| TaskError::new(codes::CONDITION_FAILED, format!("when: {e}"));
-        let condition = Condition::parse(when).map_err(failed)?;
-        condition.evaluate(|root| self.value_of(t, root)).map_err(failed)
+        // A template that does not parse binds nothing; the check says why.
+        let references =
+            substitution::parse_template(when).unwrap_or_default().into_iter().filter_map(|piece| match piece {
+                Piece::Ref(reference) => Some(reference.root),
+                Piece::Text(_) => None,
+            });
+        let mut values: Vec<(Root, Arc<Value>)> = Vec::new();
+        for root in references {
+            if values.iter().all(|(bound, _)| *bound != root)
+                && let Some(value) = self.shared_value_of(t, &root)
+            {
+                values.push((root, value));
+            }
+        }
+        Some(ConditionCheck::new(when.clone(), values))
+    }
+
+    /// What `root` names for task `t`, shared where the run shares it.
+    fn shared_value_of(&self, t: usize, root: &Root) -> Option<Arc<Value>> {
+        match root {
+            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.clone()),
+            Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.clone()),
+            Root::Item | Root::ItemIndex => self.value_of(t, root).cloned().map(Arc::new),
+        }
     }
 
     /// Skip, with `error`, every pending task downstream of `t`.

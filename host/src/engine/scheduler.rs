@@ -2,6 +2,8 @@
 //! outcomes arrive on one channel and are handled in order, so no state is
 //! shared or locked.
 
+use super::RunId;
+use super::conditions::{Conditions, Waiting};
 use super::run::{Run, not_a_list};
 use super::{Command, EngineConfig, EngineError, EngineEvent, EngineStats, ProgressEvent, TaskEvent, WorkflowStarted};
 use crate::files::FileDirs;
@@ -19,8 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-
-type RunId = u64;
 
 /// How often a task may go back to the queue because its provider vanished
 /// mid-call (those attempts do not count against its retries).
@@ -71,6 +71,13 @@ pub(super) enum Internal {
     },
     /// The store refused a record of a workflow for good.
     Refused(Refusal),
+    /// A ready task's condition is evaluated (see `conditions`).
+    ConditionChecked {
+        run: RunId,
+        task: usize,
+        owner: Option<Arc<str>>,
+        outcome: Result<bool, TaskError>,
+    },
 }
 
 /// How a workflow comes to the scheduler.
@@ -120,6 +127,8 @@ pub(super) struct Scheduler {
     running: usize,
     next_run: RunId,
     stats: EngineStats,
+    /// Conditions being checked or waiting for their owner's turn.
+    conditions: Conditions,
 }
 
 impl Scheduler {
@@ -148,6 +157,7 @@ impl Scheduler {
             running: 0,
             next_run: 0,
             stats: EngineStats::default(),
+            conditions: Conditions::default(),
         }
     }
 
@@ -231,6 +241,9 @@ impl Scheduler {
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
             Internal::Refused(refusal) => self.refused(refusal),
+            Internal::ConditionChecked { run, task, owner, outcome } => {
+                self.condition_checked(run, task, owner, outcome)
+            }
         }
     }
 
@@ -467,23 +480,67 @@ impl Scheduler {
             task_id: run.workflow.tasks[t].id.clone(),
             status: state.status,
             attempt: state.attempts,
-            result: if final_ { state.result.clone() } else { None },
+            result: if final_ { state.result.as_deref().cloned() } else { None },
             error: if final_ || state.status == TaskStatus::Pending { state.error.clone() } else { None },
         }));
     }
 
+    /// Task `t` is ready: its condition, if it has one, is checked first.
     fn make_ready(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
-        match run.condition_holds(t) {
-            Ok(true) => {}
+        let Some(check) = run.condition_to_check(t) else { return self.queue_task(id, t) };
+        let owner = run.owner.clone();
+        if let Some(now) = self.conditions.queue(&owner, Waiting { run: id, task: t, check }) {
+            self.check_condition(owner, now);
+        }
+    }
+
+    /// Evaluate a condition on the blocking pool (see `conditions`); its
+    /// verdict comes back as a message.
+    fn check_condition(&self, owner: Option<Arc<str>>, waiting: Waiting) {
+        let Some(inbox) = self.inbox.upgrade() else { return };
+        tokio::task::spawn_blocking(move || {
+            let Waiting { run, task, check } = waiting;
+            // The interpreter has panics of its own; a verdict must come
+            // back all the same, or the owner's later checks would wait.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check.evaluate()))
+                .unwrap_or_else(|_| Err(TaskError::new(codes::CONDITION_FAILED, "when: the CEL interpreter failed")));
+            let _ = inbox.send(Message::Internal(Internal::ConditionChecked { run, task, owner, outcome }));
+        });
+    }
+
+    /// Task `t`'s condition is checked: it queues, is skipped with what
+    /// depends on it, or fails; unless it ended meanwhile (cancelled).
+    fn condition_checked(&mut self, id: RunId, t: usize, owner: Option<Arc<str>>, outcome: Result<bool, TaskError>) {
+        self.next_condition(&owner);
+        let Some(run) = self.runs.get_mut(&id) else { return };
+        if run.tasks[t].status != TaskStatus::Pending {
+            return;
+        }
+        match outcome {
+            Ok(true) => self.queue_task(id, t),
             Ok(false) => {
                 for skipped in run.skip_by_condition(t) {
                     self.notify(id, skipped);
                 }
-                return self.finish_if_done(id);
+                self.finish_if_done(id);
             }
-            Err(error) => return self.settle(id, t, Err(error)),
+            Err(error) => self.settle(id, t, Err(error)),
         }
+    }
+
+    /// Start `owner`'s next check whose task still waits for it.
+    fn next_condition(&mut self, owner: &Option<Arc<str>>) {
+        while let Some(next) = self.conditions.next(owner) {
+            if self.runs.get(&next.run).is_some_and(|run| run.tasks[next.task].status == TaskStatus::Pending) {
+                return self.check_condition(owner.clone(), next);
+            }
+        }
+    }
+
+    /// Ready task `t`, its condition held, queues (a `for_each` task
+    /// expands first).
+    fn queue_task(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
         if run.workflow.tasks[t].for_each.is_some() && run.tasks[t].group.is_none() {
             return self.expand(id, t);

@@ -13,6 +13,7 @@ use super::{Problem, WorkflowError, excerpt, is_id, kind, show};
 use crate::model::Workflow;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Most inputs one workflow may declare.
 pub const MAX_INPUTS: usize = 100;
@@ -86,9 +87,10 @@ pub struct Input {
     #[serde(rename = "type")]
     pub kind: InputType,
     /// Its value when none is given; none means the input is required.
-    /// Once the workflow is bound, the value it runs with.
+    /// Once the workflow is bound, the value it runs with. Shared, so that
+    /// a condition can read it away from the scheduler.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub default: Option<Value>,
+    pub default: Option<Arc<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -176,7 +178,7 @@ fn declaration(field: &str, name: String, spec: Value, report: &mut impl FnMut(S
             None
         }
     };
-    Some(Input { name, kind: input_type, default, description })
+    Some(Input { name, kind: input_type, default: default.map(Arc::new), description })
 }
 
 /// Give `workflow`'s inputs their values: `given` where it names them, else
@@ -200,7 +202,7 @@ pub fn bind(origin: &str, workflow: &mut Workflow, given: Map<String, Value>) ->
     for input in &mut workflow.inputs {
         match given.remove(&input.name) {
             Some(value) => match input.kind.coerce(value.clone()) {
-                Some(value) => input.default = Some(value),
+                Some(value) => input.default = Some(Arc::new(value)),
                 None => report(&input.name, format!("must be {}, found {}", input.kind.article(), show(&value))),
             },
             None if input.default.is_none() => report(

@@ -265,9 +265,9 @@ tasks:
         ))
         .unwrap();
     inputs::bind("x", &mut wf, Map::new()).unwrap();
-    let at = wf.inputs[0].default.clone().unwrap();
+    let at = wf.inputs[0].default.as_deref().cloned().unwrap();
     assert!(at.as_str().unwrap().ends_with("+00:00"), "due now, in UTC: {at}");
-    assert_eq!(wf.inputs[1].default, Some(serde_json::json!(3)));
+    assert_eq!(wf.inputs[1].default.as_deref(), Some(&serde_json::json!(3)));
 }
 
 #[test]
@@ -301,7 +301,7 @@ tasks:
         .unwrap();
     let given = serde_json::json!({"o": "{\"k\": [1]}"}).as_object().unwrap().clone();
     inputs::bind("x", &mut wf, given).unwrap();
-    let values: Vec<_> = wf.inputs.iter().map(|i| i.default.clone().unwrap()).collect();
+    let values: Vec<_> = wf.inputs.iter().map(|i| i.default.as_deref().cloned().unwrap()).collect();
     assert_eq!(values, [serde_json::json!(1.5), serde_json::json!({"k": [1]})], "strings are read by type");
     // Bound values travel in the document, so a stored workflow reads back with them.
     let stored = crate::store::workflow_json("test", &wf).unwrap();

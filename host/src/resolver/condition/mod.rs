@@ -5,13 +5,18 @@
 //!
 //! Each reference becomes a CEL variable bound to the value it names, so a
 //! result can never be read as expression text, and references are checked
-//! (ancestors only) by the same code as params. CEL has no loops or
-//! recursion; the parser's own recursion budget and the length limit bound
-//! the rest. This module evaluates; it does not decide what a false
-//! condition does to a task (`engine`).
+//! (ancestors only) by the same code as params. CEL has no recursion, but
+//! its macros loop: the parser's recursion budget and the length limit bound
+//! the expression, and a budget of steps and bytes ([`cost`]) bounds its
+//! evaluation. This module evaluates; it does not decide what a false
+//! condition does to a task, nor on which thread it is evaluated (`engine`).
+
+mod cost;
 
 use super::substitution::{Piece, Reference, Root, SubstitutionError, TemplateError, lookup, parse_template};
+pub use cost::{MAX_BYTES, MAX_STEPS, OverBudget};
 use serde_json::Value;
+use std::sync::{Arc, LazyLock};
 
 /// Longest `when:` accepted, in bytes.
 pub const MAX_CONDITION_BYTES: usize = 4096;
@@ -35,7 +40,12 @@ pub enum ConditionError {
     Evaluation(String),
     #[error("gave {0}, not true or false")]
     NotABoolean(String),
+    #[error("{0}")]
+    OverBudget(#[from] OverBudget),
 }
+
+/// CEL's standard library, built once.
+static STANDARD: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
 
 /// A parsed condition: its CEL program and the references it binds.
 pub struct Condition {
@@ -66,7 +76,9 @@ impl Condition {
             }
         }
         let parser = cel::parser::Parser::new().max_recursion_depth(MAX_NESTING);
-        let expression = parser.parse(&source).map_err(|e| ConditionError::Syntax(one_line(&e.to_string())))?;
+        let mut expression = parser.parse(&source).map_err(|e| ConditionError::Syntax(one_line(&e.to_string())))?;
+        let count = references.len();
+        cost::instrument(&mut expression, |name| is_variable(name, count));
         Ok(Self { expression, references })
     }
 
@@ -75,14 +87,23 @@ impl Condition {
         &self.references
     }
 
-    /// Evaluate with each reference's value from `value_of`.
+    /// Evaluate with each reference's value from `value_of`, within the
+    /// budget of a condition.
     pub fn evaluate<'r>(&self, value_of: impl Fn(&Root) -> Option<&'r Value>) -> Result<bool, ConditionError> {
-        let mut context = cel::Context::default();
+        let meter = Arc::new(cost::Meter::default());
+        let mut context = cel::Context::with_env(Arc::clone(&STANDARD));
+        meter.register(&mut context);
         for (i, reference) in self.references.iter().enumerate() {
             let root = value_of(&reference.root).ok_or_else(|| SubstitutionError::missing(reference))?;
-            context.add_variable_from_value(variable(i), cel_value(lookup(reference, root)?));
+            context.add_variable_as_val(variable(i), meter.bind(lookup(reference, root)?)?);
         }
-        match cel::Value::resolve(&self.expression, &context) {
+        let outcome = cel::Value::resolve(&self.expression, &context);
+        // A spent budget is the verdict even where CEL absorbed its error
+        // (`error || true` is `true`).
+        if let Some(over) = meter.spent() {
+            return Err(over.into());
+        }
+        match outcome {
             Ok(cel::Value::Bool(verdict)) => Ok(verdict),
             Ok(other) => Err(ConditionError::NotABoolean(describe(&other))),
             Err(e) => Err(ConditionError::Evaluation(one_line(&e.to_string()))),
@@ -90,27 +111,9 @@ impl Condition {
     }
 }
 
-/// A JSON value as CEL sees it: whole numbers are `int` (as CEL writes
-/// `3`), so `${a.result.n} + 1` adds like numbers do; only integers above
-/// `i64` are `uint`. (Nesting is bounded: results and documents are at most
-/// 128 levels deep.)
-fn cel_value(value: &Value) -> cel::Value {
-    match value {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            (None, None) => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => cel::Value::from(s.as_str()),
-        Value::Array(items) => cel::Value::List(std::sync::Arc::new(items.iter().map(cel_value).collect())),
-        Value::Object(map) => {
-            let entries: std::collections::HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), cel_value(v))).collect();
-            cel::Value::from(entries)
-        }
-    }
+/// Whether `name` is the variable of one of `count` references.
+fn is_variable(name: &str, count: usize) -> bool {
+    name.strip_prefix("__ref").and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < count)
 }
 
 /// A CEL value for messages, cut short.
@@ -186,5 +189,72 @@ mod tests {
         }
         let long = format!("true{}", " && true".repeat(600));
         assert_eq!(evaluate(&long, &values), Err(ConditionError::TooLong(long.len())));
+    }
+
+    #[test]
+    fn the_macros_give_what_they_gave_before_metering() {
+        let values = json!({"inputs": {"xs": [1, 2, 3, 4], "m": {"a": 1, "b": 2}, "s": "abc"}});
+        for (condition, expected) in [
+            ("${inputs.xs}.map(x, x * 2) == [2, 4, 6, 8]", true),
+            ("${inputs.xs}.map(x, x > 2, x * 10) == [30, 40]", true),
+            ("${inputs.xs}.filter(x, x % 2 == 0) == [2, 4]", true),
+            ("${inputs.xs}.all(x, x > 0) && !${inputs.xs}.all(x, x > 1)", true),
+            ("${inputs.xs}.exists(x, x == 3) && !${inputs.xs}.exists(x, x == 5)", true),
+            ("${inputs.xs}.exists_one(x, x == 3) && !${inputs.xs}.exists_one(x, x > 2)", true),
+            ("${inputs.m}.all(k, ${inputs.m}[k] > 0) && ${inputs.m}.exists(k, k == 'b')", true),
+            ("${inputs.xs}.map(x, ${inputs.xs}.filter(y, y < x).size()) == [0, 1, 2, 3]", true),
+            ("[${inputs.s}, 'd'].map(t, t + t)[1] == 'dd' && {'k': ${inputs.xs}}.k[0] == 1", true),
+            ("${inputs.xs}.exists(x, 1 / (x - 1) > 0) || true", true),
+            ("type(${inputs.s}) == string && int('7') == 7", true),
+            ("optional.of(${inputs.s}).hasValue() && optional.none().orValue(5) == 5", true),
+            ("size(${inputs.s}) == 3 && ${inputs.s}.startsWith('ab') && has(${inputs.m}.a)", true),
+        ] {
+            assert_eq!(evaluate(condition, &values).map_err(|e| e.to_string()), Ok(expected), "{condition}");
+        }
+        // Errors inside a fold are still absorbed only where CEL absorbs them.
+        assert!(matches!(
+            evaluate("${inputs.xs}.all(x, 10 / (x - 1) > 0)", &values),
+            Err(ConditionError::Evaluation(_))
+        ));
+    }
+
+    #[test]
+    fn a_condition_that_costs_too_much_is_stopped_within_its_budget() {
+        let xs: Vec<i64> = (0..15_000).collect();
+        let values = json!({"inputs": {"xs": xs, "s": "x".repeat(1 << 20)}});
+        let started = std::time::Instant::now();
+        // The quadratic loop: 225 million comparisons unbounded.
+        let square = "${inputs.xs}.map(x, ${inputs.xs}.filter(y, y == x).size()).size() > 0";
+        assert_eq!(evaluate(square, &values), Err(ConditionError::OverBudget(OverBudget::Steps)));
+        // A loop over a list with an operator that walks the list per item.
+        assert_eq!(
+            evaluate("${inputs.xs}.filter(x, x in ${inputs.xs}).size() > 0", &values),
+            Err(OverBudget::Steps.into())
+        );
+        // Each item mapped to a copy of a 1 MiB string plus itself.
+        let copies = "${inputs.xs}.map(x, ${inputs.s} + ${inputs.s}).size() > 0";
+        assert_eq!(evaluate(copies, &values), Err(OverBudget::Bytes.into()));
+        // Copies of a string grown step by step, without any loop.
+        let growing = format!("size({}) > 0", "${inputs.s} + ".repeat(20) + "''");
+        assert_eq!(evaluate(&growing, &values), Err(OverBudget::Bytes.into()));
+        // A spent budget is not absorbed by `||`.
+        assert_eq!(evaluate(&format!("({square}) || true"), &values), Err(OverBudget::Steps.into()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "stopped, not run out");
+        let message = ConditionError::from(OverBudget::Steps).to_string();
+        assert!(message.contains(&MAX_STEPS.to_string()) && message.contains("budget"), "{message}");
+    }
+
+    #[test]
+    fn ordinary_conditions_over_large_inputs_fit_the_budget() {
+        let items: Vec<Value> = (0..100_000).map(|i| json!({"score": i % 10, "name": format!("item {i}")})).collect();
+        let values = json!({"inputs": {"items": items, "s": "x".repeat(1 << 20)}});
+        for condition in [
+            "${inputs.items}.exists(i, i.score > 8)",
+            "${inputs.items}.filter(i, i.score == 9).size() == 10000",
+            "${inputs.items}.all(i, i.name.startsWith('item'))",
+            "size(${inputs.items}) == 100000 && ${inputs.s}.contains('xx')",
+        ] {
+            assert_eq!(evaluate(condition, &values).map_err(|e| e.to_string()), Ok(true), "{condition}");
+        }
     }
 }
