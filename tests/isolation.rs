@@ -187,7 +187,7 @@ async fn one_users_costly_conditions_fail_at_their_budget_and_others_are_served(
         assert_eq!(task["status"], "failed", "{task}");
         assert_eq!(task["error"]["code"], -32041, "{task}");
         let message = task["error"]["message"].as_str().unwrap();
-        let budget = if i % 2 == 0 { "more than 20000000 steps" } else { "more than 64 MiB of values" };
+        let budget = if i % 2 == 0 { "more than 10000000 steps" } else { "more than 64 MiB of values" };
         assert!(message.contains(budget) && message.contains("the budget of a condition"), "{message}");
     }
     assert!(peak < baseline + 512, "resident memory grew from {baseline} MiB to {peak} MiB");

@@ -10,7 +10,10 @@
 //! 5. `fan`: 10,000 echo tasks as one `for_each` over 10,000 items against
 //!    the same tasks written out, native echo (the engine's own costs),
 //!    in memory and with the SQLite store.
-//! 6. `soak` (only when named): a million tasks with the store, 100 rounds
+//! 6. `when`: 10,000 echo tasks each behind a `when:` condition against the
+//!    same tasks without one (native echo), and one condition that spends
+//!    its whole budget of steps: the longest a condition can take.
+//! 7. `soak` (only when named): a million tasks with the store, 100 rounds
 //!    of 10,000; the first and last ten rounds' speed and the memory then.
 //!
 //! Run: `cargo bench -p gleitzeit --bench engine` (add `-- --quick` for fewer rounds).
@@ -41,7 +44,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     // `engine`, `dag` or `calls` runs only that part (for profiling).
     let only = |part: &str| {
-        !args.iter().any(|a| ["engine", "dag", "calls", "store", "fan", "soak"].contains(&a.as_str()))
+        !args.iter().any(|a| ["engine", "dag", "calls", "store", "fan", "when", "soak"].contains(&a.as_str()))
             || args.iter().any(|a| a == part)
     };
     let rounds = if quick { 3 } else { 7 };
@@ -99,6 +102,19 @@ fn main() {
                 expanded.wall.as_secs_f64() / written.wall.as_secs_f64()
             );
         }
+    }
+    if only("when") {
+        let native: Arc<dyn Provider> = Arc::new(NativeEcho("native:echo".into(), echo.spec().clone()));
+        let plain = rt.block_on(engine_rounds_of(rounds, native.clone(), None, fan_out));
+        let guarded = rt.block_on(engine_rounds_of(rounds, native, None, guarded));
+        row(&format!("{TASKS} tasks written out, native echo (baseline)"), &plain);
+        row(&format!("{TASKS} tasks each behind a when, native echo"), &guarded);
+        println!(
+            "|  when/plain wall-time ratio: {:.2}x | | | | |",
+            guarded.wall.as_secs_f64() / plain.wall.as_secs_f64()
+        );
+        let spent = median(&(0..rounds).map(|_| spend_a_condition_budget()).collect::<Vec<_>>());
+        println!("| one condition spending its budget of steps | {} | - | - | - |", ms(spent));
     }
     if args.iter().any(|a| a == "soak") {
         rt.block_on(soak(echo.clone()));
@@ -227,6 +243,28 @@ fn fan_out(n: usize) -> Workflow {
 fn for_each(n: usize) -> Workflow {
     let task = json!({"id": "t", "protocol": "echo/v1", "method": "echo", "for_each": (0..n).collect::<Vec<_>>(), "params": {"message": "${item}"}});
     gleitzeit::workflow::from_value("bench", json!({"name": "for-each", "tasks": [task]})).unwrap()
+}
+
+/// [`fan_out`] with each task behind a condition over an input.
+fn guarded(n: usize) -> Workflow {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "echo", "when": "${inputs.n} > 0", "params": {"message": i}}))
+        .collect();
+    let inputs = json!({"n": {"type": "integer", "default": 1}});
+    gleitzeit::workflow::from_value("bench", json!({"name": "guarded", "inputs": inputs, "tasks": tasks})).unwrap()
+}
+
+/// The quadratic condition over 15,000 items, until its budget
+/// of steps is spent.
+fn spend_a_condition_budget() -> Duration {
+    use gleitzeit::resolver::Root;
+    use gleitzeit::resolver::condition::{Condition, ConditionError, OverBudget};
+    let xs = json!((0..15_000).collect::<Vec<_>>());
+    let condition = Condition::parse("${inputs.xs}.map(x, ${inputs.xs}.filter(y, y == x).size()).size() > 0").unwrap();
+    let started = Instant::now();
+    let verdict = condition.evaluate(|root| matches!(root, Root::Input(_)).then_some(&xs));
+    assert_eq!(verdict, Err(ConditionError::OverBudget(OverBudget::Steps)));
+    started.elapsed()
 }
 
 /// A 100k-task DAG: each task depends on up to three of the 50 tasks before it.

@@ -3,7 +3,7 @@
 //! shared or locked.
 
 use super::RunId;
-use super::conditions::{Conditions, Waiting};
+use super::conditions::{self, Conditions, Owner, Turn, Waiting};
 use super::run::{Run, not_a_list};
 use super::{Command, EngineConfig, EngineError, EngineEvent, EngineStats, ProgressEvent, TaskEvent, WorkflowStarted};
 use crate::files::FileDirs;
@@ -71,12 +71,10 @@ pub(super) enum Internal {
     },
     /// The store refused a record of a workflow for good.
     Refused(Refusal),
-    /// A ready task's condition is evaluated (see `conditions`).
-    ConditionChecked {
-        run: RunId,
-        task: usize,
-        owner: Option<Arc<str>>,
-        outcome: Result<bool, TaskError>,
+    /// An owner's turn of condition checks is over (see `conditions`).
+    ConditionsChecked {
+        owner: Owner,
+        turn: Turn,
     },
 }
 
@@ -241,9 +239,7 @@ impl Scheduler {
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
             Internal::Refused(refusal) => self.refused(refusal),
-            Internal::ConditionChecked { run, task, owner, outcome } => {
-                self.condition_checked(run, task, owner, outcome)
-            }
+            Internal::ConditionsChecked { owner, turn } => self.conditions_checked(owner, turn),
         }
     }
 
@@ -485,55 +481,48 @@ impl Scheduler {
         }));
     }
 
-    /// Task `t` is ready: its condition, if it has one, is checked first.
+    /// Task `t` is ready: its condition, if it has one, is checked first
+    /// (in its owner's next turn).
     fn make_ready(&mut self, id: RunId, t: usize) {
         let Some(run) = self.runs.get_mut(&id) else { return };
         let Some(check) = run.condition_to_check(t) else { return self.queue_task(id, t) };
-        let owner = run.owner.clone();
-        if let Some(now) = self.conditions.queue(&owner, Waiting { run: id, task: t, check }) {
-            self.check_condition(owner, now);
+        self.conditions.queue(&run.owner, Waiting { run: id, task: t, check });
+    }
+
+    /// Start the turns owners with conditions waiting can take (see
+    /// `conditions`); each hands back what it did as a message.
+    fn start_condition_turns(&mut self) {
+        for (owner, mut checks) in self.conditions.turns() {
+            checks.retain(|w| self.runs.get(&w.run).is_some_and(|run| run.tasks[w.task].status == TaskStatus::Pending));
+            let Some(inbox) = self.inbox.upgrade().filter(|_| !checks.is_empty()) else {
+                self.conditions.turn_over(&owner, Vec::new());
+                continue;
+            };
+            tokio::task::spawn_blocking(move || {
+                let turn = conditions::take_turn(checks);
+                let _ = inbox.send(Message::Internal(Internal::ConditionsChecked { owner, turn }));
+            });
         }
     }
 
-    /// Evaluate a condition on the blocking pool (see `conditions`); its
-    /// verdict comes back as a message.
-    fn check_condition(&self, owner: Option<Arc<str>>, waiting: Waiting) {
-        let Some(inbox) = self.inbox.upgrade() else { return };
-        tokio::task::spawn_blocking(move || {
-            let Waiting { run, task, check } = waiting;
-            // The interpreter has panics of its own; a verdict must come
-            // back all the same, or the owner's later checks would wait.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check.evaluate()))
-                .unwrap_or_else(|_| Err(TaskError::new(codes::CONDITION_FAILED, "when: the CEL interpreter failed")));
-            let _ = inbox.send(Message::Internal(Internal::ConditionChecked { run, task, owner, outcome }));
-        });
-    }
-
-    /// Task `t`'s condition is checked: it queues, is skipped with what
-    /// depends on it, or fails; unless it ended meanwhile (cancelled).
-    fn condition_checked(&mut self, id: RunId, t: usize, owner: Option<Arc<str>>, outcome: Result<bool, TaskError>) {
-        self.next_condition(&owner);
-        let Some(run) = self.runs.get_mut(&id) else { return };
-        if run.tasks[t].status != TaskStatus::Pending {
-            return;
-        }
-        match outcome {
-            Ok(true) => self.queue_task(id, t),
-            Ok(false) => {
-                for skipped in run.skip_by_condition(t) {
-                    self.notify(id, skipped);
-                }
-                self.finish_if_done(id);
+    /// An owner's turn is over: each checked task queues, is skipped with
+    /// what depends on it, or fails; unless it ended meanwhile (cancelled).
+    fn conditions_checked(&mut self, owner: Owner, turn: Turn) {
+        self.conditions.turn_over(&owner, turn.unchecked);
+        for (id, t, verdict) in turn.verdicts {
+            let Some(run) = self.runs.get_mut(&id) else { continue };
+            if run.tasks[t].status != TaskStatus::Pending {
+                continue;
             }
-            Err(error) => self.settle(id, t, Err(error)),
-        }
-    }
-
-    /// Start `owner`'s next check whose task still waits for it.
-    fn next_condition(&mut self, owner: &Option<Arc<str>>) {
-        while let Some(next) = self.conditions.next(owner) {
-            if self.runs.get(&next.run).is_some_and(|run| run.tasks[next.task].status == TaskStatus::Pending) {
-                return self.check_condition(owner.clone(), next);
+            match verdict {
+                Ok(true) => self.queue_task(id, t),
+                Ok(false) => {
+                    for skipped in run.skip_by_condition(t) {
+                        self.notify(id, skipped);
+                    }
+                    self.finish_if_done(id);
+                }
+                Err(error) => self.settle(id, t, Err(error)),
             }
         }
     }
@@ -644,6 +633,7 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self) {
+        self.start_condition_turns();
         self.unpark();
         while self.running < self.config.concurrency {
             let Some((_, (id, t))) = self.queue.pop() else { break };

@@ -26,9 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Steps one condition may take: a step is one value made or read, or 64
-/// bytes of a string compared or copied. About a second of work on one core.
-pub const MAX_STEPS: u64 = 20_000_000;
-/// Bytes of values one condition may make (and the references it is given).
+/// bytes of a string compared or copied. About a second of one core
+/// (bench/README.md).
+pub const MAX_STEPS: u64 = 10_000_000;
+/// Bytes of values one condition may make: text it copies, and a slot for
+/// each item of the lists and maps it makes or is given.
 pub const MAX_BYTES: u64 = 64 << 20;
 
 /// Bytes a string or a byte string counts as one step.
