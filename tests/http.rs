@@ -647,7 +647,11 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
     };
     let answer = add("?cron=*%20*%20*%20*%20*%20*&timezone=Asia/Tokyo&id=ticks&due_input=at&input=topic=owls").await;
     assert_eq!(answer.status, 201, "{answer:?}");
-    assert_eq!((answer.body["schedule_id"].clone(), answer.body["owner"].clone()), (json!("ticks"), json!("alice")));
+    // A client token's ids are its own: the host keeps this one as alice:ticks.
+    assert_eq!(
+        (answer.body["schedule_id"].clone(), answer.body["owner"].clone()),
+        (json!("alice:ticks"), json!("alice"))
+    );
     assert!(answer.body["next_due"].as_str().unwrap().ends_with("+09:00"), "in the schedule's zone: {answer:?}");
     let listed = api.get("/api/v1/schedules", token).await.body;
     assert_eq!(listed["schedules"][0]["cron"], "* * * * * *", "{listed}");
@@ -662,15 +666,17 @@ async fn a_schedule_is_kept_runs_and_is_removed_over_http() {
         assert!(Instant::now() < deadline, "no run of the schedule: {page}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(run.starts_with("ticks-") && run.ends_with('Z'), "{run}");
+    assert!(run.starts_with("alice:ticks-") && run.ends_with('Z'), "{run}");
     let results = api.get(&format!("/api/v1/workflows/{run}/results"), token).await.body;
     let echoed = results["results"]["a"]["echoed"].as_str().unwrap();
     assert!(echoed.starts_with("owls at ") && echoed.ends_with("+09:00"), "{echoed}");
 
-    // Bob's view: no such schedule.
-    assert_eq!(api.get("/api/v1/schedules/ticks", &tokens.bob).await.status, 404);
-    let theirs = api.send(api.request("DELETE", "/api/v1/schedules/ticks", Some(&tokens.bob))).await;
-    assert_eq!(theirs.status, 404, "{theirs:?}");
+    // Bob's view: no such schedule, whichever way he names it.
+    for id in ["ticks", "alice:ticks"] {
+        assert_eq!(api.get(&format!("/api/v1/schedules/{id}"), &tokens.bob).await.status, 404);
+        let theirs = api.send(api.request("DELETE", &format!("/api/v1/schedules/{id}"), Some(&tokens.bob))).await;
+        assert_eq!(theirs.status, 404, "{theirs:?}");
+    }
     assert!(api.get("/api/v1/schedules", &tokens.bob).await.body["schedules"].as_array().unwrap().is_empty());
 
     let removed = api.send(api.request("DELETE", "/api/v1/schedules/ticks", Some(token))).await;

@@ -193,6 +193,68 @@ async fn one_users_costly_conditions_fail_at_their_budget_and_others_are_served(
     assert!(peak < baseline + 512, "resident memory grew from {baseline} MiB to {peak} MiB");
 }
 
+/// A workflow with id `id` of `calls` `delay` calls of `seconds` (at most
+/// 10) one after the other.
+fn delayed(id: &str, calls: usize, seconds: f64) -> Value {
+    json!({"id": id, "name": "delayed", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "delay",
+                                                   "for_each": (0..calls).collect::<Vec<_>>(), "max_parallel": 1,
+                                                   "params": {"seconds": seconds}}]})
+}
+
+/// Workflow and schedule ids are each client token's own (the host keeps
+/// them as TOKEN:ID): another token can neither learn that one exists (it
+/// gets what it gets for an id nobody uses) nor take it first (the same
+/// id is simply its own), and after a restart each is read back as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_each_tokens_own_so_none_can_be_detected_or_taken_first() {
+    let Shared { data, host, alice, bob } = Shared::start(&[]);
+    let api = Api::of(&host);
+    assert_eq!(api.submit(&alice, &delayed("running", 12, 10.0)).await, "alice:running");
+    let done = api.submit(&alice, &delayed("done", 1, 0.0)).await;
+    assert_eq!(api.finished(&alice, &done).await["status"], "completed");
+    let yearly = "name: nightly\ntasks:\n  - {id: a, protocol: echo/v1, method: echo, params: {message: hi}}\n";
+    let add_nightly = |token: &str| {
+        let request = api.request("POST", "/api/v1/schedules?cron=0%200%201%201%20*&id=nightly", Some(token));
+        api.send(request.header("Content-Type", "application/yaml").body(yearly))
+    };
+    assert_eq!(add_nightly(&alice).await.body["schedule_id"], "alice:nightly");
+
+    // What bob is told of alice's ids is what he is told of unused ones.
+    let unused = api.get("/api/v1/workflows/unused", &bob).await;
+    assert_eq!(unused.status, 404, "{unused:?}");
+    for id in ["running", "alice:running", "done", "alice:done"] {
+        let answer = api.get(&format!("/api/v1/workflows/{id}"), &bob).await;
+        assert_eq!(answer.status, 404, "{id}: {answer:?}");
+        assert_eq!(answer.body["message"], format!("no workflow '{id}'"), "{answer:?}");
+        let cancel = api.send(api.request("POST", &format!("/api/v1/workflows/{id}/cancel"), Some(&bob))).await;
+        assert_eq!(cancel.status, 404, "{id}: {cancel:?}");
+    }
+    for id in ["nightly", "alice:nightly"] {
+        assert_eq!(api.get(&format!("/api/v1/schedules/{id}"), &bob).await.status, 404, "{id}");
+    }
+    // The same ids are bob's own, taken by nobody.
+    for id in ["running", "done"] {
+        let his = api.submit(&bob, &delayed(id, 1, 0.0)).await;
+        assert_eq!(his, format!("bob:{id}"));
+        assert_eq!(api.finished(&bob, id).await["status"], "completed");
+    }
+    assert_eq!(add_nightly(&bob).await.body["schedule_id"], "bob:nightly");
+
+    // Alice's are as they were, by either name, and so after a restart.
+    let running = api.get("/api/v1/workflows/running", &alice).await.body;
+    assert_eq!((running["workflow_id"].as_str(), running["status"].as_str()), (Some("alice:running"), Some("running")));
+    assert_eq!(api.get("/api/v1/workflows/alice:done", &alice).await.body["status"], "completed");
+    drop(host); // SIGKILL
+    let host = serve(&["--data-dir", data.path().to_str().unwrap()]);
+    let api = Api::of(&host);
+    assert_eq!(api.get("/api/v1/workflows/done", &alice).await.body["status"], "completed");
+    assert_eq!(api.get("/api/v1/workflows/done", &bob).await.body["workflow_id"], "bob:done");
+    let schedules = api.get("/api/v1/schedules", &alice).await.body;
+    assert_eq!(schedules["schedules"][0]["schedule_id"], "alice:nightly", "{schedules}");
+    let cancelled = api.send(api.request("POST", "/api/v1/workflows/running/cancel", Some(&alice))).await;
+    assert_eq!((cancelled.status, cancelled.body["cancelled"].clone()), (200, json!(true)), "resumed: {cancelled:?}");
+}
+
 /// Whether `answer` is a 429 naming `setting`.
 fn refused_naming(answer: &support::api::Answer, setting: &str) -> bool {
     answer.status == 429 && answer.body["message"].as_str().is_some_and(|m| m.contains(setting))

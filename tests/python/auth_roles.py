@@ -115,41 +115,48 @@ async def ownership():
 
 
 async def schedule_ownership():
-    """A schedule is its token's: others neither see, replace nor remove it."""
+    """A schedule is its token's: its id is the token's own (the host keeps
+    it as TOKEN:ID), so another token neither sees, replaces, removes nor
+    blocks it, and may use the same id for a schedule of its own."""
     alice = await connected("ALICE")
     mine = {**YEARLY, "schedule": {**YEARLY["schedule"], "id": "alices"}}
     added = await alice.call("add_schedule", {"workflow": mine}, timeout=10)
-    assert added["schedule_id"] == "alices" and added["owner"] == "alice", added
+    assert added["schedule_id"] == "alice:alices" and added["owner"] == "alice", added
     bob = await connected("BOB")
-    assert "alices" not in [s["schedule_id"] for s in (await bob.call("list_schedules", {}, timeout=10))["schedules"]]
-    theirs = await bob.call("remove_schedule", {"schedule_id": "alices"}, timeout=10)
-    made_up = await bob.call("remove_schedule", {"schedule_id": "made-up"}, timeout=10)
-    assert theirs["error"]["code"] == made_up["error"]["code"] == NOT_FOUND, theirs
-    taken = await bob.call("add_schedule", {"workflow": mine, "replace": True}, timeout=10)
-    assert taken["error"]["code"] == -32012 and "is taken; choose another" in taken["error"]["message"], taken
-    plain = await bob.call("add_schedule", {"workflow": mine}, timeout=10)
-    assert "remove it first" not in plain["error"]["message"], plain
+    assert [s["schedule_id"] for s in (await bob.call("list_schedules", {}, timeout=10))["schedules"]] == []
+    for theirs in ("alices", "alice:alices"):
+        gone = await bob.call("remove_schedule", {"schedule_id": theirs}, timeout=10)
+        made_up = await bob.call("remove_schedule", {"schedule_id": "made-up"}, timeout=10)
+        assert gone["error"]["code"] == made_up["error"]["code"] == NOT_FOUND, gone
+    named = {**mine, "schedule": {**mine["schedule"], "id": "alice:alices"}}
+    other = await bob.call("add_schedule", {"workflow": named, "replace": True}, timeout=10)
+    assert other["error"]["code"] == -32602 and "names another token's schedule" in other["error"]["message"], other
+    # The same id is bob's own: nothing tells him alice has one.
+    own = await bob.call("add_schedule", {"workflow": mine}, timeout=10)
+    assert own["schedule_id"] == "bob:alices" and own["owner"] == "bob", own
     admin = await connected("ADMIN")
     owners = {s["schedule_id"]: s["owner"] for s in (await admin.call("list_schedules", {}, timeout=10))["schedules"]}
-    assert owners["alices"] == "alice", owners
-    # An admin may replace it; it stays alice's.
-    monthly = {**mine, "schedule": {**mine["schedule"], "cron": "0 0 1 * *"}}
+    assert owners == {"alice:alices": "alice", "bob:alices": "bob"}, owners
+    # An admin may replace it, naming it as the host keeps it; it stays alice's.
+    monthly = {**named, "schedule": {**named["schedule"], "cron": "0 0 1 * *"}}
     replaced = await admin.call("add_schedule", {"workflow": monthly, "replace": True}, timeout=10)
-    assert (replaced["owner"], replaced["cron"]) == ("alice", "0 0 1 * *"), replaced
+    assert (replaced["schedule_id"], replaced["owner"], replaced["cron"]) == ("alice:alices", "alice", "0 0 1 * *"), replaced
     assert [s["cron"] for s in (await alice.call("list_schedules", {}, timeout=10))["schedules"]] == ["0 0 1 * *"]
     assert (await alice.call("remove_schedule", {"schedule_id": "alices"}, timeout=10))["removed"] is True
+    assert (await bob.call("remove_schedule", {"schedule_id": "bob:alices"}, timeout=10))["removed"] is True
     for sio in (alice, bob, admin):
         await sio.disconnect()
 
 
 async def ticks_of(sio):
     listed = (await sio.call("list_workflows", {"name": "ticks"}, timeout=10))["workflows"]
-    return sorted(w["workflow_id"] for w in listed if w["workflow_id"].startswith("alice-ticks-"))
+    return sorted(w["workflow_id"] for w in listed if w["workflow_id"].startswith("alice:alice-ticks-"))
 
 
 async def revoked_schedules_stop():
-    """Runs are their owner's: no other token can take a run's id first, and
-    once alice's token is revoked, her schedule starts none."""
+    """Runs are their owner's: no other token can take a run's id first (the
+    ids bob gives are bob's own), and once alice's token is revoked, her
+    schedule starts none."""
     alice = await connected("ALICE")
     assert "error" not in await alice.call("add_schedule", {"workflow": TICKS}, timeout=10)
     while not await ticks_of(alice):
@@ -166,7 +173,7 @@ async def revoked_schedules_stop():
     runs = [r for r in await ticks_of(alice) if r not in guesses]
     assert len(runs) >= 5, runs
     last_run = [s for s in (await alice.call("list_schedules", {}, timeout=10))["schedules"]
-                if s["schedule_id"] == "alice-ticks"][0]["last_run"]
+                if s["schedule_id"] == "alice:alice-ticks"][0]["last_run"]
     assert last_run in runs and "error" not in await alice.call("get_workflow", {"workflow_id": last_run}, timeout=10), last_run
     await bob.disconnect()
     assert {w["owner"] for w in (await alice.call("list_workflows", {"name": "ticks"}, timeout=10))["workflows"]} == {"alice"}
@@ -177,7 +184,7 @@ async def revoked_schedules_stop():
     before = await ticks_of(admin)
     await asyncio.sleep(3)  # three due times
     assert await ticks_of(admin) == before, (before, await ticks_of(admin))
-    assert "error" not in await admin.call("remove_schedule", {"schedule_id": "alice-ticks"}, timeout=10)
+    assert "error" not in await admin.call("remove_schedule", {"schedule_id": "alice:alice-ticks"}, timeout=10)
     await admin.disconnect()
 
 

@@ -18,6 +18,7 @@ pub use tokens::{
 };
 
 use crate::locks::lock;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -185,6 +186,22 @@ impl Caller {
         match self {
             Caller::Anyone => true,
             Caller::Token(grant) => grant.role == Role::Admin || owner == Some(grant.name.as_str()),
+        }
+    }
+
+    /// The host's id of the workflow or schedule this caller names `id`.
+    /// A client token's ids are its own: the host keeps them as
+    /// `TOKEN:ID` (`:` is no id character), so two tokens may use one id,
+    /// and neither can learn of the other's or take it first. The token
+    /// may name its own either way. Admin tokens (and everyone, with
+    /// authentication off) name ids as the host keeps them.
+    pub fn own_id<'i>(&self, id: &'i str) -> Cow<'i, str> {
+        match self {
+            Caller::Token(grant) if grant.role != Role::Admin => {
+                let own = id.strip_prefix(grant.name.as_str()).is_some_and(|rest| rest.starts_with(':'));
+                if own { Cow::Borrowed(id) } else { Cow::Owned(format!("{}:{id}", grant.name)) }
+            }
+            _ => Cow::Borrowed(id),
         }
     }
 

@@ -146,6 +146,7 @@ impl Host {
     /// Accept a validated workflow as `caller`'s.
     pub(super) async fn submit(&self, caller: &Caller, mut workflow: Workflow) -> Result<Submitted, RpcError> {
         workflow.owner = caller.owner();
+        workflow.id = caller.own_id(&workflow.id).into_owned();
         if self.shutting_down() {
             return Err(RpcError::new(errors::SHUTTING_DOWN, "the host is shutting down and takes no new work"));
         }
@@ -158,22 +159,34 @@ impl Host {
         })
     }
 
-    /// The report of workflow `id` (running or finished), if `caller` may
-    /// see it: to anyone else it does not exist.
+    /// The report of `caller`'s workflow `id` (running or finished), if
+    /// `caller` may see it: to anyone else it does not exist.
     pub(super) async fn report(&self, caller: &Caller, id: &str) -> Result<Option<RunReport>, RpcError> {
+        let own = caller.own_id(id);
+        let mut report = self.report_of(&own).await?;
+        // Kept before ids were scoped (store layout 4 and earlier): under
+        // the id as given, and seen by its owner alone all the same.
+        if report.is_none() && own != id {
+            report = self.report_of(id).await?;
+        }
+        Ok(report.filter(|r| caller.sees(r.owner.as_deref())))
+    }
+
+    /// The report of the workflow the host keeps as `id`, from the engine
+    /// or the store.
+    async fn report_of(&self, id: &str) -> Result<Option<RunReport>, RpcError> {
         let live = self.engine.workflow(id).await.map_err(RpcError::internal)?;
-        let report = match (live, &self.store) {
-            (Some(report), _) => Some(report.as_ref().clone()),
+        match (live, &self.store) {
+            (Some(report), _) => Ok(Some(report.as_ref().clone())),
             (None, Some(store)) => {
                 let (store, wanted) = (store.clone(), id.to_owned());
                 tokio::task::spawn_blocking(move || store.report(&wanted))
                     .await
                     .map_err(RpcError::internal)?
-                    .map_err(RpcError::internal)?
+                    .map_err(RpcError::internal)
             }
-            (None, None) => None,
-        };
-        Ok(report.filter(|r| caller.sees(r.owner.as_deref())))
+            (None, None) => Ok(None),
+        }
     }
 
     /// The workflows `query` asks for among those `caller` may see: from
@@ -219,11 +232,15 @@ impl Host {
 
     /// Cancel `caller`'s running workflow `id`; false if there is none.
     pub(super) async fn cancel(&self, caller: &Caller, id: &str) -> Result<bool, RpcError> {
-        let live = self.engine.workflow(id).await.map_err(RpcError::internal)?;
-        if !live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
-            return Ok(false);
+        let own = caller.own_id(id);
+        // The id as given for a workflow kept before ids were scoped.
+        for id in std::iter::once(&*own).chain((own != id).then_some(id)) {
+            let live = self.engine.workflow(id).await.map_err(RpcError::internal)?;
+            if live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
+                return self.engine.cancel(id).await.map_err(RpcError::internal);
+            }
         }
-        self.engine.cancel(id).await.map_err(RpcError::internal)
+        Ok(false)
     }
 
     /// Whether a provider other than a remote one (a WASM plugin) serves

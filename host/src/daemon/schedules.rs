@@ -43,6 +43,17 @@ pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const ADMINS_SCHEDULES: usize = 50;
 
 /// How many of `entries` `owner` has.
+/// The id the host keeps `caller`'s schedule `id` under, if it may see
+/// it: its own scoped id, or (for a schedule kept before ids were scoped)
+/// the id as given.
+fn visible(entries: &BTreeMap<String, Entry>, caller: &Caller, id: &str) -> Option<String> {
+    let own = caller.own_id(id);
+    [&*own, id]
+        .into_iter()
+        .find(|id| entries.get(*id).is_some_and(|e| caller.sees(e.schedule.workflow.owner.as_deref())))
+        .map(str::to_owned)
+}
+
 fn owned_by(entries: &BTreeMap<String, Entry>, owner: &str) -> usize {
     entries.values().filter(|e| e.schedule.workflow.owner.as_deref() == Some(owner)).count()
 }
@@ -172,6 +183,12 @@ impl Schedules {
                 "the workflow has no schedule: give it a 'schedule:' block or a cron pattern",
             ));
         };
+        let own = caller.own_id(&schedule.spec.id).into_owned();
+        if own != schedule.spec.id && schedule.spec.id.contains(':') {
+            let message = format!("schedule.id '{}' names another token's schedule", schedule.spec.id);
+            return Err(RpcError::new(errors::INVALID_PARAMS, message));
+        }
+        schedule.spec.id = own;
         let cadence = schedule.spec.cadence().map_err(|e| RpcError::new(errors::INVALID_PARAMS, e.to_string()))?;
         if let Some(gap) = cadence.shortest_gap(now, GAPS_LOOKED_AT).filter(|gap| *gap < self.min_interval) {
             return Err(RpcError::new(
@@ -245,19 +262,19 @@ impl Schedules {
         entries.values().filter(|e| caller.sees(e.schedule.workflow.owner.as_deref())).map(|e| e.info(now)).collect()
     }
 
-    /// Schedule `id`, if `caller` may see it.
+    /// `caller`'s schedule `id`, if it may see it.
     pub(super) async fn get(&self, caller: &Caller, id: &str) -> Option<ScheduleInfo> {
         let entries = self.entries.lock().await;
-        entries.get(id).filter(|e| caller.sees(e.schedule.workflow.owner.as_deref())).map(|e| e.info(SystemTime::now()))
+        let id = visible(&entries, caller, id)?;
+        entries.get(&id).map(|e| e.info(SystemTime::now()))
     }
 
     /// Forget `caller`'s schedule `id` (runs it started go on); false if
     /// there is none the caller may see.
     pub(super) async fn remove(&self, caller: &Caller, id: &str) -> Result<bool, RpcError> {
         let mut entries = self.entries.lock().await;
-        if !entries.get(id).is_some_and(|e| caller.sees(e.schedule.workflow.owner.as_deref())) {
-            return Ok(false);
-        }
+        let Some(id) = visible(&entries, caller, id) else { return Ok(false) };
+        let id = id.as_str();
         if let Some(store) = &self.store {
             let (remover, wanted) = (store.clone(), id.to_owned());
             super::blocking(store, "remove a schedule", move || remover.remove_schedule(&wanted))
@@ -393,7 +410,9 @@ async fn start(host: &Host, fire: &Fire, entry: &Entry) -> Outcome {
         Ok(run) => run,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
-    let run_id = run.id.clone();
+    // The host's id of the run (a schedule kept before ids were scoped
+    // makes runs of an unscoped id, which its token's submission scopes).
+    let run_id = holder.own_id(&run.id).into_owned();
     match host.submit(&holder, run).await {
         Ok(_) => {
             tracing::info!(schedule = %id, workflow = %run_id, "started the run due {due}");

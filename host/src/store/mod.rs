@@ -287,11 +287,17 @@ pub(crate) fn schedule_json(target: &str, schedule: &Schedule) -> Result<String,
 
 fn schedule_from_json(target: &str, id: &str, text: &str) -> Result<Schedule, StoreError> {
     let what = || format!("schedule {id}");
-    let stored: StoredSchedule = serde_json::from_str(text).map_err(|e| corrupt(target, what(), e))?;
+    let mut stored: StoredSchedule = serde_json::from_str(text).map_err(|e| corrupt(target, what(), e))?;
+    if let Some(block_id) = stored.workflow.get_mut("schedule").and_then(|block| block.get_mut("id")) {
+        given(block_id, id);
+    }
     let workflow = crate::workflow::from_value(&what(), stored.workflow).map_err(|e| corrupt(target, what(), e))?;
     let workflow = Workflow { owner: stored.owner, ..workflow };
-    let schedule = Schedule::new(workflow, from_secs(stored.created_at))
+    let mut schedule = Schedule::new(workflow, from_secs(stored.created_at))
         .ok_or_else(|| corrupt(target, what(), "its workflow has no schedule block"))?;
+    if crate::workflow::given_id(id) == schedule.id() {
+        schedule.spec.id = id.to_owned();
+    }
     if schedule.id() != id {
         return Err(corrupt(target, what(), format!("it is stored under '{id}' but names '{}'", schedule.id())));
     }
@@ -474,9 +480,23 @@ pub(crate) fn workflow_json(target: &str, workflow: &Workflow) -> Result<String,
 }
 
 pub(crate) fn workflow_from_json(target: &str, id: &str, text: &str) -> Result<Workflow, StoreError> {
-    crate::workflow::parse(&format!("stored workflow {id}"), text.as_bytes(), crate::workflow::Format::Json).map_err(
-        |e| StoreError::Corrupt { target: target.to_owned(), what: format!("workflow {id}"), reason: e.to_string() },
-    )
+    let what = || format!("workflow {id}");
+    let mut tree: Value = serde_json::from_str(text).map_err(|e| corrupt(target, what(), e))?;
+    if let Some(document_id) = tree.get_mut("id") {
+        given(document_id, id);
+    }
+    let workflow =
+        crate::workflow::from_value(&format!("stored workflow {id}"), tree).map_err(|e| corrupt(target, what(), e))?;
+    Ok(Workflow { id: id.to_owned(), ..workflow })
+}
+
+/// A client token's workflow or schedule is kept under its scoped id
+/// (`TOKEN:ID`); its document is read back with the id it was given, and
+/// the scoped id put back after.
+fn given(document_id: &mut Value, host_id: &str) {
+    if document_id.as_str() == Some(host_id) {
+        *document_id = Value::String(crate::workflow::given_id(host_id).to_owned());
+    }
 }
 
 /// An unfinished workflow from its stored parts: the document as accepted,

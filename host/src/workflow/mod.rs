@@ -231,6 +231,12 @@ pub(crate) fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(substitution::is_id_char)
 }
 
+/// The id a host id was given as: `ID` of a client token's `TOKEN:ID`
+/// (`auth::Caller::own_id` scopes them), any other id as it is.
+pub fn given_id(host_id: &str) -> &str {
+    host_id.split_once(':').map_or(host_id, |(_, id)| id)
+}
+
 /// A protocol id, `name/version` (`echo/v1`): the one rule for tasks,
 /// remote providers and plugins alike (the original let the version be
 /// left out; here it is always named).

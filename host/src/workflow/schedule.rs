@@ -89,12 +89,13 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
     }
     let id = text(&mut map, "id", &mut report).or_else(|| context.default_id.clone());
     let id = match id {
-        Some(id) if is_id(&id) && id.chars().count() <= MAX_SCHEDULE_ID_CHARS => id,
+        Some(id) if is_schedule_id(&id) => id,
         Some(id) => {
             report(
                 "schedule.id",
                 format!(
-                    "'{}' is not a valid schedule id: use 1 to {MAX_SCHEDULE_ID_CHARS} letters, digits, '_' or '-'",
+                    "'{}' is not a valid schedule id: use 1 to {MAX_SCHEDULE_ID_CHARS} letters, digits, '_' or '-' \
+                     (an admin names a client token's as TOKEN:ID)",
                     excerpt(&id)
                 ),
             );
@@ -169,4 +170,13 @@ fn values(
         }
     }
     Some(values)
+}
+
+/// A schedule id: an id short enough for its runs' ids, or a client
+/// token's as the host keeps it (`TOKEN:ID`), which is how an admin names
+/// one to replace it.
+fn is_schedule_id(id: &str) -> bool {
+    let given = super::given_id(id);
+    let scope_ok = id.split_once(':').is_none_or(|(token, _)| crate::auth::is_token_name(token));
+    scope_ok && is_id(given) && given.chars().count() <= MAX_SCHEDULE_ID_CHARS
 }

@@ -197,12 +197,15 @@ pub async fn workflow_events(
     let caller = auth.may(Action::Read)?.clone();
     // The reader first: from now on the log keeps what happens. Its place
     // is read before the report, so nothing between the two is missed.
-    let mut reader = Reader::new(host.clone(), Scope::Workflow { id: id.clone(), caller: caller.clone() }, 0)?;
+    let own = caller.own_id(&id).into_owned();
+    let mut reader = Reader::new(host.clone(), Scope::Workflow { id: own, caller: caller.clone() }, 0)?;
     let start = host.events.latest();
     let report = visible(&host, &caller, &id).await?;
+    // (A workflow kept before ids were scoped has the id as given.)
+    reader.scope = Scope::Workflow { id: report.workflow_id.clone(), caller };
     let finished = report.status != WorkflowStatus::Running;
     match last_event_id(&host, &headers) {
-        Some(Ok(after)) => match host.events.has_after(after, &id) {
+        Some(Ok(after)) => match host.events.has_after(after, &report.workflow_id) {
             Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
             Ok(_) => {
                 reader.cursor = after;

@@ -540,20 +540,22 @@ impl Topic {
 async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = async {
         let topic = Topic::parse("subscribe", data)?;
-        match &topic {
+        let room = match &topic {
             Topic::Providers => {
                 host.caller(&socket, Action::Observe)?;
+                topic.room()
             }
-            Topic::Workflow(id) => {
-                let caller = host.caller(&socket, Action::Read)?;
-                // With tokens, only an existing workflow of the caller's: an id
-                // subscribed to in advance could become another user's.
-                if !matches!(caller, Caller::Anyone) && host.report(&caller, id).await?.is_none() {
-                    return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'")));
-                }
-            }
-        }
-        socket.join(topic.room());
+            // With tokens, only an existing workflow of the caller's: an id
+            // subscribed to in advance could become another user's.
+            Topic::Workflow(id) => match host.caller(&socket, Action::Read)? {
+                Caller::Anyone => topic.room(),
+                caller => match host.report(&caller, id).await? {
+                    Some(report) => super::room(&report.workflow_id),
+                    None => return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'"))),
+                },
+            },
+        };
+        socket.join(room);
         Ok(topic.reply(true))
     }
     .await;
@@ -562,6 +564,9 @@ async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): St
 
 async fn unsubscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
     let outcome = Topic::parse("unsubscribe", data).map(|topic| {
+        if let (Topic::Workflow(id), Ok(caller)) = (&topic, host.caller(&socket, Action::Read)) {
+            socket.leave(super::room(&caller.own_id(id)));
+        }
         socket.leave(topic.room());
         topic.reply(false)
     });
