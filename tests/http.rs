@@ -341,6 +341,20 @@ async fn bad_requests_get_one_error_shape_naming_what_is_wrong() {
         invalid.body["problems"],
         json!([{"task": "task 'b'", "field": "dependencies", "message": "unknown task 'zz'"}])
     );
+    // Requests hyper cannot parse get its own answers, in the same shape.
+    for (request, status, says) in [
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), 414, "longer than 64 KiB"),
+        ("G@T / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), 400, "not valid HTTP/1.1"),
+        (format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(2_000_000)), 431, "too large"),
+    ] {
+        let answer = raw_exchange(&host.url, request.as_bytes()).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["code"], -32600, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(says) && body["problems"] == json!([]), "{body}");
+    }
     let healthy = api.send(api.request("GET", "/api/v1/health", None)).await;
     assert_eq!(healthy.body, json!({"status": "ok"}), "the daemon is fine after all that");
 }
@@ -737,4 +751,17 @@ async fn schedules_are_bounded() {
     let answer = api.post_json("/api/v1/schedules", token, &big).await;
     assert_eq!(answer.status, 413, "{answer:?}");
     assert!(answer.body["message"].as_str().unwrap().contains("a schedule keeps at most 1048576"), "{answer:?}");
+}
+
+/// Send `request` as it is on a connection of its own; all that comes
+/// back until the host closes it.
+async fn raw_exchange(url: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The host may answer (and close) before it has read it all.
+    let _ = connection.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), connection.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -10,6 +10,7 @@
 //! accepts and serves connections; what a request does is the router's.
 
 use super::quota::{PerKey, Place};
+use super::rpc::errors;
 use super::socket::{Connection, Metered, MeteredListener};
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -91,8 +92,114 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_WITHIN);
     let service = hyper_util::service::TowerToHyperService::new(service);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
+    let io = TokioIo::new(ShapedParseErrors { inner: io, pending: None });
+    if let Err(e) = builder.serve_connection(io, service).with_upgrades().await {
         tracing::trace!("connection ended: {e}");
+    }
+}
+
+/// A connection whose writes give hyper's own answers to requests it
+/// cannot parse (400 for a malformed start line or field, 414 for a target
+/// over 64 KiB, 431 for fields past its read buffer: an empty body, then the
+/// connection closes) the documented JSON body. hyper has no hook for
+/// those answers; they pass here as one write of a head saying
+/// `content-length: 0`, which no answer of the router's does.
+struct ShapedParseErrors<IO> {
+    inner: IO,
+    /// The shaped answer and how much of it is written.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> ShapedParseErrors<IO> {
+    /// Write what is pending of a shaped answer.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((answer, written)) = &mut self.pending {
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            if *written == answer.len() {
+                self.pending = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// hyper's answer to an unparsable request with a JSON body, if `head` is one.
+fn shaped(head: &[u8]) -> Option<Vec<u8>> {
+    const EMPTY: &str = "\r\ncontent-length: 0\r\n";
+    if head.len() >= 512 || !head.starts_with(b"HTTP/1.1 4") {
+        return None; // every other write, checked in constant time
+    }
+    let head = std::str::from_utf8(head).ok().filter(|h| h.ends_with("\r\n\r\n"))?;
+    let message = match head.strip_prefix("HTTP/1.1 ")?.get(..3)? {
+        "400" => "the request is not valid HTTP/1.1 (its start line or a header field is malformed)",
+        "414" => "the request's target (path and query) is longer than 64 KiB",
+        "431" => "the request's header fields are too large (hyper reads at most about 400 KiB of them)",
+        _ => return None,
+    };
+    if !head.contains(EMPTY) {
+        return None;
+    }
+    let body = serde_json::json!({ "code": errors::INVALID_REQUEST, "message": message, "problems": [] }).to_string();
+    let fields = format!("\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len());
+    Some((head.replacen(EMPTY, &fields, 1) + &body).into_bytes())
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ShapedParseErrors<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ShapedParseErrors<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        match shaped(buf) {
+            Some(answer) => {
+                self.pending = Some((answer, 0));
+                // Written as far as hyper can tell; the rest on flush.
+                let _ = self.drain(cx)?;
+                Poll::Ready(Ok(buf.len()))
+            }
+            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next())
+            && shaped(only).is_some()
+        {
+            return self.poll_write(cx, only);
+        }
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
