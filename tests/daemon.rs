@@ -604,7 +604,8 @@ fn out_of_range_settings_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gleitzeit.toml");
     std::fs::write(&config, "default_timeout = 1e18\n").unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["--max-schedules-per-token", "951"], "max_schedules_per_token must be from 1 to 950, got 951"),
         (&["--grace", "1e18"], "--grace must be more than 0 and at most 86400 seconds, got 1000000000000000000"),
         (&["--grace", "0"], "--grace must be more than 0"),
         (&["--grace", "NaN"], "--grace must be more than 0"),

@@ -64,6 +64,7 @@ fn main() {
             max_streams: gleitzeit::daemon::MAX_STREAMS,
             max_streams_per_token: gleitzeit::daemon::DEFAULT_STREAMS_PER_TOKEN,
             max_workflows_per_token: gleitzeit::daemon::DEFAULT_WORKFLOWS_PER_TOKEN,
+            max_schedules_per_token: gleitzeit::daemon::DEFAULT_SCHEDULES_PER_TOKEN,
             min_schedule_interval: gleitzeit::daemon::DEFAULT_MIN_SCHEDULE_INTERVAL,
         };
         tokio::spawn(serve(config, listener, registry.clone(), plugins, std::future::pending()));

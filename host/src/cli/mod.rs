@@ -290,6 +290,9 @@ struct ServeArgs {
     /// Most workflows one client token may have running [default: 1000].
     #[arg(long, env = "GLEITZEIT_MAX_WORKFLOWS_PER_TOKEN")]
     max_workflows_per_token: Option<usize>,
+    /// Most schedules one client token may keep, at most 950 [default: 100].
+    #[arg(long, env = "GLEITZEIT_MAX_SCHEDULES_PER_TOKEN")]
+    max_schedules_per_token: Option<usize>,
     /// The shortest time a schedule may leave between two runs, e.g. 1m
     /// [default: 1s].
     #[arg(long, env = "GLEITZEIT_MIN_SCHEDULE_INTERVAL")]
@@ -314,6 +317,7 @@ struct ConfigFile {
     max_workflow_mb: Option<usize>,
     max_streams_per_token: Option<usize>,
     max_workflows_per_token: Option<usize>,
+    max_schedules_per_token: Option<usize>,
     min_schedule_interval: Option<String>,
     #[serde(default)]
     manifests: std::collections::BTreeMap<String, Manifest>,
@@ -671,6 +675,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             file.max_workflows_per_token,
         )?
         .unwrap_or(crate::daemon::DEFAULT_WORKFLOWS_PER_TOKEN),
+        max_schedules_per_token: schedules_per_token(&args, &file)?,
         min_schedule_interval: min_schedule_interval(&args, &file)?,
     };
     crate::daemon::serve(config, listener, registry, plugin_set, shutdown_signal())
@@ -777,6 +782,18 @@ fn quota(name: &str, flag: Option<usize>, file: Option<usize>) -> Result<Option<
             Err(Failure::Input(anyhow::anyhow!("{name} must be from 1 to 1000000, got {n}")))
         }
         other => Ok(other),
+    }
+}
+
+/// Schedules one client token may keep: at most what the host keeps for
+/// tokens that are not admins.
+fn schedules_per_token(args: &ServeArgs, file: &ConfigFile) -> Result<usize, Failure> {
+    let most = crate::daemon::MAX_SCHEDULES - crate::daemon::ADMINS_SCHEDULES;
+    match args.max_schedules_per_token.or(file.max_schedules_per_token) {
+        Some(n) if !(1..=most).contains(&n) => {
+            Err(Failure::Input(anyhow::anyhow!("max_schedules_per_token must be from 1 to {most}, got {n}")))
+        }
+        n => Ok(n.unwrap_or(crate::daemon::DEFAULT_SCHEDULES_PER_TOKEN)),
     }
 }
 

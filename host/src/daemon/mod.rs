@@ -23,13 +23,14 @@ use crate::auth::{self, AuthError};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::plugins::PluginSet;
 use crate::registry::Registry;
+pub use crate::schedule::MAX_SCHEDULES;
 use crate::store::{Store, StoreError};
 use host::Host;
 pub use host::MAX_STREAMS;
 pub use http::openapi;
-pub use quota::{DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
+pub use quota::{DEFAULT_SCHEDULES_PER_TOKEN, DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
-pub use schedules::DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL;
+pub use schedules::{ADMINS_SCHEDULES, DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL};
 use socketioxide::SocketIo;
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     pub max_streams_per_token: usize,
     /// Most workflows one client token may have running.
     pub max_workflows_per_token: usize,
+    /// Most schedules one client token may keep.
+    pub max_schedules_per_token: usize,
     /// The shortest time a schedule may leave between two runs.
     pub min_schedule_interval: Duration,
 }
@@ -157,7 +160,11 @@ pub async fn serve(
             started
         }
     };
-    let schedules = schedules::Schedules::load(config.store.clone(), config.min_schedule_interval).await?;
+    let schedules = schedules::Schedules::load(
+        config.store.clone(),
+        schedules::Bounds { min_interval: config.min_schedule_interval, per_token: config.max_schedules_per_token },
+    )
+    .await?;
     let scheduled = schedules.count().await;
     let host = Arc::new(Host {
         engine: engine.clone(),

@@ -15,6 +15,8 @@ pub const DEFAULT_STREAMS_PER_TOKEN: usize = 100;
 /// Workflows one client token may have running (`max_workflows_per_token`;
 /// the engine counts them).
 pub const DEFAULT_WORKFLOWS_PER_TOKEN: usize = 1000;
+/// Schedules one client token may keep (`max_schedules_per_token`).
+pub const DEFAULT_SCHEDULES_PER_TOKEN: usize = 100;
 
 /// Requests that build an answer at once (a report from the store, say),
 /// of one Socket.IO socket or of one token over HTTP; the rest wait their

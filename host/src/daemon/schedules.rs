@@ -30,19 +30,26 @@ use tokio::sync::{Mutex, Notify};
 
 /// The longest the loop sleeps: it reads the wall clock again at least
 /// this often, so a clock set forward (or a suspended machine) is noticed.
-/// Schedules one client token may keep: one token cannot take the host's
-/// [`MAX_SCHEDULES`] from the others.
-pub const MAX_SCHEDULES_PER_TOKEN: usize = 100;
+const MAX_NAP: Duration = Duration::from_secs(60);
 /// Due times looked at for a schedule's shortest interval.
 const GAPS_LOOKED_AT: usize = 50;
 /// The default of `min_schedule_interval`: one second, which is every
 /// pattern (a host shared by many users may want a minute).
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Of the host's [`MAX_SCHEDULES`], the last this many are for admins only.
+pub const ADMINS_SCHEDULES: usize = 50;
 
-/// Of the host's schedules, the last this many are for admins only.
-const ADMINS_SCHEDULES: usize = 50;
+/// What the operator allows of schedules.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// The shortest time a schedule may leave between two runs
+    /// (`min_schedule_interval`).
+    pub min_interval: Duration,
+    /// Schedules one client token may keep (`max_schedules_per_token`):
+    /// one token cannot take the host's [`MAX_SCHEDULES`] from the others.
+    pub per_token: usize,
+}
 
-/// How many of `entries` `owner` has.
 /// The id the host keeps `caller`'s schedule `id` under, if it may see
 /// it: its own scoped id, or (for a schedule kept before ids were scoped)
 /// the id as given.
@@ -54,11 +61,10 @@ fn visible(entries: &BTreeMap<String, Entry>, caller: &Caller, id: &str) -> Opti
         .map(str::to_owned)
 }
 
+/// How many of `entries` `owner` has.
 fn owned_by(entries: &BTreeMap<String, Entry>, owner: &str) -> usize {
     entries.values().filter(|e| e.schedule.workflow.owner.as_deref() == Some(owner)).count()
 }
-
-const MAX_NAP: Duration = Duration::from_secs(60);
 
 pub(super) struct Schedules {
     /// By id. Held across the store's write of a change, so changes to one
@@ -67,8 +73,7 @@ pub(super) struct Schedules {
     /// Wakes the loop when a schedule is added or removed.
     changed: Notify,
     store: Option<Arc<dyn Store>>,
-    /// The shortest time a schedule may leave between two runs.
-    min_interval: Duration,
+    bounds: Bounds,
 }
 
 struct Entry {
@@ -141,7 +146,7 @@ struct Fire {
 impl Schedules {
     /// The schedules the store holds (none without one). One that cannot
     /// be read is left in the store and named in the log.
-    pub(super) async fn load(store: Option<Arc<dyn Store>>, min_interval: Duration) -> Result<Self, StoreError> {
+    pub(super) async fn load(store: Option<Arc<dyn Store>>, bounds: Bounds) -> Result<Self, StoreError> {
         let mut entries = BTreeMap::new();
         if let Some(store) = &store {
             let reader = store.clone();
@@ -158,7 +163,7 @@ impl Schedules {
                 }
             }
         }
-        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store, min_interval })
+        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store, bounds })
     }
 
     pub(super) async fn count(&self) -> usize {
@@ -190,14 +195,14 @@ impl Schedules {
         }
         schedule.spec.id = own;
         let cadence = schedule.spec.cadence().map_err(|e| RpcError::new(errors::INVALID_PARAMS, e.to_string()))?;
-        if let Some(gap) = cadence.shortest_gap(now, GAPS_LOOKED_AT).filter(|gap| *gap < self.min_interval) {
+        if let Some(gap) = cadence.shortest_gap(now, GAPS_LOOKED_AT).filter(|gap| *gap < self.bounds.min_interval) {
             return Err(RpcError::new(
                 errors::INVALID_PARAMS,
                 format!(
                     "schedule.cron: it runs as often as every {}; this host runs a schedule at most every {} \
                      (min_schedule_interval)",
                     humantime::format_duration(gap),
-                    humantime::format_duration(self.min_interval)
+                    humantime::format_duration(self.bounds.min_interval)
                 ),
             ));
         }
@@ -236,10 +241,11 @@ impl Schedules {
                     format!("the host keeps at most {MAX_SCHEDULES} schedules; remove one first"),
                 ));
             }
-            None if !caller.sees_all() && owned_by(&entries, caller.name()) >= MAX_SCHEDULES_PER_TOKEN => {
+            None if !caller.sees_all() && owned_by(&entries, caller.name()) >= self.bounds.per_token => {
                 let message = format!(
-                    "token '{}' has {MAX_SCHEDULES_PER_TOKEN} schedules, its quota; remove one first",
-                    caller.name()
+                    "token '{}' has {} schedules, its quota (max_schedules_per_token); remove one first",
+                    caller.name(),
+                    self.bounds.per_token
                 );
                 return Err(RpcError::new(errors::BUSY, message));
             }

@@ -53,6 +53,7 @@ async fn start(data: &std::path::Path) -> Client {
         max_streams: crate::daemon::MAX_STREAMS,
         max_streams_per_token: crate::daemon::DEFAULT_STREAMS_PER_TOKEN,
         max_workflows_per_token: crate::daemon::DEFAULT_WORKFLOWS_PER_TOKEN,
+        max_schedules_per_token: crate::daemon::DEFAULT_SCHEDULES_PER_TOKEN,
         min_schedule_interval: crate::daemon::DEFAULT_MIN_SCHEDULE_INTERVAL,
     };
     tokio::spawn(serve(config, listener, registry, plugins, std::future::pending()));
