@@ -166,6 +166,13 @@ async fn one_users_costly_conditions_fail_at_their_budget_and_others_are_served(
                          "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo", "when": "${inputs.n} > 1",
                                     "params": {"message": "checked"}}]});
 
+    // A chain of 650 operators overflowed the evaluating thread's stack,
+    // aborting the daemon (and again on each restart, resuming it).
+    let chain = json!({"name": "chain", "tasks": [{"id": "t", "protocol": "echo/v1", "method": "echo",
+                        "when": format!("1{} > 0", "+1".repeat(650)), "params": {"message": "x"}}]});
+    let refused = api.post_json("/api/v1/workflows", &alice, &chain).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(refused.body["message"].as_str().unwrap().contains("the limit is 100"), "{refused:?}");
     api.submit(&alice, &costly_conditions("costly", 4)).await;
     let mut peak = baseline;
     let started = Instant::now();

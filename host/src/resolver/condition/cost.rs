@@ -3,21 +3,23 @@
 //! The `cel` crate has no limits of its own, and a condition of a few
 //! hundred bytes can loop over a list inside a loop over the same list, or
 //! make a copy of a large string per item. So after parsing, the expression
-//! is rewritten ([`instrument`]): every value it reads from a variable is
-//! passed through `@read`, every value it makes (a call's result, a list or
-//! map literal, each item a loop adds) through `@made`. Both are functions
-//! of this module that hand the value back unchanged after charging what it
-//! holds to the evaluation's [`Meter`]; once a budget is spent they fail,
-//! and so does the evaluation. Their names start with `@`, as the macros'
-//! own `@result` does, so CEL source cannot call them.
+//! is rewritten ([`instrument`]): every value it reads (from a variable, or
+//! a string written in it) is passed through `@read`, every value it makes
+//! (a call's result, a list or map literal) through `@made`, and each item
+//! a loop adds to its result through `@kept`. These are functions of this
+//! module that hand the value back unchanged after charging what it holds
+//! to the evaluation's [`Meter`]; once a budget is spent they fail, and so
+//! does the evaluation. Their names start with `@`, as the macros' own
+//! `@result` does, so CEL source cannot call them. What a call reads is
+//! charged before the call, so a call that fails has paid too.
 //!
 //! The charge is an upper bound: a value is weighed whole, items and string
 //! bytes, even where the interpreter shares or borrows it. Weighing stops as
 //! soon as the budget is spent, so weighing itself is bounded too.
 
 use cel::common::ast::operators::{ADD, CONDITIONAL, LOGICAL_AND, LOGICAL_OR};
-use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr};
-use cel::common::types::{CelBytes, CelList, CelMap, CelString};
+use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedEntryExpr, LiteralValue};
+use cel::common::types::{CelBytes, CelList, CelMap, CelOptional, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::parser::Expression;
 use cel::{ExecutionError, FunctionContext};
@@ -40,10 +42,14 @@ const BYTES_PER_STEP: u64 = 64;
 /// is gone with the next.)
 const BYTES_PER_VALUE: u64 = 32;
 
-/// The function a value the expression reads passes through.
+/// The function a value the expression reads passes through: steps.
 const READ: &str = "@read";
-/// The function a value the expression makes passes through.
+/// The function a value the expression makes passes through: steps, and
+/// the bytes of what it holds (a single number it is costs none).
 const MADE: &str = "@made";
+/// The function an item a loop keeps passes through: as [`MADE`], and its
+/// slot in the loop's result.
+const KEPT: &str = "@kept";
 
 /// Which budget a condition spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -105,30 +111,37 @@ impl Meter {
         MAX_STEPS.saturating_sub(self.steps.load(Ordering::Relaxed))
     }
 
-    /// Charge `weight`, counting its bytes only if the value is `kept`.
-    fn charge(&self, weight: Weight, kept: bool) -> Result<(), OverBudget> {
+    /// Charge `weight`.
+    fn charge(&self, weight: Weight) -> Result<(), OverBudget> {
         self.steps.fetch_add(weight.steps, Ordering::Relaxed);
-        if kept {
-            self.bytes.fetch_add(weight.bytes, Ordering::Relaxed);
-        }
+        self.bytes.fetch_add(weight.bytes, Ordering::Relaxed);
         self.spent().map_or(Ok(()), Err)
     }
 
     /// Give the context the metering functions, charging to this meter.
     pub fn register(self: &Arc<Self>, context: &mut cel::Context) {
-        for (name, kept) in [(READ, false), (MADE, true)] {
+        for (name, charge) in [(READ, Charge::Read), (MADE, Charge::Made), (KEPT, Charge::Kept)] {
             let meter = Arc::clone(self);
-            let function: Function = Box::new(move |call: &mut FunctionContext| meter.pass(call, kept));
-            // Neither name is a standard function (CEL cannot spell it).
+            let function: Function = Box::new(move |call: &mut FunctionContext| meter.pass(call, charge));
+            // No name is a standard function (CEL cannot spell them).
             let _ = context.add_function(name, function);
         }
     }
 
     /// A metering call: charge its one argument and hand it back.
-    fn pass<'c, 'v>(&self, call: &mut FunctionContext<'c, 'v>, kept: bool) -> Result<CowVal<'c, 'v>, ExecutionError> {
+    fn pass<'c, 'v>(
+        &self,
+        call: &mut FunctionContext<'c, 'v>,
+        charge: Charge,
+    ) -> Result<CowVal<'c, 'v>, ExecutionError> {
         let value = call.args.pop().ok_or_else(|| call.error("takes one argument"))?;
-        let weight = weigh(value.as_ref(), self.steps_left());
-        self.charge(weight, kept).map_err(|over| call.error(over))?;
+        let mut weight = weigh(value.as_ref(), self.steps_left());
+        match charge {
+            Charge::Read => weight.bytes = 0,
+            Charge::Made => {}
+            Charge::Kept => weight.bytes += BYTES_PER_VALUE,
+        }
+        self.charge(weight).map_err(|over| call.error(over))?;
         Ok(value)
     }
 
@@ -137,9 +150,20 @@ impl Meter {
     pub fn bind<'v>(&self, value: &'v Value) -> Result<Box<dyn Val + 'v>, OverBudget> {
         let mut weight = Weight::default();
         let bound = to_val(value, &mut weight, self.steps_left());
-        self.charge(weight, true)?;
+        self.charge(weight)?;
         bound.ok_or(OverBudget::Steps)
     }
+}
+
+/// What a metering function charges for its value.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    /// Read: the steps to go through it.
+    Read,
+    /// Made: the steps, and the bytes it holds.
+    Made,
+    /// Kept in a loop's result: the steps, the bytes, and its slot.
+    Kept,
 }
 
 /// The shape of a function the `cel` crate calls with its raw arguments.
@@ -167,6 +191,8 @@ fn weigh(value: &dyn Val, limit: u64) -> Weight {
                 stack.push((key.inner(), true));
                 stack.push((item.as_ref(), true));
             }
+        } else if let Some(inner) = value.downcast_ref::<CelOptional>().and_then(CelOptional::inner) {
+            stack.push((inner, true));
         }
     }
     weight
@@ -266,10 +292,14 @@ impl Instrument<'_> {
         call.args.iter_mut().for_each(|arg| self.operand(arg));
     }
 
-    /// An operand: a variable (or a field of one) is read; anything else
-    /// is rewritten as an expression. A name that is no variable (a
-    /// namespace such as `math`, a type such as `int`) is left as it is.
+    /// An operand: a variable (or a field of one), or a string written in
+    /// the condition, is read; anything else is rewritten as an
+    /// expression. A name that is no variable (a namespace such as
+    /// `optional`, a type such as `int`) is left as it is.
     fn operand(&mut self, e: &mut Expression) {
+        if matches!(&e.expr, Expr::Literal(LiteralValue::String(_) | LiteralValue::Bytes(_))) {
+            return wrap(e, READ);
+        }
         match self.names_a_value(e) {
             Some(true) => wrap(e, READ),
             Some(false) => {}
@@ -327,10 +357,19 @@ impl Instrument<'_> {
         }
     }
 
-    /// The `[e]` a step appends: `e` is charged, the list left a literal.
+    /// The `[e]` a step appends: `e` is kept (its slot charged too), the
+    /// list left a literal.
     fn appended(&mut self, list: &mut Expression) {
         match &mut list.expr {
-            Expr::List(items) => items.elements.iter_mut().for_each(|item| self.charged(item)),
+            Expr::List(items) => {
+                for item in &mut items.elements {
+                    self.expr(item);
+                    match &mut item.expr {
+                        Expr::Call(made) if made.func_name == MADE => KEPT.clone_into(&mut made.func_name),
+                        _ => wrap(item, KEPT),
+                    }
+                }
+            }
             _ => self.charged(list),
         }
     }
@@ -341,6 +380,40 @@ impl Instrument<'_> {
         if !matches!(&e.expr, Expr::Call(call) if call.func_name == MADE) {
             wrap(e, MADE);
         }
+    }
+}
+
+/// How deep `expression` nests, each operand one level below its
+/// operator (`1 + 1 + 1` is three deep). The interpreter recurses that
+/// deep, and the parser's own bound does not count a chain of operators.
+pub fn depth(expression: &Expression) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(expression, 1)];
+    while let Some((e, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        stack.extend(children(e).into_iter().map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// The expressions directly below `e`.
+fn children(e: &Expression) -> Vec<&Expression> {
+    match &e.expr {
+        Expr::Call(call) => call.target.iter().map(|t| &**t).chain(&call.args).collect(),
+        Expr::List(list) => list.elements.iter().collect(),
+        Expr::Map(map) => map.entries.iter().flat_map(entry_children).collect(),
+        Expr::Struct(structure) => structure.entries.iter().flat_map(entry_children).collect(),
+        Expr::Select(select) => vec![&select.operand],
+        Expr::Comprehension(c) => vec![&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+/// The expressions of a map entry or struct field.
+fn entry_children(entry: &IdedEntryExpr) -> Vec<&Expression> {
+    match &entry.expr {
+        EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+        EntryExpr::StructField(field) => vec![&field.value],
     }
 }
 

@@ -24,12 +24,18 @@ pub const MAX_CONDITION_BYTES: usize = 4096;
 const MAX_MESSAGE_CHARS: usize = 300;
 /// Deepest nesting the CEL parser accepts in a condition.
 const MAX_NESTING: u16 = 32;
+/// Deepest a parsed condition may be, each operand of a chain of
+/// operators one level (`1 + 1 + 1` is three): the interpreter recurses
+/// that deep, and 650 levels overflowed the stack of the thread it ran on.
+pub const MAX_DEPTH: usize = 100;
 
 /// Why a condition cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConditionError {
     #[error("is {0} bytes long; the limit is {MAX_CONDITION_BYTES}")]
     TooLong(usize),
+    #[error("nests {0} levels deep (each operator of a chain such as `a + b + c` is one); the limit is {MAX_DEPTH}")]
+    TooDeep(usize),
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("is not a valid CEL expression: {0}")]
@@ -77,6 +83,10 @@ impl Condition {
         }
         let parser = cel::parser::Parser::new().max_recursion_depth(MAX_NESTING);
         let mut expression = parser.parse(&source).map_err(|e| ConditionError::Syntax(one_line(&e.to_string())))?;
+        let depth = cost::depth(&expression);
+        if depth > MAX_DEPTH {
+            return Err(ConditionError::TooDeep(depth));
+        }
         let count = references.len();
         cost::instrument(&mut expression, |name| is_variable(name, count));
         Ok(Self { expression, references })
@@ -242,6 +252,37 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(60), "stopped, not run out");
         let message = ConditionError::from(OverBudget::Steps).to_string();
         assert!(message.contains(&MAX_STEPS.to_string()) && message.contains("budget"), "{message}");
+    }
+
+    /// What a hostile probe found: work the first cut did not charge.
+    #[test]
+    fn strings_written_in_it_failing_calls_and_optionals_are_charged_too() {
+        let xs: Vec<i64> = (0..3000).collect();
+        let values = json!({"inputs": {"xs": xs}});
+        // A 2 KB search per inner step, of strings written in the condition.
+        let (hay, needle) = ("a".repeat(1900), "a".repeat(1800) + "b");
+        let search = format!("${{inputs.xs}}.all(a, ${{inputs.xs}}.all(b, !'{hay}'.contains('{needle}')))");
+        assert_eq!(evaluate(&search, &values), Err(OverBudget::Steps.into()));
+        // A call that reads a long string and fails, absorbed by `exists`.
+        let failing =
+            format!("${{inputs.xs}}.exists(a, ${{inputs.xs}}.exists(b, double('{}x') == 1.0))", "1".repeat(3900));
+        assert_eq!(evaluate(&failing, &values), Err(OverBudget::Steps.into()));
+        // Lists kept inside optionals, and empty maps kept by a loop.
+        let hidden = "${inputs.xs}.map(a, optional.of(${inputs.xs}.map(b, {}))).size() > 0";
+        assert_eq!(evaluate(hidden, &values), Err(OverBudget::Bytes.into()));
+    }
+
+    #[test]
+    fn a_long_chain_of_operators_is_refused_before_it_can_overflow_a_stack() {
+        let values = json!({});
+        let chain = format!("1{} > 0", " + 1".repeat(1000));
+        assert_eq!(evaluate(&chain, &values), Err(ConditionError::TooDeep(1002)));
+        let longest = format!("1{}", "+1".repeat((MAX_CONDITION_BYTES - 1) / 2));
+        assert!(matches!(evaluate(&longest, &values), Err(ConditionError::TooDeep(_))), "as long as it may be");
+        let index = format!("[1]{} == 1", "[0]".repeat(1000));
+        assert!(matches!(evaluate(&index, &values), Err(ConditionError::TooDeep(_))));
+        let within = format!("1{} > 0", " + 1".repeat(MAX_DEPTH - 3));
+        assert_eq!(evaluate(&within, &values), Ok(true), "a chain of {MAX_DEPTH} levels runs");
     }
 
     #[test]
