@@ -5,7 +5,7 @@
 //! priority's rank). Parsing lives in `workflow`, execution in `engine`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,17 +194,72 @@ pub struct Workflow {
     pub metadata: Value,
     /// Its declared parameters (`${inputs.NAME}`); bound, each `default`
     /// holds the value it runs with.
-    #[serde(serialize_with = "crate::workflow::inputs::serialize", skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<crate::workflow::inputs::Input>,
+    #[serde(serialize_with = "serialize_inputs", skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Input>,
     /// When a host starts it on its own (`gleitzeit schedule add`); a
     /// workflow run by hand ignores it but for its inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Box<crate::schedule::Spec>>,
+    pub schedule: Option<Box<ScheduleSpec>>,
     pub tasks: Vec<Task>,
     /// The token that submitted it (`auth`); none with authentication off.
     /// Not part of the document: the store keeps it beside.
     #[serde(skip)]
     pub owner: Option<String>,
+}
+
+/// What a declared input holds (reading and checking one is
+/// `workflow::inputs`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+}
+
+/// One declared input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Input {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: InputType,
+    /// Its value when none is given; none means the input is required.
+    /// Once the workflow is bound, the value it runs with. Shared, so that
+    /// a condition can read it away from the scheduler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<Arc<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The inputs as the document writes them: a mapping by name.
+pub(crate) fn serialize_inputs<S: serde::Serializer>(inputs: &[Input], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(inputs.iter().map(|input| (&input.name, input)))
+}
+
+/// A schedule as a workflow file's `schedule:` block has it (when it is
+/// due is `schedule`'s; reading the block is `workflow::schedule`'s).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleSpec {
+    /// Five fields (minute hour day month weekday), or six with seconds
+    /// first; `@daily` and the other nicknames.
+    pub cron: String,
+    /// An IANA zone (`Europe/Berlin`); the pattern's hours are its hours.
+    pub timezone: String,
+    /// Values for the workflow's `inputs`, the same for every run.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
+    /// A declared string input that each run gets its due time in (RFC
+    /// 3339, in the schedule's zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_input: Option<String>,
+    /// The schedule's id (the workflow's id or name when the block names
+    /// none); its runs are `ID-YYYYMMDDTHHMMSSZ`.
+    pub id: String,
 }
 
 /// Where a task stands.

@@ -12,9 +12,9 @@
 //! the daemon's `schedules` does, through the `store`. Reading the
 //! `schedule:` block of a file is `workflow::schedule`'s.
 
+pub use crate::model::ScheduleSpec as Spec;
 use crate::model::Workflow;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use std::str::FromStr as _;
 use std::time::{Duration, SystemTime};
@@ -31,26 +31,6 @@ pub const MAX_SCHEDULES: usize = 1000;
 pub const MAX_SCHEDULE_BYTES: usize = 1024 * 1024;
 /// The zone of a schedule that names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
-
-/// A schedule as a workflow file's `schedule:` block has it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Spec {
-    /// Five fields (minute hour day month weekday), or six with seconds
-    /// first; `@daily` and the other nicknames.
-    pub cron: String,
-    /// An IANA zone (`Europe/Berlin`); the pattern's hours are its hours.
-    pub timezone: String,
-    /// Values for the workflow's `inputs`, the same for every run.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub inputs: Map<String, Value>,
-    /// A declared string input that each run gets its due time in (RFC
-    /// 3339, in the schedule's zone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_input: Option<String>,
-    /// The schedule's id (the workflow's id or name when the block names
-    /// none); its runs are `ID-YYYYMMDDTHHMMSSZ`.
-    pub id: String,
-}
 
 impl Spec {
     pub fn cadence(&self) -> Result<Cadence, CadenceError> {

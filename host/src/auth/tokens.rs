@@ -72,10 +72,7 @@ impl TokenEntry {
     }
 }
 
-/// Whether `name` may name a token: 1 to 64 of `[A-Za-z0-9_.-]`.
-pub fn is_token_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-}
+pub use crate::workflow::is_token_name;
 
 /// Reading or writing a token file failed.
 #[derive(Debug, thiserror::Error)]

@@ -11,24 +11,12 @@
 
 use super::{Problem, WorkflowError, excerpt, is_id, kind, show};
 use crate::model::Workflow;
-use serde::Serialize;
+pub use crate::model::{Input, InputType};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Most inputs one workflow may declare.
 pub const MAX_INPUTS: usize = 100;
-
-/// What a declared input holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputType {
-    String,
-    Integer,
-    Number,
-    Boolean,
-    Array,
-    Object,
-}
 
 impl InputType {
     const NAMES: &str = "string, integer, number, boolean, array, object";
@@ -77,27 +65,6 @@ impl InputType {
         let Value::String(text) = &value else { return None };
         serde_json::from_str::<Value>(text.trim()).ok().filter(|parsed| self.holds(parsed))
     }
-}
-
-/// One declared input.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Input {
-    #[serde(skip)]
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: InputType,
-    /// Its value when none is given; none means the input is required.
-    /// Once the workflow is bound, the value it runs with. Shared, so that
-    /// a condition can read it away from the scheduler.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default: Option<Arc<Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-/// The inputs as the document writes them: a mapping by name.
-pub(crate) fn serialize<S: serde::Serializer>(inputs: &[Input], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(inputs.iter().map(|input| (&input.name, input)))
 }
 
 /// Read `inputs:`, a mapping of names to a type (`topic: string`) or to

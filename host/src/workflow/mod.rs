@@ -231,6 +231,12 @@ pub(crate) fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(substitution::is_id_char)
 }
 
+/// Whether `name` may name a token: 1 to 64 of `[A-Za-z0-9_.-]`. (Here
+/// with the other id rules: a token's name scopes its workflow ids.)
+pub fn is_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
 /// The id a host id was given as: `ID` of a client token's `TOKEN:ID`
 /// (`auth::Caller::own_id` scopes them), any other id as it is.
 pub fn given_id(host_id: &str) -> &str {

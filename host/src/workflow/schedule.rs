@@ -177,6 +177,6 @@ fn values(
 /// one to replace it.
 fn is_schedule_id(id: &str) -> bool {
     let given = super::given_id(id);
-    let scope_ok = id.split_once(':').is_none_or(|(token, _)| crate::auth::is_token_name(token));
+    let scope_ok = id.split_once(':').is_none_or(|(token, _)| super::is_token_name(token));
     scope_ok && is_id(given) && given.chars().count() <= MAX_SCHEDULE_ID_CHARS
 }
