@@ -260,6 +260,9 @@ async fn ids_are_each_tokens_own_so_none_can_be_detected_or_taken_first() {
     assert_eq!(schedules["schedules"][0]["schedule_id"], "alice:nightly", "{schedules}");
     let cancelled = api.send(api.request("POST", "/api/v1/workflows/running/cancel", Some(&alice))).await;
     assert_eq!((cancelled.status, cancelled.body["cancelled"].clone()), (200, json!(true)), "resumed: {cancelled:?}");
+    assert_eq!(cancelled.body["workflow_id"], "alice:running", "answered as the host keeps it");
+    let removed = api.send(api.request("DELETE", "/api/v1/schedules/nightly", Some(&alice))).await;
+    assert_eq!(removed.body["schedule_id"], "alice:nightly", "{removed:?}");
 }
 
 /// Whether `answer` is a 429 naming `setting`.

@@ -230,17 +230,19 @@ impl Host {
         self.schedules.add(caller, workflow, replace).await
     }
 
-    /// Cancel `caller`'s running workflow `id`; false if there is none.
-    pub(super) async fn cancel(&self, caller: &Caller, id: &str) -> Result<bool, RpcError> {
+    /// Cancel `caller`'s running workflow `id`: the id the host keeps it
+    /// under; none if there is no such workflow running.
+    pub(super) async fn cancel(&self, caller: &Caller, id: &str) -> Result<Option<String>, RpcError> {
         let own = caller.own_id(id);
         // The id as given for a workflow kept before ids were scoped.
         for id in std::iter::once(&*own).chain((own != id).then_some(id)) {
             let live = self.engine.workflow(id).await.map_err(RpcError::internal)?;
             if live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
-                return self.engine.cancel(id).await.map_err(RpcError::internal);
+                let cancelled = self.engine.cancel(id).await.map_err(RpcError::internal)?;
+                return Ok(cancelled.then(|| id.to_owned()));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Whether a provider other than a remote one (a WASM plugin) serves

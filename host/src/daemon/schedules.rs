@@ -275,12 +275,13 @@ impl Schedules {
         entries.get(&id).map(|e| e.info(SystemTime::now()))
     }
 
-    /// Forget `caller`'s schedule `id` (runs it started go on); false if
-    /// there is none the caller may see.
-    pub(super) async fn remove(&self, caller: &Caller, id: &str) -> Result<bool, RpcError> {
+    /// Forget `caller`'s schedule `id` (runs it started go on): the id the
+    /// host kept it under; none if there is no such schedule the caller
+    /// may see.
+    pub(super) async fn remove(&self, caller: &Caller, id: &str) -> Result<Option<String>, RpcError> {
         let mut entries = self.entries.lock().await;
-        let Some(id) = visible(&entries, caller, id) else { return Ok(false) };
-        let id = id.as_str();
+        let Some(kept) = visible(&entries, caller, id) else { return Ok(None) };
+        let id = kept.as_str();
         if let Some(store) = &self.store {
             let (remover, wanted) = (store.clone(), id.to_owned());
             super::blocking(store, "remove a schedule", move || remover.remove_schedule(&wanted))
@@ -291,7 +292,7 @@ impl Schedules {
         drop(entries);
         tracing::info!(schedule = %id, "removed by {}", caller.name());
         self.changed.notify_one();
-        Ok(true)
+        Ok(Some(kept))
     }
 
     async fn persist(&self, schedule: &Schedule) -> Result<(), StoreError> {

@@ -488,8 +488,8 @@ async fn cancel_workflow(
     Path(id): Path<String>,
 ) -> ApiResult<Cancelled> {
     let caller = auth.may(Action::Cancel)?;
-    if host.cancel(caller, &id).await? {
-        Ok(axum::Json(Cancelled { workflow_id: id, cancelled: true }))
+    if let Some(workflow_id) = host.cancel(caller, &id).await? {
+        Ok(axum::Json(Cancelled { workflow_id, cancelled: true }))
     } else {
         Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", workflow::excerpt(&id))))
     }

@@ -138,9 +138,8 @@ pub(super) async fn remove_schedule(
     Path(id): Path<String>,
 ) -> ApiResult<Removed> {
     let caller = auth.may(Action::Cancel)?;
-    if host.schedules.remove(caller, &id).await? {
-        Ok(axum::Json(Removed { schedule_id: id, removed: true }))
-    } else {
-        Err(no_schedule(&id))
+    match host.schedules.remove(caller, &id).await? {
+        Some(schedule_id) => Ok(axum::Json(Removed { schedule_id, removed: true })),
+        None => Err(no_schedule(&id)),
     }
 }

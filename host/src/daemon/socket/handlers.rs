@@ -449,8 +449,8 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(hos
     let outcome = async {
         let caller = host.caller(&socket, Action::Cancel)?;
         let id = workflow_id("cancel_workflow", data)?;
-        if host.cancel(&caller, &id).await? {
-            Ok(json!({ "workflow_id": id, "cancelled": true }))
+        if let Some(workflow_id) = host.cancel(&caller, &id).await? {
+            Ok(json!({ "workflow_id": workflow_id, "cancelled": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'")))
         }
@@ -492,8 +492,8 @@ async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(hos
         let caller = host.caller(&socket, Action::Cancel)?;
         let map = payload("remove_schedule", data)?;
         let id = Fields { event: "remove_schedule", map: &map }.string("schedule_id")?;
-        if host.schedules.remove(&caller, &id).await? {
-            Ok(json!({ "schedule_id": id, "removed": true }))
+        if let Some(schedule_id) = host.schedules.remove(&caller, &id).await? {
+            Ok(json!({ "schedule_id": schedule_id, "removed": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("remove_schedule: no schedule '{}'", workflow::excerpt(&id))))
         }
