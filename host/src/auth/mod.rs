@@ -205,6 +205,15 @@ impl Caller {
         }
     }
 
+    /// The host ids this caller's `id` may name, to try in order: its own
+    /// ([`Caller::own_id`]), then, for a workflow or schedule kept before
+    /// ids were scoped, the id as given (which [`Caller::sees`] must still
+    /// allow).
+    pub fn named_ids<'i>(&self, id: &'i str) -> Vec<Cow<'i, str>> {
+        let own = self.own_id(id);
+        if own == id { vec![own] } else { vec![own, Cow::Borrowed(id)] }
+    }
+
     /// Whether this caller sees every workflow (and so needs no filter).
     pub fn sees_all(&self) -> bool {
         match self {

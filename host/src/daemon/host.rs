@@ -162,14 +162,12 @@ impl Host {
     /// The report of `caller`'s workflow `id` (running or finished), if
     /// `caller` may see it: to anyone else it does not exist.
     pub(super) async fn report(&self, caller: &Caller, id: &str) -> Result<Option<RunReport>, RpcError> {
-        let own = caller.own_id(id);
-        let mut report = self.report_of(&own).await?;
-        // Kept before ids were scoped (store layout 4 and earlier): under
-        // the id as given, and seen by its owner alone all the same.
-        if report.is_none() && own != id {
-            report = self.report_of(id).await?;
+        for id in caller.named_ids(id) {
+            if let Some(report) = self.report_of(&id).await? {
+                return Ok(Some(report).filter(|r| caller.sees(r.owner.as_deref())));
+            }
         }
-        Ok(report.filter(|r| caller.sees(r.owner.as_deref())))
+        Ok(None)
     }
 
     /// The report of the workflow the host keeps as `id`, from the engine
@@ -233,13 +231,11 @@ impl Host {
     /// Cancel `caller`'s running workflow `id`: the id the host keeps it
     /// under; none if there is no such workflow running.
     pub(super) async fn cancel(&self, caller: &Caller, id: &str) -> Result<Option<String>, RpcError> {
-        let own = caller.own_id(id);
-        // The id as given for a workflow kept before ids were scoped.
-        for id in std::iter::once(&*own).chain((own != id).then_some(id)) {
-            let live = self.engine.workflow(id).await.map_err(RpcError::internal)?;
+        for id in caller.named_ids(id) {
+            let live = self.engine.workflow(&id).await.map_err(RpcError::internal)?;
             if live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
-                let cancelled = self.engine.cancel(id).await.map_err(RpcError::internal)?;
-                return Ok(cancelled.then(|| id.to_owned()));
+                let cancelled = self.engine.cancel(&id).await.map_err(RpcError::internal)?;
+                return Ok(cancelled.then(|| id.into_owned()));
             }
         }
         Ok(None)

@@ -23,6 +23,7 @@ use crate::schedule::{Cadence, Due, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, Schedule}
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,15 +51,13 @@ pub(super) struct Bounds {
     pub per_token: usize,
 }
 
-/// The id the host keeps `caller`'s schedule `id` under, if it may see
-/// it: its own scoped id, or (for a schedule kept before ids were scoped)
-/// the id as given.
+/// The id the host keeps `caller`'s schedule `id` under, if it may see it.
 fn visible(entries: &BTreeMap<String, Entry>, caller: &Caller, id: &str) -> Option<String> {
-    let own = caller.own_id(id);
-    [&*own, id]
+    caller
+        .named_ids(id)
         .into_iter()
-        .find(|id| entries.get(*id).is_some_and(|e| caller.sees(e.schedule.workflow.owner.as_deref())))
-        .map(str::to_owned)
+        .find(|id| entries.get(&**id).is_some_and(|e| caller.sees(e.schedule.workflow.owner.as_deref())))
+        .map(Cow::into_owned)
 }
 
 /// How many of `entries` `owner` has.

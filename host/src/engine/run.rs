@@ -389,16 +389,24 @@ impl Run {
     /// its file's content once read).
     pub fn value_of(&self, t: usize, root: &Root) -> Option<&Value> {
         match root {
-            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.as_deref()),
+            Root::Task(id) => self.result_of(id).map(|result| &**result),
             Root::Item => {
                 let item = self.tasks[t].item.as_ref()?;
                 item.read.as_ref().or_else(|| self.listed_item(t))
             }
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
-            Root::Input(name) => {
-                self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.as_deref())
-            }
+            Root::Input(name) => self.input(name).map(|value| &**value),
         }
+    }
+
+    /// The result of task `id`, if it has one.
+    fn result_of(&self, id: &str) -> Option<&Arc<Value>> {
+        self.index.get(id).and_then(|&i| self.tasks[i].result.as_ref())
+    }
+
+    /// The value of input `name` (bound: the one it runs with).
+    fn input(&self, name: &str) -> Option<&Arc<Value>> {
+        self.workflow.inputs.iter().find(|i| i.name == name).and_then(|i| i.default.as_ref())
     }
 
     /// Item task `t`'s item as its `for_each` task listed it.
@@ -641,8 +649,8 @@ impl Run {
     /// What `root` names for task `t`, shared where the run shares it.
     fn shared_value_of(&self, t: usize, root: &Root) -> Option<Arc<Value>> {
         match root {
-            Root::Task(id) => self.index.get(id).and_then(|&i| self.tasks[i].result.clone()),
-            Root::Input(name) => self.workflow.inputs.iter().find(|i| i.name == *name).and_then(|i| i.default.clone()),
+            Root::Task(id) => self.result_of(id).cloned(),
+            Root::Input(name) => self.input(name).cloned(),
             Root::Item | Root::ItemIndex => self.value_of(t, root).cloned().map(Arc::new),
         }
     }

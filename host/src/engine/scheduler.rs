@@ -494,14 +494,11 @@ impl Scheduler {
     fn start_condition_turns(&mut self) {
         for (owner, mut checks) in self.conditions.turns() {
             checks.retain(|w| self.runs.get(&w.run).is_some_and(|run| run.tasks[w.task].status == TaskStatus::Pending));
-            let Some(inbox) = self.inbox.upgrade().filter(|_| !checks.is_empty()) else {
+            if checks.is_empty() {
                 self.conditions.turn_over(&owner, Vec::new());
                 continue;
-            };
-            tokio::task::spawn_blocking(move || {
-                let turn = conditions::take_turn(checks);
-                let _ = inbox.send(Message::Internal(Internal::ConditionsChecked { owner, turn }));
-            });
+            }
+            self.off_thread(move |_| Internal::ConditionsChecked { owner, turn: conditions::take_turn(checks) });
         }
     }
 
@@ -590,7 +587,7 @@ impl Scheduler {
 
     /// Run `work` on the blocking pool with the host's files directories
     /// and hand its outcome back as a message: a slow disk, a large
-    /// directory or a large file stalls no other task.
+    /// directory, a large file or a costly condition stalls no other task.
     fn off_thread(&self, work: impl FnOnce(&FileDirs) -> Internal + Send + 'static) {
         let Some(inbox) = self.inbox.upgrade() else { return };
         let dirs = self.config.file_dirs.clone();
