@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""The host crate's import graph between its top-level modules, and its circles.
+"""The host crate's import graph, its circles and its layers.
 
-Reads every `crate::NAME` (and `super::NAME` at the top of a module) in
-host/src, draws an arrow from the module a file belongs to to the module it
-names, and prints each module's arrows and every circle (a strongly
-connected group of two or more modules). Exit status 1 if there is a
-circle among the modules named with --acyclic (all, by default).
+Reads every `crate::…` and `super::…` path in host/src (comments and test
+modules left out), draws an arrow from the module a file belongs to to the
+module it names, and prints each module's arrows, every circle (a strongly
+connected group of two or more modules) and every arrow that points from a
+lower layer to a higher one (LAYERS below; docs/architecture.md draws
+them). Exit status 1 if there is a circle among the modules named with
+--acyclic (all, by default) or an arrow against the layers.
 
-  scripts/layers.py                 # the whole graph and its circles
-  scripts/layers.py --acyclic model # fail if `model` is in a circle
-  scripts/layers.py --uses model    # what `model` names
+  scripts/layers.py                  # the modules of the crate
+  scripts/layers.py --within daemon  # the modules inside `daemon`
+  scripts/layers.py --all            # the crate and every module with submodules
+  scripts/layers.py --acyclic model  # fail only if `model` is in a circle
+  scripts/layers.py --uses model     # what `model` names
 """
 
 import argparse
@@ -18,32 +22,69 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
-REFERENCE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+PATH = re.compile(r"\b(crate|(?:super::)+)(?:::)?((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*|\{[^}]*\})")
+
+# The layers, lowest first: a module may name modules of its own layer or
+# below, never above. Within a layer the graph must still be acyclic.
+LAYERS: dict[str, list[list[str]]] = {
+    "": [
+        ["clock", "ids", "locks", "metrics", "schema", "text"],  # leaves
+        ["cadence", "listing", "model", "report"],  # data
+        ["auth", "files", "queue", "registry", "resolver", "schedule", "workflow"],  # rules
+        ["store"],
+        ["engine", "plugins"],
+        ["client", "daemon"],
+        ["cli", "fuzzing"],
+        ["lib", "main"],
+    ],
+}
 
 
-def module_of(path: pathlib.Path) -> str:
-    """The top-level module a source file belongs to (`lib` for lib.rs)."""
-    relative = path.relative_to(ROOT)
-    return relative.parts[0].removesuffix(".rs")
+def module_path(path: pathlib.Path) -> list[str]:
+    """The module a file is: `daemon/socket/mod.rs` is daemon::socket."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "mod":
+        parts.pop()
+    return parts
 
 
-def strip_comments(text: str) -> str:
-    """The text without `//` comments (doc comments name modules in prose)."""
-    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+def strip(text: str) -> str:
+    """The text without `//` comments (doc comments name modules in prose)
+    and without a `#[cfg(test)] mod tests { … }` at its end."""
+    text = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+    return text.split("#[cfg(test)]\nmod tests", 1)[0]
 
 
-def graph() -> dict[str, set[str]]:
-    arrows: dict[str, set[str]] = {}
-    modules = {module_of(p) for p in ROOT.rglob("*.rs")}
-    for path in ROOT.rglob("*.rs"):
-        if path.name in ("tests.rs",) or "tests" in path.relative_to(ROOT).parts[:-1]:
-            continue  # test modules may reach anywhere
-        source = module_of(path)
-        text = strip_comments(path.read_text())
-        # `#[cfg(test)] mod tests { ... }` at the end of a file is not the module's.
-        text = text.split("#[cfg(test)]\nmod tests", 1)[0]
-        named = {m for m in REFERENCE.findall(text) if m in modules and m != source}
-        arrows.setdefault(source, set()).update(named)
+def references(module: list[str], text: str) -> set[tuple[str, ...]]:
+    """The module paths `text` names, as paths from the crate root."""
+    found = set()
+    for head, rest in PATH.findall(text):
+        base = [] if head == "crate" else module[: len(module) - head.count("super")]
+        names = [rest] if not rest.startswith("{") else [n.strip() for n in rest[1:-1].split(",")]
+        for name in names:
+            found.add(tuple(base + [p for p in name.split("::") if p]))
+    return found
+
+
+def graph(within: list[str]) -> dict[str, set[str]]:
+    """Arrows between the modules directly inside `within` ([] is the crate)."""
+    depth = len(within)
+    files = [p for p in ROOT.rglob("*.rs") if p.name != "tests.rs" and "tests" not in p.parts]
+    units = {tuple(module_path(p)[: depth + 1]) for p in files if module_path(p)[:depth] == within}
+    units = {u for u in units if len(u) == depth + 1}
+    arrows: dict[str, set[str]] = {u[-1]: set() for u in units}
+    for path in files:
+        module = module_path(path)
+        if module[:depth] != within or len(module) <= depth:
+            continue  # outside, or the parent's own mod.rs
+        source = module[depth]
+        for ref in references(module, strip(path.read_text())):
+            unit = ref[: depth + 1]
+            if unit in units and unit[-1] != source:
+                arrows[source].add(unit[-1])
+    if not within:
+        arrows.setdefault("lib", set())
+        arrows.setdefault("main", set())
     return arrows
 
 
@@ -83,23 +124,56 @@ def circles(arrows: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def upward(arrows: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Arrows from a lower layer to a higher one, and modules in no layer."""
+    level = {m: i for i, layer in enumerate(layers) for m in layer}
+    problems = [f"{m} is in no layer (scripts/layers.py LAYERS)" for m in sorted(arrows) if m not in level]
+    for source in sorted(arrows):
+        for target in sorted(arrows[source]):
+            if source in level and target in level and level[target] > level[source]:
+                problems.append(f"upward: {source} -> {target}")
+    return problems
+
+
+def report(within: list[str], acyclic: list[str] | None, quiet: bool) -> bool:
+    """Print one graph; whether it keeps the rules."""
+    arrows = graph(within)
+    prefix = "::".join(within) + "::" if within else ""
+    if not quiet:
+        for module in sorted(arrows):
+            print(f"{prefix}{module} -> {', '.join(sorted(arrows[module])) or '(nothing)'}")
+    groups = circles(arrows)
+    watched = set(acyclic) if acyclic else set(arrows)
+    bad = [g for g in groups if watched & set(g)]
+    for group in groups:
+        print(f"circle: {' <-> '.join(prefix + m for m in group)}")
+    layers = LAYERS.get("::".join(within))
+    problems = upward(arrows, layers) if layers else []
+    for problem in problems:
+        print(problem)
+    return not bad and not problems
+
+
+def parents() -> list[list[str]]:
+    """Every module that has submodules of its own."""
+    return sorted({tuple(module_path(p)) for p in ROOT.rglob("mod.rs")})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--acyclic", nargs="*", help="modules that must be in no circle")
+    parser.add_argument("--acyclic", nargs="*", help="modules that must be in no circle (all if none named)")
+    parser.add_argument("--within", default="", help="a module whose submodules to draw (daemon, daemon::socket)")
+    parser.add_argument("--all", action="store_true", help="the crate and every module with submodules")
     parser.add_argument("--uses", help="print only what this module names")
+    parser.add_argument("--quiet", action="store_true", help="print only circles and upward arrows")
     args = parser.parse_args()
-    arrows = graph()
+    within = [p for p in args.within.split("::") if p]
     if args.uses:
-        print(" ".join(sorted(arrows.get(args.uses, ()))))
+        print(" ".join(sorted(graph(within).get(args.uses, ()))))
         return 0
-    for module in sorted(arrows):
-        print(f"{module} -> {', '.join(sorted(arrows[module])) or '(nothing)'}")
-    groups = circles(arrows)
-    for group in groups:
-        print(f"circle: {' <-> '.join(group)}")
-    watched = set(args.acyclic) if args.acyclic else set(arrows)
-    bad = [g for g in groups if watched & set(g)]
-    return 1 if bad else 0
+    scopes = [[]] + [list(p) for p in parents()] if args.all else [within]
+    ok = all([report(scope, args.acyclic, args.quiet) for scope in scopes])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

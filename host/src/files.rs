@@ -34,7 +34,7 @@ pub struct FileDirs(BTreeMap<String, PathBuf>);
 impl FileDirs {
     /// Allow `path` under `name`; it must be a directory.
     pub fn allow(&mut self, name: &str, path: &Path) -> Result<(), FilesError> {
-        if !crate::workflow::is_id(name) {
+        if !crate::ids::is_id(name) {
             return Err(FilesError(format!("'{name}' is not a directory name: use letters, digits, '_' or '-'")));
         }
         let canonical = path

@@ -14,12 +14,15 @@
 //! due, `cli` the command line.
 
 pub mod auth;
+pub mod cadence;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod daemon;
 pub mod engine;
 pub mod files;
 pub mod fuzzing;
+pub mod ids;
 pub mod listing;
 mod locks;
 pub mod metrics;
@@ -32,4 +35,5 @@ pub mod resolver;
 pub mod schedule;
 pub mod schema;
 pub mod store;
+pub mod text;
 pub mod workflow;

@@ -56,7 +56,7 @@ impl WorkflowSummary {
     /// Where a page that ends with this workflow continues.
     pub fn cursor(&self) -> Cursor {
         Cursor {
-            submitted_at: self.submitted_at.map_or(0.0, crate::store::to_secs),
+            submitted_at: self.submitted_at.map_or(0.0, crate::clock::to_secs),
             workflow_id: self.workflow_id.clone(),
         }
     }
@@ -92,7 +92,7 @@ impl Cursor {
 
     /// Whether `summary` comes after this cursor in listing order.
     fn precedes(&self, summary: &WorkflowSummary) -> bool {
-        let at = summary.submitted_at.map_or(0.0, crate::store::to_secs);
+        let at = summary.submitted_at.map_or(0.0, crate::clock::to_secs);
         at < self.submitted_at || (at == self.submitted_at && summary.workflow_id < self.workflow_id)
     }
 }
@@ -156,7 +156,7 @@ impl Listed {
 
 /// Newest submitted first, then by id (descending), as every store lists.
 pub fn sort(summaries: &mut [WorkflowSummary]) {
-    let key = |s: &WorkflowSummary| s.submitted_at.map_or(0.0, crate::store::to_secs);
+    let key = |s: &WorkflowSummary| s.submitted_at.map_or(0.0, crate::clock::to_secs);
     summaries.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| b.workflow_id.cmp(&a.workflow_id)));
 }
 

@@ -42,7 +42,7 @@ impl TokenEntry {
         if !is_token_name(&self.name) {
             return Err(format!(
                 "token name '{}' must be 1 to 64 letters, digits, '_', '-' or '.'",
-                crate::workflow::excerpt(&self.name)
+                crate::text::excerpt(&self.name)
             ));
         }
         if self.name == LOCAL_TOKEN_NAME {
@@ -61,18 +61,18 @@ impl TokenEntry {
             }
             _ => {}
         }
-        match self.protocols.iter().find(|p| !crate::workflow::is_protocol(p)) {
+        match self.protocols.iter().find(|p| !crate::ids::is_protocol(p)) {
             Some(bad) => Err(format!(
                 "token '{}': protocol '{}' is not of the form name/version",
                 self.name,
-                crate::workflow::excerpt(bad)
+                crate::text::excerpt(bad)
             )),
             None => Ok(()),
         }
     }
 }
 
-pub use crate::workflow::is_token_name;
+pub use crate::ids::is_token_name;
 
 /// Reading or writing a token file failed.
 #[derive(Debug, thiserror::Error)]

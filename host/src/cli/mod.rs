@@ -686,12 +686,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 
 impl AuthSettings {
     fn check(&self) -> Result<(), String> {
-        if let Some(bad) = self.remote_may_serve.iter().find(|p| !workflow::is_protocol(p)) {
-            let shown = workflow::excerpt(bad);
+        if let Some(bad) = self.remote_may_serve.iter().find(|p| !crate::ids::is_protocol(p)) {
+            let shown = crate::text::excerpt(bad);
             return Err(format!("remote_may_serve: '{shown}' is not of the form name/version"));
         }
         if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
-            let shown = workflow::excerpt(bad);
+            let shown = crate::text::excerpt(bad);
             return Err(format!("allowed_origins: '{shown}' is not an origin such as https://example.com:8443"));
         }
         self.tokens.iter().try_for_each(|entry| entry.check().map_err(|reason| format!("tokens: {reason}")))

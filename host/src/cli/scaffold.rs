@@ -84,7 +84,7 @@ pub fn create(name: &str, language: Language, dir: Option<&Path>) -> anyhow::Res
     if !is_plugin_name(name) {
         bail!(
             "'{}' is not a plugin name: a lowercase letter, then lowercase letters, digits or single '-', at most {MAX_NAME_BYTES} bytes",
-            crate::workflow::excerpt(name)
+            crate::text::excerpt(name)
         );
     }
     let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_owned);

@@ -330,8 +330,8 @@ pub(super) fn list_query(
     use serde_json::Value;
     let bad = |field: &str, wanted: &str, got: &Value| {
         let got = match got {
-            Value::String(s) => format!("'{}'", workflow::excerpt(s)),
-            other => workflow::excerpt(&other.to_string()),
+            Value::String(s) => format!("'{}'", crate::text::excerpt(s)),
+            other => crate::text::excerpt(&other.to_string()),
         };
         RpcError::new(errors::INVALID_PARAMS, format!("field '{field}' must be {wanted}, got {got}"))
     };

@@ -115,7 +115,7 @@ async fn check_origin(
     let origin = request.headers().get(axum::http::header::ORIGIN).map(|o| String::from_utf8_lossy(o.as_bytes()));
     match origin {
         Some(origin) if !auth::origin_allowed(&origin, host.port, &host.policy.allowed_origins) => {
-            let error = AuthError::OriginNotAllowed { origin: crate::workflow::excerpt(&origin) };
+            let error = AuthError::OriginNotAllowed { origin: crate::text::excerpt(&origin) };
             let (parts, _) = request.into_parts();
             let refusal = refused(&parts, &error);
             if parts.uri.path().starts_with(http::BASE) {

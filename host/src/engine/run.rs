@@ -613,7 +613,7 @@ impl Run {
         let message = format!("not run: dependency '{id}' was skipped (condition false)");
         let downstream = TaskError::new(codes::CONDITION_FALSE, message);
         let when = self.workflow.tasks[t].when.as_deref().unwrap_or_default();
-        let message = format!("condition false: {}", crate::workflow::excerpt(when));
+        let message = format!("condition false: {}", crate::text::excerpt(when));
         self.tasks[t].error = Some(TaskError::new(codes::CONDITION_FALSE, message));
         self.finish_task(t, TaskStatus::Skipped);
         let mut skipped = vec![t];
@@ -779,7 +779,7 @@ pub fn not_a_list(message: String) -> TaskError {
 /// A `for_each` value for messages: the reference as written, or "the list".
 fn show(items: &Value) -> String {
     match items {
-        Value::String(s) => crate::workflow::excerpt(s),
+        Value::String(s) => crate::text::excerpt(s),
         _ => "the list".to_owned(),
     }
 }

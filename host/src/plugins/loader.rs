@@ -276,7 +276,7 @@ pub(super) fn with_stderr(message: String, stderr: &str) -> String {
 }
 
 fn check_spec(spec: SpecRecord) -> Result<ProviderSpec, String> {
-    if !crate::workflow::is_protocol(&spec.protocol) {
+    if !crate::ids::is_protocol(&spec.protocol) {
         return Err(format!("protocol '{}' is not of the form 'name/version' (e.g. echo/v1)", spec.protocol));
     }
     if spec.methods.is_empty() {

@@ -8,6 +8,7 @@
 //! that is missing at run time is an error naming the path, never a silent
 //! pass-through.
 
+use crate::ids::is_id_char;
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -142,11 +143,6 @@ impl SubstitutionError {
 
 fn malformed(text: &str, reason: impl Into<String>) -> TemplateError {
     TemplateError { text: text.to_owned(), reason: reason.into() }
-}
-
-/// True for characters allowed in task ids (and so in references).
-pub fn is_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
 /// Split a string into literal text and references.

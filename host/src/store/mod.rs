@@ -15,6 +15,7 @@ pub mod journal;
 pub mod redis;
 pub mod sqlite;
 
+use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed};
 use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
 use crate::report::{Attempt, RunReport};
@@ -22,7 +23,7 @@ use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Why the store failed; the message names the store and what it tried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -295,7 +296,7 @@ fn schedule_from_json(target: &str, id: &str, text: &str) -> Result<Schedule, St
     let workflow = Workflow { owner: stored.owner, ..workflow };
     let mut schedule = Schedule::new(workflow, from_secs(stored.created_at))
         .ok_or_else(|| corrupt(target, what(), "its workflow has no schedule block"))?;
-    if crate::workflow::given_id(id) == schedule.id() {
+    if crate::ids::given_id(id) == schedule.id() {
         schedule.spec.id = id.to_owned();
     }
     if schedule.id() != id {
@@ -442,17 +443,6 @@ impl HostId {
     }
 }
 
-/// Seconds since the Unix epoch, as stored.
-pub(crate) fn to_secs(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-}
-
-/// The time `secs` after the epoch; a stored value no clock can hold (a
-/// corrupt row) reads as the epoch rather than overflowing.
-pub(crate) fn from_secs(secs: f64) -> SystemTime {
-    Duration::try_from_secs_f64(secs).ok().and_then(|d| UNIX_EPOCH.checked_add(d)).unwrap_or(UNIX_EPOCH)
-}
-
 /// `Option<SystemTime>` as seconds since the epoch.
 mod opt_time {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -460,13 +450,13 @@ mod opt_time {
 
     pub fn serialize<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match time {
-            Some(t) => s.serialize_some(&super::to_secs(*t)),
+            Some(t) => s.serialize_some(&crate::clock::to_secs(*t)),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(super::from_secs))
+        Ok(Option::<f64>::deserialize(d)?.map(crate::clock::from_secs))
     }
 }
 
@@ -495,7 +485,7 @@ pub(crate) fn workflow_from_json(target: &str, id: &str, text: &str) -> Result<W
 /// the scoped id put back after.
 fn given(document_id: &mut Value, host_id: &str) {
     if document_id.as_str() == Some(host_id) {
-        *document_id = Value::String(crate::workflow::given_id(host_id).to_owned());
+        *document_id = Value::String(crate::ids::given_id(host_id).to_owned());
     }
 }
 
@@ -519,20 +509,4 @@ pub(crate) fn saved(
 
 pub(crate) fn corrupt(target: &str, what: String, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { target: target.to_owned(), what, reason: reason.to_string() }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn stored_times_no_clock_can_hold_read_as_the_epoch() {
-        for secs in [1e300, f64::INFINITY, f64::NAN, -5.0, 1.8e19] {
-            assert_eq!(from_secs(secs), UNIX_EPOCH, "{secs}");
-        }
-        let now = SystemTime::now();
-        let drift = from_secs(to_secs(now)).duration_since(now).unwrap_or_else(|e| e.duration());
-        assert!(drift < Duration::from_millis(1));
-    }
 }

@@ -25,10 +25,8 @@
 //! refused until that lock lapses; the same host (same data directory)
 //! takes it back at once after a crash.
 
-use super::{
-    HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs,
-    to_secs,
-};
+use super::{HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use crate::schedule::Schedule;

@@ -7,7 +7,8 @@
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt, from_secs, to_secs};
+use super::{Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
 use crate::schedule::Schedule;

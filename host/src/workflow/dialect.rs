@@ -13,9 +13,11 @@
 //! the workflow is left for validation to report. This module rewrites the
 //! tree only; it does not validate.
 
-use super::{Problem, excerpt, is_protocol, slug};
+use super::{Problem, slug};
+use crate::ids::is_id_char;
+use crate::ids::is_protocol;
 use crate::resolver::Root;
-use crate::resolver::substitution::is_id_char;
+use crate::text::excerpt;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 

@@ -7,11 +7,13 @@
 //! time and knows nothing of the graph: dependencies and references
 //! between tasks are `super::graph`'s, protocols and methods the catalog's.
 
-use super::{MAX_ID_CHARS, Problem, excerpt, inputs, is_id, is_method, is_protocol, kind, schedule, show, slug};
+use super::{Problem, inputs, kind, schedule, show, slug};
+use crate::ids::{MAX_ID_CHARS, is_id, is_method, is_protocol};
 use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
 use crate::resolver::Root;
 use crate::resolver::condition::{Condition, ConditionError};
 use crate::resolver::substitution;
+use crate::text::excerpt;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -5,11 +5,12 @@
 //! It owns no field rules (those are `super::fields`') and rewrites only
 //! one thing: a dependency given by a task's name becomes its id.
 
-use super::{Problem, excerpt};
+use super::Problem;
 use crate::model::Workflow;
 use crate::resolver::Dag;
 use crate::resolver::Root;
 use crate::resolver::substitution;
+use crate::text::excerpt;
 use serde_json::Value;
 use std::collections::HashMap;
 

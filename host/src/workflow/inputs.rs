@@ -9,9 +9,11 @@
 //! restart reads the same ones. This module does not resolve references
 //! (`resolver`) or know where the values came from.
 
-use super::{Problem, WorkflowError, excerpt, is_id, kind, show};
+use super::{Problem, WorkflowError, kind, show};
+use crate::ids::is_id;
 use crate::model::Workflow;
 pub use crate::model::{Input, InputType};
+use crate::text::excerpt;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -185,7 +187,7 @@ pub fn bind(origin: &str, workflow: &mut Workflow, given: Map<String, Value>) ->
 /// The values of a scheduled workflow run by hand (`run`, `workflow
 /// submit`): its schedule's inputs and its due input as if due now, with
 /// `given` over them.
-fn by_hand(spec: &crate::schedule::Spec, given: Map<String, Value>) -> Map<String, Value> {
+fn by_hand(spec: &crate::cadence::Spec, given: Map<String, Value>) -> Map<String, Value> {
     let mut values = match spec.cadence() {
         Ok(cadence) => spec.values_at(&cadence, std::time::SystemTime::now()),
         Err(_) => spec.inputs.clone(),

@@ -20,9 +20,11 @@ mod schedule;
 pub use schedule::overlay as schedule_overlay;
 pub(crate) mod tree;
 
+use crate::ids::MAX_ID_CHARS;
 use crate::model::Workflow;
-use crate::resolver::substitution::{self, holds_reference};
+use crate::resolver::substitution::holds_reference;
 use crate::schema::ParamsSchema;
+use crate::text::excerpt;
 use fields::Fields;
 use graph::check_graph;
 use serde_json::Value;
@@ -34,7 +36,6 @@ use std::path::Path;
 pub const MAX_FILE_BYTES: usize = 256 * 1024 * 1024;
 /// At most this many problems are printed; the count says how many more.
 const MAX_PROBLEMS_SHOWN: usize = 50;
-const MAX_ID_CHARS: usize = 128;
 
 /// The text format of a workflow file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,42 +228,6 @@ pub fn check_catalog(origin: &str, workflow: &Workflow, catalog: &dyn Catalog) -
     if problems.is_empty() { Ok(()) } else { Err(WorkflowError::Invalid { origin: origin.to_owned(), problems }) }
 }
 
-pub(crate) fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_CHARS && s.chars().all(substitution::is_id_char)
-}
-
-/// Whether `name` may name a token: 1 to 64 of `[A-Za-z0-9_.-]`. (Here
-/// with the other id rules: a token's name scopes its workflow ids.)
-pub fn is_token_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-}
-
-/// The id a host id was given as: `ID` of a client token's `TOKEN:ID`
-/// (`auth::Caller::own_id` scopes them), any other id as it is.
-pub fn given_id(host_id: &str) -> &str {
-    host_id.split_once(':').map_or(host_id, |(_, id)| id)
-}
-
-/// A protocol id, `name/version` (`echo/v1`): the one rule for tasks,
-/// remote providers and plugins alike (the original let the version be
-/// left out; here it is always named).
-pub fn is_protocol(s: &str) -> bool {
-    let Some((name, version)) = s.split_once('/') else { return false };
-    let lower = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(lower)
-        && !version.is_empty()
-        && version.chars().all(lower)
-        && s.len() <= 100
-}
-
-/// `^[a-zA-Z][a-zA-Z0-9_./:-]*$`, the original's method pattern.
-pub fn is_method(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c))
-        && s.len() <= 200
-}
-
 /// A task id derived from a name: lowercase, other characters as '-'.
 fn slug(name: &str) -> String {
     let s: String = name
@@ -290,13 +255,6 @@ fn show(v: &Value) -> String {
         Value::Array(_) | Value::Object(_) => kind(v).to_owned(),
         other => other.to_string(),
     }
-}
-
-/// At most 60 characters of user text.
-pub fn excerpt(s: &str) -> String {
-    let mut chars = s.chars();
-    let head: String = chars.by_ref().take(60).collect();
-    if chars.next().is_some() { format!("{head}…") } else { head }
 }
 
 #[cfg(test)]

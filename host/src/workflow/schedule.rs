@@ -6,8 +6,10 @@
 //! this module only reads it.
 
 use super::inputs::{Input, InputType};
-use super::{Problem, excerpt, is_id, kind, show, slug};
-use crate::schedule::{DEFAULT_TIMEZONE, MAX_CRON_BYTES, MAX_SCHEDULE_ID_CHARS, Spec};
+use super::{Problem, kind, show, slug};
+use crate::cadence::{Cadence, CadenceError, DEFAULT_TIMEZONE, MAX_CRON_BYTES, Spec};
+use crate::ids::{MAX_SCHEDULE_ID_CHARS, is_id, is_schedule_id};
+use crate::text::excerpt;
 use serde_json::{Map, Value};
 
 const FIELDS: &[&str] = &["cron", "timezone", "inputs", "due_input", "id"];
@@ -67,9 +69,8 @@ pub(super) fn parse(tree: Value, context: &Context, problems: &mut Vec<Problem>)
     let cron = text(&mut map, "cron", &mut report);
     let timezone = text(&mut map, "timezone", &mut report).unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
     let cron = cron?;
-    if let Err(e) = crate::schedule::Cadence::new(&cron, &timezone) {
-        let field =
-            if matches!(e, crate::schedule::CadenceError::Zone { .. }) { "schedule.timezone" } else { "schedule.cron" };
+    if let Err(e) = Cadence::new(&cron, &timezone) {
+        let field = if matches!(e, CadenceError::Zone { .. }) { "schedule.timezone" } else { "schedule.cron" };
         report(field, e.to_string());
         return None;
     }
@@ -170,13 +171,4 @@ fn values(
         }
     }
     Some(values)
-}
-
-/// A schedule id: an id short enough for its runs' ids, or a client
-/// token's as the host keeps it (`TOKEN:ID`), which is how an admin names
-/// one to replace it.
-fn is_schedule_id(id: &str) -> bool {
-    let given = super::given_id(id);
-    let scope_ok = id.split_once(':').is_none_or(|(token, _)| super::is_token_name(token));
-    scope_ok && is_id(given) && given.chars().count() <= MAX_SCHEDULE_ID_CHARS
 }

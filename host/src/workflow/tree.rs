@@ -58,7 +58,7 @@ impl Place {
     /// ` in task 'id'` (or `#N`), ` in the workflow`, or nothing.
     fn describe(self, task_id: Option<&str>) -> String {
         match (self, task_id) {
-            (Place::Task(_), Some(id)) => format!(" in task '{}'", super::excerpt(id)),
+            (Place::Task(_), Some(id)) => format!(" in task '{}'", crate::text::excerpt(id)),
             (Place::Task(n) | Place::Inside(n), _) => format!(" in task #{}", n + 1),
             (Place::Workflow, _) => " in the workflow".to_owned(),
             _ => String::new(),
@@ -149,7 +149,7 @@ impl<'de> Visitor<'de> for Node<'_> {
                 let task_id = object.get("id").and_then(Value::as_str);
                 let message = format!(
                     "duplicate key '{}'{}: a key may appear once in each mapping{line}",
-                    super::excerpt(&key),
+                    crate::text::excerpt(&key),
                     self.place.describe(task_id)
                 );
                 *self.duplicate.borrow_mut() = Some(message.clone());

@@ -125,13 +125,13 @@ async fn within_body_budget(
 }
 
 async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> (StatusCode, ApiError) {
-    let path = workflow::excerpt(uri.path());
+    let path = crate::text::excerpt(uri.path());
     let message = format!("{path} does not take {method}; see {BASE}/openapi.json for the routes");
     (StatusCode::METHOD_NOT_ALLOWED, ApiError::new(errors::METHOD_NOT_FOUND, message))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
-    let path = workflow::excerpt(uri.path());
+    let path = crate::text::excerpt(uri.path());
     ApiError::new(errors::METHOD_NOT_FOUND, format!("no route {path}; see {BASE}/openapi.json for the routes"))
 }
 
@@ -176,7 +176,7 @@ async fn visible(host: &Host, caller: &Caller, id: &str) -> Result<RunReport, Ap
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::new(errors::NOT_FOUND, format!("no workflow '{}'", workflow::excerpt(id)))
+    ApiError::new(errors::NOT_FOUND, format!("no workflow '{}'", crate::text::excerpt(id)))
 }
 
 /// A request body as a tree: JSON or YAML as `Content-Type` says
@@ -203,7 +203,7 @@ async fn body_tree(headers: &HeaderMap, body: Body, origin: &'static str) -> Res
                 errors::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "{origin}: Content-Type '{}' is not read; send application/json or application/yaml",
-                    workflow::excerpt(other)
+                    crate::text::excerpt(other)
                 ),
             ));
         }
@@ -256,7 +256,7 @@ pub(super) fn refuse_repeats(route: &str, query: &[(String, String)], may_repeat
     match query.iter().find(|(key, _)| !may_repeat.contains(&key.as_str()) && !seen.insert(key.as_str())) {
         Some((key, _)) => Err(ApiError::new(
             errors::INVALID_PARAMS,
-            format!("{route}: query field '{}' is given twice", workflow::excerpt(key)),
+            format!("{route}: query field '{}' is given twice", crate::text::excerpt(key)),
         )),
         None => Ok(()),
     }
@@ -423,7 +423,8 @@ async fn get_task(
 }
 
 fn no_task(workflow_id: &str, task: &str) -> ApiError {
-    let message = format!("workflow '{}' has no task '{}'", workflow::excerpt(workflow_id), workflow::excerpt(task));
+    let message =
+        format!("workflow '{}' has no task '{}'", crate::text::excerpt(workflow_id), crate::text::excerpt(task));
     ApiError::new(errors::NOT_FOUND, message)
 }
 
@@ -491,7 +492,7 @@ async fn cancel_workflow(
     if let Some(workflow_id) = host.cancel(caller, &id).await? {
         Ok(axum::Json(Cancelled { workflow_id, cancelled: true }))
     } else {
-        Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", workflow::excerpt(&id))))
+        Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", crate::text::excerpt(&id))))
     }
 }
 

@@ -68,9 +68,9 @@ fn block_fields(query: Vec<(String, String)>) -> Result<(Map<String, Value>, boo
         match key.as_str() {
             "input" => pairs.push(value),
             "replace" => {
-                replace = value
-                    .parse()
-                    .map_err(|_| bad(format!("replace must be true or false, got '{}'", workflow::excerpt(&value))))?
+                replace = value.parse().map_err(|_| {
+                    bad(format!("replace must be true or false, got '{}'", crate::text::excerpt(&value)))
+                })?
             }
             field if BLOCK_FIELDS.contains(&field) => {
                 block.insert(key, Value::String(value));
@@ -78,7 +78,7 @@ fn block_fields(query: Vec<(String, String)>) -> Result<(Map<String, Value>, boo
             other => {
                 return Err(bad(format!(
                     "unknown query field '{}'; the fields are: {}, input, replace",
-                    workflow::excerpt(other),
+                    crate::text::excerpt(other),
                     BLOCK_FIELDS.join(", ")
                 )));
             }
@@ -105,7 +105,7 @@ pub(super) async fn list_schedules(State(host): State<Arc<Host>>, auth: Authenti
 }
 
 fn no_schedule(id: &str) -> ApiError {
-    ApiError::new(errors::NOT_FOUND, format!("no schedule '{}'", workflow::excerpt(id)))
+    ApiError::new(errors::NOT_FOUND, format!("no schedule '{}'", crate::text::excerpt(id)))
 }
 
 /// One schedule: its pattern, next and last due times, and last run.

@@ -11,7 +11,6 @@ use super::wire::{self, Fields, Payload, RpcError, errors, object};
 use crate::auth::{Action, Caller};
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::schema::ParamsSchema;
-use crate::workflow;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
@@ -141,7 +140,7 @@ pub async fn on_connect(socket: SocketRef, State(host): State<Arc<Host>>) {
 
 async fn unknown_event(socket: SocketRef, Event(event): Event, ack: Reply, State(host): State<Arc<Host>>) {
     // The name is the client's: echo only the start of it.
-    let name = workflow::excerpt(&event);
+    let name = crate::text::excerpt(&event);
     let message = format!("unknown event '{name}'; see docs/protocol.md for the events the host understands");
     answer(&host, &socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
 }
@@ -216,7 +215,7 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
                         errors::INVALID_PARAMS,
                         format!(
                             "register_provider: 'params_schemas' names method '{}', which 'supported_methods' does not list",
-                            workflow::excerpt(stray)
+                            crate::text::excerpt(stray)
                         ),
                     ));
                 }
@@ -253,10 +252,10 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
 }
 
 fn check_protocol_id(event: &str, protocol_id: &str) -> Result<(), RpcError> {
-    if workflow::is_protocol(protocol_id) {
+    if crate::ids::is_protocol(protocol_id) {
         return Ok(());
     }
-    let shown = workflow::excerpt(protocol_id);
+    let shown = crate::text::excerpt(protocol_id);
     Err(RpcError::new(
         errors::INVALID_PARAMS,
         format!("{event}: protocol_id '{shown}' is not of the form name/version (e.g. echo/v1)"),
@@ -285,12 +284,12 @@ fn method_specs(event: &str, field: &str, methods: Vec<Declared>) -> Result<Vec<
             format!("{event}: field '{field}' names {} methods; at most {MAX_METHODS} are allowed", methods.len()),
         ));
     }
-    if let Some(bad) = methods.iter().find(|m| !workflow::is_method(&m.name)) {
+    if let Some(bad) = methods.iter().find(|m| !crate::ids::is_method(&m.name)) {
         return Err(RpcError::new(
             errors::INVALID_PARAMS,
             format!(
                 "{event}: method '{}' in '{field}' is not a method name: a letter, then letters, digits, '_', '.', '/', ':' or '-', at most 200 bytes",
-                workflow::excerpt(&bad.name)
+                crate::text::excerpt(&bad.name)
             ),
         ));
     }
@@ -495,7 +494,10 @@ async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(hos
         if let Some(schedule_id) = host.schedules.remove(&caller, &id).await? {
             Ok(json!({ "schedule_id": schedule_id, "removed": true }))
         } else {
-            Err(RpcError::new(errors::NOT_FOUND, format!("remove_schedule: no schedule '{}'", workflow::excerpt(&id))))
+            Err(RpcError::new(
+                errors::NOT_FOUND,
+                format!("remove_schedule: no schedule '{}'", crate::text::excerpt(&id)),
+            ))
         }
     }
     .await;

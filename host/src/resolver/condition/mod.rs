@@ -128,7 +128,7 @@ fn is_variable(name: &str, count: usize) -> bool {
 
 /// A CEL value for messages, cut short.
 fn describe(value: &cel::Value) -> String {
-    crate::workflow::excerpt(&format!("{value:?}"))
+    crate::text::excerpt(&format!("{value:?}"))
 }
 
 /// The parser's message on one line, without its position and snippet:
