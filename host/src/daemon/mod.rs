@@ -1,20 +1,24 @@
 //! The host daemon (`gleitzeit serve`): one axum server on one port that
 //! carries the Socket.IO transport (`socket`), the HTTP API (`http`), the
-//! web dashboard (`dashboard`) and the health route; both transports call the same operations on the
-//! shared [`Host`] (`host`), answer with the same errors (`rpc`) and see
-//! the same events (`events`).
+//! web dashboard (`dashboard`) and the health route. Both transports call
+//! the same operations on the shared [`Core`] (`core`), which knows no
+//! transport; they answer with the same errors (`rpc`) and see the same
+//! events (`events`). Work enters the engine through the [`intake`], which
+//! the schedules (`schedules`) use as well.
 //!
 //! This module owns the daemon's life: start (resuming stored work), the
 //! event forwarding, periodic pruning, and the drain on shutdown. It runs
 //! nothing itself (the `engine` does) and validates workflows through
 //! `workflow`, exactly as single-shot mode does.
 
+mod core;
 mod dashboard;
 mod events;
-mod host;
 mod http;
+mod intake;
 mod listen;
 mod quota;
+mod requests;
 mod rpc;
 mod schedules;
 mod socket;
@@ -24,17 +28,18 @@ use crate::engine::{Engine, EngineConfig, EngineEvent};
 use crate::plugins::PluginSet;
 use crate::registry::Registry;
 pub use crate::schedule::MAX_SCHEDULES;
-use crate::store::{Store, StoreError};
-use host::Host;
-pub use host::MAX_STREAMS;
-pub use http::openapi;
+use crate::store::{AsyncStore, Store, StoreError};
+use core::Core;
+use http::HttpTransport;
+pub use http::{MAX_STREAMS, openapi};
+use intake::Intake;
 pub use quota::{DEFAULT_SCHEDULES_PER_TOKEN, DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 pub use schedules::{ADMINS_SCHEDULES, DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL};
+use socket::SocketTransport;
 use socketioxide::SocketIo;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -108,13 +113,13 @@ fn refused(parts: &axum::http::request::Parts, error: &AuthError) -> rpc::RpcErr
 /// by DNS rebinding). Requests without `Origin` (not from a browser page)
 /// pass: the token decides.
 async fn check_origin(
-    axum::extract::State(host): axum::extract::State<Arc<Host>>,
+    axum::extract::State(api): axum::extract::State<Arc<HttpTransport>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let origin = request.headers().get(axum::http::header::ORIGIN).map(|o| String::from_utf8_lossy(o.as_bytes()));
     match origin {
-        Some(origin) if !auth::origin_allowed(&origin, host.port, &host.policy.allowed_origins) => {
+        Some(origin) if !auth::origin_allowed(&origin, api.port, &api.core.policy().allowed_origins) => {
             let error = AuthError::OriginNotAllowed { origin: crate::text::excerpt(&origin) };
             let (parts, _) = request.into_parts();
             let refusal = refused(&parts, &error);
@@ -129,11 +134,16 @@ async fn check_origin(
 }
 
 /// Hand each engine event to the Socket.IO rooms and the event log.
-async fn forward_events(io: SocketIo, host: Arc<Host>, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+async fn forward_events(
+    io: SocketIo,
+    sockets: Arc<SocketTransport>,
+    api: Arc<HttpTransport>,
+    mut events: mpsc::UnboundedReceiver<EngineEvent>,
+) {
     while let Some(event) = events.recv().await {
         let described = events::payload(&event);
-        socket::forward(&io, &host, &described, &event).await;
-        host.events.append(&described);
+        socket::forward(&io, &sockets, &described, &event).await;
+        api.events.append(&described);
     }
 }
 
@@ -147,56 +157,47 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let engine_config = EngineConfig { wait_for_providers: true, ..config.engine };
-    let (engine, events) = match &config.store {
+    let store = config.store.clone().map(AsyncStore::new);
+    let (engine, events) = match &store {
         None => Engine::start_observed(registry.clone(), engine_config),
         Some(store) => {
             // The store holds finished workflows; memory keeps only live work.
             // A query answered after a workflow ends is released only once its
             // report is stored, so the store always has it by then.
             let engine_config = EngineConfig { keep_finished: 0, ..engine_config };
-            let started = Engine::start_durable(registry.clone(), engine_config, store.clone())?;
+            let started = Engine::start_durable(registry.clone(), engine_config, store.sync().clone())?;
             resume(&started.0, store).await?;
             tokio::spawn(prune_periodically(store.clone(), config.retention));
             started
         }
     };
     let schedules = schedules::Schedules::load(
-        config.store.clone(),
+        store.clone(),
         schedules::Bounds { min_interval: config.min_schedule_interval, per_token: config.max_schedules_per_token },
     )
     .await?;
     let scheduled = schedules.count().await;
-    let host = Arc::new(Host {
-        engine: engine.clone(),
-        store: config.store.clone(),
-        registry,
-        plugins,
-        sockets: socket::Sockets::default(),
-        events: events::EventLog::default(),
-        streams: host::StreamSlots::new(config.max_streams),
-        stream_shares: quota::Shares::new("event streams", "max_streams_per_token", config.max_streams_per_token),
-        report_turns: quota::Turns::default(),
-        body_bytes: quota::BodyBytes::default(),
-        workflows_per_token: config.max_workflows_per_token,
-        policy: config.policy.clone(),
-        schedules,
-        port: listener.local_addr()?.port(),
-        shutting_down: AtomicBool::new(false),
-    });
-    let (layer, io) = socket::layer(&host);
-    tokio::spawn(forward_events(io.clone(), host.clone(), events));
-    tokio::spawn(schedules::fire_when_due(host.clone()));
-    let app = http::router(host.clone())
+    let intake = Intake::new(engine.clone(), config.policy.clone(), config.max_workflows_per_token);
+    let schedules = Arc::new(schedules);
+    let core = Arc::new(Core { intake: intake.clone(), store, registry, plugins, schedules: schedules.clone() });
+    let sockets = Arc::new(SocketTransport::new(core.clone()));
+    let limits =
+        http::HttpLimits { max_streams: config.max_streams, max_streams_per_token: config.max_streams_per_token };
+    let api = Arc::new(HttpTransport::new(core.clone(), sockets.clone(), &limits, listener.local_addr()?.port()));
+    let (layer, io) = socket::layer(&sockets);
+    tokio::spawn(forward_events(io.clone(), sockets.clone(), api.clone(), events));
+    tokio::spawn(schedules::fire_when_due(schedules, intake.clone()));
+    let app = http::router(api.clone())
         .merge(dashboard::router())
         .route("/health", axum::routing::get(|| async { "ok" }))
         .layer(layer)
-        .layer(axum::middleware::from_fn_with_state(host.clone(), socket::meter_transports))
-        .layer(axum::middleware::from_fn_with_state(host.clone(), check_origin));
+        .layer(axum::middleware::from_fn_with_state(sockets, socket::meter_transports))
+        .layer(axum::middleware::from_fn_with_state(api, check_origin));
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
-    announce(&format!("plugins: bundled, and {} (watched)", host.plugins.dir().display()));
-    announce(&host.policy.describe());
+    announce(&format!("plugins: bundled, and {} (watched)", core.plugins.dir().display()));
+    announce(&config.policy.describe());
     if scheduled > 0 {
         announce(&format!("schedules: {scheduled} (gleitzeit schedule list)"));
     }
@@ -204,7 +205,7 @@ pub async fn serve(
     tokio::select! {
         () = server => Ok(()),
         () = shutdown => {
-            host.shutting_down.store(true, Ordering::Relaxed);
+            intake.stop_taking_work();
             if drain(&engine, config.grace).await {
                 // Let submitters fetch the reports of what just finished.
                 tokio::time::sleep(LINGER.min(config.grace)).await;
@@ -236,9 +237,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Take up every workflow the store has unfinished. One whose stored state
 /// cannot be read is set aside (closed as failed, saying why) so that the
 /// host starts and serves the others.
-async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreError> {
-    let reader = store.clone();
-    let unfinished = blocking(store, "read unfinished workflows", move || reader.unfinished()).await?;
+async fn resume(engine: &Engine, store: &AsyncStore) -> Result<(), StoreError> {
+    let unfinished = store.call("read unfinished workflows", |store| store.unfinished()).await?;
     set_aside(store, unfinished.unreadable).await?;
     let saved = unfinished.saved;
     if !saved.is_empty() {
@@ -255,7 +255,7 @@ async fn resume(engine: &Engine, store: &Arc<dyn Store>) -> Result<(), StoreErro
 
 /// Close stored workflows that cannot be read, each with a report that
 /// says why (`workflow status ID` shows it), and say so in the log.
-async fn set_aside(store: &Arc<dyn Store>, unreadable: Vec<crate::store::Unreadable>) -> Result<(), StoreError> {
+async fn set_aside(store: &AsyncStore, unreadable: Vec<crate::store::Unreadable>) -> Result<(), StoreError> {
     if unreadable.is_empty() {
         return Ok(());
     }
@@ -265,35 +265,19 @@ async fn set_aside(store: &Arc<dyn Store>, unreadable: Vec<crate::store::Unreada
     let ids: Vec<&str> = unreadable.iter().map(|w| w.workflow_id.as_str()).collect();
     announce(&format!("set aside {} stored workflows that cannot be read: {}", ids.len(), ids.join(", ")));
     let records: Vec<_> = unreadable.iter().map(|w| crate::store::Record::Finished(Arc::new(w.report()))).collect();
-    let writer = store.clone();
-    blocking(store, "set aside unreadable workflows", move || writer.write(&records)).await
-}
-
-/// Run a store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<dyn Store>,
-    action: &'static str,
-    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(call).await.map_err(|e| StoreError::Io {
-        target: store.target(),
-        action,
-        reason: e.to_string(),
-    })?
+    store.call("set aside unreadable workflows", move |store| store.write(&records)).await
 }
 
 /// Forget finished workflows older than `retention`, now and every minute.
-async fn prune_periodically(store: Arc<dyn Store>, retention: Duration) {
+async fn prune_periodically(store: AsyncStore, retention: Duration) {
     loop {
-        let pruner = store.clone();
         let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
-        match tokio::task::spawn_blocking(move || pruner.prune(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
+        match store.call("prune finished workflows", move |store| store.prune(cutoff)).await {
+            Ok(0) => {}
+            Ok(n) => {
                 tracing::info!("pruned {n} finished workflows older than {}", humantime::format_duration(retention))
             }
-            Ok(Err(e)) => tracing::warn!("{e}"),
-            Err(e) => tracing::warn!("pruning stopped: {e}"),
+            Err(e) => tracing::warn!("{e}"),
         }
         tokio::time::sleep(PRUNE_EVERY).await;
     }

@@ -9,18 +9,18 @@
 //! [`fire_when_due`] sleeps until the next due time of any schedule (at
 //! most a minute, and a change wakes it) and starts each due run as its
 //! owner would submit it: the owner's token must still exist and may
-//! submit, and the run goes through `Host::submit` like any other
+//! submit, and the run goes through the [`Intake`] like any other
 //! workflow. A due time is handled once: the run started, or skipped (its
 //! previous run still running, its owner's token revoked), and the due
 //! time is written down either way. The due-time rules and run ids are
 //! `crate::schedule`'s; this module parses no workflows.
 
-use super::host::Host;
+use super::intake::Intake;
 use super::rpc::{RpcError, errors};
 use crate::auth::{Action, Caller};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::schedule::{Cadence, Due, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, Schedule};
-use crate::store::{Store, StoreError};
+use crate::store::{AsyncStore, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -71,7 +71,7 @@ pub(super) struct Schedules {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Wakes the loop when a schedule is added or removed.
     changed: Notify,
-    store: Option<Arc<dyn Store>>,
+    store: Option<AsyncStore>,
     bounds: Bounds,
 }
 
@@ -145,11 +145,10 @@ struct Fire {
 impl Schedules {
     /// The schedules the store holds (none without one). One that cannot
     /// be read is left in the store and named in the log.
-    pub(super) async fn load(store: Option<Arc<dyn Store>>, bounds: Bounds) -> Result<Self, StoreError> {
+    pub(super) async fn load(store: Option<AsyncStore>, bounds: Bounds) -> Result<Self, StoreError> {
         let mut entries = BTreeMap::new();
         if let Some(store) = &store {
-            let reader = store.clone();
-            let saved = super::blocking(store, "read schedules", move || reader.schedules()).await?;
+            let saved = store.call("read schedules", |store| store.schedules()).await?;
             for (id, error) in saved.unreadable {
                 tracing::error!(schedule = %id, "set aside: {error}");
             }
@@ -282,8 +281,9 @@ impl Schedules {
         let Some(kept) = visible(&entries, caller, id) else { return Ok(None) };
         let id = kept.as_str();
         if let Some(store) = &self.store {
-            let (remover, wanted) = (store.clone(), id.to_owned());
-            super::blocking(store, "remove a schedule", move || remover.remove_schedule(&wanted))
+            let wanted = id.to_owned();
+            store
+                .call("remove a schedule", move |store| store.remove_schedule(&wanted))
                 .await
                 .map_err(RpcError::internal)?;
         }
@@ -296,8 +296,8 @@ impl Schedules {
 
     async fn persist(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let Some(store) = &self.store else { return Ok(()) };
-        let (writer, schedule) = (store.clone(), schedule.clone());
-        super::blocking(store, "store a schedule", move || writer.put_schedule(&schedule)).await
+        let schedule = schedule.clone();
+        store.call("store a schedule", move |store| store.put_schedule(&schedule)).await
     }
 
     /// What is due at `now`, and the earliest due time after it.
@@ -327,12 +327,12 @@ impl Schedules {
     /// replaced before this starts nothing, and one removed or replaced
     /// after it knows its last run. Breaks when the host is shutting down
     /// (the due time is left for the next start, as missed).
-    async fn fire(&self, host: &Host, fire: &Fire) -> std::ops::ControlFlow<()> {
+    async fn fire(&self, intake: &Intake, fire: &Fire) -> std::ops::ControlFlow<()> {
         let mut entries = self.entries.lock().await;
         let Some(entry) = entries.get_mut(&fire.id).filter(|e| e.schedule.created_at == fire.created_at) else {
             return std::ops::ControlFlow::Continue(());
         };
-        let outcome = start(host, fire, entry).await;
+        let outcome = start(intake, fire, entry).await;
         entry.schedule.last_due = Some(fire.due);
         match outcome {
             Outcome::Stopping => return std::ops::ControlFlow::Break(()),
@@ -360,11 +360,11 @@ impl Schedules {
 }
 
 /// Start each schedule's runs as they fall due, until the host shuts down.
-pub(super) async fn fire_when_due(host: Arc<Host>) {
+pub(super) async fn fire_when_due(schedules: Arc<Schedules>, intake: Intake) {
     loop {
-        let (fires, next) = host.schedules.due(SystemTime::now()).await;
+        let (fires, next) = schedules.due(SystemTime::now()).await;
         for fire in &fires {
-            if host.schedules.fire(&host, fire).await.is_break() {
+            if schedules.fire(&intake, fire).await.is_break() {
                 return;
             }
         }
@@ -374,7 +374,7 @@ pub(super) async fn fire_when_due(host: Arc<Host>) {
         let nap = next.and_then(|n| n.duration_since(SystemTime::now()).ok()).map_or(MAX_NAP, |d| d.min(MAX_NAP));
         tokio::select! {
             () = tokio::time::sleep(nap) => {}
-            () = host.schedules.changed.notified() => {}
+            () = schedules.changed.notified() => {}
         }
     }
 }
@@ -393,22 +393,22 @@ enum Outcome {
 }
 
 /// Start `fire`'s run of `entry`'s schedule, as its owner.
-async fn start(host: &Host, fire: &Fire, entry: &Entry) -> Outcome {
+async fn start(intake: &Intake, fire: &Fire, entry: &Entry) -> Outcome {
     let schedule = &entry.schedule;
     let (id, due) = (&fire.id, &fire.due_text);
-    if host.shutting_down() {
+    if intake.shutting_down() {
         return Outcome::Stopping;
     }
     if let Some(from) = &fire.missed_from {
         tracing::info!(schedule = %id, "missed the due times from {from} (the host was down or busy); starting only the one due {due}");
     }
     let owner = schedule.workflow.owner.as_deref();
-    let Some(holder) = host.policy.holder(owner).filter(|h| h.may(Action::Submit).is_ok()) else {
+    let Some(holder) = intake.policy.holder(owner).filter(|h| h.may(Action::Submit).is_ok()) else {
         let owner = owner.unwrap_or_default();
         return Outcome::Skipped(format!("its token '{owner}' is revoked or may not submit"));
     };
     if let Some(last) = &schedule.last_run
-        && host.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
+        && intake.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
     {
         return Outcome::Busy(format!("its last run {last} is still running"));
     }
@@ -419,7 +419,7 @@ async fn start(host: &Host, fire: &Fire, entry: &Entry) -> Outcome {
     // The host's id of the run (a schedule kept before ids were scoped
     // makes runs of an unscoped id, which its token's submission scopes).
     let run_id = holder.own_id(&run.id).into_owned();
-    match host.submit(&holder, run).await {
+    match intake.submit(&holder, run).await {
         Ok(_) => {
             tracing::info!(schedule = %id, workflow = %run_id, "started the run due {due}");
             Outcome::Started(run_id)

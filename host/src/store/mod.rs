@@ -11,9 +11,12 @@
 //! report). This module knows nothing of scheduling or providers. The
 //! shared suite is `tests/store.rs`.
 
+mod async_store;
 pub mod journal;
 pub mod redis;
 pub mod sqlite;
+
+pub use async_store::AsyncStore;
 
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed};

@@ -4,9 +4,10 @@
 //! moment of the scrape. docs/metrics.md lists them.
 
 use super::Authenticated;
+use super::HttpTransport;
 use super::error::ApiError;
 use crate::auth::Action;
-use crate::daemon::host::{Host, ProviderInfo};
+use crate::daemon::core::ProviderInfo;
 use crate::engine::EngineStats;
 use crate::metrics::{Scrape, render};
 use crate::model::Priority;
@@ -31,15 +32,18 @@ struct Facts {
     responses(
         (status = 200, description = "The Prometheus (OpenMetrics) text format; docs/metrics.md lists each metric", content_type = "application/openmetrics-text", body = String),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-pub async fn metrics(State(host): State<Arc<Host>>, auth: Authenticated) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(api): State<Arc<HttpTransport>>,
+    auth: Authenticated,
+) -> Result<impl IntoResponse, ApiError> {
     auth.may(Action::Scrape)?;
-    let engine = host.engine.stats().await.map_err(crate::daemon::rpc::RpcError::internal)?;
+    let engine = api.core.engine().stats().await.map_err(crate::daemon::rpc::RpcError::internal)?;
     let facts = Facts {
         engine,
-        providers: host.providers(),
-        plugins: host.plugins.statuses(),
-        sockets: host.sockets.connected(),
-        streams: host.streams.open(),
+        providers: api.core.providers(),
+        plugins: api.core.plugins.statuses(),
+        sockets: api.sockets.connected(),
+        streams: api.streams.open(),
     };
     let text = render(move |scrape| write(scrape, &facts));
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

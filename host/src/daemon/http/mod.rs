@@ -5,7 +5,10 @@
 //! `/api/v1/openapi.json` is generated from them ([`openapi`]).
 //!
 //! It parses requests and shapes answers; what a request does is the
-//! [`Host`]'s, who may do it is `auth`'s.
+//! [`Core`]'s, who may do it is `auth`'s. It owns what only HTTP keeps
+//! ([`HttpTransport`]): the event log its streams read, the places for
+//! streams, each token's turns to build reports, the budget of request
+//! bodies.
 
 mod error;
 mod metrics;
@@ -13,8 +16,14 @@ mod schedules;
 mod schema;
 mod stream;
 
-use super::host::{Host, PluginsInfo, ProtocolInfo, ProviderInfo, list_query, one_task_tree};
+pub use stream::MAX_STREAMS;
+
+use super::core::{Core, PluginsInfo, ProtocolInfo, ProviderInfo};
+use super::events::EventLog;
+use super::quota::{BodyBytes, Shares, Turns};
+use super::requests::{list_query, one_task_tree};
 use super::rpc::errors;
+use super::socket::SocketTransport;
 use crate::auth::{Action, AuthError, Caller};
 use crate::listing::WorkflowSummary;
 use crate::report::{RunReport, TaskReport};
@@ -59,7 +68,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The API's routes and its OpenAPI document, built from the same list.
-fn routes() -> (axum::Router<Arc<Host>>, utoipa::openapi::OpenApi) {
+fn routes() -> (axum::Router<Arc<HttpTransport>>, utoipa::openapi::OpenApi) {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(submit_workflow, list_workflows))
         .routes(routes!(submit_task))
@@ -87,30 +96,73 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
+/// The HTTP transport's state: the core it calls, and what only HTTP keeps.
+pub struct HttpTransport {
+    pub(super) core: Arc<Core>,
+    /// The Socket.IO transport, for the count of sockets `/metrics` shows.
+    sockets: Arc<SocketTransport>,
+    /// Recent events, numbered, for server-sent event streams.
+    pub(super) events: EventLog,
+    /// The places for server-sent event streams.
+    streams: stream::StreamSlots,
+    /// Each client token's share of them.
+    stream_shares: Shares,
+    /// Each token's turns to build reports.
+    report_turns: Turns,
+    /// The bytes of request bodies read at once.
+    body_bytes: BodyBytes,
+    /// The port the daemon listens on: its own pages' origins name it.
+    pub(super) port: u16,
+}
+
+/// The limits of the HTTP transport, from the daemon's settings.
+pub struct HttpLimits {
+    /// Most server-sent event streams open at once.
+    pub max_streams: usize,
+    /// Most of them one client token may hold.
+    pub max_streams_per_token: usize,
+}
+
+impl HttpTransport {
+    pub fn new(core: Arc<Core>, sockets: Arc<SocketTransport>, limits: &HttpLimits, port: u16) -> Self {
+        Self {
+            core,
+            sockets,
+            events: EventLog::default(),
+            streams: stream::StreamSlots::new(limits.max_streams),
+            stream_shares: Shares::new("event streams", "max_streams_per_token", limits.max_streams_per_token),
+            report_turns: Turns::default(),
+            body_bytes: BodyBytes::default(),
+            port,
+        }
+    }
+}
+
 /// The API router, with the document at `/api/v1/openapi.json`.
-pub fn router(host: Arc<Host>) -> axum::Router {
-    let (api, document) = routes();
+pub fn router(api: Arc<HttpTransport>) -> axum::Router {
+    let (routes, document) = routes();
     let document = Arc::new(document);
-    api.route(
-        &format!("{BASE}/openapi.json"),
-        axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }),
-    )
-    // Set on the routes before they are wrapped in layers.
-    .method_not_allowed_fallback(wrong_method)
-    // Bodies up to what a Socket.IO request may be; the parser's own
-    // budgets bound what is built from them.
-    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .fallback(unknown_route)
-    .layer(axum::middleware::from_fn_with_state(host.clone(), within_body_budget))
-    .layer(axum::middleware::map_response(error::in_one_shape))
-    .with_state(host)
+    routes
+        .route(
+            &format!("{BASE}/openapi.json"),
+            axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }),
+        )
+        // Set on the routes before they are wrapped in layers.
+        .method_not_allowed_fallback(wrong_method)
+        // Bodies up to what a Socket.IO request may be; the parser's own
+        // budgets bound what is built from them.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), within_body_budget))
+        .layer(axum::middleware::map_response(error::in_one_shape))
+        .with_state(api)
 }
 
 /// Read a request's body only once the host's budget of body bytes has
 /// room for it (as its `Content-Length` says; the most a body may be
 /// without one), and hold that room until it is answered.
 async fn within_body_budget(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -120,7 +172,7 @@ async fn within_body_budget(
         None if axum::body::HttpBody::is_end_stream(request.body()) => 0,
         None => MAX_BODY_BYTES,
     };
-    let _held = host.body_bytes.hold(bytes).await;
+    let _held = api.body_bytes.hold(bytes).await;
     next.run(request).await
 }
 
@@ -143,12 +195,12 @@ pub struct Authenticated {
     parts: Parts,
 }
 
-impl FromRequestParts<Arc<Host>> for Authenticated {
+impl FromRequestParts<Arc<HttpTransport>> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<HttpTransport>) -> Result<Self, Self::Rejection> {
         let token = super::bearer(&parts.headers)?;
-        match host.policy.authenticate(token.as_deref()) {
+        match api.core.policy().authenticate(token.as_deref()) {
             Ok(caller) => Ok(Self { caller, parts: parts.clone() }),
             Err(e) => Err(super::refused(parts, &e).into()),
         }
@@ -170,9 +222,9 @@ impl Authenticated {
 /// it does not exist) 404.
 /// A token's requests build reports a few at a time (each may be as large
 /// as a workflow's limit), as over Socket.IO.
-async fn visible(host: &Host, caller: &Caller, id: &str) -> Result<RunReport, ApiError> {
-    let _turn = host.report_turns.wait(caller).await;
-    host.report(caller, id).await?.ok_or_else(|| not_found(id))
+async fn visible(api: &HttpTransport, caller: &Caller, id: &str) -> Result<RunReport, ApiError> {
+    let _turn = api.report_turns.wait(caller).await;
+    api.core.report(caller, id).await?.ok_or_else(|| not_found(id))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -233,7 +285,7 @@ struct Accepted {
         (status = 400, description = "Not JSON or YAML", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 async fn submit_workflow(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -242,9 +294,9 @@ async fn submit_workflow(
     let caller = auth.may(Action::Submit)?;
     let tree = body_tree(&headers, body, "POST /api/v1/workflows").await?;
     let inputs = query_inputs(query)?;
-    let workflow = host.validated("POST /api/v1/workflows", tree, inputs)?;
+    let workflow = api.core.validated("POST /api/v1/workflows", tree, inputs)?;
     let task_count = workflow.tasks.len();
-    let submitted = host.submit(caller, workflow).await?;
+    let submitted = api.core.submit(caller, workflow).await?;
     Ok(created(Accepted { workflow_id: submitted.workflow_id, task_count }))
 }
 
@@ -309,7 +361,7 @@ impl HasWorkflowId for TaskAccepted {
         (status = 422, body = ApiError), (status = 409, body = ApiError), (status = 400, body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 async fn submit_task(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     headers: HeaderMap,
     body: Body,
@@ -322,9 +374,9 @@ async fn submit_task(
             "POST /api/v1/tasks: the body must be one task (an object)",
         ));
     }
-    let workflow = host.validated("POST /api/v1/tasks", one_task_tree(task), Default::default())?;
+    let workflow = api.core.validated("POST /api/v1/tasks", one_task_tree(task), Default::default())?;
     let task_id = workflow.tasks[0].id.clone();
-    let submitted = host.submit(caller, workflow).await?;
+    let submitted = api.core.submit(caller, workflow).await?;
     Ok(created(TaskAccepted { workflow_id: submitted.workflow_id, task_id }))
 }
 
@@ -361,7 +413,7 @@ struct ListParams {
 #[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", params(ListParams),
     responses((status = 200, body = WorkflowPage), (status = 422, body = ApiError), (status = 401, body = ApiError)))]
 async fn list_workflows(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<WorkflowPage> {
@@ -369,7 +421,7 @@ async fn list_workflows(
     refuse_repeats("GET /api/v1/workflows", &params, &[])?;
     let fields: Map<String, Value> = params.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     let query = list_query(&fields, DEFAULT_PAGE)?;
-    let listed = host.list(caller, query).await?;
+    let listed = api.core.list(caller, query).await?;
     Ok(axum::Json(WorkflowPage { workflows: listed.workflows, next_cursor: listed.next.map(|c| c.encode()) }))
 }
 
@@ -384,12 +436,12 @@ const DEFAULT_PAGE: usize = 100;
     params(("id" = String, Path, description = "The workflow id")),
     responses((status = 200, body = RunReport), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 async fn get_workflow(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<RunReport> {
     let caller = auth.may(Action::Read)?;
-    let mut report = visible(&host, caller, &id).await?;
+    let mut report = visible(&api, caller, &id).await?;
     outline(&mut report);
     Ok(axum::Json(report))
 }
@@ -412,12 +464,12 @@ fn outline(report: &mut RunReport) {
     params(("id" = String, Path, description = "The workflow id"), ("task" = String, Path, description = "The task id")),
     responses((status = 200, body = TaskReport), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 async fn get_task(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path((id, task)): Path<(String, String)>,
 ) -> ApiResult<TaskReport> {
     let caller = auth.may(Action::Read)?;
-    let report = visible(&host, caller, &id).await?;
+    let report = visible(&api, caller, &id).await?;
     let found = report.tasks.into_iter().find(|t| t.id == task);
     found.map(axum::Json).ok_or_else(|| no_task(&id, &task))
 }
@@ -450,13 +502,13 @@ struct ResultsParams {
     params(("id" = String, Path, description = "The workflow id"), ResultsParams),
     responses((status = 200, body = Results), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 async fn get_results(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
     Query(params): Query<ResultsParams>,
 ) -> ApiResult<Results> {
     let caller = auth.may(Action::Read)?;
-    let report = visible(&host, caller, &id).await?;
+    let report = visible(&api, caller, &id).await?;
     if let Some(task) = &params.task
         && !report.tasks.iter().any(|t| &t.id == task)
     {
@@ -484,12 +536,12 @@ struct Cancelled {
     responses((status = 200, body = Cancelled), (status = 404, description = "No such running workflow", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 async fn cancel_workflow(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Cancelled> {
     let caller = auth.may(Action::Cancel)?;
-    if let Some(workflow_id) = host.cancel(caller, &id).await? {
+    if let Some(workflow_id) = api.core.cancel(caller, &id).await? {
         Ok(axum::Json(Cancelled { workflow_id, cancelled: true }))
     } else {
         Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", crate::text::excerpt(&id))))
@@ -504,9 +556,9 @@ struct Providers {
 /// Every provider: WASM plugins and remote peers (admin tokens).
 #[utoipa::path(get, path = "/api/v1/providers", tag = "providers",
     responses((status = 200, body = Providers), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-async fn list_providers(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<Providers> {
+async fn list_providers(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<Providers> {
     auth.may(Action::Observe)?;
-    Ok(axum::Json(Providers { providers: host.providers() }))
+    Ok(axum::Json(Providers { providers: api.core.providers() }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -517,18 +569,18 @@ struct Protocols {
 /// Every protocol served, with its methods.
 #[utoipa::path(get, path = "/api/v1/protocols", tag = "providers",
     responses((status = 200, body = Protocols), (status = 401, body = ApiError)))]
-async fn list_protocols(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<Protocols> {
+async fn list_protocols(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<Protocols> {
     auth.may(Action::ListProtocols)?;
-    Ok(axum::Json(Protocols { protocols: host.protocols() }))
+    Ok(axum::Json(Protocols { protocols: api.core.protocols() }))
 }
 
 /// The WASM plugins: bundled and from the plugins directory, with their
 /// state, version, load time and last error (admin tokens).
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "providers",
     responses((status = 200, body = PluginsInfo), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-async fn list_plugins(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<PluginsInfo> {
+async fn list_plugins(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<PluginsInfo> {
     auth.may(Action::Observe)?;
-    Ok(axum::Json(host.plugins()))
+    Ok(axum::Json(api.core.plugins()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -554,17 +606,15 @@ struct Readiness {
 /// answers (no token needed).
 #[utoipa::path(get, path = "/api/v1/ready", tag = "health", security(()),
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready: the checks say why", body = Readiness)))]
-async fn ready(State(host): State<Arc<Host>>) -> (StatusCode, axum::Json<Readiness>) {
+async fn ready(State(api): State<Arc<HttpTransport>>) -> (StatusCode, axum::Json<Readiness>) {
     let mut checks = Map::new();
-    checks.insert("accepting".into(), json!(if host.shutting_down() { "shutting down" } else { "ok" }));
-    if let Some(failing) = host.engine.store_failing() {
+    checks.insert("accepting".into(), json!(if api.core.shutting_down() { "shutting down" } else { "ok" }));
+    if let Some(failing) = api.core.engine().store_failing() {
         checks.insert("store".into(), json!(failing));
-    } else if let Some(store) = &host.store {
-        let probe = store.clone();
-        let answer = tokio::time::timeout(READY_STORE_TIMEOUT, tokio::task::spawn_blocking(move || probe.has("")));
+    } else if let Some(store) = &api.core.store {
+        let answer = tokio::time::timeout(READY_STORE_TIMEOUT, store.call("answer", |store| store.has("")));
         let state = match answer.await {
-            Ok(Ok(Ok(_))) => "ok".to_owned(),
-            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Ok(_)) => "ok".to_owned(),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("{} did not answer within {} s", store.target(), READY_STORE_TIMEOUT.as_secs()),
         };

@@ -2,9 +2,9 @@
 //! block, or the block's fields in the query), list, read and remove, with
 //! the roles of submitting, reading and cancelling workflows.
 
+use super::HttpTransport;
 use super::{ApiError, ApiResult, Authenticated, BASE, Body, body_tree, schema};
 use crate::auth::Action;
-use crate::daemon::host::Host;
 use crate::daemon::rpc::errors;
 use crate::daemon::schedules::ScheduleInfo;
 use crate::workflow;
@@ -38,7 +38,7 @@ const BLOCK_FIELDS: &[&str] = &["id", "cron", "timezone", "due_input"];
         (status = 400, description = "Not JSON or YAML", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn add_schedule(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -48,7 +48,7 @@ pub(super) async fn add_schedule(
     let caller = auth.may(Action::Submit)?;
     let (overrides, replace) = block_fields(query)?;
     let tree = body_tree(&headers, body, ORIGIN).await?;
-    let info = host.add_schedule(caller, ORIGIN, tree, overrides, replace).await?;
+    let info = api.core.add_schedule(caller, ORIGIN, tree, overrides, replace).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = format!("{BASE}/schedules/{}", info.schedule_id).parse() {
         headers.insert(header::LOCATION, location);
@@ -99,9 +99,9 @@ pub(super) struct Schedules {
 /// The schedules this token may see (admins: all), by id.
 #[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules",
     responses((status = 200, body = Schedules), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
-pub(super) async fn list_schedules(State(host): State<Arc<Host>>, auth: Authenticated) -> ApiResult<Schedules> {
+pub(super) async fn list_schedules(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<Schedules> {
     let caller = auth.may(Action::Read)?;
-    Ok(axum::Json(Schedules { schedules: host.schedules.list(caller).await }))
+    Ok(axum::Json(Schedules { schedules: api.core.schedules(caller).await }))
 }
 
 fn no_schedule(id: &str) -> ApiError {
@@ -113,12 +113,12 @@ fn no_schedule(id: &str) -> ApiError {
     params(("id" = String, Path, description = "The schedule id")),
     responses((status = 200, body = ScheduleInfo), (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 pub(super) async fn get_schedule(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<ScheduleInfo> {
     let caller = auth.may(Action::Read)?;
-    host.schedules.get(caller, &id).await.map(axum::Json).ok_or_else(|| no_schedule(&id))
+    api.core.schedule(caller, &id).await.map(axum::Json).ok_or_else(|| no_schedule(&id))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -133,12 +133,12 @@ pub(super) struct Removed {
     responses((status = 200, body = Removed), (status = 404, body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(super) async fn remove_schedule(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Removed> {
     let caller = auth.may(Action::Cancel)?;
-    match host.schedules.remove(caller, &id).await? {
+    match api.core.remove_schedule(caller, &id).await? {
         Some(schedule_id) => Ok(axum::Json(Removed { schedule_id, removed: true })),
         None => Err(no_schedule(&id)),
     }

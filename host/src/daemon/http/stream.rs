@@ -9,14 +9,14 @@
 //!
 //! A client that does not read holds nothing but its place in the shared
 //! log (see `events`), and is disconnected once the host could write
-//! nothing to it for 30 s. At most [`MAX_STREAMS`](crate::daemon::MAX_STREAMS) are open
+//! nothing to it for 30 s. At most [`MAX_STREAMS`] are open
 //! at once, fewer where the process may open fewer files.
 
+use super::HttpTransport;
 use super::error::ApiError;
 use super::{Authenticated, visible};
 use crate::auth::{Action, Caller};
 use crate::daemon::events::Logged;
-use crate::daemon::host::Host;
 use crate::daemon::rpc::errors;
 use crate::model::WorkflowStatus;
 use crate::report::RunReport;
@@ -29,6 +29,39 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, watch};
+
+/// Most server-sent event streams open at once; one more is answered 429.
+/// Every append to the event log wakes every stream, and each holds a file.
+pub const MAX_STREAMS: usize = 1000;
+
+/// One permit per server-sent event stream that may be open at once: a
+/// stream holds its permit while it is open.
+pub(super) struct StreamSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+impl StreamSlots {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
+    }
+
+    /// A place for one more stream, if there is one. The last twentieth
+    /// of the places are kept for admins (`exempt`): clients filling the
+    /// rest do not lock the operator and the dashboard out.
+    pub(super) fn take(&self, exempt: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kept = if exempt { 0 } else { self.capacity / 20 };
+        if self.permits.available_permits() <= kept {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Streams open now.
+    pub(super) fn open(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+}
 
 /// Events read from the log at once, per stream.
 const BATCH: usize = 256;
@@ -58,7 +91,7 @@ impl Scope {
 
 /// Where a stream stands.
 struct Reader {
-    host: Arc<Host>,
+    api: Arc<HttpTransport>,
     scope: Scope,
     /// The id of the last event read from the log.
     cursor: u64,
@@ -74,17 +107,17 @@ struct Reader {
 impl Reader {
     /// A reader after event `cursor`, if the host has room for one more
     /// stream.
-    fn new(host: Arc<Host>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
+    fn new(api: Arc<HttpTransport>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
         let caller = scope.caller();
-        let share = host.stream_shares.take(caller).map_err(|message| ApiError::new(errors::BUSY, message))?;
-        let Some(permit) = host.streams.take(caller.sees_all()) else {
-            let open = host.streams.open();
+        let share = api.stream_shares.take(caller).map_err(|message| ApiError::new(errors::BUSY, message))?;
+        let Some(permit) = api.streams.take(caller.sees_all()) else {
+            let open = api.streams.open();
             let served = if caller.sees_all() { "at once" } else { "to clients" };
             let message = format!("{open} event streams are open, the most the host serves {served}; try again later");
             return Err(ApiError::new(errors::BUSY, message));
         };
-        let wake = host.events.watch();
-        Ok(Self { host, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit, _share: share })
+        let wake = api.events.watch();
+        Ok(Self { api, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit, _share: share })
     }
 
     /// The next event to send; `None` ends the stream.
@@ -101,12 +134,12 @@ impl Reader {
                     self.done = true;
                 }
                 return Some(
-                    Event::default().event(event.name).id(self.host.events.wire_id(event.id)).data(&event.data),
+                    Event::default().event(event.name).id(self.api.events.wire_id(event.id)).data(&event.data),
                 );
             }
             // Marked seen before reading, so an append after the read wakes us.
             self.wake.borrow_and_update();
-            match self.host.events.after(self.cursor, BATCH) {
+            match self.api.events.after(self.cursor, BATCH) {
                 Ok(events) if events.is_empty() => self.wake.changed().await.ok()?,
                 Ok(events) => {
                     self.cursor = events.last().map_or(self.cursor, |e| e.id);
@@ -124,36 +157,36 @@ impl Reader {
     /// tells the client to fetch its list again.
     async fn start_over(&mut self) -> Event {
         match &self.scope {
-            Scope::Workflow { id, caller } => match self.host.report(caller, id).await {
+            Scope::Workflow { id, caller } => match self.api.core.report(caller, id).await {
                 Ok(Some(report)) => {
                     self.done = report.status != WorkflowStatus::Running;
-                    snapshot(&self.host, self.cursor, report)
+                    snapshot(&self.api, self.cursor, report)
                 }
                 _ => {
                     self.done = true;
-                    reset(&self.host, self.cursor)
+                    reset(&self.api, self.cursor)
                 }
             },
-            Scope::Visible(_) => reset(&self.host, self.cursor),
+            Scope::Visible(_) => reset(&self.api, self.cursor),
         }
     }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.host.events.reader_left();
+        self.api.events.reader_left();
     }
 }
 
-fn snapshot(host: &Host, id: u64, mut report: RunReport) -> Event {
+fn snapshot(api: &HttpTransport, id: u64, mut report: RunReport) -> Event {
     super::outline(&mut report);
     let data = serde_json::to_string(&report).unwrap_or_default();
-    Event::default().event("snapshot").id(host.events.wire_id(id)).data(data)
+    Event::default().event("snapshot").id(api.events.wire_id(id)).data(data)
 }
 
-fn reset(host: &Host, id: u64) -> Event {
+fn reset(api: &HttpTransport, id: u64) -> Event {
     let data = serde_json::json!({ "reason": "events were missed; fetch the workflows again" }).to_string();
-    Event::default().event("reset").id(host.events.wire_id(id)).data(data)
+    Event::default().event("reset").id(api.events.wire_id(id)).data(data)
 }
 
 fn sse(reader: Reader, first: Option<Event>) -> Response {
@@ -173,9 +206,9 @@ fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + '
 
 /// The `Last-Event-ID` a client sent: `Some(Ok(id))` for one of this run's
 /// events, `Some(Err)` for one that is not (another run's, or garbage).
-fn last_event_id(host: &Host, headers: &HeaderMap) -> Option<Result<u64, ()>> {
+fn last_event_id(api: &HttpTransport, headers: &HeaderMap) -> Option<Result<u64, ()>> {
     let text = headers.get("last-event-id")?.to_str().map_err(|_| ());
-    Some(text.and_then(|t| host.events.parse_wire_id(t)))
+    Some(text.and_then(|t| api.events.parse_wire_id(t)))
 }
 
 /// One workflow's events: `snapshot` (its report without results), then
@@ -189,7 +222,7 @@ fn last_event_id(host: &Host, headers: &HeaderMap) -> Option<Result<u64, ()>> {
         (status = 204, description = "The workflow finished and its last event was seen"),
         (status = 404, body = ApiError), (status = 401, body = ApiError)))]
 pub async fn workflow_events(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -198,14 +231,14 @@ pub async fn workflow_events(
     // The reader first: from now on the log keeps what happens. Its place
     // is read before the report, so nothing between the two is missed.
     let own = caller.own_id(&id).into_owned();
-    let mut reader = Reader::new(host.clone(), Scope::Workflow { id: own, caller: caller.clone() }, 0)?;
-    let start = host.events.latest();
-    let report = visible(&host, &caller, &id).await?;
+    let mut reader = Reader::new(api.clone(), Scope::Workflow { id: own, caller: caller.clone() }, 0)?;
+    let start = api.events.latest();
+    let report = visible(&api, &caller, &id).await?;
     // (A workflow kept before ids were scoped has the id as given.)
     reader.scope = Scope::Workflow { id: report.workflow_id.clone(), caller };
     let finished = report.status != WorkflowStatus::Running;
-    match last_event_id(&host, &headers) {
-        Some(Ok(after)) => match host.events.has_after(after, &report.workflow_id) {
+    match last_event_id(&api, &headers) {
+        Some(Ok(after)) => match api.events.has_after(after, &report.workflow_id) {
             Ok(false) if finished => Ok(StatusCode::NO_CONTENT.into_response()),
             Ok(_) => {
                 reader.cursor = after;
@@ -219,7 +252,7 @@ pub async fn workflow_events(
 
 /// A stream that starts with a snapshot taken after event `start`.
 fn fresh(mut reader: Reader, start: u64, report: RunReport, finished: bool) -> Response {
-    let first = snapshot(&reader.host, start, report);
+    let first = snapshot(&reader.api, start, report);
     reader.cursor = start;
     reader.done = finished;
     sse(reader, Some(first))
@@ -233,17 +266,17 @@ fn fresh(mut reader: Reader, start: u64, report: RunReport, finished: bool) -> R
         (status = 200, description = "A text/event-stream", content_type = "text/event-stream", body = String),
         (status = 401, body = ApiError)))]
 pub async fn all_events(
-    State(host): State<Arc<Host>>,
+    State(api): State<Arc<HttpTransport>>,
     auth: Authenticated,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = auth.may(Action::Read)?.clone();
-    let mut reader = Reader::new(host.clone(), Scope::Visible(caller), 0)?;
-    let latest = host.events.latest();
-    let (cursor, first) = match last_event_id(&host, &headers) {
+    let mut reader = Reader::new(api.clone(), Scope::Visible(caller), 0)?;
+    let latest = api.events.latest();
+    let (cursor, first) = match last_event_id(&api, &headers) {
         None => (latest, None),
         Some(Ok(after)) => (after, None),
-        Some(Err(())) => (latest, Some(reset(&host, latest))),
+        Some(Err(())) => (latest, Some(reset(&api, latest))),
     };
     reader.cursor = cursor;
     Ok(sse(reader, first))

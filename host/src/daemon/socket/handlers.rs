@@ -5,7 +5,7 @@
 //! are JSON-RPC 2.0 error objects (ack `{error}` and an `error` event); a bad
 //! payload never takes the server down.
 
-use super::Host;
+use super::SocketTransport;
 use super::remote::RemoteProvider;
 use super::wire::{self, Fields, Payload, RpcError, errors, object};
 use crate::auth::{Action, Caller};
@@ -25,7 +25,7 @@ const MAX_METHODS: usize = 1000;
 
 /// Answer an event: the ack (when asked for) and, on failure, an `error`
 /// event as the original server sent.
-fn answer(host: &Host, socket: &SocketRef, ack: Reply, outcome: Result<Value, RpcError>) {
+fn answer(transport: &SocketTransport, socket: &SocketRef, ack: Reply, outcome: Result<Value, RpcError>) {
     let outcome = outcome.and_then(|value| match wire::encoded_len(&value) {
         len if len > crate::daemon::MAX_REPLY_BYTES => Err(RpcError::new(
             errors::TOO_LARGE,
@@ -41,12 +41,12 @@ fn answer(host: &Host, socket: &SocketRef, ack: Reply, outcome: Result<Value, Rp
         Err(error) => {
             tracing::debug!(socket = %socket.id, "request failed: {}", error.message);
             let reply = error.to_reply();
-            host.send_counted(socket, super::counted_len(&reply), || socket.emit("error", &reply).is_ok());
+            transport.send_counted(socket, super::counted_len(&reply), || socket.emit("error", &reply).is_ok());
             reply
         }
     };
     if ack.asked {
-        host.send_counted(socket, super::counted_len(&reply), || ack.sender.send(&reply).is_ok());
+        transport.send_counted(socket, super::counted_len(&reply), || ack.sender.send(&reply).is_ok());
     }
 }
 
@@ -118,41 +118,52 @@ impl std::fmt::Display for Refusal {
 pub async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
-    State(host): State<Arc<Host>>,
+    State(transport): State<Arc<SocketTransport>>,
 ) -> Result<(), Refusal> {
     let from_payload = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
     let token = match from_payload {
         Some(token) => Some(token),
         None => crate::daemon::bearer(&socket.req_parts().headers).map_err(Refusal)?,
     };
-    let caller = host.policy.authenticate(token.as_deref()).map_err(|e| Refusal(host.refused(&socket, &e)))?;
+    let caller =
+        transport.core.policy().authenticate(token.as_deref()).map_err(|e| Refusal(transport.refused(&socket, &e)))?;
     tracing::debug!(socket = %socket.id, token = caller.name(), "connected");
     socket.extensions.insert(caller);
     Ok(())
 }
 
 /// Greets the client as the original host did.
-pub async fn on_connect(socket: SocketRef, State(host): State<Arc<Host>>) {
-    host.opened(&socket);
+pub async fn on_connect(socket: SocketRef, State(transport): State<Arc<SocketTransport>>) {
+    transport.opened(&socket);
     let _ = socket
         .emit("connected", &json!({ "message": "Connected to the Gleitzeit host", "sid": socket.id.to_string() }));
 }
 
-async fn unknown_event(socket: SocketRef, Event(event): Event, ack: Reply, State(host): State<Arc<Host>>) {
+async fn unknown_event(
+    socket: SocketRef,
+    Event(event): Event,
+    ack: Reply,
+    State(transport): State<Arc<SocketTransport>>,
+) {
     // The name is the client's: echo only the start of it.
     let name = crate::text::excerpt(&event);
     let message = format!("unknown event '{name}'; see docs/protocol.md for the events the host understands");
-    answer(&host, &socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
+    answer(&transport, &socket, ack, Err(RpcError::new(errors::METHOD_NOT_FOUND, message)));
 }
 
-async fn disconnected(socket: SocketRef, State(host): State<Arc<Host>>) {
-    host.forget_socket(&socket.id.to_string());
+async fn disconnected(socket: SocketRef, State(transport): State<Arc<SocketTransport>>) {
+    transport.forget_socket(&socket.id.to_string());
 }
 
 /// `{protocol: {name, version, description?, methods: {NAME: {description}}}}`
-async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn register_protocol(
+    socket: SocketRef,
+    data: Payload,
+    ack: Reply,
+    State(transport): State<Arc<SocketTransport>>,
+) {
     let outcome = (|| {
-        let caller = host.caller(&socket, Action::Serve)?;
+        let caller = transport.caller(&socket, Action::Serve)?;
         let map = payload("register_protocol", data)?;
         let fields = Fields { event: "register_protocol", map: &map };
         let protocol = fields.object("protocol")?;
@@ -162,7 +173,7 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(h
         let version = spec.string("version")?;
         let protocol_id = format!("{name}/{version}");
         check_protocol_id("register_protocol", &protocol_id)?;
-        caller.may_serve(&protocol_id).map_err(|e| host.refused(&socket, &e))?;
+        caller.may_serve(&protocol_id).map_err(|e| transport.refused(&socket, &e))?;
         let methods: Vec<Declared> = match inner.get("methods") {
             Some(Value::Object(methods)) => methods
                 .iter()
@@ -176,24 +187,30 @@ async fn register_protocol(socket: SocketRef, data: Payload, ack: Reply, State(h
             _ => Vec::new(),
         };
         let methods = method_specs("register_protocol", "protocol.methods", methods)?;
-        host.declare_protocol(&socket.id.to_string(), &protocol_id, methods);
+        transport.declare_protocol(&socket.id.to_string(), &protocol_id, methods);
         let reply = json!({ "protocol_id": protocol_id, "message": format!("Protocol {protocol_id} registered") });
         let _ = socket.emit("protocol_registered", &reply);
         Ok(reply)
     })();
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{provider_id, protocol_id, supported_methods, name?, description?, max_concurrent?}`
-async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: SocketIo, State(host): State<Arc<Host>>) {
+async fn register_provider(
+    socket: SocketRef,
+    data: Payload,
+    ack: Reply,
+    io: SocketIo,
+    State(transport): State<Arc<SocketTransport>>,
+) {
     let outcome = (|| {
-        let caller = host.caller(&socket, Action::Serve)?;
+        let caller = transport.caller(&socket, Action::Serve)?;
         let map = payload("register_provider", data)?;
         let fields = Fields { event: "register_provider", map: &map };
         let provider_id = fields.string("provider_id")?;
         let protocol_id = fields.string("protocol_id")?;
         check_protocol_id("register_provider", &protocol_id)?;
-        host.may_register(&caller, &provider_id, &protocol_id).map_err(|e| host.refused(&socket, &e))?;
+        transport.may_register(&caller, &provider_id, &protocol_id).map_err(|e| transport.refused(&socket, &e))?;
         let sid = socket.id.to_string();
         let methods = match fields.strings("supported_methods", "methods")? {
             Some(names) if !names.is_empty() => {
@@ -221,7 +238,7 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
                 }
                 method_specs("register_provider", "supported_methods", declared)?
             }
-            _ => host.declared_methods(&sid, &protocol_id).ok_or_else(|| {
+            _ => transport.declared_methods(&sid, &protocol_id).ok_or_else(|| {
                 RpcError::new(
                     errors::INVALID_PARAMS,
                     "register_provider: field 'supported_methods' must list the methods served (or register_protocol first)",
@@ -239,7 +256,7 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
         };
         let method_names: Vec<String> = spec.methods.iter().map(|m| m.name.clone()).collect();
         let provider = RemoteProvider::new(provider_id.clone(), spec, socket.clone(), max_concurrent as usize);
-        host.add_remote(&sid, Arc::new(provider))?;
+        transport.add_remote(&sid, Arc::new(provider))?;
         let message = format!("Provider {provider_id} registered for {protocol_id}");
         let reply = json!({ "provider_id": provider_id, "protocol_id": protocol_id, "message": message });
         let _ = socket.emit("provider_registered", &reply);
@@ -248,7 +265,7 @@ async fn register_provider(socket: SocketRef, data: Payload, ack: Reply, io: Soc
         tokio::spawn(async move { io.to(super::PROVIDERS_ROOM).emit("provider_available", &available).await });
         Ok(reply)
     })();
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 fn check_protocol_id(event: &str, protocol_id: &str) -> Result<(), RpcError> {
@@ -305,39 +322,39 @@ fn method_specs(event: &str, field: &str, methods: Vec<Declared>) -> Result<Vec<
 
 /// `{id, result}` / `{id, error}` / a JSON-RPC 2.0 response: the answer to an
 /// `execute_method` call, for clients that cannot answer acks.
-async fn method_result(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn method_result(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = (|| {
-        host.caller(&socket, Action::Serve)?;
+        transport.caller(&socket, Action::Serve)?;
         let map = payload("method_result", data)?;
         let id = match map.get("id") {
             Some(Value::String(id)) => id.clone(),
             _ => return Err(RpcError::new(errors::INVALID_PARAMS, "method_result: field 'id' must be the call's id")),
         };
-        if host.deliver(&socket.id.to_string(), &id, Value::Object(map)) {
+        if transport.deliver(&socket.id.to_string(), &id, Value::Object(map)) {
             Ok(json!({ "id": id, "accepted": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("method_result: no call '{id}' is waiting for an answer")))
         }
     })();
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{id, chunk}`: partial output of a running call, for the task's subscribers.
-async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = (|| {
-        host.caller(&socket, Action::Serve)?;
+        transport.caller(&socket, Action::Serve)?;
         let map = payload("task_progress", data)?;
         let Some(Value::String(id)) = map.get("id") else {
             return Err(RpcError::new(errors::INVALID_PARAMS, "task_progress: field 'id' must be the call's id"));
         };
         let chunk = map.get("chunk").cloned().unwrap_or(Value::Null);
-        if host.progress(&socket.id.to_string(), id, chunk) {
+        if transport.progress(&socket.id.to_string(), id, chunk) {
             Ok(json!({ "id": id, "accepted": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("task_progress: no call '{id}' is running")))
         }
     })();
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// Submit as `caller`, with `socket` in the workflow's room first so that
@@ -345,7 +362,7 @@ async fn task_progress(socket: SocketRef, data: Payload, ack: Reply, State(host)
 /// (unless it was there before: an earlier submission or a subscription).
 async fn submit_joined(
     socket: &SocketRef,
-    host: &Host,
+    transport: &SocketTransport,
     caller: &Caller,
     workflow: crate::model::Workflow,
 ) -> Result<(String, usize), RpcError> {
@@ -353,7 +370,7 @@ async fn submit_joined(
     let room = super::room(&workflow.id);
     let joined_before = socket.rooms().iter().any(|r| *r == room);
     socket.join(room.clone());
-    let submitted = host.submit(caller, workflow).await.inspect_err(|_| {
+    let submitted = transport.core.submit(caller, workflow).await.inspect_err(|_| {
         if !joined_before {
             socket.leave(room);
         }
@@ -362,39 +379,43 @@ async fn submit_joined(
 }
 
 /// `{workflow: {...}, inputs?: {NAME: value}}`
-async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn submit_workflow(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Submit)?;
+        let caller = transport.caller(&socket, Action::Submit)?;
         let map = payload("submit_workflow", data)?;
         let fields = Fields { event: "submit_workflow", map: &map };
         let (tree, inputs) = (fields.object("workflow")?, fields.optional_object("inputs")?);
-        let workflow = host.validated("submit_workflow: workflow", tree, inputs)?;
-        let (workflow_id, task_count) = submit_joined(&socket, &host, &caller, workflow).await?;
+        let workflow = transport.core.validated("submit_workflow: workflow", tree, inputs)?;
+        let (workflow_id, task_count) = submit_joined(&socket, &transport, &caller, workflow).await?;
         let message = format!("Workflow {workflow_id} submitted with {task_count} tasks");
         let reply = json!({ "workflow_id": workflow_id, "task_count": task_count, "message": message });
         let _ = socket.emit("workflow_submitted", &reply);
         Ok(reply)
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{task: {..., workflow_id?}}`: a one-task workflow that runs at once.
-async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn submit_task(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Submit)?;
+        let caller = transport.caller(&socket, Action::Submit)?;
         let map = payload("submit_task", data)?;
         let task = Fields { event: "submit_task", map: &map }.object("task")?;
-        let workflow = host.validated("submit_task", crate::daemon::host::one_task_tree(task), Default::default())?;
+        let workflow = transport.core.validated(
+            "submit_task",
+            crate::daemon::requests::one_task_tree(task),
+            Default::default(),
+        )?;
         let task_id = workflow.tasks[0].id.clone();
-        let (workflow_id, _) = submit_joined(&socket, &host, &caller, workflow).await?;
+        let (workflow_id, _) = submit_joined(&socket, &transport, &caller, workflow).await?;
         let message = format!("Task {task_id} submitted");
         let reply = json!({ "task_id": task_id, "workflow_id": workflow_id, "message": message });
         let _ = socket.emit("task_submitted", &reply);
         Ok(reply)
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
@@ -403,40 +424,40 @@ fn workflow_id(event: &str, data: Payload) -> Result<String, RpcError> {
 }
 
 /// `{workflow_id}`: the workflow's report (running or finished).
-async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
-    let Some(_slot) = host.request_slot(&socket).await else { return };
+async fn get_workflow(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let Some(_slot) = transport.request_slot(&socket).await else { return };
     let outcome = async {
-        let caller = host.caller(&socket, Action::Read)?;
+        let caller = transport.caller(&socket, Action::Read)?;
         let id = workflow_id("get_workflow", data)?;
-        match host.report(&caller, &id).await? {
+        match transport.core.report(&caller, &id).await? {
             Some(report) => serde_json::to_value(&report).map_err(RpcError::internal),
             None => Err(RpcError::new(errors::NOT_FOUND, format!("get_workflow: no workflow '{id}'"))),
         }
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{status?, name?, since?, until?, cursor?, limit?}`: the workflows the
 /// caller may see, newest submitted first (see `listing`); `next_cursor`
 /// continues the list.
-async fn list_workflows(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
-    let Some(_slot) = host.request_slot(&socket).await else { return };
+async fn list_workflows(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let Some(_slot) = transport.request_slot(&socket).await else { return };
     let outcome = async {
-        let caller = host.caller(&socket, Action::Read)?;
+        let caller = transport.caller(&socket, Action::Read)?;
         // The original's clients send no payload at all.
         let map = match data.0 {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
         };
-        let query = crate::daemon::host::list_query(&map, LISTED_BY_DEFAULT)
+        let query = crate::daemon::requests::list_query(&map, LISTED_BY_DEFAULT)
             .map_err(|e| RpcError { message: format!("list_workflows: {}", e.message), ..e })?;
-        let listed = host.list(&caller, query).await?;
+        let listed = transport.core.list(&caller, query).await?;
         let next = listed.next.map(|c| c.encode());
         Ok(json!({ "workflows": listed.workflows, "next_cursor": next }))
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// Workflows `list_workflows` shows when the request names no limit (as
@@ -444,54 +465,54 @@ async fn list_workflows(socket: SocketRef, data: Payload, ack: Reply, State(host
 const LISTED_BY_DEFAULT: usize = crate::listing::MAX_PAGE;
 
 /// `{workflow_id}`
-async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Cancel)?;
+        let caller = transport.caller(&socket, Action::Cancel)?;
         let id = workflow_id("cancel_workflow", data)?;
-        if let Some(workflow_id) = host.cancel(&caller, &id).await? {
+        if let Some(workflow_id) = transport.core.cancel(&caller, &id).await? {
             Ok(json!({ "workflow_id": workflow_id, "cancelled": true }))
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'")))
         }
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{workflow: {...}, schedule?: {cron?, timezone?, inputs?, due_input?,
 /// id?}, replace?}`: keep the workflow's schedule (its `schedule:` block,
 /// with `schedule`'s fields over it); the host starts its runs.
-async fn add_schedule(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn add_schedule(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Submit)?;
+        let caller = transport.caller(&socket, Action::Submit)?;
         let map = payload("add_schedule", data)?;
         let fields = Fields { event: "add_schedule", map: &map };
         let (tree, overrides, replace) =
             (fields.object("workflow")?, fields.optional_object("schedule")?, fields.flag("replace")?);
-        let info = host.add_schedule(&caller, "add_schedule: workflow", tree, overrides, replace).await?;
+        let info = transport.core.add_schedule(&caller, "add_schedule: workflow", tree, overrides, replace).await?;
         serde_json::to_value(info).map_err(RpcError::internal)
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// The schedules the caller may see, by id.
-async fn list_schedules(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
+async fn list_schedules(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Read)?;
-        Ok(json!({ "schedules": host.schedules.list(&caller).await }))
+        let caller = transport.caller(&socket, Action::Read)?;
+        Ok(json!({ "schedules": transport.core.schedules(&caller).await }))
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// `{schedule_id}`: forget a schedule (runs it started go on).
-async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
-        let caller = host.caller(&socket, Action::Cancel)?;
+        let caller = transport.caller(&socket, Action::Cancel)?;
         let map = payload("remove_schedule", data)?;
         let id = Fields { event: "remove_schedule", map: &map }.string("schedule_id")?;
-        if let Some(schedule_id) = host.schedules.remove(&caller, &id).await? {
+        if let Some(schedule_id) = transport.core.remove_schedule(&caller, &id).await? {
             Ok(json!({ "schedule_id": schedule_id, "removed": true }))
         } else {
             Err(RpcError::new(
@@ -501,7 +522,7 @@ async fn remove_schedule(socket: SocketRef, data: Payload, ack: Reply, State(hos
         }
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
 /// What `subscribe` and `unsubscribe` name: `{workflow_id}` (that workflow's
@@ -539,19 +560,19 @@ impl Topic {
     }
 }
 
-async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
         let topic = Topic::parse("subscribe", data)?;
         let room = match &topic {
             Topic::Providers => {
-                host.caller(&socket, Action::Observe)?;
+                transport.caller(&socket, Action::Observe)?;
                 topic.room()
             }
             // With tokens, only an existing workflow of the caller's: an id
             // subscribed to in advance could become another user's.
-            Topic::Workflow(id) => match host.caller(&socket, Action::Read)? {
+            Topic::Workflow(id) => match transport.caller(&socket, Action::Read)? {
                 Caller::Anyone => topic.room(),
-                caller => match host.report(&caller, id).await? {
+                caller => match transport.core.report(&caller, id).await? {
                     Some(report) => super::room(&report.workflow_id),
                     None => return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'"))),
                 },
@@ -561,31 +582,33 @@ async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): St
         Ok(topic.reply(true))
     }
     .await;
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
-async fn unsubscribe(socket: SocketRef, data: Payload, ack: Reply, State(host): State<Arc<Host>>) {
+async fn unsubscribe(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = Topic::parse("unsubscribe", data).map(|topic| {
-        if let (Topic::Workflow(id), Ok(caller)) = (&topic, host.caller(&socket, Action::Read)) {
+        if let (Topic::Workflow(id), Ok(caller)) = (&topic, transport.caller(&socket, Action::Read)) {
             socket.leave(super::room(&caller.own_id(id)));
         }
         socket.leave(topic.room());
         topic.reply(false)
     });
-    answer(&host, &socket, ack, outcome);
+    answer(&transport, &socket, ack, outcome);
 }
 
-async fn list_providers(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    let outcome = host.caller(&socket, Action::Observe).map(|_| json!({ "providers": host.providers() }));
-    answer(&host, &socket, ack, outcome);
+async fn list_providers(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let outcome =
+        transport.caller(&socket, Action::Observe).map(|_| json!({ "providers": transport.core.providers() }));
+    answer(&transport, &socket, ack, outcome);
 }
 
-async fn list_protocols(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    let outcome = host.caller(&socket, Action::ListProtocols).map(|_| json!({ "protocols": host.protocols() }));
-    answer(&host, &socket, ack, outcome);
+async fn list_protocols(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let outcome =
+        transport.caller(&socket, Action::ListProtocols).map(|_| json!({ "protocols": transport.core.protocols() }));
+    answer(&transport, &socket, ack, outcome);
 }
 
-async fn list_plugins(socket: SocketRef, ack: Reply, State(host): State<Arc<Host>>) {
-    let outcome = host.caller(&socket, Action::Observe).map(|_| json!(host.plugins()));
-    answer(&host, &socket, ack, outcome);
+async fn list_plugins(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let outcome = transport.caller(&socket, Action::Observe).map(|_| json!(transport.core.plugins()));
+    answer(&transport, &socket, ack, outcome);
 }

@@ -4,20 +4,20 @@
 //! `docs/protocol.md`.
 //!
 //! It owns the sockets, their outboxes and the remote providers they
-//! registered; what a request does is the [`Host`]'s.
+//! registered ([`SocketTransport`]); what a request does is the [`Core`]'s.
 
 mod handlers;
 mod outbound;
 mod remote;
 mod wire;
 
+use super::core::Core;
 use super::events::Described;
-use super::host::Host;
 use crate::auth::{Action, AuthError, Caller};
 use crate::engine::EngineEvent;
 use crate::locks::lock;
 use crate::model::MethodSpec;
-use crate::plugins::{PluginEvent, PluginSet};
+use crate::plugins::PluginEvent;
 use crate::registry::Provider as _;
 use remote::RemoteProvider;
 use serde_json::{Value, json};
@@ -28,9 +28,16 @@ use std::sync::{Arc, Mutex};
 
 pub use outbound::{Connection, Metered, MeteredListener};
 
+/// The Socket.IO transport's state: the core it calls, and what it keeps
+/// per socket.
+pub struct SocketTransport {
+    pub(super) core: Arc<Core>,
+    sockets: Sockets,
+}
+
 /// What the transport keeps per socket.
 #[derive(Default)]
-pub struct Sockets {
+struct Sockets {
     /// Remote providers by the socket that registered them.
     remotes: Mutex<HashMap<String, Vec<Arc<RemoteProvider>>>>,
     /// Methods declared with `register_protocol`, by socket and protocol.
@@ -53,7 +60,7 @@ fn room(workflow_id: &str) -> String {
 const PROVIDERS_ROOM: &str = "providers";
 
 /// The Socket.IO layer for the router, and the handle that emits.
-pub fn layer(host: &Arc<Host>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
+pub fn layer(transport: &Arc<SocketTransport>) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         // One limit for every transport (see `rpc`): what exceeds the
         // request limit but not this is refused with an error, not dropped.
@@ -64,21 +71,23 @@ pub fn layer(host: &Arc<Host>) -> (socketioxide::layer::SocketIoLayer, SocketIo)
         // workflow receives several events per task in a burst, and a full
         // buffer would drop them (and acks) silently.
         .max_buffer_size(1 << 20)
-        .with_state(host.clone())
+        .with_state(transport.clone())
         .build_layer();
     io.ns("/", handlers::on_connect.with(handlers::register_handlers).with(handlers::authenticate));
-    announce_plugin_changes(&host.plugins, io.clone(), host.clone());
+    announce_plugin_changes(&transport.core, io.clone());
     (layer, io)
 }
 
-impl Sockets {
+impl SocketTransport {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core, sockets: Sockets::default() }
+    }
+
     /// Sockets connected now.
     pub fn connected(&self) -> usize {
-        self.outboxes.count()
+        self.sockets.outboxes.count()
     }
-}
 
-impl Host {
     /// A socket connected (called from the connect handler, once it counts
     /// as connected): open its outbox on the connection it came on.
     fn opened(&self, socket: &socketioxide::extract::SocketRef) {
@@ -135,7 +144,7 @@ impl Host {
     /// Who `socket` is, if it may do `action`. A refusal is logged with
     /// the peer's address.
     fn caller(&self, socket: &socketioxide::extract::SocketRef, action: Action) -> Result<Caller, wire::RpcError> {
-        let caller = match (socket.extensions.get::<Caller>(), &self.policy.tokens) {
+        let caller = match (socket.extensions.get::<Caller>(), &self.core.policy().tokens) {
             (Some(caller), _) => Ok(caller),
             (None, None) => Ok(Caller::Anyone),
             // Every socket that passed the handshake has one: fail closed.
@@ -154,7 +163,7 @@ impl Host {
     /// is not another token's.
     fn may_register(&self, caller: &Caller, provider_id: &str, protocol: &str) -> Result<(), AuthError> {
         caller.may_serve(protocol)?;
-        if self.wasm_serves(protocol) && !self.policy.remote_may_serve.iter().any(|p| p == protocol) {
+        if self.core.wasm_serves(protocol) && !self.core.policy().remote_may_serve.iter().any(|p| p == protocol) {
             return Err(AuthError::ProtocolReserved { protocol: protocol.to_owned() });
         }
         let (Some(owner), false) = (caller.owner(), caller.sees_all()) else { return Ok(()) };
@@ -180,7 +189,7 @@ impl Host {
     fn add_remote(&self, sid: &str, provider: Arc<RemoteProvider>) -> Result<(), wire::RpcError> {
         let mut remotes = lock(&self.sockets.remotes);
         let own = remotes.get(sid).is_some_and(|list| list.iter().any(|p| p.id() == provider.id()));
-        if !own && self.registry.providers().iter().any(|p| p.id() == provider.id()) {
+        if !own && self.core.registry.providers().iter().any(|p| p.id() == provider.id()) {
             return Err(wire::RpcError::new(
                 wire::errors::CONFLICT,
                 format!(
@@ -192,13 +201,13 @@ impl Host {
         let list = remotes.entry(sid.to_owned()).or_default();
         if let Some(old) = list.iter().position(|p| p.id() == provider.id()) {
             let old = list.remove(old);
-            self.registry.unregister(old.id());
+            self.core.registry.unregister(old.id());
             old.close();
         }
-        self.registry.register(provider.clone());
+        self.core.registry.register(provider.clone());
         list.push(provider);
         drop(remotes);
-        self.engine.providers_changed();
+        self.core.engine().providers_changed();
         Ok(())
     }
 
@@ -209,7 +218,7 @@ impl Host {
         let providers = lock(&self.sockets.remotes).remove(sid).unwrap_or_default();
         for provider in providers {
             tracing::info!(provider = &**provider.id(), "remote provider disconnected");
-            self.registry.unregister(provider.id());
+            self.core.registry.unregister(provider.id());
             provider.close();
         }
         lock(&self.sockets.declared).retain(|(socket, _), _| socket != sid);
@@ -236,7 +245,7 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 /// long-polling request (credited as the kernel takes its bytes, not when
 /// the response is handed to hyper).
 pub async fn meter_transports(
-    axum::extract::State(host): axum::extract::State<Arc<Host>>,
+    axum::extract::State(sockets): axum::extract::State<Arc<SocketTransport>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -247,8 +256,8 @@ pub async fn meter_transports(
     {
         let meter = connection.0.meter.clone();
         match transport {
-            "websocket" => host.sockets.outboxes.upgraded(sid, meter),
-            _ if request.method() == axum::http::Method::GET => host.sockets.outboxes.polled_on(sid, meter),
+            "websocket" => sockets.sockets.outboxes.upgraded(sid, meter),
+            _ if request.method() == axum::http::Method::GET => sockets.sockets.outboxes.polled_on(sid, meter),
             _ => {}
         }
     }
@@ -257,9 +266,9 @@ pub async fn meter_transports(
 
 /// Tell the subscribers of provider changes when a plugin loads, fails or
 /// goes, and let parked tasks try the new providers.
-fn announce_plugin_changes(plugins: &PluginSet, io: SocketIo, host: Arc<Host>) {
-    let engine = host.engine.clone();
-    plugins.on_change(move |event| {
+fn announce_plugin_changes(core: &Core, io: SocketIo) {
+    let engine = core.engine().clone();
+    core.plugins.on_change(move |event| {
         let (name, payload) = match event {
             PluginEvent::Loaded(status) => ("plugin_loaded", json!(status)),
             PluginEvent::Failed(status) => ("plugin_failed", json!(status)),
@@ -277,19 +286,25 @@ fn counted_len(payload: &impl serde::Serialize) -> usize {
 }
 
 /// Emit to each socket in `room` that has not left too much unread.
-fn emit_to_room(io: &SocketIo, host: &Host, room: String, event: &str, payload: &impl serde::Serialize) {
+fn emit_to_room(
+    io: &SocketIo,
+    transport: &SocketTransport,
+    room: String,
+    event: &str,
+    payload: &impl serde::Serialize,
+) {
     let sockets = io.to(room).sockets();
     if sockets.is_empty() {
         return;
     }
     let bytes = counted_len(payload);
     for socket in sockets {
-        host.send_counted(&socket, bytes, || socket.emit(event, payload).is_ok());
+        transport.send_counted(&socket, bytes, || socket.emit(event, payload).is_ok());
     }
 }
 
 /// Send an engine event to the sockets in its workflow's room.
-pub async fn forward(io: &SocketIo, host: &Host, described: &Described<'_>, event: &EngineEvent) {
+pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>, event: &EngineEvent) {
     let room = room(described.workflow_id);
     match event {
         // A start (no error), and a workflow's start and end, are a few
@@ -302,7 +317,7 @@ pub async fn forward(io: &SocketIo, host: &Host, described: &Described<'_>, even
             let _ = io.to(room).emit(described.name, &described.payload).await;
         }
         EngineEvent::Task(_) | EngineEvent::Progress(_) => {
-            emit_to_room(io, host, room, described.name, &described.payload);
+            emit_to_room(io, transport, room, described.name, &described.payload);
         }
     }
 }
