@@ -18,6 +18,10 @@ pub mod cadence;
 pub mod cli;
 pub mod client;
 pub mod clock;
+/// The JSON-RPC error codes: the plugin SDK's table, compiled here from the
+/// same file so that host and plugins share one.
+#[path = "../../plugin-sdk/src/codes.rs"]
+pub mod codes;
 pub mod daemon;
 pub mod engine;
 pub mod files;

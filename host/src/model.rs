@@ -381,42 +381,8 @@ fn number_bytes(n: &serde_json::Number) -> usize {
     }
 }
 
-/// JSON-RPC 2.0 error codes the host itself uses.
-pub mod codes {
-    pub const INVALID_PARAMS: i32 = -32602;
-    pub const METHOD_NOT_FOUND: i32 = -32601;
-    pub const INTERNAL_ERROR: i32 = -32603;
-    /// A provider-defined or transient failure.
-    pub const SERVER_ERROR: i32 = -32000;
-    /// The attempt ran past its timeout.
-    pub const TIMEOUT: i32 = -32001;
-    /// No provider serves the task's protocol.
-    pub const NO_PROVIDER: i32 = -32002;
-    /// A `${…}` reference could not be resolved at run time.
-    pub const SUBSTITUTION: i32 = -32003;
-    /// The plugin trapped (panic, out of memory, ...).
-    pub const PLUGIN_TRAP: i32 = -32004;
-    /// The task was cancelled (workflow timeout or cancellation).
-    pub const CANCELLED: i32 = -32005;
-    /// The task did not run because a dependency failed.
-    pub const SKIPPED: i32 = -32006;
-    /// The provider's result is larger than the host accepts.
-    pub const RESULT_TOO_LARGE: i32 = -32007;
-    /// A `for_each` did not give a list of items (or gave too many).
-    pub const NOT_A_LIST: i32 = -32008;
-    /// Items of a `for_each` task failed (and it does not allow failures).
-    pub const ITEMS_FAILED: i32 = -32009;
-    // -32010 to -32019 are the protocol's own (`daemon::rpc::errors`);
-    // -32020 to -32039 the bundled plugins' (docs/llm-and-mcp.md).
-    /// Skipped because its `when` was false (or a dependency's was): not a
-    /// failure.
-    pub const CONDITION_FALSE: i32 = -32040;
-    /// Its `when` could not be evaluated (not true or false, a type error).
-    pub const CONDITION_FAILED: i32 = -32041;
-    /// The workflow went past one of its limits (tasks, bytes held, or a
-    /// record the store refused): the task fails and the workflow ends.
-    pub const WORKFLOW_LIMIT: i32 = -32042;
-}
+/// JSON-RPC 2.0 error codes tasks end with: the one table's.
+pub use crate::codes;
 
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]

@@ -45,17 +45,7 @@ pub mod bindings {
 
 use bindings::gleitzeit::provider::types as wit;
 
-/// JSON-RPC 2.0 standard error codes used by the SDK and the host.
-pub mod codes {
-    /// The params do not fit the method.
-    pub const INVALID_PARAMS: i32 = -32602;
-    /// The protocol has no such method.
-    pub const METHOD_NOT_FOUND: i32 = -32601;
-    /// Something failed inside the provider.
-    pub const INTERNAL_ERROR: i32 = -32603;
-    /// Start of the range for provider-defined errors (-32000..-32099).
-    pub const SERVER_ERROR: i32 = -32000;
-}
+pub mod codes;
 
 /// A JSON-RPC 2.0 error object returned by a method, plus whether the host may
 /// retry the call.

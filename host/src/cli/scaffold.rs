@@ -32,6 +32,7 @@ const RUST: &[File] = &[
     (".gitignore", "target/\n"),
     ("gleitzeit-plugin-sdk/Cargo.toml", include_str!("../../../plugin-sdk/Cargo.toml")),
     ("gleitzeit-plugin-sdk/src/lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
+    ("gleitzeit-plugin-sdk/src/codes.rs", include_str!("../../../plugin-sdk/src/codes.rs")),
     ("gleitzeit-plugin-sdk/wit/provider.wit", WIT),
 ];
 

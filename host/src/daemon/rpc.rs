@@ -6,33 +6,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// JSON-RPC 2.0 codes the host answers with, on every transport (see
-/// docs/protocol.md and docs/http.md).
-pub mod errors {
-    pub const PARSE_ERROR: i32 = -32700;
-    pub const INVALID_REQUEST: i32 = -32600;
-    pub const METHOD_NOT_FOUND: i32 = -32601;
-    pub const INVALID_PARAMS: i32 = -32602;
-    pub const INTERNAL_ERROR: i32 = -32603;
-    /// The daemon is shutting down and takes no new work.
-    pub const SHUTTING_DOWN: i32 = -32010;
-    /// No such workflow.
-    pub const NOT_FOUND: i32 = -32011;
-    /// The id is taken (a running workflow, another socket's provider).
-    pub const CONFLICT: i32 = -32012;
-    /// The request or its answer is larger than a message may be.
-    pub const TOO_LARGE: i32 = -32013;
-    /// No token, or one the host does not know.
-    pub const UNAUTHENTICATED: i32 = -32014;
-    /// The token may not do this (its role, its protocols), or the browser
-    /// page's origin is not allowed.
-    pub const FORBIDDEN: i32 = -32015;
-    /// An HTTP body of a media type the host does not read (it reads JSON
-    /// and YAML).
-    pub const UNSUPPORTED_MEDIA_TYPE: i32 = -32016;
-    /// The host has as many of these open as it allows (event streams);
-    /// try again later.
-    pub const BUSY: i32 = -32017;
-}
+/// docs/protocol.md and docs/http.md): the one table's.
+pub use crate::codes as errors;
 
 impl From<&crate::auth::AuthError> for RpcError {
     fn from(error: &crate::auth::AuthError) -> Self {
@@ -100,5 +75,32 @@ impl RpcError {
     /// `message` repeats the text for the original's clients.
     pub fn to_reply(&self) -> Value {
         json!({ "error": self, "message": self.message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::codes::Code;
+
+    /// The Python and JS SDKs name some codes of the table in their own
+    /// language: each such name must be the table's, with its number.
+    #[test]
+    fn the_other_sdks_name_the_tables_codes() {
+        let sources = [
+            ("python", include_str!("../../../plugin-sdk/python/gleitzeit_plugin/__init__.py"), ""),
+            ("js", include_str!("../../../plugin-sdk/js/index.js"), "export const "),
+        ];
+        for (sdk, source, prefix) in sources {
+            let mut named = 0;
+            for line in source.lines() {
+                let Some((name, value)) = line.strip_prefix(prefix).and_then(|l| l.split_once(" = ")) else { continue };
+                let Ok(value) = value.trim_end_matches(';').parse::<i32>() else { continue };
+                let code = Code::of(value).unwrap_or_else(|| panic!("{sdk}: {name} = {value} is not in the table"));
+                assert_eq!(code.name(), name, "{sdk}: {value} is the table's {}", code.name());
+                named += 1;
+            }
+            assert!(named >= 4, "{sdk}: found {named} codes");
+        }
     }
 }

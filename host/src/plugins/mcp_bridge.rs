@@ -21,6 +21,7 @@
 
 use super::host::Grants;
 use super::outbound::HostPattern;
+use crate::codes;
 use crate::locks::lock;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -187,7 +188,7 @@ fn rpc_error(id: &Value, code: i32, message: String) -> Response {
 
 /// An internal-error reply to request `id`.
 fn rpc_error_value(id: &Value, message: String) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": message}})
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": codes::INTERNAL_ERROR, "message": message}})
 }
 
 async fn post(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
@@ -199,14 +200,14 @@ async fn post(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Strin
         return (StatusCode::UNAUTHORIZED, "this bridge serves only the plugin it was made for").into_response();
     }
     let Ok(message) = serde_json::from_str::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, rpc_error(&Value::Null, -32700, "parse error: not JSON".into()))
+        return (StatusCode::BAD_REQUEST, rpc_error(&Value::Null, codes::PARSE_ERROR, "parse error: not JSON".into()))
             .into_response();
     };
     let id = message.get("id").cloned();
     let method = message["method"].as_str().unwrap_or("");
     let (to_server, init) = match shared.running().await {
         Ok(running) => running,
-        Err(e) => return rpc_error(id.as_ref().unwrap_or(&Value::Null), -32603, e),
+        Err(e) => return rpc_error(id.as_ref().unwrap_or(&Value::Null), codes::INTERNAL_ERROR, e),
     };
     match (id, method) {
         (Some(id), "initialize") => {
@@ -254,7 +255,7 @@ impl Shared {
         message["id"] = json!(ours);
         if to_server.send(message.to_string()).is_err() {
             lock(&self.pending).replies.remove(&ours);
-            return rpc_error(&id, -32603, format!("MCP server {} is not running", self.label));
+            return rpc_error(&id, codes::INTERNAL_ERROR, format!("MCP server {} is not running", self.label));
         }
         let gone = rpc_error_value(&id, format!("MCP server {} exited before answering", self.label));
         if token.is_none() {
@@ -377,7 +378,7 @@ async fn read_server(
                 }
             }
             (Some(_), Some(method)) => {
-                let refusal = json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601,
+                let refusal = json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": codes::METHOD_NOT_FOUND,
                     "message": format!("the gleitzeit bridge does not answer {method}")}});
                 let _ = to_server.send(refusal.to_string());
             }

@@ -22,18 +22,12 @@ const PROTOCOL_VERSION: &str = "2025-06-18";
 /// Pages of a list followed at most.
 const MAX_PAGES: usize = 100;
 
-/// Error codes of this provider (JSON-RPC's server-defined range).
+/// Error codes of this provider: the SDK's table's `MCP_*`.
 mod codes {
-    /// The tool ran and reported an error (`isError`).
-    pub const TOOL_ERROR: i32 = -32030;
-    /// The server cannot be reached or answered 5xx: a retry may help.
-    pub const UNAVAILABLE: i32 = -32031;
-    /// The server answered the request with a JSON-RPC error.
-    pub const SERVER_ERROR: i32 = -32032;
-    /// The server's answer is not what MCP describes.
-    pub const MALFORMED: i32 = -32033;
-    /// The host refused the request (a host that is not granted).
-    pub const DENIED: i32 = -32034;
+    pub use gleitzeit_plugin_sdk::codes::{
+        MCP_DENIED as DENIED, MCP_MALFORMED as MALFORMED, MCP_SERVER_ERROR as SERVER_ERROR,
+        MCP_TOOL_ERROR as TOOL_ERROR, MCP_UNAVAILABLE as UNAVAILABLE,
+    };
 }
 
 /// The configured servers, `name -> url`, in name order.

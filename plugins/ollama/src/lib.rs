@@ -19,18 +19,12 @@ use serde::Deserialize;
 
 const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";
 
-/// Error codes of this provider (JSON-RPC's server-defined range).
+/// Error codes of this provider: the SDK's table's `LLM_*`.
 mod codes {
-    /// Ollama cannot be reached, or answered 5xx: a retry may help.
-    pub const UNAVAILABLE: i32 = -32020;
-    /// Ollama does not have the model.
-    pub const MODEL_NOT_FOUND: i32 = -32021;
-    /// Ollama refused the request (4xx).
-    pub const REJECTED: i32 = -32022;
-    /// Ollama's answer is not what its API describes.
-    pub const MALFORMED: i32 = -32023;
-    /// The host refused the request (a host that is not granted).
-    pub const DENIED: i32 = -32024;
+    pub use gleitzeit_plugin_sdk::codes::{
+        LLM_DENIED as DENIED, LLM_MALFORMED as MALFORMED, LLM_MODEL_NOT_FOUND as MODEL_NOT_FOUND,
+        LLM_REJECTED as REJECTED, LLM_UNAVAILABLE as UNAVAILABLE,
+    };
 }
 
 fn temperature() -> f64 {

@@ -45,20 +45,50 @@ impl ApiError {
     }
 }
 
-/// The HTTP status of a JSON-RPC error code.
+/// The HTTP status of a JSON-RPC error code. Every code of the table is
+/// named (a new one does not compile until it has its status); a number
+/// outside the table is a failure of the host (500).
 pub fn status_of(code: i32) -> StatusCode {
+    use crate::codes::Code;
+    let Some(code) = Code::of(code) else { return StatusCode::INTERNAL_SERVER_ERROR };
     match code {
-        errors::PARSE_ERROR | errors::INVALID_REQUEST => StatusCode::BAD_REQUEST,
-        errors::INVALID_PARAMS => StatusCode::UNPROCESSABLE_ENTITY,
-        errors::METHOD_NOT_FOUND | errors::NOT_FOUND => StatusCode::NOT_FOUND,
-        errors::CONFLICT => StatusCode::CONFLICT,
-        errors::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-        errors::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
-        errors::FORBIDDEN => StatusCode::FORBIDDEN,
-        errors::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
-        errors::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        errors::BUSY => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::ParseError | Code::InvalidRequest => StatusCode::BAD_REQUEST,
+        Code::InvalidParams => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::MethodNotFound | Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Conflict => StatusCode::CONFLICT,
+        Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden => StatusCode::FORBIDDEN,
+        Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Code::Busy => StatusCode::TOO_MANY_REQUESTS,
+        Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        // How tasks and provider calls end: they are in reports, results
+        // and events, never a request's answer; should one become one, it
+        // is the host's failure.
+        Code::ServerError
+        | Code::Timeout
+        | Code::NoProvider
+        | Code::Substitution
+        | Code::PluginTrap
+        | Code::Cancelled
+        | Code::Skipped
+        | Code::ResultTooLarge
+        | Code::NotAList
+        | Code::ItemsFailed
+        | Code::ConditionFalse
+        | Code::ConditionFailed
+        | Code::WorkflowLimit
+        | Code::LlmUnavailable
+        | Code::LlmModelNotFound
+        | Code::LlmRejected
+        | Code::LlmMalformed
+        | Code::LlmDenied
+        | Code::McpToolError
+        | Code::McpUnavailable
+        | Code::McpServerError
+        | Code::McpMalformed
+        | Code::McpDenied => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
