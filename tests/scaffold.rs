@@ -130,3 +130,15 @@ fn a_new_js_plugin_tests_builds_and_serves() {
     }
     serves_greet("hello", &project.join("hello.wasm"));
 }
+
+/// The Rust SDK is self-contained when packaged (or copied into a new
+/// project): the WIT, kept once at the repository's top in `wit/`, and the
+/// table of error codes come with it.
+#[test]
+fn the_rust_sdk_packages_with_the_wit_and_the_codes() {
+    let cargo = env!("CARGO");
+    let listed = run_in(&support::root(), cargo, &["package", "-p", "gleitzeit-plugin-sdk", "--list", "--allow-dirty"]);
+    for file in ["Cargo.toml", "src/lib.rs", "src/codes.rs", "wit/provider.wit"] {
+        assert!(listed.lines().any(|line| line == file), "{file} is not in the package:\n{listed}");
+    }
+}

@@ -227,7 +227,7 @@ pub fn source_plugin(language: Language, project: &Path) -> PathBuf {
         Language::Js => (root().join("plugin-sdk/js"), root().join("plugin-sdk/js"), &["js", "json", "wit"]),
     };
     let mut hasher = sha2::Sha256::new();
-    for dir in [project.to_owned(), sources, root().join("plugin-sdk/wit")] {
+    for dir in [project.to_owned(), sources, root().join("wit")] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.retain(|f| f.extension().is_some_and(|e| extensions.iter().any(|x| e == *x)));
         files.sort();

@@ -23,7 +23,7 @@ pub enum Language {
 /// `{{protocol}}` and `{{crate}}` still to fill in.
 type File = (&'static str, &'static str);
 
-const WIT: &str = include_str!("../../../plugin-sdk/wit/provider.wit");
+const WIT: &str = include_str!("../../../wit/provider.wit");
 
 const RUST: &[File] = &[
     ("Cargo.toml", include_str!("../../templates/plugin/rust/Cargo.toml")),

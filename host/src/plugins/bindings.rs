@@ -1,7 +1,7 @@
-//! Host bindings generated from `plugin-sdk/wit/provider.wit`.
+//! Host bindings generated from `wit/provider.wit`.
 
 wasmtime::component::bindgen!({
-    path: "../plugin-sdk/wit",
+    path: "../wit",
     world: "provider",
     imports: {
         // Outbound HTTP waits on the network: async so a waiting plugin

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// The contract the host links plugins against: part of a cached spec's key.
-const WIT: &str = include_str!("../../../plugin-sdk/wit/provider.wit");
+const WIT: &str = include_str!("../../../wit/provider.wit");
 
 /// `describe()` must answer within this.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
