@@ -1,64 +1,16 @@
-//! The per-call store state and the host imports a plugin may use (`log`,
-//! `config`, `http-fetch`, `progress`).
+//! The host imports a plugin may use (`log`, `config`, `http-fetch`,
+//! `progress`): the WIT's host interface, implemented on the per-call
+//! [`StoreState`] (`runtime`'s).
 //!
 //! Capabilities are deny-by-default: `http-fetch` reaches only the hosts a
 //! plugin's manifest grants (see `outbound`), and refuses the rest saying
 //! how to grant them.
 
 use super::bindings::gleitzeit::provider::{host, types};
-use super::outbound::{BodyStream, Outbound};
-use super::output::LogPipe;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use wasmtime::StoreLimits;
-use wasmtime::component::{Resource, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// What a plugin is allowed and its limits, fixed when it loads (from its
-/// manifest, else the runtime's defaults).
-#[derive(Debug, Clone)]
-pub struct Grants {
-    /// `[config]` values returned by `config()`.
-    pub config: BTreeMap<String, String>,
-    /// Linear memory one call may use, in bytes.
-    pub memory_limit: usize,
-    /// The longest a call may run, whatever its task allows.
-    pub timeout: Option<std::time::Duration>,
-    /// Calls at once.
-    pub max_concurrency: usize,
-    /// Hosts `http-fetch` may reach, and its response cap.
-    pub outbound: Outbound,
-    /// Directories the plugin may read (read-only), at the same paths.
-    pub read_dirs: Vec<std::path::PathBuf>,
-    /// stdio MCP servers to bridge (started when the plugin loads).
-    pub mcp_stdio: BTreeMap<String, super::mcp_bridge::StdioServer>,
-    /// The running bridges; they stop when the plugin version is dropped.
-    pub bridges: Vec<Arc<super::mcp_bridge::Bridge>>,
-}
-
-/// Who a call runs for, for logs.
-#[derive(Debug)]
-pub struct CallIdentity {
-    pub plugin: Arc<str>,
-    pub task_id: String,
-}
-
-/// The data of one store: one instance, one call.
-pub struct StoreState {
-    /// Where `progress` chunks go, if anyone listens.
-    pub progress: Option<crate::registry::Progress>,
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limits: StoreLimits,
-    pub grants: Arc<Grants>,
-    pub identity: CallIdentity,
-    pub stdout: LogPipe,
-    pub stderr: LogPipe,
-    /// Streamed bodies the plugin holds (each keeps a connection open).
-    pub open_streams: usize,
-    /// Keeps the epoch (deadlines, yielding) advancing while the store lives.
-    pub _ticking: Option<super::runtime::Ticking>,
-}
+use super::outbound::{self, BodyStream};
+use super::runtime::StoreState;
+use wasmtime::component::Resource;
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 /// Streamed bodies one call may hold open at once.
 const MAX_OPEN_STREAMS: usize = 16;
@@ -73,7 +25,8 @@ impl types::Host for StoreState {}
 
 impl host::HostBodyStream for StoreState {
     async fn next(&mut self, body: Resource<BodyStream>) -> Result<Option<Vec<u8>>, String> {
-        self.table.get_mut(&body).map_err(|e| format!("body-stream: {e}"))?.next().await
+        let body = self.table.get_mut(&body).map_err(|e| format!("body-stream: {e}"))?;
+        body.next().await.map_err(|e| e.to_string())
     }
 
     fn drop(&mut self, body: Resource<BodyStream>) -> wasmtime::Result<()> {
@@ -103,7 +56,8 @@ impl host::Host for StoreState {
     async fn http_fetch(&mut self, request: host::HttpRequest) -> Result<host::HttpResponse, String> {
         let plugin = &*self.identity.plugin;
         tracing::debug!(target: "plugin", plugin, task = %self.identity.task_id, "http-fetch {} {}", request.method, request.url);
-        self.grants.outbound.fetch(plugin, request).await
+        let answer = self.grants.outbound.fetch(plugin, outbound_request(request)).await.map_err(|e| e.to_string())?;
+        Ok(host::HttpResponse { status: answer.status, headers: answer.headers, body: answer.body })
     }
 
     async fn http_fetch_stream(&mut self, request: host::HttpRequest) -> Result<host::HttpStreamResponse, String> {
@@ -112,7 +66,8 @@ impl host::Host for StoreState {
         if self.open_streams >= MAX_OPEN_STREAMS {
             return Err(format!("http-fetch-stream: at most {MAX_OPEN_STREAMS} streams may be open at once"));
         }
-        let (status, headers, body) = self.grants.outbound.fetch_stream(plugin, request).await?;
+        let (status, headers, body) =
+            self.grants.outbound.fetch_stream(plugin, outbound_request(request)).await.map_err(|e| e.to_string())?;
         let body = self.table.push(body).map_err(|e| format!("http-fetch-stream: {e}"))?;
         self.open_streams += 1;
         Ok(host::HttpStreamResponse { status, headers, body })
@@ -125,4 +80,10 @@ impl host::Host for StoreState {
             progress(serde_json::from_str(&chunk).unwrap_or(serde_json::Value::String(chunk)));
         }
     }
+}
+
+/// A WIT request as the outbound client takes it.
+fn outbound_request(request: host::HttpRequest) -> outbound::Request {
+    let host::HttpRequest { method, url, headers, body, timeout_ms } = request;
+    outbound::Request { method, url, headers, body, timeout_ms }
 }

@@ -12,8 +12,10 @@
 
 use super::bindings::{self, ProviderPre};
 use super::cache::Compiled;
-use super::host::{Grants, StoreState};
+use super::grants::Grants;
 use super::manifest::{Manifest, Overrides};
+use super::mcp_bridge::Bridge;
+use super::runtime::StoreState;
 use super::runtime::{CompileWhen, WasmRuntime};
 use crate::locks::lock;
 use crate::model::{MethodSpec, ProviderSpec};
@@ -98,6 +100,9 @@ pub struct Plugin {
     digest: [u8; 32],
     pub(super) grants: Arc<Grants>,
     pub(super) runtime: Arc<WasmRuntime>,
+    /// The MCP bridges started for it: they stop when this version is
+    /// dropped.
+    _bridges: Vec<Arc<Bridge>>,
 }
 
 impl Plugin {
@@ -132,7 +137,8 @@ pub async fn load_bytes(
     // Keyed by the grants as the manifest gave them: the bridges add
     // loopback addresses that change with every load.
     let key = spec_key(&digest, &grants);
-    let grants = super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
+    let (grants, bridges) =
+        super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
     let grants = Arc::new(grants);
     let plugin = |spec, pre: Option<ProviderPre<StoreState>>, deferred| Plugin {
         name: name.into(),
@@ -144,6 +150,7 @@ pub async fn load_bytes(
         digest,
         grants: grants.clone(),
         runtime: runtime.clone(),
+        _bridges: bridges.clone(),
     };
     let bytes: Arc<[u8]> = bytes.into();
     if runtime.compile_when() == CompileWhen::OnFirstCall

@@ -23,8 +23,7 @@
 //! `mcp_stdio` appear: a file dropped into the plugins directory must never
 //! start a process on the host ([`Manifest::read_dropped`]).
 
-use super::host::Grants;
-use super::mcp_bridge::StdioServer;
+use super::grants::{Grants, StdioServer};
 use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, HostPattern, Outbound};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -281,16 +280,7 @@ impl Manifest {
                 other => Ok((key, other.to_string())),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Grants {
-            config,
-            memory_limit,
-            timeout,
-            max_concurrency,
-            outbound,
-            read_dirs,
-            mcp_stdio,
-            bridges: Vec::new(),
-        })
+        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound, read_dirs, mcp_stdio })
     }
 
     /// Directories the plugin may read, each checked to exist now.
@@ -340,7 +330,6 @@ mod tests {
             outbound: Outbound::deny_all(),
             read_dirs: Vec::new(),
             mcp_stdio: BTreeMap::new(),
-            bridges: Vec::new(),
         }
     }
 

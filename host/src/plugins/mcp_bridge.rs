@@ -19,17 +19,16 @@
 //!
 //! It does not interpret tools, resources or prompts: that is the plugin's.
 
-use super::host::Grants;
+use super::grants::{Grants, StdioServer};
 use super::outbound::HostPattern;
 use crate::codes;
 use crate::locks::lock;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,32 +40,6 @@ use tokio::task::AbortHandle;
 /// How long a starting server may take to answer `initialize` (a first
 /// `npx` run may unpack its package).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A stdio MCP server as a manifest names it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdioServer {
-    /// The program and its arguments, e.g. `["npx", "@modelcontextprotocol/server-everything"]`.
-    pub command: Vec<String>,
-    /// Variables added to the host's environment for the process.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// The directory it runs in (default: the host's).
-    pub cwd: Option<PathBuf>,
-}
-
-impl StdioServer {
-    pub fn check(&self, name: &str) -> Result<(), String> {
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            return Err(format!("mcp_stdio.{name}: a server name is letters, digits, '-' and '_'"));
-        }
-        if self.command.first().is_none_or(|program| program.is_empty()) {
-            return Err(format!("mcp_stdio.{name}: command must name a program, e.g. [\"npx\", \"my-mcp-server\"]"));
-        }
-        Ok(())
-    }
-}
 
 /// A running bridge: its loopback URL while it lives.
 pub struct Bridge {
@@ -92,26 +65,28 @@ impl std::fmt::Debug for Bridge {
 }
 
 /// Start `grants`' bridges; grant their endpoints and announce them to the
-/// plugin in `config("servers")` (a JSON object of name: url).
-pub async fn attach(plugin: &str, mut grants: Grants) -> Result<Grants, String> {
+/// plugin in `config("servers")` (a JSON object of name: url). The grants
+/// that result, and the bridges, which stop when the last handle on them
+/// is dropped (with the plugin version that holds them).
+pub async fn attach(plugin: &str, mut grants: Grants) -> Result<(Grants, Vec<Arc<Bridge>>), String> {
     if grants.mcp_stdio.is_empty() {
-        return Ok(grants);
+        return Ok((grants, Vec::new()));
     }
     let mut servers = match grants.config.get("servers") {
         Some(text) => serde_json::from_str::<serde_json::Map<String, Value>>(text)
             .map_err(|e| format!("config.servers must be a table of name = url: {e}"))?,
         None => serde_json::Map::new(),
     };
-    let mut endpoints = Vec::new();
+    let (mut endpoints, mut bridges) = (Vec::new(), Vec::new());
     for (name, spec) in std::mem::take(&mut grants.mcp_stdio) {
         let bridge = start(plugin, &name, spec).await?;
         servers.insert(name, json!(bridge.url));
         endpoints.push((bridge.origin.parse::<HostPattern>()?, bridge.secret.clone()));
-        grants.bridges.push(Arc::new(bridge));
+        bridges.push(Arc::new(bridge));
     }
     grants.config.insert("servers".into(), Value::Object(servers).to_string());
     grants.outbound = grants.outbound.with_endpoints(endpoints)?;
-    Ok(grants)
+    Ok((grants, bridges))
 }
 
 /// Listen on a loopback port for `spec`; the process starts on demand.
@@ -407,7 +382,7 @@ mod tests {
     /// the secret the host adds to its plugin's requests is let through.
     #[tokio::test]
     async fn a_bridge_refuses_requests_without_its_secret() {
-        let spec = StdioServer { command: vec!["false".into()], env: BTreeMap::new(), cwd: None };
+        let spec = StdioServer { command: vec!["false".into()], env: std::collections::BTreeMap::new(), cwd: None };
         let bridge = start("mcp", "x", spec).await.unwrap();
         let client = reqwest::Client::new();
         let ping = r#"{"jsonrpc": "2.0", "id": 1, "method": "ping"}"#;

@@ -9,6 +9,7 @@
 
 mod bindings;
 mod cache;
+mod grants;
 mod host;
 mod live;
 mod loader;

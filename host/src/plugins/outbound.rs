@@ -9,14 +9,58 @@
 //! number or `*`, and when left out it is the scheme's default (80, 443).
 //! Requests go straight to the host: proxy variables are ignored, so what a
 //! plugin reaches is what its grants say.
+//!
+//! It knows nothing of the WIT: requests, answers and errors are its own
+//! types ([`Request`], [`Response`], [`FetchError`]), which the WIT's
+//! implementation (`plugins::host`) converts, as wasmtime's wasi-http maps
+//! its host errors to the WIT's.
 
-use super::bindings::gleitzeit::provider::host::{HttpRequest, HttpResponse};
 use reqwest::Url;
 use reqwest::redirect::{Attempt, Policy};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A request a plugin asks the host to send.
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Per-request timeout; the task's own deadline applies regardless.
+    pub timeout_ms: Option<u32>,
+}
+
+/// A whole answer.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request was not sent or not answered. The texts are what plugins
+/// have always been given (the bundled ones read "http-fetch denied").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("http-fetch: invalid URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("http-fetch: only http and https URLs are supported, not '{scheme}'")]
+    Scheme { scheme: String },
+    #[error("http-fetch: invalid method '{method}'")]
+    Method { method: String },
+    /// The plugin's grants do not cover the URL.
+    #[error(
+        "http-fetch denied: plugin '{plugin}' may not reach {wanted} ({granted}; grant it with allowed_hosts = [\"{wanted}\"] in {plugin}.toml)"
+    )]
+    Denied { plugin: String, wanted: String, granted: String },
+    #[error("http-fetch {origin}: the response is larger than max_response_bytes ({cap} bytes)")]
+    TooLarge { origin: String, cap: usize },
+    /// Sent, and it failed on the way: `what` is `timed out`, `cannot
+    /// connect`, `redirect refused` or `request failed`.
+    #[error("http-fetch {origin}: {what}: {detail}")]
+    Failed { origin: String, what: &'static str, detail: String },
+}
 
 /// Responses larger than this fail unless a manifest says otherwise.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -243,7 +287,7 @@ impl Outbound {
 
     /// Send `request` for `plugin` if its grants allow the URL and read the
     /// whole answer; the error says what was refused or what failed.
-    pub async fn fetch(&self, plugin: &str, request: HttpRequest) -> Result<HttpResponse, String> {
+    pub async fn fetch(&self, plugin: &str, request: Request) -> Result<Response, FetchError> {
         let (origin, response) = self.send(plugin, request).await?;
         let (status, headers) = head(&response);
         let mut body = BodyStream { response, origin, read: 0, cap: self.max_response_bytes };
@@ -251,7 +295,7 @@ impl Outbound {
         while let Some(chunk) = body.next().await? {
             whole.extend_from_slice(&chunk);
         }
-        Ok(HttpResponse { status, headers, body: whole })
+        Ok(Response { status, headers, body: whole })
     }
 
     /// Send `request` like [`Outbound::fetch`], but return once the headers
@@ -259,25 +303,26 @@ impl Outbound {
     pub async fn fetch_stream(
         &self,
         plugin: &str,
-        request: HttpRequest,
-    ) -> Result<(u16, Vec<(String, String)>, BodyStream), String> {
+        request: Request,
+    ) -> Result<(u16, Vec<(String, String)>, BodyStream), FetchError> {
         let (origin, response) = self.send(plugin, request).await?;
         let (status, headers) = head(&response);
         Ok((status, headers, BodyStream { response, origin, read: 0, cap: self.max_response_bytes }))
     }
 
     /// Check the grants, send, and refuse bodies announced as too large.
-    async fn send(&self, plugin: &str, request: HttpRequest) -> Result<(String, reqwest::Response), String> {
-        let url = Url::parse(&request.url).map_err(|e| format!("http-fetch: invalid URL '{}': {e}", request.url))?;
+    async fn send(&self, plugin: &str, request: Request) -> Result<(String, reqwest::Response), FetchError> {
+        let url = Url::parse(&request.url)
+            .map_err(|e| FetchError::InvalidUrl { url: request.url.clone(), reason: e.to_string() })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("http-fetch: only http and https URLs are supported, not '{}'", url.scheme()));
+            return Err(FetchError::Scheme { scheme: url.scheme().to_owned() });
         }
         let client = match &self.client {
             Some(client) if self.allowed.iter().any(|g| g.matches(&url)) => client,
             _ => return Err(self.denial(plugin, &url)),
         };
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| format!("http-fetch: invalid method '{}'", request.method))?;
+            .map_err(|_| FetchError::Method { method: request.method.clone() })?;
         let origin = origin(&url);
         let secret = self.credentials.iter().find(|(endpoint, _)| endpoint.matches(&url)).map(|(_, s)| s);
         let mut builder = client.request(method, url);
@@ -303,17 +348,14 @@ impl Outbound {
         Ok((origin, response))
     }
 
-    fn denial(&self, plugin: &str, url: &Url) -> String {
-        let wanted = origin(url);
+    fn denial(&self, plugin: &str, url: &Url) -> FetchError {
         let granted = if self.allowed.is_empty() {
             "it is granted no hosts".to_owned()
         } else {
             let list: Vec<&str> = self.allowed.iter().map(|g| g.text.as_str()).collect();
             format!("it is granted only {}", list.join(", "))
         };
-        format!(
-            "http-fetch denied: plugin '{plugin}' may not reach {wanted} ({granted}; grant it with allowed_hosts = [\"{wanted}\"] in {plugin}.toml)"
-        )
+        FetchError::Denied { plugin: plugin.to_owned(), wanted: origin(url), granted }
     }
 }
 
@@ -326,8 +368,8 @@ fn head(response: &reqwest::Response) -> (u16, Vec<(String, String)>) {
     (response.status().as_u16(), headers)
 }
 
-fn too_large(origin: &str, cap: usize) -> String {
-    format!("http-fetch {origin}: the response is larger than max_response_bytes ({cap} bytes)")
+fn too_large(origin: &str, cap: usize) -> FetchError {
+    FetchError::TooLarge { origin: origin.to_owned(), cap }
 }
 
 /// A response body read piece by piece, within the plugin's response cap.
@@ -340,7 +382,7 @@ pub struct BodyStream {
 
 impl BodyStream {
     /// The next piece, or None at the end of the body.
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
         let Some(chunk) = self.response.chunk().await.map_err(|e| failure(&self.origin, &e))? else {
             return Ok(None);
         };
@@ -354,7 +396,7 @@ impl BodyStream {
 
 /// A failed request in one line: what happened (timeout, refused
 /// connection, denied redirect) and the causes reqwest records.
-fn failure(origin: &str, error: &reqwest::Error) -> String {
+fn failure(origin: &str, error: &reqwest::Error) -> FetchError {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -371,7 +413,7 @@ fn failure(origin: &str, error: &reqwest::Error) -> String {
         source = cause.source();
     }
     let detail = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
-    format!("http-fetch {origin}: {what}: {detail}")
+    FetchError::Failed { origin: origin.to_owned(), what, detail }
 }
 
 #[cfg(test)]
@@ -419,7 +461,7 @@ mod tests {
         let outbound = Outbound::new(vec!["http://127.0.0.1:9".parse().unwrap()], 10).unwrap();
         let url = Url::parse("https://example.com/secrets").unwrap();
         assert_eq!(
-            outbound.denial("notes", &url),
+            outbound.denial("notes", &url).to_string(),
             "http-fetch denied: plugin 'notes' may not reach https://example.com:443 (it is granted only http://127.0.0.1:9; grant it with allowed_hosts = [\"https://example.com:443\"] in notes.toml)"
         );
     }

@@ -3,7 +3,7 @@
 
 use super::bindings::Provider as ProviderWorld;
 use super::cache::{Compiled, ComponentCache, FunctionCache};
-use super::host::{CallIdentity, Grants, StoreState};
+use super::grants::Grants;
 use super::outbound::Outbound;
 use super::output::{LogPipe, Stream};
 use std::sync::Arc;
@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
-    UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
 };
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// How often the epoch advances: the granularity of deadlines, and how often
 /// a busy plugin yields its thread to other tasks.
@@ -86,7 +86,6 @@ impl RuntimeConfig {
             outbound: Outbound::deny_all(),
             read_dirs: Vec::new(),
             mcp_stdio: Default::default(),
-            bridges: Vec::new(),
         }
     }
 }
@@ -241,6 +240,30 @@ pub struct EpochTicker {
 
 /// How often a sleeping ticker checks that its engine still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Who a call runs for, for logs.
+#[derive(Debug)]
+pub struct CallIdentity {
+    pub plugin: Arc<str>,
+    pub task_id: String,
+}
+
+/// The data of one store: one instance, one call.
+pub struct StoreState {
+    /// Where `progress` chunks go, if anyone listens.
+    pub progress: Option<crate::registry::Progress>,
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub grants: Arc<Grants>,
+    pub identity: CallIdentity,
+    pub stdout: LogPipe,
+    pub stderr: LogPipe,
+    /// Streamed bodies the plugin holds (each keeps a connection open).
+    pub open_streams: usize,
+    /// Keeps the epoch (deadlines, yielding) advancing while the store lives.
+    pub _ticking: Option<Ticking>,
+}
 
 /// Keeps the epoch ticking while the store holding it lives.
 pub struct Ticking(Arc<EpochTicker>);
