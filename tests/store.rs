@@ -13,7 +13,7 @@ use gleitzeit::report::{Attempt, RunReport, TaskReport};
 use gleitzeit::schedule::Schedule;
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
-use gleitzeit::store::{HostId, Record, Store, StoreSpec, TaskRecord};
+use gleitzeit::store::{Claim, HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -223,6 +223,28 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(store.remove_schedule("evening").unwrap());
     assert!(!store.remove_schedule("evening").unwrap(), "removed once");
     assert_eq!(store.schedules().unwrap().readable.len(), 1);
+
+    // Claims: an id is granted once, until its workflow is accepted or the
+    // claim given back; a stored workflow's id is never granted.
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Granted);
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Running, "a second claimant is refused");
+    store.release("fresh").unwrap();
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Granted, "given back, it is free again");
+    store.write(&[Record::Accepted { workflow: Box::new(workflow("fresh")), submitted_at: now }]).unwrap();
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Running, "accepted, it runs under the id");
+    store.release("fresh").unwrap();
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Running, "giving back a claim frees no stored workflow");
+    store.write(&[Record::Finished(report("fresh", now))]).unwrap();
+    assert_eq!(store.claim("fresh").unwrap(), Claim::Finished);
+    assert_eq!(store.claim("w1").unwrap(), Claim::Finished);
+    assert!(store.report("fresh").unwrap().is_some(), "a refused claim touches nothing");
+
+    // Claimed at once by many, it is granted to one.
+    let granted = std::thread::scope(|scope| {
+        let claims: Vec<_> = (0..8).map(|_| scope.spawn(|| store.claim("contended").unwrap())).collect();
+        claims.into_iter().map(|c| c.join().unwrap()).filter(|c| *c == Claim::Granted).count()
+    });
+    assert_eq!(granted, 1);
 }
 
 #[test]

@@ -5,10 +5,11 @@
 //! This module owns what a schedule is and what it does at a due time: the
 //! policy for due times missed while the host was down ([`Schedule::due`]),
 //! the workflow a run starts ([`Schedule::run_at`]), and the ids of the
-//! runs ([`run_id`]), which make a
-//! run's start idempotent: the store refuses a second workflow under the
-//! same id, so a host that fired and crashed before it wrote the due time
-//! down cannot start that run twice. It fires nothing and stores nothing;
+//! runs ([`run_id`]), which make a run's start idempotent: a due time is
+//! claimed by claiming its run's id in the store (`Store::claim`), which
+//! grants an id once, so a host that fired and crashed before it wrote
+//! the due time down (or a second host firing the same due time) cannot
+//! start that run twice. It fires nothing and stores nothing;
 //! the daemon's `schedules` does, through the `store`. The due times of a
 //! pattern are `cadence`'s; reading the `schedule:` block of a file is
 //! `workflow::schedule`'s.

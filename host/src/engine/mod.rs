@@ -26,8 +26,9 @@ mod scheduler;
 mod stats;
 
 use crate::listing::WorkflowSummary;
-use crate::model::{TaskError, TaskStatus, Workflow, WorkflowStatus};
+use crate::model::{TaskError, TaskStatus, Workflow};
 use crate::report::RunReport;
+use crate::store::Claim;
 use crate::store::journal::{Journal, StoreHealth};
 pub use budget::WorkflowLimits;
 use scheduler::{Message, Scheduler};
@@ -191,27 +192,12 @@ enum Command {
 #[derive(Clone)]
 pub struct Engine {
     inbox: mpsc::UnboundedSender<Message>,
-    /// The durable engine's store: the owner of the ids of finished workflows.
-    store: Option<Arc<dyn crate::store::Store>>,
-    /// Ids between the store check and the scheduler's answer: a second
-    /// submission of one of them is refused, so two cannot both pass the
-    /// check and the later overwrite the earlier's report.
-    checking: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The durable engine's store: the owner of workflow ids, which it
+    /// grants by claim.
+    store: Option<crate::store::AsyncStore>,
     limits: WorkflowLimits,
     /// How the store is taking writes (with a store).
     health: Option<StoreHealth>,
-}
-
-/// An id held in [`Engine::checking`] while it is checked and submitted.
-struct Checking {
-    ids: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    id: String,
-}
-
-impl Drop for Checking {
-    fn drop(&mut self) {
-        crate::locks::lock(&self.ids).remove(&self.id);
-    }
 }
 
 impl Engine {
@@ -249,7 +235,7 @@ impl Engine {
         let limits = config.limits;
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
         tokio::spawn(scheduler.run(messages));
-        Ok((Self { inbox, store: Some(store), checking: Arc::default(), limits, health }, events))
+        Ok((Self { inbox, store: Some(crate::store::AsyncStore::new(store)), limits, health }, events))
     }
 
     fn spawn(
@@ -261,7 +247,7 @@ impl Engine {
         let limits = config.limits;
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
         tokio::spawn(scheduler.run(messages));
-        Self { inbox, store: None, checking: Arc::default(), limits, health: None }
+        Self { inbox, store: None, limits, health: None }
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -287,10 +273,15 @@ impl Engine {
         max_running: Option<usize>,
     ) -> Result<Submitted, EngineError> {
         let bytes = self.within_limits(&workflow)?;
-        let _checking = self.refuse_stored_id(&workflow.id).await?;
+        let claimed = self.claim(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
-        self.ask(|accepted| Command::Submit { workflow, bytes, max_running, accepted, done: done_tx }).await??;
+        let accepted =
+            self.ask(|accepted| Command::Submit { workflow, bytes, max_running, accepted, done: done_tx }).await;
+        if let (true, Err(_) | Ok(Err(_))) = (claimed, &accepted) {
+            self.release(&workflow_id).await;
+        }
+        accepted??;
         Ok(Submitted { workflow_id, done })
     }
 
@@ -310,27 +301,34 @@ impl Engine {
         self.health.as_ref().and_then(StoreHealth::failing)
     }
 
-    /// An id the store holds is taken: a new workflow under it would
-    /// overwrite a finished one's report and results. (The scheduler knows
-    /// the running ids, and finished ones until the store has them.) The
-    /// returned guard holds the id until the scheduler has answered.
-    async fn refuse_stored_id(&self, workflow_id: &str) -> Result<Option<Checking>, EngineError> {
-        let Some(store) = &self.store else { return Ok(None) };
-        if !crate::locks::lock(&self.checking).insert(workflow_id.to_owned()) {
-            return Err(EngineError::DuplicateId(workflow_id.to_owned()));
-        }
-        let checking = Checking { ids: self.checking.clone(), id: workflow_id.to_owned() };
-        let (store, id) = (store.clone(), workflow_id.to_owned());
-        let taken = tokio::task::spawn_blocking(move || store.has(&id))
-            .await
-            .map_err(|e| EngineError::Store(e.to_string()))?
-            .map_err(|e| EngineError::Store(e.to_string()))?;
-        if !taken {
-            return Ok(Some(checking));
-        }
-        let running = self.workflow(workflow_id).await?.is_some_and(|r| r.status == WorkflowStatus::Running);
+    /// Claim `workflow_id` in the store, the owner of ids (without one, the
+    /// scheduler's own records decide): whether a claim was granted. An id
+    /// the store holds is refused: a new workflow under it would overwrite
+    /// a finished one's report and results, or run beside a running one.
+    async fn claim(&self, workflow_id: &str) -> Result<bool, EngineError> {
+        let Some(store) = &self.store else { return Ok(false) };
         let id = workflow_id.to_owned();
-        Err(if running { EngineError::DuplicateId(id) } else { EngineError::FinishedId(id) })
+        let claim = store
+            .call("claim a workflow id", move |store| store.claim(&id))
+            .await
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        let id = workflow_id.to_owned();
+        match claim {
+            Claim::Granted => Ok(true),
+            Claim::Running => Err(EngineError::DuplicateId(id)),
+            Claim::Finished => Err(EngineError::FinishedId(id)),
+        }
+    }
+
+    /// Give back the claim of a workflow the scheduler did not accept; a
+    /// failure only delays the id's reuse (SQLite: until the next start;
+    /// Redis: the claim's time to live).
+    async fn release(&self, workflow_id: &str) {
+        let Some(store) = &self.store else { return };
+        let id = workflow_id.to_owned();
+        if let Err(e) = store.call("give back a claim", move |store| store.release(&id)).await {
+            tracing::warn!(workflow = %workflow_id, "{e}");
+        }
     }
 
     /// Run a validated workflow and wait for its report.

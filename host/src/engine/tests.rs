@@ -959,6 +959,12 @@ impl crate::store::Store for Picky {
     fn has(&self, id: &str) -> Result<bool, crate::store::StoreError> {
         self.0.has(id)
     }
+    fn claim(&self, id: &str) -> Result<crate::store::Claim, crate::store::StoreError> {
+        self.0.claim(id)
+    }
+    fn release(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        self.0.release(id)
+    }
     fn report(&self, id: &str) -> Result<Option<RunReport>, crate::store::StoreError> {
         self.0.report(id)
     }

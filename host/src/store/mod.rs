@@ -212,6 +212,21 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store holds a workflow with this id, finished or not.
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError>;
 
+    /// Claim `workflow_id` for a workflow about to be accepted, in one
+    /// step: granted unless the store holds a workflow under it or another
+    /// claim does. This is the one answer to "is this id taken": the
+    /// engine accepts only under a granted claim, and a schedule's due
+    /// time is claimed by claiming its run's id (`schedule::run_id`). A
+    /// claim ends when its workflow is accepted ([`Record::Accepted`]) or
+    /// given back ([`Store::release`]); one left by a host that died
+    /// between the two lapses (SQLite: when the store opens; Redis: after
+    /// [`CLAIM_TTL`]). Leases and epochs for several hosts build on this.
+    fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError>;
+
+    /// Give back the claim of `workflow_id`, whose workflow was not
+    /// accepted after all (refused by a quota, the engine stopped).
+    fn release(&self, workflow_id: &str) -> Result<(), StoreError>;
+
     /// A finished workflow's report.
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
 
@@ -233,6 +248,24 @@ pub trait Store: Send + Sync + 'static {
     /// Forget the schedule `id`; false if there was none.
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
 }
+
+/// What a claim of a workflow id came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The id is the claimant's, until its workflow is accepted or the
+    /// claim given back.
+    Granted,
+    /// A workflow runs under it, or another claimant is about to accept
+    /// one.
+    Running,
+    /// A finished workflow keeps it (until retention prunes it).
+    Finished,
+}
+
+/// How long a claim lasts in a store shared over the network (Redis)
+/// without its workflow being accepted: a host that died between the two
+/// leaves the id free again after this.
+pub const CLAIM_TTL: Duration = Duration::from_secs(600);
 
 /// The schedules a store holds.
 #[derive(Debug, Default)]

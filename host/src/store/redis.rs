@@ -25,7 +25,10 @@
 //! refused until that lock lapses; the same host (same data directory)
 //! takes it back at once after a crash.
 
-use super::{HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+use super::{
+    CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
+    corrupt,
+};
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
@@ -43,13 +46,24 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 const LOCK_RENEW: Duration = Duration::from_secs(10);
 
 /// Take or renew the host lock if it is free or already ours.
-const CLAIM: &str = r"
+const TAKE_HOST_LOCK: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0";
+
+/// Claim a workflow id (`Store::claim`): `finished` or `running` if a
+/// workflow is stored under it, `running` if another claim holds it, else
+/// the claim is set (with a time to live) and `granted`.
+const CLAIM_WORKFLOW: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 'finished' end
+  return 'running'
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'granted' end
+return 'running'";
 
 pub struct RedisStore {
     url: String,
@@ -61,7 +75,12 @@ pub struct RedisStore {
     _renewal: std::sync::mpsc::Sender<()>,
     /// This host's identity, locked in its data directory while the store
     /// is open.
-    _host: Option<HostId>,
+    host: Option<HostId>,
+}
+
+/// The key of the claim of a workflow id not yet accepted.
+fn claim_key(workflow_id: &str) -> String {
+    key(&["claim", "workflow", workflow_id])
 }
 
 fn key(parts: &[&str]) -> String {
@@ -95,9 +114,9 @@ impl RedisStore {
             client,
             connection: parking_lot::FairMutex::new(None),
             _renewal: renewal,
-            _host: None,
+            host: None,
         };
-        if !store.claim(&host.id)? {
+        if !store.take_host_lock(&host.id)? {
             let holder: Option<String> = store.with("read the host lock", |c| c.get(key(&["host"])))?;
             return Err(open(format!(
                 "another gleitzeit host ({}) holds it; stop that host, or wait {}s after it stopped",
@@ -106,7 +125,7 @@ impl RedisStore {
             )));
         }
         store.renew_lock(host.id.clone(), stop);
-        store._host = Some(host);
+        store.host = Some(host);
         let version: Option<String> = store.with("read the schema version", |c| c.get(key(&["schema"])))?;
         match version.as_deref() {
             None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
@@ -173,10 +192,10 @@ impl RedisStore {
     }
 
     /// Take or renew the host lock; false if another host holds it.
-    fn claim(&self, id: &str) -> Result<bool, StoreError> {
+    fn take_host_lock(&self, id: &str) -> Result<bool, StoreError> {
         let ttl = LOCK_TTL.as_millis().to_string();
         self.with("take the host lock", |c| {
-            redis::cmd("EVAL").arg(CLAIM).arg(1).arg(key(&["host"])).arg(id).arg(&ttl).query::<i32>(c)
+            redis::cmd("EVAL").arg(TAKE_HOST_LOCK).arg(1).arg(key(&["host"])).arg(id).arg(&ttl).query::<i32>(c)
         })
         .map(|taken| taken == 1)
     }
@@ -186,7 +205,7 @@ impl RedisStore {
         let Ok(renewer) = Self::open_unlocked(&self.url) else { return };
         let spawned = std::thread::Builder::new().name("redis-host-lock".into()).spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOCK_RENEW) {
-                match renewer.claim(&id) {
+                match renewer.take_host_lock(&id) {
                     Ok(true) => {}
                     Ok(false) => tracing::error!(
                         "the store {} is held by another host now: two hosts may resume the same work",
@@ -211,7 +230,7 @@ impl RedisStore {
             client,
             connection: parking_lot::FairMutex::new(None),
             _renewal: renewal,
-            _host: None,
+            host: None,
         })
     }
 
@@ -227,6 +246,8 @@ impl RedisStore {
                 ])
                 .ignore()
                 .zrem(key(&["workflows", "finished"]), &workflow.id)
+                .ignore()
+                .del(claim_key(&workflow.id))
                 .ignore();
                 pipe.hset_multiple(
                     key(&["workflow", &workflow.id]),
@@ -363,6 +384,30 @@ impl Store for RedisStore {
             Ok((document, states.into_values().collect()))
         };
         super::read_report(&self.url, workflow_id, &text, records).map(Some)
+    }
+
+    fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError> {
+        let holder = self.host.as_ref().map_or("a host", |host| host.id.as_str());
+        let ttl = CLAIM_TTL.as_millis().to_string();
+        let answer: String = self.with("claim a workflow id", |c| {
+            redis::cmd("EVAL")
+                .arg(CLAIM_WORKFLOW)
+                .arg(2)
+                .arg(key(&["workflow", workflow_id]))
+                .arg(claim_key(workflow_id))
+                .arg(holder)
+                .arg(&ttl)
+                .query(c)
+        })?;
+        Ok(match answer.as_str() {
+            "granted" => Claim::Granted,
+            "finished" => Claim::Finished,
+            _ => Claim::Running,
+        })
+    }
+
+    fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
+        self.with("give back a claim", |c| c.del(claim_key(workflow_id)))
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {

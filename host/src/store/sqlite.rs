@@ -2,12 +2,13 @@
 //!
 //! Tables: `workflows` (the document as accepted, status, times, the final
 //! report), `tasks` (each task's last state) and `task_events` (every state
-//! change, in order) and `schedules` (each schedule, as JSON). A batch of records is one transaction, so a crash
+//! change, in order), `schedules` (each schedule, as JSON) and `claims`
+//! (workflow ids claimed and not yet accepted). A batch of records is one transaction, so a crash
 //! leaves either all of it or none. `synchronous = FULL`: a commit that
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+use super::{Claim, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS task_events (
 );
 CREATE INDEX IF NOT EXISTS task_events_workflow ON task_events (workflow_id);
 CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, at REAL NOT NULL);
 ";
 
 pub struct SqliteStore {
@@ -132,6 +134,9 @@ impl SqliteStore {
             }
         }
         connection.execute_batch(INDEXES).map_err(|e| open(opening_error(&e)))?;
+        // Claims left by a host that stopped between claiming and accepting:
+        // the file is this host's alone, and their submitters got no answer.
+        connection.execute_batch("DELETE FROM claims").map_err(|e| open(opening_error(&e)))?;
         Ok(Self { path: path.to_owned(), connection: parking_lot::FairMutex::new(connection) })
     }
 
@@ -220,6 +225,8 @@ impl Store for SqliteStore {
             let mut forget_events = tx
                 .prepare_cached("DELETE FROM task_events WHERE workflow_id = ?1")
                 .map_err(|e| self.io("prepare", e))?;
+            let mut end_claim =
+                tx.prepare_cached("DELETE FROM claims WHERE id = ?1").map_err(|e| self.io("prepare", e))?;
             let mut task = tx
                 .prepare_cached("INSERT OR REPLACE INTO tasks (workflow_id, task_id, state) VALUES (?1, ?2, ?3)")
                 .map_err(|e| self.io("prepare", e))?;
@@ -238,6 +245,7 @@ impl Store for SqliteStore {
                         let document = super::workflow_json(&self.target(), workflow)?;
                         forget_tasks.execute([&workflow.id]).map_err(|e| self.write_failed("store a workflow", e))?;
                         forget_events.execute([&workflow.id]).map_err(|e| self.write_failed("store a workflow", e))?;
+                        end_claim.execute([&workflow.id]).map_err(|e| self.write_failed("store a workflow", e))?;
                         accept
                             .execute(params![
                                 workflow.id,
@@ -330,6 +338,37 @@ impl Store for SqliteStore {
             Ok((document, states))
         };
         super::read_report(&self.target(), workflow_id, &text, records).map(Some)
+    }
+
+    fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError> {
+        let mut connection = self.connection();
+        let tx = connection.transaction().map_err(|e| self.io("begin a transaction", e))?;
+        let stored: Option<bool> = tx
+            .query_row("SELECT finished_at IS NOT NULL FROM workflows WHERE id = ?1", [workflow_id], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.io("claim a workflow id", e))?;
+        let claim = match stored {
+            Some(true) => Claim::Finished,
+            Some(false) => Claim::Running,
+            None => {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO claims (id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                        params![workflow_id, to_secs(SystemTime::now())],
+                    )
+                    .map_err(|e| self.io("claim a workflow id", e))?;
+                if inserted == 1 { Claim::Granted } else { Claim::Running }
+            }
+        };
+        tx.commit().map_err(|e| self.io("claim a workflow id", e))?;
+        Ok(claim)
+    }
+
+    fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
+        self.connection()
+            .execute("DELETE FROM claims WHERE id = ?1", [workflow_id])
+            .map(drop)
+            .map_err(|e| self.io("give back a claim", e))
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
