@@ -295,6 +295,28 @@ fn redis_passes_the_suite() {
     suite(&|| Arc::new(RedisStore::open(&server.url, HostId::claim(data.path()).unwrap()).unwrap()));
 }
 
+/// A host whose lock went to another host (it was paused past the lock's
+/// lease, say) never writes again: its writes are refused inside the
+/// store's own transaction, not merely logged.
+#[test]
+fn a_redis_host_that_lost_its_lock_writes_no_more() {
+    let server = support::redis_server();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = RedisStore::open(&server.url, HostId::claim(a_dir.path()).unwrap()).unwrap();
+    let accepted = |id: &str| Record::Accepted { workflow: Box::new(workflow(id)), submitted_at: SystemTime::now() };
+    a.write(&[accepted("before")]).unwrap();
+    // The lock lapses and host b takes it.
+    let b_host = HostId::claim(b_dir.path()).unwrap();
+    let mut redis = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+    redis::cmd("SET").arg("gleitzeit:host").arg(&b_host.id).exec(&mut redis).unwrap();
+    let b = RedisStore::open(&server.url, b_host).unwrap();
+    let refused = a.write(&[accepted("after")]).unwrap_err().to_string();
+    assert!(refused.contains("another gleitzeit host holds the store's lock"), "{refused}");
+    assert!(!b.has("after").unwrap(), "nothing of the refused batch landed");
+    b.write(&[accepted("by-b")]).unwrap();
+    assert!(b.has("by-b").unwrap() && b.has("before").unwrap());
+}
+
 #[test]
 fn an_unreachable_redis_is_an_error_at_open() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

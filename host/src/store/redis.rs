@@ -11,6 +11,8 @@
 //! | `workflows:submitted` | sorted set | ids by submission time (listing) |
 //! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
 //! | `schedules` | hash | schedule id → the schedule (JSON) |
+//! | `claim:workflow:ID` | string | a claim of an id not yet accepted (`Store::claim`), with a time to live |
+//! | `host` | string | the id of the host using the store (below) |
 //! | `schema` | string | the layout version (4; older stores are upgraded when opened) |
 //!
 //! A finished workflow's hash also holds `summary` (its task counts) and
@@ -23,7 +25,10 @@
 //! One host per store: `host` holds the [`HostId`] of the host using it,
 //! with a time to live that the host renews while it runs. Another host is
 //! refused until that lock lapses; the same host (same data directory)
-//! takes it back at once after a crash.
+//! takes it back at once after a crash. The lock fences writes: a batch
+//! runs only in a transaction that watches the lock and finds it still the
+//! host's, so a host that lost it (paused past its lease while another
+//! took over) writes nothing more.
 
 use super::{
     CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
@@ -76,6 +81,27 @@ pub struct RedisStore {
     /// This host's identity, locked in its data directory while the store
     /// is open.
     host: Option<HostId>,
+}
+
+/// Run the atomic `pipe` only while `host` holds the host lock: the lock
+/// is watched and read, and the transaction runs only if the lock is
+/// unchanged when it does (EXEC fails when a watched key changed), so a
+/// host whose lock lapsed and went to another never writes again, however
+/// long it was paused. False if another host holds the lock. (The lock's
+/// own renewal also changes it; that write is looked at again.)
+fn fenced(c: &mut Connection, host: &str, pipe: &Pipeline) -> redis::RedisResult<bool> {
+    let lock = key(&["host"]);
+    loop {
+        redis::cmd("WATCH").arg(&lock).exec(c)?;
+        let holder: Option<String> = c.get(&lock)?;
+        if holder.as_deref() != Some(host) {
+            redis::cmd("UNWATCH").exec(c)?;
+            return Ok(false);
+        }
+        if pipe.query::<Option<()>>(c)?.is_some() {
+            return Ok(true);
+        }
+    }
 }
 
 /// The key of the claim of a workflow id not yet accepted.
@@ -208,7 +234,7 @@ impl RedisStore {
                 match renewer.take_host_lock(&id) {
                     Ok(true) => {}
                     Ok(false) => tracing::error!(
-                        "the store {} is held by another host now: two hosts may resume the same work",
+                        "the store {} is held by another host now; this host writes to it no more",
                         renewer.url
                     ),
                     Err(e) => tracing::warn!("cannot renew the host lock: {e}"),
@@ -338,7 +364,15 @@ impl Store for RedisStore {
         for record in records {
             Self::add(&mut pipe, record)?;
         }
-        self.with("write records", |c| pipe.query::<()>(c))
+        let Some(host) = &self.host else { return self.with("write records", |c| pipe.query::<()>(c)) };
+        if self.with("write records", |c| fenced(c, &host.id, &pipe))? {
+            return Ok(());
+        }
+        Err(StoreError::Io {
+            target: self.url.clone(),
+            action: "write records",
+            reason: "another gleitzeit host holds the store's lock now; this host writes no more".into(),
+        })
     }
 
     fn unfinished(&self) -> Result<Unfinished, StoreError> {
