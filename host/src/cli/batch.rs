@@ -5,7 +5,10 @@
 //! Markdown or JSON. It runs in this process, like `run`, and reads only
 //! the directory it is given.
 
-use super::{EngineConfig, Failure, PluginArgs, load_plugins, run_here};
+use super::Failure;
+use super::args::BatchArgs;
+use super::local::{load_plugins, run_here};
+use crate::engine::EngineConfig;
 use crate::files::{FileDirs, WORKFLOW_DIR};
 use crate::model::{TaskStatus, WorkflowStatus};
 use crate::plugins::CompileWhen;
@@ -20,33 +23,6 @@ use std::sync::Arc;
 
 /// The generated task's id; the files' tasks are `ask[0]`, `ask[1]`, ….
 const TASK: &str = "ask";
-
-#[derive(clap::Args)]
-pub(super) struct BatchArgs {
-    /// The directory whose files are asked about.
-    dir: PathBuf,
-    /// Which files: a glob relative to DIR (`*.txt`, `**/*.md`).
-    #[arg(long, default_value = "*")]
-    pattern: String,
-    /// What to ask about each file; the file's text follows it.
-    #[arg(long)]
-    prompt: String,
-    /// The model [default: the llm plugin's, llama3 or llava with --vision].
-    #[arg(long)]
-    model: Option<String>,
-    /// The files are images: ask a vision model about each.
-    #[arg(long)]
-    vision: bool,
-    /// `markdown` or `json` on stdout, or a file to write the report to
-    /// (`.json` for JSON, anything else Markdown).
-    #[arg(long, default_value = "markdown")]
-    output: String,
-    /// Files asked about at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    concurrency: u32,
-    #[command(flatten)]
-    plugins: PluginArgs,
-}
 
 /// Where the report goes, in which form.
 enum Report {

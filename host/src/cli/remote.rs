@@ -1,75 +1,19 @@
 //! Commands that talk to a running `gleitzeit serve` over Socket.IO.
 
-use super::{Failure, Output, print_report, write_document};
+use super::Failure;
+use super::args::{InputArgs, Output, ScheduleArgs, ServerArgs, SubmitArgs, TaskArgs};
+use super::local::{print_report, write_document};
 use crate::client::{Client, ClientError};
 use crate::report::RunReport;
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// Answers to simple requests come quickly; submissions of large workflows
 /// may take longer to validate.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(clap::Args)]
-pub(super) struct ServerArgs {
-    /// The host's URL.
-    #[arg(long, env = "GLEITZEIT_SERVER", default_value = "http://127.0.0.1:8000")]
-    server: String,
-    /// The token to show the host [default: the local admin token a host
-    /// on this machine wrote to DATA_DIR/token].
-    #[arg(long, env = "GLEITZEIT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Where to look for the local token [default: $XDG_DATA_HOME/gleitzeit
-    /// or ~/.local/share/gleitzeit].
-    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// How to print the answer.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
-}
-
-#[derive(clap::Args)]
-pub(super) struct SubmitArgs {
-    /// The workflow file (YAML or JSON); validated here and again by the host.
-    file: PathBuf,
-    #[command(flatten)]
-    inputs: super::InputArgs,
-    /// Wait for the workflow to finish and print its results (exit 1 if it failed).
-    #[arg(long)]
-    wait: bool,
-    /// With --wait: also write the full result document (JSON) to this file.
-    #[arg(long)]
-    output_file: Option<PathBuf>,
-}
-
-#[derive(clap::Args)]
-pub(super) struct ScheduleArgs {
-    /// The workflow file (YAML or JSON).
-    file: PathBuf,
-    /// The cron pattern: minute hour day month weekday, or six fields with
-    /// seconds first ("0 7 * * *": every day at 07:00).
-    #[arg(long)]
-    cron: Option<String>,
-    /// The IANA time zone the pattern's hours are in [default: UTC].
-    #[arg(long)]
-    timezone: Option<String>,
-    /// The schedule's id [default: the workflow's id, or its name as an id].
-    #[arg(long)]
-    id: Option<String>,
-    /// A declared string input that gets each run's due time.
-    #[arg(long)]
-    due_input: Option<String>,
-    /// Values of the workflow's inputs for every run.
-    #[command(flatten)]
-    inputs: super::InputArgs,
-    /// Replace this token's schedule of the same id (it keeps its last due
-    /// time, so no run starts twice).
-    #[arg(long)]
-    replace: bool,
-}
 
 impl ScheduleArgs {
     /// The fields of the `schedule:` block these options set.
@@ -90,20 +34,6 @@ impl ScheduleArgs {
     }
 }
 
-#[derive(clap::Args)]
-pub(super) struct TaskArgs {
-    #[arg(long)]
-    protocol: String,
-    #[arg(long)]
-    method: String,
-    /// The params as a JSON object.
-    #[arg(long, default_value = "{}")]
-    params: String,
-    /// Wait for the task to finish and print its result.
-    #[arg(long)]
-    wait: bool,
-}
-
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         Failure::Input(e.into())
@@ -113,7 +43,7 @@ impl From<ClientError> for Failure {
 async fn connect(server: &ServerArgs) -> Result<Client, Failure> {
     // The local admin token goes only to a host on this machine, never to
     // whatever --server names.
-    let local_dir = server.data_dir.clone().or_else(super::default_data_dir);
+    let local_dir = server.data_dir.clone().or_else(super::settings::default_data_dir);
     let token = match (&server.token, local_dir) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(dir)) if crate::client::is_loopback_url(&server.server) => {
@@ -167,7 +97,7 @@ pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<Exit
 
 /// The file as a JSON tree, after the same local validation `run` does
 /// (with its inputs), so mistakes are reported with the file's name.
-fn read_tree(path: &Path, inputs: &super::InputArgs) -> Result<Value, Failure> {
+fn read_tree(path: &Path, inputs: &InputArgs) -> Result<Value, Failure> {
     let tree = crate::workflow::load_tree(path)?;
     let origin = path.display().to_string();
     let mut workflow = crate::workflow::from_value(&origin, tree.clone())?;

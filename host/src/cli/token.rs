@@ -1,46 +1,12 @@
 //! `gleitzeit token`: make, list and revoke the tokens a host accepts
 //! (`DATA_DIR/tokens.toml`; the daemon reads it again when it changes).
 
-use super::{Failure, default_data_dir};
-use crate::auth::{self, Role};
+use super::Failure;
+use super::args::{DataDir, TokenCommand};
+use super::settings::default_data_dir;
+use crate::auth::{self};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(clap::Subcommand)]
-pub(super) enum TokenCommand {
-    /// Make a token; its secret is printed once (only a hash is kept).
-    Create {
-        /// A unique name: workflows submitted with the token belong to it.
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum)]
-        role: Role,
-        /// For provider tokens: a protocol it may serve (repeat for more).
-        #[arg(long = "protocol")]
-        protocols: Vec<String>,
-        #[command(flatten)]
-        dir: DataDir,
-    },
-    /// The tokens made with `token create` (names, roles, grants).
-    List {
-        #[command(flatten)]
-        dir: DataDir,
-    },
-    /// Revoke a token: new connections with it are refused.
-    Revoke {
-        name: String,
-        #[command(flatten)]
-        dir: DataDir,
-    },
-}
-
-#[derive(clap::Args)]
-pub(super) struct DataDir {
-    /// The host's data directory [default: $XDG_DATA_HOME/gleitzeit or
-    /// ~/.local/share/gleitzeit].
-    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-}
 
 impl DataDir {
     fn resolve(&self) -> Result<PathBuf, Failure> {
