@@ -28,7 +28,7 @@ PATH = re.compile(r"\b(crate|(?:super::)+)(?:::)?((?:[a-z_][a-z0-9_]*::)*[a-z_][
 # below, never above. Within a layer the graph must still be acyclic.
 LAYERS: dict[str, list[list[str]]] = {
     "": [
-        ["clock", "ids", "locks", "metrics", "schema", "text"],  # leaves
+        ["clock", "codes", "ids", "locks", "metrics", "schema", "text"],  # leaves
         ["cadence", "listing", "model", "report"],  # data
         ["auth", "files", "queue", "registry", "resolver", "schedule", "workflow"],  # rules
         ["store"],

@@ -1,5 +1,9 @@
 //! Engine behaviour with an in-process test provider (`t/v1`) whose methods
 //! succeed, fail, sleep or flake on request and record what ran.
+//!
+//! The engine keeps time on tokio's clock, so most tests run on a paused
+//! one (`start_paused`): timeouts, backoffs and waits for providers pass
+//! at once and exactly, not on a loaded machine's wall clock.
 
 use super::*;
 use crate::model::{TaskStatus, WorkflowStatus, codes};
@@ -71,7 +75,7 @@ fn task<'a>(report: &'a RunReport, id: &str) -> &'a TaskReport {
     report.tasks.iter().find(|t| t.id == id).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dispatch_follows_priority_then_arrival_with_concurrency_one() {
     let (engine, probe) = start(1);
     let report = engine
@@ -92,7 +96,7 @@ tasks:
     assert_eq!(*probe.order.lock().unwrap(), ["urgent-1", "urgent-2", "high", "normal", "low"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_parallel_and_host_concurrency_bound_running_tasks() {
     let (engine, probe) = start(100);
     let tasks: String =
@@ -108,7 +112,7 @@ async fn max_parallel_and_host_concurrency_bound_running_tasks() {
     assert_eq!(probe.peak.load(Ordering::SeqCst), 4, "the host limit spans workflows");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retries_retryable_errors_only_and_within_max_attempts() {
     let (engine, _) = start(8);
     let report = engine
@@ -143,7 +147,7 @@ tasks:
     assert_eq!(task(&report, "invalid").history.len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failure_skips_its_dependents_while_other_branches_finish() {
     let (engine, probe) = start(8);
     let report = engine
@@ -178,7 +182,7 @@ tasks:
     assert_eq!(ran, ["boom", "side", "side-next"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_diamond_runs_every_task_exactly_once_with_substitution() {
     let (engine, probe) = start(8);
     let report = engine
@@ -206,7 +210,7 @@ tasks:
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_missing_path_fails_the_task_and_names_the_path() {
     let (engine, _) = start(8);
     let report = engine
@@ -232,7 +236,7 @@ tasks:
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn attempts_time_out_and_are_retried() {
     let (engine, _) = start(8);
     let report = engine
@@ -251,7 +255,7 @@ tasks:
     assert!(report.duration_ms < 2000.0, "{}", report.duration_ms);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_workflow_timeout_cancels_what_is_left() {
     let (engine, _) = start(8);
     let report = engine
@@ -276,7 +280,7 @@ tasks:
     assert!(report.duration_ms < 2000.0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_protocol_without_provider_fails_its_task() {
     let (engine, _) = start(8);
     let report = engine.run(workflow("name: x\ntasks:\n  - {id: a, protocol: nope/v1, method: m}\n")).await.unwrap();
@@ -321,7 +325,7 @@ fn fan_out(protocol: &str, n: usize) -> Workflow {
     workflow(&format!("name: fan\ntasks:\n{tasks}"))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_busy_provider_parks_tasks_until_a_slot_frees() {
     let peak = Arc::new(AtomicUsize::new(0));
     let registry = Arc::new(Registry::new());
@@ -338,7 +342,7 @@ async fn a_busy_provider_parks_tasks_until_a_slot_frees() {
     assert_eq!(peak.load(Ordering::SeqCst), 3, "never more calls than slots");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn with_wait_for_providers_tasks_wait_for_a_provider_to_register() {
     let registry = Arc::new(Registry::new());
     let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
@@ -361,7 +365,7 @@ async fn with_wait_for_providers_tasks_wait_for_a_provider_to_register() {
     assert_eq!(report.summary.completed, 5);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tasks_wait_for_a_missing_provider_at_most_their_timeout() {
     let registry = Arc::new(Registry::new());
     let config = EngineConfig { wait_for_providers: true, ..EngineConfig::default() };
@@ -392,7 +396,7 @@ async fn tasks_wait_for_a_missing_provider_at_most_their_timeout() {
     assert_eq!(task(&report, "late").status, TaskStatus::Completed, "a provider that comes in time serves");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_protocol_that_loses_its_last_provider_fails_its_parked_tasks_after_their_timeout() {
     let registry = Arc::new(Registry::new());
     let busy = Arc::new(AtomicUsize::new(1)); // its one slot stays taken
@@ -415,13 +419,13 @@ async fn a_protocol_that_loses_its_last_provider_fails_its_parked_tasks_after_th
     assert_eq!(snapshot.summary.unfinished, 1, "a busy provider is no reason to give up");
     assert!(registry.unregister("limited"));
     engine.providers_changed();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let report = tokio::time::timeout(Duration::from_secs(5), submitted.done).await.unwrap().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(150), "it waited for a provider first");
     assert_eq!(task(&report, "a").error.as_ref().unwrap().code, codes::NO_PROVIDER);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn workflows_can_be_listed_queried_and_cancelled() {
     let (engine, _) = start(8);
     let slow =
@@ -448,7 +452,7 @@ async fn workflows_can_be_listed_queried_and_cancelled() {
     assert!(engine.workflow("other").await.unwrap().is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_vanished_provider_requeues_without_using_attempts_but_not_forever() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
@@ -480,7 +484,7 @@ async fn a_vanished_provider_requeues_without_using_attempts_but_not_forever() {
     assert_eq!(calls.load(Ordering::SeqCst), 4, "one attempt plus three re-queues");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_observer_sees_every_transition_and_the_end() {
     let registry = Arc::new(Registry::new());
     registry.register(Arc::new(FnProvider {
@@ -555,7 +559,7 @@ async fn with_a_store_progress_follows_running_and_cancels_are_stored_first() {
 
 // `for_each`: one task per item, made when the task is ready.
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn for_each_makes_one_task_per_item_and_hands_their_results_on_in_order() {
     let (engine, probe) = start(8);
     let report = engine
@@ -593,7 +597,7 @@ tasks:
     assert_eq!(ran.len(), 5, "topics, three items, gather: {ran:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn for_each_max_parallel_bounds_its_items_only() {
     let (engine, probe) = start(100);
     let report = engine
@@ -613,7 +617,7 @@ tasks:
     assert_eq!(ran, expected, "items start in order");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failed_items_fail_the_task_unless_it_allows_failures() {
     let (engine, _) = start(8);
     // `flaky` fails (retryably) until attempt n.
@@ -654,7 +658,7 @@ tasks:
     assert_eq!(report.summary.failed, 6, "strict, four of its items and one of lenient's");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tolerated_item_failures_leave_the_workflow_completed() {
     let (engine, _) = start(8);
     let report = engine
@@ -667,7 +671,7 @@ async fn tolerated_item_failures_leave_the_workflow_completed() {
     assert_eq!(report.status, WorkflowStatus::Completed, "the failure was allowed");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn for_each_over_what_is_not_a_list_fails_naming_the_path_and_an_empty_list_completes() {
     let (engine, _) = start(8);
     let report = engine
@@ -702,7 +706,7 @@ tasks:
 
 /// A workflow stopped mid-fan-out is taken up from its records: the same
 /// items (kept with the task), finished items not run again.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_restored_fan_out_runs_only_its_unfinished_items() {
     let (engine, probe) = start(8);
     let wf = workflow(
@@ -751,6 +755,8 @@ tasks:
 
 // `when`: conditions over earlier results and inputs.
 
+// On the real clock: it waits on the blocking pool (the store, conditions
+// or file reads), which a paused clock would skip ahead of.
 #[tokio::test]
 async fn a_false_condition_skips_the_task_and_its_dependents_without_failing() {
     let (engine, probe) = start(8);
@@ -803,6 +809,8 @@ tasks:
     assert_eq!(report.summary.skipped, 1);
 }
 
+// On the real clock: it waits on the blocking pool (the store, conditions
+// or file reads), which a paused clock would skip ahead of.
 #[tokio::test]
 async fn a_condition_is_checked_once_not_per_retry_and_guards_a_fan_out() {
     let (engine, probe) = start(8);
@@ -828,6 +836,8 @@ tasks:
 /// one of the host's call slots until it is done, or fails: with one slot,
 /// every item still runs, one after the other, and an unreadable file
 /// fails only its own item.
+// On the real clock: it waits on the blocking pool (the store, conditions
+// or file reads), which a paused clock would skip ahead of.
 #[tokio::test]
 async fn file_reads_hold_a_call_slot_and_give_it_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -881,7 +891,7 @@ fn limited(max_tasks: usize, max_bytes: usize) -> (Engine, Arc<Probe>) {
 /// A for_each whose items' params quote a large input: each resolved copy
 /// counts, and the workflow ends, failed and saying why, once they pass
 /// its limit, while a small workflow beside it completes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_workflow_past_its_bytes_ends_failed_naming_the_limit_and_others_go_on() {
     let (engine, probe) = limited(1000, 1 << 20);
     let big = "x".repeat(100 * 1024);
@@ -904,7 +914,7 @@ async fn a_workflow_past_its_bytes_ends_failed_naming_the_limit_and_others_go_on
     assert!(fan.tasks.iter().all(|t| t.status.is_final()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_for_each_past_the_task_limit_fails_before_expanding() {
     let (engine, probe) = limited(10, 1 << 20);
     let report = engine
@@ -988,6 +998,8 @@ impl crate::store::Store for Picky {
 /// A record the store refuses for good is not retried: its workflow ends,
 /// failed, with a small record in its place, and the workflows written in
 /// the same batches are stored and answered.
+// On the real clock: it waits on the blocking pool (the store, conditions
+// or file reads), which a paused clock would skip ahead of.
 #[tokio::test]
 async fn a_record_the_store_refuses_ends_its_workflow_and_holds_up_no_other() {
     let registry = Arc::new(Registry::new());

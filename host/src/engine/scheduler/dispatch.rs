@@ -10,7 +10,8 @@ use crate::registry::{Call, Provider, Selection};
 use crate::resolver::substitute;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 impl Scheduler {
     /// Move ready tasks into the shared queue while `max_parallel` allows.
@@ -181,7 +182,7 @@ impl Scheduler {
             attempt,
             method: task.method.clone(),
             params,
-            deadline,
+            deadline: deadline.into_std(),
             progress,
         };
         // `running` leaves before anything the provider sends for the attempt.
@@ -191,7 +192,7 @@ impl Scheduler {
         let pending = provider.call(call);
         let handle = tokio::spawn(async move {
             let called = Instant::now();
-            let outcome = match tokio::time::timeout_at(deadline.into(), pending).await {
+            let outcome = match tokio::time::timeout_at(deadline, pending).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     Err(TaskError::new(codes::TIMEOUT, format!("timed out after {}s", timeout.as_secs_f64()))

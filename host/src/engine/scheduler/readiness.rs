@@ -6,7 +6,7 @@ use crate::engine::conditions::{self, Owner, Turn, Waiting};
 use crate::engine::{EngineEvent, RunId, TaskEvent};
 use crate::model::TaskStatus;
 use crate::store::Record;
-use std::time::Instant;
+use tokio::time::Instant;
 
 impl Scheduler {
     pub(super) fn notify(&mut self, id: RunId, t: usize) {
