@@ -364,3 +364,46 @@ fn batch_asks_about_every_file_and_reports_each() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A component built against the WIT of SDK 0.1 keeps loading and running.
+/// `tests/fixtures/components/ollama-wit-0.1.0.wasm` is the bundled plugin
+/// as built before `fetch` and its typed errors (kept as a binary, never
+/// rebuilt): it calls `http-fetch`, `http-fetch-stream` and the body's
+/// `next`, which the host still serves, with the texts it always gave.
+#[test]
+fn a_plugin_built_against_the_sdk_0_1_wit_loads_and_runs() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(root().join("tests/fixtures/components/ollama-wit-0.1.0.wasm"), plugins.join("legacy.wasm")).unwrap();
+    let settings = |base_port: u16| {
+        let path = dir.path().join(format!("legacy-{base_port}.toml"));
+        let text = format!(
+            "plugins = \"{}\"\n[manifests.legacy]\nallowed_hosts = [\"http://127.0.0.1:{}\"]\n[manifests.legacy.config]\nbase_url = \"http://127.0.0.1:{base_port}\"\n",
+            plugins.display(),
+            server.port
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let file = dir.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        "name: legacy\ntasks:\n  - {id: streamed, protocol: llm/v1, method: generate, params: {prompt: one two}}\n  - {id: whole, protocol: llm/v1, method: generate, params: {prompt: one two, stream: false}}\n",
+    )
+    .unwrap();
+    let (out, report) = run(&file, &settings(server.port));
+    for id in ["streamed", "whole"] {
+        let done = task(&report, id);
+        assert_eq!(done["status"], "completed", "{id}: {done}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(done["result"]["content"], "llama3 answers: one two", "{id}");
+        assert_eq!(done["history"][0]["provider"], "wasm:legacy", "the old component served it, not the bundled one");
+    }
+    // A host it is not granted: refused with the words it always matched.
+    let (_, report) = run(&file, &settings(closed));
+    let denied = &task(&report, "whole")["error"];
+    assert_eq!(denied["code"], -32024, "{denied}");
+    assert!(denied["message"].as_str().unwrap().starts_with("http-fetch denied: plugin 'legacy'"), "{denied}");
+}

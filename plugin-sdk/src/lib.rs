@@ -259,7 +259,7 @@ macro_rules! export_provider {
 /// The host's imports as plain functions.
 pub mod host {
     use super::bindings::gleitzeit::provider::host as wit_host;
-    pub use wit_host::{BodyStream, HttpRequest, HttpResponse, HttpStreamResponse, LogLevel};
+    pub use wit_host::{BodyStream, FetchError, HttpRequest, HttpResponse, HttpStreamResponse, LogLevel};
 
     /// Log through the host's `tracing`, tagged with this plugin's name.
     pub fn log(level: LogLevel, message: &str) {
@@ -272,16 +272,41 @@ pub mod host {
     }
 
     /// Outbound HTTP; only hosts granted to the plugin (`allowed_hosts` in
-    /// its manifest) are reachable, redirects included. The error says what
-    /// was refused or failed: pass it on in the task's error.
-    pub fn http_fetch(request: &HttpRequest) -> Result<HttpResponse, String> {
-        wit_host::http_fetch(request)
+    /// its manifest) are reachable, redirects included. The error's case
+    /// says what kind of failure it is ([`FetchError::Denied`]: the host
+    /// is not granted; [`FetchError::Failed`]: it may pass if tried again)
+    /// and its text what happened: pass that on in the task's error.
+    pub fn fetch(request: &HttpRequest) -> Result<HttpResponse, FetchError> {
+        wit_host::fetch(request)
     }
 
-    /// Like [`http_fetch`], but returns once the headers arrive; read the body
-    /// as it streams with [`lines`] or `body.next()`.
+    /// Like [`fetch`], but returns once the headers arrive; read the body as
+    /// it streams with [`lines`] or `body.read()`.
+    pub fn fetch_stream(request: &HttpRequest) -> Result<HttpStreamResponse, FetchError> {
+        wit_host::fetch_stream(request)
+    }
+
+    /// [`fetch`] with the error as its text only (the SDK 0.1 API).
+    pub fn http_fetch(request: &HttpRequest) -> Result<HttpResponse, String> {
+        fetch(request).map_err(|e| e.text().to_owned())
+    }
+
+    /// [`fetch_stream`] with the error as its text only (the SDK 0.1 API).
     pub fn http_fetch_stream(request: &HttpRequest) -> Result<HttpStreamResponse, String> {
-        wit_host::http_fetch_stream(request)
+        fetch_stream(request).map_err(|e| e.text().to_owned())
+    }
+
+    impl FetchError {
+        /// What happened, in words to pass on in the task's error.
+        pub fn text(&self) -> &str {
+            match self {
+                FetchError::Denied(text)
+                | FetchError::InvalidRequest(text)
+                | FetchError::TooLarge(text)
+                | FetchError::Failed(text)
+                | FetchError::Limited(text) => text,
+            }
+        }
     }
 
     /// A GET request for `url`.
@@ -330,7 +355,7 @@ pub mod host {
                     let rest = std::mem::take(&mut self.buffer);
                     return (!rest.is_empty()).then(|| Ok(String::from_utf8_lossy(&rest).into_owned()));
                 }
-                match self.body.next() {
+                match self.body.read().map_err(|e| e.text().to_owned()) {
                     Ok(Some(piece)) => self.buffer.extend_from_slice(&piece),
                     Ok(None) => self.done = true,
                     Err(e) => {

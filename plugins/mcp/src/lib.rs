@@ -11,7 +11,7 @@
 //! manifest) to it as local endpoints it bridges. Every URL must be granted
 //! in `allowed_hosts`; the bridged ones are granted by the host.
 
-use gleitzeit_plugin_sdk::host::{self, HttpRequest};
+use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -139,7 +139,7 @@ impl Session {
         let mut request = host::post_json(&self.url, message);
         request.headers.push(("accept".into(), "application/json, text/event-stream".into()));
         self.with_session(&mut request);
-        let response = host::http_fetch_stream(&request).map_err(|e| self.host_error(e))?;
+        let response = host::fetch_stream(&request).map_err(|e| self.host_error(e))?;
         if let Some((_, id)) = response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id")) {
             self.id = Some(id.clone());
         }
@@ -160,7 +160,7 @@ impl Session {
             return self.read_events(&mut lines, expect);
         }
         let body: Result<Vec<String>, String> = lines.collect();
-        let body = body.map_err(|e| self.host_error(e))?.join("\n");
+        let body = body.map_err(|text| self.host_error(FetchError::Failed(text)))?.join("\n");
         if expect.is_none() && body.trim().is_empty() {
             return Ok(None);
         }
@@ -177,7 +177,7 @@ impl Session {
     fn read_events(&self, lines: &mut host::Lines, expect: Option<u64>) -> Result<Option<Value>, RpcError> {
         let mut data = String::new();
         for line in lines {
-            let line = line.map_err(|e| self.host_error(e))?;
+            let line = line.map_err(|text| self.host_error(FetchError::Failed(text)))?;
             if let Some(part) = line.strip_prefix("data:") {
                 data.push_str(part.strip_prefix(' ').unwrap_or(part));
                 data.push('\n');
@@ -223,14 +223,15 @@ impl Session {
                 timeout_ms: Some(2000),
             };
             self.with_session(&mut request);
-            let _ = host::http_fetch(&request);
+            let _ = host::fetch(&request);
         }
     }
 
-    fn host_error(&self, message: String) -> RpcError {
-        if message.starts_with("http-fetch denied") {
+    fn host_error(&self, error: FetchError) -> RpcError {
+        if let FetchError::Denied(message) = error {
             return RpcError::new(codes::DENIED, message);
         }
+        let message = error.text();
         RpcError::new(
             codes::UNAVAILABLE,
             format!("MCP server '{}' at {} is not reachable: {message}", self.server, self.url),

@@ -12,7 +12,7 @@
 //! plugin's manifest must grant.
 
 use base64::Engine as _;
-use gleitzeit_plugin_sdk::host::{self, HttpRequest};
+use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -259,14 +259,15 @@ fn complete(
         let text = piece(&object).ok_or_else(|| malformed(&object))?.to_owned();
         return Ok(Finished { text, object });
     }
-    let response = host::http_fetch_stream(&host::post_json(&url(path), &body)).map_err(host_error)?;
+    let response = host::fetch_stream(&host::post_json(&url(path), &body)).map_err(host_error)?;
     if response.status != 200 {
         let text: Vec<String> = host::lines(response.body).filter_map(Result::ok).collect();
         return Err(status_error(response.status, &text.join("\n"), model));
     }
     let mut text = String::new();
     for line in host::lines(response.body) {
-        let line = line.map_err(host_error)?;
+        // A body that stops mid-way failed on the way, like a lost connection.
+        let line = line.map_err(|text| host_error(FetchError::Failed(text)))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -293,7 +294,7 @@ fn request_json(path: &str, body: Value, model: &str) -> Result<Value, RpcError>
 }
 
 fn send(request: HttpRequest, model: &str) -> Result<Value, RpcError> {
-    let response = host::http_fetch(&request).map_err(host_error)?;
+    let response = host::fetch(&request).map_err(host_error)?;
     let text = String::from_utf8_lossy(&response.body);
     if response.status != 200 {
         return Err(status_error(response.status, &text, model));
@@ -302,11 +303,12 @@ fn send(request: HttpRequest, model: &str) -> Result<Value, RpcError> {
 }
 
 /// The host's refusal or a failed connection.
-fn host_error(message: String) -> RpcError {
-    if message.starts_with("http-fetch denied") {
+fn host_error(error: FetchError) -> RpcError {
+    if let FetchError::Denied(message) = error {
         return RpcError::new(codes::DENIED, message);
     }
     let base = host::config("base_url").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+    let message = error.text();
     RpcError::new(codes::UNAVAILABLE, format!("Ollama at {base} is not reachable: {message}")).retryable(true)
 }
 
