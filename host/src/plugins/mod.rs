@@ -10,7 +10,7 @@
 mod bindings;
 mod cache;
 mod grants;
-mod host;
+mod imports;
 mod live;
 mod loader;
 mod manifest;

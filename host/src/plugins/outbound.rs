@@ -12,7 +12,7 @@
 //!
 //! It knows nothing of the WIT: requests, answers and errors are its own
 //! types ([`Request`], [`Response`], [`FetchError`]), which the WIT's
-//! implementation (`plugins::host`) converts, as wasmtime's wasi-http maps
+//! implementation (`plugins::imports`) converts, as wasmtime's wasi-http maps
 //! its host errors to the WIT's.
 
 use reqwest::Url;
