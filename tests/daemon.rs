@@ -24,30 +24,19 @@ impl Drop for Running {
     }
 }
 
-/// A child process with its stdout lines and its log (stderr), both echoed
-/// to the test's output.
+/// A child process (a provider, a client) with its stdout lines; both its
+/// stdout and its stderr are echoed to the test's output.
 struct Proc {
     process: Running,
     lines: mpsc::Receiver<String>,
-    log: mpsc::Receiver<String>,
 }
 
 impl Proc {
     fn spawn(mut command: Command) -> Self {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let lines = echo_lines(child.stdout.take().unwrap());
-        let log = echo_lines(child.stderr.take().unwrap());
-        Self { process: Running(child), lines, log }
-    }
-
-    /// The next log line containing `marker` (within 60 s).
-    fn log_line(&self, marker: &str) -> String {
-        loop {
-            let line = self.log.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no log {marker:?}"));
-            if line.contains(marker) {
-                return line;
-            }
-        }
+        drop(echo_lines(child.stderr.take().unwrap()));
+        Self { process: Running(child), lines }
     }
 
     /// The next line containing `marker` (within 60 s).
@@ -85,28 +74,16 @@ fn spawn_until(command: Command, marker: &str) -> (Proc, String) {
     (proc, line)
 }
 
-struct Daemon {
-    process: Proc,
-    url: String,
-    /// Its data directory (the default SQLite store, the local token).
-    data: tempfile::TempDir,
-    /// The local admin token it wrote there.
-    token: String,
-}
+/// A daemon on a data directory of its own (`data_dir`: the default
+/// SQLite store, the local token).
+type Daemon = support::Served;
 
 fn daemon() -> Daemon {
     daemon_with(&[])
 }
 
 fn daemon_with(args: &[&str]) -> Daemon {
-    let data = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()]).args(args);
-    command.current_dir(root()).env_remove("GLEITZEIT_PLUGINS");
-    let (process, line) = spawn_until(command, "listening on");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    let token = support::local_token(data.path()).unwrap_or_default();
-    Daemon { process, url, data, token }
+    support::serve(args)
 }
 
 fn python(daemon: &Daemon, script: &str) -> Command {
@@ -180,7 +157,7 @@ fn the_original_systems_payloads_work_unchanged_with_auth_off() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("failed to connect"), "{stderr}");
     // The daemon says why, and to whom.
-    let logged = daemon.process.log_line("refused: no token");
+    let logged = daemon.log_line("refused: no token");
     assert!(logged.contains("peer=127.0.0.1:"), "{logged}");
 }
 
@@ -192,7 +169,7 @@ fn each_role_may_do_only_what_its_token_allows() {
     let create = |name: &str, extra: &[&str]| {
         let out = finished({
             let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-            command.args(["token", "create", "--name", name]).args(extra).env("GLEITZEIT_DATA_DIR", daemon.data.path());
+            command.args(["token", "create", "--name", name]).args(extra).env("GLEITZEIT_DATA_DIR", &daemon.data_dir);
             command
         });
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
@@ -205,10 +182,10 @@ fn each_role_may_do_only_what_its_token_allows() {
         .env("WORKER", create("worker", &["--role", "provider", "--protocol", "text/v1"]))
         .env("WORKER2", create("worker2", &["--role", "provider", "--protocol", "text/v1"]))
         .env("GLEITZEIT_BIN", env!("CARGO_BIN_EXE_gleitzeit"))
-        .env("GLEITZEIT_DATA_DIR", daemon.data.path());
+        .env("GLEITZEIT_DATA_DIR", &daemon.data_dir);
     let out = finished(script);
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
-    let tokens = std::fs::read_to_string(daemon.data.path().join("tokens.toml")).unwrap();
+    let tokens = std::fs::read_to_string(daemon.data_dir.join("tokens.toml")).unwrap();
     assert!(tokens.contains("worker") && !tokens.contains("gzt_"), "hashes only: {tokens}");
 }
 
@@ -250,7 +227,7 @@ fn doc_session(daemon: &Daemon, doc: &str, marker: &str, workflow: &str) -> (Str
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut sh = Command::new("sh");
     sh.args(["-e", "-c", &session]).current_dir(cwd.path()).env("PATH", path);
-    sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", daemon.data.path()).env_remove("GLEITZEIT_TOKEN");
+    sh.env("GLEITZEIT_SERVER", &daemon.url).env("GLEITZEIT_DATA_DIR", &daemon.data_dir).env_remove("GLEITZEIT_TOKEN");
     (session, finished(sh))
 }
 
@@ -263,7 +240,7 @@ fn the_security_docs_token_session_runs_as_written() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("workflow 'Hello chain'") && stdout.contains("completed in"), "{stdout}");
     assert!(stdout.contains("text-worker") && stdout.contains("provider") && stdout.contains("text/v1"), "{stdout}");
-    let left = std::fs::read_to_string(daemon.data.path().join("tokens.toml")).unwrap();
+    let left = std::fs::read_to_string(daemon.data_dir.join("tokens.toml")).unwrap();
     assert!(!left.contains("alice") && left.contains("text-worker"), "alice is revoked: {left}");
 }
 
@@ -448,7 +425,7 @@ fn cli(daemon: &Daemon, args: &[&str]) -> Output {
         .env("GLEITZEIT_SERVER", &daemon.url)
         // No token given: the CLI finds the local one in the data directory.
         .env_remove("GLEITZEIT_TOKEN")
-        .env("GLEITZEIT_DATA_DIR", daemon.data.path())
+        .env("GLEITZEIT_DATA_DIR", &daemon.data_dir)
         .output()
         .unwrap()
 }
@@ -632,10 +609,9 @@ fn sigterm_lets_running_work_finish_then_exits() {
     let slow = serde_json::json!({"name": "slow", "id": "slow", "tasks": [
         {"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 1}}]});
     let submitted = submit(&daemon, &slow, None);
-    while cli(&daemon, &["workflow", "status", "slow"]).status.code() != Some(0) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pid = daemon.process.process.0.id().to_string();
+    let status = || cli(&daemon, &["workflow", "status", "slow"]).status.code();
+    support::until("the workflow to be accepted", support::PATIENCE, status, |code| *code == Some(0));
+    let pid = daemon.pid().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let reports = submitted.join().unwrap();
     assert_eq!(reports[0]["status"], "completed", "the running workflow finished during the grace period");
@@ -760,7 +736,7 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
         {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": message}}]});
     std::fs::write(&big, workflow.to_string()).unwrap();
     assert_eq!(cli(&daemon, &["workflow", "submit", big.to_str().unwrap(), "--wait"]).status.code(), Some(0));
-    let pid = daemon.process.process.0.id();
+    let pid = daemon.pid();
     let baseline = rss_mib(pid);
 
     let mut silent = SilentClient::connect(&daemon.url, &daemon.token);
@@ -788,7 +764,7 @@ fn a_client_that_never_reads_cannot_grow_the_daemon() {
 fn a_polling_client_that_never_polls_cannot_grow_the_daemon() {
     let daemon = daemon();
     let mut check = python(&daemon, "tests/python/silent_polling.py");
-    check.env("GLEITZEIT_PID", daemon.process.process.0.id().to_string());
+    check.env("GLEITZEIT_PID", daemon.pid().to_string());
     let out = finished(check);
     assert!(String::from_utf8_lossy(&out.stdout).trim_end().ends_with("ok"));
 }

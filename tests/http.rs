@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::api::{Api, Sse, Stream};
-use support::{Served, root, serve, serve_under};
+use support::{Daemon, Served, root, serve};
 
 /// The tokens of a test: the daemon's local admin token, two clients and a
 /// provider, made with `gleitzeit token create` while it runs.
@@ -400,7 +400,7 @@ async fn listings_filter_and_page_newest_first() {
 async fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
     rlimit::increase_nofile_limit(4096).unwrap(); // this side's ends of the streams
     for (limit, cap) in [("ulimit -Sn 512", 1000), ("ulimit -n 512", 256)] {
-        let host = serve_under(&["sh", "-c", &format!(r#"{limit} && exec "$0" "$@""#)], &[]);
+        let host = Daemon::new().under(&["sh", "-c", &format!(r#"{limit} && exec "$0" "$@""#)]).start();
         let api = Api::of(&host);
         let token = host.token.as_str();
         let open_stream = || async {

@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
 use support::{Served, root, serve};
 
 /// One scrape's samples: `name{labels}` (as written) → value.
@@ -127,14 +126,13 @@ fn prometheus_scrapes_the_documented_configuration() {
         let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     };
-    let started = Instant::now();
-    let completed = loop {
-        if let Some(value) = query("gleitzeit_tasks_finished_total{status=\"completed\"}") {
-            break value;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "Prometheus never scraped the daemon");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let completed = support::until(
+        "Prometheus to scrape the daemon",
+        support::PATIENCE,
+        || query("gleitzeit_tasks_finished_total{status=\"completed\"}"),
+        Option::is_some,
+    )
+    .unwrap();
     let up = query("up{job=\"gleitzeit\"}");
     let _ = server.kill();
     let _ = server.wait();

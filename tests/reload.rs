@@ -8,27 +8,16 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+
+use std::process::{Command, Output, Stdio};
+
 use std::time::{Duration, Instant};
 
+/// A daemon with a plugins directory of its own (`dir`), in memory, logging
+/// at info level.
 struct Daemon {
-    child: Child,
-    url: String,
+    served: support::Served,
     dir: tempfile::TempDir,
-    /// Its data directory's parent (`XDG_DATA_HOME`), where the CLI finds
-    /// the local token.
-    data_home: tempfile::TempDir,
-    /// What the daemon has logged so far (at info level).
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn daemon() -> Daemon {
@@ -36,36 +25,20 @@ fn daemon() -> Daemon {
 }
 
 fn daemon_with(args: &[&str]) -> Daemon {
-    let (dir, data_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--plugins", dir.path().to_str().unwrap()])
+    let dir = tempfile::tempdir().unwrap();
+    let served = support::Daemon::new()
+        .args(&["--store", "memory", "--plugins", dir.path().to_str().unwrap()])
         .args(args)
         .env("GLEITZEIT_LOG", "info")
-        .env("XDG_DATA_HOME", data_home.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (stderr, collected) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut log = collected.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    Daemon { child, url, dir, data_home, log }
+        .start();
+    Daemon { served, dir }
 }
 
 impl Daemon {
     /// The CLI as the daemon's local user runs it.
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
-        command.env("GLEITZEIT_SERVER", &self.url).env("XDG_DATA_HOME", self.data_home.path());
+        command.env("GLEITZEIT_SERVER", &self.served.url).env("XDG_DATA_HOME", self.served.data_home.path());
         command.env_remove("GLEITZEIT_TOKEN").env_remove("GLEITZEIT_DATA_DIR");
         command
     }
@@ -91,10 +64,7 @@ impl Daemon {
     /// Wait (up to `limit`) until `check` holds for the plugin list.
     fn until_within(&self, limit: Duration, what: &str, check: impl Fn(&Daemon) -> bool) -> Duration {
         let started = Instant::now();
-        while !check(self) {
-            assert!(started.elapsed() < limit, "never happened: {what}; plugins: {:?}", self.plugins());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::until(what, limit, || check(self), |held| *held);
         started.elapsed()
     }
 
@@ -109,12 +79,12 @@ impl Daemon {
     /// (each logs one line naming the file).
     fn load_attempts(&self, name: &str) -> usize {
         let file = self.dir.path().join(format!("{name}.wasm")).display().to_string();
-        self.log.lock().unwrap().lines().filter(|line| line.contains(&file)).count()
+        self.served.log().lines().filter(|line| line.contains(&file)).count()
     }
 
     /// The daemon's CPU time (user and system) so far, in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.served.pid())).unwrap();
         // Fields after the command name, which is in parentheses: utime and
         // stime are the 12th and 13th.
         let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
@@ -364,24 +334,14 @@ fn a_removed_plugin_finishes_its_running_call_and_its_queued_tasks_fail_after_th
 /// output and `plugin list` say which it is.
 #[test]
 fn the_default_plugins_directory_is_in_the_data_directory() {
-    let (cwd, data_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cwd = tempfile::tempdir().unwrap();
     let component = std::fs::read(support::component("hostile")).unwrap();
     std::fs::create_dir(cwd.path().join("plugins")).unwrap();
     std::fs::write(cwd.path().join("plugins/stray.wasm"), &component).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"])
-        .current_dir(cwd.path())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .env("XDG_DATA_HOME", data_home.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = stdout.next().unwrap().unwrap();
-    let url = listening.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-    let expected = data_home.path().join("gleitzeit/plugins");
-    let announced = stdout.next().unwrap().unwrap();
-    let daemon = Daemon { child, url, dir: tempfile::tempdir().unwrap(), data_home, log: Arc::default() };
+    let served = support::Daemon::new().args(&["--store", "memory"]).current_dir(cwd.path()).start();
+    let expected = served.data_home.path().join("gleitzeit/plugins");
+    let announced = served.stdout_line("plugins:");
+    let daemon = Daemon { served, dir: tempfile::tempdir().unwrap() };
     assert_eq!(announced, format!("plugins: bundled, and {} (watched)", expected.display()));
     assert!(daemon.plugin("stray").is_none(), "./plugins is not loaded: {:?}", daemon.plugins());
     let listed = String::from_utf8(daemon.cli(&["plugin", "list"]).stdout).unwrap();

@@ -15,10 +15,9 @@ use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
 use gleitzeit::store::{Claim, HostId, Record, Store, StoreSpec, TaskRecord};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use support::root;
 
 fn workflow(id: &str) -> Workflow {
     let yaml = format!(
@@ -349,24 +348,11 @@ fn host(store: &[&str]) -> Host {
 
 /// The workflow's report once it is no longer running (within a minute).
 fn when_finished(host: &Host, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let report = status(host, id);
-        if report["status"] != "running" {
-            return report;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "workflow {id} never finished");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until(&format!("workflow {id} to finish"), || status(host, id), |report| report["status"] != "running")
 }
 
 fn cli(host: &Host, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(args)
-        .env("GLEITZEIT_SERVER", &host.url)
-        .env("GLEITZEIT_TOKEN", &host.token)
-        .output()
-        .unwrap()
+    host.cli(args)
 }
 
 fn status(host: &Host, id: &str) -> Value {
@@ -573,23 +559,8 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
         .map(|i| json!({"id": format!("t{i}"), "protocol": "echo/v1", "method": "delay", "params": {"seconds": 0.1, "message": format!("task {i}")}}))
         .collect();
     std::fs::write(&file, json!({"id": "outage", "name": "outage", "tasks": tasks}).to_string()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "4", "--store", &redis.url])
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let url = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break url.to_owned();
-        }
-    };
-    let token = support::local_token(dir.path()).unwrap();
-    let daemon = Host { child, url, data_home: tempfile::tempdir().unwrap(), token };
+    let daemon =
+        support::serve(&["--concurrency", "4", "--store", &redis.url, "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(cli(&daemon, &["workflow", "submit", file.to_str().unwrap()]).status.code(), Some(0));
     let pid = redis.child.id().to_string();
     std::thread::sleep(Duration::from_millis(200));
@@ -610,15 +581,9 @@ fn a_redis_outage_mid_run_delays_but_loses_nothing() {
         .unwrap();
     let stored: RunReport = serde_json::from_slice(&out.stdout).expect("the report is stored");
     assert_eq!(stored.summary.completed, 40);
-    let mut daemon = daemon;
-    let _ = daemon.child.kill();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(daemon.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(
-        stderr.contains("failed to write records") && stderr.contains("nothing that depends on them is reported"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("took the waiting records"), "{stderr}");
+    let failed = daemon.log_line("failed to write records");
+    assert!(failed.contains("nothing that depends on them is reported"), "{failed}");
+    daemon.log_line("took the waiting records");
 }
 
 /// `/api/v1/ready`: its HTTP status and body, by curl.
@@ -880,16 +845,8 @@ fn schedule_info(host: &Host, id: &str) -> Value {
 }
 
 /// Wait (a minute at most) until `ready` holds of what `probe` reads.
-fn until<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, ready: impl Fn(&T) -> bool) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = probe();
-        if ready(&seen) {
-            return seen;
-        }
-        assert!(Instant::now() < deadline, "{what}: {seen:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn until<T: std::fmt::Debug>(what: &str, probe: impl FnMut() -> T, ready: impl Fn(&T) -> bool) -> T {
+    support::until(what, support::PATIENCE, probe, ready)
 }
 
 /// Due times missed while the host was down run once, for the latest of

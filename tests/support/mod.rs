@@ -4,6 +4,11 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod daemon;
+
+// Not every test file uses each.
+#[allow(unused_imports)]
+pub use daemon::{Daemon, PATIENCE, Served, until};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,63 +84,9 @@ pub fn redis_server() -> RedisServer {
     RedisServer { child, url: format!("redis://127.0.0.1:{port}"), port, _dir: dir }
 }
 
-/// A `gleitzeit serve` on a free port with `args`, killed (SIGKILL) when
-/// dropped. Its default data directory (`$XDG_DATA_HOME/gleitzeit`) is a
-/// fresh one of its own, never the user's.
-pub struct Served {
-    pub child: std::process::Child,
-    pub url: String,
-    pub data_home: tempfile::TempDir,
-    /// The local admin token it wrote to its data directory.
-    pub token: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A `gleitzeit serve` on a free port with `args` (see [`Daemon`]).
 pub fn serve(args: &[&str]) -> Served {
-    serve_under(&[], args)
-}
-
-/// The same, started by `wrapper` with the binary and its arguments
-/// after it (e.g. `sh -c 'ulimit -Sn 1024; exec "$0" "$@"'`).
-pub fn serve_under(wrapper: &[&str], args: &[&str]) -> Served {
-    let data_home = tempfile::tempdir().unwrap();
-    let binary = env!("CARGO_BIN_EXE_gleitzeit");
-    let mut command = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut command = Command::new(program);
-            command.args(rest).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    };
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .current_dir(root())
-        .env_remove("GLEITZEIT_PLUGINS")
-        .env("XDG_DATA_HOME", data_home.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let url = loop {
-        let line = lines.next().expect("the host exited before listening").unwrap();
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break url.to_owned();
-        }
-    };
-    let data_dir = match args.iter().position(|a| *a == "--data-dir") {
-        Some(at) => PathBuf::from(args[at + 1]),
-        None => data_home.path().join("gleitzeit"),
-    };
-    let token = local_token(&data_dir).expect("the daemon writes its local token");
-    Served { child, url, data_home, token }
+    Daemon::new().args(args).start()
 }
 
 /// Submit `workflow` over Socket.IO with python-socketio and wait for its
