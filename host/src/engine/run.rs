@@ -17,11 +17,9 @@ use crate::store::TaskRecord;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-// The tokio clock, so that tests run the engine on a paused one.
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 /// The instant that corresponds to a wall-clock time in the past.
 fn instant_of(time: SystemTime) -> Instant {

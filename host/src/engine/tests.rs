@@ -1,7 +1,7 @@
 //! Engine behaviour with an in-process test provider (`t/v1`) whose methods
 //! succeed, fail, sleep or flake on request and record what ran.
 //!
-//! The engine keeps time on tokio's clock, so most tests run on a paused
+//! The engine's timers and deadlines are on tokio's clock, so most tests run on a paused
 //! one (`start_paused`): timeouts, backoffs and waits for providers pass
 //! at once and exactly, not on a loaded machine's wall clock.
 

@@ -10,8 +10,7 @@ use crate::registry::{Call, Provider, Selection};
 use crate::resolver::substitute;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::SystemTime;
-use tokio::time::Instant;
+use std::time::{Instant, SystemTime};
 
 impl Scheduler {
     /// Move ready tasks into the shared queue while `max_parallel` allows.
@@ -154,7 +153,10 @@ impl Scheduler {
         let task = &run.workflow.tasks[t];
         let Some(inbox) = self.inbox.upgrade() else { return };
         let timeout = task.timeout.unwrap_or(self.config.default_timeout);
-        let deadline = Instant::now() + timeout;
+        // On tokio's clock, which tests may pause; the other times here are
+        // measurements, on the cheaper std clock (tokio's takes a lock per
+        // read where its test clock is built in).
+        let deadline = tokio::time::Instant::now() + timeout;
         let state = &mut run.tasks[t];
         if let (Some(ready), Some(method)) = (state.ready_at, self.stats.of_task(&run.series, t)) {
             method.queue_wait_seconds.observe(ready.elapsed().as_secs_f64());

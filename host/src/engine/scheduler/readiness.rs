@@ -6,7 +6,7 @@ use crate::engine::conditions::{self, Owner, Turn, Waiting};
 use crate::engine::{EngineEvent, RunId, TaskEvent};
 use crate::model::TaskStatus;
 use crate::store::Record;
-use tokio::time::Instant;
+use std::time::Instant;
 
 impl Scheduler {
     pub(super) fn notify(&mut self, id: RunId, t: usize) {
