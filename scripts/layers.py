@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The host crate's import graph, its circles and its layers.
 
-Reads every `crate::…` and `super::…` path in host/src (comments and test
-modules left out), draws an arrow from the module a file belongs to to the
+Reads every `crate::…` and `super::…` path in host/src, `use` trees with
+nested braces included (comments, string literals and test modules left
+out), draws an arrow from the module a file belongs to to the
 module it names, and prints each module's arrows, every circle (a strongly
 connected group of two or more modules) and every arrow that points from a
 lower layer to a higher one (LAYERS below; docs/architecture.md draws
@@ -22,7 +23,6 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
-PATH = re.compile(r"\b(crate|(?:super::)+)(?:::)?((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*|\{[^}]*\})")
 
 # The layers, lowest first: a module may name modules of its own layer or
 # below, never above. Within a layer the graph must still be acyclic.
@@ -48,21 +48,70 @@ def module_path(path: pathlib.Path) -> list[str]:
     return parts
 
 
+STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
 def strip(text: str) -> str:
-    """The text without `//` comments (doc comments name modules in prose)
-    and without a `#[cfg(test)] mod tests { … }` at its end."""
-    text = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
-    return text.split("#[cfg(test)]\nmod tests", 1)[0]
+    """The text without string literals (a URL holds `//`), without `//`
+    comments (doc comments name modules in prose) and without a
+    `#[cfg(test)] mod tests { … }` at its end."""
+    text = text.split("#[cfg(test)]\nmod tests", 1)[0]
+    text = STRING.sub('""', text)
+    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+
+
+def use_tree(text: str, at: int) -> tuple[list[list[str]], int]:
+    """The paths of a `use` tree that starts at `at` (after `crate::` or
+    `super::`): `a::b`, `{a, b::{c, d}}`; and where it ends."""
+    name = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+    paths: list[list[str]] = []
+    prefix: list[str] = []
+    i = at
+    while i < len(text):
+        if text[i] == "{":
+            depth, j = 1, i + 1
+            while j < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                j += 1
+            for part in split_top(text[i + 1 : j - 1]):
+                for sub in use_tree(part.strip(), 0)[0] if part.strip() else []:
+                    paths.append(prefix + sub)
+            return paths or [prefix], j
+        m = name.match(text, i)
+        if not m:
+            break
+        prefix.append(m.group(0))
+        i = m.end()
+        if text.startswith("::", i):
+            i += 2
+            continue
+        break
+    return [prefix], i
+
+
+def split_top(text: str) -> list[str]:
+    """`text` split at the commas outside braces."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+HEAD = re.compile(r"\b(crate|(?:super::)*super)::")
 
 
 def references(module: list[str], text: str) -> set[tuple[str, ...]]:
     """The module paths `text` names, as paths from the crate root."""
     found = set()
-    for head, rest in PATH.findall(text):
+    for m in HEAD.finditer(text):
+        head = m.group(1)
         base = [] if head == "crate" else module[: len(module) - head.count("super")]
-        names = [rest] if not rest.startswith("{") else [n.strip() for n in rest[1:-1].split(",")]
-        for name in names:
-            found.add(tuple(base + [p for p in name.split("::") if p]))
+        for path in use_tree(text, m.end())[0]:
+            found.add(tuple(base + [p for p in path if p != "self"]))
     return found
 
 
@@ -155,8 +204,10 @@ def report(within: list[str], acyclic: list[str] | None, quiet: bool) -> bool:
 
 
 def parents() -> list[list[str]]:
-    """Every module that has submodules of its own."""
-    return sorted({tuple(module_path(p)) for p in ROOT.rglob("mod.rs")})
+    """Every module that has submodules of its own (`x/mod.rs` or `x.rs`
+    beside `x/`)."""
+    paths = {tuple(module_path(p)) for p in ROOT.rglob("*.rs")}
+    return sorted({path[:i] for path in paths for i in range(1, len(path))})
 
 
 def main() -> int:

@@ -310,10 +310,19 @@ fn a_redis_host_that_lost_its_lock_writes_no_more() {
     redis::cmd("SET").arg("gleitzeit:host").arg(&b_host.id).exec(&mut redis).unwrap();
     let b = RedisStore::open(&server.url, b_host).unwrap();
     let refused = a.write(&[accepted("after")]).unwrap_err().to_string();
-    assert!(refused.contains("another gleitzeit host holds the store's lock"), "{refused}");
+    assert!(refused.contains("another gleitzeit host took the store's lock"), "{refused}");
     assert!(!b.has("after").unwrap(), "nothing of the refused batch landed");
     b.write(&[accepted("by-b")]).unwrap();
     assert!(b.has("by-b").unwrap() && b.has("before").unwrap());
+    // Host b stops and its lock lapses: host a, whose writes are stale by
+    // now, still writes nothing, records or anything else.
+    drop(b);
+    redis::cmd("DEL").arg("gleitzeit:host").exec(&mut redis).unwrap();
+    assert!(a.write(&[accepted("later")]).is_err(), "a host that lost the store never takes it back");
+    assert!(a.put_schedule(&Schedule::new(scheduled("late", "0 7 * * *"), SystemTime::now()).unwrap()).is_err());
+    assert!(a.claim("later").is_err());
+    let reader = RedisStore::open(&server.url, HostId::claim(b_dir.path()).unwrap()).unwrap();
+    assert!(!reader.has("later").unwrap() && reader.schedules().unwrap().readable.is_empty());
 }
 
 #[test]

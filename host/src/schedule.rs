@@ -8,8 +8,8 @@
 //! runs ([`run_id`]), which make a run's start idempotent: a due time is
 //! claimed by claiming its run's id in the store (`Store::claim`), which
 //! grants an id once, so a host that fired and crashed before it wrote
-//! the due time down (or a second host firing the same due time) cannot
-//! start that run twice. It fires nothing and stores nothing;
+//! the due time down cannot start that run twice (nor, once several hosts
+//! share a store, a second host firing the same due time). It fires nothing and stores nothing;
 //! the daemon's `schedules` does, through the `store`. The due times of a
 //! pattern are `cadence`'s; reading the `schedule:` block of a file is
 //! `workflow::schedule`'s.

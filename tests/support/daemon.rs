@@ -172,7 +172,13 @@ impl Log {
         let filled = log.clone();
         std::thread::spawn(move || {
             let (state, changed) = &*filled.0;
-            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut bytes = Vec::new();
+            // Bytes, not `lines()`: a line that is not UTF-8 must not stop
+            // the draining (the process would block on a full pipe).
+            while reader.read_until(b'\n', &mut bytes).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_owned();
+                bytes.clear();
                 println!("  | {line}");
                 state.lock().unwrap().lines.push(line);
                 changed.notify_all();

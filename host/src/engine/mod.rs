@@ -273,6 +273,24 @@ impl Engine {
         max_running: Option<usize>,
     ) -> Result<Submitted, EngineError> {
         let bytes = self.within_limits(&workflow)?;
+        // On a task of its own, so that it runs to its end even when the
+        // caller stops waiting (a client that hangs up): a claim granted and
+        // then neither accepted nor given back would hold the id with
+        // nothing under it.
+        let engine = self.clone();
+        tokio::spawn(async move { engine.claim_and_submit(workflow, bytes, max_running).await })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Claim the workflow's id, hand it to the scheduler, and give the
+    /// claim back if the scheduler refuses it.
+    async fn claim_and_submit(
+        &self,
+        workflow: Workflow,
+        bytes: usize,
+        max_running: Option<usize>,
+    ) -> Result<Submitted, EngineError> {
         let claimed = self.claim(&workflow.id).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();

@@ -1034,3 +1034,45 @@ async fn a_record_the_store_refuses_ends_its_workflow_and_holds_up_no_other() {
     assert!(store.report("good19").unwrap().is_some());
     assert!(engine.store_failing().is_none(), "a refusal is not a failing store");
 }
+
+/// A workflow id claimed in the store and then refused (here by its
+/// owner's quota) is given back, also when the submitter stopped waiting
+/// while the claim was being made: the id is free for the next submission.
+// On the real clock: the claim waits on the blocking pool.
+#[tokio::test]
+async fn a_refused_or_abandoned_submission_gives_its_claim_back() {
+    let registry = Arc::new(Registry::new());
+    registry.register(Arc::new(FnProvider {
+        id: "t".into(),
+        spec: spec("t/v1", &["ok"]),
+        f: |call: Call| -> CallFuture { Box::pin(async move { behave(&call).await }) },
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+    let (engine, _events) = Engine::start_durable(registry, EngineConfig::default(), store.clone()).unwrap();
+    let mut owned = workflow("name: w\nid: w-1\ntasks:\n  - {id: a, protocol: t/v1, method: ok}\n");
+    owned.owner = Some("alice".into());
+    match engine.submit_within(owned.clone(), Some(0)).await {
+        Err(EngineError::Busy(_)) => {}
+        other => panic!("a quota of 0 refuses, not {:?}", other.map(|s| s.workflow_id)),
+    }
+    // The submitter goes away while the claim is being made.
+    let abandoned = tokio::spawn({
+        let (engine, owned) = (engine.clone(), owned.clone());
+        async move { engine.submit_within(owned, Some(0)).await.map(|s| s.workflow_id) }
+    });
+    tokio::task::yield_now().await;
+    abandoned.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        match engine.submit(owned.clone()).await {
+            Ok(submitted) => break submitted.done.await.unwrap(),
+            Err(EngineError::DuplicateId(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the id stayed claimed: {e}"),
+        }
+    };
+    assert_eq!(report.status, WorkflowStatus::Completed);
+}

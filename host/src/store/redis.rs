@@ -28,7 +28,9 @@
 //! takes it back at once after a crash. The lock fences writes: a batch
 //! runs only in a transaction that watches the lock and finds it still the
 //! host's, so a host that lost it (paused past its lease while another
-//! took over) writes nothing more.
+//! took over) writes nothing more; once it has seen another host holding
+//! the lock it refuses every write for good, even should the lock come
+//! free again (what it still holds is stale by then).
 
 use super::{
     CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
@@ -40,6 +42,8 @@ use crate::report::RunReport;
 use crate::schedule::Schedule;
 use redis::{Commands, Connection, Pipeline};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "gleitzeit:";
@@ -78,6 +82,10 @@ pub struct RedisStore {
     connection: parking_lot::FairMutex<Option<Connection>>,
     /// Dropping it stops the lock's renewal.
     _renewal: std::sync::mpsc::Sender<()>,
+    /// Set for good once another host was seen holding the lock: from then
+    /// on this host writes nothing, even should the lock come free again
+    /// (its waiting writes are stale by then).
+    lost: Arc<AtomicBool>,
     /// This host's identity, locked in its data directory while the store
     /// is open.
     host: Option<HostId>,
@@ -87,21 +95,32 @@ pub struct RedisStore {
 /// is watched and read, and the transaction runs only if the lock is
 /// unchanged when it does (EXEC fails when a watched key changed), so a
 /// host whose lock lapsed and went to another never writes again, however
-/// long it was paused. False if another host holds the lock. (The lock's
-/// own renewal also changes it; that write is looked at again.)
-fn fenced(c: &mut Connection, host: &str, pipe: &Pipeline) -> redis::RedisResult<bool> {
+/// long it was paused. (The lock's own renewal also changes it; that write
+/// is looked at again.)
+fn fenced(c: &mut Connection, host: &str, pipe: &Pipeline) -> redis::RedisResult<Lock> {
     let lock = key(&["host"]);
     loop {
         redis::cmd("WATCH").arg(&lock).exec(c)?;
         let holder: Option<String> = c.get(&lock)?;
         if holder.as_deref() != Some(host) {
             redis::cmd("UNWATCH").exec(c)?;
-            return Ok(false);
+            return Ok(if holder.is_some() { Lock::Other } else { Lock::Lapsed });
         }
         if pipe.query::<Option<()>>(c)?.is_some() {
-            return Ok(true);
+            return Ok(Lock::Ours);
         }
     }
+}
+
+/// Who holds the host lock, as a write finds it.
+enum Lock {
+    /// This host: the write ran.
+    Ours,
+    /// Nobody: it lapsed (Redis was out of reach for longer than its time
+    /// to live, or lost its data); the renewal takes it again.
+    Lapsed,
+    /// Another host.
+    Other,
 }
 
 /// The key of the claim of a workflow id not yet accepted.
@@ -140,6 +159,7 @@ impl RedisStore {
             client,
             connection: parking_lot::FairMutex::new(None),
             _renewal: renewal,
+            lost: Arc::default(),
             host: None,
         };
         if !store.take_host_lock(&host.id)? {
@@ -217,6 +237,20 @@ impl RedisStore {
         })
     }
 
+    /// Refuse `action` once another host took the lock.
+    fn still_owner(&self, action: &'static str) -> Result<(), StoreError> {
+        match self.lost.load(Ordering::Acquire) {
+            true => Err(StoreError::Io {
+                target: self.url.clone(),
+                action,
+                reason: "another gleitzeit host took the store's lock; this host writes to it no more (restart \
+                         it once the other has stopped)"
+                    .into(),
+            }),
+            false => Ok(()),
+        }
+    }
+
     /// Take or renew the host lock; false if another host holds it.
     fn take_host_lock(&self, id: &str) -> Result<bool, StoreError> {
         let ttl = LOCK_TTL.as_millis().to_string();
@@ -229,14 +263,19 @@ impl RedisStore {
     /// Renew the lock on its own connection until the store is dropped.
     fn renew_lock(&self, id: String, stop: std::sync::mpsc::Receiver<()>) {
         let Ok(renewer) = Self::open_unlocked(&self.url) else { return };
+        let lost = self.lost.clone();
         let spawned = std::thread::Builder::new().name("redis-host-lock".into()).spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOCK_RENEW) {
                 match renewer.take_host_lock(&id) {
                     Ok(true) => {}
-                    Ok(false) => tracing::error!(
-                        "the store {} is held by another host now; this host writes to it no more",
-                        renewer.url
-                    ),
+                    Ok(false) => {
+                        lost.store(true, Ordering::Release);
+                        tracing::error!(
+                            "the store {} is held by another host now; this host writes to it no more",
+                            renewer.url
+                        );
+                        return;
+                    }
                     Err(e) => tracing::warn!("cannot renew the host lock: {e}"),
                 }
             }
@@ -256,6 +295,7 @@ impl RedisStore {
             client,
             connection: parking_lot::FairMutex::new(None),
             _renewal: renewal,
+            lost: Arc::default(),
             host: None,
         })
     }
@@ -365,14 +405,22 @@ impl Store for RedisStore {
             Self::add(&mut pipe, record)?;
         }
         let Some(host) = &self.host else { return self.with("write records", |c| pipe.query::<()>(c)) };
-        if self.with("write records", |c| fenced(c, &host.id, &pipe))? {
-            return Ok(());
+        self.still_owner("write records")?;
+        match self.with("write records", |c| fenced(c, &host.id, &pipe))? {
+            Lock::Ours => Ok(()),
+            Lock::Lapsed => Err(StoreError::Io {
+                target: self.url.clone(),
+                action: "write records",
+                reason: format!(
+                    "the store's host lock lapsed; this host takes it again within {}s",
+                    LOCK_RENEW.as_secs()
+                ),
+            }),
+            Lock::Other => {
+                self.lost.store(true, Ordering::Release);
+                self.still_owner("write records")
+            }
         }
-        Err(StoreError::Io {
-            target: self.url.clone(),
-            action: "write records",
-            reason: "another gleitzeit host holds the store's lock now; this host writes no more".into(),
-        })
     }
 
     fn unfinished(&self) -> Result<Unfinished, StoreError> {
@@ -421,6 +469,7 @@ impl Store for RedisStore {
     }
 
     fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError> {
+        self.still_owner("claim a workflow id")?;
         let holder = self.host.as_ref().map_or("a host", |host| host.id.as_str());
         let ttl = CLAIM_TTL.as_millis().to_string();
         let answer: String = self.with("claim a workflow id", |c| {
@@ -441,6 +490,7 @@ impl Store for RedisStore {
     }
 
     fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
+        self.still_owner("give back a claim")?;
         self.with("give back a claim", |c| c.del(claim_key(workflow_id)))
     }
 
@@ -491,6 +541,7 @@ impl Store for RedisStore {
     }
 
     fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        self.still_owner("prune finished workflows")?;
         let finished = key(&["workflows", "finished"]);
         let ids: Vec<String> =
             self.with("prune", |c| c.zrangebyscore(&finished, f64::NEG_INFINITY, to_secs(before)))?;
@@ -525,11 +576,13 @@ impl Store for RedisStore {
     }
 
     fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        self.still_owner("store a schedule")?;
         let definition = super::schedule_json(&self.url, schedule)?;
         self.with("store a schedule", |c| c.hset::<_, _, _, ()>(key(&["schedules"]), schedule.id(), definition))
     }
 
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        self.still_owner("remove a schedule")?;
         self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
     }
 }
