@@ -101,6 +101,7 @@ tasks:
     assert_eq!(task(&report, "probe")["result"], json!({"process": "undefined", "config": null}));
     let refused = task(&report, "fetch")["result"]["refused"].as_str().unwrap().to_owned();
     assert!(refused.contains("may not reach http://127.0.0.1:9 (it is granted no hosts"), "{refused}");
+    assert_eq!(task(&report, "fetch")["result"]["kind"], "denied", "the refusal's kind, from the WIT's fetch-error");
     let error = |id: &str| task(&report, id)["error"].clone();
     assert_eq!(error("spin")["code"], -32001, "{}", error("spin"));
     assert!(error("hog")["message"].as_str().unwrap().contains("memory"), "{}", error("hog"));

@@ -155,6 +155,18 @@ tasks:
     assert_eq!(error("syntax")["code"], -32602);
     assert!(error("syntax")["message"].as_str().unwrap().contains("the code does not parse: invalid syntax (line 1)"));
     assert_eq!(task(&report, "fine")["status"], "skipped");
+    // A host the plugin is not granted: the SDK's FetchError, of kind denied.
+    let fetcher =
+        support::source_plugin(support::Language::Python, &support::root().join("tests/fixtures/python/fetcher"));
+    std::fs::copy(fetcher, plugins.path().join("fetcher.wasm")).unwrap();
+    let (_, report) = run(
+        plugins.path(),
+        "name: fetch\ntasks:\n  - {id: fetch, protocol: fetcher-py/v1, method: fetch, params: {url: \"http://127.0.0.1:9/\"}}\n",
+    );
+    let refused = &task(&report, "fetch")["result"];
+    assert_eq!(refused["kind"], "denied", "the refusal's kind, from the WIT's fetch-error: {refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.starts_with("GET http://127.0.0.1:9/: http-fetch denied"), "{message}");
 }
 
 /// docs/plugins.md shows the Python example these tests build, as it is.

@@ -1,5 +1,6 @@
 """What the host offers, as plain functions: `log`, `config`, `http_fetch`
-(only to the hosts the plugin's manifest grants) and `progress`.
+(only to the hosts the plugin's manifest grants; a refusal or failure is a
+`FetchError`) and `progress`.
 
 They call the WIT imports, which exist only inside a component; outside one
 (a unit test under CPython) they raise RuntimeError.
@@ -17,6 +18,22 @@ def _host():
     except ImportError:
         raise RuntimeError("the host's functions exist only inside a component built with gleitzeit-plugin") from None
     return host
+
+
+class FetchError(RuntimeError):
+    """A request the host refused or that failed. `kind` says which:
+    "denied" (the host is not granted: the operator's to change),
+    "invalid-request", "too-large", "failed" (a retry may help) or
+    "limited"; the message says what happened."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+# The WIT's `fetch-error` cases, by the name of their generated class.
+_KINDS = {"Denied": "denied", "InvalidRequest": "invalid-request", "TooLarge": "too-large",
+          "Failed": "failed", "Limited": "limited"}
 
 
 @dataclasses.dataclass
@@ -48,8 +65,9 @@ def config(key: str) -> Optional[str]:
 def http_fetch(url: str, *, method: str = "GET", headers: Optional[dict] = None, body: Any = None,
                timeout_ms: Optional[int] = None) -> Response:
     """An HTTP request through the host. `body` may be bytes, text, or any
-    other value (sent as JSON). Raises RuntimeError with the host's reason
-    when the request is refused (a host not granted) or fails."""
+    other value (sent as JSON). Raises FetchError (a RuntimeError) with the
+    host's reason and its kind when the request is refused (a host not
+    granted) or fails."""
     from componentize_py_types import Err
 
     host = _host()
@@ -61,9 +79,10 @@ def http_fetch(url: str, *, method: str = "GET", headers: Optional[dict] = None,
         body = body.encode()
     request = host.HttpRequest(method, url, list(headers.items()), body, timeout_ms)
     try:
-        answer = host.http_fetch(request)
+        answer = host.fetch(request)
     except Err as e:
-        raise RuntimeError(f"{method} {url}: {e.value}") from None
+        kind = _KINDS.get(type(e.value).__name__.rpartition("_")[2], "failed")
+        raise FetchError(kind, f"{method} {url}: {e.value.value}") from None
     return Response(answer.status, answer.headers, answer.body)
 
 
