@@ -333,7 +333,7 @@ fn an_unreachable_redis_is_an_error_at_open() {
     let Err(error) = RedisStore::open(&url, HostId::claim(data.path()).unwrap()) else {
         panic!("opened a Redis that is not there")
     };
-    assert!(error.to_string().starts_with(&format!("the store {url} failed to take the host lock")), "{error}");
+    assert!(error.to_string().starts_with(&format!("the store {url} failed to read the cluster layout")), "{error}");
 }
 
 #[test]

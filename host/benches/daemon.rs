@@ -59,6 +59,7 @@ fn main() {
             engine: EngineConfig::default(),
             grace: Duration::from_secs(1),
             store,
+            cluster: None,
             retention: Duration::from_secs(3600),
             policy: Arc::new(policy),
             max_streams: gleitzeit::daemon::MAX_STREAMS,

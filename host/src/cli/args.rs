@@ -40,6 +40,9 @@ pub(super) enum Command {
     /// The protocols the host serves.
     #[command(subcommand)]
     Protocol(ListCommand),
+    /// The hosts of the cluster (docs/cluster.md), or this host alone.
+    #[command(subcommand)]
+    Host(ListCommand),
     /// The host's WASM plugins, and new plugin projects.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -193,6 +196,15 @@ pub(super) struct ServeArgs {
     /// [default: sqlite in the data directory].
     #[arg(long, env = "GLEITZEIT_STORE")]
     pub(super) store: Option<StoreSpec>,
+    /// Share the store (Redis) with other hosts started so: any host serves
+    /// any client, and the others take over a host's work when it dies
+    /// (docs/cluster.md).
+    #[arg(long, env = "GLEITZEIT_CLUSTER")]
+    pub(super) cluster: bool,
+    /// With --cluster: how long a host may go unheard before the others
+    /// take over its work, e.g. 3s [default: 3s].
+    #[arg(long, env = "GLEITZEIT_LEASE")]
+    pub(super) lease: Option<humantime::Duration>,
     /// Directory of the default SQLite store [default: $XDG_DATA_HOME/gleitzeit
     /// or ~/.local/share/gleitzeit].
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]

@@ -104,6 +104,10 @@ pub fn main() -> ExitCode {
                 remote::list(&server, "list_providers", "providers", &columns).await
             }
             Command::Protocol(ListCommand::List { server }) => remote::protocols(&server).await,
+            Command::Host(ListCommand::List { server }) => {
+                let columns = ["host_id", "status", "address", "last_seen", "epoch", "running", "providers"];
+                remote::list(&server, "list_hosts", "hosts", &columns).await
+            }
             Command::Token(command) => token::run(command),
             Command::Openapi => {
                 let document = crate::daemon::openapi().to_pretty_json().map_err(|e| Failure::Internal(e.into()))?;

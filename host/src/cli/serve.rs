@@ -5,7 +5,7 @@ use super::Failure;
 use super::args::ServeArgs;
 use super::local::load_plugins;
 use super::settings::{
-    MAX_CONCURRENCY, MAX_DEFAULT_TIMEOUT_SECS, MAX_GRACE_SECS, auth_policy, event_streams_that_fit,
+    MAX_CONCURRENCY, MAX_DEFAULT_TIMEOUT_SECS, MAX_GRACE_SECS, auth_policy, event_streams_that_fit, join_cluster,
     min_schedule_interval, open_store, quota, retention, schedules_per_token, seconds, store_spec, workflow_limits,
 };
 
@@ -32,7 +32,12 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let grace = seconds("--grace", args.grace.or(file.grace).unwrap_or(30.0), MAX_GRACE_SECS)?;
     let data_dir = args.data_dir.clone().or_else(|| file.data_dir.clone());
     let policy = auth_policy(&args, &file, listen)?;
-    let store = open_store(&store_spec(&args, &file)?, data_dir.as_deref())?;
+    let spec = store_spec(&args, &file)?;
+    let cluster = join_cluster(&args, &file, &spec, data_dir.as_deref())?.map(Arc::new);
+    let store = match &cluster {
+        Some(cluster) => Some(cluster.store()),
+        None => open_store(&spec, data_dir.as_deref())?,
+    };
     let retention = retention(&args, &file)?;
     engine.limits = workflow_limits(&args, &file)?;
     let (registry, plugin_set) = load_plugins(&plugins, &file, CompileWhen::OnLoad).await?;
@@ -46,6 +51,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         engine,
         grace,
         store,
+        cluster,
         retention,
         policy: Arc::new(policy),
         max_streams,

@@ -57,6 +57,8 @@ pub(super) struct ConfigFile {
     pub(super) grace: Option<f64>,
     pub(super) default_timeout: Option<f64>,
     pub(super) store: Option<String>,
+    pub(super) cluster: Option<bool>,
+    pub(super) lease: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) cache_dir: Option<PathBuf>,
     pub(super) retention: Option<String>,
@@ -361,7 +363,44 @@ pub(super) fn retention(args: &ServeArgs, file: &ConfigFile) -> Result<Duration,
 
 /// Open the store; one that exists but cannot be read stops the start.
 pub(super) fn open_store(spec: &StoreSpec, data_dir: Option<&Path>) -> Result<Option<Arc<dyn Store>>, Failure> {
-    let data_dir = data_dir.map(Path::to_owned).or_else(default_data_dir).unwrap_or_else(|| PathBuf::from("."));
-    spec.open(&data_dir)
+    spec.open(&data_dir_or_here(data_dir))
         .map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not starting over a store that cannot be read")))
+}
+
+fn data_dir_or_here(data_dir: Option<&Path>) -> PathBuf {
+    data_dir.map(Path::to_owned).or_else(default_data_dir).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// With `--cluster` (or `cluster = true`): join the cluster on the shared
+/// store with the lease the flag or file sets (from 1 s to 1 min).
+pub(super) fn join_cluster(
+    args: &ServeArgs,
+    file: &ConfigFile,
+    spec: &StoreSpec,
+    data_dir: Option<&Path>,
+) -> Result<Option<crate::store::redis::cluster::Cluster>, Failure> {
+    use crate::store::redis::cluster::{DEFAULT_LEASE, MAX_LEASE, MIN_LEASE};
+    if !(args.cluster || file.cluster == Some(true)) {
+        if args.lease.is_some() {
+            return Err(Failure::Input(anyhow::anyhow!("--lease is for hosts started with --cluster")));
+        }
+        return Ok(None);
+    }
+    let lease = match (args.lease, &file.lease) {
+        (Some(d), _) => d.into(),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .map_err(|e| Failure::Input(anyhow::anyhow!("invalid config file: lease '{text}': {e}")))?,
+        (None, None) => DEFAULT_LEASE,
+    };
+    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "the lease must be from {} to {}, got {}",
+            humantime::format_duration(MIN_LEASE),
+            humantime::format_duration(MAX_LEASE),
+            humantime::format_duration(lease)
+        )));
+    }
+    spec.open_cluster(&data_dir_or_here(data_dir), lease)
+        .map(Some)
+        .map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not joining the cluster")))
 }

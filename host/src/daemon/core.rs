@@ -9,6 +9,7 @@
 //! transport keeps its own per-connection and per-stream state beside an
 //! `Arc<Core>`.
 
+use super::cluster::{Membership, Parts};
 use super::intake::Intake;
 use super::rpc::{RpcError, errors};
 use super::schedules::{ScheduleInfo, Schedules};
@@ -20,6 +21,7 @@ use crate::plugins::{PluginSet, PluginStatus};
 use crate::registry::{ProviderKind, Registry};
 use crate::report::RunReport;
 use crate::store::AsyncStore;
+pub use crate::store::redis::cluster::HostSeen;
 use crate::workflow::{self, Catalog};
 use serde::Serialize;
 use serde_json::json;
@@ -36,6 +38,8 @@ pub struct Core {
     /// The WASM plugins, kept in step with the plugins directory.
     pub(super) plugins: Arc<PluginSet>,
     pub(super) schedules: Arc<Schedules>,
+    /// This host among the hosts of its cluster (or alone).
+    pub(super) membership: Arc<Membership>,
 }
 
 /// One provider, as `list_providers` and `GET /api/v1/providers` show it.
@@ -250,6 +254,12 @@ impl Core {
             protocol.methods.dedup();
         }
         protocols
+    }
+
+    /// The hosts of the cluster (this host alone without one).
+    pub(super) async fn hosts(&self) -> Result<Vec<HostSeen>, RpcError> {
+        let parts = Parts { engine: self.engine(), registry: &self.registry, plugins: &self.plugins };
+        self.membership.hosts(&parts).await.map_err(RpcError::internal)
     }
 
     pub(super) fn plugins(&self) -> PluginsInfo {

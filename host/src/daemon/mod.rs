@@ -11,6 +11,7 @@
 //! nothing itself (the `engine` does) and validates workflows through
 //! `workflow`, exactly as single-shot mode does.
 
+mod cluster;
 mod core;
 mod dashboard;
 mod events;
@@ -51,6 +52,9 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// Where state is kept; none keeps it in memory only.
     pub store: Option<Arc<dyn Store>>,
+    /// With `--cluster`: the cluster this host is part of (whose store
+    /// `store` is).
+    pub cluster: Option<Arc<crate::store::redis::cluster::Cluster>>,
     /// How long finished workflows stay in the store.
     pub retention: Duration,
     /// Who may connect, and what remote providers may take on.
@@ -75,6 +79,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("cannot resume the stored workflows: {0}")]
     Resume(#[from] StoreError),
+    /// This host's cluster lease lapsed: it stops so that it never drives
+    /// a workflow another host took over.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// The peer of a request, as the log shows it.
@@ -179,7 +187,20 @@ pub async fn serve(
     let scheduled = schedules.count().await;
     let intake = Intake::new(engine.clone(), config.policy.clone(), config.max_workflows_per_token);
     let schedules = Arc::new(schedules);
-    let core = Arc::new(Core { intake: intake.clone(), store, registry, plugins, schedules: schedules.clone() });
+    let addr = listener.local_addr()?;
+    let membership = Arc::new(cluster::Membership::new(config.cluster.clone(), format!("http://{addr}")));
+    if let (Some(cluster), Some(store)) = (&config.cluster, &store) {
+        tokio::spawn(cluster::take_part(
+            membership.clone(),
+            cluster.clone(),
+            engine.clone(),
+            registry.clone(),
+            plugins.clone(),
+            store.clone(),
+        ));
+    }
+    let core =
+        Arc::new(Core { intake: intake.clone(), store, registry, plugins, schedules: schedules.clone(), membership });
     let sockets = Arc::new(SocketTransport::new(core.clone()));
     let limits =
         http::HttpLimits { max_streams: config.max_streams, max_streams_per_token: config.max_streams_per_token };
@@ -193,7 +214,6 @@ pub async fn serve(
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(sockets, socket::meter_transports))
         .layer(axum::middleware::from_fn_with_state(api, check_origin));
-    let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     announce(&format!("gleitzeit host listening on http://{addr} (Socket.IO path /socket.io/)"));
     announce(&format!("plugins: bundled, and {} (watched)", core.plugins.dir().display()));
@@ -201,9 +221,19 @@ pub async fn serve(
     if scheduled > 0 {
         announce(&format!("schedules: {scheduled} (gleitzeit schedule list)"));
     }
+    if let Some(cluster) = &config.cluster {
+        announce(&format!(
+            "cluster: host {} under epoch {}, lease {}s",
+            cluster.lease.host,
+            cluster.lease.epoch,
+            cluster.lease.ttl.as_secs_f64()
+        ));
+    }
     let server = listen::serve(socket::MeteredListener(listener), app, connections_that_fit());
+    let lease_lost = lease_lost(config.cluster.clone());
     tokio::select! {
         () = server => Ok(()),
+        why = lease_lost => Err(ServeError::LeaseLost(why)),
         () = shutdown => {
             intake.stop_taking_work();
             if drain(&engine, config.grace).await {
@@ -234,9 +264,21 @@ fn announce(line: &str) {
 /// How often finished workflows past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Take up every workflow the store has unfinished. One whose stored state
-/// cannot be read is set aside (closed as failed, saying why) so that the
-/// host starts and serves the others.
+/// Resolves with the reason once this host's cluster lease is lost; never
+/// without a cluster.
+async fn lease_lost(cluster: Option<Arc<crate::store::redis::cluster::Cluster>>) -> String {
+    let Some(cluster) = cluster else { return std::future::pending().await };
+    let mut lost = cluster.lease.watch();
+    let why = lost.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Take up every workflow the store has unfinished (this host's, in a
+/// cluster). One whose stored state cannot be read is set aside (closed as
+/// failed, saying why) so that the host starts and serves the others.
 async fn resume(engine: &Engine, store: &AsyncStore) -> Result<(), StoreError> {
     let unfinished = store.call("read unfinished workflows", |store| store.unfinished()).await?;
     set_aside(store, unfinished.unreadable).await?;
@@ -245,12 +287,27 @@ async fn resume(engine: &Engine, store: &AsyncStore) -> Result<(), StoreError> {
         tracing::info!("resuming {} unfinished workflows from {}", saved.len(), store.target());
         announce(&format!("resuming {} unfinished workflows from {}", saved.len(), store.target()));
     }
+    restore_all(engine, saved);
+    Ok(())
+}
+
+/// Take up workflows taken over from a gone host of the cluster.
+async fn resume_these(engine: &Engine, store: &AsyncStore, taken: crate::store::Unfinished) {
+    if let Err(e) = set_aside(store, taken.unreadable).await {
+        tracing::error!("{e}");
+    }
+    if !taken.saved.is_empty() {
+        tracing::info!("resuming {} workflows taken over from a gone host", taken.saved.len());
+    }
+    restore_all(engine, taken.saved);
+}
+
+fn restore_all(engine: &Engine, saved: Vec<crate::store::Saved>) {
     for workflow in saved {
         if engine.restore(workflow).is_err() {
             break; // the engine stopped: nothing left to resume into
         }
     }
-    Ok(())
 }
 
 /// Close stored workflows that cannot be read, each with a report that

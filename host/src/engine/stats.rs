@@ -80,6 +80,8 @@ pub struct EngineStats {
     /// Ready tasks waiting for a free provider of their protocol.
     pub waiting_for_provider: usize,
     pub running: usize,
+    /// Workflows running now.
+    pub running_workflows: usize,
     /// The store's commits, when there is a store.
     pub store: Option<crate::store::journal::Commits>,
 }

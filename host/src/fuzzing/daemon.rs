@@ -47,6 +47,7 @@ async fn start(data: &std::path::Path) -> Client {
     let config = ServeConfig {
         engine: EngineConfig { default_timeout: Duration::from_secs(5), ..EngineConfig::default() },
         grace: Duration::from_secs(1),
+        cluster: None,
         store: None,
         retention: Duration::from_secs(3600),
         policy: Arc::new(policy),

@@ -436,6 +436,22 @@ impl StoreSpec {
             StoreSpec::Redis(url) => Some(Arc::new(redis::RedisStore::open(url, HostId::claim(data_dir)?)?)),
         })
     }
+
+    /// Open a Redis store as one host of a cluster (`--cluster`), with a
+    /// lease of `lease`; other stores cannot be shared and are refused.
+    pub fn open_cluster(
+        &self,
+        data_dir: &std::path::Path,
+        lease: Duration,
+    ) -> Result<redis::cluster::Cluster, StoreError> {
+        match self {
+            StoreSpec::Redis(url) => redis::RedisStore::open_cluster(url, HostId::claim(data_dir)?, lease),
+            StoreSpec::Memory | StoreSpec::Sqlite(_) => Err(StoreError::Open {
+                target: format!("{self:?}"),
+                reason: "--cluster needs a store the hosts share: --store redis://HOST[:PORT][/DB]".into(),
+            }),
+        }
+    }
 }
 
 /// Which host holds a store: an id kept in the data directory and locked

@@ -18,7 +18,7 @@ mod stream;
 
 pub use stream::MAX_STREAMS;
 
-use super::core::{Core, PluginsInfo, ProtocolInfo, ProviderInfo};
+use super::core::{Core, HostSeen, PluginsInfo, ProtocolInfo, ProviderInfo};
 use super::events::EventLog;
 use super::quota::{BodyBytes, Shares, Turns};
 use super::requests::{list_query, one_task_tree};
@@ -83,6 +83,7 @@ fn routes() -> (axum::Router<Arc<HttpTransport>>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_providers))
         .routes(routes!(list_protocols))
         .routes(routes!(list_plugins))
+        .routes(routes!(list_hosts))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics::metrics));
@@ -559,6 +560,21 @@ struct Providers {
 async fn list_providers(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<Providers> {
     auth.may(Action::Observe)?;
     Ok(axum::Json(Providers { providers: api.core.providers() }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Hosts {
+    hosts: Vec<HostSeen>,
+}
+
+/// The hosts of the cluster, this one first: when each was last seen,
+/// whether its lease holds, its providers and plugins, what it runs (this
+/// host alone without `--cluster`; admin tokens).
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "providers",
+    responses((status = 200, body = Hosts), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn list_hosts(State(api): State<Arc<HttpTransport>>, auth: Authenticated) -> ApiResult<Hosts> {
+    auth.may(Action::Observe)?;
+    Ok(axum::Json(Hosts { hosts: api.core.hosts().await? }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

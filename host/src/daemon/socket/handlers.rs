@@ -95,6 +95,7 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     socket.on("list_providers", list_providers);
     socket.on("list_protocols", list_protocols);
     socket.on("list_plugins", list_plugins);
+    socket.on("list_hosts", list_hosts);
     socket.on_fallback(unknown_event);
     socket.on_disconnect(disconnected);
     Ok(())
@@ -605,6 +606,14 @@ async fn list_providers(socket: SocketRef, ack: Reply, State(transport): State<A
 async fn list_protocols(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome =
         transport.caller(&socket, Action::ListProtocols).map(|_| json!({ "protocols": transport.core.protocols() }));
+    answer(&transport, &socket, ack, outcome);
+}
+
+async fn list_hosts(socket: SocketRef, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let outcome = match transport.caller(&socket, Action::Observe) {
+        Ok(_) => transport.core.hosts().await.map(|hosts| json!({ "hosts": hosts })),
+        Err(e) => Err(e),
+    };
     answer(&transport, &socket, ack, outcome);
 }
 

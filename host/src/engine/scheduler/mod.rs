@@ -357,6 +357,7 @@ impl Scheduler {
         stats.queued = self.queue.lane_lengths();
         stats.waiting_for_provider = self.parked.values().map(PriorityQueue::len).sum();
         stats.running = self.running;
+        stats.running_workflows = self.runs.len();
         stats.store = self.journal.as_ref().map(Journal::commits);
         stats
     }

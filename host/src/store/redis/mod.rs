@@ -15,6 +15,9 @@
 //! | `host` | string | the id of the host using the store (below) |
 //! | `schema` | string | the layout version (4; older stores are upgraded when opened) |
 //!
+//! With `--cluster`, several hosts share the store and `cluster` names the
+//! keys they add (see [`cluster`]); there is no `host` lock then.
+//!
 //! A finished workflow's hash also holds `summary` (its task counts) and
 //! `duration_ms`, so that a listing need not read whole reports.
 //!
@@ -31,6 +34,8 @@
 //! took over) writes nothing more; once it has seen another host holding
 //! the lock it refuses every write for good, even should the lock come
 //! free again (what it still holds is stale by then).
+
+pub mod cluster;
 
 use super::{
     CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
@@ -89,6 +94,8 @@ pub struct RedisStore {
     /// This host's identity, locked in its data directory while the store
     /// is open.
     host: Option<HostId>,
+    /// With `--cluster`: this host's lease, which fences every write.
+    lease: Option<Arc<cluster::Lease>>,
 }
 
 /// Run the atomic `pipe` only while `host` holds the host lock: the lock
@@ -152,16 +159,17 @@ impl RedisStore {
     /// an unreachable Redis, or one another host holds, is an error.
     pub fn open(url: &str, host: HostId) -> Result<Self, StoreError> {
         let open = |reason: String| StoreError::Open { target: url.to_owned(), reason };
-        let client = redis::Client::open(url).map_err(|e| open(e.to_string()))?;
         let (renewal, stop) = std::sync::mpsc::channel();
-        let mut store = Self {
-            url: url.to_owned(),
-            client,
-            connection: parking_lot::FairMutex::new(None),
-            _renewal: renewal,
-            lost: Arc::default(),
-            host: None,
-        };
+        let mut store = Self::open_unlocked(url)?;
+        store._renewal = renewal;
+        let cluster: Option<String> = store.with("read the cluster layout", |c| c.get(key(&["cluster"])))?;
+        if cluster.is_some() {
+            return Err(open(
+                "hosts started with --cluster use it; start this host with --cluster too (or give it a store of \
+                 its own)"
+                    .into(),
+            ));
+        }
         if !store.take_host_lock(&host.id)? {
             let holder: Option<String> = store.with("read the host lock", |c| c.get(key(&["host"])))?;
             return Err(open(format!(
@@ -172,20 +180,48 @@ impl RedisStore {
         }
         store.renew_lock(host.id.clone(), stop);
         store.host = Some(host);
-        let version: Option<String> = store.with("read the schema version", |c| c.get(key(&["schema"])))?;
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Connect as one host of a cluster (`--cluster`): check the layouts,
+    /// take this host's lease under a new epoch and keep it renewed.
+    pub fn open_cluster(url: &str, host: HostId, lease: std::time::Duration) -> Result<cluster::Cluster, StoreError> {
+        let (renewal, stop) = std::sync::mpsc::channel();
+        let mut store = Self::open_unlocked(url)?;
+        store._renewal = renewal;
+        store.check_schema()?;
+        cluster::check_layout(&store, &host.id)?;
+        let lease = cluster::join(&store, &host.id, lease)?;
+        let renewer = Self::open_unlocked(url)?;
+        let renewed = lease.clone();
+        std::thread::Builder::new()
+            .name("redis-host-lease".into())
+            .spawn(move || cluster::renew(renewer, renewed, stop))
+            .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot renew the lease: {e}") })?;
+        store.host = Some(host);
+        store.lease = Some(lease.clone());
+        Ok(cluster::Cluster::new(Arc::new(store), lease))
+    }
+
+    /// Check the layout version, upgrading an older one.
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let version: Option<String> = self.with("read the schema version", |c| c.get(key(&["schema"])))?;
         match version.as_deref() {
-            None => store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?,
-            Some("1") => store.upgrade_from_1()?,
+            None => self.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION)),
+            Some("1") => self.upgrade_from_1(),
             // Version 3 added the `schedules` hash, which starts empty;
             // version 4 stores reports without their tasks' outcomes (those
             // stored whole are read as they are).
             Some("2" | "3") => {
-                store.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))?
+                self.with("write the schema version", |c| c.set::<_, _, ()>(key(&["schema"]), SCHEMA_VERSION))
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => return Err(open(format!("schema version {other} is not {SCHEMA_VERSION}"))),
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(other) => Err(StoreError::Open {
+                target: self.url.clone(),
+                reason: format!("schema version {other} is not {SCHEMA_VERSION}"),
+            }),
         }
-        Ok(store)
     }
 
     /// Version 1 listed finished workflows by finish time only: index every
@@ -237,8 +273,12 @@ impl RedisStore {
         })
     }
 
-    /// Refuse `action` once another host took the lock.
+    /// Refuse `action` once another host took the lock, or this host's
+    /// lease in a cluster was lost.
     fn still_owner(&self, action: &'static str) -> Result<(), StoreError> {
+        if let Some(why) = self.lease.as_ref().and_then(|lease| lease.lost()) {
+            return Err(StoreError::Io { target: self.url.clone(), action, reason: why });
+        }
         match self.lost.load(Ordering::Acquire) {
             true => Err(StoreError::Io {
                 target: self.url.clone(),
@@ -297,10 +337,11 @@ impl RedisStore {
             _renewal: renewal,
             lost: Arc::default(),
             host: None,
+            lease: None,
         })
     }
 
-    fn add(pipe: &mut Pipeline, record: &Record) -> Result<(), StoreError> {
+    fn add(&self, pipe: &mut Pipeline, record: &Record) -> Result<(), StoreError> {
         match record {
             Record::Accepted { workflow, submitted_at } => {
                 let document = super::workflow_json(PREFIX, workflow)?;
@@ -333,10 +374,21 @@ impl RedisStore {
                     pipe.hset(key(&["workflow", &workflow.id]), "owner", owner).ignore();
                     pipe.zadd(submitted_by(owner), &workflow.id, to_secs(*submitted_at)).ignore();
                 }
+                if let Some(lease) = &self.lease {
+                    let driver = [("host", lease.host.clone()), ("epoch", lease.epoch.to_string())];
+                    pipe.hset_multiple(key(&["workflow", &workflow.id]), &driver).ignore();
+                    pipe.sadd(cluster::workflows_of(&lease.host), &workflow.id).ignore();
+                }
             }
             Record::Task(t) => {
                 pipe.hset(key(&["workflow", &t.workflow_id, "tasks"]), &t.task_id, json(t)).ignore();
-                let event = serde_json::json!({"task_id": t.task_id, "status": t.status, "attempt": t.attempts, "at": to_secs(SystemTime::now())});
+                let mut event = serde_json::json!({"task_id": t.task_id, "status": t.status, "attempt": t.attempts, "at": to_secs(SystemTime::now())});
+                if let Some(lease) = &self.lease {
+                    // Who wrote it: the stored events show which host drove
+                    // the workflow when, and that a lapsed lease wrote no more.
+                    event["host"] = lease.host.clone().into();
+                    event["epoch"] = lease.epoch.into();
+                }
                 pipe.rpush(key(&["workflow", &t.workflow_id, "events"]), event.to_string()).ignore();
             }
             Record::Finished(report) => {
@@ -350,6 +402,9 @@ impl RedisStore {
                     .ignore()
                     .zadd(key(&["workflows", "finished"]), &report.workflow_id, finished)
                     .ignore();
+                if let Some(lease) = &self.lease {
+                    pipe.srem(cluster::workflows_of(&lease.host), &report.workflow_id).ignore();
+                }
             }
         }
         Ok(())
@@ -366,6 +421,58 @@ fn summary_fields(report: &RunReport) -> Vec<(&'static str, String)> {
 }
 
 impl RedisStore {
+    /// The unfinished workflows `ids`, as stored, to resume.
+    fn load(&self, ids: &[String]) -> Result<Unfinished, StoreError> {
+        let target = self.target();
+        let mut unfinished = Unfinished::default();
+        for id in ids {
+            type Fields = (Option<String>, Option<String>, Option<f64>, Option<String>);
+            let (name, document, submitted_at, owner): Fields = self.with("read a workflow", |c| {
+                redis::pipe()
+                    .hget(key(&["workflow", id]), "name")
+                    .hget(key(&["workflow", id]), "document")
+                    .hget(key(&["workflow", id]), "submitted_at")
+                    .hget(key(&["workflow", id]), "owner")
+                    .query(c)
+            })?;
+            let states: HashMap<String, String> =
+                self.with("read tasks", |c| c.hgetall(key(&["workflow", id, "tasks"])))?;
+            let states: Vec<String> = states.into_values().collect();
+            let submitted_at = from_secs(submitted_at.unwrap_or_default());
+            let saved = document
+                .ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))
+                .and_then(|document| super::saved(&target, id, &document, owner, submitted_at, &states));
+            match saved {
+                Ok(saved) => unfinished.saved.push(saved),
+                Err(error) => unfinished.unreadable.push(Unreadable {
+                    workflow_id: id.clone(),
+                    name: name.unwrap_or_default(),
+                    error,
+                }),
+            }
+        }
+        unfinished.saved.sort_by_key(|s| s.submitted_at);
+        Ok(unfinished)
+    }
+
+    /// Run the atomic `pipe` under this host's cluster lease, or refuse it
+    /// (for good) once the lease is lost.
+    fn write_fenced(&self, lease: &cluster::Lease, pipe: &Pipeline) -> Result<(), StoreError> {
+        self.still_owner("write records")?;
+        let written: i32 = self.with("write records", |c| cluster::fenced_call(lease, pipe).query(c))?;
+        if written == 1 {
+            return Ok(());
+        }
+        lease.lose(format!(
+            "a write found this host's lease on {} lapsed (the host was paused, or cut off from Redis, for \
+             longer than the lease of {}s); other hosts may have taken its workflows, so it writes nothing more \
+             and stops",
+            self.url,
+            lease.ttl.as_secs_f64()
+        ));
+        self.still_owner("write records")
+    }
+
     /// One workflow's line in a listing; none if it is gone (pruned
     /// between the index scan and this read).
     fn summary(&self, id: &str) -> Result<Option<WorkflowSummary>, StoreError> {
@@ -402,7 +509,10 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for record in records {
-            Self::add(&mut pipe, record)?;
+            self.add(&mut pipe, record)?;
+        }
+        if let Some(lease) = &self.lease {
+            return self.write_fenced(lease, &pipe);
         }
         let Some(host) = &self.host else { return self.with("write records", |c| pipe.query::<()>(c)) };
         self.still_owner("write records")?;
@@ -424,35 +534,13 @@ impl Store for RedisStore {
     }
 
     fn unfinished(&self) -> Result<Unfinished, StoreError> {
-        let target = self.target();
-        let ids: Vec<String> = self.with("read workflows", |c| c.smembers(key(&["workflows", "unfinished"])))?;
-        let mut unfinished = Unfinished::default();
-        for id in ids {
-            type Fields = (Option<String>, Option<String>, Option<f64>, Option<String>);
-            let (name, document, submitted_at, owner): Fields = self.with("read a workflow", |c| {
-                redis::pipe()
-                    .hget(key(&["workflow", &id]), "name")
-                    .hget(key(&["workflow", &id]), "document")
-                    .hget(key(&["workflow", &id]), "submitted_at")
-                    .hget(key(&["workflow", &id]), "owner")
-                    .query(c)
-            })?;
-            let states: HashMap<String, String> =
-                self.with("read tasks", |c| c.hgetall(key(&["workflow", &id, "tasks"])))?;
-            let states: Vec<String> = states.into_values().collect();
-            let submitted_at = from_secs(submitted_at.unwrap_or_default());
-            let saved = document
-                .ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))
-                .and_then(|document| super::saved(&target, &id, &document, owner, submitted_at, &states));
-            match saved {
-                Ok(saved) => unfinished.saved.push(saved),
-                Err(error) => {
-                    unfinished.unreadable.push(Unreadable { workflow_id: id, name: name.unwrap_or_default(), error })
-                }
-            }
-        }
-        unfinished.saved.sort_by_key(|s| s.submitted_at);
-        Ok(unfinished)
+        let ids: Vec<String> = match &self.lease {
+            // A cluster host resumes the workflows it drove before it
+            // restarted, under its new epoch; the others' are theirs.
+            Some(lease) => cluster::adopt(self, lease)?,
+            None => self.with("read workflows", |c| c.smembers(key(&["workflows", "unfinished"])))?,
+        };
+        self.load(&ids)
     }
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
