@@ -8,12 +8,33 @@
 //! (`store::redis::cluster`); this module runs them and hands what it takes
 //! to the engine. It knows no transport.
 
+use super::events::Passed;
 use crate::engine::Engine;
 use crate::plugins::PluginSet;
 use crate::registry::Registry;
 use crate::store::AsyncStore;
 use crate::store::redis::cluster::{Announcement, Cluster, HostSeen, HostStatus};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// What one host tells the others on the cluster's bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Said {
+    /// The host that says it (it does not listen to itself).
+    pub from: String,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum What {
+    /// Events of the workflows the sender drives, in order.
+    Events(Vec<Passed>),
+    /// A client asked the sender to cancel a workflow; whichever host
+    /// drives it does (the request is also stored, for a takeover).
+    Cancel(String),
+}
 
 /// This host among the hosts: the cluster it is part of (if any), and what
 /// it announces of itself.
@@ -34,6 +55,21 @@ pub(super) struct Parts<'a> {
 impl Membership {
     pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String) -> Self {
         Self { cluster, address, started_at: std::time::SystemTime::now() }
+    }
+
+    /// The cluster, if this host is part of one.
+    pub(super) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Tell the other hosts `what`.
+    pub(super) fn say(&self, what: What) {
+        let Some(cluster) = &self.cluster else { return };
+        let said = Said { from: cluster.lease.host.clone(), what };
+        match serde_json::to_string(&said) {
+            Ok(text) => cluster.bus.publish(text),
+            Err(e) => tracing::error!("cannot tell the other hosts: {e}"),
+        }
     }
 
     /// This host's announcement: where it listens, its providers, plugins
@@ -94,11 +130,17 @@ pub(super) async fn take_part(
         let duties = cluster.clone();
         let taken = tokio::task::spawn_blocking(move || {
             duties.announce(&announced)?;
-            duties.take_over()
+            Ok::<_, crate::store::StoreError>((duties.take_over()?, duties.cancel_requests()?))
         })
         .await;
         match taken {
-            Ok(Ok(taken)) => super::resume_these(&engine, &store, taken).await,
+            Ok(Ok((taken, cancels))) => {
+                super::resume_these(&engine, &store, taken).await;
+                // Requests whose message this host missed: those it drives.
+                for id in cancels {
+                    let _ = engine.cancel(&id).await;
+                }
+            }
             Ok(Err(e)) => tracing::warn!("cluster: {e}"),
             Err(e) => tracing::error!("cluster: the takeover stopped: {e}"),
         }

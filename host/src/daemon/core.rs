@@ -9,7 +9,7 @@
 //! transport keeps its own per-connection and per-stream state beside an
 //! `Arc<Core>`.
 
-use super::cluster::{Membership, Parts};
+use super::cluster::{Membership, Parts, What};
 use super::intake::Intake;
 use super::rpc::{RpcError, errors};
 use super::schedules::{ScheduleInfo, Schedules};
@@ -21,6 +21,7 @@ use crate::plugins::{PluginSet, PluginStatus};
 use crate::registry::{ProviderKind, Registry};
 use crate::report::RunReport;
 use crate::store::AsyncStore;
+use crate::store::redis::cluster::Cluster;
 pub use crate::store::redis::cluster::HostSeen;
 use crate::workflow::{self, Catalog};
 use serde::Serialize;
@@ -41,6 +42,10 @@ pub struct Core {
     /// This host among the hosts of its cluster (or alone).
     pub(super) membership: Arc<Membership>,
 }
+
+/// How long a cancellation asked of another host of the cluster is waited
+/// for before the answer (it holds after that too: it is stored).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One provider, as `list_providers` and `GET /api/v1/providers` show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -126,15 +131,25 @@ impl Core {
     /// The report of the workflow the host keeps as `id`, from the engine
     /// or the store.
     async fn report_of(&self, id: &str) -> Result<Option<RunReport>, RpcError> {
-        let live = self.engine().workflow(id).await.map_err(RpcError::internal)?;
-        match (live, &self.store) {
-            (Some(report), _) => Ok(Some(report.as_ref().clone())),
-            (None, Some(store)) => {
-                let wanted = id.to_owned();
-                store.call("read a report", move |store| store.report(&wanted)).await.map_err(RpcError::internal)
-            }
-            (None, None) => Ok(None),
+        if let Some(live) = self.engine().workflow(id).await.map_err(RpcError::internal)? {
+            return Ok(Some(live.as_ref().clone()));
         }
+        let Some(store) = &self.store else { return Ok(None) };
+        let (wanted, clustered) = (id.to_owned(), self.membership.cluster().is_some());
+        let stored = move |store: &dyn crate::store::Store| {
+            if let Some(report) = store.report(&wanted)? {
+                return Ok(Some(report));
+            }
+            if !clustered {
+                return Ok(None);
+            }
+            // Another host of the cluster drives it: its state as stored.
+            if let Some(saved) = store.unfinished_one(&wanted)? {
+                return Ok(Some(crate::engine::stored_snapshot(saved)));
+            }
+            store.report(&wanted) // it finished meanwhile
+        };
+        store.call("read a report", stored).await.map_err(RpcError::internal)
     }
 
     /// The workflows `query` asks for among those `caller` may see: from
@@ -194,13 +209,43 @@ impl Core {
     /// under; none if there is no such workflow running.
     pub(super) async fn cancel(&self, caller: &Caller, id: &str) -> Result<Option<String>, RpcError> {
         for id in caller.named_ids(id) {
-            let live = self.engine().workflow(&id).await.map_err(RpcError::internal)?;
-            if live.is_some_and(|report| caller.sees(report.owner.as_deref())) {
-                let cancelled = self.engine().cancel(&id).await.map_err(RpcError::internal)?;
-                return Ok(cancelled.then(|| id.into_owned()));
+            let report = self.report_of(&id).await?;
+            let Some(report) = report.filter(|r| r.status == WorkflowStatus::Running) else { continue };
+            if !caller.sees(report.owner.as_deref()) {
+                continue;
+            }
+            if self.engine().cancel(&id).await.map_err(RpcError::internal)? {
+                return Ok(Some(id.into_owned()));
+            }
+            if let Some(cluster) = self.membership.cluster() {
+                return self.cancel_elsewhere(cluster, &id).await.map(|asked| asked.then(|| id.into_owned()));
             }
         }
         Ok(None)
+    }
+
+    /// Ask the host of the cluster that drives workflow `id` to cancel it,
+    /// and wait a while for it to end (a status read after the answer then
+    /// shows it cancelled); false if it is no longer running.
+    async fn cancel_elsewhere(&self, cluster: &Arc<Cluster>, id: &str) -> Result<bool, RpcError> {
+        let (asking, wanted) = (cluster.clone(), id.to_owned());
+        let asked = tokio::task::spawn_blocking(move || asking.request_cancel(&wanted))
+            .await
+            .map_err(RpcError::internal)?
+            .map_err(RpcError::internal)?;
+        if !asked {
+            return Ok(false);
+        }
+        self.membership.say(What::Cancel(id.to_owned()));
+        // Stored, the request outlives its driver: a takeover cancels it.
+        let until = tokio::time::Instant::now() + CANCEL_WAIT;
+        while tokio::time::Instant::now() < until {
+            if self.report_of(id).await?.is_none_or(|report| report.status != WorkflowStatus::Running) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(true)
     }
 
     /// Whether a provider other than a remote one (a WASM plugin) serves

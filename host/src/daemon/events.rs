@@ -14,6 +14,7 @@
 
 use crate::engine::EngineEvent;
 use crate::locks::lock;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,49 @@ pub struct Described<'e> {
     pub workflow_id: &'e str,
     pub owner: Option<&'e str>,
     pub payload: Value,
+    /// Whether it may be large (a result, an error, a chunk): such events
+    /// go through each client's outbox, which counts what it holds; the
+    /// rest are a few ids.
+    pub counted: bool,
+}
+
+/// Every event name, as [`payload`] gives them.
+const NAMES: [&str; 5] = ["workflow_started", "task_status", "task_result", "task_progress", "workflow_completed"];
+
+/// An event as one host of a cluster passes it to the others: owned, its
+/// data bounded as the log bounds it ([`MAX_EVENT_BYTES`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Passed {
+    name: String,
+    workflow_id: String,
+    owner: Option<String>,
+    counted: bool,
+    data: String,
+}
+
+impl Passed {
+    pub fn of(event: &Described<'_>) -> Self {
+        Self {
+            name: event.name.to_owned(),
+            workflow_id: event.workflow_id.to_owned(),
+            owner: event.owner.map(str::to_owned),
+            counted: event.counted,
+            data: bounded_text(&event.payload),
+        }
+    }
+
+    /// The event again; none if another host sent what this one does not
+    /// know (a newer version's event).
+    pub fn described(&self) -> Option<Described<'_>> {
+        let name = NAMES.into_iter().find(|name| *name == self.name)?;
+        Some(Described {
+            name,
+            workflow_id: &self.workflow_id,
+            owner: self.owner.as_deref(),
+            payload: serde_json::from_str(&self.data).ok()?,
+            counted: self.counted,
+        })
+    }
 }
 
 /// The name and payload of an engine event: the same on Socket.IO and in
@@ -48,6 +92,7 @@ pub fn payload(event: &EngineEvent) -> Described<'_> {
             workflow_id: &started.workflow_id,
             owner: started.owner.as_deref(),
             payload: json!({ "workflow_id": started.workflow_id, "name": started.name, "task_count": started.task_count }),
+            counted: false,
         },
         // Two events per task: `task_status` when it starts (or waits for
         // a retry), `task_result` when it ends.
@@ -63,12 +108,16 @@ pub fn payload(event: &EngineEvent) -> Described<'_> {
                 "error": task.error,
                 "attempt": task.attempt,
             }),
+            // A start is a few ids; an end, or a wait for a retry, carries
+            // a result or an error.
+            counted: task.status.is_final() || task.error.is_some(),
         },
         EngineEvent::Progress(progress) => Described {
             name: "task_progress",
             workflow_id: &progress.workflow_id,
             owner: progress.owner.as_deref(),
             payload: json!({ "workflow_id": progress.workflow_id, "task_id": progress.task_id, "chunk": progress.chunk }),
+            counted: true,
         },
         EngineEvent::WorkflowFinished(report) => Described {
             name: "workflow_completed",
@@ -81,6 +130,7 @@ pub fn payload(event: &EngineEvent) -> Described<'_> {
                 "summary": report.summary,
                 "duration_ms": report.duration_ms,
             }),
+            counted: false,
         },
     }
 }
@@ -159,6 +209,18 @@ impl EventLog {
         // Published under the lock, so ids reach readers in order.
         self.latest.send_replace(id);
         id
+    }
+
+    /// Events were missed (another host's, while the cluster's bus was
+    /// out of reach): readers behind learn of a gap, as if the log had
+    /// dropped them, rather than read on past a hole.
+    pub fn missed(&self) {
+        let mut ring = lock(&self.ring);
+        ring.events.clear();
+        ring.bytes = 0;
+        // An id for what was missed: every reader is behind it now.
+        let id = *self.latest.borrow() + 1;
+        self.latest.send_replace(id);
     }
 
     /// Whether events are kept now: a reader is there, or left lately.
@@ -247,7 +309,7 @@ mod tests {
     use super::*;
 
     fn event(n: usize) -> Described<'static> {
-        Described { name: "task_status", workflow_id: "wf", owner: None, payload: json!({ "n": n }) }
+        Described { name: "task_status", workflow_id: "wf", owner: None, payload: json!({ "n": n }), counted: false }
     }
 
     #[test]
@@ -293,7 +355,7 @@ mod tests {
         let log = EventLog::default();
         let _reader = log.watch();
         let big = json!({ "task_id": "t", "result": "x".repeat(MAX_EVENT_BYTES) });
-        log.append(&Described { name: "task_result", workflow_id: "wf", owner: None, payload: big });
+        log.append(&Described { name: "task_result", workflow_id: "wf", owner: None, payload: big, counted: true });
         let logged = &log.after(0, 1).unwrap()[0];
         let data: Value = serde_json::from_str(&logged.data).unwrap();
         assert_eq!(

@@ -141,17 +141,75 @@ async fn check_origin(
     }
 }
 
-/// Hand each engine event to the Socket.IO rooms and the event log.
+/// Hand each engine event to the Socket.IO rooms and the event log, and
+/// to the other hosts of the cluster.
 async fn forward_events(
     io: SocketIo,
     sockets: Arc<SocketTransport>,
     api: Arc<HttpTransport>,
+    membership: Arc<cluster::Membership>,
     mut events: mpsc::UnboundedReceiver<EngineEvent>,
 ) {
-    while let Some(event) = events.recv().await {
-        let described = events::payload(&event);
-        socket::forward(&io, &sockets, &described, &event).await;
-        api.events.append(&described);
+    let mut batch = Vec::with_capacity(256);
+    let clustered = membership.cluster().is_some();
+    while events.recv_many(&mut batch, 256).await > 0 {
+        let mut passed = Vec::new();
+        for event in batch.drain(..) {
+            let described = events::payload(&event);
+            socket::forward(&io, &sockets, &described).await;
+            api.events.append(&described);
+            if clustered {
+                passed.push(events::Passed::of(&described));
+            }
+        }
+        if !passed.is_empty() {
+            membership.say(cluster::What::Events(passed));
+        }
+    }
+}
+
+/// Hand what the other hosts of the cluster say to this host's clients
+/// (their workflows' events) and engine (cancellations).
+async fn relay_the_others(
+    io: SocketIo,
+    sockets: Arc<SocketTransport>,
+    api: Arc<HttpTransport>,
+    engine: Engine,
+    cluster: Arc<crate::store::redis::cluster::Cluster>,
+) {
+    let mut heard = match cluster.bus.listen() {
+        Ok(heard) => heard,
+        Err(e) => return tracing::error!("cannot hear the other hosts: {e}"),
+    };
+    while let Some(heard) = heard.recv().await {
+        let text = match heard {
+            crate::store::redis::bus::Heard::Message(text) => text,
+            crate::store::redis::bus::Heard::Missed => {
+                api.events.missed();
+                continue;
+            }
+        };
+        let said: cluster::Said = match serde_json::from_str(&text) {
+            Ok(said) => said,
+            Err(e) => {
+                tracing::warn!("another host said what this one cannot read: {e}");
+                continue;
+            }
+        };
+        if said.from == cluster.lease.host {
+            continue;
+        }
+        match said.what {
+            cluster::What::Events(passed) => {
+                for described in passed.iter().filter_map(events::Passed::described) {
+                    socket::forward(&io, &sockets, &described).await;
+                    api.events.append(&described);
+                }
+            }
+            cluster::What::Cancel(workflow_id) => {
+                let _ = engine.cancel(&workflow_id).await;
+            }
+        }
     }
 }
 
@@ -206,7 +264,10 @@ pub async fn serve(
         http::HttpLimits { max_streams: config.max_streams, max_streams_per_token: config.max_streams_per_token };
     let api = Arc::new(HttpTransport::new(core.clone(), sockets.clone(), &limits, listener.local_addr()?.port()));
     let (layer, io) = socket::layer(&sockets);
-    tokio::spawn(forward_events(io.clone(), sockets.clone(), api.clone(), events));
+    tokio::spawn(forward_events(io.clone(), sockets.clone(), api.clone(), core.membership.clone(), events));
+    if let Some(cluster) = &config.cluster {
+        tokio::spawn(relay_the_others(io.clone(), sockets.clone(), api.clone(), engine.clone(), cluster.clone()));
+    }
     tokio::spawn(schedules::fire_when_due(schedules, intake.clone()));
     let app = http::router(api.clone())
         .merge(dashboard::router())

@@ -390,5 +390,13 @@ impl Engine {
     }
 }
 
+/// The state of a workflow another host drives, as the store has it: its
+/// report while it runs, from its document and its tasks' stored states.
+pub fn stored_snapshot(saved: crate::store::Saved) -> RunReport {
+    let mut run = run::Run::new(saved.workflow, oneshot::channel().0);
+    let _ = run.resume(saved.submitted_at, saved.tasks);
+    run.snapshot()
+}
+
 #[cfg(test)]
 mod tests;

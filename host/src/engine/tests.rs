@@ -743,6 +743,7 @@ tasks:
             record("fan[1]", TaskStatus::Running, None, None),
             record("fan", TaskStatus::Running, None, Some(items)),
         ],
+        cancel_requested: false,
     };
     let report = engine.restore(saved).unwrap().await.unwrap();
     assert_eq!(report.status, WorkflowStatus::Completed, "{report:?}");

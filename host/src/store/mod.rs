@@ -158,6 +158,8 @@ pub struct Saved {
     pub submitted_at: SystemTime,
     /// The tasks that changed state at least once.
     pub tasks: Vec<TaskRecord>,
+    /// Whether a client asked (on another host of a cluster) to cancel it.
+    pub cancel_requested: bool,
 }
 
 /// What the store holds unfinished: workflows to resume, and those whose
@@ -211,6 +213,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store holds a workflow with this id, finished or not.
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError>;
+
+    /// The unfinished workflow `workflow_id` as stored, with its tasks'
+    /// states: what a host of a cluster reads of a workflow another host
+    /// drives. None if the store has no such workflow unfinished.
+    fn unfinished_one(&self, workflow_id: &str) -> Result<Option<Saved>, StoreError> {
+        Ok(self.unfinished()?.saved.into_iter().find(|saved| saved.workflow.id == workflow_id))
+    }
 
     /// Claim `workflow_id` for a workflow about to be accepted, in one
     /// step: granted unless the store holds a workflow under it or another
@@ -556,7 +565,7 @@ pub(crate) fn saved(
         .iter()
         .map(|state| serde_json::from_str(state).map_err(|e| corrupt(target, format!("a task of {id}"), e)))
         .collect::<Result<Vec<TaskRecord>, _>>()?;
-    Ok(Saved { workflow, submitted_at, tasks })
+    Ok(Saved { workflow, submitted_at, tasks, cancel_requested: false })
 }
 
 pub(crate) fn corrupt(target: &str, what: String, reason: impl std::fmt::Display) -> StoreError {

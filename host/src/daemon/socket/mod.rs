@@ -14,7 +14,6 @@ mod wire;
 use super::core::Core;
 use super::events::Described;
 use crate::auth::{Action, AuthError, Caller};
-use crate::engine::EngineEvent;
 use crate::locks::lock;
 use crate::model::MethodSpec;
 use crate::plugins::PluginEvent;
@@ -304,20 +303,14 @@ fn emit_to_room(
 }
 
 /// Send an engine event to the sockets in its workflow's room.
-pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>, event: &EngineEvent) {
+pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>) {
     let room = room(described.workflow_id);
-    match event {
-        // A start (no error), and a workflow's start and end, are a few
-        // ids: sent to the room at once, uncounted (an outbox's balance
-        // cannot bank what it did not count).
-        EngineEvent::Task(task) if !task.status.is_final() && task.error.is_none() => {
+    match described.counted {
+        true => emit_to_room(io, transport, room, described.name, &described.payload),
+        // A few ids: sent to the room at once, uncounted (an outbox's
+        // balance cannot bank what it did not count).
+        false => {
             let _ = io.to(room).emit(described.name, &described.payload).await;
-        }
-        EngineEvent::WorkflowStarted(_) | EngineEvent::WorkflowFinished(_) => {
-            let _ = io.to(room).emit(described.name, &described.payload).await;
-        }
-        EngineEvent::Task(_) | EngineEvent::Progress(_) => {
-            emit_to_room(io, transport, room, described.name, &described.payload);
         }
     }
 }

@@ -201,6 +201,8 @@ impl Scheduler {
                 let tasks = saved.tasks;
                 if let Err(e) = self.submit(saved.workflow, done, Start::Resumed { submitted_at, tasks }) {
                     tracing::error!("cannot resume workflow {workflow_id}: {e}");
+                } else if saved.cancel_requested {
+                    self.cancel_workflow(&workflow_id);
                 }
             }
             // Answered once everything recorded so far is stored: a status
@@ -218,16 +220,10 @@ impl Scheduler {
                 });
             }
             Command::Cancel { workflow_id, reply } => {
-                let found = self.by_workflow_id.get(&workflow_id).copied();
-                if let Some(id) = found {
-                    if let Some(run) = self.runs.get_mut(&id) {
-                        run.cancelled = true;
-                    }
-                    self.cancel(id, "the workflow was cancelled");
-                }
+                let found = self.cancel_workflow(&workflow_id);
                 // Acknowledged once the cancellation is stored, like a submission.
                 self.after_stored(Some(workflow_id), move || {
-                    let _ = reply.send(found.is_some());
+                    let _ = reply.send(found);
                 });
             }
             Command::ProvidersChanged => self.woken.extend(self.parked.keys().cloned()),
@@ -373,6 +369,17 @@ impl Scheduler {
         let running = self.runs.values().map(|run| WorkflowSummary::of(&run.snapshot()));
         let finished = self.finished.iter().map(|(r, _)| WorkflowSummary::of(r));
         running.chain(finished).collect()
+    }
+
+    /// Cancel the running workflow `workflow_id` at a client's request;
+    /// false if it does not run here.
+    fn cancel_workflow(&mut self, workflow_id: &str) -> bool {
+        let Some(&id) = self.by_workflow_id.get(workflow_id) else { return false };
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.cancelled = true;
+        }
+        self.cancel(id, "the workflow was cancelled");
+        true
     }
 
     /// End every unfinished task of a run as cancelled.

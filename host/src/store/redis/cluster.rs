@@ -11,6 +11,8 @@
 //! | `hosts` | hash | host id → what it announced ([`Announcement`], JSON) |
 //! | `hosts:seen` | hash | host id → Redis's time (ms) of its last renewal |
 //! | `host:HOST:workflows` | set | the unfinished workflows HOST drives |
+//! | `cancels` | set | unfinished workflows a client asked to cancel, for whichever host drives them |
+//! | `bus` | pub/sub channel | what the hosts tell each other ([`super::bus`]) |
 //!
 //! A workflow's hash (see the store's table) also holds `host` and `epoch`:
 //! who drives it, under which lease.
@@ -36,6 +38,7 @@
 //! (with replicas, Sentinel), not on Redis Cluster, whose slots would split
 //! a host's lease from its workflows.
 
+use super::bus::Bus;
 use super::{RedisStore, key};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -96,6 +99,13 @@ for _, id in ipairs(ids) do
   redis.call('HSET', ARGV[2] .. id, 'epoch', ARGV[1])
 end
 return ids";
+
+/// Ask for the cancellation of an unfinished workflow (1), or find it
+/// finished or unknown (0).
+const REQUEST_CANCEL: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1";
 
 /// Forget a host from the register once its lease is gone, it has no
 /// workflow left and Redis has not seen it for ARGV[2] ms.
@@ -195,6 +205,10 @@ impl Lease {
 
 fn lease_key(host: &str) -> String {
     key(&["lease", host])
+}
+
+pub(super) fn cancels() -> String {
+    key(&["cancels"])
 }
 
 pub(super) fn workflows_of(host: &str) -> String {
@@ -353,11 +367,13 @@ pub(super) fn fenced_call(lease: &Lease, pipe: &redis::Pipeline) -> redis::Cmd {
 pub struct Cluster {
     store: Arc<RedisStore>,
     pub lease: Arc<Lease>,
+    /// Where the hosts tell each other what happens.
+    pub bus: Bus,
 }
 
 impl Cluster {
-    pub(super) fn new(store: Arc<RedisStore>, lease: Arc<Lease>) -> Self {
-        Self { store, lease }
+    pub(super) fn new(store: Arc<RedisStore>, lease: Arc<Lease>, bus: Bus) -> Self {
+        Self { store, lease, bus }
     }
 
     /// The store this host writes through.
@@ -398,6 +414,25 @@ impl Cluster {
                 announced: announced.get(id).and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// Ask whichever host drives the unfinished workflow `id` (now, or
+    /// after a takeover) to cancel it; false if it is not unfinished.
+    pub fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        self.store.with("ask for a cancellation", |c| {
+            redis::cmd("EVAL")
+                .arg(REQUEST_CANCEL)
+                .arg(2)
+                .arg(key(&["workflows", "unfinished"]))
+                .arg(cancels())
+                .arg(id)
+                .query(c)
+        })
+    }
+
+    /// The workflows clients asked to cancel.
+    pub fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        self.store.with("read the cancellations asked for", |c| redis::Commands::smembers(c, cancels()))
     }
 
     /// Take the workflows of every host whose lease is gone, and read them

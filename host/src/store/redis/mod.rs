@@ -35,6 +35,7 @@
 //! the lock it refuses every write for good, even should the lock come
 //! free again (what it still holds is stale by then).
 
+pub mod bus;
 pub mod cluster;
 
 use super::{
@@ -201,7 +202,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot renew the lease: {e}") })?;
         store.host = Some(host);
         store.lease = Some(lease.clone());
-        Ok(cluster::Cluster::new(Arc::new(store), lease))
+        Ok(cluster::Cluster::new(Arc::new(store), lease, bus::Bus::open(url)?))
     }
 
     /// Check the layout version, upgrading an older one.
@@ -404,6 +405,7 @@ impl RedisStore {
                     .ignore();
                 if let Some(lease) = &self.lease {
                     pipe.srem(cluster::workflows_of(&lease.host), &report.workflow_id).ignore();
+                    pipe.srem(cluster::cancels(), &report.workflow_id).ignore();
                 }
             }
         }
@@ -435,13 +437,15 @@ impl RedisStore {
                     .hget(key(&["workflow", id]), "owner")
                     .query(c)
             })?;
-            let states: HashMap<String, String> =
-                self.with("read tasks", |c| c.hgetall(key(&["workflow", id, "tasks"])))?;
+            let (states, cancel_requested): (HashMap<String, String>, bool) = self.with("read tasks", |c| {
+                redis::pipe().hgetall(key(&["workflow", id, "tasks"])).sismember(cluster::cancels(), id).query(c)
+            })?;
             let states: Vec<String> = states.into_values().collect();
             let submitted_at = from_secs(submitted_at.unwrap_or_default());
             let saved = document
                 .ok_or_else(|| corrupt(&target, format!("workflow {id}"), "its document is missing"))
-                .and_then(|document| super::saved(&target, id, &document, owner, submitted_at, &states));
+                .and_then(|document| super::saved(&target, id, &document, owner, submitted_at, &states))
+                .map(|saved| super::Saved { cancel_requested, ..saved });
             match saved {
                 Ok(saved) => unfinished.saved.push(saved),
                 Err(error) => unfinished.unreadable.push(Unreadable {
@@ -580,6 +584,19 @@ impl Store for RedisStore {
     fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
         self.still_owner("give back a claim")?;
         self.with("give back a claim", |c| c.del(claim_key(workflow_id)))
+    }
+
+    fn unfinished_one(&self, workflow_id: &str) -> Result<Option<super::Saved>, StoreError> {
+        let unfinished: bool =
+            self.with("look up a workflow", |c| c.sismember(key(&["workflows", "unfinished"]), workflow_id))?;
+        if !unfinished {
+            return Ok(None);
+        }
+        let mut loaded = self.load(&[workflow_id.to_owned()])?;
+        if let Some(unreadable) = loaded.unreadable.pop() {
+            return Err(unreadable.error);
+        }
+        Ok(loaded.saved.pop())
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
