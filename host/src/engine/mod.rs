@@ -393,9 +393,23 @@ impl Engine {
 /// The state of a workflow another host drives, as the store has it: its
 /// report while it runs, from its document and its tasks' stored states.
 pub fn stored_snapshot(saved: crate::store::Saved) -> RunReport {
+    // Resuming makes the running tasks ready to run again; the snapshot
+    // shows them as the store has them.
+    let mut running: std::collections::HashMap<String, (TaskStatus, Vec<crate::report::Attempt>)> = saved
+        .tasks
+        .iter()
+        .filter(|record| !record.status.is_final())
+        .map(|record| (record.task_id.clone(), (record.status, record.history.clone())))
+        .collect();
     let mut run = run::Run::new(saved.workflow, oneshot::channel().0);
     let _ = run.resume(saved.submitted_at, saved.tasks);
-    run.snapshot()
+    let mut report = run.snapshot();
+    for task in &mut report.tasks {
+        if let Some((status, history)) = running.remove(&task.id) {
+            (task.status, task.history) = (status, history);
+        }
+    }
+    report
 }
 
 #[cfg(test)]

@@ -1,0 +1,208 @@
+//! Several `gleitzeit serve --cluster` processes on one real `redis-server`
+//! (docs/cluster.md): any host serves any client, a killed or paused host's
+//! workflows finish on another, and a host whose lease lapsed writes
+//! nothing more. The invariants are checked from what Redis holds, not
+//! from logs: every task has exactly one final state change, and once
+//! another host wrote for a workflow, the host that lost it never does.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+use support::api::{Api, Stream};
+use support::{Daemon, PATIENCE, RedisServer, Served, redis_server, until};
+
+/// Short, so that the tests wait little for a takeover; long enough for a
+/// loaded CI machine to renew it (every third of it).
+const LEASE: &str = "2s";
+
+fn host(redis: &RedisServer) -> Served {
+    Daemon::new().args(&["--store", &redis.url, "--cluster", "--lease", LEASE]).start()
+}
+
+/// The events Redis holds for a workflow, in the order they were written.
+fn stored_events(redis: &RedisServer, workflow_id: &str) -> Vec<Value> {
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    let events: Vec<String> =
+        redis::Commands::lrange(&mut c, format!("gleitzeit:workflow:{workflow_id}:events"), 0, -1).unwrap();
+    events.iter().map(|e| serde_json::from_str(e).unwrap()).collect()
+}
+
+/// The invariants: each task ended once, and a host that lost the
+/// workflow to another wrote nothing for it after.
+fn check_stored(redis: &RedisServer, workflow_id: &str, tasks: usize) -> Vec<Value> {
+    let events = stored_events(redis, workflow_id);
+    let mut finals: std::collections::HashMap<&str, usize> = Default::default();
+    for event in &events {
+        if ["completed", "failed", "skipped", "cancelled"].contains(&event["status"].as_str().unwrap()) {
+            *finals.entry(event["task_id"].as_str().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(finals.len(), tasks, "every task ended: {events:#?}");
+    assert!(finals.values().all(|&n| n == 1), "no task ended twice: {finals:?}");
+    let mut drivers: Vec<(&str, u64)> = Vec::new();
+    for event in &events {
+        let driver = (event["host"].as_str().unwrap(), event["epoch"].as_u64().unwrap());
+        if drivers.last() != Some(&driver) {
+            assert!(!drivers.contains(&driver), "{driver:?} wrote again after another host took over: {events:#?}");
+            drivers.push(driver);
+        }
+    }
+    events
+}
+
+async fn status(api: &Api, token: &str, id: &str) -> Value {
+    api.get(&format!("/api/v1/workflows/{id}"), token).await.body
+}
+
+/// Task `task`'s state in a report.
+fn task<'r>(report: &'r Value, task: &str) -> &'r Value {
+    report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == task).unwrap()
+}
+
+/// Wait until `api`'s host shows task `task` of workflow `id` running.
+async fn until_running(api: &Api, token: &str, id: &str, task_id: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        if task(&status(api, token, id).await, task_id)["status"] == "running" {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "{task_id} never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn chain(delay: f64) -> Value {
+    json!({
+        "name": "chain",
+        "tasks": [
+            {"id": "first", "protocol": "echo/v1", "method": "delay", "params": {"seconds": delay}},
+            {"id": "fan", "protocol": "echo/v1", "method": "echo", "dependencies": ["first"],
+             "for_each": [1, 2, 3, 4], "params": {"message": "item ${item}"}},
+            {"id": "last", "protocol": "echo/v1", "method": "echo", "dependencies": ["fan"],
+             "params": {"message": "after ${first.delayed_seconds}"}}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_owner_s_workflow_finishes_on_another_host_each_task_ending_once() {
+    let redis = redis_server();
+    let (mut owner, second, third) = (host(&redis), host(&redis), host(&redis));
+    let (at_owner, at_third) = (Api::of(&owner), Api::of(&third));
+    let id = at_owner.submit(&owner.token, &chain(3.0)).await;
+    until_running(&at_third, &third.token, &id, "first").await;
+    owner.child.kill().unwrap();
+    owner.child.wait().unwrap();
+
+    // A client of the third host follows it to the end, whoever drives it.
+    let report = at_third.finished(&third.token, &id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let last = at_third.get(&format!("/api/v1/workflows/{id}/tasks/last"), &third.token).await;
+    assert_eq!(last.body["result"]["echoed"], "after 3.0", "results pass across hosts: {last:?}");
+    let events = check_stored(&redis, &id, 7);
+    let hosts: std::collections::HashSet<&str> = events.iter().map(|e| e["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts.len(), 2, "the owner, then the host that took it over: {events:#?}");
+
+    // The register marks the killed host gone.
+    let listed = until(
+        "the killed host is marked gone",
+        PATIENCE,
+        || serde_json::from_slice::<Value>(&second.cli(&["host", "list", "--output", "json"]).stdout).unwrap(),
+        |listed| listed.as_array().unwrap().iter().any(|h| h["status"] == "gone"),
+    );
+    let up = listed.as_array().unwrap().iter().filter(|h| h["status"] == "up").count();
+    assert_eq!(up, 2, "{listed:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_paused_past_its_lease_writes_nothing_more_and_stops() {
+    let redis = redis_server();
+    let (mut paused, other) = (host(&redis), host(&redis));
+    let (at_paused, at_other) = (Api::of(&paused), Api::of(&other));
+    let id = at_paused.submit(&paused.token, &chain(2.0)).await;
+    until_running(&at_other, &other.token, &id, "first").await;
+    let pid = paused.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+
+    // Another host takes it over and finishes it while the first sleeps.
+    let report = at_other.finished(&other.token, &id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+
+    // Woken, it finds its lease gone: it stops, and nothing it still had
+    // to write lands.
+    let exited = until("the paused host stops", PATIENCE, || paused.child.try_wait().unwrap(), Option::is_some);
+    assert!(!exited.unwrap().success());
+    assert!(paused.log().contains("lease"), "it says why: {}", paused.log());
+    let events = check_stored(&redis, &id, 7);
+    assert_ne!(events.first().unwrap()["host"], events.last().unwrap()["host"], "taken over: {events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
+    let redis = redis_server();
+    let (driver, other) = (host(&redis), host(&redis));
+    let (at_driver, at_other) = (Api::of(&driver), Api::of(&other));
+
+    let id = at_driver.submit(&driver.token, &chain(0.5)).await;
+    let mut stream = Stream::open(&at_other, &format!("/api/v1/workflows/{id}/events"), &other.token, None).await;
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next().await {
+        seen.push((event.event, event.data["task_id"].as_str().unwrap_or_default().to_owned()));
+    }
+    assert_eq!(seen.first().unwrap().0, "snapshot");
+    assert_eq!(seen.last().unwrap().0, "workflow_completed", "{seen:?}");
+    let results: Vec<&str> = seen.iter().filter(|(e, _)| e == "task_result").map(|(_, t)| t.as_str()).collect();
+    assert_eq!(results.first(), Some(&"first"), "{seen:?}");
+    assert_eq!(results.last(), Some(&"last"), "in order: {seen:?}");
+
+    let id = at_driver.submit(&driver.token, &chain(10.0)).await;
+    until_running(&at_other, &other.token, &id, "first").await;
+    let cancelled = at_other.post_json(&format!("/api/v1/workflows/{id}/cancel"), &other.token, &json!({})).await;
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    let report = status(&at_driver, &driver.token, &id).await;
+    assert_eq!(report["status"], "cancelled", "the driver shows it cancelled as soon as the answer came: {report:#}");
+}
+
+/// Start `gleitzeit serve` with `args`, which must refuse to start; its
+/// error output.
+fn refused(args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn stores_a_cluster_cannot_share_are_refused_with_the_reason() {
+    let error = refused(&["--cluster"]);
+    assert!(error.contains("--cluster needs a store the hosts share: --store redis://"), "{error}");
+    let error = refused(&["--lease", "3s"]);
+    assert!(error.contains("--lease is for hosts started with --cluster"), "{error}");
+
+    let redis = redis_server();
+    let error = refused(&["--store", &redis.url, "--cluster", "--lease", "100ms"]);
+    assert!(error.contains("the lease must be from 1s to 1m"), "{error}");
+    {
+        let _single = Daemon::new().args(&["--store", &redis.url]).start();
+        let error = refused(&["--store", &redis.url, "--cluster"]);
+        assert!(error.contains("a single gleitzeit host") && error.contains("without --cluster"), "{error}");
+    }
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    redis::Commands::del::<_, ()>(&mut c, "gleitzeit:host").unwrap();
+    {
+        let _member = host(&redis);
+        let error = refused(&["--store", &redis.url]);
+        assert!(error.contains("hosts started with --cluster use it"), "{error}");
+    }
+    redis::Commands::set::<_, _, ()>(&mut c, "gleitzeit:cluster", "99").unwrap();
+    let error = refused(&["--store", &redis.url, "--cluster"]);
+    assert!(error.contains("a cluster of layout version 99 uses it; this host speaks version 1"), "{error}");
+}
