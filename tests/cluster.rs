@@ -5,6 +5,8 @@
 //! from logs: every task has exactly one final state change, and once
 //! another host wrote for a workflow, the host that lost it never does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{Value, json};
