@@ -295,6 +295,7 @@ async fn call_rounds(rounds: usize, echo: &WasmProvider) -> Duration {
         let mut times = Vec::with_capacity(CALLS);
         for i in 0..CALLS {
             let call = Call {
+                owner: None,
                 task_id: format!("t{i}"),
                 workflow_id: None,
                 attempt: 1,

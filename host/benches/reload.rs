@@ -115,6 +115,7 @@ fn hash_of(set: &PluginSet) -> Option<String> {
 async fn call(registry: &Registry, case: &Case) {
     let Selection::Provider(provider) = registry.select(case.protocol) else { panic!("no {}", case.protocol) };
     let call = Call {
+        owner: None,
         task_id: "t".into(),
         workflow_id: None,
         attempt: 1,

@@ -437,17 +437,17 @@ pub fn method_matches(pattern: &str, method: &str) -> bool {
 }
 
 /// One method a protocol offers (a name ending in `.*` is a family).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodSpec {
     pub name: String,
     pub description: String,
     /// The JSON Schema its params must fit, when the provider declares one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params_schema: Option<crate::schema::ParamsSchema>,
 }
 
 /// What a provider serves, as it declares it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderSpec {
     pub protocol: String,
     pub name: String,

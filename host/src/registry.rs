@@ -25,6 +25,8 @@ pub type Progress = Arc<dyn Fn(Value) + Send + Sync>;
 pub struct Call {
     pub task_id: String,
     pub workflow_id: Option<String>,
+    /// Who owns the workflow (a token's name): who may see its progress.
+    pub owner: Option<Arc<str>>,
     /// Starts at 1.
     pub attempt: u32,
     pub method: String,
@@ -72,6 +74,9 @@ pub enum ProviderKind {
     Wasm,
     /// A program connected over Socket.IO.
     Remote,
+    /// The providers of the other hosts of a cluster: picked only when no
+    /// provider of this host is free.
+    Cluster,
     /// Rust code compiled into the host (tests and benchmarks).
     Builtin,
 }
@@ -82,6 +87,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Wasm => "wasm",
             ProviderKind::Remote => "remote",
+            ProviderKind::Cluster => "cluster",
             ProviderKind::Builtin => "builtin",
         }
     }
@@ -154,8 +160,19 @@ impl Registry {
     }
 
     /// The provider of `protocol` with the most free slots, rotating among
-    /// equals.
+    /// equals; this host's own first, the other hosts' of a cluster
+    /// ([`ProviderKind::Cluster`]) only when none of its own is free.
     pub fn select(&self, protocol: &str) -> Selection {
+        self.choose(protocol, true)
+    }
+
+    /// Like [`select`](Self::select), among this host's own providers only
+    /// (for a task another host passed on).
+    pub fn select_own(&self, protocol: &str) -> Selection {
+        self.choose(protocol, false)
+    }
+
+    fn choose(&self, protocol: &str, elsewhere_too: bool) -> Selection {
         let protocols = self.read();
         let Some(entry) = protocols.get(protocol).filter(|e| !e.providers.is_empty()) else {
             return Selection::Missing;
@@ -163,14 +180,24 @@ impl Registry {
         let n = entry.providers.len();
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(usize, &Arc<dyn Provider>)> = None;
+        let (mut own, mut elsewhere) = (false, None);
         for i in 0..n {
             let provider = &entry.providers[(start + i) % n];
+            if provider.kind() == ProviderKind::Cluster {
+                elsewhere = Some(provider);
+                continue;
+            }
+            own = true;
             let free = provider.free_slots().unwrap_or(usize::MAX);
             if free > 0 && best.is_none_or(|(most, _)| free > most) {
                 best = Some((free, provider));
             }
         }
-        best.map_or(Selection::Busy, |(_, p)| Selection::Provider(p.clone()))
+        match (best, elsewhere.filter(|_| elsewhere_too)) {
+            (Some((_, provider)), _) | (None, Some(provider)) => Selection::Provider(provider.clone()),
+            (None, None) if own => Selection::Busy,
+            (None, None) => Selection::Missing,
+        }
     }
 
     /// Every provider, ordered by protocol.

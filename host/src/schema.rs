@@ -123,6 +123,14 @@ impl serde::Serialize for ParamsSchema {
     }
 }
 
+/// Read back as its source, compiled again (how the hosts of a cluster
+/// learn each other's providers).
+impl<'de> serde::Deserialize<'de> for ParamsSchema {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::compile(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// All mismatches on one line, for a task's error.
 pub fn describe(mismatches: &[Mismatch]) -> String {
     mismatches.iter().map(Mismatch::to_string).collect::<Vec<_>>().join("; ")

@@ -251,7 +251,10 @@ impl Core {
     /// Whether a provider other than a remote one (a WASM plugin) serves
     /// `protocol`.
     pub(super) fn wasm_serves(&self, protocol: &str) -> bool {
-        self.registry.providers().iter().any(|p| p.spec().protocol == protocol && p.kind() != ProviderKind::Remote)
+        self.registry
+            .providers()
+            .iter()
+            .any(|p| p.spec().protocol == protocol && matches!(p.kind(), ProviderKind::Wasm | ProviderKind::Builtin))
     }
 
     pub(super) fn providers(&self) -> Vec<ProviderInfo> {

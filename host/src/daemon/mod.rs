@@ -196,11 +196,13 @@ async fn relay_the_others(
                 continue;
             }
         };
-        if said.from == cluster.lease.host {
+        // Its own events it relayed itself; progress of calls it runs for
+        // others only comes this way.
+        if said.from == cluster.lease.host && !matches!(said.what, cluster::What::Progress(_)) {
             continue;
         }
         match said.what {
-            cluster::What::Events(passed) => {
+            cluster::What::Events(passed) | cluster::What::Progress(passed) => {
                 for described in passed.iter().filter_map(events::Passed::described) {
                     socket::forward(&io, &sockets, &described).await;
                     api.events.append(&described);
@@ -248,14 +250,15 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let membership = Arc::new(cluster::Membership::new(config.cluster.clone(), format!("http://{addr}")));
     if let (Some(cluster), Some(store)) = (&config.cluster, &store) {
-        tokio::spawn(cluster::take_part(
-            membership.clone(),
-            cluster.clone(),
-            engine.clone(),
-            registry.clone(),
-            plugins.clone(),
-            store.clone(),
-        ));
+        cluster::Duties {
+            membership: membership.clone(),
+            cluster: cluster.clone(),
+            engine: engine.clone(),
+            registry: registry.clone(),
+            plugins: plugins.clone(),
+            store: store.clone(),
+        }
+        .start();
     }
     let core =
         Arc::new(Core { intake: intake.clone(), store, registry, plugins, schedules: schedules.clone(), membership });

@@ -19,6 +19,7 @@ async fn echo() -> WasmProvider {
 
 fn call(method: &str, params: Value, attempt: u32, within: Duration) -> Call {
     Call {
+        owner: None,
         task_id: "t".into(),
         workflow_id: Some("wf".into()),
         attempt,

@@ -181,6 +181,7 @@ impl Scheduler {
         let call = Call {
             task_id: task.id.clone(),
             workflow_id: Some(run.workflow.id.clone()),
+            owner: run.owner.clone(),
             attempt,
             method: task.method.clone(),
             params,

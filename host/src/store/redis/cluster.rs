@@ -39,6 +39,7 @@
 //! a host's lease from its workflows.
 
 use super::bus::Bus;
+use super::work::Work;
 use super::{RedisStore, key};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,11 @@ pub struct Announcement {
     pub plugins: Vec<String>,
     /// Workflows it drives now.
     pub running: usize,
+    /// What its own providers serve (one spec per protocol): the other
+    /// hosts offer it tasks of these protocols.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub serves: Vec<crate::model::ProviderSpec>,
 }
 
 /// A host as the register has it.
@@ -369,11 +375,13 @@ pub struct Cluster {
     pub lease: Arc<Lease>,
     /// Where the hosts tell each other what happens.
     pub bus: Bus,
+    /// Where they pass each other tasks.
+    pub work: Work,
 }
 
 impl Cluster {
-    pub(super) fn new(store: Arc<RedisStore>, lease: Arc<Lease>, bus: Bus) -> Self {
-        Self { store, lease, bus }
+    pub(super) fn new(store: Arc<RedisStore>, lease: Arc<Lease>, bus: Bus, work: Work) -> Self {
+        Self { store, lease, bus, work }
     }
 
     /// The store this host writes through.

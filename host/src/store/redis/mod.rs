@@ -37,6 +37,7 @@
 
 pub mod bus;
 pub mod cluster;
+pub mod work;
 
 use super::{
     CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
@@ -202,7 +203,8 @@ impl RedisStore {
             .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot renew the lease: {e}") })?;
         store.host = Some(host);
         store.lease = Some(lease.clone());
-        Ok(cluster::Cluster::new(Arc::new(store), lease, bus::Bus::open(url)?))
+        let work = work::Work::open(url, &lease.host)?;
+        Ok(cluster::Cluster::new(Arc::new(store), lease, bus::Bus::open(url)?, work))
     }
 
     /// Check the layout version, upgrading an older one.

@@ -1,0 +1,231 @@
+//! This host's part in a cluster (`--cluster`): every beat of its lease it
+//! tells the others what it is and runs, and takes over (resumes) the
+//! workflows of hosts whose lease is gone. It also answers "which hosts
+//! are there" for `host list`, `GET /api/v1/hosts` and the dashboard, with
+//! this host alone when there is no cluster.
+//!
+//! The lease, the register and the takeover itself are the store's
+//! (`store::redis::cluster`); this module runs them and hands what it takes
+//! to the engine. Tasks pass between hosts through `elsewhere` (a provider
+//! for the other hosts' protocols) and `worker` (this host's providers
+//! serving the others). It knows no transport.
+
+mod elsewhere;
+mod worker;
+
+use super::events::Passed;
+use crate::engine::Engine;
+use crate::plugins::PluginSet;
+use crate::registry::{ProviderKind, Registry};
+use crate::store::AsyncStore;
+use crate::store::redis::cluster::{Announcement, Cluster, HostSeen, HostStatus};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What one host tells the others on the cluster's bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Said {
+    /// The host that says it (it does not listen to itself).
+    pub from: String,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum What {
+    /// Events of the workflows the sender drives, in order.
+    Events(Vec<Passed>),
+    /// Progress of calls the sender runs for another host's workflow: for
+    /// every host's clients, the sender's too.
+    Progress(Vec<Passed>),
+    /// A client asked the sender to cancel a workflow; whichever host
+    /// drives it does (the request is also stored, for a takeover).
+    Cancel(String),
+}
+
+/// This host among the hosts: the cluster it is part of (if any), and what
+/// it announces of itself.
+pub struct Membership {
+    cluster: Option<Arc<Cluster>>,
+    /// Where clients reach it.
+    address: String,
+    started_at: std::time::SystemTime,
+}
+
+/// What a host is made of, for its announcement.
+pub(super) struct Parts<'a> {
+    pub engine: &'a Engine,
+    pub registry: &'a Registry,
+    pub plugins: &'a PluginSet,
+}
+
+impl Membership {
+    pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String) -> Self {
+        Self { cluster, address, started_at: std::time::SystemTime::now() }
+    }
+
+    /// The cluster, if this host is part of one.
+    pub(super) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Tell the other hosts `what`.
+    pub(super) fn say(&self, what: What) {
+        let Some(cluster) = &self.cluster else { return };
+        let said = Said { from: cluster.lease.host.clone(), what };
+        match serde_json::to_string(&said) {
+            Ok(text) => cluster.bus.publish(text),
+            Err(e) => tracing::error!("cannot tell the other hosts: {e}"),
+        }
+    }
+
+    /// This host's announcement: where it listens, its providers, plugins
+    /// and running workflows.
+    async fn announcement(&self, parts: &Parts<'_>) -> Announcement {
+        let running = parts.engine.stats().await.map_or(0, |stats| stats.running_workflows);
+        let own: Vec<_> =
+            parts.registry.providers().into_iter().filter(|p| p.kind() != ProviderKind::Cluster).collect();
+        let mut serves: Vec<crate::model::ProviderSpec> = Vec::new();
+        for provider in &own {
+            if !serves.iter().any(|spec| spec.protocol == provider.spec().protocol) {
+                serves.push(provider.spec().clone());
+            }
+        }
+        Announcement {
+            address: self.address.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(self.started_at),
+            providers: own.iter().map(|p| p.id().to_string()).collect(),
+            plugins: parts.plugins.statuses().into_iter().map(|p| p.name).collect(),
+            running,
+            serves,
+        }
+    }
+
+    /// The hosts: the cluster's register, or this host alone.
+    pub(super) async fn hosts(&self, parts: &Parts<'_>) -> Result<Vec<HostSeen>, crate::store::StoreError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(vec![HostSeen {
+                host_id: "local".into(),
+                status: HostStatus::Up,
+                last_seen: Some(std::time::SystemTime::now()),
+                epoch: None,
+                announced: self.announcement(parts).await,
+            }]);
+        };
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.hosts()).await.unwrap_or_else(|e| {
+            Err(crate::store::StoreError::Io {
+                target: "redis".into(),
+                action: "read the hosts",
+                reason: e.to_string(),
+            })
+        })
+    }
+}
+
+/// What a host of a cluster runs beside its engine: the beat, the
+/// answers it waits for, and the worker that serves the others.
+pub(super) struct Duties {
+    pub membership: Arc<Membership>,
+    pub cluster: Arc<Cluster>,
+    pub engine: Engine,
+    pub registry: Arc<Registry>,
+    pub plugins: Arc<PluginSet>,
+    pub store: AsyncStore,
+}
+
+impl Duties {
+    /// Start them all; they end when the lease is lost.
+    pub(super) fn start(self) {
+        let waiting = Arc::new(elsewhere::Waiting::default());
+        match self.cluster.work.answers() {
+            Ok(answers) => elsewhere::pump_answers(answers, waiting.clone(), self.cluster.clone()),
+            Err(e) => tracing::error!("cannot read the other hosts' answers: {e}"),
+        }
+        worker::start(self.cluster.clone(), self.registry.clone(), self.membership.clone());
+        tokio::spawn(self.beat(waiting));
+    }
+
+    /// Every beat until the lease is lost: announce this host, take over
+    /// gone hosts' workflows (and the tasks they took), act on cancellation
+    /// requests it missed, and keep one provider per protocol the other
+    /// hosts serve.
+    async fn beat(self, waiting: Arc<elsewhere::Waiting>) {
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let mut beat = tokio::time::interval(self.cluster.lease.beat());
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beat.tick().await;
+            if self.cluster.lease.lost().is_some() {
+                return;
+            }
+            let parts = Parts { engine: &self.engine, registry: &self.registry, plugins: &self.plugins };
+            let announced = self.membership.announcement(&parts).await;
+            let duties = self.cluster.clone();
+            let seen = tokio::task::spawn_blocking(move || {
+                duties.announce(&announced)?;
+                let taken = duties.take_over()?;
+                let hosts = duties.hosts()?;
+                let serves: Vec<String> = announced.serves.iter().map(|spec| spec.protocol.clone()).collect();
+                let gone: Vec<String> =
+                    hosts.iter().filter(|h| h.status == HostStatus::Gone).map(|h| h.host_id.clone()).collect();
+                for protocol in &serves {
+                    duties.work.reclaim(protocol, &gone)?;
+                }
+                Ok::<_, crate::store::StoreError>((taken, duties.cancel_requests()?, hosts))
+            })
+            .await;
+            match seen {
+                Ok(Ok((taken, cancels, hosts))) => {
+                    super::resume_these(&self.engine, &self.store, taken).await;
+                    // Requests whose message this host missed: those it drives.
+                    for id in cancels {
+                        let _ = self.engine.cancel(&id).await;
+                    }
+                    self.serve_elsewhere(&hosts, &waiting, &calls);
+                }
+                Ok(Err(e)) => tracing::warn!("cluster: {e}"),
+                Err(e) => tracing::error!("cluster: the beat stopped: {e}"),
+            }
+        }
+    }
+
+    /// One provider for each protocol another living host serves; none for
+    /// those no other host serves any more.
+    fn serve_elsewhere(
+        &self,
+        hosts: &[HostSeen],
+        waiting: &Arc<elsewhere::Waiting>,
+        calls: &Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let me = &self.cluster.lease.host;
+        let mut offered: std::collections::BTreeMap<&str, &crate::model::ProviderSpec> = Default::default();
+        for host in hosts.iter().filter(|h| h.status == HostStatus::Up && &h.host_id != me) {
+            for spec in &host.announced.serves {
+                offered.entry(spec.protocol.as_str()).or_insert(spec);
+            }
+        }
+        let mut changed = false;
+        let standing: Vec<_> =
+            self.registry.providers().into_iter().filter(|p| p.kind() == ProviderKind::Cluster).collect();
+        for provider in &standing {
+            if !offered.contains_key(provider.spec().protocol.as_str()) {
+                changed |= self.registry.unregister(provider.id());
+            }
+        }
+        for (protocol, spec) in offered {
+            let fresh = standing.iter().all(|p| p.spec().protocol != protocol || p.spec() != spec);
+            if fresh {
+                let provider =
+                    elsewhere::Elsewhere::new(spec.clone(), self.cluster.clone(), waiting.clone(), calls.clone());
+                self.registry.register(Arc::new(provider));
+                changed = true;
+            }
+        }
+        if changed {
+            self.engine.providers_changed();
+        }
+    }
+}

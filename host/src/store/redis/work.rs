@@ -1,0 +1,301 @@
+//! Work passed between the hosts of a cluster. A task that no free provider
+//! of the host driving its workflow can take is *offered* on its protocol's
+//! Redis stream; a host with a free provider of that protocol *takes* it
+//! (a consumer group, so each offer goes to one host), runs it, and
+//! *answers* on the stream of the host that offered it, which hands the
+//! outcome to its engine. What an offer and an outcome hold is the
+//! daemon's; here they are JSON.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol |
+//! | `answers:HOST` | stream | outcomes for the calls HOST offered |
+//!
+//! Taken offers are acknowledged and deleted once answered. The offers a
+//! host took and never answered because it died stay pending under its
+//! name; [`Work::reclaim`] gives them to a living host, by the lease of the
+//! host that took them, not by how long they were idle (a long call is not
+//! a dead one). An answer for a call its offerer no longer waits for (it
+//! died, the task was cancelled) is dropped; the host that took over the
+//! workflow offered the call again.
+
+use super::{RedisStore, key};
+use crate::store::StoreError;
+use redis::Value as Reply;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+const GROUP: &str = "hosts";
+/// Most answers a host's stream keeps unread (it reads them at once; a
+/// host that stopped reading is dead, and its stream is deleted).
+const MAX_ANSWERS: usize = 100_000;
+
+/// One call offered to the other hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offer {
+    /// The offering host's name for the call.
+    pub call: String,
+    /// The host that offered it, which waits for the answer.
+    pub from: String,
+    pub workflow_id: String,
+    /// The workflow's owner (token), who may see its progress.
+    pub owner: Option<String>,
+    pub task_id: String,
+    pub attempt: u32,
+    pub method: String,
+    pub params: Value,
+    /// How long the call may take, from when it is taken.
+    pub timeout_ms: u64,
+}
+
+/// An offer a host took: from which stream, under which entry.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub protocol: String,
+    entry: String,
+    pub offer: Offer,
+}
+
+fn offers(protocol: &str) -> String {
+    key(&["tasks", protocol])
+}
+
+fn answers(host: &str) -> String {
+    key(&["answers", host])
+}
+
+/// Offering, answering and withdrawing, on one connection; the blocking
+/// reads each have their own ([`Taker`], [`Answers`]).
+pub struct Work {
+    store: RedisStore,
+    url: String,
+    host: String,
+}
+
+impl Work {
+    /// This host's work; the answers left from its previous process are
+    /// dropped (that process's calls are gone).
+    pub(super) fn open(url: &str, host: &str) -> Result<Self, StoreError> {
+        let store = RedisStore::open_unlocked(url)?;
+        store.with("clear this host's answers", |c| redis::Commands::del::<_, ()>(c, answers(host)))?;
+        Ok(Self { store, url: url.to_owned(), host: host.to_owned() })
+    }
+
+    /// Offer `offer` of `protocol` to the hosts; its entry, to withdraw it.
+    pub fn offer(&self, protocol: &str, offer: &Offer) -> Result<String, StoreError> {
+        let text = serde_json::to_string(offer).unwrap_or_default();
+        self.store.with("offer a task to the other hosts", |c| {
+            redis::cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text).query(c)
+        })
+    }
+
+    /// Withdraw an offer nobody needs any more (the task was cancelled or
+    /// timed out); one already taken runs on, and its answer is dropped.
+    pub fn withdraw(&self, protocol: &str, entry: &str) -> Result<(), StoreError> {
+        self.store.with("withdraw an offer", |c| redis::cmd("XDEL").arg(offers(protocol)).arg(entry).query(c))
+    }
+
+    /// Answer a taken offer with `outcome`, and forget the offer.
+    pub fn answer(&self, taken: &Taken, outcome: &Value) -> Result<(), StoreError> {
+        let stream = offers(&taken.protocol);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(answers(&taken.offer.from))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(MAX_ANSWERS)
+            .arg("*")
+            .arg("call")
+            .arg(&taken.offer.call)
+            .arg("outcome")
+            .arg(outcome.to_string())
+            .ignore()
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(&taken.entry)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&stream)
+            .arg(&taken.entry)
+            .ignore();
+        self.store.with("answer an offered task", |c| pipe.query::<()>(c))
+    }
+
+    /// Give the offers taken by hosts that are gone (`gone`: their ids) of
+    /// `protocol` back to the stream, for a living host to take.
+    pub fn reclaim(&self, protocol: &str, gone: &[String]) -> Result<usize, StoreError> {
+        let stream = offers(protocol);
+        let mut reclaimed = 0;
+        for host in gone {
+            let pending: Reply = self.store.with("read the offers a gone host took", |c| {
+                redis::cmd("XPENDING").arg(&stream).arg(GROUP).arg("-").arg("+").arg(1000).arg(host).query(c)
+            })?;
+            let ids: Vec<String> = as_array(pending)
+                .into_iter()
+                .filter_map(|entry| as_array(entry).into_iter().next().and_then(as_text))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let claimed: Reply = self.store.with("reclaim the offers a gone host took", |c| {
+                redis::cmd("XCLAIM").arg(&stream).arg(GROUP).arg(&self.host).arg(0).arg(&ids).query(c)
+            })?;
+            let mut pipe = redis::pipe();
+            for (id, fields) in entries_of(claimed) {
+                if let Some(text) = fields.into_iter().find(|(name, _)| name == "offer").map(|(_, text)| text) {
+                    pipe.cmd("XADD").arg(&stream).arg("*").arg("offer").arg(text).ignore();
+                }
+                pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&id).ignore();
+                pipe.cmd("XDEL").arg(&stream).arg(&id).ignore();
+                reclaimed += 1;
+            }
+            self.store.with("offer a gone host's tasks again", |c| pipe.query::<()>(c))?;
+        }
+        Ok(reclaimed)
+    }
+
+    /// A reader of offers, on a connection of its own.
+    pub fn taker(&self) -> Result<Taker, StoreError> {
+        Ok(Taker { reader: RedisStore::open_unlocked(&self.url)?, host: self.host.clone(), groups: Vec::new() })
+    }
+
+    /// A reader of this host's answers, on a connection of its own.
+    pub fn answers(&self) -> Result<Answers, StoreError> {
+        Ok(Answers { reader: RedisStore::open_unlocked(&self.url)?, stream: answers(&self.host), last: "0".into() })
+    }
+}
+
+/// Takes offers for this host.
+pub struct Taker {
+    reader: RedisStore,
+    host: String,
+    /// Streams whose group is known to exist.
+    groups: Vec<String>,
+}
+
+impl Taker {
+    /// Take at most `count` offers of `protocol`, waiting at most `block`
+    /// for the first.
+    pub fn take(&mut self, protocol: &str, count: usize, block: Duration) -> Result<Vec<Taken>, StoreError> {
+        self.ensure_group(protocol)?;
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP").arg(GROUP).arg(&self.host).arg("COUNT").arg(count);
+        read.arg("BLOCK").arg(block.as_millis().max(1) as u64).arg("STREAMS").arg(offers(protocol)).arg(">");
+        let reply: Reply = self.reader.with("take offered tasks", |c| read.query(c))?;
+        let mut taken = Vec::new();
+        for (_, entries) in streams_of(reply) {
+            for (entry, fields) in entries {
+                let offer = fields.into_iter().find(|(name, _)| name == "offer");
+                match offer.and_then(|(_, text)| serde_json::from_str(&text).ok()) {
+                    Some(offer) => taken.push(Taken { protocol: protocol.to_owned(), entry, offer }),
+                    None => tracing::warn!(%protocol, "an offered task that cannot be read is dropped"),
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn ensure_group(&mut self, protocol: &str) -> Result<(), StoreError> {
+        if self.groups.iter().any(|known| known == protocol) {
+            return Ok(());
+        }
+        let created = self.reader.with("create the hosts' group", |c| {
+            redis::cmd("XGROUP").arg("CREATE").arg(offers(protocol)).arg(GROUP).arg("0").arg("MKSTREAM").exec(c)
+        });
+        match created {
+            Err(e) if !e.to_string().contains("BUSYGROUP") => return Err(e),
+            _ => self.groups.push(protocol.to_owned()),
+        }
+        Ok(())
+    }
+}
+
+/// Reads this host's answers, in order.
+pub struct Answers {
+    reader: RedisStore,
+    stream: String,
+    last: String,
+}
+
+impl Answers {
+    /// The answers after the last read (call, outcome), waiting at most
+    /// `block` for one; read answers are deleted.
+    pub fn next(&mut self, block: Duration) -> Result<Vec<(String, Value)>, StoreError> {
+        let reply: Reply = self.reader.with("read answers", |c| {
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(&self.last)
+                .query(c)
+        })?;
+        let mut read = Vec::new();
+        let mut ids = Vec::new();
+        for (_, entries) in streams_of(reply) {
+            for (id, fields) in entries {
+                let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                if let (Some(call), Some(outcome)) = (field("call"), field("outcome")) {
+                    read.push((call, serde_json::from_str(&outcome).unwrap_or(Value::Null)));
+                }
+                self.last.clone_from(&id);
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            self.reader.with("delete read answers", |c| redis::cmd("XDEL").arg(&self.stream).arg(&ids).exec(c))?;
+        }
+        Ok(read)
+    }
+}
+
+type Fields = Vec<(String, String)>;
+
+/// The streams of an XREAD/XREADGROUP reply: (stream, entries).
+fn streams_of(reply: Reply) -> Vec<(String, Vec<(String, Fields)>)> {
+    let streams = match reply {
+        Reply::Map(pairs) => pairs.into_iter().map(|(name, entries)| Reply::Array(vec![name, entries])).collect(),
+        other => as_array(other),
+    };
+    streams
+        .into_iter()
+        .filter_map(|stream| {
+            let mut parts = as_array(stream).into_iter();
+            let name = parts.next().and_then(as_text)?;
+            Some((name, entries_of(parts.next()?)))
+        })
+        .collect()
+}
+
+/// The entries of a stream reply: (id, fields).
+fn entries_of(reply: Reply) -> Vec<(String, Fields)> {
+    as_array(reply)
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = as_array(entry).into_iter();
+            let id = parts.next().and_then(as_text)?;
+            let flat: Vec<String> = as_array(parts.next()?).into_iter().filter_map(as_text).collect();
+            let fields = flat.chunks(2).filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone())));
+            Some((id, fields.collect()))
+        })
+        .collect()
+}
+
+fn as_array(reply: Reply) -> Vec<Reply> {
+    match reply {
+        Reply::Array(items) | Reply::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn as_text(reply: Reply) -> Option<String> {
+    match reply {
+        Reply::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Reply::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
