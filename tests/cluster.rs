@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
 use support::api::{Api, Stream};
+use support::process::Proc;
 use support::{Daemon, PATIENCE, RedisServer, Served, redis_server, until};
 
 /// Short, so that the tests wait little for a takeover; long enough for a
@@ -75,6 +76,35 @@ async fn until_running(api: &Api, token: &str, id: &str, task_id: &str) {
     }
 }
 
+/// A work/v1 provider (tests/python/work_provider.py, python-socketio)
+/// connected to `host`, four calls at once, answering `n + 1`.
+fn work_provider(host: &Served, id: &str) -> Proc {
+    let mut command = Command::new("python3");
+    command
+        .arg(support::root().join("tests/python/work_provider.py"))
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .env("PROVIDER_ID", id)
+        .env("MAX_CONCURRENT", "4")
+        .env("INCREMENT", "1");
+    let provider = Proc::spawn(command);
+    provider.wait_for("registered");
+    provider
+}
+
+/// Wait until `api`'s host offers `protocol` (served elsewhere).
+async fn until_served(api: &Api, token: &str, protocol: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let listed = api.get("/api/v1/protocols", token).await.body;
+        if listed["protocols"].as_array().unwrap().iter().any(|p| p["protocol_id"] == protocol) {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "{protocol} never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn chain(delay: f64) -> Value {
     json!({
         "name": "chain",
@@ -116,6 +146,72 @@ async fn a_killed_owner_s_workflow_finishes_on_another_host_each_task_ending_onc
     );
     let up = listed.as_array().unwrap().iter().filter(|h| h["status"] == "up").count();
     assert_eq!(up, 2, "{listed:#}");
+}
+
+/// `chains` chains of `length` work/v1 tasks, each task's `n` the result
+/// of the one before it.
+fn chains(chains: usize, length: usize) -> Value {
+    let mut tasks = Vec::new();
+    for c in 0..chains {
+        for i in 0..length {
+            let (id, previous) = (format!("c{c}-{i}"), format!("c{c}-{}", i.wrapping_sub(1)));
+            tasks.push(match i {
+                0 => json!({"id": id, "protocol": "work/v1", "method": "job", "params": {"n": 0}}),
+                _ => json!({"id": id, "protocol": "work/v1", "method": "job", "dependencies": [previous],
+                            "params": {"n": format!("${{{previous}.n}}")}}),
+            });
+        }
+    }
+    json!({"name": "chains", "tasks": tasks})
+}
+
+/// Three hosts, and a work/v1 provider on the second and the third.
+fn front_and_providers() -> (RedisServer, [Served; 3], [Proc; 2]) {
+    let redis = redis_server();
+    let hosts = [host(&redis), host(&redis), host(&redis)];
+    let providers = [work_provider(&hosts[1], "second"), work_provider(&hosts[2], "third")];
+    (redis, hosts, providers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_tasks_pass_their_results_between_hosts() {
+    let (_redis, [front, _second, _third], _providers) = front_and_providers();
+    let at_front = Api::of(&front);
+    until_served(&at_front, &front.token, "work/v1").await;
+
+    // A thousand tasks with dependencies, submitted where no provider of
+    // theirs is: each result goes back to the front host and into the
+    // next task's params.
+    let id = at_front.submit(&front.token, &chains(10, 100)).await;
+    let report = at_front.finished(&front.token, &id).await;
+    assert_eq!(report["status"], "completed", "{}", report["summary"]);
+    let results = at_front.get(&format!("/api/v1/workflows/{id}/results"), &front.token).await.body;
+    for c in 0..10 {
+        assert_eq!(results["results"][format!("c{c}-99")]["n"], 100, "{}", results["results"][format!("c{c}-99")]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_spreads_over_every_host_s_providers_and_survives_one_s_host() {
+    let (redis, [front, _second, mut third], [_second_s, third_s]) = front_and_providers();
+    let at_front = Api::of(&front);
+    until_served(&at_front, &front.token, "work/v1").await;
+
+    // A fan-out spreads over both; one provider's host dies mid-run, and
+    // the tasks it had taken run again elsewhere, each ending once.
+    let fan = json!({"name": "fan", "tasks": [{"id": "jobs", "protocol": "work/v1", "method": "job",
+        "for_each": (0..400).collect::<Vec<_>>(), "params": {"n": "${item}"}}]});
+    let id = at_front.submit(&front.token, &fan).await;
+    third_s.wait_for("executed 50");
+    third.child.kill().unwrap();
+    let report = at_front.finished(&front.token, &id).await;
+    assert_eq!(report["status"], "completed", "{}", report["summary"]);
+    let results = at_front.get(&format!("/api/v1/workflows/{id}/results"), &front.token).await.body;
+    let items = results["results"]["jobs"].as_array().unwrap();
+    let by = |provider: &str| items.iter().filter(|r| r["provider"] == provider).count();
+    assert!(by("second") > 0 && by("third") > 0, "spread: second {}, third {}", by("second"), by("third"));
+    assert_eq!(by("second") + by("third"), 400);
+    check_stored(&redis, &id, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]

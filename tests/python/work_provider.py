@@ -1,5 +1,6 @@
 """A provider of work/v1 for load tests: `job` waits a little and returns
-which provider ran it. Prints "executed N" every 50 jobs.
+which provider ran it (and its `n`, plus one with INCREMENT=1). Prints
+"executed N" every 50 jobs.
 """
 import asyncio
 import os
@@ -32,7 +33,8 @@ async def execute_method(call):
     executed += 1
     if executed % 50 == 0:
         print("executed", executed, flush=True)
-    return {"result": {"n": call["params"]["n"], "provider": PROVIDER_ID}}
+    n = call["params"]["n"] + (1 if os.environ.get("INCREMENT") == "1" else 0)
+    return {"result": {"n": n, "provider": PROVIDER_ID}}
 
 
 async def main():

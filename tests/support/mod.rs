@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod process;
 
 // Not every test file uses each.
 #[allow(unused_imports)]
