@@ -264,6 +264,53 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     assert_eq!(report["status"], "cancelled", "the driver shows it cancelled as soon as the answer came: {report:#}");
 }
 
+/// Whether `api`'s host accepts `token` (a listing, 200) or refuses it (401).
+async fn accepts(api: &Api, token: &str) -> bool {
+    let answer = api.get("/api/v1/workflows", token).await;
+    assert!([200, 401].contains(&answer.status), "{answer:?}");
+    answer.status == 200
+}
+
+async fn until_accepted(api: &Api, token: &str, accepted: bool) {
+    let started = std::time::Instant::now();
+    while accepts(api, token).await != accepted {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} never {}",
+            api.url,
+            if accepted { "accepted it" } else { "refused it" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host() {
+    let redis = redis_server();
+    let (first, second) = (host(&redis), host(&redis));
+    let (at_first, at_second) = (Api::of(&first), Api::of(&second));
+    let made = first.cli(&["token", "create", "--name", "alice", "--role", "client", "--store", &redis.url]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let alice = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    until_accepted(&at_first, &alice, true).await;
+    until_accepted(&at_second, &alice, true).await;
+
+    // Hers on either host, and no one else's.
+    let id = at_first.submit(&alice, &chain(0.1)).await;
+    let seen = at_second.get(&format!("/api/v1/workflows/{id}"), &alice).await;
+    assert_eq!((seen.status, seen.body["owner"].as_str()), (200, Some("alice")), "{seen:?}");
+    let listed = first.cli(&["token", "list", "--store", &redis.url]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("alice"));
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("sha256"), "hashes are not shown");
+
+    let revoked = first.cli(&["token", "revoke", "alice", "--store", &redis.url]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    until_accepted(&at_second, &alice, false).await;
+    until_accepted(&at_first, &alice, false).await;
+    let again = first.cli(&["token", "revoke", "alice", "--store", &redis.url]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("the cluster has no token named 'alice'"));
+}
+
 /// Start `gleitzeit serve` with `args`, which must refuse to start; its
 /// error output.
 fn refused(args: &[&str]) -> String {

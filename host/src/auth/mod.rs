@@ -14,7 +14,7 @@ mod tokens;
 
 pub use tokens::{
     LOCAL_TOKEN_FILE, LOCAL_TOKEN_NAME, TOKENS_FILE, TokenEntry, TokensFileError, create_token, ensure_local_token,
-    is_token_name, list_tokens, random_hex, read_local_token, revoke_token, same_secret,
+    is_token_name, list_tokens, new_token, random_hex, read_local_token, revoke_token, same_secret,
 };
 
 use crate::locks::lock;
@@ -232,9 +232,10 @@ impl Caller {
 }
 
 /// The tokens a host accepts: the local admin token, those of the settings
-/// file, and those `gleitzeit token create` wrote to the data directory
-/// (read again whenever that file changes, so new and revoked tokens take
-/// effect on the next connection).
+/// file, those `gleitzeit token create` wrote to the data directory (read
+/// again whenever that file changes, so new and revoked tokens take effect
+/// on the next connection) and, in a cluster, those the hosts share (kept
+/// in the store; the daemon hands them over as they change).
 pub struct Tokens {
     /// By SHA-256 of the secret (`sha256:HEX`): settings and local token.
     fixed: HashMap<String, Arc<Grant>>,
@@ -243,6 +244,8 @@ pub struct Tokens {
     /// `DATA_DIR/tokens.toml`, and what it held when last read.
     file: PathBuf,
     from_file: Mutex<FileTokens>,
+    /// The cluster's tokens, by hash.
+    shared: Mutex<HashMap<String, Arc<Grant>>>,
 }
 
 #[derive(Default)]
@@ -270,6 +273,7 @@ impl Tokens {
             local_file: data_dir.join(LOCAL_TOKEN_FILE),
             file: data_dir.join(TOKENS_FILE),
             from_file: Mutex::default(),
+            shared: Mutex::default(),
         };
         // A broken file stops the start (later changes only warn).
         let entries = tokens::read_file(&tokens.file)?;
@@ -297,7 +301,23 @@ impl Tokens {
         }
         let mut from_file = lock(&self.from_file);
         self.refresh(&mut from_file);
-        from_file.by_hash.get(&hash).cloned().map(Caller::Token).ok_or(AuthError::UnknownToken)
+        let found = from_file.by_hash.get(&hash).cloned();
+        drop(from_file);
+        found.or_else(|| lock(&self.shared).get(&hash).cloned()).map(Caller::Token).ok_or(AuthError::UnknownToken)
+    }
+
+    /// The cluster's tokens are now `entries` (a revoked one is gone). One
+    /// whose name a token of this host already has is left out: names are
+    /// who owns a workflow, and must name one token.
+    pub fn set_shared(&self, entries: &[TokenEntry]) {
+        let mut own: Vec<String> = self.fixed.values().map(|g| g.name.clone()).collect();
+        own.extend(lock(&self.from_file).by_hash.values().map(|g| g.name.clone()));
+        let (kept, clashing): (Vec<&TokenEntry>, Vec<&TokenEntry>) =
+            entries.iter().partition(|e| !own.contains(&e.name) && e.check().is_ok());
+        for entry in clashing {
+            tracing::warn!(token = %entry.name, "a shared token is left out: this host has a token of that name");
+        }
+        *lock(&self.shared) = kept.into_iter().map(|e| (e.hash.clone(), Arc::new(e.grant()))).collect();
     }
 
     /// The token named `name`, if the host still knows it.
@@ -307,7 +327,9 @@ impl Tokens {
         }
         let mut from_file = lock(&self.from_file);
         self.refresh(&mut from_file);
-        from_file.by_hash.values().find(|g| g.name == name).cloned()
+        let found = from_file.by_hash.values().find(|g| g.name == name).cloned();
+        drop(from_file);
+        found.or_else(|| lock(&self.shared).values().find(|g| g.name == name).cloned())
     }
 
     /// Read `tokens.toml` again if it changed since it was last read. A

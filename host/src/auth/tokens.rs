@@ -86,6 +86,9 @@ pub enum TokensFileError {
         path.display()
     )]
     Exposed { path: PathBuf, mode: u32 },
+    /// A token asked for that cannot be made as asked.
+    #[error("{reason}")]
+    BadToken { reason: String },
     #[error("two tokens are named '{name}'; token names are unique")]
     DuplicateName { name: String },
     #[error("no token is named '{name}' in {}", path.display())]
@@ -104,6 +107,15 @@ pub(super) fn hash(secret: &str) -> String {
         let _ = write!(out, "{byte:02x}");
     }
     out
+}
+
+/// A new token named `name`: its entry (with the hash of its secret) and
+/// its secret, which is shown once and never kept.
+pub fn new_token(name: &str, role: Role, protocols: Vec<String>) -> Result<(TokenEntry, String), TokensFileError> {
+    let secret = new_secret()?;
+    let entry = TokenEntry { name: name.to_owned(), role, protocols, hash: hash(&secret) };
+    entry.check().map_err(|reason| TokensFileError::BadToken { reason })?;
+    Ok((entry, secret))
 }
 
 /// A new secret: the prefix and 32 random bytes in hex.
@@ -191,9 +203,10 @@ pub fn create_token(
     protocols: Vec<String>,
 ) -> Result<String, TokensFileError> {
     let path = data_dir.join(TOKENS_FILE);
-    let secret = new_secret()?;
-    let entry = TokenEntry { name: name.to_owned(), role, protocols, hash: hash(&secret) };
-    entry.check().map_err(|reason| TokensFileError::Invalid { path: path.clone(), reason })?;
+    let (entry, secret) = new_token(name, role, protocols).map_err(|e| match e {
+        TokensFileError::BadToken { reason } => TokensFileError::Invalid { path: path.clone(), reason },
+        other => other,
+    })?;
     let mut entries = read_file(&path)?;
     if entries.iter().any(|e| e.name == name) {
         return Err(TokensFileError::DuplicateName { name: name.to_owned() });

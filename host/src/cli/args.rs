@@ -424,25 +424,31 @@ pub(super) enum TokenCommand {
         #[arg(long = "protocol")]
         protocols: Vec<String>,
         #[command(flatten)]
-        dir: DataDir,
+        dir: TokenPlace,
     },
     /// The tokens made with `token create` (names, roles, grants).
     List {
         #[command(flatten)]
-        dir: DataDir,
+        dir: TokenPlace,
     },
     /// Revoke a token: new connections with it are refused.
     Revoke {
         name: String,
         #[command(flatten)]
-        dir: DataDir,
+        dir: TokenPlace,
     },
 }
 
+/// Where tokens are kept: a host's data directory, or the store a cluster
+/// shares.
 #[derive(clap::Args)]
-pub(super) struct DataDir {
+pub(super) struct TokenPlace {
     /// The host's data directory [default: $XDG_DATA_HOME/gleitzeit or
     /// ~/.local/share/gleitzeit].
     #[arg(long, env = "GLEITZEIT_DATA_DIR")]
     pub(super) data_dir: Option<PathBuf>,
+    /// The tokens every host of the cluster on this store accepts
+    /// (redis://…) instead of one host's (docs/cluster.md).
+    #[arg(long)]
+    pub(super) store: Option<StoreSpec>,
 }

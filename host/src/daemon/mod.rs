@@ -257,6 +257,7 @@ pub async fn serve(
             registry: registry.clone(),
             plugins: plugins.clone(),
             store: store.clone(),
+            policy: config.policy.clone(),
         }
         .start();
     }

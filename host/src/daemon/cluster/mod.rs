@@ -134,6 +134,8 @@ pub(super) struct Duties {
     pub registry: Arc<Registry>,
     pub plugins: Arc<PluginSet>,
     pub store: AsyncStore,
+    /// Whose tokens the cluster's shared ones join.
+    pub policy: Arc<crate::auth::Policy>,
 }
 
 impl Duties {
@@ -150,8 +152,8 @@ impl Duties {
 
     /// Every beat until the lease is lost: announce this host, take over
     /// gone hosts' workflows (and the tasks they took), act on cancellation
-    /// requests it missed, and keep one provider per protocol the other
-    /// hosts serve.
+    /// requests it missed, keep one provider per protocol the other hosts
+    /// serve, and take up the cluster's tokens as they are now.
     async fn beat(self, waiting: Arc<elsewhere::Waiting>) {
         let calls = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut beat = tokio::time::interval(self.cluster.lease.beat());
@@ -166,19 +168,22 @@ impl Duties {
             let duties = self.cluster.clone();
             let seen = tokio::task::spawn_blocking(move || {
                 duties.announce(&announced)?;
-                let taken = duties.take_over()?;
                 let hosts = duties.hosts()?;
+                let taken = duties.take_over(&hosts)?;
                 let serves: Vec<String> = announced.serves.iter().map(|spec| spec.protocol.clone()).collect();
                 let gone: Vec<String> =
                     hosts.iter().filter(|h| h.status == HostStatus::Gone).map(|h| h.host_id.clone()).collect();
                 for protocol in &serves {
                     duties.work.reclaim(protocol, &gone)?;
                 }
-                Ok::<_, crate::store::StoreError>((taken, duties.cancel_requests()?, hosts))
+                Ok::<_, crate::store::StoreError>((taken, duties.cancel_requests()?, hosts, duties.tokens()?))
             })
             .await;
             match seen {
-                Ok(Ok((taken, cancels, hosts))) => {
+                Ok(Ok((taken, cancels, hosts, tokens))) => {
+                    if let Some(accepted) = &self.policy.tokens {
+                        accepted.set_shared(&tokens);
+                    }
                     super::resume_these(&self.engine, &self.store, taken).await;
                     // Requests whose message this host missed: those it drives.
                     for id in cancels {

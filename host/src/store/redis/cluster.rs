@@ -11,6 +11,7 @@
 //! | `hosts` | hash | host id → what it announced ([`Announcement`], JSON) |
 //! | `hosts:seen` | hash | host id → Redis's time (ms) of its last renewal |
 //! | `host:HOST:workflows` | set | the unfinished workflows HOST drives |
+//! | `tokens` | hash | token name → its entry (role, protocols, hash of the secret; see [`super::tokens`]) |
 //! | `cancels` | set | unfinished workflows a client asked to cancel, for whichever host drives them |
 //! | `bus` | pub/sub channel | what the hosts tell each other ([`super::bus`]) |
 //!
@@ -438,17 +439,22 @@ impl Cluster {
         })
     }
 
+    /// The tokens the hosts share.
+    pub fn tokens(&self) -> Result<Vec<crate::auth::TokenEntry>, StoreError> {
+        super::tokens::read(&self.store)
+    }
+
     /// The workflows clients asked to cancel.
     pub fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
         self.store.with("read the cancellations asked for", |c| redis::Commands::smembers(c, cancels()))
     }
 
-    /// Take the workflows of every host whose lease is gone, and read them
-    /// for the engine to resume; forget hosts gone long ago with nothing
-    /// left to take.
-    pub fn take_over(&self) -> Result<crate::store::Unfinished, StoreError> {
+    /// Take the workflows of every host of `hosts` (as [`Cluster::hosts`]
+    /// gave them) whose lease is gone, and read them for the engine to
+    /// resume; forget hosts gone long ago with nothing left to take.
+    pub fn take_over(&self, hosts: &[HostSeen]) -> Result<crate::store::Unfinished, StoreError> {
         let mut taken = Vec::new();
-        for host in self.hosts()? {
+        for host in hosts {
             if host.status == HostStatus::Up || host.host_id == self.lease.host {
                 continue;
             }

@@ -37,6 +37,7 @@
 
 pub mod bus;
 pub mod cluster;
+pub mod tokens;
 pub mod work;
 
 use super::{
