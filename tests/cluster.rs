@@ -264,6 +264,48 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     assert_eq!(report["status"], "cancelled", "the driver shows it cancelled as soon as the answer came: {report:#}");
 }
 
+/// The due times (seconds since the epoch) of the runs of schedule
+/// `ticks` the store holds, from their ids (`ticks-KEY-YYYYMMDDTHHMMSSZ`).
+async fn ticks_run(api: &Api, token: &str) -> Vec<i64> {
+    let listed = api.get("/api/v1/workflows?name=ticker&limit=1000", token).await.body;
+    let mut due: Vec<i64> = (listed["workflows"].as_array().unwrap().iter())
+        .map(|w| {
+            let id = w["workflow_id"].as_str().unwrap();
+            let stamp = id.rsplit('-').next().unwrap();
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").unwrap().and_utc().timestamp()
+        })
+        .collect();
+    due.sort_unstable();
+    due
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_once_per_due_time_across_the_cluster_while_a_host_dies() {
+    let redis = redis_server();
+    let (mut first, _second, third) = (host(&redis), host(&redis), host(&redis));
+    let (at_first, at_third) = (Api::of(&first), Api::of(&third));
+    let ticker = json!({"name": "ticker", "schedule": {"cron": "* * * * * *", "id": "ticks"},
+        "tasks": [{"id": "tick", "protocol": "echo/v1", "method": "echo", "params": {"message": "tick"}}]});
+    let added = at_first.post_json("/api/v1/schedules", &first.token, &ticker).await;
+    assert_eq!(added.status, 201, "{added:?}");
+
+    // Every host fires every due time; the run's id, claimed in the store,
+    // lets one of them start it.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    first.child.kill().unwrap();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let removed = at_third.send(at_third.request("DELETE", "/api/v1/schedules/ticks", Some(&third.token))).await;
+    assert_eq!(removed.status, 200, "removed from another host than the one it was added on: {removed:?}");
+
+    let due = ticks_run(&at_third, &third.token).await;
+    assert!(due.len() >= 50, "a run for (nearly) each of 60 due times: {}", due.len());
+    let mut unique = due.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), due.len(), "no due time ran twice");
+    let gaps: Vec<i64> = due.windows(2).map(|w| w[1] - w[0]).filter(|gap| *gap > 1).collect();
+    assert!(gaps.iter().all(|gap| *gap <= 3), "it kept firing when a host died: gaps {gaps:?} in {due:?}");
+}
+
 /// Whether `api`'s host accepts `token` (a listing, 200) or refuses it (401).
 async fn accepts(api: &Api, token: &str) -> bool {
     let answer = api.get("/api/v1/workflows", token).await;

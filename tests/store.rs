@@ -219,8 +219,11 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(kept.last_run, morning.last_run);
     let drift = kept.last_due.unwrap().duration_since(morning.last_due.unwrap()).unwrap_or_else(|e| e.duration());
     assert!(drift < Duration::from_millis(1), "{drift:?}");
+    let evening = saved.readable[0].clone();
     assert!(store.remove_schedule("evening").unwrap());
     assert!(!store.remove_schedule("evening").unwrap(), "removed once");
+    assert!(!store.update_schedule(&evening).unwrap(), "a due time handled does not bring a removed schedule back");
+    assert!(store.update_schedule(&morning).unwrap());
     assert_eq!(store.schedules().unwrap().readable.len(), 1);
 
     // Claims: an id is granted once, until its workflow is accepted or the

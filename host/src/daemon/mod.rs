@@ -258,6 +258,7 @@ pub async fn serve(
             plugins: plugins.clone(),
             store: store.clone(),
             policy: config.policy.clone(),
+            schedules: schedules.clone(),
         }
         .start();
     }

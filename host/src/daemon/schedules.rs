@@ -300,6 +300,49 @@ impl Schedules {
         store.call("store a schedule", move |store| store.put_schedule(&schedule)).await
     }
 
+    /// Write down a handled due time; false if the store no longer has the
+    /// schedule.
+    async fn record_due(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let Some(store) = &self.store else { return Ok(true) };
+        let schedule = schedule.clone();
+        store.call("store a schedule", move |store| store.update_schedule(&schedule)).await
+    }
+
+    /// Take up the schedules as the store has them now (in a cluster, other
+    /// hosts add, remove and fire them too): new ones are added, removed
+    /// ones forgotten, and each keeps the latest due time handled.
+    pub(super) async fn refresh(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let saved = store.call("read schedules", |store| store.schedules()).await?;
+        let mut entries = self.entries.lock().await;
+        let mut stored: BTreeMap<String, Schedule> =
+            saved.readable.into_iter().map(|schedule| (schedule.id().to_owned(), schedule)).collect();
+        let before = entries.len();
+        entries.retain(|id, _| stored.contains_key(id));
+        let mut changed = entries.len() != before;
+        for (id, schedule) in std::mem::take(&mut stored) {
+            match entries.get_mut(&id) {
+                Some(entry) if entry.schedule.created_at == schedule.created_at => {
+                    if schedule.last_due > entry.schedule.last_due {
+                        (entry.schedule.last_due, entry.schedule.last_run) = (schedule.last_due, schedule.last_run);
+                    }
+                }
+                _ => match schedule.spec.cadence() {
+                    Ok(cadence) => {
+                        entries.insert(id, Entry { schedule, cadence, skipping: None });
+                        changed = true;
+                    }
+                    Err(e) => tracing::error!(schedule = %id, "set aside: {e}"),
+                },
+            }
+        }
+        drop(entries);
+        if changed {
+            self.changed.notify_one();
+        }
+        Ok(())
+    }
+
     /// What is due at `now`, and the earliest due time after it.
     async fn due(&self, now: SystemTime) -> (Vec<Fire>, Option<SystemTime>) {
         let entries = self.entries.lock().await;
@@ -350,10 +393,15 @@ impl Schedules {
                 entry.skipping = Some(reason);
             }
         }
-        if let Err(e) = self.persist(&entry.schedule).await {
+        match self.record_due(&entry.schedule).await {
             // The run's id is derived from its due time: after a restart,
             // starting it again is refused as a duplicate.
-            tracing::warn!(schedule = %fire.id, "cannot write down the due time handled: {e}");
+            Err(e) => tracing::warn!(schedule = %fire.id, "cannot write down the due time handled: {e}"),
+            // Another host of the cluster removed it meanwhile.
+            Ok(false) => {
+                entries.remove(&fire.id);
+            }
+            Ok(true) => {}
         }
         std::ops::ControlFlow::Continue(())
     }

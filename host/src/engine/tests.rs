@@ -991,6 +991,9 @@ impl crate::store::Store for Picky {
     fn put_schedule(&self, schedule: &crate::schedule::Schedule) -> Result<(), crate::store::StoreError> {
         self.0.put_schedule(schedule)
     }
+    fn update_schedule(&self, schedule: &crate::schedule::Schedule) -> Result<bool, crate::store::StoreError> {
+        self.0.update_schedule(schedule)
+    }
     fn remove_schedule(&self, id: &str) -> Result<bool, crate::store::StoreError> {
         self.0.remove_schedule(id)
     }

@@ -254,6 +254,11 @@ pub trait Store: Send + Sync + 'static {
     /// Keep `schedule`, replacing one of the same id.
     fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
 
+    /// Write down `schedule` as it is after a due time was handled, only
+    /// if a schedule of its id is still stored (another host of a cluster
+    /// may have removed it meanwhile); false if none is.
+    fn update_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError>;
+
     /// Forget the schedule `id`; false if there was none.
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
 }

@@ -487,6 +487,14 @@ impl Store for SqliteStore {
             .map_err(|e| self.io("store a schedule", e))
     }
 
+    fn update_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let definition = super::schedule_json(&self.target(), schedule)?;
+        self.connection()
+            .execute("UPDATE schedules SET definition = ?2 WHERE id = ?1", params![schedule.id(), definition])
+            .map(|updated| updated > 0)
+            .map_err(|e| self.io("store a schedule", e))
+    }
+
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
         self.connection()
             .execute("DELETE FROM schedules WHERE id = ?1", [id])

@@ -136,6 +136,8 @@ pub(super) struct Duties {
     pub store: AsyncStore,
     /// Whose tokens the cluster's shared ones join.
     pub policy: Arc<crate::auth::Policy>,
+    /// Kept in step with the store, where the other hosts change them.
+    pub schedules: Arc<super::schedules::Schedules>,
 }
 
 impl Duties {
@@ -153,7 +155,8 @@ impl Duties {
     /// Every beat until the lease is lost: announce this host, take over
     /// gone hosts' workflows (and the tasks they took), act on cancellation
     /// requests it missed, keep one provider per protocol the other hosts
-    /// serve, and take up the cluster's tokens as they are now.
+    /// serve, and take up the cluster's tokens and schedules as they are
+    /// now.
     async fn beat(self, waiting: Arc<elsewhere::Waiting>) {
         let calls = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut beat = tokio::time::interval(self.cluster.lease.beat());
@@ -190,6 +193,9 @@ impl Duties {
                         let _ = self.engine.cancel(&id).await;
                     }
                     self.serve_elsewhere(&hosts, &waiting, &calls);
+                    if let Err(e) = self.schedules.refresh().await {
+                        tracing::warn!("cluster: cannot read the schedules: {e}");
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!("cluster: {e}"),
                 Err(e) => tracing::error!("cluster: the beat stopped: {e}"),

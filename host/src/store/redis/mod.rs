@@ -82,6 +82,12 @@ end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'granted' end
 return 'running'";
 
+/// Replace a stored schedule, only if it is still stored.
+const UPDATE_SCHEDULE: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1";
+
 pub struct RedisStore {
     url: String,
     client: redis::Client,
@@ -687,6 +693,21 @@ impl Store for RedisStore {
         self.still_owner("store a schedule")?;
         let definition = super::schedule_json(&self.url, schedule)?;
         self.with("store a schedule", |c| c.hset::<_, _, _, ()>(key(&["schedules"]), schedule.id(), definition))
+    }
+
+    fn update_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        self.still_owner("store a schedule")?;
+        let definition = super::schedule_json(&self.url, schedule)?;
+        self.with("store a schedule", |c| {
+            redis::cmd("EVAL")
+                .arg(UPDATE_SCHEDULE)
+                .arg(1)
+                .arg(key(&["schedules"]))
+                .arg(schedule.id())
+                .arg(definition)
+                .query::<i32>(c)
+        })
+        .map(|updated| updated == 1)
     }
 
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
