@@ -353,6 +353,51 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("the cluster has no token named 'alice'"));
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// docs/cluster.md's session, run as written by `sh` (its Redis, its
+/// three hosts) on free ports in a directory of its own.
+#[test]
+fn the_cluster_docs_session_runs_as_written() {
+    use std::os::unix::process::CommandExt as _;
+    let text = std::fs::read_to_string(support::root().join("docs/cluster.md")).unwrap();
+    let mut session = support::fenced_blocks(&text, "sh").into_iter().find(|b| b.contains("--cluster")).unwrap();
+    for port in ["6379", "8001", "8002", "8003"] {
+        session = session.replace(port, &free_port().to_string());
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cwd.path().join("workflows")).unwrap();
+    std::fs::copy(support::root().join("workflows/hello.yaml"), cwd.path().join("workflows/hello.yaml")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gleitzeit")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // Its own process group: the hosts and Redis it starts in the
+    // background are stopped with it. Its output goes to files, which the
+    // background processes hold open after it ends.
+    let (out, err) = (cwd.path().join("stdout"), cwd.path().join("stderr"));
+    let mut session = Command::new("timeout")
+        .args(["120", "sh", "-e", "-c", &session])
+        .current_dir(cwd.path())
+        .env("PATH", path)
+        .env_remove("GLEITZEIT_TOKEN")
+        .env_remove("GLEITZEIT_SERVER")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = format!("-{}", session.id());
+    let status = session.wait().unwrap();
+    let _ = Command::new("kill").args(["-9", "--", &group]).status();
+    let (stdout, stderr) = (std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap());
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("workflow 'Hello chain'"), "read at another host: {stdout}");
+    let up = stdout.lines().filter(|l| l.contains(" up ") && l.contains("http://127.0.0.1:")).count();
+    assert_eq!(up, 3, "three hosts listed up: {stdout}");
+}
+
 /// Start `gleitzeit serve` with `args`, which must refuse to start; its
 /// error output.
 fn refused(args: &[&str]) -> String {

@@ -246,7 +246,18 @@ pub struct Tokens {
     from_file: Mutex<FileTokens>,
     /// The cluster's tokens, by hash.
     shared: Mutex<HashMap<String, Arc<Grant>>>,
+    /// Reads the cluster's tokens now: an unknown token is looked up again
+    /// (one made a moment ago on another host), at most every
+    /// [`SHARED_LOOKUP_EVERY`].
+    lookup: Mutex<Option<(SharedLookup, Option<std::time::Instant>)>>,
 }
+
+/// Reads the tokens a cluster shares, where they are kept.
+pub type SharedLookup = Box<dyn Fn() -> Option<Vec<TokenEntry>> + Send + Sync>;
+
+/// How often an unknown token makes a host read the cluster's tokens: a
+/// flood of bad tokens costs the store at most this.
+const SHARED_LOOKUP_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Default)]
 struct FileTokens {
@@ -274,6 +285,7 @@ impl Tokens {
             file: data_dir.join(TOKENS_FILE),
             from_file: Mutex::default(),
             shared: Mutex::default(),
+            lookup: Mutex::default(),
         };
         // A broken file stops the start (later changes only warn).
         let entries = tokens::read_file(&tokens.file)?;
@@ -303,7 +315,30 @@ impl Tokens {
         self.refresh(&mut from_file);
         let found = from_file.by_hash.get(&hash).cloned();
         drop(from_file);
-        found.or_else(|| lock(&self.shared).get(&hash).cloned()).map(Caller::Token).ok_or(AuthError::UnknownToken)
+        let shared = || lock(&self.shared).get(&hash).cloned();
+        let found = found.or_else(shared).or_else(|| {
+            self.look_up_shared();
+            shared()
+        });
+        found.map(Caller::Token).ok_or(AuthError::UnknownToken)
+    }
+
+    /// Read the cluster's tokens with `lookup` whenever a token is not
+    /// known (see [`SHARED_LOOKUP_EVERY`]).
+    pub fn look_up_shared_with(&self, lookup: SharedLookup) {
+        *lock(&self.lookup) = Some((lookup, None));
+    }
+
+    fn look_up_shared(&self) {
+        let mut lookup = lock(&self.lookup);
+        let Some((read, last)) = lookup.as_mut() else { return };
+        if last.is_some_and(|at| at.elapsed() < SHARED_LOOKUP_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Some(entries) = read() {
+            self.set_shared(&entries);
+        }
     }
 
     /// The cluster's tokens are now `entries` (a revoked one is gone). One

@@ -143,6 +143,17 @@ pub(super) struct Duties {
 impl Duties {
     /// Start them all; they end when the lease is lost.
     pub(super) fn start(self) {
+        if let Some(tokens) = &self.policy.tokens {
+            // A token made a moment ago on another host is known at once.
+            let cluster = self.cluster.clone();
+            tokens.look_up_shared_with(Box::new(move || {
+                let read = || cluster.tokens().map_err(|e| tracing::warn!("cluster: {e}")).ok();
+                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+                    _ => read(),
+                }
+            }));
+        }
         let waiting = Arc::new(elsewhere::Waiting::default());
         match self.cluster.work.answers() {
             Ok(answers) => elsewhere::pump_answers(answers, waiting.clone(), self.cluster.clone()),
