@@ -327,9 +327,14 @@ async fn until_accepted(api: &Api, token: &str, accepted: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host() {
+async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host_with_one_quota() {
     let redis = redis_server();
-    let (first, second) = (host(&redis), host(&redis));
+    let quota = |redis: &RedisServer| {
+        Daemon::new()
+            .args(&["--store", &redis.url, "--cluster", "--lease", LEASE, "--max-workflows-per-token", "2"])
+            .start()
+    };
+    let (first, second) = (quota(&redis), quota(&redis));
     let (at_first, at_second) = (Api::of(&first), Api::of(&second));
     let made = first.cli(&["token", "create", "--name", "alice", "--role", "client", "--store", &redis.url]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -341,6 +346,18 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host() {
     let id = at_first.submit(&alice, &chain(0.1)).await;
     let seen = at_second.get(&format!("/api/v1/workflows/{id}"), &alice).await;
     assert_eq!((seen.status, seen.body["owner"].as_str()), (200, Some("alice")), "{seen:?}");
+    // Two running, one on each host: a third is refused on either, and
+    // taken once one of them ended.
+    assert_eq!(at_second.finished(&alice, &id).await["status"], "completed");
+    let running = at_second.submit(&alice, &chain(10.0)).await;
+    let _other = at_first.submit(&alice, &chain(10.0)).await;
+    let refused = at_first.post_json("/api/v1/workflows", &alice, &chain(0.1)).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert!(refused.body["message"].as_str().unwrap().contains("has 2 workflows running, its quota"), "{refused:?}");
+    let cancelled = at_first.post_json(&format!("/api/v1/workflows/{running}/cancel"), &alice, &json!({})).await;
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    at_first.submit(&alice, &chain(0.1)).await;
+
     let listed = first.cli(&["token", "list", "--store", &redis.url]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("alice"));
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("sha256"), "hashes are not shown");

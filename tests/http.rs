@@ -86,6 +86,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
         ("GET", "/api/v1/providers", "/api/v1/providers".into(), None, ADMINS),
         ("GET", "/api/v1/protocols", "/api/v1/protocols".into(), None, EVERY_ROLE),
         ("GET", "/api/v1/plugins", "/api/v1/plugins".into(), None, ADMINS),
+        ("GET", "/api/v1/hosts", "/api/v1/hosts".into(), None, ADMINS),
         ("GET", "/api/v1/health", "/api/v1/health".into(), None, None),
         ("GET", "/api/v1/ready", "/api/v1/ready".into(), None, None),
         ("GET", "/metrics", "/metrics".into(), None, ADMINS), // and metrics tokens (tests/metrics.rs)

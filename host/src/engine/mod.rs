@@ -93,6 +93,16 @@ pub enum EngineError {
     Store(String),
 }
 
+impl EngineError {
+    /// `owner` has `running` workflows running, its quota.
+    pub(crate) fn busy(owner: &str, running: usize) -> Self {
+        EngineError::Busy(format!(
+            "token '{owner}' has {running} workflows running, its quota (max_workflows_per_token); wait for one to \
+             finish"
+        ))
+    }
+}
+
 /// A task changed status. `result` and `error` are set once it is final
 /// (`error` also while it waits for a retry).
 #[derive(Debug, Clone, Serialize)]
@@ -291,7 +301,8 @@ impl Engine {
         bytes: usize,
         max_running: Option<usize>,
     ) -> Result<Submitted, EngineError> {
-        let claimed = self.claim(&workflow.id).await?;
+        let quota = max_running.zip(workflow.owner.as_deref()).map(|(max, owner)| (owner.to_owned(), max));
+        let claimed = self.claim(&workflow.id, quota).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
         let accepted =
@@ -323,11 +334,17 @@ impl Engine {
     /// scheduler's own records decide): whether a claim was granted. An id
     /// the store holds is refused: a new workflow under it would overwrite
     /// a finished one's report and results, or run beside a running one.
-    async fn claim(&self, workflow_id: &str) -> Result<bool, EngineError> {
+    /// Within `quota` (owner, most running), where the store counts it
+    /// (a cluster's): the engine counts its own runs as well.
+    async fn claim(&self, workflow_id: &str, quota: Option<(String, usize)>) -> Result<bool, EngineError> {
         let Some(store) = &self.store else { return Ok(false) };
         let id = workflow_id.to_owned();
+        let owner = quota.as_ref().map(|(owner, _)| owner.clone());
         let claim = store
-            .call("claim a workflow id", move |store| store.claim(&id))
+            .call("claim a workflow id", move |store| {
+                let quota = quota.as_ref().map(|(owner, max)| crate::store::Quota { owner, max: *max });
+                store.claim_within(&id, quota)
+            })
             .await
             .map_err(|e| EngineError::Store(e.to_string()))?;
         let id = workflow_id.to_owned();
@@ -335,6 +352,7 @@ impl Engine {
             Claim::Granted => Ok(true),
             Claim::Running => Err(EngineError::DuplicateId(id)),
             Claim::Finished => Err(EngineError::FinishedId(id)),
+            Claim::Busy(running) => Err(EngineError::busy(owner.as_deref().unwrap_or_default(), running)),
         }
     }
 

@@ -232,6 +232,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`CLAIM_TTL`]). Leases and epochs for several hosts build on this.
     fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError>;
 
+    /// [`Store::claim`], within `quota`: refused ([`Claim::Busy`]) while
+    /// the quota's owner has as many workflows running (or claimed) as it
+    /// allows. A store several hosts share counts them here, across the
+    /// hosts; a single host's engine counts its own, and this is `claim`.
+    fn claim_within(&self, workflow_id: &str, quota: Option<Quota<'_>>) -> Result<Claim, StoreError> {
+        let _ = quota;
+        self.claim(workflow_id)
+    }
+
     /// Give back the claim of `workflow_id`, whose workflow was not
     /// accepted after all (refused by a quota, the engine stopped).
     fn release(&self, workflow_id: &str) -> Result<(), StoreError>;
@@ -274,6 +283,15 @@ pub enum Claim {
     Running,
     /// A finished workflow keeps it (until retention prunes it).
     Finished,
+    /// The owner has this many workflows running, its quota.
+    Busy(usize),
+}
+
+/// At most `max` workflows of `owner` running at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota<'o> {
+    pub owner: &'o str,
+    pub max: usize,
 }
 
 /// How long a claim lasts in a store shared over the network (Redis)

@@ -325,12 +325,7 @@ impl Scheduler {
     fn owner_at_quota(&self, workflow: &Workflow, max_running: Option<usize>) -> Option<EngineError> {
         let (max, owner) = (max_running?, workflow.owner.as_deref()?);
         let running = self.running_by_owner.get(owner).copied().unwrap_or(0);
-        (running >= max).then(|| {
-            EngineError::Busy(format!(
-                "token '{owner}' has {running} workflows running, its quota (max_workflows_per_token); \
-                 wait for one to finish"
-            ))
-        })
+        (running >= max).then(|| EngineError::busy(owner, running))
     }
 
     /// Give each task of a new run its stats series, and count it.

@@ -12,6 +12,7 @@
 //! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
 //! | `schedules` | hash | schedule id → the schedule (JSON) |
 //! | `claim:workflow:ID` | string | a claim of an id not yet accepted (`Store::claim`), with a time to live |
+//! | `running:by:OWNER` | set | with `--cluster`: ids of the owner's running and claimed workflows (its quota, across hosts) |
 //! | `host` | string | the id of the host using the store (below) |
 //! | `schema` | string | the layout version (4; older stores are upgraded when opened) |
 //!
@@ -88,6 +89,42 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
+/// Claim a workflow id within its owner's quota (a cluster's hosts count
+/// running workflows here): like `CLAIM_WORKFLOW`, but refused (`busy N`)
+/// while the owner's set of running and claimed ids is full, after dropping
+/// ids that neither run nor are claimed (a host died between claim and
+/// acceptance). The claim names its owner, for its release.
+const CLAIM_WITHIN: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 'finished' end
+  return 'running'
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'running' end
+local max = tonumber(ARGV[3])
+if redis.call('SCARD', KEYS[3]) >= max then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local unfinished = redis.call('SISMEMBER', ARGV[4] .. 'workflows:unfinished', id) == 1
+    if not unfinished and redis.call('EXISTS', ARGV[4] .. 'claim:workflow:' .. id) == 0 then
+      redis.call('SREM', KEYS[3], id)
+    end
+  end
+  local running = redis.call('SCARD', KEYS[3])
+  if running >= max then return 'busy ' .. running end
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[5])
+return 'granted'";
+
+/// Give back a claim, and its place in its owner's count.
+const RELEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[1])
+if holder then
+  local owner = string.match(holder, '\n(.*)$')
+  if owner then redis.call('SREM', ARGV[2] .. 'running:by:' .. owner, ARGV[1]) end
+end
+return 1";
+
 pub struct RedisStore {
     url: String,
     client: redis::Client,
@@ -137,6 +174,12 @@ enum Lock {
     Lapsed,
     /// Another host.
     Other,
+}
+
+/// The ids of one owner's running (and claimed) workflows, counted against
+/// its quota across a cluster's hosts.
+fn running_by(owner: &str) -> String {
+    key(&["running", "by", owner])
 }
 
 /// The key of the claim of a workflow id not yet accepted.
@@ -415,6 +458,9 @@ impl RedisStore {
                 if let Some(lease) = &self.lease {
                     pipe.srem(cluster::workflows_of(&lease.host), &report.workflow_id).ignore();
                     pipe.srem(cluster::cancels(), &report.workflow_id).ignore();
+                    if let Some(owner) = &report.owner {
+                        pipe.srem(running_by(owner), &report.workflow_id).ignore();
+                    }
                 }
             }
         }
@@ -590,9 +636,36 @@ impl Store for RedisStore {
         })
     }
 
+    fn claim_within(&self, workflow_id: &str, quota: Option<super::Quota<'_>>) -> Result<Claim, StoreError> {
+        let (Some(lease), Some(quota)) = (&self.lease, quota) else { return self.claim(workflow_id) };
+        self.still_owner("claim a workflow id")?;
+        let answer: String = self.with("claim a workflow id", |c| {
+            redis::cmd("EVAL")
+                .arg(CLAIM_WITHIN)
+                .arg(3)
+                .arg(key(&["workflow", workflow_id]))
+                .arg(claim_key(workflow_id))
+                .arg(running_by(quota.owner))
+                .arg(format!("{}\n{}", lease.host, quota.owner))
+                .arg(CLAIM_TTL.as_millis().to_string())
+                .arg(quota.max)
+                .arg(PREFIX)
+                .arg(workflow_id)
+                .query(c)
+        })?;
+        Ok(match answer.as_str() {
+            "granted" => Claim::Granted,
+            "finished" => Claim::Finished,
+            busy if busy.starts_with("busy ") => Claim::Busy(busy[5..].parse().unwrap_or(quota.max)),
+            _ => Claim::Running,
+        })
+    }
+
     fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
         self.still_owner("give back a claim")?;
-        self.with("give back a claim", |c| c.del(claim_key(workflow_id)))
+        self.with("give back a claim", |c| {
+            redis::cmd("EVAL").arg(RELEASE).arg(1).arg(claim_key(workflow_id)).arg(workflow_id).arg(PREFIX).exec(c)
+        })
     }
 
     fn unfinished_one(&self, workflow_id: &str) -> Result<Option<super::Saved>, StoreError> {
