@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-wasm-target.sh
 # Debian packages the tests run: a real redis-server for the store tests
-# (they start their own instances), curl for the documented HTTP session,
+# (they start their own instances), faketime for a cluster host whose clock
+# is off, curl for the documented HTTP session,
 # Prometheus (with promtool) to scrape and lint /metrics, and Chromium with
 # its WebDriver for the dashboard.
 need_package() { # COMMAND PACKAGE
@@ -20,6 +21,7 @@ need_package() { # COMMAND PACKAGE
   fi
 }
 need_package redis-server redis-server
+need_package faketime faketime
 need_package curl curl
 need_package promtool prometheus
 need_package chromium chromium

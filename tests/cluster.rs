@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 use support::api::{Api, Stream};
 use support::process::Proc;
-use support::{Daemon, PATIENCE, RedisServer, Served, redis_server, until};
+use support::{Daemon, PATIENCE, RedisServer, Served, redis_server, redis_server_with, until};
 
 /// Short, so that the tests wait little for a takeover; long enough for a
 /// loaded CI machine to renew it (every third of it).
@@ -236,6 +236,55 @@ async fn a_host_paused_past_its_lease_writes_nothing_more_and_stops() {
     assert!(paused.log().contains("lease"), "it says why: {}", paused.log());
     let events = check_stored(&redis, &id, 7);
     assert_ne!(events.first().unwrap()["host"], events.last().unwrap()["host"], "taken over: {events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_restarted_mid_run_loses_nothing() {
+    let mut redis = redis_server_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (first, second) = (host(&redis), host(&redis));
+    let (at_first, at_second) = (Api::of(&first), Api::of(&second));
+    let id = at_first.submit(&first.token, &chain(2.0)).await;
+    until_running(&at_second, &second.token, &id, "first").await;
+    redis.restart();
+    // Both hosts ride it out (it was back within their lease), and the
+    // workflow goes on where it was.
+    let report = at_second.finished(&second.token, &id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let events = check_stored(&redis, &id, 7);
+    assert!(events.iter().all(|e| e["host"] == events[0]["host"]), "no takeover: {events:#?}");
+    let listed = serde_json::from_slice::<Value>(&second.cli(&["host", "list", "--output", "json"]).stdout).unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|h| h["status"] == "up"), "{listed:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_whose_clock_is_off_by_minutes_takes_no_lease() {
+    let redis = redis_server();
+    // Its wall clock (the one a clock set wrong is); its monotonic clock
+    // ticks on (which no setting of the time changes).
+    let skewed = |offset: &str| {
+        Daemon::new()
+            .args(&["--store", &redis.url, "--cluster", "--lease", LEASE])
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .under(&["faketime", "-f", offset])
+            .start()
+    };
+    let (ahead, behind, honest) = (skewed("+10m"), skewed("-10m"), host(&redis));
+    let (at_ahead, at_honest) = (Api::of(&ahead), Api::of(&honest));
+    let from_ahead = at_ahead.submit(&ahead.token, &chain(3.0)).await;
+    let from_honest = at_honest.submit(&honest.token, &chain(3.0)).await;
+    for id in [&from_ahead, &from_honest] {
+        assert_eq!(at_honest.finished(&honest.token, id).await["status"], "completed");
+        let events = check_stored(&redis, id, 7);
+        assert!(events.iter().all(|e| e["host"] == events[0]["host"]), "nobody took it over: {events:#?}");
+    }
+    // Redis's clock says when each was last seen, whatever its own says.
+    let listed = serde_json::from_slice::<Value>(&behind.cli(&["host", "list", "--output", "json"]).stdout).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for seen in listed.as_array().unwrap() {
+        assert_eq!(seen["status"], "up", "{listed:#}");
+        let at = chrono::DateTime::parse_from_rfc3339(seen["last_seen"].as_str().unwrap()).unwrap().timestamp();
+        assert!((now - at).abs() < 30, "last seen by Redis's clock: {seen}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

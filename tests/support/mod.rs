@@ -59,6 +59,7 @@ pub struct RedisServer {
     pub child: std::process::Child,
     pub url: String,
     pub port: u16,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,10 +71,28 @@ impl Drop for RedisServer {
 }
 
 pub fn redis_server() -> RedisServer {
+    redis_server_with(&[])
+}
+
+/// A `redis-server` with `args` besides its port and directory (e.g.
+/// `--appendonly yes`).
+pub fn redis_server_with(args: &[&str]) -> RedisServer {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
+    let child = start_redis(port, dir.path(), args);
+    RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+        port,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        _dir: dir,
+    }
+}
+
+fn start_redis(port: u16, dir: &Path, args: &[&str]) -> std::process::Child {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", dir.path().to_str().unwrap()])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", dir.to_str().unwrap()])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server must be installed (.ci/run installs it)");
@@ -82,7 +101,18 @@ pub fn redis_server() -> RedisServer {
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "redis-server did not start");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    RedisServer { child, url: format!("redis://127.0.0.1:{port}"), port, _dir: dir }
+    child
+}
+
+impl RedisServer {
+    /// Kill it (SIGKILL: what its append-only file has is what it keeps)
+    /// and start it again on the same port and directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = start_redis(self.port, self._dir.path(), &args);
+    }
 }
 
 /// A `gleitzeit serve` on a free port with `args` (see [`Daemon`]).

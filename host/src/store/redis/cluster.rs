@@ -401,7 +401,7 @@ impl Cluster {
     /// Every host in the register, this one first, then by id.
     pub fn hosts(&self) -> Result<Vec<HostSeen>, StoreError> {
         let (announced, seen): (std::collections::HashMap<String, String>, std::collections::HashMap<String, f64>) =
-            self.store.with("read the hosts", |c| {
+            self.store.read("read the hosts", |c| {
                 redis::pipe().hgetall(key(&["hosts"])).hgetall(key(&["hosts", "seen"])).query(c)
             })?;
         let mut ids: Vec<&String> = announced.keys().chain(seen.keys()).collect();
@@ -411,7 +411,7 @@ impl Cluster {
         for id in &ids {
             epochs.get(lease_key(id));
         }
-        let epochs: Vec<Option<u64>> = self.store.with("read the leases", |c| epochs.query(c))?;
+        let epochs: Vec<Option<u64>> = self.store.read("read the leases", |c| epochs.query(c))?;
         Ok(ids
             .into_iter()
             .zip(epochs)

@@ -308,22 +308,41 @@ impl RedisStore {
         action: &'static str,
         work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
+        self.attempt(work).map_err(|e| self.failed(action, e))
+    }
+
+    /// [`with`](Self::with) for a read, which may be sent twice: once
+    /// more on a new connection when the one it had was dropped (Redis
+    /// restarted, a proxy closed it), so that readers ride out a restart.
+    fn read<T>(
+        &self,
+        action: &'static str,
+        work: impl Fn(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.attempt(&work)
+            .or_else(|e| if e.is_connection_dropped() || e.is_io_error() { self.attempt(&work) } else { Err(e) })
+            .map_err(|e| self.failed(action, e))
+    }
+
+    fn attempt<T>(&self, work: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> redis::RedisResult<T> {
         let mut slot = self.connection.lock();
-        let io = |reason: String| StoreError::Io { target: self.url.clone(), action, reason };
         if slot.is_none() {
-            let connection = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| io(e.to_string()))?;
-            connection.set_read_timeout(Some(TIMEOUT)).map_err(|e| io(e.to_string()))?;
-            connection.set_write_timeout(Some(TIMEOUT)).map_err(|e| io(e.to_string()))?;
+            let connection = self.client.get_connection_with_timeout(TIMEOUT)?;
+            connection.set_read_timeout(Some(TIMEOUT))?;
+            connection.set_write_timeout(Some(TIMEOUT))?;
             *slot = Some(connection);
         }
-        let Some(connection) = slot.as_mut() else { return Err(io("no connection".into())) };
-        work(connection).map_err(|e| {
-            *slot = None;
-            if refused_for_good(&e) {
-                return StoreError::Refused { target: self.url.clone(), action, reason: e.to_string() };
-            }
-            io(e.to_string())
-        })
+        let Some(connection) = slot.as_mut() else {
+            return Err(redis::RedisError::from((redis::ErrorKind::Client, "no connection")));
+        };
+        work(connection).inspect_err(|_| *slot = None)
+    }
+
+    fn failed(&self, action: &'static str, e: redis::RedisError) -> StoreError {
+        if refused_for_good(&e) {
+            return StoreError::Refused { target: self.url.clone(), action, reason: e.to_string() };
+        }
+        StoreError::Io { target: self.url.clone(), action, reason: e.to_string() }
     }
 
     /// Refuse `action` once another host took the lock, or this host's
@@ -484,7 +503,7 @@ impl RedisStore {
         let mut unfinished = Unfinished::default();
         for id in ids {
             type Fields = (Option<String>, Option<String>, Option<f64>, Option<String>);
-            let (name, document, submitted_at, owner): Fields = self.with("read a workflow", |c| {
+            let (name, document, submitted_at, owner): Fields = self.read("read a workflow", |c| {
                 redis::pipe()
                     .hget(key(&["workflow", id]), "name")
                     .hget(key(&["workflow", id]), "document")
@@ -492,7 +511,7 @@ impl RedisStore {
                     .hget(key(&["workflow", id]), "owner")
                     .query(c)
             })?;
-            let (states, cancel_requested): (HashMap<String, String>, bool) = self.with("read tasks", |c| {
+            let (states, cancel_requested): (HashMap<String, String>, bool) = self.read("read tasks", |c| {
                 redis::pipe().hgetall(key(&["workflow", id, "tasks"])).sismember(cluster::cancels(), id).query(c)
             })?;
             let states: Vec<String> = states.into_values().collect();
@@ -539,7 +558,7 @@ impl RedisStore {
             (Option<String>, Option<String>, Option<f64>, Option<f64>, Option<String>, Option<String>, Option<f64>);
         let fields = ["name", "status", "submitted_at", "finished_at", "owner", "summary", "duration_ms"];
         let (name, status, submitted_at, finished_at, owner, summary, duration_ms): Fields =
-            self.with("list workflows", |c| c.hmget(key(&["workflow", id]), &fields))?;
+            self.read("list workflows", |c| c.hmget(key(&["workflow", id]), &fields))?;
         let (Some(name), Some(status)) = (name, status) else { return Ok(None) };
         let corrupt_field = |what: &str, e: serde_json::Error| corrupt(&self.url, format!("{what} of {id}"), e);
         let status = serde_json::from_value(serde_json::Value::String(status.trim_matches('"').to_owned()))
@@ -603,13 +622,13 @@ impl Store for RedisStore {
     }
 
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError> {
-        let text: Option<String> = self.with("read a report", |c| c.hget(key(&["workflow", workflow_id]), "report"))?;
+        let text: Option<String> = self.read("read a report", |c| c.hget(key(&["workflow", workflow_id]), "report"))?;
         let Some(text) = text else { return Ok(None) };
         let records = || {
             let document: Option<String> =
-                self.with("read a report", |c| c.hget(key(&["workflow", workflow_id]), "document"))?;
+                self.read("read a report", |c| c.hget(key(&["workflow", workflow_id]), "document"))?;
             let states: HashMap<String, String> =
-                self.with("read a report", |c| c.hgetall(key(&["workflow", workflow_id, "tasks"])))?;
+                self.read("read a report", |c| c.hgetall(key(&["workflow", workflow_id, "tasks"])))?;
             Ok((document, states.into_values().collect()))
         };
         super::read_report(&self.url, workflow_id, &text, records).map(Some)
@@ -670,7 +689,7 @@ impl Store for RedisStore {
 
     fn unfinished_one(&self, workflow_id: &str) -> Result<Option<super::Saved>, StoreError> {
         let unfinished: bool =
-            self.with("look up a workflow", |c| c.sismember(key(&["workflows", "unfinished"]), workflow_id))?;
+            self.read("look up a workflow", |c| c.sismember(key(&["workflows", "unfinished"]), workflow_id))?;
         if !unfinished {
             return Ok(None);
         }
@@ -682,7 +701,7 @@ impl Store for RedisStore {
     }
 
     fn has(&self, workflow_id: &str) -> Result<bool, StoreError> {
-        self.with("look up a workflow", |c| c.exists(key(&["workflow", workflow_id])))
+        self.read("look up a workflow", |c| c.exists(key(&["workflow", workflow_id])))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Listed, StoreError> {
@@ -699,7 +718,7 @@ impl Store for RedisStore {
         let mut scanned = 0;
         const CHUNK: usize = 500;
         while scanned < LIST_SCAN_LIMIT {
-            let ids: Vec<(String, f64)> = self.with("list workflows", |c| {
+            let ids: Vec<(String, f64)> = self.read("list workflows", |c| {
                 c.zrevrangebyscore_limit_withscores(&index, &newest, &oldest, scanned as isize, CHUNK as isize)
             })?;
             scanned += ids.len();
@@ -758,7 +777,7 @@ impl Store for RedisStore {
     }
 
     fn schedules(&self) -> Result<SavedSchedules, StoreError> {
-        let rows: HashMap<String, String> = self.with("read schedules", |c| c.hgetall(key(&["schedules"])))?;
+        let rows: HashMap<String, String> = self.read("read schedules", |c| c.hgetall(key(&["schedules"])))?;
         Ok(SavedSchedules::of(&self.url, rows))
     }
 

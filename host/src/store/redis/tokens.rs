@@ -44,7 +44,7 @@ impl SharedTokens {
 /// saying so.
 pub(super) fn read(store: &RedisStore) -> Result<Vec<TokenEntry>, StoreError> {
     let stored: std::collections::HashMap<String, String> =
-        store.with("read the shared tokens", |c| redis::Commands::hgetall(c, tokens()))?;
+        store.read("read the shared tokens", |c| redis::Commands::hgetall(c, tokens()))?;
     let mut entries: Vec<TokenEntry> = stored
         .into_iter()
         .filter_map(|(name, text)| match serde_json::from_str(&text) {
