@@ -69,6 +69,11 @@ impl Passed {
         }
     }
 
+    /// The workflow it is about.
+    pub fn workflow_id(&self) -> &str {
+        &self.workflow_id
+    }
+
     /// The event again; none if another host sent what this one does not
     /// know (a newer version's event).
     pub fn described(&self) -> Option<Described<'_>> {
@@ -224,7 +229,7 @@ impl EventLog {
     }
 
     /// Whether events are kept now: a reader is there, or left lately.
-    fn kept(&self) -> bool {
+    pub fn kept(&self) -> bool {
         self.latest.receiver_count() > 0
             || lock(&self.kept_until).is_some_and(|until| std::time::Instant::now() < until)
     }

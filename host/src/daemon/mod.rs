@@ -203,7 +203,11 @@ async fn relay_the_others(
         }
         match said.what {
             cluster::What::Events(passed) | cluster::What::Progress(passed) => {
-                for described in passed.iter().filter_map(events::Passed::described) {
+                // Read only what someone here follows: every host hears
+                // every host's events.
+                let logged = api.events.kept();
+                let wanted = passed.iter().filter(|p| logged || socket::followed(&io, p.workflow_id()));
+                for described in wanted.filter_map(events::Passed::described) {
                     socket::forward(&io, &sockets, &described).await;
                     api.events.append(&described);
                 }

@@ -97,13 +97,15 @@ impl Provider for Elsewhere {
             call: call_id,
             entry: None,
         };
+        let offered = self.cluster.work.offer(&self.spec.protocol, offer);
         Box::pin(async move {
-            let (cluster, protocol) = (pending.cluster.clone(), pending.protocol.clone());
-            let offered = tokio::task::spawn_blocking(move || cluster.work.offer(&protocol, &offer)).await;
-            match offered {
+            match offered.await {
                 Ok(Ok(entry)) => pending.offered(entry),
                 Ok(Err(e)) => return Err(TaskError::new(codes::SERVER_ERROR, e.to_string()).retryable()),
-                Err(e) => return Err(TaskError::new(codes::SERVER_ERROR, e.to_string()).retryable()),
+                Err(_) => {
+                    let gone = "this host stopped offering tasks to the others";
+                    return Err(TaskError::new(codes::SERVER_ERROR, gone).retryable());
+                }
             }
             let outcome = answer.await.unwrap_or_else(|_| {
                 Err(TaskError::new(codes::SERVER_ERROR, "this host stopped waiting for the other hosts").requeue())
@@ -138,13 +140,9 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         lock(&self.waiting.0).remove(&self.call);
-        let (Some(entry), Ok(runtime)) = (self.entry.take(), tokio::runtime::Handle::try_current()) else { return };
-        let (cluster, protocol) = (self.cluster.clone(), self.protocol.clone());
-        runtime.spawn_blocking(move || {
-            if let Err(e) = cluster.work.withdraw(&protocol, &entry) {
-                tracing::debug!("{e}");
-            }
-        });
+        if let Some(entry) = self.entry.take() {
+            self.cluster.work.withdraw(&self.protocol, entry);
+        }
     }
 }
 

@@ -23,8 +23,9 @@ const TAKE_WAIT: Duration = Duration::from_millis(500);
 /// are all busy (a local look, no Redis command).
 const FULL_WAIT: Duration = Duration::from_millis(5);
 /// Offers taken at once for providers without a limit of their own (WASM
-/// plugins).
-const UNLIMITED_TAKE: usize = 16;
+/// plugins), and at most for any protocol.
+const UNLIMITED_TAKE: usize = 64;
+const MOST_TAKEN: usize = 512;
 /// How long a taken offer waits for a provider that was free when it was
 /// taken and is busy now (this host's own work took it), before it goes
 /// back to its offerer to be offered again.
@@ -93,9 +94,9 @@ fn free_slots(registry: &Registry, starting: &Starting, protocol: &str) -> Optio
     if own.is_empty() {
         return None;
     }
-    let slots: usize = own.iter().map(|p| p.free_slots().unwrap_or(UNLIMITED_TAKE).min(UNLIMITED_TAKE)).sum();
+    let slots: usize = own.iter().map(|p| p.free_slots().unwrap_or(UNLIMITED_TAKE).min(MOST_TAKEN)).sum();
     let spoken_for = lock(starting).get(protocol).copied().unwrap_or(0);
-    Some(slots.saturating_sub(spoken_for))
+    Some(slots.min(MOST_TAKEN).saturating_sub(spoken_for))
 }
 
 struct Running {
@@ -137,13 +138,7 @@ impl Running {
 
     async fn run(self: Arc<Self>, taken: Taken) {
         let outcome = self.call(&taken).await;
-        let cluster = self.cluster.clone();
-        let answered = tokio::task::spawn_blocking(move || cluster.work.answer(&taken, &encode(&outcome))).await;
-        match answered {
-            Ok(Err(e)) => tracing::warn!("cannot answer another host: {e}"),
-            Err(e) => tracing::warn!("cannot answer another host: {e}"),
-            Ok(Ok(())) => {}
-        }
+        self.cluster.work.answer(taken, encode(&outcome));
     }
 
     /// Run the offered call on one of this host's providers.

@@ -302,6 +302,11 @@ fn emit_to_room(
     }
 }
 
+/// Whether any socket follows workflow `workflow_id` here.
+pub fn followed(io: &SocketIo, workflow_id: &str) -> bool {
+    !io.to(room(workflow_id)).sockets().is_empty()
+}
+
 /// Send an engine event to the sockets in its workflow's room.
 pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>) {
     let room = room(described.workflow_id);

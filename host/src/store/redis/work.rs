@@ -57,6 +57,83 @@ pub struct Taken {
     pub offer: Offer,
 }
 
+/// Send what gathers in `ops`, a pipeline at a time, until every sender
+/// is gone.
+fn send_in_batches(sender: &RedisStore, ops: &std::sync::mpsc::Receiver<Op>) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_PIPELINE
+            && let Ok(op) = ops.try_recv()
+        {
+            batch.push(op);
+        }
+        let mut pipe = redis::pipe();
+        for op in &batch {
+            add(&mut pipe, op);
+        }
+        let mut sent = sender.with("offer and answer tasks", |c| pipe.query::<Vec<String>>(c));
+        for _ in 1..SEND_TRIES {
+            if sent.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            sent = sender.with("offer and answer tasks", |c| pipe.query::<Vec<String>>(c));
+        }
+        let mut entries = match sent {
+            Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+            Err(e) => {
+                tracing::warn!("{e}; the tasks offered or answered meanwhile are given up");
+                vec![Err(e); batch.len()].into_iter()
+            }
+        };
+        for op in batch {
+            if let Op::Offer { entry, .. } = op {
+                let _ = entry.send(entries.next().unwrap_or_else(|| Err(lost(sender))));
+            }
+        }
+    }
+}
+
+fn lost(sender: &RedisStore) -> StoreError {
+    StoreError::Io { target: sender.url.clone(), action: "offer a task", reason: "no entry came back".into() }
+}
+
+/// The commands of `op`; only an offer's answers (its entry) are kept.
+fn add(pipe: &mut redis::Pipeline, op: &Op) {
+    match op {
+        Op::Offer { protocol, offer, .. } => {
+            let text = serde_json::to_string(offer).unwrap_or_default();
+            pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text);
+        }
+        Op::Withdraw { protocol, entry } => {
+            pipe.cmd("XDEL").arg(offers(protocol)).arg(entry).ignore();
+        }
+        Op::Answer { taken, outcome } => {
+            let stream = offers(&taken.protocol);
+            pipe.cmd("XADD")
+                .arg(answers(&taken.offer.from))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(MAX_ANSWERS)
+                .arg("*")
+                .arg("call")
+                .arg(&taken.offer.call)
+                .arg("outcome")
+                .arg(outcome.to_string())
+                .ignore()
+                .cmd("XACK")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&taken.entry)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&stream)
+                .arg(&taken.entry)
+                .ignore();
+        }
+    }
+}
+
 fn offers(protocol: &str) -> String {
     key(&["tasks", protocol])
 }
@@ -65,12 +142,29 @@ fn answers(host: &str) -> String {
     key(&["answers", host])
 }
 
-/// Offering, answering and withdrawing, on one connection; the blocking
-/// reads each have their own ([`Taker`], [`Answers`]).
+/// Offering, answering and withdrawing: handed to a thread of its own that
+/// sends what has gathered in one pipeline (as the journal does records),
+/// so that a busy host makes few round trips; the blocking reads each have
+/// their own connection ([`Taker`], [`Answers`]).
 pub struct Work {
+    outbox: std::sync::mpsc::Sender<Op>,
+    /// For the gone hosts' offers, which are rare.
     store: RedisStore,
     url: String,
     host: String,
+}
+
+/// Most operations sent in one pipeline.
+const MAX_PIPELINE: usize = 1024;
+/// Times a pipeline is sent again after a failure before its operations
+/// are given up (an offer then fails its call, which is retried; an
+/// answer is lost, and its call ends at its deadline).
+const SEND_TRIES: usize = 3;
+
+enum Op {
+    Offer { protocol: String, offer: Offer, entry: tokio::sync::oneshot::Sender<Result<String, StoreError>> },
+    Answer { taken: Taken, outcome: Value },
+    Withdraw { protocol: String, entry: String },
 }
 
 impl Work {
@@ -79,48 +173,32 @@ impl Work {
     pub(super) fn open(url: &str, host: &str) -> Result<Self, StoreError> {
         let store = RedisStore::open_unlocked(url)?;
         store.with("clear this host's answers", |c| redis::Commands::del::<_, ()>(c, answers(host)))?;
-        Ok(Self { store, url: url.to_owned(), host: host.to_owned() })
+        let sender = RedisStore::open_unlocked(url)?;
+        let (outbox, ops) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("cluster-work-out".into())
+            .spawn(move || send_in_batches(&sender, &ops))
+            .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot offer tasks: {e}") })?;
+        Ok(Self { outbox, store, url: url.to_owned(), host: host.to_owned() })
     }
 
-    /// Offer `offer` of `protocol` to the hosts; its entry, to withdraw it.
-    pub fn offer(&self, protocol: &str, offer: &Offer) -> Result<String, StoreError> {
-        let text = serde_json::to_string(offer).unwrap_or_default();
-        self.store.with("offer a task to the other hosts", |c| {
-            redis::cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text).query(c)
-        })
+    /// Offer `offer` of `protocol` to the hosts; its entry (to withdraw it)
+    /// arrives once it is in the stream.
+    pub fn offer(&self, protocol: &str, offer: Offer) -> tokio::sync::oneshot::Receiver<Result<String, StoreError>> {
+        let (entry, offered) = tokio::sync::oneshot::channel();
+        let _ = self.outbox.send(Op::Offer { protocol: protocol.to_owned(), offer, entry });
+        offered
     }
 
     /// Withdraw an offer nobody needs any more (the task was cancelled or
     /// timed out); one already taken runs on, and its answer is dropped.
-    pub fn withdraw(&self, protocol: &str, entry: &str) -> Result<(), StoreError> {
-        self.store.with("withdraw an offer", |c| redis::cmd("XDEL").arg(offers(protocol)).arg(entry).query(c))
+    pub fn withdraw(&self, protocol: &str, entry: String) {
+        let _ = self.outbox.send(Op::Withdraw { protocol: protocol.to_owned(), entry });
     }
 
     /// Answer a taken offer with `outcome`, and forget the offer.
-    pub fn answer(&self, taken: &Taken, outcome: &Value) -> Result<(), StoreError> {
-        let stream = offers(&taken.protocol);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(answers(&taken.offer.from))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(MAX_ANSWERS)
-            .arg("*")
-            .arg("call")
-            .arg(&taken.offer.call)
-            .arg("outcome")
-            .arg(outcome.to_string())
-            .ignore()
-            .cmd("XACK")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg(&taken.entry)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&stream)
-            .arg(&taken.entry)
-            .ignore();
-        self.store.with("answer an offered task", |c| pipe.query::<()>(c))
+    pub fn answer(&self, taken: Taken, outcome: Value) {
+        let _ = self.outbox.send(Op::Answer { taken, outcome });
     }
 
     /// Give the offers taken by hosts that are gone (`gone`: their ids) of
