@@ -72,16 +72,28 @@ if holder == false or holder == ARGV[1] then
 end
 return 0";
 
-/// Claim a workflow id (`Store::claim`): `finished` or `running` if a
-/// workflow is stored under it, `running` if another claim holds it, else
-/// the claim is set (with a time to live) and `granted`.
-const CLAIM_WORKFLOW: &str = r"
+/// The first step of every claim: an id a workflow is stored under (the
+/// hash `KEYS[1]`) is `finished` or `running`.
+macro_rules! unless_stored {
+    () => {
+        r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 'finished' end
   return 'running'
 end
+"
+    };
+}
+
+/// Claim a workflow id (`Store::claim`): `finished` or `running` if a
+/// workflow is stored under it, `running` if another claim holds it, else
+/// the claim is set (with a time to live) and `granted`.
+const CLAIM_WORKFLOW: &str = concat!(
+    unless_stored!(),
+    r"
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'granted' end
-return 'running'";
+return 'running'"
+);
 
 /// Replace a stored schedule, only if it is still stored.
 const UPDATE_SCHEDULE: &str = r"
@@ -94,11 +106,9 @@ return 1";
 /// while the owner's set of running and claimed ids is full, after dropping
 /// ids that neither run nor are claimed (a host died between claim and
 /// acceptance). The claim names its owner, for its release.
-const CLAIM_WITHIN: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 'finished' end
-  return 'running'
-end
+const CLAIM_WITHIN: &str = concat!(
+    unless_stored!(),
+    r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'running' end
 local max = tonumber(ARGV[3])
 if redis.call('SCARD', KEYS[3]) >= max then
@@ -113,7 +123,8 @@ if redis.call('SCARD', KEYS[3]) >= max then
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[5])
-return 'granted'";
+return 'granted'"
+);
 
 /// Give back a claim, and its place in its owner's count.
 const RELEASE: &str = r"
