@@ -215,6 +215,27 @@ async fn a_fan_out_spreads_over_every_host_s_providers_and_survives_one_s_host()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_host_stopped_gracefully_gives_its_lease_back_and_its_work_goes_on() {
+    let redis = redis_server();
+    let leaving = Daemon::new().args(&["--store", &redis.url, "--cluster", "--lease", "30s", "--grace", "0.1"]).start();
+    let other = host(&redis);
+    let (at_leaving, at_other) = (Api::of(&leaving), Api::of(&other));
+    let id = at_leaving.submit(&leaving.token, &chain(3.0)).await;
+    until_running(&at_other, &other.token, &id, "first").await;
+    let mut leaving = leaving;
+    let pid = leaving.pid().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(leaving.child.wait().unwrap().success());
+    // Its lease of 30 s is gone at once, so the other takes over now.
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    let leases: Vec<String> = redis::Commands::keys(&mut c, "gleitzeit:lease:*").unwrap();
+    assert_eq!(leases.len(), 1, "only the other's lease is left: {leases:?}");
+    let report = at_other.finished(&other.token, &id).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    check_stored(&redis, &id, 7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_host_paused_past_its_lease_writes_nothing_more_and_stops() {
     let redis = redis_server();
     let (mut paused, other) = (host(&redis), host(&redis));
@@ -304,6 +325,22 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     let results: Vec<&str> = seen.iter().filter(|(e, _)| e == "task_result").map(|(_, t)| t.as_str()).collect();
     assert_eq!(results.first(), Some(&"first"), "{seen:?}");
     assert_eq!(results.last(), Some(&"last"), "in order: {seen:?}");
+
+    // A python-socketio client of the other host follows it as well.
+    let id = at_driver.submit(&driver.token, &chain(2.0)).await;
+    let follower = Command::new("python3")
+        .arg(support::root().join("tests/python/follow.py"))
+        .arg(&id)
+        .env("GLEITZEIT_SERVER", &other.url)
+        .env("GLEITZEIT_TOKEN", &other.token)
+        .output()
+        .unwrap();
+    assert!(follower.status.success(), "{}", String::from_utf8_lossy(&follower.stderr));
+    let followed: Vec<(String, Option<String>)> = serde_json::from_slice(&follower.stdout).unwrap();
+    let ended: Vec<&str> =
+        followed.iter().filter(|(e, _)| e == "task_result").filter_map(|(_, t)| t.as_deref()).collect();
+    assert!(ended.contains(&"first") && ended.last() == Some(&"last"), "{followed:?}");
+    assert_eq!(followed.last().unwrap().0, "workflow_completed", "{followed:?}");
 
     let id = at_driver.submit(&driver.token, &chain(10.0)).await;
     until_running(&at_other, &other.token, &id, "first").await;

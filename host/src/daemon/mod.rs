@@ -310,6 +310,15 @@ pub async fn serve(
                 // Let submitters fetch the reports of what just finished.
                 tokio::time::sleep(LINGER.min(config.grace)).await;
             }
+            if let Some(cluster) = config.cluster.clone() {
+                // What is still unfinished goes to the others at their next
+                // look, not a lease later; this host writes nothing more.
+                match tokio::task::spawn_blocking(move || cluster.leave()).await {
+                    Ok(Err(e)) => tracing::warn!("cannot give the lease back: {e}"),
+                    Err(e) => tracing::warn!("cannot give the lease back: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
             io.close().await;
             Ok(())
         }

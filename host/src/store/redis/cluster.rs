@@ -80,6 +80,11 @@ local now = redis.call('TIME')
 redis.call('HSET', KEYS[2], ARGV[3], now[1] * 1000 + math.floor(now[2] / 1000))
 return 1";
 
+/// Give the lease back, if it is still this epoch's.
+const LEAVE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
 /// Run the encoded commands (each: its argument count, then its
 /// arguments) only while the lease is still this epoch's: the fence.
 pub(super) const FENCED: &str = r"
@@ -201,6 +206,11 @@ impl Lease {
 
     pub(super) fn lose(&self, why: String) {
         tracing::error!("{why}");
+        self.end(why);
+    }
+
+    /// No longer held, for `why`: writes are refused from now on.
+    fn end(&self, why: String) {
         self.lost.send_if_modified(|lost| lost.is_none() && lost.replace(why).is_none());
     }
 
@@ -388,6 +398,16 @@ impl Cluster {
     /// The store this host writes through.
     pub fn store(&self) -> Arc<dyn crate::store::Store> {
         self.store.clone()
+    }
+
+    /// Give the lease back as the host stops (after its drain): the others
+    /// take over what it leaves unfinished at their next look, and nothing
+    /// of this host lands any more.
+    pub fn leave(&self) -> Result<(), StoreError> {
+        self.lease.end("this host gave its lease back as it stopped".into());
+        self.store.with("give the lease back", |c| {
+            redis::cmd("EVAL").arg(LEAVE).arg(1).arg(lease_key(&self.lease.host)).arg(self.lease.epoch).exec(c)
+        })
     }
 
     /// Tell the others what this host is and runs.
