@@ -659,11 +659,7 @@ impl Store for RedisStore {
                 .arg(&ttl)
                 .query(c)
         })?;
-        Ok(match answer.as_str() {
-            "granted" => Claim::Granted,
-            "finished" => Claim::Finished,
-            _ => Claim::Running,
-        })
+        Ok(claim_of(&answer))
     }
 
     fn claim_within(&self, workflow_id: &str, quota: Option<super::Quota<'_>>) -> Result<Claim, StoreError> {
@@ -683,12 +679,7 @@ impl Store for RedisStore {
                 .arg(workflow_id)
                 .query(c)
         })?;
-        Ok(match answer.as_str() {
-            "granted" => Claim::Granted,
-            "finished" => Claim::Finished,
-            busy if busy.starts_with("busy ") => Claim::Busy(busy[5..].parse().unwrap_or(quota.max)),
-            _ => Claim::Running,
-        })
+        Ok(claim_of(&answer))
     }
 
     fn release(&self, workflow_id: &str) -> Result<(), StoreError> {
@@ -816,6 +807,17 @@ impl Store for RedisStore {
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
         self.still_owner("remove a schedule")?;
         self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
+    }
+}
+
+/// What a claim script's answer says: `granted`, `finished`, `busy N` (the
+/// owner's running workflows) or `running`.
+fn claim_of(answer: &str) -> Claim {
+    match answer {
+        "granted" => Claim::Granted,
+        "finished" => Claim::Finished,
+        busy if busy.starts_with("busy ") => Claim::Busy(busy[5..].parse().unwrap_or(usize::MAX)),
+        _ => Claim::Running,
     }
 }
 
