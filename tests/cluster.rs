@@ -175,7 +175,7 @@ fn front_and_providers() -> (RedisServer, [Served; 3], [Proc; 2]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_tasks_pass_their_results_between_hosts() {
-    let (_redis, [front, _second, _third], _providers) = front_and_providers();
+    let (_redis, [front, second, third], _providers) = front_and_providers();
     let at_front = Api::of(&front);
     until_served(&at_front, &front.token, "work/v1").await;
 
@@ -189,19 +189,53 @@ async fn a_thousand_tasks_pass_their_results_between_hosts() {
     for c in 0..10 {
         assert_eq!(results["results"][format!("c{c}-99")]["n"], 100, "{}", results["results"][format!("c{c}-99")]);
     }
+
+    // Each host's /metrics: its own part, and the cluster's queue, empty now.
+    let front_figures = metrics(&at_front, &front.token).await;
+    assert_eq!(figure(&front_figures, "gleitzeit_cluster_hosts{status=\"up\"}"), 3.0, "{front_figures}");
+    assert!(figure(&front_figures, "gleitzeit_cluster_tasks_offered_total") >= 1000.0, "{front_figures}");
+    assert_eq!(figure(&front_figures, "gleitzeit_cluster_tasks_waiting{protocol=\"work/v1\"}"), 0.0);
+    assert_eq!(figure(&front_figures, "gleitzeit_cluster_tasks_served_total"), 0.0, "no provider at the front");
+    let mut served = 0.0;
+    for host in [&second, &third] {
+        served += figure(&metrics(&Api::of(host), &host.token).await, "gleitzeit_cluster_tasks_served_total");
+    }
+    assert!(served >= 1000.0, "the others ran them: {served}");
+}
+
+/// A host's `/metrics`, as text.
+async fn metrics(api: &Api, token: &str) -> String {
+    let answer = api.get_text("/metrics", token).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    answer.1
+}
+
+/// The value of the series `series` (name and labels as written).
+fn figure(metrics: &str, series: &str) -> f64 {
+    let line = metrics.lines().find(|line| line.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    line.unwrap_or_else(|| panic!("no {series} in {metrics}")).rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fan_out_spreads_over_every_host_s_providers_and_survives_one_s_host() {
     let (redis, [front, _second, mut third], [_second_s, third_s]) = front_and_providers();
+    let _rusty = rust_provider(&front, "front").await;
     let at_front = Api::of(&front);
     until_served(&at_front, &front.token, "work/v1").await;
 
-    // A fan-out spreads over both; one provider's host dies mid-run, and
-    // the tasks it had taken run again elsewhere, each ending once.
+    // A fan-out spreads over the providers of all three hosts; one
+    // provider's host dies mid-run, and the tasks it had taken run again
+    // elsewhere, each ending once.
     let fan = json!({"name": "fan", "tasks": [{"id": "jobs", "protocol": "work/v1", "method": "job",
-        "for_each": (0..400).collect::<Vec<_>>(), "params": {"n": "${item}"}}]});
+        "for_each": (0..1000).collect::<Vec<_>>(), "params": {"n": "${item}"}}]});
     let id = at_front.submit(&front.token, &fan).await;
+    let queued = std::time::Instant::now();
+    while figure(&metrics(&at_front, &front.token).await, "gleitzeit_cluster_tasks_waiting{protocol=\"work/v1\"}")
+        == 0.0
+    {
+        assert!(queued.elapsed() < PATIENCE, "/metrics never showed the cluster's queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     third_s.wait_for("executed 50");
     third.child.kill().unwrap();
     let report = at_front.finished(&front.token, &id).await;
@@ -209,9 +243,64 @@ async fn a_fan_out_spreads_over_every_host_s_providers_and_survives_one_s_host()
     let results = at_front.get(&format!("/api/v1/workflows/{id}/results"), &front.token).await.body;
     let items = results["results"]["jobs"].as_array().unwrap();
     let by = |provider: &str| items.iter().filter(|r| r["provider"] == provider).count();
-    assert!(by("second") > 0 && by("third") > 0, "spread: second {}, third {}", by("second"), by("third"));
-    assert_eq!(by("second") + by("third"), 400);
-    check_stored(&redis, &id, 401);
+    let spread = format!("front {}, second {}, third {}", by("front"), by("second"), by("third"));
+    assert!(by("front") > 0 && by("second") > 0 && by("third") > 0, "spread: {spread}");
+    assert_eq!(by("front") + by("second") + by("third"), 1000, "{spread}");
+    check_stored(&redis, &id, 1001);
+}
+
+/// A work/v1 provider on our own Rust client, connected to `host`: two
+/// calls at once, each answered after 20 ms with `n` and its id.
+async fn rust_provider(host: &Served, id: &str) -> tokio::task::JoinHandle<()> {
+    use gleitzeit::client::Client;
+    let mut client = Client::connect(&host.url, Some(&host.token)).await.unwrap();
+    let registration = json!({"provider_id": id, "protocol_id": "work/v1", "supported_methods": ["job"],
+                              "max_concurrent": 2});
+    let reply = client.call("register_provider", &registration, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reply["provider_id"], id, "{reply}");
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = client.next_event() => {
+                    let Some(event) = event else { return };
+                    if let (true, Some(ack)) = (event.name == "execute_method", event.ack) {
+                        let (answers, n, id) = (answers.clone(), event.data["params"]["n"].clone(), id.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let _ = answers.send((ack, json!({"result": {"n": n, "provider": id}})));
+                        });
+                    }
+                }
+                Some((ack, answer)) = answered.recv() => client.ack(ack, &answer).unwrap(),
+            }
+        }
+    })
+}
+
+/// The dashboard of one host lists every host of the cluster, in a real
+/// headless Chromium (tests/python/dashboard_hosts.py), and the open page
+/// shows a killed host turn `gone` while the others stay `up`.
+#[test]
+fn the_dashboard_lists_the_hosts_and_shows_one_gone() {
+    use std::io::Write;
+    let redis = redis_server();
+    let [first, second, mut third] = [host(&redis), host(&redis), host(&redis)];
+    let ids = [&first, &second, &third].map(|h| std::fs::read_to_string(h.data_dir.join("host-id")).unwrap());
+    let mut page = Command::new("python3");
+    page.arg(support::root().join("tests/python/dashboard_hosts.py"))
+        .env("GLEITZEIT_SERVER", &first.url)
+        .env("GLEITZEIT_TOKEN", &first.token)
+        .env("UP", format!("{},{}", ids[0].trim(), ids[1].trim()))
+        .env("GONE", ids[2].trim())
+        .env("ADDRESSES", [&first, &second, &third].map(|h| h.url.as_str()).join(","))
+        .stdin(std::process::Stdio::piped());
+    let mut page = Proc::spawn(page);
+    page.wait_for("listed");
+    third.child.kill().unwrap();
+    writeln!(page.process.0.stdin.as_mut().unwrap(), "killed").unwrap();
+    page.wait_for("ok");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,6 @@
 // The dashboard: a token asked for once per browser session, then five
 // views chosen by the URL's hash: #/ (workflows), #/workflows/ID,
-// #/submit, #/schedules, #/providers.
+// #/submit, #/schedules, #/providers (hosts, providers and plugins).
 
 import { ApiError, setToken, token, whenUnauthorized } from "./api";
 import { clear, h } from "./dom";
@@ -42,7 +42,7 @@ function route(): void {
   const [, view, id] = location.hash.split("/");
   const main = h("main", {});
   const nav = h("nav", {}, h("a", { href: "#/" }, "Workflows"), h("a", { href: "#/submit" }, "Submit"),
-    h("a", { href: "#/schedules" }, "Schedules"), h("a", { href: "#/providers" }, "Providers"), h("a", { href: "#/", onclick: () => { setToken(null); login(); } }, "Forget token"));
+    h("a", { href: "#/schedules" }, "Schedules"), h("a", { href: "#/providers" }, "Hosts & providers"), h("a", { href: "#/", onclick: () => { setToken(null); login(); } }, "Forget token"));
   clear(root, nav, main);
   const failed = (e: unknown) => {
     if (e instanceof ApiError && e.status !== 401) clear(main, h("p", { class: "error", "data-test": "error" }, e.message));
@@ -51,7 +51,7 @@ function route(): void {
     if (view === "workflows" && id) workflowView(main, decodeURIComponent(id), current.signal);
     else if (view === "submit") submitView(main);
     else if (view === "schedules") schedulesView(main).catch(failed);
-    else if (view === "providers") providersView(main).catch(failed);
+    else if (view === "providers") providersView(main, current.signal).catch(failed);
     else workflowsView(main, current.signal);
   } catch (e) {
     failed(e);

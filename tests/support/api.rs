@@ -43,6 +43,12 @@ impl Api {
         self.send(self.request("GET", path, Some(token))).await
     }
 
+    /// GET `path` as `token`: the status and the body as text.
+    pub async fn get_text(&self, path: &str, token: &str) -> (u16, String) {
+        let response = self.request("GET", path, Some(token)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Answer {
         let request = self.request("POST", path, Some(token)).header("Content-Type", "application/json");
         self.send(request.body(body.to_string())).await

@@ -9,7 +9,7 @@
 //! transport keeps its own per-connection and per-stream state beside an
 //! `Arc<Core>`.
 
-use super::cluster::{Membership, Parts, What};
+use super::cluster::{Figures, Membership, Parts, What};
 use super::intake::Intake;
 use super::rpc::{RpcError, errors};
 use super::schedules::{ScheduleInfo, Schedules};
@@ -308,6 +308,11 @@ impl Core {
     pub(super) async fn hosts(&self) -> Result<Vec<HostSeen>, RpcError> {
         let parts = Parts { engine: self.engine(), registry: &self.registry, plugins: &self.plugins };
         self.membership.hosts(&parts).await.map_err(RpcError::internal)
+    }
+
+    /// The cluster's figures for `/metrics`; none without a cluster.
+    pub(super) async fn cluster_figures(&self) -> Option<Result<Figures, crate::store::StoreError>> {
+        self.membership.figures().await
     }
 
     pub(super) fn plugins(&self) -> PluginsInfo {

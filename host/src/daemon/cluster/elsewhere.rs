@@ -4,6 +4,7 @@
 //! call to the other hosts (`store::redis::work`). The answer comes back
 //! on this host's answers stream, which [`pump_answers`] reads.
 
+use super::Membership;
 use crate::locks::lock;
 use crate::model::{ProviderSpec, TaskError, codes};
 use crate::registry::{Call, CallFuture, Provider, ProviderKind};
@@ -11,7 +12,7 @@ use crate::store::redis::cluster::Cluster;
 use crate::store::redis::work::{Answers, Offer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -47,12 +48,18 @@ pub(super) struct Elsewhere {
     spec: ProviderSpec,
     cluster: Arc<Cluster>,
     waiting: Arc<Waiting>,
-    next_call: Arc<AtomicU64>,
+    /// Counts the calls offered, and so names them.
+    membership: Arc<Membership>,
 }
 
 impl Elsewhere {
-    pub(super) fn new(spec: ProviderSpec, cluster: Arc<Cluster>, waiting: Arc<Waiting>, next: Arc<AtomicU64>) -> Self {
-        Self { id: id_of(&spec.protocol).into(), spec, cluster, waiting, next_call: next }
+    pub(super) fn new(
+        spec: ProviderSpec,
+        cluster: Arc<Cluster>,
+        waiting: Arc<Waiting>,
+        membership: Arc<Membership>,
+    ) -> Self {
+        Self { id: id_of(&spec.protocol).into(), spec, cluster, waiting, membership }
     }
 }
 
@@ -76,7 +83,7 @@ impl Provider for Elsewhere {
 
     fn call(&self, call: Call) -> CallFuture {
         let lease = &self.cluster.lease;
-        let call_id = format!("{}-{}", lease.epoch, self.next_call.fetch_add(1, Ordering::Relaxed));
+        let call_id = format!("{}-{}", lease.epoch, self.membership.counts.offered.fetch_add(1, Ordering::Relaxed));
         let (answered, answer) = oneshot::channel();
         lock(&self.waiting.0).insert(call_id.clone(), answered);
         let offer = Offer {

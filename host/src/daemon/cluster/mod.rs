@@ -19,8 +19,10 @@ use crate::plugins::PluginSet;
 use crate::registry::{ProviderKind, Registry};
 use crate::store::AsyncStore;
 use crate::store::redis::cluster::{Announcement, Cluster, HostSeen, HostStatus};
+use crate::store::redis::work::Depth;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What one host tells the others on the cluster's bus.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +53,29 @@ pub struct Membership {
     /// Where clients reach it.
     address: String,
     started_at: std::time::SystemTime,
+    counts: Counts,
+}
+
+/// What this host did for the cluster since it started (`/metrics`).
+#[derive(Default)]
+struct Counts {
+    /// Calls it offered to the other hosts (also the calls' ids).
+    offered: AtomicU64,
+    /// Calls of the other hosts' workflows it ran.
+    served: AtomicU64,
+    /// Workflows it took over from gone hosts.
+    taken_over: AtomicU64,
+}
+
+/// The cluster as one host's `/metrics` shows it.
+pub struct Figures {
+    pub hosts_up: usize,
+    pub hosts_gone: usize,
+    /// The cluster's queue, by protocol the hosts serve.
+    pub queue: Vec<Depth>,
+    pub offered: u64,
+    pub served: u64,
+    pub taken_over: u64,
 }
 
 /// What a host is made of, for its announcement.
@@ -62,7 +87,33 @@ pub(super) struct Parts<'a> {
 
 impl Membership {
     pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String) -> Self {
-        Self { cluster, address, started_at: std::time::SystemTime::now() }
+        Self { cluster, address, started_at: std::time::SystemTime::now(), counts: Counts::default() }
+    }
+
+    /// The cluster's figures and this host's part in them; none without a
+    /// cluster.
+    pub(super) async fn figures(&self) -> Option<Result<Figures, crate::store::StoreError>> {
+        let cluster = self.cluster.clone()?;
+        let read = tokio::task::spawn_blocking(move || {
+            let hosts = cluster.hosts()?;
+            let mut protocols: Vec<String> =
+                hosts.iter().flat_map(|h| h.announced.serves.iter().map(|spec| spec.protocol.clone())).collect();
+            protocols.sort();
+            protocols.dedup();
+            let up = hosts.iter().filter(|h| h.status == HostStatus::Up).count();
+            Ok((up, hosts.len() - up, cluster.work.depth(&protocols)?))
+        })
+        .await
+        .unwrap_or_else(|e| Err(stopped(&e)));
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        Some(read.map(|(hosts_up, hosts_gone, queue)| Figures {
+            hosts_up,
+            hosts_gone,
+            queue,
+            offered: count(&self.counts.offered),
+            served: count(&self.counts.served),
+            taken_over: count(&self.counts.taken_over),
+        }))
     }
 
     /// The cluster, if this host is part of one.
@@ -115,14 +166,13 @@ impl Membership {
             }]);
         };
         let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.hosts()).await.unwrap_or_else(|e| {
-            Err(crate::store::StoreError::Io {
-                target: "redis".into(),
-                action: "read the hosts",
-                reason: e.to_string(),
-            })
-        })
+        tokio::task::spawn_blocking(move || cluster.hosts()).await.unwrap_or_else(|e| Err(stopped(&e)))
     }
+}
+
+/// A read of the cluster whose thread stopped.
+fn stopped(e: &tokio::task::JoinError) -> crate::store::StoreError {
+    crate::store::StoreError::Io { target: "redis".into(), action: "read the hosts", reason: e.to_string() }
 }
 
 /// What a host of a cluster runs beside its engine: the beat, the
@@ -169,7 +219,6 @@ impl Duties {
     /// serve, and take up the cluster's tokens and schedules as they are
     /// now.
     async fn beat(self, waiting: Arc<elsewhere::Waiting>) {
-        let calls = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut beat = tokio::time::interval(self.cluster.lease.beat());
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -198,12 +247,14 @@ impl Duties {
                     if let Some(accepted) = &self.policy.tokens {
                         accepted.set_shared(&tokens);
                     }
+                    let count = (taken.saved.len() + taken.unreadable.len()) as u64;
+                    self.membership.counts.taken_over.fetch_add(count, Ordering::Relaxed);
                     super::resume_these(&self.engine, &self.store, taken).await;
                     // Requests whose message this host missed: those it drives.
                     for id in cancels {
                         let _ = self.engine.cancel(&id).await;
                     }
-                    self.serve_elsewhere(&hosts, &waiting, &calls);
+                    self.serve_elsewhere(&hosts, &waiting);
                     if let Err(e) = self.schedules.refresh().await {
                         tracing::warn!("cluster: cannot read the schedules: {e}");
                     }
@@ -216,12 +267,7 @@ impl Duties {
 
     /// One provider for each protocol another living host serves; none for
     /// those no other host serves any more.
-    fn serve_elsewhere(
-        &self,
-        hosts: &[HostSeen],
-        waiting: &Arc<elsewhere::Waiting>,
-        calls: &Arc<std::sync::atomic::AtomicU64>,
-    ) {
+    fn serve_elsewhere(&self, hosts: &[HostSeen], waiting: &Arc<elsewhere::Waiting>) {
         let me = &self.cluster.lease.host;
         let mut offered: std::collections::BTreeMap<&str, &crate::model::ProviderSpec> = Default::default();
         for host in hosts.iter().filter(|h| h.status == HostStatus::Up && &h.host_id != me) {
@@ -240,8 +286,12 @@ impl Duties {
         for (protocol, spec) in offered {
             let fresh = standing.iter().all(|p| p.spec().protocol != protocol || p.spec() != spec);
             if fresh {
-                let provider =
-                    elsewhere::Elsewhere::new(spec.clone(), self.cluster.clone(), waiting.clone(), calls.clone());
+                let provider = elsewhere::Elsewhere::new(
+                    spec.clone(),
+                    self.cluster.clone(),
+                    waiting.clone(),
+                    self.membership.clone(),
+                );
                 self.registry.register(Arc::new(provider));
                 changed = true;
             }

@@ -138,6 +138,7 @@ impl Running {
 
     async fn run(self: Arc<Self>, taken: Taken) {
         let outcome = self.call(&taken).await;
+        self.membership.counts.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.cluster.work.answer(taken, encode(&outcome));
     }
 

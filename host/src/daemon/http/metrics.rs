@@ -7,11 +7,13 @@ use super::Authenticated;
 use super::HttpTransport;
 use super::error::ApiError;
 use crate::auth::Action;
+use crate::daemon::cluster::Figures;
 use crate::daemon::core::ProviderInfo;
 use crate::engine::EngineStats;
 use crate::metrics::{Scrape, render};
 use crate::model::Priority;
 use crate::plugins::PluginStatus;
+use crate::store::redis::work::Depth;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -25,6 +27,8 @@ struct Facts {
     plugins: Vec<PluginStatus>,
     sockets: usize,
     streams: usize,
+    /// With `--cluster`, when Redis answered.
+    cluster: Option<Figures>,
 }
 
 /// The host's metrics, for tokens of role metrics or admin.
@@ -44,6 +48,14 @@ pub async fn metrics(
         plugins: api.core.plugins.statuses(),
         sockets: api.sockets.connected(),
         streams: api.streams.open(),
+        cluster: match api.core.cluster_figures().await {
+            Some(Ok(figures)) => Some(figures),
+            Some(Err(e)) => {
+                tracing::warn!("/metrics without the cluster's figures: {e}");
+                None
+            }
+            None => None,
+        },
     };
     let text = render(move |scrape| write(scrape, &facts));
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
@@ -128,7 +140,53 @@ fn write(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> 
         "Socket.IO clients connected now.",
         [(vec![], facts.sockets as i64)],
     )?;
-    scrape.gauges("gleitzeit_event_streams", "Server-sent event streams open now.", [(vec![], facts.streams as i64)])
+    scrape.gauges(
+        "gleitzeit_event_streams",
+        "Server-sent event streams open now.",
+        [(vec![], facts.streams as i64)],
+    )?;
+    match &facts.cluster {
+        Some(cluster) => write_cluster(scrape, cluster),
+        None => Ok(()),
+    }
+}
+
+/// The cluster seen from this host (`--cluster`).
+fn write_cluster(scrape: &mut Scrape<'_>, cluster: &Figures) -> Result<(), std::fmt::Error> {
+    scrape.gauges(
+        "gleitzeit_cluster_hosts",
+        "Hosts of the cluster, by status (up: its lease holds; gone).",
+        [("up", cluster.hosts_up), ("gone", cluster.hosts_gone)]
+            .map(|(status, n)| (vec![("status", status)], n as i64)),
+    )?;
+    fn protocol(depth: &Depth) -> Vec<(&'static str, &str)> {
+        vec![("protocol", depth.protocol.as_str())]
+    }
+    scrape.gauges(
+        "gleitzeit_cluster_tasks_waiting",
+        "Calls offered to the cluster's hosts and not yet taken, by protocol: the cluster's queue.",
+        cluster.queue.iter().map(|depth| (protocol(depth), depth.waiting as i64)),
+    )?;
+    scrape.gauges(
+        "gleitzeit_cluster_tasks_taken",
+        "Calls a host took from the cluster's queue and runs now, by protocol.",
+        cluster.queue.iter().map(|depth| (protocol(depth), depth.taken as i64)),
+    )?;
+    scrape.counters(
+        "gleitzeit_cluster_tasks_offered",
+        "Calls this host offered to the other hosts.",
+        [(vec![], cluster.offered)],
+    )?;
+    scrape.counters(
+        "gleitzeit_cluster_tasks_served",
+        "Calls of the other hosts' workflows this host ran.",
+        [(vec![], cluster.served)],
+    )?;
+    scrape.counters(
+        "gleitzeit_cluster_workflows_taken_over",
+        "Workflows this host took over from gone hosts.",
+        [(vec![], cluster.taken_over)],
+    )
 }
 
 fn write_providers(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> {

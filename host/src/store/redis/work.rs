@@ -49,6 +49,16 @@ pub struct Offer {
     pub timeout_ms: u64,
 }
 
+/// One protocol's offers in the cluster's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Depth {
+    pub protocol: String,
+    /// Offered and not yet taken by any host.
+    pub waiting: u64,
+    /// Taken by a host, which runs them now.
+    pub taken: u64,
+}
+
 /// An offer a host took: from which stream, under which entry.
 #[derive(Debug, Clone)]
 pub struct Taken {
@@ -234,6 +244,35 @@ impl Work {
         Ok(reclaimed)
     }
 
+    /// The cluster's queue of `protocols`: how many offers of each wait to
+    /// be taken, and how many a host took and runs now.
+    pub fn depth(&self, protocols: &[String]) -> Result<Vec<Depth>, StoreError> {
+        let mut lengths = redis::pipe();
+        for protocol in protocols {
+            lengths.cmd("XLEN").arg(offers(protocol));
+        }
+        let lengths: Vec<u64> = self.store.read("read the cluster's queue", |c| lengths.query(c))?;
+        let mut depths = Vec::new();
+        for (protocol, length) in protocols.iter().zip(lengths) {
+            let taken = if length == 0 { 0 } else { self.taken(protocol)? };
+            depths.push(Depth { protocol: protocol.clone(), waiting: length.saturating_sub(taken), taken });
+        }
+        Ok(depths)
+    }
+
+    /// Offers of `protocol` taken and not yet answered (none while no host
+    /// has read its stream, which then has no group).
+    fn taken(&self, protocol: &str) -> Result<u64, StoreError> {
+        let groups: Reply = self
+            .store
+            .read("read the cluster's queue", |c| redis::cmd("XINFO").arg("GROUPS").arg(offers(protocol)).query(c))?;
+        let pending = as_array(groups).into_iter().flat_map(fields_of).find(|(name, _)| name == "pending");
+        Ok(match pending {
+            Some((_, Reply::Int(n))) => u64::try_from(n).unwrap_or(0),
+            _ => 0,
+        })
+    }
+
     /// A reader of offers, on a connection of its own.
     pub fn taker(&self) -> Result<Taker, StoreError> {
         Ok(Taker { reader: RedisStore::open_unlocked(&self.url)?, host: self.host.clone(), groups: Vec::new() })
@@ -361,6 +400,24 @@ fn entries_of(reply: Reply) -> Vec<(String, Fields)> {
             Some((id, fields.collect()))
         })
         .collect()
+}
+
+/// The fields of a reply that is a map: a RESP3 map, or a RESP2 array
+/// of names and values.
+fn fields_of(reply: Reply) -> Vec<(String, Reply)> {
+    match reply {
+        Reply::Map(pairs) => pairs.into_iter().filter_map(|(name, value)| Some((as_text(name)?, value))).collect(),
+        other => {
+            let mut flat = as_array(other).into_iter();
+            let mut fields = Vec::new();
+            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                if let Some(name) = as_text(name) {
+                    fields.push((name, value));
+                }
+            }
+            fields
+        }
+    }
 }
 
 fn as_array(reply: Reply) -> Vec<Reply> {
