@@ -221,7 +221,17 @@ async fn a_fan_out_spreads_over_every_host_s_providers_and_survives_one_s_host()
     let (redis, [front, _second, mut third], [_second_s, third_s]) = front_and_providers();
     let _rusty = rust_provider(&front, "front").await;
     let at_front = Api::of(&front);
-    until_served(&at_front, &front.token, "work/v1").await;
+    // The front serves work/v1 itself; wait until it knows the others do.
+    let started = std::time::Instant::now();
+    while !at_front.get("/api/v1/providers", &front.token).await.body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["provider_id"] == "cluster:work/v1")
+    {
+        assert!(started.elapsed() < PATIENCE, "the front never heard of the others' work/v1 providers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A fan-out spreads over the providers of all three hosts; one
     // provider's host dies mid-run, and the tasks it had taken run again
@@ -507,6 +517,7 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host_with_one_qu
     let quota = |redis: &RedisServer| {
         Daemon::new()
             .args(&["--store", &redis.url, "--cluster", "--lease", LEASE, "--max-workflows-per-token", "2"])
+            .args(&["--max-streams-per-token", "2", "--max-schedules-per-token", "2"])
             .start()
     };
     let (first, second) = (quota(&redis), quota(&redis));
@@ -533,6 +544,30 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host_with_one_qu
     assert_eq!(cancelled.status, 200, "{cancelled:?}");
     at_first.submit(&alice, &chain(0.1)).await;
 
+    // Two event streams, one on each host: a third is refused on either,
+    // and taken once one of them closed.
+    let on_first = open_stream(&at_first, &alice).await.unwrap();
+    let _on_second = open_stream(&at_second, &alice).await.unwrap();
+    for api in [&at_first, &at_second] {
+        let (status, message) = open_stream(api, &alice).await.unwrap_err();
+        assert_eq!(status, 429, "{message}");
+        assert!(message.contains("has 2 event streams open on the cluster's hosts, its quota"), "{message}");
+    }
+    drop(on_first);
+    until_stream(&at_second, &alice).await;
+
+    // Six schedules added at once, three at each host: two are kept.
+    let adds = (0..6).map(|n| {
+        let (api, alice) = (if n % 2 == 0 { &at_first } else { &at_second }, &alice);
+        let hourly = json!({"name": "hourly", "schedule": {"cron": "0 * * * *", "id": format!("s{n}")},
+            "tasks": [{"id": "a", "protocol": "echo/v1", "method": "ping"}]});
+        async move { api.post_json("/api/v1/schedules", alice, &hourly).await }
+    });
+    let added = futures_util::future::join_all(adds).await;
+    let kept = added.iter().filter(|answer| answer.status == 201).count();
+    assert_eq!(kept, 2, "{added:#?}");
+    assert!(added.iter().all(|a| a.status == 201 || a.body["message"].as_str().unwrap().contains("its quota")));
+
     let listed = first.cli(&["token", "list", "--store", &redis.url]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("alice"));
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("sha256"), "hashes are not shown");
@@ -543,6 +578,38 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host_with_one_qu
     until_accepted(&at_first, &alice, false).await;
     let again = first.cli(&["token", "revoke", "alice", "--store", &redis.url]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("the cluster has no token named 'alice'"));
+
+    // What a killed host held is given back once its lease is gone.
+    let made = first.cli(&["token", "create", "--name", "bob", "--role", "client", "--store", &redis.url]);
+    let bob = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    until_accepted(&at_second, &bob, true).await;
+    let _held = [open_stream(&at_second, &bob).await.unwrap(), open_stream(&at_second, &bob).await.unwrap()];
+    assert_eq!(open_stream(&at_first, &bob).await.unwrap_err().0, 429);
+    let mut second = second;
+    second.child.kill().unwrap();
+    let _after = [until_stream(&at_first, &bob).await, until_stream(&at_first, &bob).await];
+}
+
+/// An event stream of `token`'s workflows, open; or the refusal's status
+/// and message.
+async fn open_stream(api: &Api, token: &str) -> Result<reqwest::Response, (u16, String)> {
+    let response = api.request("GET", "/api/v1/events", Some(token)).send().await.unwrap();
+    match response.status().as_u16() {
+        200 => Ok(response),
+        status => Err((status, response.text().await.unwrap())),
+    }
+}
+
+/// An event stream of `token`'s, once `api`'s host opens one.
+async fn until_stream(api: &Api, token: &str) -> reqwest::Response {
+    let started = std::time::Instant::now();
+    loop {
+        match open_stream(api, token).await {
+            Ok(stream) => return stream,
+            Err(refused) => assert!(started.elapsed() < PATIENCE, "never opened: {refused:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A free loopback port.

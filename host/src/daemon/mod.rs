@@ -269,8 +269,11 @@ pub async fn serve(
     let core =
         Arc::new(Core { intake: intake.clone(), store, registry, plugins, schedules: schedules.clone(), membership });
     let sockets = Arc::new(SocketTransport::new(core.clone()));
-    let limits =
-        http::HttpLimits { max_streams: config.max_streams, max_streams_per_token: config.max_streams_per_token };
+    let limits = http::HttpLimits {
+        max_streams: config.max_streams,
+        max_streams_per_token: config.max_streams_per_token,
+        streams_pool: core.membership.streams_pool(),
+    };
     let api = Arc::new(HttpTransport::new(core.clone(), sockets.clone(), &limits, listener.local_addr()?.port()));
     let (layer, io) = socket::layer(&sockets);
     tokio::spawn(forward_events(io.clone(), sockets.clone(), api.clone(), core.membership.clone(), events));

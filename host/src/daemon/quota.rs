@@ -65,6 +65,17 @@ impl<K: Eq + Hash + Clone> PerKey<K> {
     }
 }
 
+/// Where the shares of several hosts are counted together (the hosts of
+/// a cluster), so that a token's quota holds across all of them rather
+/// than on each.
+pub trait Pool: Send + Sync {
+    /// One more for `token`, unless the hosts hold `quota` for it (false);
+    /// an error says why it could not be counted.
+    fn take(&self, token: &str, quota: usize) -> Result<bool, String>;
+    /// Give one of `token`'s back.
+    fn give_back(&self, token: &str);
+}
+
 /// How many of something each token holds, up to a quota; admins are
 /// held to the host's own limit only.
 pub struct Shares {
@@ -74,28 +85,52 @@ pub struct Shares {
     setting: &'static str,
     quota: usize,
     held: PerKey<String>,
+    /// With a cluster: where all hosts' shares are counted.
+    pool: Option<Arc<dyn Pool>>,
 }
 
-/// One token's share, given back when dropped.
-pub type Share = Place<String>;
+/// One token's share, given back when dropped (to the pool too, if any).
+pub struct Share {
+    _place: Place<String>,
+    pooled: Option<(Arc<dyn Pool>, String)>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let Some((pool, token)) = self.pooled.take() else { return };
+        // The pool is a store's: not on an async thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || pool.give_back(&token))),
+            Err(_) => pool.give_back(&token),
+        }
+    }
+}
 
 impl Shares {
-    pub fn new(what: &'static str, setting: &'static str, quota: usize) -> Self {
-        Self { what, setting, quota, held: PerKey::default() }
+    pub fn new(what: &'static str, setting: &'static str, quota: usize, pool: Option<Arc<dyn Pool>>) -> Self {
+        Self { what, setting, quota, held: PerKey::default(), pool }
     }
 
     /// One more share for `caller` (none is needed by an admin), or why not.
-    pub fn take(&self, caller: &Caller) -> Result<Option<Share>, String> {
+    pub async fn take(&self, caller: &Caller) -> Result<Option<Share>, String> {
         if caller.sees_all() {
             return Ok(None);
         }
         let token = caller.name().to_owned();
-        match self.held.take(&token, self.quota) {
-            Some(share) => Ok(Some(share)),
-            None => Err(format!(
-                "token '{token}' has {} {} open, its quota ({}); close one first",
+        let refused = |whose: &str| {
+            format!(
+                "token '{token}' has {} {} open{whose}, its quota ({}); close one first",
                 self.quota, self.what, self.setting
-            )),
+            )
+        };
+        let Some(place) = self.held.take(&token, self.quota) else { return Err(refused("")) };
+        let Some(pool) = &self.pool else { return Ok(Some(Share { _place: place, pooled: None })) };
+        let (counting, name, quota) = (pool.clone(), token.clone(), self.quota);
+        match tokio::task::spawn_blocking(move || counting.take(&name, quota)).await {
+            Ok(Ok(true)) => Ok(Some(Share { _place: place, pooled: Some((pool.clone(), token)) })),
+            Ok(Ok(false)) => Err(refused(" on the cluster's hosts")),
+            Ok(Err(why)) => Err(format!("cannot count the {} of token '{token}': {why}", self.what)),
+            Err(e) => Err(format!("cannot count the {} of token '{token}': {e}", self.what)),
         }
     }
 }

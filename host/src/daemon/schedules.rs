@@ -20,7 +20,7 @@ use super::rpc::{RpcError, errors};
 use crate::auth::{Action, Caller};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::schedule::{Cadence, Due, MAX_SCHEDULE_BYTES, MAX_SCHEDULES, Schedule};
-use crate::store::{AsyncStore, StoreError};
+use crate::store::{AsyncStore, Quota, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -240,16 +240,16 @@ impl Schedules {
                 ));
             }
             None if !caller.sees_all() && owned_by(&entries, caller.name()) >= self.bounds.per_token => {
-                let message = format!(
-                    "token '{}' has {} schedules, its quota (max_schedules_per_token); remove one first",
-                    caller.name(),
-                    self.bounds.per_token
-                );
-                return Err(RpcError::new(errors::BUSY, message));
+                return Err(self.at_quota(caller));
             }
             None => {}
         }
-        self.persist(&schedule).await.map_err(RpcError::internal)?;
+        // A new schedule of a client token is counted again by a store
+        // other hosts share, in the step that writes it.
+        let counted = !caller.sees_all() && !entries.contains_key(&id);
+        if !self.persist(&schedule, counted.then_some(self.bounds.per_token)).await.map_err(RpcError::internal)? {
+            return Err(self.at_quota(caller));
+        }
         let entry = Entry { schedule, cadence, skipping };
         let info = entry.info(now);
         let verb = if entries.insert(id.clone(), entry).is_some() { "replaced" } else { "added" };
@@ -294,10 +294,28 @@ impl Schedules {
         Ok(Some(kept))
     }
 
-    async fn persist(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        let Some(store) = &self.store else { return Ok(()) };
+    /// Store `schedule`; false if it would be one more than `quota` of its
+    /// owner's schedules (counted by a store the hosts of a cluster share).
+    async fn persist(&self, schedule: &Schedule, quota: Option<usize>) -> Result<bool, StoreError> {
+        let Some(store) = &self.store else { return Ok(true) };
         let schedule = schedule.clone();
-        store.call("store a schedule", move |store| store.put_schedule(&schedule)).await
+        store
+            .call("store a schedule", move |store| {
+                let owner = schedule.workflow.owner.clone();
+                let quota = quota.zip(owner.as_deref()).map(|(max, owner)| Quota { owner, max });
+                store.put_schedule_within(&schedule, quota)
+            })
+            .await
+    }
+
+    /// The refusal of one schedule more than `caller`'s quota.
+    fn at_quota(&self, caller: &Caller) -> RpcError {
+        let message = format!(
+            "token '{}' has {} schedules, its quota (max_schedules_per_token); remove one first",
+            caller.name(),
+            self.bounds.per_token
+        );
+        RpcError::new(errors::BUSY, message)
     }
 
     /// Write down a handled due time; false if the store no longer has the

@@ -263,6 +263,16 @@ pub trait Store: Send + Sync + 'static {
     /// Keep `schedule`, replacing one of the same id.
     fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
 
+    /// [`Store::put_schedule`], unless it is new and the quota's owner
+    /// keeps `max` schedules already (false). A store several hosts share
+    /// counts them in the same step as the write, so that two hosts adding
+    /// at once cannot both pass; a single host counts its own, and this
+    /// is `put_schedule`.
+    fn put_schedule_within(&self, schedule: &Schedule, quota: Option<Quota<'_>>) -> Result<bool, StoreError> {
+        let _ = quota;
+        self.put_schedule(schedule).map(|()| true)
+    }
+
     /// Write down `schedule` as it is after a due time was handled, only
     /// if a schedule of its id is still stored (another host of a cluster
     /// may have removed it meanwhile); false if none is.
@@ -287,7 +297,8 @@ pub enum Claim {
     Busy(usize),
 }
 
-/// At most `max` workflows of `owner` running at once.
+/// At most `max` of something of `owner`: workflows running at once,
+/// schedules kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota<'o> {
     pub owner: &'o str,
@@ -335,6 +346,12 @@ struct StoredSchedule {
     #[serde(default)]
     run_key: String,
     workflow: Value,
+}
+
+/// Whose a stored schedule is, read without the rest of it.
+#[derive(Deserialize)]
+pub(crate) struct ScheduleOwner {
+    pub owner: Option<String>,
 }
 
 pub(crate) fn schedule_json(target: &str, schedule: &Schedule) -> Result<String, StoreError> {

@@ -14,11 +14,13 @@ mod elsewhere;
 mod worker;
 
 use super::events::Passed;
+use super::quota::Pool;
 use crate::engine::Engine;
 use crate::plugins::PluginSet;
 use crate::registry::{ProviderKind, Registry};
 use crate::store::AsyncStore;
 use crate::store::redis::cluster::{Announcement, Cluster, HostSeen, HostStatus};
+use crate::store::redis::holds::Kind;
 use crate::store::redis::work::Depth;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -88,6 +90,13 @@ pub(super) struct Parts<'a> {
 impl Membership {
     pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String) -> Self {
         Self { cluster, address, started_at: std::time::SystemTime::now(), counts: Counts::default() }
+    }
+
+    /// Where the event streams of every host are counted by token; none
+    /// without a cluster.
+    pub(super) fn streams_pool(&self) -> Option<Arc<dyn Pool>> {
+        let cluster = self.cluster.clone()?;
+        Some(Arc::new(Pooled { cluster, kind: Kind::Streams }))
     }
 
     /// The cluster's figures and this host's part in them; none without a
@@ -167,6 +176,24 @@ impl Membership {
         };
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || cluster.hosts()).await.unwrap_or_else(|e| Err(stopped(&e)))
+    }
+}
+
+/// What the hosts hold of one kind, counted in the cluster's store.
+struct Pooled {
+    cluster: Arc<Cluster>,
+    kind: Kind,
+}
+
+impl Pool for Pooled {
+    fn take(&self, token: &str, quota: usize) -> Result<bool, String> {
+        self.cluster.holds.take(self.kind, token, quota).map_err(|e| e.to_string())
+    }
+
+    fn give_back(&self, token: &str) {
+        if let Err(e) = self.cluster.holds.give_back(self.kind, token) {
+            tracing::warn!("cluster: {e}");
+        }
     }
 }
 

@@ -122,6 +122,8 @@ pub struct HttpLimits {
     pub max_streams: usize,
     /// Most of them one client token may hold.
     pub max_streams_per_token: usize,
+    /// With a cluster: where all hosts' streams are counted by token.
+    pub streams_pool: Option<Arc<dyn super::quota::Pool>>,
 }
 
 impl HttpTransport {
@@ -131,7 +133,12 @@ impl HttpTransport {
             sockets,
             events: EventLog::default(),
             streams: stream::StreamSlots::new(limits.max_streams),
-            stream_shares: Shares::new("event streams", "max_streams_per_token", limits.max_streams_per_token),
+            stream_shares: Shares::new(
+                "event streams",
+                "max_streams_per_token",
+                limits.max_streams_per_token,
+                limits.streams_pool.clone(),
+            ),
             report_turns: Turns::default(),
             body_bytes: BodyBytes::default(),
             port,

@@ -107,9 +107,9 @@ struct Reader {
 impl Reader {
     /// A reader after event `cursor`, if the host has room for one more
     /// stream.
-    fn new(api: Arc<HttpTransport>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
+    async fn new(api: Arc<HttpTransport>, scope: Scope, cursor: u64) -> Result<Self, ApiError> {
         let caller = scope.caller();
-        let share = api.stream_shares.take(caller).map_err(|message| ApiError::new(errors::BUSY, message))?;
+        let share = api.stream_shares.take(caller).await.map_err(|message| ApiError::new(errors::BUSY, message))?;
         let Some(permit) = api.streams.take(caller.sees_all()) else {
             let open = api.streams.open();
             let served = if caller.sees_all() { "at once" } else { "to clients" };
@@ -231,7 +231,7 @@ pub async fn workflow_events(
     // The reader first: from now on the log keeps what happens. Its place
     // is read before the report, so nothing between the two is missed.
     let own = caller.own_id(&id).into_owned();
-    let mut reader = Reader::new(api.clone(), Scope::Workflow { id: own, caller: caller.clone() }, 0)?;
+    let mut reader = Reader::new(api.clone(), Scope::Workflow { id: own, caller: caller.clone() }, 0).await?;
     let start = api.events.latest();
     let report = visible(&api, &caller, &id).await?;
     // (A workflow kept before ids were scoped has the id as given.)
@@ -271,7 +271,7 @@ pub async fn all_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = auth.may(Action::Read)?.clone();
-    let mut reader = Reader::new(api.clone(), Scope::Visible(caller), 0)?;
+    let mut reader = Reader::new(api.clone(), Scope::Visible(caller), 0).await?;
     let latest = api.events.latest();
     let (cursor, first) = match last_event_id(&api, &headers) {
         None => (latest, None),

@@ -13,6 +13,7 @@
 //! | `host:HOST:workflows` | set | the unfinished workflows HOST drives |
 //! | `tokens` | hash | token name → its entry (role, protocols, hash of the secret; see [`super::tokens`]) |
 //! | `cancels` | set | unfinished workflows a client asked to cancel, for whichever host drives them |
+//! | `holds:KIND`, `host:HOST:holds:KIND` | hash | what the hosts hold for each token ([`super::holds`]) |
 //! | `bus` | pub/sub channel | what the hosts tell each other ([`super::bus`]) |
 //!
 //! A workflow's hash (see the store's table) also holds `host` and `epoch`:
@@ -40,13 +41,15 @@
 //! a host's lease from its workflows.
 
 use super::bus::Bus;
+use super::holds::Holds;
+pub use super::lease::Lease;
+use super::lease::lease_key;
 use super::work::Work;
 use super::{RedisStore, key};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The version of the cluster's keys; a host that speaks another is refused.
 pub const LAYOUT: &str = "1";
@@ -183,47 +186,6 @@ pub enum HostStatus {
     Gone,
 }
 
-/// This host's lease: its host id and epoch, and whether it was lost (for
-/// good: a lost lease is never renewed).
-pub struct Lease {
-    pub host: String,
-    pub epoch: u64,
-    pub ttl: Duration,
-    /// Why the lease was lost, once it was.
-    lost: watch::Sender<Option<String>>,
-}
-
-impl Lease {
-    /// Why it was lost, if it was.
-    pub fn lost(&self) -> Option<String> {
-        self.lost.borrow().clone()
-    }
-
-    /// Wakes once the lease is lost.
-    pub fn watch(&self) -> watch::Receiver<Option<String>> {
-        self.lost.subscribe()
-    }
-
-    pub(super) fn lose(&self, why: String) {
-        tracing::error!("{why}");
-        self.end(why);
-    }
-
-    /// No longer held, for `why`: writes are refused from now on.
-    fn end(&self, why: String) {
-        self.lost.send_if_modified(|lost| lost.is_none() && lost.replace(why).is_none());
-    }
-
-    /// How often it is renewed, and the others' looked at.
-    pub fn beat(&self) -> Duration {
-        self.ttl / 3
-    }
-}
-
-fn lease_key(host: &str) -> String {
-    key(&["lease", host])
-}
-
 pub(super) fn cancels() -> String {
     key(&["cancels"])
 }
@@ -279,6 +241,8 @@ pub(super) fn join(store: &RedisStore, host: &str, ttl: Duration) -> Result<Arc<
     let until = std::time::Instant::now() + ttl + Duration::from_millis(500);
     let ms = ttl.as_millis().to_string();
     loop {
+        // What this host's previous process held, if its lease is gone.
+        super::holds::drop_held(store, host)?;
         let epoch: u64 = store.with("take the host's lease", |c| {
             redis::cmd("EVAL")
                 .arg(JOIN)
@@ -291,7 +255,7 @@ pub(super) fn join(store: &RedisStore, host: &str, ttl: Duration) -> Result<Arc<
                 .query(c)
         })?;
         if epoch > 0 {
-            let lease = Arc::new(Lease { host: host.to_owned(), epoch, ttl, lost: watch::Sender::new(None) });
+            let lease = Arc::new(Lease::new(host, epoch, ttl));
             return Ok(lease);
         }
         if std::time::Instant::now() >= until {
@@ -388,11 +352,14 @@ pub struct Cluster {
     pub bus: Bus,
     /// Where they pass each other tasks.
     pub work: Work,
+    /// What they hold for each token, counted together.
+    pub holds: Holds,
 }
 
 impl Cluster {
     pub(super) fn new(store: Arc<RedisStore>, lease: Arc<Lease>, bus: Bus, work: Work) -> Self {
-        Self { store, lease, bus, work }
+        let holds = Holds::new(store.clone(), lease.clone());
+        Self { store, lease, bus, work, holds }
     }
 
     /// The store this host writes through.
@@ -502,6 +469,7 @@ impl Cluster {
                     break;
                 }
             }
+            self.holds.drop_gone(&host.host_id)?;
             self.forget_if_long_gone(&host.host_id)?;
         }
         self.store.load(&taken)

@@ -38,12 +38,14 @@
 
 pub mod bus;
 pub mod cluster;
+pub mod holds;
+pub mod lease;
 pub mod tokens;
 pub mod work;
 
 use super::{
-    CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable,
-    corrupt,
+    CLAIM_TTL, Claim, HostId, LIST_SCAN_LIMIT, Quota, Record, SavedSchedules, Store, StoreError, Unfinished,
+    Unreadable, corrupt,
 };
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
@@ -662,7 +664,7 @@ impl Store for RedisStore {
         Ok(claim_of(&answer))
     }
 
-    fn claim_within(&self, workflow_id: &str, quota: Option<super::Quota<'_>>) -> Result<Claim, StoreError> {
+    fn claim_within(&self, workflow_id: &str, quota: Option<Quota<'_>>) -> Result<Claim, StoreError> {
         let (Some(lease), Some(quota)) = (&self.lease, quota) else { return self.claim(workflow_id) };
         self.still_owner("claim a workflow id")?;
         let answer: String = self.with("claim a workflow id", |c| {
@@ -789,6 +791,25 @@ impl Store for RedisStore {
         self.with("store a schedule", |c| c.hset::<_, _, _, ()>(key(&["schedules"]), schedule.id(), definition))
     }
 
+    fn put_schedule_within(&self, schedule: &Schedule, quota: Option<Quota<'_>>) -> Result<bool, StoreError> {
+        let Some(quota) = quota else { return self.put_schedule(schedule).map(|()| true) };
+        self.still_owner("store a schedule")?;
+        let definition = super::schedule_json(&self.url, schedule)?;
+        let schedules = key(&["schedules"]);
+        // Counted and written in one transaction on the schedules' hash: a
+        // change by another host between the two sends it again.
+        self.with("store a schedule within its owner's quota", |c| {
+            redis::transaction(c, &[&schedules], |c, pipe| {
+                let stored: HashMap<String, String> = c.hgetall(&schedules)?;
+                if !stored.contains_key(schedule.id()) && owned_by(&stored, quota.owner) >= quota.max {
+                    return Ok(Some(false));
+                }
+                pipe.hset(&schedules, schedule.id(), &definition).ignore().hlen(&schedules);
+                Ok(pipe.query::<Option<(u64,)>>(c)?.map(|_| true))
+            })
+        })
+    }
+
     fn update_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
         self.still_owner("store a schedule")?;
         let definition = super::schedule_json(&self.url, schedule)?;
@@ -808,6 +829,12 @@ impl Store for RedisStore {
         self.still_owner("remove a schedule")?;
         self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
     }
+}
+
+/// How many of the `stored` schedules (JSON by id) are `owner`'s.
+fn owned_by(stored: &HashMap<String, String>, owner: &str) -> usize {
+    let owner_of = |json: &String| serde_json::from_str::<super::ScheduleOwner>(json).ok().and_then(|s| s.owner);
+    stored.values().filter(|json| owner_of(json).as_deref() == Some(owner)).count()
 }
 
 /// What a claim script's answer says: `granted`, `finished`, `busy N` (the
