@@ -175,7 +175,7 @@ fn front_and_providers() -> (RedisServer, [Served; 3], [Proc; 2]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_tasks_pass_their_results_between_hosts() {
-    let (_redis, [front, second, third], _providers) = front_and_providers();
+    let (redis, [front, second, third], _providers) = front_and_providers();
     let at_front = Api::of(&front);
     until_served(&at_front, &front.token, "work/v1").await;
 
@@ -201,6 +201,15 @@ async fn a_thousand_tasks_pass_their_results_between_hosts() {
         served += figure(&metrics(&Api::of(host), &host.token).await, "gleitzeit_cluster_tasks_served_total");
     }
     assert!(served >= 1000.0, "the others ran them: {served}");
+
+    // The answered offers are trimmed from their stream (at the next beat).
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    until(
+        "the offers trimmed",
+        PATIENCE,
+        || redis::cmd("XLEN").arg("gleitzeit:tasks:work/v1").query::<u64>(&mut c).unwrap(),
+        |n| *n == 0,
+    );
 }
 
 /// A host's `/metrics`, as text.
@@ -311,6 +320,8 @@ fn the_dashboard_lists_the_hosts_and_shows_one_gone() {
     third.child.kill().unwrap();
     writeln!(page.process.0.stdin.as_mut().unwrap(), "killed").unwrap();
     page.wait_for("ok");
+    // Its browser closes before it ends.
+    assert!(page.process.0.wait().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

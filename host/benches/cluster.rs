@@ -16,7 +16,8 @@
 //!    client of a third host sees it), with the default lease of 3 s.
 //!
 //! Run: `cargo bench -p gleitzeit --bench cluster` (`-- --quick` for 3
-//! rounds and 3 kills). Needs `redis-server` on PATH.
+//! rounds and 3 kills; `-- --throughput` for the first table alone).
+//! Needs `redis-server` on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
 
@@ -32,6 +33,8 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Only the tasks/s table (while working on the cluster path's cost).
+    let throughput_only = std::env::args().any(|a| a == "--throughput");
     let (rounds, kills) = if quick { (3, 3) } else { (5, 7) };
     let redis = Redis::start();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -41,36 +44,46 @@ fn main() {
         let single = Host::start(&format!("{}/1", redis.url), false);
         let _single_provider = provider(&single, "single-provider");
         let single_cost = throughput(&single, &[&single], &redis, rounds).await;
-        let single_hops = hops(&single, rounds).await;
+        let single_hops = if throughput_only { (0.0, 0.0) } else { hops(&single, rounds).await };
         drop(single);
 
         let cluster = [Host::start(&redis.url, true), Host::start(&redis.url, true), Host::start(&redis.url, true)];
         let _providers = [provider(&cluster[1], "second"), provider(&cluster[2], "third")];
         wait_for_protocol(&cluster[0]).await;
         let cluster_cost = throughput(&cluster[0], &[&cluster[0], &cluster[1], &cluster[2]], &redis, rounds).await;
-        let cluster_hops = hops(&cluster[0], rounds).await;
 
-        println!("| path | median wall | tasks/s | Redis commands per task | CPU per task (hosts + Redis) |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| path | median wall | tasks/s | Redis commands per task | CPU per task (hosts + Redis) | the submitting host's | Redis's |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
         let row = |name: &str, cost: &Cost| {
             println!(
-                "| {name} | {:.1} ms | {:.0} | {:.1} | {:.1} µs |",
+                "| {name} | {:.1} ms | {:.0} | {:.1} | {:.1} µs | {:.1} µs | {:.1} µs |",
                 cost.wall.as_secs_f64() * 1000.0,
                 TASKS as f64 / cost.wall.as_secs_f64(),
                 cost.commands,
-                cost.cpu.as_secs_f64() * 1e6
+                cost.cpu.as_secs_f64() * 1e6,
+                cost.front_cpu.as_secs_f64() * 1e6,
+                cost.redis_cpu.as_secs_f64() * 1e6
             );
         };
         row("one host, Redis store, one remote provider (baseline)", &single_cost);
         row("three hosts (--cluster), providers on the other two", &cluster_cost);
         println!(
-            "|  cluster / one host: wall {:.2}x, CPU per task {:.2}x | | | | |",
+            "|  cluster / one host: wall {:.2}x, CPU per task {:.2}x | | | | | | |",
             cluster_cost.wall.as_secs_f64() / single_cost.wall.as_secs_f64(),
             cluster_cost.cpu.as_secs_f64() / single_cost.cpu.as_secs_f64()
         );
+        if throughput_only {
+            if std::env::var_os("COMMANDSTATS").is_some() {
+                redis.print_commandstats();
+            }
+            return;
+        }
         println!();
         println!("A chain of {CHAIN} dependent tasks: each task's call as its workflow's host times it");
         println!();
+        let cluster_hops = hops(&cluster[0], rounds).await;
         println!("| path | p50 | p99 |");
         println!("|---|---:|---:|");
         println!("| one host | {:.2} ms | {:.2} ms |", single_hops.0, single_hops.1);
@@ -101,11 +114,15 @@ fn main() {
 }
 
 /// What a path costs: the median wall time of its rounds, and per task
-/// the Redis commands and the CPU time of the hosts and of Redis.
+/// the Redis commands and the CPU time of the hosts and Redis, and of
+/// Redis alone.
 struct Cost {
     wall: Duration,
     commands: f64,
     cpu: Duration,
+    redis_cpu: Duration,
+    /// The submitting host's share.
+    front_cpu: Duration,
 }
 
 /// `rounds` fan-outs submitted at `front` (of `hosts`, whose CPU time
@@ -113,17 +130,27 @@ struct Cost {
 async fn throughput(front: &Host, hosts: &[&Host], redis: &Redis, rounds: usize) -> Cost {
     let mut client = front.client().await;
     run(&mut client, &fan_out(100)).await; // warm-up
-    let (mut walls, mut cpus, mut commands) = (Vec::new(), Vec::new(), 0.0);
+    let (mut walls, mut cpus, mut redis_cpus, mut commands) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
+    let mut front_cpus = Vec::new();
     let pids: Vec<u32> = hosts.iter().map(|h| h.child.id()).chain([redis.child.id()]).collect();
     for round in 0..rounds {
-        let (before, cpu_before) = (redis.commands(), cpu_time(&pids));
+        let (before, cpu_before, redis_before) = (redis.commands(), cpu_time(&pids), cpu_time(&[redis.child.id()]));
+        let front_before = cpu_time(&[front.child.id()]);
         walls.push(run(&mut client, &fan_out(TASKS)).await.0);
         cpus.push((cpu_time(&pids) - cpu_before) / TASKS as u32);
+        redis_cpus.push((cpu_time(&[redis.child.id()]) - redis_before) / TASKS as u32);
+        front_cpus.push((cpu_time(&[front.child.id()]) - front_before) / TASKS as u32);
         if round == 0 {
             commands = (redis.commands() - before) as f64 / TASKS as f64;
         }
     }
-    Cost { wall: median(&walls), commands, cpu: median(&cpus) }
+    Cost {
+        wall: median(&walls),
+        commands,
+        cpu: median(&cpus),
+        redis_cpu: median(&redis_cpus),
+        front_cpu: median(&front_cpus),
+    }
 }
 
 /// The CPU time (user and system) the processes `pids` have used so far.
@@ -222,7 +249,7 @@ fn chain(n: usize) -> Value {
 async fn run(client: &mut Client, workflow: &Value) -> (Duration, RunReport) {
     let started = Instant::now();
     let reply = client.call("submit_workflow", &json!({ "workflow": workflow }), TIMEOUT).await.unwrap();
-    let id = reply["workflow_id"].as_str().expect("submitted").to_owned();
+    let id = reply["workflow_id"].as_str().unwrap_or_else(|| panic!("not submitted: {reply}")).to_owned();
     loop {
         let event = client.next_event().await.unwrap();
         if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
@@ -338,6 +365,12 @@ impl Redis {
     }
 
     /// Commands Redis has run so far (`INFO commandstats`).
+    fn print_commandstats(&self) {
+        let mut c = redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap();
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        println!("{info}");
+    }
+
     fn commands(&self) -> u64 {
         let mut c = redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap();
         let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();

@@ -15,6 +15,7 @@
 use crate::engine::EngineEvent;
 use crate::locks::lock;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -48,14 +49,16 @@ pub struct Described<'e> {
 const NAMES: [&str; 5] = ["workflow_started", "task_status", "task_result", "task_progress", "workflow_completed"];
 
 /// An event as one host of a cluster passes it to the others: owned, its
-/// data bounded as the log bounds it ([`MAX_EVENT_BYTES`]).
+/// data bounded as the log bounds it ([`MAX_EVENT_BYTES`]) and carried as
+/// JSON within the message (not a string of JSON, which would be escaped
+/// by the sender and unescaped by every host that hears it).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Passed {
     name: String,
     workflow_id: String,
     owner: Option<String>,
     counted: bool,
-    data: String,
+    data: Option<Box<RawValue>>,
 }
 
 impl Passed {
@@ -65,7 +68,7 @@ impl Passed {
             workflow_id: event.workflow_id.to_owned(),
             owner: event.owner.map(str::to_owned),
             counted: event.counted,
-            data: bounded_text(&event.payload),
+            data: bounded(&event.payload),
         }
     }
 
@@ -82,7 +85,7 @@ impl Passed {
             name,
             workflow_id: &self.workflow_id,
             owner: self.owner.as_deref(),
-            payload: serde_json::from_str(&self.data).ok()?,
+            payload: serde_json::from_str(self.data.as_ref()?.get()).ok()?,
             counted: self.counted,
         })
     }
@@ -292,9 +295,16 @@ impl EventLog {
 /// `payload` as JSON text of at most [`MAX_EVENT_BYTES`]: a larger one
 /// without its result, error and chunk, saying how large it was.
 fn bounded_text(payload: &Value) -> String {
-    let text = payload.to_string();
-    if text.len() <= MAX_EVENT_BYTES {
-        return text;
+    bounded(payload).map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned())
+}
+
+/// `payload` as JSON, at most [`MAX_EVENT_BYTES`] of it: a larger one
+/// without its result, error or chunk, saying it was truncated. (A JSON
+/// value always encodes; none is for the encoder's error all the same.)
+fn bounded(payload: &Value) -> Option<Box<RawValue>> {
+    let raw = serde_json::value::to_raw_value(payload).ok()?;
+    if raw.get().len() <= MAX_EVENT_BYTES {
+        return Some(raw);
     }
     let mut smaller = payload.clone();
     if let Value::Object(map) = &mut smaller {
@@ -304,9 +314,9 @@ fn bounded_text(payload: &Value) -> String {
             }
         }
         map.insert("truncated".to_owned(), json!(true));
-        map.insert("bytes".to_owned(), json!(text.len()));
+        map.insert("bytes".to_owned(), json!(raw.get().len()));
     }
-    smaller.to_string()
+    serde_json::value::to_raw_value(&smaller).ok()
 }
 
 #[cfg(test)]

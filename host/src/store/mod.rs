@@ -428,7 +428,10 @@ pub(crate) fn read_report(
         .map(|record| (record.task_id.clone(), record))
         .collect();
     let document = document.and_then(|text| workflow_from_json(target, workflow_id, &text).ok());
-    let documented = |id: &str| document.as_ref()?.tasks.iter().find(|t| t.id == id).map(|t| t.params.clone());
+    // By id: a report of 10,000 tasks looked each up in a list of 10,000.
+    let by_id: std::collections::HashMap<&str, &crate::model::Task> =
+        document.iter().flat_map(|d| d.tasks.iter()).map(|t| (t.id.as_str(), t)).collect();
+    let documented = |id: &str| by_id.get(id).map(|t| t.params.clone());
     for task in &mut report.tasks {
         let record = records.get(&task.id);
         task.result = record.and_then(|r| r.result.clone());

@@ -23,16 +23,26 @@ pub(super) struct Waiting(Mutex<HashMap<String, oneshot::Sender<Result<Value, Ta
 
 /// An outcome as it travels between hosts: `{"ok": RESULT}`, or the error
 /// with whether it may be retried or run again without counting.
-pub(super) fn encode(outcome: &Result<Value, TaskError>) -> Value {
-    match outcome {
-        Ok(result) => json!({ "ok": result }),
-        Err(error) => json!({ "error": error, "retryable": error.retryable, "requeue": error.requeue }),
+pub(super) fn encode(outcome: &Result<Value, TaskError>) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Encoded<'o> {
+        Ok { ok: &'o Value },
+        Err { error: &'o TaskError, retryable: bool, requeue: bool },
     }
+    let encoded = match outcome {
+        Ok(result) => Encoded::Ok { ok: result },
+        Err(error) => Encoded::Err { error, retryable: error.retryable, requeue: error.requeue },
+    };
+    serde_json::to_string(&encoded).unwrap_or_else(|e| {
+        let error = TaskError::new(codes::SERVER_ERROR, format!("the outcome cannot be encoded: {e}"));
+        json!({ "error": error, "retryable": false, "requeue": false }).to_string()
+    })
 }
 
-fn decode(outcome: Value) -> Result<Value, TaskError> {
-    if let Some(result) = outcome.get("ok") {
-        return Ok(result.clone());
+fn decode(mut outcome: Value) -> Result<Value, TaskError> {
+    if let Some(result) = outcome.as_object_mut().and_then(|fields| fields.remove("ok")) {
+        return Ok(result);
     }
     let mut error: TaskError = serde_json::from_value(outcome["error"].clone()).unwrap_or_else(|e| {
         TaskError::new(codes::SERVER_ERROR, format!("another host answered what this one cannot read: {e}"))
@@ -94,7 +104,7 @@ impl Provider for Elsewhere {
             task_id: call.task_id.clone(),
             attempt: call.attempt,
             method: call.method.clone(),
-            params: call.params.as_ref().clone(),
+            params: call.params.clone(),
             timeout_ms: call.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
         };
         let mut pending = Pending {

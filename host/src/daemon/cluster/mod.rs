@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(super) struct Said {
     /// The host that says it (it does not listen to itself).
     pub from: String,
-    #[serde(flatten)]
+    /// Not flattened: a flattened field is read through serde's buffer,
+    /// which cannot hold the events' data as raw JSON.
     pub what: What,
 }
 
@@ -265,6 +266,7 @@ impl Duties {
                     hosts.iter().filter(|h| h.status == HostStatus::Gone).map(|h| h.host_id.clone()).collect();
                 for protocol in &serves {
                     duties.work.reclaim(protocol, &gone)?;
+                    duties.work.trim(protocol)?;
                 }
                 Ok::<_, crate::store::StoreError>((taken, duties.cancel_requests()?, hosts, duties.tokens()?))
             })

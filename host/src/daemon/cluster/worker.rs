@@ -165,7 +165,7 @@ impl Running {
             owner: offer.owner.as_deref().map(Arc::from),
             attempt: offer.attempt,
             method: offer.method.clone(),
-            params: Arc::new(offer.params.clone()),
+            params: offer.params.clone(),
             deadline,
             progress: Some(self.progress(taken)),
         };

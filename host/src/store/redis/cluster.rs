@@ -23,11 +23,12 @@
 //! taken from `epochs` when the host joins and never reused. The host renews
 //! the key's time to live (on Redis's clock, so a host's own clock does not
 //! matter) while its epoch is still the key's value, and every write it
-//! makes runs in one script that first checks exactly that: once the lease
-//! has lapsed, no write of that host lands again, however long it was
-//! paused, and its renewal cannot bring the lease back. A host that finds
-//! its lease lost stops (the daemon exits; its supervisor starts it again
-//! under a new epoch).
+//! makes runs in one transaction that watches the lease key and finds it
+//! still its epoch (EXEC fails when the key changed or, since Redis 7.0,
+//! expired): once the lease has lapsed, no write of that host lands again,
+//! however long it was paused, and its renewal cannot bring the lease back.
+//! A host that finds its lease lost stops (the daemon exits; its supervisor
+//! starts it again under a new epoch).
 //!
 //! **Takeover.** Each host looks at the others' leases every third of a
 //! lease. The workflows of a host whose lease is gone move, in one script
@@ -86,18 +87,6 @@ return 1";
 /// Give the lease back, if it is still this epoch's.
 const LEAVE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1";
-
-/// Run the encoded commands (each: its argument count, then its
-/// arguments) only while the lease is still this epoch's: the fence.
-pub(super) const FENCED: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local i = 2
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
 return 1";
 
 /// Mark this host's own workflows as driven under its new epoch (after a
@@ -200,6 +189,14 @@ pub(super) fn workflows_of(host: &str) -> String {
 /// host used takes that host's unfinished workflows.
 pub(super) fn check_layout(store: &RedisStore, host: &str) -> Result<(), StoreError> {
     let open = |reason: String| StoreError::Open { target: store.url.clone(), reason };
+    let info: String = store.with("read Redis's version", |c| redis::cmd("INFO").arg("server").query(c))?;
+    let version = info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("unknown").trim();
+    if version.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_none_or(|major| major < 7) {
+        return Err(open(format!(
+            "it is Redis {version}; a cluster needs Redis 7.0 or newer (its fence relies on a transaction \
+             failing when a watched lease expired)"
+        )));
+    }
     let single: Option<String> = store.with("read the host lock", |c| redis::Commands::get(c, key(&["host"])))?;
     if let Some(single) = single {
         return Err(open(format!(
@@ -321,26 +318,6 @@ pub(super) fn adopt(store: &RedisStore, lease: &Lease) -> Result<Vec<String>, St
         action: "adopt this host's workflows",
         reason: "this host's lease is no longer held".into(),
     })
-}
-
-/// One `FENCED` call: the commands of `pipe`, run only under `lease`.
-pub(super) fn fenced_call(lease: &Lease, pipe: &redis::Pipeline) -> redis::Cmd {
-    let mut call = redis::cmd("EVAL");
-    call.arg(FENCED).arg(1).arg(lease_key(&lease.host)).arg(lease.epoch);
-    for command in pipe.cmd_iter() {
-        let args: Vec<&[u8]> = command
-            .args_iter()
-            .filter_map(|arg| match arg {
-                redis::Arg::Simple(bytes) => Some(bytes),
-                _ => None,
-            })
-            .collect();
-        call.arg(args.len());
-        for arg in args {
-            call.arg(arg);
-        }
-    }
-    call
 }
 
 /// What the daemon does with the cluster: its lease, the register, and

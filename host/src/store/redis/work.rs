@@ -11,9 +11,10 @@
 //! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol |
 //! | `answers:HOST` | stream | outcomes for the calls HOST offered |
 //!
-//! Taken offers are acknowledged and deleted once answered. The offers a
-//! host took and never answered because it died stay pending under its
-//! name; [`Work::reclaim`] gives them to a living host, by the lease of the
+//! Taken offers are acknowledged once answered, and trimmed from their
+//! stream every beat ([`Work::trim`]: one `XTRIM` there costs Redis less
+//! than an `XDEL` per answer). The offers a host took and never answered
+//! because it died stay pending under its name; [`Work::reclaim`] gives them to a living host, by the lease of the
 //! host that took them, not by how long they were idle (a long call is not
 //! a dead one). An answer for a call its offerer no longer waits for (it
 //! died, the task was cancelled) is dropped; the host that took over the
@@ -44,10 +45,13 @@ pub struct Offer {
     pub task_id: String,
     pub attempt: u32,
     pub method: String,
-    pub params: Value,
+    pub params: std::sync::Arc<Value>,
     /// How long the call may take, from when it is taken.
     pub timeout_ms: u64,
 }
+
+/// The hosts' group on a stream: its fields, and its pending summary.
+type Group = (Vec<(String, Reply)>, Reply);
 
 /// One protocol's offers in the cluster's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,15 +133,11 @@ fn add(pipe: &mut redis::Pipeline, op: &Op) {
                 .arg("call")
                 .arg(&taken.offer.call)
                 .arg("outcome")
-                .arg(outcome.to_string())
+                .arg(outcome)
                 .ignore()
                 .cmd("XACK")
                 .arg(&stream)
                 .arg(GROUP)
-                .arg(&taken.entry)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&stream)
                 .arg(&taken.entry)
                 .ignore();
         }
@@ -172,9 +172,20 @@ const MAX_PIPELINE: usize = 1024;
 const SEND_TRIES: usize = 3;
 
 enum Op {
-    Offer { protocol: String, offer: Offer, entry: tokio::sync::oneshot::Sender<Result<String, StoreError>> },
-    Answer { taken: Taken, outcome: Value },
-    Withdraw { protocol: String, entry: String },
+    Offer {
+        protocol: String,
+        offer: Offer,
+        entry: tokio::sync::oneshot::Sender<Result<String, StoreError>>,
+    },
+    /// The outcome as JSON.
+    Answer {
+        taken: Taken,
+        outcome: String,
+    },
+    Withdraw {
+        protocol: String,
+        entry: String,
+    },
 }
 
 impl Work {
@@ -206,8 +217,8 @@ impl Work {
         let _ = self.outbox.send(Op::Withdraw { protocol: protocol.to_owned(), entry });
     }
 
-    /// Answer a taken offer with `outcome`, and forget the offer.
-    pub fn answer(&self, taken: Taken, outcome: Value) {
+    /// Answer a taken offer with `outcome` (JSON), and forget the offer.
+    pub fn answer(&self, taken: Taken, outcome: String) {
         let _ = self.outbox.send(Op::Answer { taken, outcome });
     }
 
@@ -247,29 +258,72 @@ impl Work {
     /// The cluster's queue of `protocols`: how many offers of each wait to
     /// be taken, and how many a host took and runs now.
     pub fn depth(&self, protocols: &[String]) -> Result<Vec<Depth>, StoreError> {
-        let mut lengths = redis::pipe();
-        for protocol in protocols {
-            lengths.cmd("XLEN").arg(offers(protocol));
-        }
-        let lengths: Vec<u64> = self.store.read("read the cluster's queue", |c| lengths.query(c))?;
-        let mut depths = Vec::new();
-        for (protocol, length) in protocols.iter().zip(lengths) {
-            let taken = if length == 0 { 0 } else { self.taken(protocol)? };
-            depths.push(Depth { protocol: protocol.clone(), waiting: length.saturating_sub(taken), taken });
-        }
-        Ok(depths)
+        protocols.iter().map(|protocol| self.depth_of(protocol)).collect()
     }
 
-    /// Offers of `protocol` taken and not yet answered (none while no host
-    /// has read its stream, which then has no group).
-    fn taken(&self, protocol: &str) -> Result<u64, StoreError> {
-        let groups: Reply = self
-            .store
-            .read("read the cluster's queue", |c| redis::cmd("XINFO").arg("GROUPS").arg(offers(protocol)).query(c))?;
-        let pending = as_array(groups).into_iter().flat_map(fields_of).find(|(name, _)| name == "pending");
-        Ok(match pending {
-            Some((_, Reply::Int(n))) => u64::try_from(n).unwrap_or(0),
+    fn depth_of(&self, protocol: &str) -> Result<Depth, StoreError> {
+        let stream = offers(protocol);
+        let Some((group, pending)) = self.group(&stream)? else {
+            // No host took any yet: every offer there waits.
+            let waiting = self.store.read("read the cluster's queue", |c| redis::cmd("XLEN").arg(&stream).query(c))?;
+            return Ok(Depth { protocol: protocol.to_owned(), waiting, taken: 0 });
+        };
+        let taken = match as_array(pending).into_iter().next() {
+            Some(Reply::Int(n)) => u64::try_from(n).unwrap_or(0),
             _ => 0,
+        };
+        let field = |wanted: &str| group.iter().find(|(name, _)| name == wanted).map(|(_, value)| value.clone());
+        let waiting = match field("lag") {
+            Some(Reply::Int(lag)) => u64::try_from(lag).unwrap_or(0),
+            // Redis cannot tell after a withdrawal: count what is after
+            // the last offer taken.
+            _ => {
+                let after = field("last-delivered-id").and_then(as_text).unwrap_or_else(|| "0-0".into());
+                let entries: Reply = self.store.read("read the cluster's queue", |c| {
+                    redis::cmd("XRANGE").arg(&stream).arg(format!("({after}")).arg("+").query(c)
+                })?;
+                as_array(entries).len() as u64
+            }
+        };
+        Ok(Depth { protocol: protocol.to_owned(), waiting, taken })
+    }
+
+    /// The hosts' group on `stream` as Redis has it: its fields (`XINFO
+    /// GROUPS`) and its pending summary (`XPENDING`); none before any host
+    /// took an offer there.
+    fn group(&self, stream: &str) -> Result<Option<Group>, StoreError> {
+        self.store.read("look at the offers", |c| {
+            if !redis::Commands::exists::<_, bool>(c, stream)? {
+                return Ok(None);
+            }
+            let groups: Reply = redis::cmd("XINFO").arg("GROUPS").arg(stream).query(c)?;
+            let group = as_array(groups).into_iter().map(fields_of).find(|fields| {
+                fields.iter().any(|(name, value)| name == "name" && as_text(value.clone()).as_deref() == Some(GROUP))
+            });
+            let Some(group) = group else { return Ok(None) };
+            let pending: Reply = redis::cmd("XPENDING").arg(stream).arg(GROUP).query(c)?;
+            Ok(Some((group, pending)))
+        })
+    }
+
+    /// Drop the offers of `protocol` no host needs any more: those before
+    /// the oldest one still pending (taken, not answered) and before the
+    /// first not yet taken. Offers only move forward (taken, then
+    /// answered; one given back is offered anew), so what was not needed
+    /// when this looked is not needed when it trims.
+    pub fn trim(&self, protocol: &str) -> Result<(), StoreError> {
+        let stream = offers(protocol);
+        let Some((group, pending)) = self.group(&stream)? else { return Ok(()) };
+        let last_delivered = group
+            .into_iter()
+            .find(|(name, _)| name == "last-delivered-id")
+            .and_then(|(_, id)| as_text(id))
+            .and_then(|id| EntryId::parse(&id));
+        let Some(last_delivered) = last_delivered else { return Ok(()) };
+        let oldest_pending = as_array(pending).into_iter().nth(1).and_then(as_text).and_then(|id| EntryId::parse(&id));
+        let keep_from = oldest_pending.map_or(last_delivered.next(), |pending| pending.min(last_delivered.next()));
+        self.store.with("trim the offers", |c| {
+            redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(keep_from.to_string()).exec(c)
         })
     }
 
@@ -367,6 +421,31 @@ impl Answers {
             self.reader.with("delete read answers", |c| redis::cmd("XDEL").arg(&self.stream).arg(&ids).exec(c))?;
         }
         Ok(read)
+    }
+}
+
+/// A stream entry's id: milliseconds and a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct EntryId(u64, u64);
+
+impl EntryId {
+    fn parse(text: &str) -> Option<Self> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
+    }
+
+    /// The least id after this one.
+    fn next(self) -> Self {
+        match self.1.checked_add(1) {
+            Some(seq) => Self(self.0, seq),
+            None => Self(self.0.saturating_add(1), 0),
+        }
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
     }
 }
 
