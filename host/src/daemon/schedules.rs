@@ -73,6 +73,9 @@ pub(super) struct Schedules {
     changed: Notify,
     store: Option<AsyncStore>,
     bounds: Bounds,
+    /// The store's version of the schedules when [`Schedules::refresh`]
+    /// last read them.
+    version_read: Mutex<Option<u64>>,
 }
 
 struct Entry {
@@ -161,7 +164,7 @@ impl Schedules {
                 }
             }
         }
-        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store, bounds })
+        Ok(Self { entries: Mutex::new(entries), changed: Notify::new(), store, bounds, version_read: Mutex::new(None) })
     }
 
     pub(super) async fn count(&self) -> usize {
@@ -331,7 +334,13 @@ impl Schedules {
     /// ones forgotten, and each keeps the latest due time handled.
     pub(super) async fn refresh(&self) -> Result<(), StoreError> {
         let Some(store) = &self.store else { return Ok(()) };
+        // Read first: a change after it is read again at the next refresh.
+        let version = store.call("read schedules", |store| store.schedules_version()).await?;
+        if version.is_some() && *self.version_read.lock().await == version {
+            return Ok(());
+        }
         let saved = store.call("read schedules", |store| store.schedules()).await?;
+        *self.version_read.lock().await = version;
         let mut entries = self.entries.lock().await;
         let mut stored: BTreeMap<String, Schedule> =
             saved.readable.into_iter().map(|schedule| (schedule.id().to_owned(), schedule)).collect();

@@ -260,6 +260,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every schedule, and those whose stored form cannot be read.
     fn schedules(&self) -> Result<SavedSchedules, StoreError>;
 
+    /// A number that changes whenever a schedule is added, replaced or
+    /// removed (not when a due time is written down), for the hosts of a
+    /// cluster to read the schedules again only then; none where the
+    /// store keeps no such number.
+    fn schedules_version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Keep `schedule`, replacing one of the same id.
     fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
 

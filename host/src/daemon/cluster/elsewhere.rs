@@ -163,12 +163,15 @@ impl Drop for Pending {
     }
 }
 
+/// How long one read for answers waits (an answer ends the wait at once).
+const ANSWERS_WAIT: Duration = Duration::from_secs(2);
+
 /// Read this host's answers on a thread of its own and hand each to the
 /// call that waits for it, until the lease is lost.
 pub(super) fn pump_answers(mut answers: Answers, waiting: Arc<Waiting>, cluster: Arc<Cluster>) {
     let pumped = std::thread::Builder::new().name("cluster-answers".into()).spawn(move || {
         while cluster.lease.lost().is_none() {
-            match answers.next(Duration::from_millis(500)) {
+            match answers.next(ANSWERS_WAIT) {
                 Ok(read) => {
                     for (call, outcome) in read {
                         if let Some(waiter) = lock(&waiting.0).remove(&call) {
@@ -178,7 +181,7 @@ pub(super) fn pump_answers(mut answers: Answers, waiting: Arc<Waiting>, cluster:
                 }
                 Err(e) => {
                     tracing::warn!("cannot read the other hosts' answers: {e}");
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(ANSWERS_WAIT);
                 }
             }
         }

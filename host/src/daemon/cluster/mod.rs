@@ -266,8 +266,8 @@ impl Duties {
                     hosts.iter().filter(|h| h.status == HostStatus::Gone).map(|h| h.host_id.clone()).collect();
                 for protocol in &serves {
                     duties.work.reclaim(protocol, &gone)?;
-                    duties.work.trim(protocol)?;
                 }
+                duties.work.trim(&serves)?;
                 Ok::<_, crate::store::StoreError>((taken, duties.cancel_requests()?, hosts, duties.tokens()?))
             })
             .await;

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long one read for offers waits.
-const TAKE_WAIT: Duration = Duration::from_millis(500);
+/// How long one read for offers waits (an offer ends the wait at once;
+/// longer, an idle host wakes less).
+const TAKE_WAIT: Duration = Duration::from_secs(2);
 /// How often this host looks again for a free slot while its providers
 /// are all busy (a local look, no Redis command).
 const FULL_WAIT: Duration = Duration::from_millis(5);
@@ -73,7 +74,7 @@ pub(super) fn start(cluster: Arc<Cluster>, registry: Arc<Registry>, membership: 
 }
 
 /// How often the worker looks for protocols this host newly serves.
-const PROTOCOLS_WAIT: Duration = Duration::from_millis(200);
+const PROTOCOLS_WAIT: Duration = Duration::from_secs(1);
 
 /// The protocols this host's own providers serve.
 fn own_protocols(registry: &Registry) -> Vec<String> {

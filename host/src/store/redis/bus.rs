@@ -16,8 +16,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long the listener waits for a message before looking whether it
-/// should stop; and before connecting again after a failure.
-const LISTEN_TICK: Duration = Duration::from_millis(500);
+/// should stop.
+const LISTEN_TICK: Duration = Duration::from_secs(2);
+/// How long a failed publish or subscription waits before it is tried
+/// again, and a connection is waited for.
+const RETRY_WAIT: Duration = Duration::from_millis(500);
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// What the listener hands on.
 #[derive(Debug)]
@@ -82,7 +86,7 @@ fn publish_in_order(publisher: &RedisStore, messages: &std::sync::mpsc::Receiver
                 tracing::warn!("{e}; a message to the other hosts is dropped");
                 break;
             }
-            std::thread::sleep(LISTEN_TICK);
+            std::thread::sleep(RETRY_WAIT);
         }
     }
 }
@@ -94,7 +98,7 @@ fn listen(client: &redis::Client, url: &str, heard: &mpsc::UnboundedSender<Heard
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!("the cluster's bus on {url}: {e}; listening again");
-                std::thread::sleep(LISTEN_TICK);
+                std::thread::sleep(RETRY_WAIT);
             }
         }
     }
@@ -107,7 +111,7 @@ fn subscribed(
     heard: &mpsc::UnboundedSender<Heard>,
     first: &mut bool,
 ) -> redis::RedisResult<()> {
-    let mut connection = client.get_connection_with_timeout(LISTEN_TICK * 10)?;
+    let mut connection = client.get_connection_with_timeout(CONNECT_WAIT)?;
     let mut pubsub = connection.as_pubsub();
     pubsub.subscribe(channel())?;
     pubsub.set_read_timeout(Some(LISTEN_TICK))?;

@@ -11,6 +11,7 @@
 //! | `workflows:submitted` | sorted set | ids by submission time (listing) |
 //! | `workflows:submitted:by:OWNER` | sorted set | the same, of one token's workflows |
 //! | `schedules` | hash | schedule id → the schedule (JSON) |
+//! | `schedules:version` | string | a number each schedule added, replaced or removed increments |
 //! | `claim:workflow:ID` | string | a claim of an id not yet accepted (`Store::claim`), with a time to live |
 //! | `running:by:OWNER` | set | with `--cluster`: ids of the owner's running and claimed workflows (its quota, across hosts) |
 //! | `host` | string | the id of the host using the store (below) |
@@ -194,6 +195,11 @@ enum Lock {
 /// its quota across a cluster's hosts.
 fn running_by(owner: &str) -> String {
     key(&["running", "by", owner])
+}
+
+/// The number that changes with every schedule added, replaced or removed.
+fn schedules_version() -> String {
+    key(&["schedules", "version"])
 }
 
 /// The key of the claim of a workflow id not yet accepted.
@@ -786,10 +792,21 @@ impl Store for RedisStore {
         Ok(SavedSchedules::of(&self.url, rows))
     }
 
+    fn schedules_version(&self) -> Result<Option<u64>, StoreError> {
+        self.read("read the schedules' version", |c| c.get(schedules_version()))
+            .map(|version: Option<u64>| Some(version.unwrap_or(0)))
+    }
+
     fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.still_owner("store a schedule")?;
         let definition = super::schedule_json(&self.url, schedule)?;
-        self.with("store a schedule", |c| c.hset::<_, _, _, ()>(key(&["schedules"]), schedule.id(), definition))
+        self.with("store a schedule", |c| {
+            redis::pipe()
+                .atomic()
+                .hset(key(&["schedules"]), schedule.id(), definition)
+                .incr(schedules_version(), 1)
+                .query::<()>(c)
+        })
     }
 
     fn put_schedule_within(&self, schedule: &Schedule, quota: Option<Quota<'_>>) -> Result<bool, StoreError> {
@@ -805,7 +822,8 @@ impl Store for RedisStore {
                 if !stored.contains_key(schedule.id()) && owned_by(&stored, quota.owner) >= quota.max {
                     return Ok(Some(false));
                 }
-                pipe.hset(&schedules, schedule.id(), &definition).ignore().hlen(&schedules);
+                pipe.hset(&schedules, schedule.id(), &definition).ignore().incr(schedules_version(), 1).ignore();
+                pipe.hlen(&schedules);
                 Ok(pipe.query::<Option<(u64,)>>(c)?.map(|_| true))
             })
         })
@@ -828,7 +846,10 @@ impl Store for RedisStore {
 
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
         self.still_owner("remove a schedule")?;
-        self.with("remove a schedule", |c| c.hdel::<_, _, i32>(key(&["schedules"]), id)).map(|removed| removed > 0)
+        let (removed, _): (i32, u64) = self.with("remove a schedule", |c| {
+            redis::pipe().atomic().hdel(key(&["schedules"]), id).incr(schedules_version(), 1).query(c)
+        })?;
+        Ok(removed > 0)
     }
 }
 

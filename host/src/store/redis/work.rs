@@ -162,6 +162,8 @@ pub struct Work {
     store: RedisStore,
     url: String,
     host: String,
+    /// Whether this host answered an offer since it last trimmed.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// Most operations sent in one pipeline.
@@ -200,7 +202,7 @@ impl Work {
             .name("cluster-work-out".into())
             .spawn(move || send_in_batches(&sender, &ops))
             .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot offer tasks: {e}") })?;
-        Ok(Self { outbox, store, url: url.to_owned(), host: host.to_owned() })
+        Ok(Self { outbox, store, url: url.to_owned(), host: host.to_owned(), answered: Default::default() })
     }
 
     /// Offer `offer` of `protocol` to the hosts; its entry (to withdraw it)
@@ -219,6 +221,7 @@ impl Work {
 
     /// Answer a taken offer with `outcome` (JSON), and forget the offer.
     pub fn answer(&self, taken: Taken, outcome: String) {
+        self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.outbox.send(Op::Answer { taken, outcome });
     }
 
@@ -306,12 +309,20 @@ impl Work {
         })
     }
 
-    /// Drop the offers of `protocol` no host needs any more: those before
-    /// the oldest one still pending (taken, not answered) and before the
-    /// first not yet taken. Offers only move forward (taken, then
-    /// answered; one given back is offered anew), so what was not needed
-    /// when this looked is not needed when it trims.
-    pub fn trim(&self, protocol: &str) -> Result<(), StoreError> {
+    /// Drop the offers of `protocols` no host needs any more, if this host
+    /// answered any since it last looked (an idle host sends nothing):
+    /// those before the oldest one still pending (taken, not answered) and
+    /// before the first not yet taken. Offers only move forward (taken,
+    /// then answered; one given back is offered anew), so what was not
+    /// needed when this looked is not needed when it trims.
+    pub fn trim(&self, protocols: &[String]) -> Result<(), StoreError> {
+        if !self.answered.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        protocols.iter().try_for_each(|protocol| self.trim_one(protocol))
+    }
+
+    fn trim_one(&self, protocol: &str) -> Result<(), StoreError> {
         let stream = offers(protocol);
         let Some((group, pending)) = self.group(&stream)? else { return Ok(()) };
         let last_delivered = group
