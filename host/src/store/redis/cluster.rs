@@ -107,7 +107,8 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1";
 
 /// Forget a host from the register once its lease is gone, it has no
-/// workflow left and Redis has not seen it for ARGV[2] ms.
+/// workflow left and Redis has not seen it for ARGV[2] ms, with the
+/// answers left on its stream (nobody reads them).
 const FORGET: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
 local seen = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
@@ -115,6 +116,7 @@ local now = redis.call('TIME')
 if now[1] * 1000 + math.floor(now[2] / 1000) - seen < tonumber(ARGV[2]) then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[5])
 return 1";
 
 /// Move up to ARGV[3] workflows of a host whose lease is gone into this
@@ -458,11 +460,12 @@ impl Cluster {
         self.store.with("forget a gone host", |c| {
             redis::cmd("EVAL")
                 .arg(FORGET)
-                .arg(4)
+                .arg(5)
                 .arg(lease_key(host))
                 .arg(workflows_of(host))
                 .arg(key(&["hosts"]))
                 .arg(key(&["hosts", "seen"]))
+                .arg(super::work::answers(host))
                 .arg(host)
                 .arg(GONE_KEPT.as_millis().to_string())
                 .query::<()>(c)

@@ -148,7 +148,7 @@ fn offers(protocol: &str) -> String {
     key(&["tasks", protocol])
 }
 
-fn answers(host: &str) -> String {
+pub(super) fn answers(host: &str) -> String {
     key(&["answers", host])
 }
 
