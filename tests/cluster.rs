@@ -594,6 +594,7 @@ async fn a_token_made_or_revoked_for_the_cluster_holds_on_every_host_with_one_qu
     let made = first.cli(&["token", "create", "--name", "bob", "--role", "client", "--store", &redis.url]);
     let bob = String::from_utf8(made.stdout).unwrap().trim().to_owned();
     until_accepted(&at_second, &bob, true).await;
+    until_accepted(&at_first, &bob, true).await;
     let _held = [open_stream(&at_second, &bob).await.unwrap(), open_stream(&at_second, &bob).await.unwrap()];
     assert_eq!(open_stream(&at_first, &bob).await.unwrap_err().0, 429);
     let mut second = second;

@@ -125,10 +125,17 @@ impl Shares {
         };
         let Some(place) = self.held.take(&token, self.quota) else { return Err(refused("")) };
         let Some(pool) = &self.pool else { return Ok(Some(Share { _place: place, pooled: None })) };
-        let (counting, name, quota) = (pool.clone(), token.clone(), self.quota);
-        match tokio::task::spawn_blocking(move || counting.take(&name, quota)).await {
-            Ok(Ok(true)) => Ok(Some(Share { _place: place, pooled: Some((pool.clone(), token)) })),
-            Ok(Ok(false)) => Err(refused(" on the cluster's hosts")),
+        // The share is made where it is counted: should the request be
+        // dropped meanwhile, the share is dropped there, and given back.
+        let (pooled, quota) = ((pool.clone(), token.clone()), self.quota);
+        let counted = tokio::task::spawn_blocking(move || match pooled.0.take(&pooled.1, quota) {
+            Ok(true) => Ok(Some(Share { _place: place, pooled: Some(pooled) })),
+            Ok(false) => Ok(None),
+            Err(why) => Err(why),
+        });
+        match counted.await {
+            Ok(Ok(Some(share))) => Ok(Some(share)),
+            Ok(Ok(None)) => Err(refused(" on the cluster's hosts")),
             Ok(Err(why)) => Err(format!("cannot count the {} of token '{token}': {why}", self.what)),
             Err(e) => Err(format!("cannot count the {} of token '{token}': {e}", self.what)),
         }
