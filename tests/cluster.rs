@@ -212,6 +212,24 @@ async fn a_thousand_tasks_pass_their_results_between_hosts() {
     );
 }
 
+/// A scrape while Redis hangs (SIGSTOP) answers with the host's own
+/// figures, without the cluster's, instead of waiting for Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_answer_while_redis_hangs() {
+    let redis = redis_server();
+    let lone = Daemon::new().args(&["--store", &redis.url, "--cluster", "--lease", "30s"]).start();
+    let api = Api::of(&lone);
+    assert!(metrics(&api, &lone.token).await.contains("gleitzeit_cluster_hosts"));
+    let pid = redis.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // Well within the 5 s a Redis command is waited for.
+    let scraped = tokio::time::timeout(Duration::from_millis(4500), metrics(&api, &lone.token)).await;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let scraped = scraped.expect("a scrape within 4.5 s while Redis hangs");
+    assert!(scraped.contains("gleitzeit_tasks_running"), "{scraped}");
+    assert!(!scraped.contains("gleitzeit_cluster_hosts"), "{scraped}");
+}
+
 /// A host's `/metrics`, as text.
 async fn metrics(api: &Api, token: &str) -> String {
     let answer = api.get_text("/metrics", token).await;

@@ -20,6 +20,10 @@ use axum::response::IntoResponse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// How long a scrape waits for the cluster's figures from Redis: a scrape
+/// of the host's own figures is not held up by a Redis that hangs.
+const CLUSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What one scrape reports.
 struct Facts {
     engine: EngineStats,
@@ -48,13 +52,17 @@ pub async fn metrics(
         plugins: api.core.plugins.statuses(),
         sockets: api.sockets.connected(),
         streams: api.streams.open(),
-        cluster: match api.core.cluster_figures().await {
-            Some(Ok(figures)) => Some(figures),
-            Some(Err(e)) => {
+        cluster: match tokio::time::timeout(CLUSTER_WAIT, api.core.cluster_figures()).await {
+            Ok(Some(Ok(figures))) => Some(figures),
+            Ok(Some(Err(e))) => {
                 tracing::warn!("/metrics without the cluster's figures: {e}");
                 None
             }
-            None => None,
+            Err(_) => {
+                tracing::warn!("/metrics without the cluster's figures: Redis did not answer within {CLUSTER_WAIT:?}");
+                None
+            }
+            Ok(None) => None,
         },
     };
     let text = render(move |scrape| write(scrape, &facts));
