@@ -21,6 +21,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
 
+mod support;
+
 use gleitzeit::client::Client;
 use gleitzeit::report::RunReport;
 use serde_json::{Value, json};
@@ -247,18 +249,7 @@ fn chain(n: usize) -> Value {
 
 /// Submit and wait for `workflow_completed`; the wall time and the report.
 async fn run(client: &mut Client, workflow: &Value) -> (Duration, RunReport) {
-    let started = Instant::now();
-    let reply = client.call("submit_workflow", &json!({ "workflow": workflow }), TIMEOUT).await.unwrap();
-    let id = reply["workflow_id"].as_str().unwrap_or_else(|| panic!("not submitted: {reply}")).to_owned();
-    loop {
-        let event = client.next_event().await.unwrap();
-        if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
-            break;
-        }
-    }
-    let wall = started.elapsed();
-    let report = client.call("get_workflow", &json!({ "workflow_id": id }), TIMEOUT).await.unwrap();
-    let report: RunReport = serde_json::from_value(report).unwrap();
+    let (wall, report) = support::submit_and_wait(client, workflow, TIMEOUT).await;
     assert_eq!(report.summary.completed, report.summary.total, "{:?}", report.summary);
     (wall, report)
 }

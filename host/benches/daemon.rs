@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench that cannot set up should stop loudly
 
+mod support;
+
 use gleitzeit::client::Client;
 use gleitzeit::daemon::{ServeConfig, serve};
 use gleitzeit::engine::{Engine, EngineConfig};
@@ -184,19 +186,7 @@ fn fan_out(protocol: &str, n: usize) -> Value {
 /// Submit one fan-out over Socket.IO; wall time from submission to the
 /// `workflow_completed` event, and the median task latency.
 async fn run(client: &mut Client, protocol: &str, n: usize) -> (Duration, Duration) {
-    let workflow = fan_out(protocol, n);
-    let started = Instant::now();
-    let reply = client.call("submit_workflow", &json!({ "workflow": workflow }), TIMEOUT).await.unwrap();
-    let id = reply["workflow_id"].as_str().expect("submitted").to_owned();
-    loop {
-        let event = client.next_event().await.unwrap();
-        if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
-            break;
-        }
-    }
-    let wall = started.elapsed();
-    let report = client.call("get_workflow", &json!({ "workflow_id": id }), TIMEOUT).await.unwrap();
-    let report: RunReport = serde_json::from_value(report).unwrap();
+    let (wall, report) = support::submit_and_wait(client, &fan_out(protocol, n), TIMEOUT).await;
     assert_eq!(report.summary.completed, n);
     (wall, median_latency(&report))
 }

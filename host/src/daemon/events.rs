@@ -295,7 +295,7 @@ impl EventLog {
 /// `payload` as JSON text of at most [`MAX_EVENT_BYTES`]: a larger one
 /// without its result, error and chunk, saying how large it was.
 fn bounded_text(payload: &Value) -> String {
-    bounded(payload).map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned())
+    bounded(payload).map_or_else(|| "null".to_owned(), |raw| Box::<str>::from(raw).into_string())
 }
 
 /// `payload` as JSON, at most [`MAX_EVENT_BYTES`] of it: a larger one
