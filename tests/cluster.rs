@@ -436,26 +436,25 @@ async fn a_host_whose_clock_is_off_by_minutes_takes_no_lease() {
     }
 }
 
+/// How many hosts hear the cluster's events channel now.
+fn hearing_events(redis: &RedisServer) -> i64 {
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    let (_, hearing): (String, i64) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg("gleitzeit:bus:events").query(&mut c).unwrap();
+    hearing
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     let redis = redis_server();
     let (driver, other) = (host(&redis), host(&redis));
     let (at_driver, at_other) = (Api::of(&driver), Api::of(&other));
 
-    let id = at_driver.submit(&driver.token, &chain(0.5)).await;
-    let mut stream = Stream::open(&at_other, &format!("/api/v1/workflows/{id}/events"), &other.token, None).await;
-    let mut seen = Vec::new();
-    while let Some(event) = stream.next().await {
-        seen.push((event.event, event.data["task_id"].as_str().unwrap_or_default().to_owned()));
-    }
-    assert_eq!(seen.first().unwrap().0, "snapshot");
-    assert_eq!(seen.last().unwrap().0, "workflow_completed", "{seen:?}");
-    let results: Vec<&str> = seen.iter().filter(|(e, _)| e == "task_result").map(|(_, t)| t.as_str()).collect();
-    assert_eq!(results.first(), Some(&"first"), "{seen:?}");
-    assert_eq!(results.last(), Some(&"last"), "in order: {seen:?}");
-
-    // A python-socketio client of the other host follows it as well.
+    // Nobody follows anything from another host: no host hears the events.
     let id = at_driver.submit(&driver.token, &chain(2.0)).await;
+    assert_eq!(hearing_events(&redis), 0);
+    // A python-socketio client of the other host follows it: that host
+    // hears the events from its subscription on, until the workflow ends.
     let follower = Command::new("python3")
         .arg(support::root().join("tests/python/follow.py"))
         .arg(&id)
@@ -469,6 +468,21 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
         followed.iter().filter(|(e, _)| e == "task_result").filter_map(|(_, t)| t.as_deref()).collect();
     assert!(ended.contains(&"first") && ended.last() == Some(&"last"), "{followed:?}");
     assert_eq!(followed.last().unwrap().0, "workflow_completed", "{followed:?}");
+    until("the other host stops hearing events", PATIENCE, || hearing_events(&redis), |n| *n == 0);
+
+    // An event stream of the other host, from the snapshot to the end.
+    let id = at_driver.submit(&driver.token, &chain(0.5)).await;
+    let mut stream = Stream::open(&at_other, &format!("/api/v1/workflows/{id}/events"), &other.token, None).await;
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next().await {
+        seen.push((event.event, event.data["task_id"].as_str().unwrap_or_default().to_owned()));
+    }
+    assert_eq!(seen.first().unwrap().0, "snapshot");
+    assert_eq!(seen.last().unwrap().0, "workflow_completed", "{seen:?}");
+    let results: Vec<&str> = seen.iter().filter(|(e, _)| e == "task_result").map(|(_, t)| t.as_str()).collect();
+    assert_eq!(results.first(), Some(&"first"), "{seen:?}");
+    assert_eq!(results.last(), Some(&"last"), "in order: {seen:?}");
+    assert_eq!(hearing_events(&redis), 1, "it hears them while its log keeps events for a reader's return");
 
     let id = at_driver.submit(&driver.token, &chain(10.0)).await;
     until_running(&at_other, &other.token, &id, "first").await;

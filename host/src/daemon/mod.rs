@@ -6,8 +6,9 @@
 //! events (`events`). Work enters the engine through the [`intake`], which
 //! the schedules (`schedules`) use as well.
 //!
-//! This module owns the daemon's life: start (resuming stored work), the
-//! event forwarding, periodic pruning, and the drain on shutdown. It runs
+//! This module owns the daemon's life: start (resuming stored work),
+//! periodic pruning, and the drain on shutdown; where events go is
+//! `relay`'s. It runs
 //! nothing itself (the `engine` does) and validates workflows through
 //! `workflow`, exactly as single-shot mode does.
 
@@ -19,13 +20,14 @@ mod http;
 mod intake;
 mod listen;
 mod quota;
+mod relay;
 mod requests;
 mod rpc;
 mod schedules;
 mod socket;
 
 use crate::auth::{self, AuthError};
-use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::engine::{Engine, EngineConfig};
 use crate::plugins::PluginSet;
 use crate::registry::Registry;
 pub use crate::schedule::MAX_SCHEDULES;
@@ -38,11 +40,9 @@ pub use quota::{DEFAULT_SCHEDULES_PER_TOKEN, DEFAULT_STREAMS_PER_TOKEN, DEFAULT_
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 pub use schedules::{ADMINS_SCHEDULES, DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL};
 use socket::SocketTransport;
-use socketioxide::SocketIo;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Settings of `gleitzeit serve`.
 #[derive(Clone)]
@@ -141,84 +141,6 @@ async fn check_origin(
     }
 }
 
-/// Hand each engine event to the Socket.IO rooms and the event log, and
-/// to the other hosts of the cluster.
-async fn forward_events(
-    io: SocketIo,
-    sockets: Arc<SocketTransport>,
-    api: Arc<HttpTransport>,
-    membership: Arc<cluster::Membership>,
-    mut events: mpsc::UnboundedReceiver<EngineEvent>,
-) {
-    let mut batch = Vec::with_capacity(256);
-    let clustered = membership.cluster().is_some();
-    while events.recv_many(&mut batch, 256).await > 0 {
-        let mut passed = Vec::new();
-        for event in batch.drain(..) {
-            let described = events::payload(&event);
-            socket::forward(&io, &sockets, &described).await;
-            api.events.append(&described);
-            if clustered {
-                passed.push(events::Passed::of(&described));
-            }
-        }
-        if !passed.is_empty() {
-            membership.say(cluster::What::Events(passed));
-        }
-    }
-}
-
-/// Hand what the other hosts of the cluster say to this host's clients
-/// (their workflows' events) and engine (cancellations).
-async fn relay_the_others(
-    io: SocketIo,
-    sockets: Arc<SocketTransport>,
-    api: Arc<HttpTransport>,
-    engine: Engine,
-    cluster: Arc<crate::store::redis::cluster::Cluster>,
-) {
-    let mut heard = match cluster.bus.listen() {
-        Ok(heard) => heard,
-        Err(e) => return tracing::error!("cannot hear the other hosts: {e}"),
-    };
-    while let Some(heard) = heard.recv().await {
-        let text = match heard {
-            crate::store::redis::bus::Heard::Message(text) => text,
-            crate::store::redis::bus::Heard::Missed => {
-                api.events.missed();
-                continue;
-            }
-        };
-        let said: cluster::Said = match serde_json::from_str(&text) {
-            Ok(said) => said,
-            Err(e) => {
-                tracing::warn!("another host said what this one cannot read: {e}");
-                continue;
-            }
-        };
-        // Its own events it relayed itself; progress of calls it runs for
-        // others only comes this way.
-        if said.from == cluster.lease.host && !matches!(said.what, cluster::What::Progress(_)) {
-            continue;
-        }
-        match said.what {
-            cluster::What::Events(passed) | cluster::What::Progress(passed) => {
-                // Read only what someone here follows: every host hears
-                // every host's events.
-                let logged = api.events.kept();
-                let wanted = passed.iter().filter(|p| logged || socket::followed(&io, p.workflow_id()));
-                for described in wanted.filter_map(events::Passed::described) {
-                    socket::forward(&io, &sockets, &described).await;
-                    api.events.append(&described);
-                }
-            }
-            cluster::What::Cancel(workflow_id) => {
-                let _ = engine.cancel(&workflow_id).await;
-            }
-        }
-    }
-}
-
 /// Run the daemon until `shutdown` resolves, then stop taking work, let
 /// running workflows finish within the grace period, and close.
 pub async fn serve(
@@ -252,7 +174,8 @@ pub async fn serve(
     let intake = Intake::new(engine.clone(), config.policy.clone(), config.max_workflows_per_token);
     let schedules = Arc::new(schedules);
     let addr = listener.local_addr()?;
-    let membership = Arc::new(cluster::Membership::new(config.cluster.clone(), format!("http://{addr}")));
+    let (following, asks) = cluster::Following::new();
+    let membership = Arc::new(cluster::Membership::new(config.cluster.clone(), format!("http://{addr}"), following));
     if let (Some(cluster), Some(store)) = (&config.cluster, &store) {
         cluster::Duties {
             membership: membership.clone(),
@@ -276,9 +199,11 @@ pub async fn serve(
     };
     let api = Arc::new(HttpTransport::new(core.clone(), sockets.clone(), &limits, listener.local_addr()?.port()));
     let (layer, io) = socket::layer(&sockets);
-    tokio::spawn(forward_events(io.clone(), sockets.clone(), api.clone(), core.membership.clone(), events));
+    let outlets = relay::Outlets { io: io.clone(), sockets: sockets.clone(), api: api.clone() };
+    tokio::spawn(relay::forward_events(outlets.clone(), core.membership.clone(), events));
     if let Some(cluster) = &config.cluster {
-        tokio::spawn(relay_the_others(io.clone(), sockets.clone(), api.clone(), engine.clone(), cluster.clone()));
+        let (engine, cluster, membership) = (engine.clone(), cluster.clone(), core.membership.clone());
+        tokio::spawn(relay::relay_the_others(outlets, engine, cluster, membership, asks));
     }
     tokio::spawn(schedules::fire_when_due(schedules, intake.clone()));
     let app = http::router(api.clone())

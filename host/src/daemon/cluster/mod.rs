@@ -11,7 +11,10 @@
 //! serving the others). It knows no transport.
 
 mod elsewhere;
+mod following;
 mod worker;
+
+pub use following::{Asks, Following};
 
 use super::events::Passed;
 use super::quota::Pool;
@@ -36,6 +39,14 @@ pub(super) struct Said {
     pub what: What,
 }
 
+impl Said {
+    /// How the text of what `host` says begins (`from` comes first): a
+    /// host knows its own words without reading them.
+    pub fn opening(host: &str) -> String {
+        format!("{{\"from\":{},", serde_json::Value::from(host))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum What {
@@ -57,6 +68,7 @@ pub struct Membership {
     address: String,
     started_at: std::time::SystemTime,
     counts: Counts,
+    following: Following,
 }
 
 /// What this host did for the cluster since it started (`/metrics`).
@@ -89,8 +101,29 @@ pub(super) struct Parts<'a> {
 }
 
 impl Membership {
-    pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String) -> Self {
-        Self { cluster, address, started_at: std::time::SystemTime::now(), counts: Counts::default() }
+    pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String, following: Following) -> Self {
+        Self { cluster, address, started_at: std::time::SystemTime::now(), counts: Counts::default(), following }
+    }
+
+    /// What this host's clients follow of the others.
+    pub(super) fn following(&self) -> &Following {
+        &self.following
+    }
+
+    /// A client here starts to follow events (an event stream): hear the
+    /// other hosts' too, from before this returns.
+    pub(super) async fn hear_the_others(&self) {
+        if self.cluster.is_some() {
+            self.following.hear().await;
+        }
+    }
+
+    /// A socket here subscribed to `workflow_id`: hear the other hosts'
+    /// events (it may be theirs) until it ends.
+    pub(super) async fn follow(&self, workflow_id: &str) {
+        if self.cluster.is_some() {
+            self.following.workflow(workflow_id).await;
+        }
     }
 
     /// Where the event streams of every host are counted by token; none
@@ -131,11 +164,14 @@ impl Membership {
         self.cluster.as_ref()
     }
 
-    /// Tell the other hosts `what`.
+    /// Tell the other hosts `what`: events to those that hear them, the
+    /// rest to all.
     pub(super) fn say(&self, what: What) {
         let Some(cluster) = &self.cluster else { return };
+        let events = matches!(what, What::Events(_));
         let said = Said { from: cluster.lease.host.clone(), what };
         match serde_json::to_string(&said) {
+            Ok(text) if events => cluster.bus.publish_events(text),
             Ok(text) => cluster.bus.publish(text),
             Err(e) => tracing::error!("cannot tell the other hosts: {e}"),
         }

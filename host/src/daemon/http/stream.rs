@@ -117,6 +117,9 @@ impl Reader {
             return Err(ApiError::new(errors::BUSY, message));
         };
         let wake = api.events.watch();
+        // The log keeps events from now on; the other hosts' too, from
+        // when this returns (before the caller reads its place).
+        api.core.membership.hear_the_others().await;
         Ok(Self { api, scope, cursor, pending: VecDeque::new(), wake, done: false, _permit: permit, _share: share })
     }
 

@@ -564,22 +564,25 @@ impl Topic {
 async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
     let outcome = async {
         let topic = Topic::parse("subscribe", data)?;
-        let room = match &topic {
+        let workflow_id = match &topic {
             Topic::Providers => {
                 transport.caller(&socket, Action::Observe)?;
-                topic.room()
+                socket.join(topic.room());
+                return Ok(topic.reply(true));
             }
             // With tokens, only an existing workflow of the caller's: an id
             // subscribed to in advance could become another user's.
             Topic::Workflow(id) => match transport.caller(&socket, Action::Read)? {
-                Caller::Anyone => topic.room(),
+                Caller::Anyone => id.clone(),
                 caller => match transport.core.report(&caller, id).await? {
-                    Some(report) => super::room(&report.workflow_id),
+                    Some(report) => report.workflow_id,
                     None => return Err(RpcError::new(errors::NOT_FOUND, format!("subscribe: no workflow '{id}'"))),
                 },
             },
         };
-        socket.join(room);
+        socket.join(super::room(&workflow_id));
+        // Joined first: a workflow no socket follows is forgotten.
+        transport.core.membership.follow(&workflow_id).await;
         Ok(topic.reply(true))
     }
     .await;

@@ -14,7 +14,8 @@
 //! | `tokens` | hash | token name → its entry (role, protocols, hash of the secret; see [`super::tokens`]) |
 //! | `cancels` | set | unfinished workflows a client asked to cancel, for whichever host drives them |
 //! | `holds:KIND`, `host:HOST:holds:KIND` | hash | what the hosts hold for each token ([`super::holds`]) |
-//! | `bus` | pub/sub channel | what the hosts tell each other ([`super::bus`]) |
+//! | `bus` | pub/sub channel | what every host hears: requests, progress ([`super::bus`]) |
+//! | `bus:events` | pub/sub channel | the hosts' workflows' events, heard by hosts that follow others' ([`super::bus`]) |
 //!
 //! A workflow's hash (see the store's table) also holds `host` and `epoch`:
 //! who drives it, under which lease.
