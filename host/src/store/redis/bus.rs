@@ -20,8 +20,8 @@
 //! stored.
 
 use super::{RedisStore, key};
-use crate::store::StoreError;
 use crate::locks::lock;
+use crate::store::StoreError;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
