@@ -45,6 +45,7 @@ fn main() {
         println!();
         let single = Host::start(&format!("{}/1", redis.url), false);
         let _single_provider = provider(&single, "single-provider");
+        wait_for_protocol(&single).await;
         let single_cost = throughput(&single, &[&single], &redis, rounds).await;
         let single_hops = if throughput_only { (0.0, 0.0) } else { hops(&single, rounds).await };
         drop(single);
