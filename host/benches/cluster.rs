@@ -43,17 +43,34 @@ fn main() {
     rt.block_on(async {
         println!("gleitzeit cluster benchmark: {TASKS} remote echo tasks per round, medians of {rounds} rounds");
         println!();
+        // Both paths run side by side, on two databases of one Redis, and
+        // their rounds alternate: each cluster round has a baseline round
+        // next to it, under the same load of the shared machine.
         let single = Host::start(&format!("{}/1", redis.url), false);
         let _single_provider = provider(&single, "single-provider");
         wait_for_protocol(&single).await;
-        let single_cost = throughput(&single, &[&single], &redis, rounds).await;
-        let single_hops = if throughput_only { (0.0, 0.0) } else { hops(&single, rounds).await };
-        drop(single);
-
         let cluster = [Host::start(&redis.url, true), Host::start(&redis.url, true), Host::start(&redis.url, true)];
         let _providers = [provider(&cluster[1], "second"), provider(&cluster[2], "third")];
         wait_for_protocol(&cluster[0]).await;
-        let cluster_cost = throughput(&cluster[0], &[&cluster[0], &cluster[1], &cluster[2]], &redis, rounds).await;
+        let mut paths = [
+            Path::new(&single, vec![&single], &redis).await,
+            Path::new(&cluster[0], cluster.iter().collect(), &redis).await,
+        ];
+        let (mut single_rounds, mut cluster_rounds) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            single_rounds.push(paths[0].round(&redis).await);
+            cluster_rounds.push(paths[1].round(&redis).await);
+        }
+        let ratio = |of: fn(&Sample) -> Duration| {
+            let ratios: Vec<f64> = (single_rounds.iter().zip(&cluster_rounds))
+                .map(|(single, cluster)| of(cluster).as_secs_f64() / of(single).as_secs_f64())
+                .collect();
+            median_f64(&ratios)
+        };
+        let (wall_ratio, cpu_ratio) = (ratio(|s| s.wall), ratio(|s| s.cpu));
+        let (single_cost, cluster_cost) = (Cost::of(&single_rounds), Cost::of(&cluster_rounds));
+        let single_hops = if throughput_only { (0.0, 0.0) } else { hops(&single, rounds).await };
+        drop(single);
 
         println!(
             "| path | median wall | tasks/s | Redis commands per task | CPU per task (hosts + Redis) | the submitting host's | Redis's |"
@@ -73,9 +90,7 @@ fn main() {
         row("one host, Redis store, one remote provider (baseline)", &single_cost);
         row("three hosts (--cluster), providers on the other two", &cluster_cost);
         println!(
-            "|  cluster / one host: wall {:.2}x, CPU per task {:.2}x | | | | | | |",
-            cluster_cost.wall.as_secs_f64() / single_cost.wall.as_secs_f64(),
-            cluster_cost.cpu.as_secs_f64() / single_cost.cpu.as_secs_f64()
+            "|  cluster / one host, median of the rounds' ratios: wall {wall_ratio:.2}x, CPU per task {cpu_ratio:.2}x | | | | | | |"
         );
         if throughput_only {
             if std::env::var_os("COMMANDSTATS").is_some() {
@@ -116,9 +131,18 @@ fn main() {
     });
 }
 
-/// What a path costs: the median wall time of its rounds, and per task
-/// the Redis commands and the CPU time of the hosts and Redis, and of
-/// Redis alone.
+/// What one round of a path cost: its wall time, and per task the Redis
+/// commands and the CPU time of the hosts and Redis, of Redis alone and of
+/// the submitting host.
+struct Sample {
+    wall: Duration,
+    commands: f64,
+    cpu: Duration,
+    redis_cpu: Duration,
+    front_cpu: Duration,
+}
+
+/// What a path costs: the medians of its rounds.
 struct Cost {
     wall: Duration,
     commands: f64,
@@ -128,31 +152,48 @@ struct Cost {
     front_cpu: Duration,
 }
 
-/// `rounds` fan-outs submitted at `front` (of `hosts`, whose CPU time
-/// counts with Redis's).
-async fn throughput(front: &Host, hosts: &[&Host], redis: &Redis, rounds: usize) -> Cost {
-    let mut client = front.client().await;
-    run(&mut client, &fan_out(100)).await; // warm-up
-    let (mut walls, mut cpus, mut redis_cpus, mut commands) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
-    let mut front_cpus = Vec::new();
-    let pids: Vec<u32> = hosts.iter().map(|h| h.child.id()).chain([redis.child.id()]).collect();
-    for round in 0..rounds {
-        let (before, cpu_before, redis_before) = (redis.commands(), cpu_time(&pids), cpu_time(&[redis.child.id()]));
-        let front_before = cpu_time(&[front.child.id()]);
-        walls.push(run(&mut client, &fan_out(TASKS)).await.0);
-        cpus.push((cpu_time(&pids) - cpu_before) / TASKS as u32);
-        redis_cpus.push((cpu_time(&[redis.child.id()]) - redis_before) / TASKS as u32);
-        front_cpus.push((cpu_time(&[front.child.id()]) - front_before) / TASKS as u32);
-        if round == 0 {
-            commands = (redis.commands() - before) as f64 / TASKS as f64;
+impl Cost {
+    fn of(rounds: &[Sample]) -> Self {
+        let median_of = |of: fn(&Sample) -> Duration| median(&rounds.iter().map(of).collect::<Vec<_>>());
+        Self {
+            wall: median_of(|s| s.wall),
+            commands: median_f64(&rounds.iter().map(|s| s.commands).collect::<Vec<_>>()),
+            cpu: median_of(|s| s.cpu),
+            redis_cpu: median_of(|s| s.redis_cpu),
+            front_cpu: median_of(|s| s.front_cpu),
         }
     }
-    Cost {
-        wall: median(&walls),
-        commands,
-        cpu: median(&cpus),
-        redis_cpu: median(&redis_cpus),
-        front_cpu: median(&front_cpus),
+}
+
+/// Fan-outs submitted at `front`, whose CPU time counts with `hosts'` and
+/// Redis's.
+struct Path {
+    client: Client,
+    front: u32,
+    pids: Vec<u32>,
+}
+
+impl Path {
+    /// A path, warmed up.
+    async fn new(front: &Host, hosts: Vec<&Host>, redis: &Redis) -> Self {
+        let mut client = front.client().await;
+        run(&mut client, &fan_out(100)).await;
+        let pids = hosts.iter().map(|h| h.child.id()).chain([redis.child.id()]).collect();
+        Self { client, front: front.child.id(), pids }
+    }
+
+    async fn round(&mut self, redis: &Redis) -> Sample {
+        let per_task = |spent: Duration| spent / TASKS as u32;
+        let (commands, cpu, redis_cpu) = (redis.commands(), cpu_time(&self.pids), cpu_time(&[redis.child.id()]));
+        let front_cpu = cpu_time(&[self.front]);
+        let wall = run(&mut self.client, &fan_out(TASKS)).await.0;
+        Sample {
+            wall,
+            commands: (redis.commands() - commands) as f64 / TASKS as f64,
+            cpu: per_task(cpu_time(&self.pids) - cpu),
+            redis_cpu: per_task(cpu_time(&[redis.child.id()]) - redis_cpu),
+            front_cpu: per_task(cpu_time(&[self.front]) - front_cpu),
+        }
     }
 }
 
@@ -282,6 +323,12 @@ async fn wait_for_protocol(host: &Host) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("bench/v1 never offered");
+}
+
+fn median_f64(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn median(values: &[Duration]) -> Duration {

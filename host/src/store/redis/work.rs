@@ -82,8 +82,17 @@ fn send_in_batches(sender: &RedisStore, ops: &std::sync::mpsc::Receiver<Op>) {
             batch.push(op);
         }
         let mut pipe = redis::pipe();
+        let mut acks: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
         for op in &batch {
             add(&mut pipe, op);
+            if let Op::Answer { taken, .. } = op {
+                acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry);
+            }
+        }
+        // Answered offers are acknowledged after their answers, one
+        // command per stream: an `XACK` each cost Redis more than the ids.
+        for (stream, entries) in acks {
+            pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entries).ignore();
         }
         let mut sent = sender.with("offer and answer tasks", |c| pipe.query::<Vec<String>>(c));
         for _ in 1..SEND_TRIES {
@@ -112,7 +121,8 @@ fn lost(sender: &RedisStore) -> StoreError {
     StoreError::Io { target: sender.url.clone(), action: "offer a task", reason: "no entry came back".into() }
 }
 
-/// The commands of `op`; only an offer's answers (its entry) are kept.
+/// The commands of `op` (but an answer's acknowledgement, which goes with
+/// the others' of its batch); only an offer's answers (its entry) are kept.
 fn add(pipe: &mut redis::Pipeline, op: &Op) {
     match op {
         Op::Offer { protocol, offer, .. } => {
@@ -123,7 +133,6 @@ fn add(pipe: &mut redis::Pipeline, op: &Op) {
             pipe.cmd("XDEL").arg(offers(protocol)).arg(entry).ignore();
         }
         Op::Answer { taken, outcome } => {
-            let stream = offers(&taken.protocol);
             pipe.cmd("XADD")
                 .arg(answers(&taken.offer.from))
                 .arg("MAXLEN")
@@ -134,11 +143,6 @@ fn add(pipe: &mut redis::Pipeline, op: &Op) {
                 .arg(&taken.offer.call)
                 .arg("outcome")
                 .arg(outcome)
-                .ignore()
-                .cmd("XACK")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg(&taken.entry)
                 .ignore();
         }
     }
