@@ -58,11 +58,24 @@ impl Following {
     }
 
     /// Whether sockets still follow a workflow subscribed to; forgets those
-    /// no socket follows any more (`followed` says whether one does).
+    /// found on the way that no socket follows any more (`followed` says
+    /// whether one does). It stops at the first one followed: a client
+    /// subscribed to very many workflows costs one look, not one each.
     pub fn any_followed(&self, followed: impl Fn(&str) -> bool) -> bool {
         let mut workflows = lock(&self.workflows);
-        workflows.retain(|id| followed(id));
-        !workflows.is_empty()
+        let mut unfollowed = Vec::new();
+        let mut any = false;
+        for id in workflows.iter() {
+            if followed(id) {
+                any = true;
+                break;
+            }
+            unfollowed.push(id.clone());
+        }
+        for id in &unfollowed {
+            workflows.remove(id);
+        }
+        any
     }
 }
 
@@ -80,7 +93,12 @@ mod tests {
         });
         following.workflow("a").await;
         following.workflow("b").await;
-        assert!(following.any_followed(|_| true));
+        let looks = std::cell::Cell::new(0);
+        assert!(following.any_followed(|_| {
+            looks.set(looks.get() + 1);
+            true
+        }));
+        assert_eq!(looks.get(), 1, "it stops at the first followed");
         following.ended("a");
         assert!(following.any_followed(|id| id == "b"));
         assert!(!following.any_followed(|_| false), "b has no socket any more");
