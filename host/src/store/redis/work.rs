@@ -9,7 +9,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol |
-//! | `answers:HOST` | stream | outcomes for the calls HOST offered |
+//! | `answers:HOST` | stream | outcomes for the calls HOST offered (`call`, `outcome`; several to an entry) |
 //!
 //! Taken offers are acknowledged once answered, and trimmed from their
 //! stream every beat ([`Work::trim`]: one `XTRIM` there costs Redis less
@@ -25,6 +25,7 @@ use crate::store::StoreError;
 use redis::Value as Reply;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const GROUP: &str = "hosts";
@@ -81,19 +82,7 @@ fn send_in_batches(sender: &RedisStore, ops: &std::sync::mpsc::Receiver<Op>) {
         {
             batch.push(op);
         }
-        let mut pipe = redis::pipe();
-        let mut acks: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
-        for op in &batch {
-            add(&mut pipe, op);
-            if let Op::Answer { taken, .. } = op {
-                acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry);
-            }
-        }
-        // Answered offers are acknowledged after their answers, one
-        // command per stream: an `XACK` each cost Redis more than the ids.
-        for (stream, entries) in acks {
-            pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entries).ignore();
-        }
+        let pipe = pipeline_of(&batch);
         let mut sent = sender.with("offer and answer tasks", |c| pipe.query::<Vec<String>>(c));
         for _ in 1..SEND_TRIES {
             if sent.is_ok() {
@@ -117,35 +106,42 @@ fn send_in_batches(sender: &RedisStore, ops: &std::sync::mpsc::Receiver<Op>) {
     }
 }
 
-fn lost(sender: &RedisStore) -> StoreError {
-    StoreError::Io { target: sender.url.clone(), action: "offer a task", reason: "no entry came back".into() }
-}
-
-/// The commands of `op` (but an answer's acknowledgement, which goes with
-/// the others' of its batch); only an offer's answers (its entry) are kept.
-fn add(pipe: &mut redis::Pipeline, op: &Op) {
-    match op {
-        Op::Offer { protocol, offer, .. } => {
-            let text = serde_json::to_string(offer).unwrap_or_default();
-            pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text);
-        }
-        Op::Withdraw { protocol, entry } => {
-            pipe.cmd("XDEL").arg(offers(protocol)).arg(entry).ignore();
-        }
-        Op::Answer { taken, outcome } => {
-            pipe.cmd("XADD")
-                .arg(answers(&taken.offer.from))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(MAX_ANSWERS)
-                .arg("*")
-                .arg("call")
-                .arg(&taken.offer.call)
-                .arg("outcome")
-                .arg(outcome)
-                .ignore();
+/// The commands of `batch`; only the offers' replies (their entries) are
+/// kept.
+fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    // Answers go one entry per offerer, and acknowledgements one command
+    // per stream, after the answers: a command each cost Redis more
+    // than what it carried.
+    let mut answered: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut acks: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for op in batch {
+        match op {
+            Op::Offer { protocol, offer, .. } => {
+                let text = serde_json::to_string(offer).unwrap_or_default();
+                pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text);
+            }
+            Op::Withdraw { protocol, entry } => {
+                pipe.cmd("XDEL").arg(offers(protocol)).arg(entry).ignore();
+            }
+            Op::Answer { taken, outcome } => {
+                let fields = answered.entry(answers(&taken.offer.from)).or_default();
+                fields.extend(["call", taken.offer.call.as_str(), "outcome", outcome.as_str()]);
+                acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry);
+            }
         }
     }
+    for (stream, fields) in answered {
+        pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(MAX_ANSWERS).arg("*").arg(fields).ignore();
+    }
+    for (stream, entries) in acks {
+        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entries).ignore();
+    }
+    pipe
+}
+
+fn lost(sender: &RedisStore) -> StoreError {
+    StoreError::Io { target: sender.url.clone(), action: "offer a task", reason: "no entry came back".into() }
 }
 
 fn offers(protocol: &str) -> String {
@@ -424,9 +420,12 @@ impl Answers {
         let mut ids = Vec::new();
         for (_, entries) in streams_of(reply) {
             for (id, fields) in entries {
-                let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-                if let (Some(call), Some(outcome)) = (field("call"), field("outcome")) {
-                    read.push((call, serde_json::from_str(&outcome).unwrap_or(Value::Null)));
+                // `call`, `outcome`, for each answer the entry holds.
+                let mut fields = fields.into_iter();
+                while let Some((name, call)) = fields.next() {
+                    if let (true, Some((_, outcome))) = (name == "call", fields.next()) {
+                        read.push((call, serde_json::from_str(&outcome).unwrap_or(Value::Null)));
+                    }
                 }
                 self.last.clone_from(&id);
                 ids.push(id);
