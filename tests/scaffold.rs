@@ -13,14 +13,7 @@ use std::process::Command;
 
 /// Run `program args` in `dir`; its stdout, or a panic with its output.
 fn run_in(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).current_dir(dir).env_remove("GLEITZEIT_LOG").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} in {} failed:\n{}\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::succeeded(Command::new(program).args(args).current_dir(dir).env_remove("GLEITZEIT_LOG"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

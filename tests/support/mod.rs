@@ -34,6 +34,18 @@ pub fn component(name: &str) -> PathBuf {
     root().join(format!("target/wasm/wasm32-wasip2/release/{name}.wasm"))
 }
 
+/// Run `command`; its output, or a panic that shows what it printed.
+pub fn succeeded(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The fenced code blocks of `lang` in a markdown text, in order.
 pub fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
     let open = format!("```{lang}");

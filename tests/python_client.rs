@@ -1,0 +1,43 @@
+//! The `gleitzeit` Python package (clients/python) as a user gets it:
+//! installed with pip into a fresh virtual environment and checked with
+//! strict mypy, then used against a real host: the checks of
+//! tests/python/client_session.py, and the example of docs/python.md run
+//! as the page shows it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Run `program` from the repository's root; its output, which must say
+/// it succeeded.
+fn ran(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    support::succeeded(Command::new(program).args(args).envs(env.iter().copied()).current_dir(support::root()))
+}
+
+#[test]
+fn the_python_client_installs_with_pip_and_drives_a_host() {
+    let venv = tempfile::tempdir().unwrap();
+    ran(Path::new("python3"), &["-m", "venv", venv.path().to_str().unwrap()], &[]);
+    let (pip, python) = (venv.path().join("bin/pip"), venv.path().join("bin/python"));
+    ran(&pip, &["install", "--quiet", "--disable-pip-version-check", "./clients/python", "mypy"], &[]);
+    // Typed, as its py.typed says: strict mypy finds nothing.
+    ran(&python, &["-m", "mypy", "--strict", "--no-incremental", "clients/python/src/gleitzeit"], &[]);
+
+    let host = support::serve(&[]);
+    let env = [("GLEITZEIT_SERVER", host.url.as_str()), ("GLEITZEIT_TOKEN", host.token.as_str())];
+    let session = ran(&python, &["tests/python/client_session.py"], &env);
+    assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
+
+    // The page's example is the file the test runs, and prints each task.
+    let example = std::fs::read_to_string(support::root().join("docs/examples/python/client.py")).unwrap();
+    let page = std::fs::read_to_string(support::root().join("docs/python.md")).unwrap();
+    let body = example.split_once("\"\"\"\n").unwrap().1;
+    assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows client.py");
+    let printed = String::from_utf8(ran(&python, &["docs/examples/python/client.py"], &env).stdout).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert_eq!(lines[0], "greet completed Hello from Gleitzeit", "{printed}");
+    assert!(lines[2].starts_with("summary completed The greeting was: Hello from Gleitzeit"), "{printed}");
+}
