@@ -107,6 +107,58 @@ async def errors(client):
             pass
 
 
+async def schedules(client):
+    added = await client.add_schedule(
+        {"name": "nightly", "tasks": [echo("tick", "night")]}, cron="0 0 3 * * *", schedule_id="nightly")
+    assert added["schedule_id"] == "nightly" and added["cron"] == "0 0 3 * * *", added
+    assert "nightly" in [s["schedule_id"] for s in await client.list_schedules()]
+    assert await client.remove_schedule("nightly")
+    assert "nightly" not in [s["schedule_id"] for s in await client.list_schedules()]
+
+
+async def dropping_proxy(upstream_port):
+    """A TCP proxy to the host that cuts the first connection once two
+    tasks' results came back on it (an event stream dropped mid-way)."""
+    cut = []
+
+    async def pipe(reader, writer, cut_here=None):
+        seen = b""
+        try:
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+                seen += data
+                if cut_here is not None and seen.count(b"event: task_result") >= 2:
+                    cut.append(cut_here)
+                    break
+        finally:
+            writer.close()
+
+    async def handle(client_reader, client_writer):
+        host_reader, host_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        cut_here = "first connection" if not cut else None
+        await asyncio.gather(pipe(client_reader, host_writer), pipe(host_reader, client_writer, cut_here))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], cut
+
+
+async def resumes_a_dropped_stream(client):
+    from urllib.parse import urlparse
+
+    tasks = [delay(f"t{i}", 0.05, dependencies=[f"t{i - 1}"] if i else []) for i in range(20)]
+    workflow_id = await client.submit({"name": "resumed", "tasks": tasks})
+    server, port, cut = await dropping_proxy(urlparse(client.url).port)
+    async with server, GleitzeitClient(url=f"http://127.0.0.1:{port}") as follower:
+        seen = [(e.name, e.data.get("task_id")) async for e in follower.events(workflow_id)]
+    assert cut, "the stream was cut"
+    ended = [t for name, t in seen if name == "task_result"]
+    snapshots = [name for name, _ in seen if name == "snapshot"]
+    # Resumed where it was: each task's end once, in order, one snapshot.
+    assert ended[-1] == "t19" and ended == sorted(set(ended), key=lambda t: int(t[1:])), seen
+    assert len(ended) >= 18 and snapshots == ["snapshot"] and seen[-1][0] == "workflow_completed", seen
+
+
 async def main():
     # url and token from GLEITZEIT_SERVER and GLEITZEIT_TOKEN, as the CLI.
     async with GleitzeitClient() as client:
@@ -114,6 +166,8 @@ async def main():
         await reads_and_follows(client)
         await cancels(client)
         await errors(client)
+        await schedules(client)
+        await resumes_a_dropped_stream(client)
 
 
 asyncio.run(main())
