@@ -445,3 +445,36 @@ async fn many_large_bodies_at_once_are_read_a_few_at_a_time() {
     assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|r| r.status().is_client_error())), "refused as invalid");
     assert!(peak < baseline + 800, "eight 60 MB bodies grew the daemon from {baseline} to {peak} MiB");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_connection_follows_a_bounded_number_of_workflows_and_leaves_those_that_complete() {
+    let host = serve(&["--auth", "off"]);
+    let mut client = gleitzeit::client::Client::connect(&host.url, None).await.unwrap();
+    let wait = Duration::from_secs(30);
+    let most = gleitzeit::daemon::MAX_SUBSCRIPTIONS;
+    for i in 0..most - 1 {
+        let answer = client.call("subscribe", &json!({ "workflow_id": format!("w{i}") }), wait).await.unwrap();
+        assert_eq!(answer["subscribed"], true, "{answer}");
+    }
+    // A submission follows its workflow until it completes, then leaves it.
+    let workflow = json!({"name": "one", "tasks": [{"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": "m"}}]});
+    let submitted = client.call("submit_workflow", &json!({ "workflow": workflow }), wait).await.unwrap();
+    let id = submitted["workflow_id"].as_str().unwrap().to_owned();
+    while let Some(event) = client.next_event().await {
+        if event.name == "workflow_completed" && event.data["workflow_id"] == id.as_str() {
+            break;
+        }
+    }
+    let last = client.call("subscribe", &json!({ "workflow_id": "last" }), wait).await.unwrap();
+    assert_eq!(last["subscribed"], true, "the completed workflow's place is free again: {last}");
+    let over = client.call("subscribe", &json!({ "workflow_id": "over" }), wait).await.unwrap();
+    assert_eq!(over["error"]["code"], -32017, "{over}");
+    let message = over["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("follows {most} workflows")), "{message}");
+    // Again for one already followed; another after an unsubscription.
+    let again = client.call("subscribe", &json!({ "workflow_id": "w0" }), wait).await.unwrap();
+    assert_eq!(again["subscribed"], true, "{again}");
+    client.call("unsubscribe", &json!({ "workflow_id": "w0" }), wait).await.unwrap();
+    let after = client.call("subscribe", &json!({ "workflow_id": "over" }), wait).await.unwrap();
+    assert_eq!(after["subscribed"], true, "{after}");
+}

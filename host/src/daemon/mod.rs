@@ -39,6 +39,7 @@ use intake::Intake;
 pub use quota::{DEFAULT_SCHEDULES_PER_TOKEN, DEFAULT_STREAMS_PER_TOKEN, DEFAULT_WORKFLOWS_PER_TOKEN};
 pub use rpc::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, errors};
 pub use schedules::{ADMINS_SCHEDULES, DEFAULT_MIN_INTERVAL as DEFAULT_MIN_SCHEDULE_INTERVAL};
+pub use socket::MAX_SUBSCRIPTIONS;
 use socket::SocketTransport;
 use std::future::Future;
 use std::sync::Arc;

@@ -580,7 +580,16 @@ async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(transport
                 },
             },
         };
-        socket.join(super::room(&workflow_id));
+        let room = super::room(&workflow_id);
+        let followed = super::workflows_followed(&socket);
+        if followed >= super::MAX_SUBSCRIPTIONS && !socket.rooms().iter().any(|r| *r == room) {
+            let message = format!(
+                "subscribe: this connection follows {followed} workflows, the most one connection may; \
+                 unsubscribe from one first (a workflow's subscription ends when it completes)"
+            );
+            return Err(RpcError::new(errors::BUSY, message));
+        }
+        socket.join(room);
         // Joined first: a workflow no socket follows is forgotten.
         transport.core.membership.follow(&workflow_id).await;
         Ok(topic.reply(true))

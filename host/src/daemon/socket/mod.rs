@@ -49,9 +49,21 @@ struct Sockets {
     provider_claims: Mutex<HashMap<String, String>>,
 }
 
-/// The room of a workflow's events: its submitter and subscribers.
+/// The room of a workflow's events: its submitter and subscribers, until
+/// the workflow completes (then they leave it).
 fn room(workflow_id: &str) -> String {
-    format!("workflow:{workflow_id}")
+    format!("{WORKFLOW_ROOM}{workflow_id}")
+}
+
+const WORKFLOW_ROOM: &str = "workflow:";
+
+/// Most workflows one connection may subscribe to at once: each is a room
+/// the host keeps until the workflow completes or the client unsubscribes.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// The workflows `socket` follows now.
+fn workflows_followed(socket: &socketioxide::extract::SocketRef) -> usize {
+    socket.rooms().iter().filter(|room| room.starts_with(WORKFLOW_ROOM)).count()
 }
 
 /// The room of provider and plugin changes: those who subscribed to them.
@@ -307,9 +319,16 @@ pub fn followed(io: &SocketIo, workflow_id: &str) -> bool {
     !io.to(room(workflow_id)).sockets().is_empty()
 }
 
-/// Send an engine event to the sockets in its workflow's room.
+/// Send an engine event to the sockets in its workflow's room; after the
+/// last (`workflow_completed`) they leave the room, which nothing more is
+/// sent to.
 pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>) {
     let room = room(described.workflow_id);
+    if described.name == "workflow_completed" {
+        let _ = io.to(room.clone()).emit(described.name, &described.payload).await;
+        let _ = io.to(room.clone()).leave(room).await;
+        return;
+    }
     match described.counted {
         true => emit_to_room(io, transport, room, described.name, &described.payload),
         // A few ids: sent to the room at once, uncounted (an outbox's
