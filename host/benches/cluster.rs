@@ -65,7 +65,7 @@ fn main() {
             let ratios: Vec<f64> = (single_rounds.iter().zip(&cluster_rounds))
                 .map(|(single, cluster)| of(cluster).as_secs_f64() / of(single).as_secs_f64())
                 .collect();
-            median_f64(&ratios)
+            median(&ratios)
         };
         let (wall_ratio, cpu_ratio) = (ratio(|s| s.wall), ratio(|s| s.cpu));
         let (single_cost, cluster_cost) = (Cost::of(&single_rounds), Cost::of(&cluster_rounds));
@@ -157,7 +157,7 @@ impl Cost {
         let median_of = |of: fn(&Sample) -> Duration| median(&rounds.iter().map(of).collect::<Vec<_>>());
         Self {
             wall: median_of(|s| s.wall),
-            commands: median_f64(&rounds.iter().map(|s| s.commands).collect::<Vec<_>>()),
+            commands: median(&rounds.iter().map(|s| s.commands).collect::<Vec<_>>()),
             cpu: median_of(|s| s.cpu),
             redis_cpu: median_of(|s| s.redis_cpu),
             front_cpu: median_of(|s| s.front_cpu),
@@ -325,15 +325,9 @@ async fn wait_for_protocol(host: &Host) {
     panic!("bench/v1 never offered");
 }
 
-fn median_f64(values: &[f64]) -> f64 {
+fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
     let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sorted[sorted.len() / 2]
 }
 

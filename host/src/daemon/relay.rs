@@ -57,9 +57,6 @@ pub(super) async fn forward_events(
             let described = events::payload(&event);
             outlets.hand_on(&described).await;
             if clustered {
-                if let EngineEvent::WorkflowFinished(report) = &event {
-                    membership.following().ended(&report.workflow_id);
-                }
                 passed.push(Passed::of(&described));
             }
         }
@@ -90,7 +87,7 @@ pub(super) async fn relay_the_others(
     loop {
         tokio::select! {
             heard = everyone.recv() => match heard {
-                Some(Heard::Message(text)) => relay.said(&text, &membership).await,
+                Some(Heard::Message(text)) => relay.said(&text).await,
                 // Requests missed are stored; progress missed is gone.
                 Some(Heard::Missed) => {}
                 None => return,
@@ -98,7 +95,7 @@ pub(super) async fn relay_the_others(
             heard = next(&mut events) => match heard {
                 // Its own events this host handed on itself.
                 Some(Heard::Message(text)) if text.starts_with(&relay.own) => {}
-                Some(Heard::Message(text)) => relay.said(&text, &membership).await,
+                Some(Heard::Message(text)) => relay.said(&text).await,
                 Some(Heard::Missed) => relay.outlets.api.events.missed(),
                 None => events = None,
             },
@@ -130,12 +127,9 @@ async fn next(events: &mut Option<mpsc::UnboundedReceiver<Heard>>) -> Option<Hea
 /// Subscribe to the other hosts' events.
 async fn hear_events(cluster: &Arc<Cluster>) -> Option<mpsc::UnboundedReceiver<Heard>> {
     let cluster = cluster.clone();
-    match tokio::task::spawn_blocking(move || cluster.bus.hear_events()).await {
-        Ok(Ok(heard)) => Some(heard),
-        Ok(Err(e)) => {
-            tracing::error!("cannot hear the other hosts' events: {e}");
-            None
-        }
+    let heard = tokio::task::spawn_blocking(move || cluster.bus.hear_events()).await;
+    match heard.map_err(|e| e.to_string()).and_then(|heard| heard.map_err(|e| e.to_string())) {
+        Ok(heard) => Some(heard),
         Err(e) => {
             tracing::error!("cannot hear the other hosts' events: {e}");
             None
@@ -152,13 +146,13 @@ struct Relay {
 
 impl Relay {
     /// Act on what another host said.
-    async fn said(&self, text: &str, membership: &Membership) {
+    async fn said(&self, text: &str) {
         let said: Said = match serde_json::from_str(text) {
             Ok(said) => said,
             Err(e) => return tracing::warn!("another host said what this one cannot read: {e}"),
         };
         match said.what {
-            What::Events(passed) | What::Progress(passed) => self.hand_on(&passed, membership).await,
+            What::Events(passed) | What::Progress(passed) => self.hand_on(&passed).await,
             // A cancellation this host asked for it tried itself.
             What::Cancel(_) if text.starts_with(&self.own) => {}
             What::Cancel(workflow_id) => {
@@ -168,13 +162,10 @@ impl Relay {
     }
 
     /// Hand on what someone here follows.
-    async fn hand_on(&self, passed: &[Passed], membership: &Membership) {
+    async fn hand_on(&self, passed: &[Passed]) {
         let logged = self.outlets.api.events.kept();
         let wanted = passed.iter().filter(|p| logged || socket::followed(&self.outlets.io, p.workflow_id()));
         for described in wanted.filter_map(Passed::described) {
-            if described.name == "workflow_completed" {
-                membership.following().ended(described.workflow_id);
-            }
             self.outlets.hand_on(&described).await;
         }
     }

@@ -2,8 +2,8 @@
 //! its workflows' events on the cluster's event channel; a host hears that
 //! channel only while its clients follow what others drive: while an event
 //! stream is open here (or was lately: the log keeps events a while for it
-//! to come back), or a socket here subscribed to a workflow that has not
-//! ended. A cluster nobody watches from another host reads no one's
+//! to come back), or a socket here is still in the room of a workflow it
+//! subscribed to (sockets leave a room when its workflow completes). A cluster nobody watches from another host reads no one's
 //! events.
 //!
 //! Whoever starts following asks first ([`Following::hear`]), and reads
@@ -49,14 +49,6 @@ impl Following {
         self.hear().await;
     }
 
-    /// `workflow_id` completed: its subscribers need nothing more.
-    pub fn ended(&self, workflow_id: &str) {
-        let mut workflows = lock(&self.workflows);
-        if !workflows.is_empty() {
-            workflows.remove(workflow_id);
-        }
-    }
-
     /// Whether sockets still follow a workflow subscribed to; forgets those
     /// found on the way that no socket follows any more (`followed` says
     /// whether one does). It stops at the first one followed: a client
@@ -99,8 +91,7 @@ mod tests {
             true
         }));
         assert_eq!(looks.get(), 1, "it stops at the first followed");
-        following.ended("a");
-        assert!(following.any_followed(|id| id == "b"));
+        assert!(following.any_followed(|id| id == "b"), "a has no socket any more, b has");
         assert!(!following.any_followed(|_| false), "b has no socket any more");
         assert!(!following.any_followed(|_| true), "and is forgotten");
         drop(following);

@@ -369,7 +369,7 @@ async fn submit_joined(
 ) -> Result<(String, usize), RpcError> {
     let task_count = workflow.tasks.len();
     let room = super::room(&workflow.id);
-    let joined_before = socket.rooms().iter().any(|r| *r == room);
+    let joined_before = super::joined(socket, &room);
     socket.join(room.clone());
     let submitted = transport.core.submit(caller, workflow).await.inspect_err(|_| {
         if !joined_before {
@@ -582,7 +582,7 @@ async fn subscribe(socket: SocketRef, data: Payload, ack: Reply, State(transport
         };
         let room = super::room(&workflow_id);
         let followed = super::workflows_followed(&socket);
-        if followed >= super::MAX_SUBSCRIPTIONS && !socket.rooms().iter().any(|r| *r == room) {
+        if followed >= super::MAX_SUBSCRIPTIONS && !super::joined(&socket, &room) {
             let message = format!(
                 "subscribe: this connection follows {followed} workflows, the most one connection may; \
                  unsubscribe from one first (a workflow's subscription ends when it completes)"

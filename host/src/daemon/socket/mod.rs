@@ -61,6 +61,11 @@ const WORKFLOW_ROOM: &str = "workflow:";
 /// the host keeps until the workflow completes or the client unsubscribes.
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
 
+/// Whether `socket` is in `room`.
+fn joined(socket: &socketioxide::extract::SocketRef, room: &str) -> bool {
+    socket.rooms().iter().any(|r| *r == room)
+}
+
 /// The workflows `socket` follows now.
 fn workflows_followed(socket: &socketioxide::extract::SocketRef) -> usize {
     socket.rooms().iter().filter(|room| room.starts_with(WORKFLOW_ROOM)).count()
@@ -324,17 +329,15 @@ pub fn followed(io: &SocketIo, workflow_id: &str) -> bool {
 /// sent to.
 pub async fn forward(io: &SocketIo, transport: &SocketTransport, described: &Described<'_>) {
     let room = room(described.workflow_id);
-    if described.name == "workflow_completed" {
-        let _ = io.to(room.clone()).emit(described.name, &described.payload).await;
-        let _ = io.to(room.clone()).leave(room).await;
-        return;
-    }
     match described.counted {
-        true => emit_to_room(io, transport, room, described.name, &described.payload),
+        true => emit_to_room(io, transport, room.clone(), described.name, &described.payload),
         // A few ids: sent to the room at once, uncounted (an outbox's
         // balance cannot bank what it did not count).
         false => {
-            let _ = io.to(room).emit(described.name, &described.payload).await;
+            let _ = io.to(room.clone()).emit(described.name, &described.payload).await;
         }
+    }
+    if described.name == "workflow_completed" {
+        let _ = io.to(room.clone()).leave(room).await;
     }
 }
