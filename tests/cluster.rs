@@ -212,6 +212,53 @@ async fn a_thousand_tasks_pass_their_results_between_hosts() {
     );
 }
 
+/// The calls of a cancelled workflow that no host took yet are withdrawn:
+/// the host that takes them later skips them, and they never run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_workflow_s_calls_no_host_took_yet_never_run() {
+    let redis = redis_server();
+    let (front, back) = (host(&redis), host(&redis));
+    let mut command = Command::new("python3");
+    command
+        .arg(support::root().join("tests/python/work_provider.py"))
+        .env("GLEITZEIT_SERVER", &back.url)
+        .env("GLEITZEIT_TOKEN", &back.token)
+        .env("PROVIDER_ID", "slow")
+        .env("MAX_CONCURRENT", "1")
+        .env("SECONDS", "1")
+        .env("SAY_EACH", "1");
+    let provider = Proc::spawn(command);
+    provider.wait_for("registered");
+    let at_front = Api::of(&front);
+    until_served(&at_front, &front.token, "work/v1").await;
+
+    // Twenty one-second calls for one slot: one runs, nineteen wait in the
+    // cluster's queue when the workflow is cancelled.
+    let fan = json!({"name": "fan", "tasks": [{"id": "jobs", "protocol": "work/v1", "method": "job",
+        "for_each": (0..20).collect::<Vec<_>>(), "params": {"n": "${item}"}}]});
+    let id = at_front.submit(&front.token, &fan).await;
+    provider.wait_for("started");
+    let cancelled = at_front.post_json(&format!("/api/v1/workflows/{id}/cancel"), &front.token, &json!({})).await;
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+
+    // Every offer is taken (and skipped) or answered, then nothing more runs.
+    let mut c = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    until(
+        "the queue taken and acknowledged",
+        PATIENCE,
+        || {
+            let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+                redis::cmd("XINFO").arg("GROUPS").arg("gleitzeit:tasks:work/v1").query(&mut c).unwrap();
+            (groups[0]["lag"].clone(), groups[0]["pending"].clone())
+        },
+        |(lag, pending)| *lag == redis::Value::Int(0) && *pending == redis::Value::Int(0),
+    );
+    let started = provider.lines_so_far().iter().filter(|line| line.starts_with("started")).count() + 1;
+    assert!(started <= 2, "{started} calls ran; only the one running (and one taken meanwhile) may");
+    let report = status(&at_front, &front.token, &id).await;
+    assert_eq!(report["status"], "cancelled", "{report:#}");
+}
+
 /// A scrape while Redis hangs (SIGSTOP) answers with the host's own
 /// figures, without the cluster's, instead of waiting for Redis.
 #[tokio::test(flavor = "multi_thread")]

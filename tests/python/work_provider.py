@@ -1,6 +1,7 @@
-"""A provider of work/v1 for load tests: `job` waits a little and returns
-which provider ran it (and its `n`, plus one with INCREMENT=1). Prints
-"executed N" every 50 jobs.
+"""A provider of work/v1 for load tests: `job` waits a little (SECONDS,
+0.02 unless told) and returns which provider ran it (and its `n`, plus one
+with INCREMENT=1). Prints "executed N" every 50 jobs; with SAY_EACH=1
+"started N" and "executed N" for each.
 """
 import asyncio
 import os
@@ -29,9 +30,12 @@ async def execute_method(call):
         await asyncio.Event().wait()
     if os.environ.get("PROGRESS") == "1":  # partial output for subscribers
         await sio.emit("task_progress", {"id": call["id"], "chunk": {"step": "started", "n": call["params"]["n"]}})
-    await asyncio.sleep(0.02)
+    say_each = os.environ.get("SAY_EACH") == "1"
+    if say_each:
+        print("started", call["params"]["n"], flush=True)
+    await asyncio.sleep(float(os.environ.get("SECONDS", "0.02")))
     executed += 1
-    if executed % 50 == 0:
+    if say_each or executed % 50 == 0:
         print("executed", executed, flush=True)
     n = call["params"]["n"] + (1 if os.environ.get("INCREMENT") == "1" else 0)
     return {"result": {"n": n, "provider": PROVIDER_ID}}

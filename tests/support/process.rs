@@ -42,6 +42,11 @@ impl Proc {
         }
     }
 
+    /// The lines it printed and nobody read yet.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     pub fn kill(mut self) {
         self.process.0.kill().unwrap();
     }

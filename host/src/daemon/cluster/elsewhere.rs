@@ -17,9 +17,69 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// The calls this host offered and waits for, by call id.
+/// The calls this host offered and waits for, and how it offers each
+/// protocol's.
 #[derive(Default)]
-pub(super) struct Waiting(Mutex<HashMap<String, oneshot::Sender<Result<Value, TaskError>>>>);
+pub(super) struct Offering(Mutex<Offered>);
+
+#[derive(Default)]
+struct Offered {
+    /// Who waits for each call's answer, by call id.
+    calls: HashMap<String, oneshot::Sender<Result<Value, TaskError>>>,
+    /// By protocol.
+    protocols: HashMap<String, Protocol>,
+}
+
+#[derive(Default)]
+struct Protocol {
+    /// Calls offered and not yet answered.
+    waiting: u64,
+    /// Most offers to put in one stream entry: no more than the host that
+    /// takes fewest calls at once can run at once.
+    per_entry: usize,
+}
+
+impl Offering {
+    /// Offer at most `per_entry` calls of each protocol in one entry.
+    pub(super) fn set_per_entry(&self, per_entry: &std::collections::BTreeMap<&str, usize>) {
+        let mut offered = lock(&self.0);
+        for (protocol, size) in per_entry {
+            offered.protocols.entry((*protocol).to_owned()).or_default().per_entry = *size;
+        }
+    }
+
+    /// The calls offered and not yet answered, by protocol.
+    pub(super) fn waiting(&self) -> Vec<(String, u64)> {
+        let offered = lock(&self.0);
+        offered.protocols.iter().filter(|(_, p)| p.waiting > 0).map(|(name, p)| (name.clone(), p.waiting)).collect()
+    }
+
+    /// Wait for `call`'s answer; how many offers of `protocol` go in an
+    /// entry.
+    fn wait(&self, protocol: &str, call: String, answered: oneshot::Sender<Result<Value, TaskError>>) -> usize {
+        let mut offered = lock(&self.0);
+        offered.calls.insert(call, answered);
+        let counted = offered.protocols.entry(protocol.to_owned()).or_default();
+        counted.waiting += 1;
+        counted.per_entry.max(1)
+    }
+
+    /// Stop waiting for `call`.
+    fn forget(&self, protocol: &str, call: &str) {
+        let mut offered = lock(&self.0);
+        offered.calls.remove(call);
+        if let Some(counted) = offered.protocols.get_mut(protocol) {
+            counted.waiting = counted.waiting.saturating_sub(1);
+        }
+    }
+
+    /// Hand `outcome` to whoever waits for `call`.
+    fn answer(&self, call: &str, outcome: Result<Value, TaskError>) {
+        if let Some(waiter) = lock(&self.0).calls.remove(call) {
+            let _ = waiter.send(outcome);
+        }
+    }
+}
 
 /// An outcome as it travels between hosts: `{"ok": RESULT}`, or the error
 /// with whether it may be retried or run again without counting.
@@ -57,19 +117,14 @@ pub(super) struct Elsewhere {
     id: Arc<str>,
     spec: ProviderSpec,
     cluster: Arc<Cluster>,
-    waiting: Arc<Waiting>,
-    /// Counts the calls offered, and so names them.
+    /// Counts the calls offered, and so names them; knows who waits for
+    /// them.
     membership: Arc<Membership>,
 }
 
 impl Elsewhere {
-    pub(super) fn new(
-        spec: ProviderSpec,
-        cluster: Arc<Cluster>,
-        waiting: Arc<Waiting>,
-        membership: Arc<Membership>,
-    ) -> Self {
-        Self { id: id_of(&spec.protocol).into(), spec, cluster, waiting, membership }
+    pub(super) fn new(spec: ProviderSpec, cluster: Arc<Cluster>, membership: Arc<Membership>) -> Self {
+        Self { id: id_of(&spec.protocol).into(), spec, cluster, membership }
     }
 }
 
@@ -95,7 +150,7 @@ impl Provider for Elsewhere {
         let lease = &self.cluster.lease;
         let call_id = format!("{}-{}", lease.epoch, self.membership.counts.offered.fetch_add(1, Ordering::Relaxed));
         let (answered, answer) = oneshot::channel();
-        lock(&self.waiting.0).insert(call_id.clone(), answered);
+        let per_entry = self.membership.offering.wait(&self.spec.protocol, call_id.clone(), answered);
         let offer = Offer {
             call: call_id.clone(),
             from: lease.host.clone(),
@@ -109,17 +164,21 @@ impl Provider for Elsewhere {
         };
         let mut pending = Pending {
             cluster: self.cluster.clone(),
-            waiting: self.waiting.clone(),
+            membership: self.membership.clone(),
             protocol: self.spec.protocol.clone(),
             call: call_id,
-            entry: None,
+            settled: false,
         };
-        let offered = self.cluster.work.offer(&self.spec.protocol, offer);
+        let offered = self.cluster.work.offer(&self.spec.protocol, offer, per_entry);
         Box::pin(async move {
             match offered.await {
-                Ok(Ok(entry)) => pending.offered(entry),
-                Ok(Err(e)) => return Err(TaskError::new(codes::SERVER_ERROR, e.to_string()).retryable()),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    pending.settled();
+                    return Err(TaskError::new(codes::SERVER_ERROR, e.to_string()).retryable());
+                }
                 Err(_) => {
+                    pending.settled();
                     let gone = "this host stopped offering tasks to the others";
                     return Err(TaskError::new(codes::SERVER_ERROR, gone).retryable());
                 }
@@ -127,7 +186,7 @@ impl Provider for Elsewhere {
             let outcome = answer.await.unwrap_or_else(|_| {
                 Err(TaskError::new(codes::SERVER_ERROR, "this host stopped waiting for the other hosts").requeue())
             });
-            pending.answered();
+            pending.settled();
             outcome
         })
     }
@@ -137,28 +196,26 @@ impl Provider for Elsewhere {
 /// timed out), its offer is withdrawn and its wait forgotten.
 struct Pending {
     cluster: Arc<Cluster>,
-    waiting: Arc<Waiting>,
+    membership: Arc<Membership>,
     protocol: String,
     call: String,
-    entry: Option<String>,
+    /// Answered, or never offered: nothing to withdraw. (A withdrawal
+    /// goes out after its offer, so one dropped before its offer is in
+    /// the stream is withdrawn too.)
+    settled: bool,
 }
 
 impl Pending {
-    fn offered(&mut self, entry: String) {
-        self.entry = Some(entry);
-    }
-
-    /// Answered: there is nothing left to withdraw.
-    fn answered(&mut self) {
-        self.entry = None;
+    fn settled(&mut self) {
+        self.settled = true;
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        lock(&self.waiting.0).remove(&self.call);
-        if let Some(entry) = self.entry.take() {
-            self.cluster.work.withdraw(&self.protocol, entry);
+        self.membership.offering.forget(&self.protocol, &self.call);
+        if !self.settled {
+            self.cluster.work.withdraw(&self.protocol, &self.call);
         }
     }
 }
@@ -168,15 +225,13 @@ const ANSWERS_WAIT: Duration = Duration::from_secs(2);
 
 /// Read this host's answers on a thread of its own and hand each to the
 /// call that waits for it, until the lease is lost.
-pub(super) fn pump_answers(mut answers: Answers, waiting: Arc<Waiting>, cluster: Arc<Cluster>) {
+pub(super) fn pump_answers(mut answers: Answers, membership: Arc<Membership>, cluster: Arc<Cluster>) {
     let pumped = std::thread::Builder::new().name("cluster-answers".into()).spawn(move || {
         while cluster.lease.lost().is_none() {
             match answers.next(ANSWERS_WAIT) {
                 Ok(read) => {
                     for (call, outcome) in read {
-                        if let Some(waiter) = lock(&waiting.0).remove(&call) {
-                            let _ = waiter.send(decode(outcome));
-                        }
+                        membership.offering.answer(&call, decode(outcome));
                     }
                 }
                 Err(e) => {

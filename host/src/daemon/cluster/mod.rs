@@ -22,10 +22,11 @@ use crate::engine::Engine;
 use crate::plugins::PluginSet;
 use crate::registry::{ProviderKind, Registry};
 use crate::store::AsyncStore;
-use crate::store::redis::cluster::{Announcement, Cluster, HostSeen, HostStatus};
+use crate::store::redis::cluster::{Announcement, CallsBetween, Cluster, HostSeen, HostStatus};
 use crate::store::redis::holds::Kind;
-use crate::store::redis::work::Depth;
+use crate::store::redis::work::MOST_PER_ENTRY;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,6 +70,10 @@ pub struct Membership {
     started_at: std::time::SystemTime,
     counts: Counts,
     following: Following,
+    /// The calls it offered the others, and waits for.
+    offering: elsewhere::Offering,
+    /// The others' calls it took.
+    serving: worker::Serving,
 }
 
 /// What this host did for the cluster since it started (`/metrics`).
@@ -80,6 +85,40 @@ struct Counts {
     served: AtomicU64,
     /// Workflows it took over from gone hosts.
     taken_over: AtomicU64,
+}
+
+/// One protocol's calls in the cluster's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Depth {
+    pub protocol: String,
+    /// Offered and not yet taken by any host.
+    pub waiting: u64,
+    /// Taken by a host, which runs them now.
+    pub taken: u64,
+}
+
+/// The cluster's queue from the hosts' parts (`hosts` up; this host's
+/// own, `mine`, as of now rather than its last announcement), for the
+/// protocols any host serves.
+fn depths(hosts: &[HostSeen], me: &str, mine: &BTreeMap<String, CallsBetween>) -> Vec<Depth> {
+    let mut sums: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for host in hosts.iter().filter(|h| h.status == HostStatus::Up) {
+        for spec in &host.announced.serves {
+            sums.entry(spec.protocol.as_str()).or_default();
+        }
+        let calls = if host.host_id == me { mine } else { &host.announced.calls };
+        for (protocol, part) in calls {
+            let (offered, taken) = sums.entry(protocol.as_str()).or_default();
+            *offered += part.offered;
+            *taken += part.taken;
+        }
+    }
+    let depth = |(protocol, (offered, taken)): (&str, (u64, u64))| Depth {
+        protocol: protocol.to_owned(),
+        waiting: offered.saturating_sub(taken),
+        taken,
+    };
+    sums.into_iter().map(depth).collect()
 }
 
 /// The cluster as one host's `/metrics` shows it.
@@ -102,7 +141,15 @@ pub(super) struct Parts<'a> {
 
 impl Membership {
     pub(super) fn new(cluster: Option<Arc<Cluster>>, address: String, following: Following) -> Self {
-        Self { cluster, address, started_at: std::time::SystemTime::now(), counts: Counts::default(), following }
+        Self {
+            cluster,
+            address,
+            started_at: std::time::SystemTime::now(),
+            counts: Counts::default(),
+            following,
+            offering: Default::default(),
+            serving: Default::default(),
+        }
     }
 
     /// What this host's clients follow of the others.
@@ -137,14 +184,11 @@ impl Membership {
     /// cluster.
     pub(super) async fn figures(&self) -> Option<Result<Figures, crate::store::StoreError>> {
         let cluster = self.cluster.clone()?;
+        let mine = self.calls();
         let read = tokio::task::spawn_blocking(move || {
             let hosts = cluster.hosts()?;
-            let mut protocols: Vec<String> =
-                hosts.iter().flat_map(|h| h.announced.serves.iter().map(|spec| spec.protocol.clone())).collect();
-            protocols.sort();
-            protocols.dedup();
             let up = hosts.iter().filter(|h| h.status == HostStatus::Up).count();
-            Ok((up, hosts.len() - up, cluster.work.depth(&protocols)?))
+            Ok((up, hosts.len() - up, depths(&hosts, &cluster.lease.host, &mine)))
         })
         .await
         .unwrap_or_else(|e| Err(stopped(&e)));
@@ -189,6 +233,11 @@ impl Membership {
                 serves.push(provider.spec().clone());
             }
         }
+        let mut calls = self.calls();
+        for spec in &serves {
+            calls.entry(spec.protocol.clone()).or_default().slots =
+                worker::slots(parts.registry, &spec.protocol) as u64;
+        }
         Announcement {
             address: self.address.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -196,8 +245,21 @@ impl Membership {
             providers: own.iter().map(|p| p.id().to_string()).collect(),
             plugins: parts.plugins.statuses().into_iter().map(|p| p.name).collect(),
             running,
+            calls,
             serves,
         }
+    }
+
+    /// Its calls between hosts, by protocol (without its slots).
+    fn calls(&self) -> BTreeMap<String, CallsBetween> {
+        let mut calls: BTreeMap<String, CallsBetween> = BTreeMap::new();
+        for (protocol, offered) in self.offering.waiting() {
+            calls.entry(protocol).or_default().offered = offered;
+        }
+        for (protocol, taken) in self.serving.counts() {
+            calls.entry(protocol).or_default().taken = taken;
+        }
+        calls
     }
 
     /// The hosts: the cluster's register, or this host alone.
@@ -268,13 +330,12 @@ impl Duties {
                 }
             }));
         }
-        let waiting = Arc::new(elsewhere::Waiting::default());
         match self.cluster.work.answers() {
-            Ok(answers) => elsewhere::pump_answers(answers, waiting.clone(), self.cluster.clone()),
+            Ok(answers) => elsewhere::pump_answers(answers, self.membership.clone(), self.cluster.clone()),
             Err(e) => tracing::error!("cannot read the other hosts' answers: {e}"),
         }
         worker::start(self.cluster.clone(), self.registry.clone(), self.membership.clone());
-        tokio::spawn(self.beat(waiting));
+        tokio::spawn(self.beat());
     }
 
     /// Every beat until the lease is lost: announce this host, take over
@@ -282,7 +343,7 @@ impl Duties {
     /// requests it missed, keep one provider per protocol the other hosts
     /// serve, and take up the cluster's tokens and schedules as they are
     /// now.
-    async fn beat(self, waiting: Arc<elsewhere::Waiting>) {
+    async fn beat(self) {
         let mut beat = tokio::time::interval(self.cluster.lease.beat());
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -319,7 +380,7 @@ impl Duties {
                     for id in cancels {
                         let _ = self.engine.cancel(&id).await;
                     }
-                    self.serve_elsewhere(&hosts, &waiting);
+                    self.serve_elsewhere(&hosts);
                     if let Err(e) = self.schedules.refresh().await {
                         tracing::warn!("cluster: cannot read the schedules: {e}");
                     }
@@ -331,15 +392,22 @@ impl Duties {
     }
 
     /// One provider for each protocol another living host serves; none for
-    /// those no other host serves any more.
-    fn serve_elsewhere(&self, hosts: &[HostSeen], waiting: &Arc<elsewhere::Waiting>) {
+    /// those no other host serves any more. Its calls go in stream entries
+    /// of no more than the host that takes fewest of them at once can run.
+    fn serve_elsewhere(&self, hosts: &[HostSeen]) {
         let me = &self.cluster.lease.host;
-        let mut offered: std::collections::BTreeMap<&str, &crate::model::ProviderSpec> = Default::default();
+        let mut offered: BTreeMap<&str, &crate::model::ProviderSpec> = BTreeMap::new();
+        let mut per_entry: BTreeMap<&str, usize> = BTreeMap::new();
         for host in hosts.iter().filter(|h| h.status == HostStatus::Up && &h.host_id != me) {
             for spec in &host.announced.serves {
                 offered.entry(spec.protocol.as_str()).or_insert(spec);
+                // A host that did not say (an older one) takes one at a time.
+                let slots = host.announced.calls.get(&spec.protocol).map_or(1, |calls| calls.slots.max(1));
+                let size = per_entry.entry(spec.protocol.as_str()).or_insert(MOST_PER_ENTRY);
+                *size = (*size).min(usize::try_from(slots).unwrap_or(MOST_PER_ENTRY));
             }
         }
+        self.membership.offering.set_per_entry(&per_entry);
         let mut changed = false;
         let standing: Vec<_> =
             self.registry.providers().into_iter().filter(|p| p.kind() == ProviderKind::Cluster).collect();
@@ -351,12 +419,7 @@ impl Duties {
         for (protocol, spec) in offered {
             let fresh = standing.iter().all(|p| p.spec().protocol != protocol || p.spec() != spec);
             if fresh {
-                let provider = elsewhere::Elsewhere::new(
-                    spec.clone(),
-                    self.cluster.clone(),
-                    waiting.clone(),
-                    self.membership.clone(),
-                );
+                let provider = elsewhere::Elsewhere::new(spec.clone(), self.cluster.clone(), self.membership.clone());
                 self.registry.register(Arc::new(provider));
                 changed = true;
             }

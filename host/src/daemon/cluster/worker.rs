@@ -36,6 +36,23 @@ const BUSY_WAIT: Duration = Duration::from_secs(2);
 /// are spoken for.
 type Starting = Arc<Mutex<HashMap<String, usize>>>;
 
+/// The other hosts' calls this host took and has not answered yet, by
+/// protocol (its part of the cluster's queue, in its announcement).
+#[derive(Default)]
+pub(super) struct Serving(Mutex<HashMap<String, u64>>);
+
+impl Serving {
+    pub(super) fn counts(&self) -> Vec<(String, u64)> {
+        lock(&self.0).iter().filter(|(_, n)| **n > 0).map(|(protocol, n)| (protocol.clone(), *n)).collect()
+    }
+
+    fn add(&self, protocol: &str, n: i64) {
+        let mut counts = lock(&self.0);
+        let count = counts.entry(protocol.to_owned()).or_default();
+        *count = count.saturating_add_signed(n);
+    }
+}
+
 /// Take and run the other hosts' tasks until the lease is lost: one thread
 /// per protocol this host's own providers serve (each waits on its own
 /// stream, so a busy protocol never delays another's offers), started as
@@ -100,6 +117,14 @@ fn free_slots(registry: &Registry, starting: &Starting, protocol: &str) -> Optio
     Some(slots.min(MOST_TAKEN).saturating_sub(spoken_for))
 }
 
+/// How many calls of `protocol` this host's own providers take at once
+/// (one without a limit counts as [`UNLIMITED_TAKE`]).
+pub(super) fn slots(registry: &Registry, protocol: &str) -> usize {
+    let own = registry.providers().into_iter().filter(|p| p.kind() != ProviderKind::Cluster);
+    let slots = own.filter(|p| p.spec().protocol == protocol).map(|p| p.load().capacity.unwrap_or(UNLIMITED_TAKE));
+    slots.sum::<usize>().min(MOST_TAKEN)
+}
+
 struct Running {
     cluster: Arc<Cluster>,
     registry: Arc<Registry>,
@@ -124,6 +149,7 @@ impl Running {
             }
             match taker.take(protocol, free, TAKE_WAIT) {
                 Ok(taken) => {
+                    running.membership.serving.add(protocol, taken.len() as i64);
                     for taken in taken {
                         *lock(&running.starting).entry(taken.protocol.clone()).or_default() += 1;
                         runtime.spawn(running.clone().run(taken));
@@ -140,6 +166,7 @@ impl Running {
     async fn run(self: Arc<Self>, taken: Taken) {
         let outcome = self.call(&taken).await;
         self.membership.counts.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.membership.serving.add(&taken.protocol, -1);
         self.cluster.work.answer(taken, encode(&outcome));
     }
 

@@ -50,6 +50,7 @@ use super::work::Work;
 use super::{RedisStore, key};
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,6 +154,24 @@ pub struct Announcement {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub serves: Vec<crate::model::ProviderSpec>,
+    /// Its calls between hosts, by protocol: the cluster's queue is the
+    /// sum of the hosts' parts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls: BTreeMap<String, CallsBetween>,
+}
+
+/// One host's calls of one protocol between hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallsBetween {
+    /// Calls it offered to the others and waits for.
+    #[serde(default)]
+    pub offered: u64,
+    /// The others' calls it took and runs.
+    #[serde(default)]
+    pub taken: u64,
+    /// How many calls its own providers take at once (0: it serves none).
+    #[serde(default)]
+    pub slots: u64,
 }
 
 /// A host as the register has it.

@@ -8,17 +8,30 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol |
+//! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol (`offers`: a JSON list, several to an entry) |
+//! | `withdrawn:PROTOCOL` | set | `HOST/CALL` of offers withdrawn before a host took them |
 //! | `answers:HOST` | stream | outcomes for the calls HOST offered (`call`, `outcome`; several to an entry) |
 //!
-//! Taken offers are acknowledged once answered, and trimmed from their
-//! stream every beat ([`Work::trim`]: one `XTRIM` there costs Redis less
-//! than an `XDEL` per answer). The offers a host took and never answered
-//! because it died stay pending under its name; [`Work::reclaim`] gives them to a living host, by the lease of the
-//! host that took them, not by how long they were idle (a long call is not
-//! a dead one). An answer for a call its offerer no longer waits for (it
-//! died, the task was cancelled) is dropped; the host that took over the
-//! workflow offered the call again.
+//! **Several offers to an entry.** A stream entry, its delivery and its
+//! acknowledgement each cost Redis about as much as what they carry, so a
+//! host offers what gathered in one pipeline as entries of up to
+//! [`MOST_PER_ENTRY`] offers (fewer when a host serving the protocol takes
+//! fewer calls at once: the offerer says how many), and a host takes as
+//! many entries as its free slots hold. The entry is the unit Redis knows:
+//! it is acknowledged once each of its offers is answered, and given back
+//! whole when the host that took it dies (its answered offers then run
+//! again, and their second answers are dropped). A single offer is
+//! withdrawn by naming it in `withdrawn:PROTOCOL`; a host that takes it
+//! skips it.
+//!
+//! Taken entries are trimmed from their stream every beat
+//! ([`Work::trim`]: one `XTRIM` there costs Redis less than an `XDEL` per
+//! entry). The entries a host took and never acknowledged because it died
+//! stay pending under its name; [`Work::reclaim`] gives them to a living
+//! host, by the lease of the host that took them, not by how long they
+//! were idle (a long call is not a dead one). An answer for a call its
+//! offerer no longer waits for (it died, the task was cancelled) is
+//! dropped; the host that took over the workflow offered the call again.
 
 use super::{RedisStore, key};
 use crate::store::StoreError;
@@ -26,12 +39,22 @@ use redis::Value as Reply;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const GROUP: &str = "hosts";
 /// Most answers a host's stream keeps unread (it reads them at once; a
 /// host that stopped reading is dead, and its stream is deleted).
 const MAX_ANSWERS: usize = 100_000;
+/// Most offers in one stream entry: 16 cut the Redis commands per task
+/// crossing hosts from 5.3 to 4.3 (bench/README.md); more would spread a
+/// burst over the hosts in coarser pieces.
+pub const MOST_PER_ENTRY: usize = 16;
+/// How long a withdrawal is remembered after the last one: an offer is
+/// taken long before (a withdrawal that came after its offer was taken
+/// stays until then).
+const WITHDRAWALS_KEPT: Duration = Duration::from_secs(600);
 
 /// One call offered to the other hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,22 +77,27 @@ pub struct Offer {
 /// The hosts' group on a stream: its fields, and its pending summary.
 type Group = (Vec<(String, Reply)>, Reply);
 
-/// One protocol's offers in the cluster's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Depth {
-    pub protocol: String,
-    /// Offered and not yet taken by any host.
-    pub waiting: u64,
-    /// Taken by a host, which runs them now.
-    pub taken: u64,
-}
-
-/// An offer a host took: from which stream, under which entry.
+/// An offer a host took: from which stream, in which entry.
 #[derive(Debug, Clone)]
 pub struct Taken {
     pub protocol: String,
-    entry: String,
+    entry: Arc<Entry>,
     pub offer: Offer,
+}
+
+/// A stream entry a host took, acknowledged when its last offer is
+/// answered.
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    unanswered: AtomicUsize,
+}
+
+impl Entry {
+    /// One of its offers is answered (or skipped): whether it was the last.
+    fn answered(&self) -> bool {
+        self.unanswered.fetch_sub(1, Ordering::AcqRel) == 1
+    }
 }
 
 /// Send what gathers in `ops`, a pipeline at a time, until every sender
@@ -91,44 +119,52 @@ fn send_in_batches(sender: &RedisStore, ops: &std::sync::mpsc::Receiver<Op>) {
             std::thread::sleep(Duration::from_millis(200));
             sent = sender.with("offer and answer tasks", |c| pipe.query::<Vec<String>>(c));
         }
-        let mut entries = match sent {
-            Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
-            Err(e) => {
-                tracing::warn!("{e}; the tasks offered or answered meanwhile are given up");
-                vec![Err(e); batch.len()].into_iter()
-            }
-        };
+        let sent = sent.map(|_| ()).inspect_err(|e| {
+            tracing::warn!("{e}; the tasks offered or answered meanwhile are given up");
+        });
         for op in batch {
-            if let Op::Offer { entry, .. } = op {
-                let _ = entry.send(entries.next().unwrap_or_else(|| Err(lost(sender))));
+            if let Op::Offer { placed, .. } = op {
+                let _ = placed.send(sent.clone());
             }
         }
     }
 }
 
-/// The commands of `batch`; only the offers' replies (their entries) are
-/// kept.
+/// The commands of `batch`, none of whose replies is kept.
 fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    // Answers go one entry per offerer, and acknowledgements one command
-    // per stream, after the answers: a command each cost Redis more
-    // than what it carried.
+    // Offers go in entries of several, answers one entry per offerer,
+    // acknowledgements one command per stream, after the answers: a
+    // command or an entry each cost Redis more than what it carried.
+    let mut offered: BTreeMap<&str, (usize, Vec<&Offer>)> = BTreeMap::new();
     let mut answered: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut acks: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for op in batch {
         match op {
-            Op::Offer { protocol, offer, .. } => {
-                let text = serde_json::to_string(offer).unwrap_or_default();
-                pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offer").arg(text);
+            Op::Offer { protocol, offer, per_entry, .. } => {
+                let (size, list) = offered.entry(protocol).or_insert((MOST_PER_ENTRY, Vec::new()));
+                *size = (*size).min(*per_entry);
+                list.push(offer);
             }
-            Op::Withdraw { protocol, entry } => {
-                pipe.cmd("XDEL").arg(offers(protocol)).arg(entry).ignore();
+            Op::Withdraw { protocol, member } => {
+                pipe.cmd("SADD").arg(withdrawn(protocol)).arg(member).ignore();
+                pipe.cmd("PEXPIRE").arg(withdrawn(protocol)).arg(WITHDRAWALS_KEPT.as_millis() as u64).ignore();
             }
             Op::Answer { taken, outcome } => {
-                let fields = answered.entry(answers(&taken.offer.from)).or_default();
-                fields.extend(["call", taken.offer.call.as_str(), "outcome", outcome.as_str()]);
-                acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry);
+                if let Some(outcome) = outcome {
+                    let fields = answered.entry(answers(&taken.offer.from)).or_default();
+                    fields.extend(["call", taken.offer.call.as_str(), "outcome", outcome.as_str()]);
+                }
+                if taken.entry.answered() {
+                    acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry.id);
+                }
             }
+        }
+    }
+    for (protocol, (size, list)) in offered {
+        for entry in list.chunks(size.max(1)) {
+            let text = serde_json::to_string(entry).unwrap_or_default();
+            pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offers").arg(text).ignore();
         }
     }
     for (stream, fields) in answered {
@@ -140,12 +176,17 @@ fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
     pipe
 }
 
-fn lost(sender: &RedisStore) -> StoreError {
-    StoreError::Io { target: sender.url.clone(), action: "offer a task", reason: "no entry came back".into() }
-}
-
 fn offers(protocol: &str) -> String {
     key(&["tasks", protocol])
+}
+
+fn withdrawn(protocol: &str) -> String {
+    key(&["withdrawn", protocol])
+}
+
+/// How a withdrawn offer is named in `withdrawn:PROTOCOL`.
+fn withdrawal(offer: &Offer) -> String {
+    format!("{}/{}", offer.from, offer.call)
 }
 
 pub(super) fn answers(host: &str) -> String {
@@ -157,13 +198,32 @@ pub(super) fn answers(host: &str) -> String {
 /// so that a busy host makes few round trips; the blocking reads each have
 /// their own connection ([`Taker`], [`Answers`]).
 pub struct Work {
-    outbox: std::sync::mpsc::Sender<Op>,
+    outbox: Outbox,
     /// For the gone hosts' offers, which are rare.
     store: RedisStore,
     url: String,
     host: String,
+}
+
+/// Where offers, answers and withdrawals go out.
+#[derive(Clone)]
+struct Outbox {
+    ops: std::sync::mpsc::Sender<Op>,
     /// Whether this host answered an offer since it last trimmed.
-    answered: std::sync::atomic::AtomicBool,
+    answered: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    fn send(&self, op: Op) {
+        let _ = self.ops.send(op);
+    }
+
+    /// Answer a taken offer with `outcome` (JSON; none for a withdrawn
+    /// offer, skipped).
+    fn answer(&self, taken: Taken, outcome: Option<String>) {
+        self.answered.store(true, Ordering::Relaxed);
+        self.send(Op::Answer { taken, outcome });
+    }
 }
 
 /// Most operations sent in one pipeline.
@@ -177,16 +237,18 @@ enum Op {
     Offer {
         protocol: String,
         offer: Offer,
-        entry: tokio::sync::oneshot::Sender<Result<String, StoreError>>,
+        /// Most offers of the protocol to put in one entry.
+        per_entry: usize,
+        placed: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
-    /// The outcome as JSON.
+    /// The outcome as JSON; none for a withdrawn offer, skipped.
     Answer {
         taken: Taken,
-        outcome: String,
+        outcome: Option<String>,
     },
     Withdraw {
         protocol: String,
-        entry: String,
+        member: String,
     },
 }
 
@@ -197,35 +259,42 @@ impl Work {
         let store = RedisStore::open_unlocked(url)?;
         store.with("clear this host's answers", |c| redis::Commands::del::<_, ()>(c, answers(host)))?;
         let sender = RedisStore::open_unlocked(url)?;
-        let (outbox, ops) = std::sync::mpsc::channel();
+        let (ops, outgoing) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("cluster-work-out".into())
-            .spawn(move || send_in_batches(&sender, &ops))
+            .spawn(move || send_in_batches(&sender, &outgoing))
             .map_err(|e| StoreError::Open { target: url.to_owned(), reason: format!("cannot offer tasks: {e}") })?;
-        Ok(Self { outbox, store, url: url.to_owned(), host: host.to_owned(), answered: Default::default() })
+        let outbox = Outbox { ops, answered: Arc::default() };
+        Ok(Self { outbox, store, url: url.to_owned(), host: host.to_owned() })
     }
 
-    /// Offer `offer` of `protocol` to the hosts; its entry (to withdraw it)
-    /// arrives once it is in the stream.
-    pub fn offer(&self, protocol: &str, offer: Offer) -> tokio::sync::oneshot::Receiver<Result<String, StoreError>> {
-        let (entry, offered) = tokio::sync::oneshot::channel();
-        let _ = self.outbox.send(Op::Offer { protocol: protocol.to_owned(), offer, entry });
+    /// Offer `offer` of `protocol` to the hosts, in an entry of at most
+    /// `per_entry` offers; the answer says once it is in the stream.
+    pub fn offer(
+        &self,
+        protocol: &str,
+        offer: Offer,
+        per_entry: usize,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
+        let (placed, offered) = tokio::sync::oneshot::channel();
+        self.outbox.send(Op::Offer { protocol: protocol.to_owned(), offer, per_entry, placed });
         offered
     }
 
-    /// Withdraw an offer nobody needs any more (the task was cancelled or
-    /// timed out); one already taken runs on, and its answer is dropped.
-    pub fn withdraw(&self, protocol: &str, entry: String) {
-        let _ = self.outbox.send(Op::Withdraw { protocol: protocol.to_owned(), entry });
+    /// Withdraw the offer of `call` nobody needs any more (the task was
+    /// cancelled or timed out); one already taken runs on, and its answer
+    /// is dropped.
+    pub fn withdraw(&self, protocol: &str, call: &str) {
+        let member = format!("{}/{call}", self.host);
+        self.outbox.send(Op::Withdraw { protocol: protocol.to_owned(), member });
     }
 
     /// Answer a taken offer with `outcome` (JSON), and forget the offer.
     pub fn answer(&self, taken: Taken, outcome: String) {
-        self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.outbox.send(Op::Answer { taken, outcome });
+        self.outbox.answer(taken, Some(outcome));
     }
 
-    /// Give the offers taken by hosts that are gone (`gone`: their ids) of
+    /// Give the entries taken by hosts that are gone (`gone`: their ids) of
     /// `protocol` back to the stream, for a living host to take.
     pub fn reclaim(&self, protocol: &str, gone: &[String]) -> Result<usize, StoreError> {
         let stream = offers(protocol);
@@ -246,8 +315,8 @@ impl Work {
             })?;
             let mut pipe = redis::pipe();
             for (id, fields) in entries_of(claimed) {
-                if let Some(text) = fields.into_iter().find(|(name, _)| name == "offer").map(|(_, text)| text) {
-                    pipe.cmd("XADD").arg(&stream).arg("*").arg("offer").arg(text).ignore();
+                if let Some(text) = fields.into_iter().find(|(name, _)| name == "offers").map(|(_, text)| text) {
+                    pipe.cmd("XADD").arg(&stream).arg("*").arg("offers").arg(text).ignore();
                 }
                 pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&id).ignore();
                 pipe.cmd("XDEL").arg(&stream).arg(&id).ignore();
@@ -256,39 +325,6 @@ impl Work {
             self.store.with("offer a gone host's tasks again", |c| pipe.query::<()>(c))?;
         }
         Ok(reclaimed)
-    }
-
-    /// The cluster's queue of `protocols`: how many offers of each wait to
-    /// be taken, and how many a host took and runs now.
-    pub fn depth(&self, protocols: &[String]) -> Result<Vec<Depth>, StoreError> {
-        protocols.iter().map(|protocol| self.depth_of(protocol)).collect()
-    }
-
-    fn depth_of(&self, protocol: &str) -> Result<Depth, StoreError> {
-        let stream = offers(protocol);
-        let Some((group, pending)) = self.group(&stream)? else {
-            // No host took any yet: every offer there waits.
-            let waiting = self.store.read("read the cluster's queue", |c| redis::cmd("XLEN").arg(&stream).query(c))?;
-            return Ok(Depth { protocol: protocol.to_owned(), waiting, taken: 0 });
-        };
-        let taken = match as_array(pending).into_iter().next() {
-            Some(Reply::Int(n)) => u64::try_from(n).unwrap_or(0),
-            _ => 0,
-        };
-        let field = |wanted: &str| group.iter().find(|(name, _)| name == wanted).map(|(_, value)| value.clone());
-        let waiting = match field("lag") {
-            Some(Reply::Int(lag)) => u64::try_from(lag).unwrap_or(0),
-            // Redis cannot tell after a withdrawal: count what is after
-            // the last offer taken.
-            _ => {
-                let after = field("last-delivered-id").and_then(as_text).unwrap_or_else(|| "0-0".into());
-                let entries: Reply = self.store.read("read the cluster's queue", |c| {
-                    redis::cmd("XRANGE").arg(&stream).arg(format!("({after}")).arg("+").query(c)
-                })?;
-                as_array(entries).len() as u64
-            }
-        };
-        Ok(Depth { protocol: protocol.to_owned(), waiting, taken })
     }
 
     /// The hosts' group on `stream` as Redis has it: its fields (`XINFO
@@ -316,7 +352,7 @@ impl Work {
     /// then answered; one given back is offered anew), so what was not
     /// needed when this looked is not needed when it trims.
     pub fn trim(&self, protocols: &[String]) -> Result<(), StoreError> {
-        if !self.answered.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if !self.outbox.answered.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
         protocols.iter().try_for_each(|protocol| self.trim_one(protocol))
@@ -340,7 +376,8 @@ impl Work {
 
     /// A reader of offers, on a connection of its own.
     pub fn taker(&self) -> Result<Taker, StoreError> {
-        Ok(Taker { reader: RedisStore::open_unlocked(&self.url)?, host: self.host.clone(), groups: Vec::new() })
+        let reader = RedisStore::open_unlocked(&self.url)?;
+        Ok(Taker { reader, host: self.host.clone(), groups: Vec::new(), outbox: self.outbox.clone() })
     }
 
     /// A reader of this host's answers, on a connection of its own.
@@ -355,28 +392,67 @@ pub struct Taker {
     host: String,
     /// Streams whose group is known to exist.
     groups: Vec<String>,
+    /// Where the withdrawn offers it skips go.
+    outbox: Outbox,
 }
 
 impl Taker {
-    /// Take at most `count` offers of `protocol`, waiting at most `block`
-    /// for the first.
-    pub fn take(&mut self, protocol: &str, count: usize, block: Duration) -> Result<Vec<Taken>, StoreError> {
+    /// Take offers of `protocol` for `free` slots (whole entries: one
+    /// at least, so up to [`MOST_PER_ENTRY`] - 1 more than `free`), waiting
+    /// at most `block` for the first. Withdrawn offers are skipped.
+    pub fn take(&mut self, protocol: &str, free: usize, block: Duration) -> Result<Vec<Taken>, StoreError> {
         self.ensure_group(protocol)?;
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP").arg(GROUP).arg(&self.host).arg("COUNT").arg(count);
-        read.arg("BLOCK").arg(block.as_millis().max(1) as u64).arg("STREAMS").arg(offers(protocol)).arg(">");
-        let reply: Reply = self.reader.with("take offered tasks", |c| read.query(c))?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREADGROUP").arg("GROUP").arg(GROUP).arg(&self.host);
+        pipe.arg("COUNT").arg((free / MOST_PER_ENTRY).max(1));
+        pipe.arg("BLOCK").arg(block.as_millis().max(1) as u64).arg("STREAMS").arg(offers(protocol)).arg(">");
+        // Whether anything was withdrawn, in the same round trip.
+        pipe.cmd("EXISTS").arg(withdrawn(protocol));
+        let (reply, any_withdrawn): (Reply, bool) = self.reader.with("take offered tasks", |c| pipe.query(c))?;
         let mut taken = Vec::new();
         for (_, entries) in streams_of(reply) {
-            for (entry, fields) in entries {
-                let offer = fields.into_iter().find(|(name, _)| name == "offer");
-                match offer.and_then(|(_, text)| serde_json::from_str(&text).ok()) {
-                    Some(offer) => taken.push(Taken { protocol: protocol.to_owned(), entry, offer }),
-                    None => tracing::warn!(%protocol, "an offered task that cannot be read is dropped"),
+            for (id, fields) in entries {
+                let offers = fields.into_iter().find(|(name, _)| name == "offers");
+                match offers.and_then(|(_, text)| serde_json::from_str::<Vec<Offer>>(&text).ok()) {
+                    Some(offers) => {
+                        let entry = Arc::new(Entry { id, unanswered: offers.len().into() });
+                        taken.extend(offers.into_iter().map(|offer| Taken {
+                            protocol: protocol.to_owned(),
+                            entry: entry.clone(),
+                            offer,
+                        }));
+                    }
+                    None => tracing::warn!(%protocol, "offered tasks that cannot be read are dropped"),
                 }
             }
         }
+        if any_withdrawn && !taken.is_empty() {
+            taken = self.skip_withdrawn(protocol, taken)?;
+        }
         Ok(taken)
+    }
+
+    /// `taken` without the offers withdrawn, which are forgotten.
+    fn skip_withdrawn(&mut self, protocol: &str, taken: Vec<Taken>) -> Result<Vec<Taken>, StoreError> {
+        let members: Vec<String> = taken.iter().map(|t| withdrawal(&t.offer)).collect();
+        let found: Vec<bool> = self.reader.with("read withdrawn offers", |c| {
+            redis::cmd("SMISMEMBER").arg(withdrawn(protocol)).arg(&members).query(c)
+        })?;
+        let gone: Vec<&String> = members.iter().zip(&found).filter(|(_, w)| **w).map(|(m, _)| m).collect();
+        if gone.is_empty() {
+            return Ok(taken);
+        }
+        self.reader
+            .with("forget withdrawn offers", |c| redis::cmd("SREM").arg(withdrawn(protocol)).arg(&gone).exec(c))?;
+        let mut kept = Vec::with_capacity(taken.len());
+        for (taken, withdrawn) in taken.into_iter().zip(found) {
+            if withdrawn {
+                self.outbox.answer(taken, None);
+            } else {
+                kept.push(taken);
+            }
+        }
+        Ok(kept)
     }
 
     fn ensure_group(&mut self, protocol: &str) -> Result<(), StoreError> {
