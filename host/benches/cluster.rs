@@ -37,7 +37,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // Only the tasks/s table (while working on the cluster path's cost).
     let throughput_only = std::env::args().any(|a| a == "--throughput");
-    let (rounds, kills) = if quick { (3, 3) } else { (5, 7) };
+    let (rounds, kills) = if quick { (3, 3) } else { (9, 7) };
     let redis = Redis::start();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `tasks:PROTOCOL` | stream, group `hosts` | offers of calls of that protocol (`offers`: a JSON list, several to an entry) |
 //! | `withdrawn:PROTOCOL` | set | `HOST/CALL` of offers withdrawn before a host took them |
-//! | `answers:HOST` | stream | outcomes for the calls HOST offered (`call`, `outcome`; several to an entry) |
+//! | `answers:HOST` | stream | outcomes for the calls HOST offered (`answers`: a JSON list of `[call, outcome]`, several to an entry) |
 //!
 //! **Several offers to an entry.** A stream entry, its delivery and its
 //! acknowledgement each cost Redis about as much as what they carry, so a
@@ -137,7 +137,7 @@ fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
     // acknowledgements one command per stream, after the answers: a
     // command or an entry each cost Redis more than what it carried.
     let mut offered: BTreeMap<&str, (usize, Vec<&Offer>)> = BTreeMap::new();
-    let mut answered: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut answered: BTreeMap<String, String> = BTreeMap::new();
     let mut acks: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for op in batch {
         match op {
@@ -152,8 +152,13 @@ fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
             }
             Op::Answer { taken, outcome } => {
                 if let Some(outcome) = outcome {
-                    let fields = answered.entry(answers(&taken.offer.from)).or_default();
-                    fields.extend(["call", taken.offer.call.as_str(), "outcome", outcome.as_str()]);
+                    let list = answered.entry(answers(&taken.offer.from)).or_default();
+                    list.push(if list.is_empty() { '[' } else { ',' });
+                    list.push('[');
+                    list.push_str(&Value::from(taken.offer.call.as_str()).to_string());
+                    list.push(',');
+                    list.push_str(outcome);
+                    list.push(']');
                 }
                 if taken.entry.answered() {
                     acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry.id);
@@ -167,8 +172,9 @@ fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
             pipe.cmd("XADD").arg(offers(protocol)).arg("*").arg("offers").arg(text).ignore();
         }
     }
-    for (stream, fields) in answered {
-        pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(MAX_ANSWERS).arg("*").arg(fields).ignore();
+    for (stream, mut list) in answered {
+        list.push(']');
+        pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(MAX_ANSWERS).arg("*").arg("answers").arg(list).ignore();
     }
     for (stream, entries) in acks {
         pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entries).ignore();
@@ -496,12 +502,10 @@ impl Answers {
         let mut ids = Vec::new();
         for (_, entries) in streams_of(reply) {
             for (id, fields) in entries {
-                // `call`, `outcome`, for each answer the entry holds.
-                let mut fields = fields.into_iter();
-                while let Some((name, call)) = fields.next() {
-                    if let (true, Some((_, outcome))) = (name == "call", fields.next()) {
-                        read.push((call, serde_json::from_str(&outcome).unwrap_or(Value::Null)));
-                    }
+                let list = fields.into_iter().find(|(name, _)| name == "answers");
+                match list.map(|(_, text)| serde_json::from_str::<Vec<(String, Value)>>(&text)) {
+                    Some(Ok(answers)) => read.extend(answers),
+                    _ => tracing::warn!("answers that cannot be read are dropped (their calls end at their deadline)"),
                 }
                 self.last.clone_from(&id);
                 ids.push(id);
@@ -564,8 +568,7 @@ fn entries_of(reply: Reply) -> Vec<(String, Fields)> {
         .filter_map(|entry| {
             let mut parts = as_array(entry).into_iter();
             let id = parts.next().and_then(as_text)?;
-            let flat: Vec<String> = as_array(parts.next()?).into_iter().filter_map(as_text).collect();
-            let fields = flat.chunks(2).filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone())));
+            let fields = fields_of(parts.next()?).into_iter().filter_map(|(name, value)| Some((name, as_text(value)?)));
             Some((id, fields.collect()))
         })
         .collect()
