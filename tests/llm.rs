@@ -157,6 +157,72 @@ tasks:
     );
 }
 
+/// The original's later LLM forms: the method names its protocol (with
+/// and without `protocol`), its `complete` is `generate` here,
+/// `wait_for_completion` is dropped, and `${task.response}` of an LLM task
+/// is the text it answered; each read is noted, and the file runs.
+#[test]
+fn the_originals_later_llm_forms_run_with_notes() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = dir.path().join("old.yaml");
+    std::fs::write(
+        &workflow,
+        r#"name: "Old LLM form"
+wait_for_completion: true
+tasks:
+  - id: "ask"
+    protocol: "llm/v1"
+    method: "llm/chat"
+    parameters:
+      messages: [{role: user, content: "Name a colour."}]
+  - id: "complete"
+    method: "llm/complete"
+    parameters: {prompt: "Say hi"}
+  - id: "pong"
+    method: "echo/ping"
+    parameters: {message: "ping"}
+  - id: "follow"
+    method: "llm/chat"
+    dependencies: ["ask", "pong"]
+    parameters:
+      messages: [{role: user, content: "You said ${ask.response}; echo said ${pong.response}."}]
+"#,
+    )
+    .unwrap();
+    let config = config(dir.path(), server.port, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "validate", "--output", "json", "--config"])
+        .args([&config, &workflow])
+        .env_remove("GLEITZEIT_PLUGINS")
+        .output()
+        .unwrap();
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verdict["notes"],
+        json!([
+            "field 'wait_for_completion': dropped: it told the original's client to wait for the end; here `gleitzeit run` and `workflow submit --wait` wait, `workflow submit` returns at once",
+            "task 'ask', field 'method': 'llm/chat' read as protocol 'llm/v1', method 'chat' (the method named its protocol)",
+            "task 'complete', field 'method': 'llm/complete' read as protocol 'llm/v1', method 'generate' (the original's 'llm/complete' is 'generate' here)",
+            "task 'pong', field 'method': 'echo/ping' read as protocol 'echo/v1', method 'ping' (the protocol was left out)",
+            "task 'follow', field 'method': 'llm/chat' read as protocol 'llm/v1', method 'chat' (the protocol was left out)",
+            "task 'follow', field 'parameters': '${ask.response}' read as '${ask.result.content}' (fields start at the task's result; an LLM's answer is its 'content')",
+            "task 'follow', field 'parameters': '${pong.response}' read as '${pong.result.response}' (fields start at the task's result)",
+        ]),
+        "{verdict:#}"
+    );
+
+    let (out, report) = run(&workflow, &config);
+    assert!(out.status.success(), "{report:#}");
+    let answer = task(&report, "ask")["result"]["content"].as_str().unwrap();
+    assert!(!answer.is_empty());
+    assert_eq!(
+        task(&report, "follow")["params"]["messages"][0]["content"],
+        format!("You said {answer}; echo said ping."),
+    );
+    assert!(task(&report, "complete")["result"]["content"].as_str().is_some_and(|text| !text.is_empty()));
+}
+
 #[test]
 fn failures_say_what_went_wrong_and_only_transient_ones_retry() {
     let server = fake_ollama(fake_ollama::Options::default());

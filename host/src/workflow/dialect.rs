@@ -2,16 +2,23 @@
 //! into this host's form before validation, with a note for each thing read
 //! so (`workflow validate` prints them):
 //!
-//! - a task without `protocol` whose method is `NAME/METHOD` (`llm/chat`)
-//!   calls `METHOD` of protocol `NAME/v1`;
+//! - a method that names its protocol, `NAME/METHOD` (`llm/chat`): without
+//!   `protocol` it calls `METHOD` of protocol `NAME/v1`; with a protocol
+//!   `NAME/vN`, `METHOD` of that one;
+//! - the original's methods that have another name here ([`RENAMED`]):
+//!   `llm/complete`, `mcp/tools/list`, `mcp/server_info`, `mcp/ping`;
 //! - numeric priorities, as its loader read them: 1 high, 2 normal, 3 low;
+//! - `wait_for_completion` at the top level, which told its client to
+//!   wait: dropped (here the client says whether it waits);
 //! - `${task.field}` in params, a field of the task's result (here
-//!   `${task.result.field}`), and `${task}` for the whole result.
+//!   `${task.result.field}`), and `${task}` for the whole result; on an
+//!   `llm/v1` task, `${task.response}` is the text it answered
+//!   (`${task.result.content}`).
 //!
-//! Only what is unambiguous is read: a method with more than one `/`, a
-//! priority other than 1 to 3, or `${x.field}` where `x` is not a task of
-//! the workflow is left for validation to report. This module rewrites the
-//! tree only; it does not validate.
+//! Only what is unambiguous is read: a method with more than one `/` not
+//! in [`RENAMED`], a priority other than 1 to 3, or `${x.field}` where `x`
+//! is not a task of the workflow is left for validation to report. This
+//! module rewrites the tree only; it does not validate.
 
 use super::{Problem, slug};
 use crate::ids::is_id_char;
@@ -19,10 +26,25 @@ use crate::ids::is_protocol;
 use crate::resolver::Root;
 use crate::text::excerpt;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// The version a protocol left out of a method is read with.
 const IMPLIED_VERSION: &str = "v1";
+
+/// The original's methods that have another name here: (protocol name,
+/// its method, the method here).
+const RENAMED: &[(&str, &str, &str)] = &[
+    ("llm", "complete", "generate"),
+    ("mcp", "tools/list", "list_tools"),
+    ("mcp", "server_info", "server_info"),
+    // MCP's ping answers nothing but "alive"; the server's info says that
+    // and more.
+    ("mcp", "ping", "server_info"),
+];
+
+/// The field of an `llm/v1` result that holds the text (the original's
+/// `response`).
+const LLM_TEXT: &str = "content";
 
 /// Rewrite `tree` (a workflow document) from the dialect; the notes say
 /// what was read how.
@@ -32,42 +54,56 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
     if let Some(note) = numeric_priority(workflow) {
         notes.push(Problem { task: None, field: Some("priority".into()), message: note });
     }
+    if let Some(note) = wait_for_completion(workflow) {
+        notes.push(Problem { task: None, field: Some("wait_for_completion".into()), message: note });
+    }
     let Some(Value::Array(tasks)) = workflow.get_mut("tasks") else { return notes };
-    let ids = task_ids(tasks);
+    let mut task_notes = Vec::new();
     for (index, task) in tasks.iter_mut().enumerate() {
         let Value::Object(task) = task else { continue };
         let label = label(task, index);
         let mut note = |field: &str, message: String| {
-            notes.push(Problem { task: Some(label.clone()), field: Some(field.into()), message });
+            task_notes.push((index, Problem { task: Some(label.clone()), field: Some(field.into()), message }));
         };
-        if let Some(message) = implied_protocol(task) {
+        if let Some(message) = method_with_protocol(task) {
             note("method", message);
         }
         if let Some(message) = numeric_priority(task) {
             note("priority", message);
         }
+    }
+    // References are read once every task's protocol is known.
+    let tasks_by_id = task_protocols(tasks);
+    for (index, task) in tasks.iter_mut().enumerate() {
+        let Value::Object(task) = task else { continue };
+        let label = label(task, index);
+        let mut note = |field: &str, message: String| {
+            task_notes.push((index, Problem { task: Some(label.clone()), field: Some(field.into()), message }));
+        };
         let key = if task.contains_key("params") { "params" } else { "parameters" };
         if let Some(params) = task.get_mut(key) {
-            for (from, to) in result_fields(params, &ids) {
-                note(
-                    key,
-                    format!("'{}' read as '{}' (fields start at the task's result)", excerpt(&from), excerpt(&to)),
-                );
+            for (from, to, why) in result_fields(params, &tasks_by_id) {
+                note(key, format!("'{}' read as '{}' ({why})", excerpt(&from), excerpt(&to)));
             }
         }
     }
+    // In the order of the tasks.
+    task_notes.sort_by_key(|(index, _)| *index);
+    notes.extend(task_notes.into_iter().map(|(_, note)| note));
     notes
 }
 
-/// The ids the tasks will have (given, or from their names).
-fn task_ids(tasks: &[Value]) -> HashSet<String> {
+/// The ids the tasks will have (given, or from their names), with their
+/// protocols.
+fn task_protocols(tasks: &[Value]) -> HashMap<String, Option<String>> {
     let id = |task: &Value| match (task.get("id"), task.get("name")) {
         (Some(Value::String(id)), _) => Some(id.clone()),
         (Some(Value::Number(n)), _) => Some(n.to_string()),
         (None, Some(Value::String(name))) => Some(slug(name)),
         _ => None,
     };
-    tasks.iter().filter_map(id).collect()
+    let protocol = |task: &Value| task.get("protocol").and_then(Value::as_str).map(str::to_owned);
+    tasks.iter().filter_map(|task| Some((id(task)?, protocol(task)))).collect()
 }
 
 fn label(task: &Map<String, Value>, index: usize) -> String {
@@ -77,22 +113,45 @@ fn label(task: &Map<String, Value>, index: usize) -> String {
     }
 }
 
-/// `method: NAME/METHOD` and no `protocol`: protocol `NAME/v1`.
-fn implied_protocol(task: &mut Map<String, Value>) -> Option<String> {
-    if task.contains_key("protocol") {
+/// `method: NAME/METHOD`: without `protocol`, protocol `NAME/v1`; with a
+/// protocol of that name, its method `METHOD` (renamed as [`RENAMED`]
+/// says).
+fn method_with_protocol(task: &mut Map<String, Value>) -> Option<String> {
+    let written = task.get("method")?.as_str()?.to_owned();
+    let (name, method) = written.split_once('/')?;
+    let renamed = RENAMED.iter().find(|(protocol, old, _)| *protocol == name && *old == method);
+    let here = renamed.map_or(method, |(_, _, new)| new);
+    if here.is_empty() || here.contains('/') {
         return None;
     }
-    let method = task.get("method")?.as_str()?;
-    let (name, method) = method.split_once('/')?;
-    let protocol = format!("{name}/{IMPLIED_VERSION}");
-    if method.is_empty() || method.contains('/') || !is_protocol(&protocol) {
+    let given = task.get("protocol").and_then(Value::as_str);
+    let protocol = match given {
+        None => format!("{name}/{IMPLIED_VERSION}"),
+        Some(given) if given.split_once('/').is_some_and(|(given_name, _)| given_name == name) => given.to_owned(),
+        Some(_) => return None,
+    };
+    if !is_protocol(&protocol) {
         return None;
     }
-    let note =
-        format!("'{name}/{method}' read as protocol '{protocol}', method '{method}' (the protocol was left out)");
-    task.insert("method".into(), Value::String(method.to_owned()));
-    task.insert("protocol".into(), Value::String(protocol));
-    Some(note)
+    let why = match (renamed, given) {
+        (Some((_, old, new)), _) if old != new => format!("the original's '{written}' is '{here}' here"),
+        (_, None) => "the protocol was left out".to_owned(),
+        (_, Some(_)) => "the method named its protocol".to_owned(),
+    };
+    task.insert("method".into(), Value::String(here.to_owned()));
+    task.insert("protocol".into(), Value::String(protocol.clone()));
+    Some(format!("'{written}' read as protocol '{protocol}', method '{here}' ({why})"))
+}
+
+/// `wait_for_completion` at the top level: the original's client waited
+/// for the workflow to end before it returned. Here the client says so.
+fn wait_for_completion(workflow: &mut Map<String, Value>) -> Option<String> {
+    workflow.remove("wait_for_completion")?;
+    Some(
+        "dropped: it told the original's client to wait for the end; here `gleitzeit run` and \
+         `workflow submit --wait` wait, `workflow submit` returns at once"
+            .into(),
+    )
 }
 
 /// `priority: 1|2|3`: high, normal, low.
@@ -108,9 +167,12 @@ fn numeric_priority(map: &mut Map<String, Value>) -> Option<String> {
     Some(format!("{number} read as '{name}' (1 high, 2 normal, 3 low)"))
 }
 
+/// A reference as written, as read, and why.
+type Read = (String, String, &'static str);
+
 /// Rewrite `${task.field…}` and `${task}` in every string of `params` to
-/// name the task's result; returns each (as written, as read).
-fn result_fields(params: &mut Value, ids: &HashSet<String>) -> Vec<(String, String)> {
+/// name the task's result; returns each.
+fn result_fields(params: &mut Value, ids: &HashMap<String, Option<String>>) -> Vec<Read> {
     let mut read = Vec::new();
     let mut stack = vec![params];
     while let Some(value) = stack.pop() {
@@ -130,7 +192,7 @@ fn result_fields(params: &mut Value, ids: &HashSet<String>) -> Vec<(String, Stri
 
 /// `text` with each loose reference to a task of `ids` made strict, if any
 /// was; `$${` escapes are kept.
-fn rewrite(text: &str, ids: &HashSet<String>, read: &mut Vec<(String, String)>) -> Option<String> {
+fn rewrite(text: &str, ids: &HashMap<String, Option<String>>, read: &mut Vec<Read>) -> Option<String> {
     let mut out = String::with_capacity(text.len() + 8);
     let mut rest = text;
     let mut changed = false;
@@ -140,8 +202,8 @@ fn rewrite(text: &str, ids: &HashSet<String>, read: &mut Vec<(String, String)>) 
         out.push_str(&rest[..at]);
         let inner = &rest[at + 2..close];
         match (!escaped).then(|| strict(inner, ids)).flatten() {
-            Some(strict) => {
-                read.push((format!("${{{inner}}}"), format!("${{{strict}}}")));
+            Some((strict, why)) => {
+                read.push((format!("${{{inner}}}"), format!("${{{strict}}}"), why));
                 out.push_str(&format!("${{{strict}}}"));
                 changed = true;
             }
@@ -154,11 +216,19 @@ fn rewrite(text: &str, ids: &HashSet<String>, read: &mut Vec<(String, String)>) 
 }
 
 /// `task.field…` or `task` (a task of `ids`, not followed by `.result`)
-/// as `task.result.field…`.
-fn strict(inner: &str, ids: &HashSet<String>) -> Option<String> {
+/// as `task.result.field…`; an LLM task's `response` as its `content`.
+fn strict(inner: &str, ids: &HashMap<String, Option<String>>) -> Option<(String, &'static str)> {
     let end = inner.find(|c: char| !is_id_char(c)).unwrap_or(inner.len());
     let (task, tail) = inner.split_at(end);
-    let loose = !ids.contains(task)
+    let llm = ids.get(task).is_some_and(|protocol| protocol.as_deref() == Some("llm/v1"));
+    if llm
+        && let Some(rest) = tail.strip_prefix(".response")
+        && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    {
+        let why = "fields start at the task's result; an LLM's answer is its 'content'";
+        return Some((format!("{task}.result.{LLM_TEXT}{rest}"), why));
+    }
+    let loose = !ids.contains_key(task)
         || Root::RESERVED.contains(&task)
         || tail == ".result"
         || tail.starts_with(".result.")
@@ -166,7 +236,7 @@ fn strict(inner: &str, ids: &HashSet<String>) -> Option<String> {
     if loose || !(tail.is_empty() || tail.starts_with('.') || tail.starts_with('[')) {
         return None;
     }
-    Some(format!("{task}.result{tail}"))
+    Some((format!("{task}.result{tail}"), "fields start at the task's result"))
 }
 
 #[cfg(test)]
@@ -205,5 +275,32 @@ mod tests {
             (&json!("a/b/c"), &json!(7)),
             "left alone"
         );
+    }
+
+    #[test]
+    fn a_method_naming_another_protocol_or_an_unknown_two_part_method_is_left_alone() {
+        let mut tree = json!({"name": "old", "wait_for_completion": false, "tasks": [
+            {"id": "other", "protocol": "echo/v1", "method": "llm/chat"},
+            {"id": "tools", "method": "mcp/tools/list"},
+            {"id": "deep", "method": "mcp/tools/call"},
+            {"id": "say", "protocol": "llm/v2", "method": "llm/chat",
+             "params": {"prompt": "${say.response.x} ${tools.response}"}},
+        ]});
+        let notes = read(&mut tree);
+        assert_eq!(tree.get("wait_for_completion"), None, "dropped whatever its value");
+        assert_eq!(
+            (&tree["tasks"][0]["protocol"], &tree["tasks"][0]["method"]),
+            (&json!("echo/v1"), &json!("llm/chat"))
+        );
+        assert_eq!(
+            (&tree["tasks"][1]["protocol"], &tree["tasks"][1]["method"]),
+            (&json!("mcp/v1"), &json!("list_tools"))
+        );
+        assert_eq!(tree["tasks"][2]["method"], "mcp/tools/call");
+        assert_eq!(tree["tasks"][3]["protocol"], "llm/v2");
+        assert_eq!(tree["tasks"][3]["method"], "chat");
+        // Only an llm/v1 task's `response` is its `content`.
+        assert_eq!(tree["tasks"][3]["params"]["prompt"], "${say.result.response.x} ${tools.result.response}");
+        assert_eq!(notes.len(), 5, "{notes:?}");
     }
 }
