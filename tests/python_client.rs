@@ -16,6 +16,17 @@ fn ran(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     support::succeeded(Command::new(program).args(args).envs(env.iter().copied()).current_dir(support::root()))
 }
 
+/// The Ollama test server on a port of its own: the port, and the runtime
+/// that serves it (it stops when dropped).
+fn fake_ollama() -> (u16, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (router, _) = fake_ollama::router(fake_ollama::Options::default());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    (port, runtime)
+}
+
 #[test]
 fn the_python_client_installs_with_pip_and_drives_a_host() {
     let venv = tempfile::tempdir().unwrap();
@@ -29,6 +40,21 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     let env = [("GLEITZEIT_SERVER", host.url.as_str()), ("GLEITZEIT_TOKEN", host.token.as_str())];
     let session = ran(&python, &["tests/python/client_session.py"], &env);
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
+
+    // The model helpers, through a host whose llm/v1 plugin asks the
+    // Ollama test server.
+    let (ollama, _runtime) = fake_ollama();
+    let config = tempfile::tempdir().unwrap();
+    let settings = config.path().join("gleitzeit.toml");
+    let base = format!("http://127.0.0.1:{ollama}");
+    let text =
+        format!("[manifests.ollama]\nallowed_hosts = [\"{base}\"]\n[manifests.ollama.config]\nbase_url = \"{base}\"\n");
+    std::fs::write(&settings, text).unwrap();
+    let asking = support::serve(&["--config", settings.to_str().unwrap()]);
+    let env = [("GLEITZEIT_SERVER", asking.url.as_str()), ("GLEITZEIT_TOKEN", asking.token.as_str())];
+    let session = ran(&python, &["tests/python/client_llm.py"], &env);
+    assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
+    let env = [("GLEITZEIT_SERVER", host.url.as_str()), ("GLEITZEIT_TOKEN", host.token.as_str())];
 
     // The page's example is the file the test runs, and prints each task.
     let example = std::fs::read_to_string(support::root().join("docs/examples/python/client.py")).unwrap();

@@ -9,6 +9,7 @@ results later, from any host of a cluster."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ API = "/api/v1"
 #: A workflow as the client takes it: a file's path, the file's text (YAML
 #: or JSON), or the workflow as a mapping.
 Workflow = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+#: The largest file `vision` and `batch_chat` send to the host, and the
+#: most one batch sends (the host takes request bodies up to 64 MiB).
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_BATCH_BYTES = 48 * 1024 * 1024
 
 #: How often an event stream is opened again after it dropped, in a row,
 #: before the client gives up; and how long it waits before each.
@@ -177,6 +183,100 @@ class GleitzeitClient:
         answer = await self._call("POST", f"/workflows/{_segment(workflow_id)}/cancel", body=b"{}")
         return bool(answer.get("cancelled"))
 
+    # Models: one-task workflows of `llm/v1` on the host (the original's
+    # helpers, with its names and arguments).
+
+    async def chat(
+        self,
+        prompt: Optional[str] = None,
+        *,
+        messages: Optional[List[Mapping[str, Any]]] = None,
+        model: Optional[str] = None,
+        system: Optional[str] = None,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Ask a model: `prompt` as one user message (after `system`), or
+        the conversation `messages`. The text it answered; `TaskFailed` if
+        the host's model provider failed."""
+        if messages is None:
+            if prompt is None:
+                raise ValueError("chat needs a prompt or messages")
+            messages = [{"role": "user", "content": prompt}]
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
+        params = _given(messages=list(messages), model=model, temperature=temperature, max_tokens=max_tokens)
+        return await self._ask("chat", params, timeout)
+
+    async def vision(
+        self,
+        image_path: Union[str, "os.PathLike[str]"],
+        prompt: str = "Describe this image.",
+        *,
+        model: Optional[str] = None,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Ask a vision model about an image file of this machine (sent to
+        the host, at most `MAX_FILE_BYTES`). The text it answered."""
+        image = base64.b64encode(_read_bounded(Path(image_path))).decode("ascii")
+        params = _given(image_data=image, prompt=prompt, model=model, temperature=temperature, max_tokens=max_tokens)
+        return await self._ask("vision", params, timeout)
+
+    async def batch_chat(
+        self,
+        directory: Union[str, "os.PathLike[str]"],
+        prompt: str,
+        pattern: str = "*",
+        *,
+        model: Optional[str] = None,
+        temperature: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        max_parallel: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """Ask a model the same `prompt` about each file of `directory` (of
+        this machine) matching `pattern`: one workflow, a task per file,
+        the file's text after the prompt. A summary as the original gave
+        it (`batch_id`, `total_files`, `successful`, `failed`), with
+        `results` (path: answer) and `errors` (path: message)."""
+        files = sorted(p for p in Path(directory).glob(pattern) if p.is_file())
+        items = [{"path": str(p), "text": _read_bounded(p).decode("utf-8", errors="replace")} for p in files]
+        total = sum(len(item["text"]) for item in items)
+        if total > MAX_BATCH_BYTES:
+            raise ValueError(f"{directory}/{pattern} holds {total} bytes; one batch sends at most {MAX_BATCH_BYTES}")
+        params = _given(
+            messages=[{"role": "user", "content": prompt + "\n\n${item.text}"}],
+            model=model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        task: Dict[str, Any] = {"id": "ask", "protocol": "llm/v1", "method": "chat", "params": params}
+        task.update({"for_each": items, "allow_failures": True})
+        if max_parallel is not None:
+            task["max_parallel"] = max_parallel
+        workflow_id = await self.submit({"name": f"batch chat: {directory}/{pattern}", "tasks": [task]})
+        await self.wait(workflow_id, timeout=timeout)
+        tasks = await self.results(workflow_id)
+        summary: Dict[str, Any] = {"batch_id": workflow_id, "total_files": len(files), "results": {}, "errors": {}}
+        for index, item in enumerate(items):
+            done = tasks.get(f"ask[{index}]")
+            if done is not None and done.ok and isinstance(done.result, Mapping):
+                summary["results"][item["path"]] = done.result.get("content")
+            else:
+                summary["errors"][item["path"]] = (done.error or {}).get("message") if done else "not run"
+        summary["successful"] = len(summary["results"])
+        summary["failed"] = len(summary["errors"])
+        return summary
+
+    async def _ask(self, method: str, params: Dict[str, Any], timeout: Optional[float]) -> str:
+        workflow = {"name": f"llm {method}", "tasks": [{"id": "ask", "protocol": "llm/v1", "method": method, "params": params}]}
+        results = await self.run_workflow(workflow, timeout=timeout, raise_on_failure=True)
+        answer = results["ask"].result
+        return str(answer.get("content", "")) if isinstance(answer, Mapping) else str(answer)
+
     # Events
 
     async def events(self, workflow_id: Optional[str] = None) -> AsyncIterator[Event]:
@@ -315,6 +415,19 @@ def _ends_stream(event: Event) -> bool:
     if event.name == "workflow_completed":
         return True
     return event.name == "snapshot" and isinstance(event.data, dict) and event.data.get("status") != "running"
+
+
+def _given(**params: Any) -> Dict[str, Any]:
+    """The params that were given (not None)."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A file's bytes, at most `MAX_FILE_BYTES` (else `ValueError` naming it)."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path} has {size} bytes; at most {MAX_FILE_BYTES} are sent to the host")
+    return path.read_bytes()
 
 
 def _segment(value: Optional[str]) -> str:

@@ -5,7 +5,8 @@ client's own; use it from one thread, not inside a running event loop."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Iterator, List, Optional, TypeVar, Awaitable
+import os
+from typing import Any, Awaitable, Dict, Iterator, List, Optional, TypeVar, Union
 
 from .client import Event, GleitzeitClient, TaskResult, Workflow
 
@@ -61,6 +62,17 @@ class SyncGleitzeitClient:
         self, *, status: Optional[str] = None, name: Optional[str] = None, limit: Optional[int] = None
     ) -> List[Dict[str, Any]]:
         return self._run(self._client.list_workflows(status=status, name=name, limit=limit))
+
+    def chat(self, prompt: Optional[str] = None, **options: Any) -> str:
+        return self._run(self._client.chat(prompt, **options))
+
+    def vision(self, image_path: Union[str, "os.PathLike[str]"], prompt: str = "Describe this image.", **options: Any) -> str:
+        return self._run(self._client.vision(image_path, prompt, **options))
+
+    def batch_chat(
+        self, directory: Union[str, "os.PathLike[str]"], prompt: str, pattern: str = "*", **options: Any
+    ) -> Dict[str, Any]:
+        return self._run(self._client.batch_chat(directory, prompt, pattern, **options))
 
     def cancel(self, workflow_id: str) -> bool:
         return self._run(self._client.cancel(workflow_id))
