@@ -27,6 +27,22 @@ fn fake_ollama() -> (u16, tokio::runtime::Runtime) {
     (port, runtime)
 }
 
+/// Wait until `host` serves `protocol` (`gleitzeit protocol list`).
+fn until_served(host: &support::Served, protocol: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(["protocol", "list", "--output", "json", "--server", &host.url, "--token", &host.token])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("\"{protocol}\"")) {
+            return;
+        }
+        assert!(started.elapsed() < support::PATIENCE, "{protocol} never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_python_client_installs_with_pip_and_drives_a_host() {
     let venv = tempfile::tempdir().unwrap();
@@ -56,9 +72,29 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
     let env = [("GLEITZEIT_SERVER", host.url.as_str()), ("GLEITZEIT_TOKEN", host.token.as_str())];
 
+    // A provider on the package's base class: typed methods whose schema
+    // the host checks, its bound on calls at once, progress, a drain on
+    // SIGTERM.
+    let session = ran(&python, &["tests/python/provider_session.py"], &env);
+    assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
+
+    let page = std::fs::read_to_string(support::root().join("docs/python.md")).unwrap();
+    // The page's provider example serves text/v1 for the protocol page's
+    // submitter, as the bare-protocol provider.py does.
+    let example = std::fs::read_to_string(support::root().join("docs/examples/python/text_provider.py")).unwrap();
+    let body = example.split_once("\"\"\"\n").unwrap().1;
+    assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows text_provider.py");
+    let mut serving = Command::new(&python);
+    serving.arg("docs/examples/python/text_provider.py").envs(env.iter().copied()).current_dir(support::root());
+    let _provider = support::process::Proc::spawn(serving);
+    until_served(&host, "text/v1");
+    let out = ran(&python, &["docs/examples/python/submit.py"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+
     // The page's example is the file the test runs, and prints each task.
     let example = std::fs::read_to_string(support::root().join("docs/examples/python/client.py")).unwrap();
-    let page = std::fs::read_to_string(support::root().join("docs/python.md")).unwrap();
     let body = example.split_once("\"\"\"\n").unwrap().1;
     assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows client.py");
     let printed = String::from_utf8(ran(&python, &["docs/examples/python/client.py"], &env).stdout).unwrap();

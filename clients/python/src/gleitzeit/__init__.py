@@ -21,6 +21,7 @@ from .errors import (
     Unreachable,
     WorkflowTimeout,
 )
+from .provider import Provider, ProviderError, method
 from .sync import SyncGleitzeitClient
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "GleitzeitError",
     "InvalidWorkflow",
     "NotFound",
+    "Provider",
+    "ProviderError",
     "ShuttingDown",
     "SyncGleitzeitClient",
     "TaskFailed",
@@ -41,4 +44,5 @@ __all__ = [
     "Unreachable",
     "Workflow",
     "WorkflowTimeout",
+    "method",
 ]

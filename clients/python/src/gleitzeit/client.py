@@ -178,6 +178,11 @@ class GleitzeitClient:
         answer = await self._call("GET", "/workflows", params=query)
         return list(answer.get("workflows") or [])
 
+    async def list_protocols(self) -> List[Dict[str, Any]]:
+        """The protocols the host serves now: `protocol_id`, `methods`,
+        `providers` and the `params_schemas` of methods that have one."""
+        return list((await self._call("GET", "/protocols")).get("protocols") or [])
+
     async def cancel(self, workflow_id: str) -> bool:
         """Cancel a running workflow; `NotFound` if it is not running."""
         answer = await self._call("POST", f"/workflows/{_segment(workflow_id)}/cancel", body=b"{}")
