@@ -27,14 +27,17 @@ fn fake_ollama() -> (u16, tokio::runtime::Runtime) {
     (port, runtime)
 }
 
-/// Wait until `host` serves `protocol` (`gleitzeit protocol list`).
-fn until_served(host: &support::Served, protocol: &str) {
+/// Wait until the host at `url` serves `protocol` (`gleitzeit protocol
+/// list`, with `token` if any).
+fn until_served(url: &str, token: &str, protocol: &str) {
     let started = std::time::Instant::now();
     loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
-            .args(["protocol", "list", "--output", "json", "--server", &host.url, "--token", &host.token])
-            .output()
-            .unwrap();
+        let mut list = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
+        list.args(["protocol", "list", "--output", "json", "--server", url]);
+        if !token.is_empty() {
+            list.args(["--token", token]);
+        }
+        let out = list.output().unwrap();
         if String::from_utf8_lossy(&out.stdout).contains(&format!("\"{protocol}\"")) {
             return;
         }
@@ -86,14 +89,32 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows text_provider.py");
     let mut serving = Command::new(&python);
     serving.arg("docs/examples/python/text_provider.py").envs(env.iter().copied()).current_dir(support::root());
-    let _provider = support::process::Proc::spawn(serving);
-    until_served(&host, "text/v1");
+    let _text = support::process::Proc::spawn(serving);
+    until_served(&host.url, &host.token, "text/v1");
     let out = ran(&python, &["docs/examples/python/submit.py"], &env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(report["status"], "completed", "{report}");
 
     // The page's example is the file the test runs, and prints each task.
+    // The provider registers again when its host comes back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (url, data) = (format!("http://127.0.0.1:{port}"), tempfile::tempdir().unwrap());
+    let at_port = || {
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_gleitzeit"));
+        serve.args(["serve", "--auth", "off", "--listen", &url["http://".len()..], "--data-dir"]).arg(data.path());
+        support::process::Running(serve.env_remove("GLEITZEIT_PLUGINS").spawn().unwrap())
+    };
+    let first = at_port();
+    let mut serving = Command::new(&python);
+    serving.arg("docs/examples/python/text_provider.py").env("GLEITZEIT_SERVER", &url);
+    serving.env_remove("GLEITZEIT_TOKEN").current_dir(support::root());
+    let _provider = support::process::Proc::spawn(serving);
+    until_served(&url, "", "text/v1");
+    drop(first);
+    let _second = at_port();
+    until_served(&url, "", "text/v1");
+
     let example = std::fs::read_to_string(support::root().join("docs/examples/python/client.py")).unwrap();
     let body = example.split_once("\"\"\"\n").unwrap().1;
     assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows client.py");

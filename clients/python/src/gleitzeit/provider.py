@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 import signal
 import types
 import typing
@@ -26,6 +27,12 @@ import socketio  # type: ignore[import-untyped]
 from . import _defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_log = logging.getLogger("gleitzeit.provider")
+
+#: The first and the longest pause between attempts to connect.
+CONNECT_PAUSE = 0.5
+MAX_CONNECT_PAUSE = 5.0
 
 #: The call a method runs for, so that `progress` knows where it goes.
 _CALL: contextvars.ContextVar[str] = contextvars.ContextVar("gleitzeit_call")
@@ -145,19 +152,38 @@ class Provider:
         asyncio.run(self.run())
 
     async def run(self) -> None:
+        """Connect (trying again until the host answers) and serve until
+        `stop()`, SIGTERM or SIGINT; then drain."""
         self._slots = asyncio.Semaphore(self.max_concurrent)
         self._idle, self._stopping = asyncio.Event(), asyncio.Event()
         self._idle.set()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        await self._sio.connect(self.url, auth={"token": self._token}, transports=["websocket"])
+        await self._connect()
         await self._stopping.wait()
         try:
             await asyncio.wait_for(self._idle.wait(), self.grace)
         except asyncio.TimeoutError:
             pass
         await self._sio.disconnect()
+
+    async def _connect(self) -> None:
+        """Connect, trying again while the host does not answer (it may
+        start after its providers); once connected, python-socketio
+        reconnects by itself."""
+        assert self._stopping is not None
+        pause = CONNECT_PAUSE
+        while not self._stopping.is_set():
+            try:
+                await self._sio.connect(self.url, auth={"token": self._token}, transports=["websocket"])
+                return
+            except socketio.exceptions.ConnectionError as e:
+                _log.warning("cannot connect to %s (%s); trying again in %.1f s", self.url, e, pause)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                except asyncio.TimeoutError:
+                    pause = min(pause * 2, MAX_CONNECT_PAUSE)
 
     def stop(self) -> None:
         """Drain and disconnect (what SIGTERM does)."""
