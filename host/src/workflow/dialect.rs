@@ -58,28 +58,23 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
         notes.push(Problem { task: None, field: Some("wait_for_completion".into()), message: note });
     }
     let Some(Value::Array(tasks)) = workflow.get_mut("tasks") else { return notes };
-    let mut task_notes = Vec::new();
-    for (index, task) in tasks.iter_mut().enumerate() {
+    // References are read once every task's protocol is known.
+    let method_notes: Vec<Option<String>> = (tasks.iter_mut())
+        .map(|task| if let Value::Object(task) = task { method_with_protocol(task) } else { None })
+        .collect();
+    let tasks_by_id = task_protocols(tasks);
+    for ((index, task), method_note) in tasks.iter_mut().enumerate().zip(method_notes) {
         let Value::Object(task) = task else { continue };
         let label = label(task, index);
         let mut note = |field: &str, message: String| {
-            task_notes.push((index, Problem { task: Some(label.clone()), field: Some(field.into()), message }));
+            notes.push(Problem { task: Some(label.clone()), field: Some(field.into()), message });
         };
-        if let Some(message) = method_with_protocol(task) {
+        if let Some(message) = method_note {
             note("method", message);
         }
         if let Some(message) = numeric_priority(task) {
             note("priority", message);
         }
-    }
-    // References are read once every task's protocol is known.
-    let tasks_by_id = task_protocols(tasks);
-    for (index, task) in tasks.iter_mut().enumerate() {
-        let Value::Object(task) = task else { continue };
-        let label = label(task, index);
-        let mut note = |field: &str, message: String| {
-            task_notes.push((index, Problem { task: Some(label.clone()), field: Some(field.into()), message }));
-        };
         let key = if task.contains_key("params") { "params" } else { "parameters" };
         if let Some(params) = task.get_mut(key) {
             for (from, to, why) in result_fields(params, &tasks_by_id) {
@@ -87,9 +82,6 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
             }
         }
     }
-    // In the order of the tasks.
-    task_notes.sort_by_key(|(index, _)| *index);
-    notes.extend(task_notes.into_iter().map(|(_, note)| note));
     notes
 }
 

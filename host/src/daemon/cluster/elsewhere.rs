@@ -199,9 +199,9 @@ struct Pending {
     membership: Arc<Membership>,
     protocol: String,
     call: String,
-    /// Answered, or never offered: nothing to withdraw. (A withdrawal
-    /// goes out after its offer, so one dropped before its offer is in
-    /// the stream is withdrawn too.)
+    /// Answered, or never offered: nothing to withdraw. (A host reads the
+    /// withdrawals when it takes an entry, so a call dropped before its
+    /// offer reached the stream is withdrawn too.)
     settled: bool,
 }
 

@@ -48,7 +48,7 @@ const GROUP: &str = "hosts";
 /// host that stopped reading is dead, and its stream is deleted).
 const MAX_ANSWERS: usize = 100_000;
 /// Most offers in one stream entry: 16 cut the Redis commands per task
-/// crossing hosts from 5.3 to 4.3 (bench/README.md); more would spread a
+/// crossing hosts from 5.3 to 4.4 (bench/README.md); more would spread a
 /// burst over the hosts in coarser pieces.
 pub const MOST_PER_ENTRY: usize = 16;
 /// How long a withdrawal is remembered after the last one: an offer is
@@ -190,9 +190,14 @@ fn withdrawn(protocol: &str) -> String {
     key(&["withdrawn", protocol])
 }
 
-/// How a withdrawn offer is named in `withdrawn:PROTOCOL`.
-fn withdrawal(offer: &Offer) -> String {
-    format!("{}/{}", offer.from, offer.call)
+/// How the offer of `call` by host `from` is named in `withdrawn:PROTOCOL`.
+fn withdrawal(from: &str, call: &str) -> String {
+    format!("{from}/{call}")
+}
+
+/// The value of the field `name` of a stream entry.
+fn field(fields: Fields, name: &str) -> Option<String> {
+    fields.into_iter().find(|(field, _)| field == name).map(|(_, value)| value)
 }
 
 pub(super) fn answers(host: &str) -> String {
@@ -291,7 +296,7 @@ impl Work {
     /// cancelled or timed out); one already taken runs on, and its answer
     /// is dropped.
     pub fn withdraw(&self, protocol: &str, call: &str) {
-        let member = format!("{}/{call}", self.host);
+        let member = withdrawal(&self.host, call);
         self.outbox.send(Op::Withdraw { protocol: protocol.to_owned(), member });
     }
 
@@ -321,7 +326,7 @@ impl Work {
             })?;
             let mut pipe = redis::pipe();
             for (id, fields) in entries_of(claimed) {
-                if let Some(text) = fields.into_iter().find(|(name, _)| name == "offers").map(|(_, text)| text) {
+                if let Some(text) = field(fields, "offers") {
                     pipe.cmd("XADD").arg(&stream).arg("*").arg("offers").arg(text).ignore();
                 }
                 pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&id).ignore();
@@ -418,8 +423,7 @@ impl Taker {
         let mut taken = Vec::new();
         for (_, entries) in streams_of(reply) {
             for (id, fields) in entries {
-                let offers = fields.into_iter().find(|(name, _)| name == "offers");
-                match offers.and_then(|(_, text)| serde_json::from_str::<Vec<Offer>>(&text).ok()) {
+                match field(fields, "offers").and_then(|text| serde_json::from_str::<Vec<Offer>>(&text).ok()) {
                     Some(offers) => {
                         let entry = Arc::new(Entry { id, unanswered: offers.len().into() });
                         taken.extend(offers.into_iter().map(|offer| Taken {
@@ -440,7 +444,7 @@ impl Taker {
 
     /// `taken` without the offers withdrawn, which are forgotten.
     fn skip_withdrawn(&mut self, protocol: &str, taken: Vec<Taken>) -> Result<Vec<Taken>, StoreError> {
-        let members: Vec<String> = taken.iter().map(|t| withdrawal(&t.offer)).collect();
+        let members: Vec<String> = taken.iter().map(|t| withdrawal(&t.offer.from, &t.offer.call)).collect();
         let found: Vec<bool> = self.reader.with("read withdrawn offers", |c| {
             redis::cmd("SMISMEMBER").arg(withdrawn(protocol)).arg(&members).query(c)
         })?;
@@ -502,8 +506,7 @@ impl Answers {
         let mut ids = Vec::new();
         for (_, entries) in streams_of(reply) {
             for (id, fields) in entries {
-                let list = fields.into_iter().find(|(name, _)| name == "answers");
-                match list.map(|(_, text)| serde_json::from_str::<Vec<(String, Value)>>(&text)) {
+                match field(fields, "answers").map(|text| serde_json::from_str::<Vec<(String, Value)>>(&text)) {
                     Some(Ok(answers)) => read.extend(answers),
                     _ => tracing::warn!("answers that cannot be read are dropped (their calls end at their deadline)"),
                 }
