@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 use support::api::{Api, Stream};
 use support::process::Proc;
+use support::servers::free_port;
 use support::{Daemon, PATIENCE, RedisServer, Served, redis_server, redis_server_with, until};
 
 /// Short, so that the tests wait little for a takeover; long enough for a
@@ -714,11 +715,6 @@ async fn until_stream(api: &Api, token: &str) -> reqwest::Response {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// docs/cluster.md's session, run as written by `sh` (its Redis, its

@@ -835,22 +835,32 @@ fn the_daemon_reads_files_from_named_directories_only() {
     let flag = format!("notes={}", files.path().display());
     let daemon = daemon_with(&["--files-dir", &flag]);
     let dir = tempfile::tempdir().unwrap();
-    let submit = |for_each: Value| {
+    let submit = |reads: Value| {
         let file = dir.path().join("files.json");
-        let workflow = serde_json::json!({"name": "files", "tasks": [{"id": "read", "protocol": "echo/v1", "method": "echo",
-            "for_each": for_each, "params": {"message": "${item.path}=${item.text}"}}]});
+        let mut task = serde_json::json!({"id": "read", "protocol": "echo/v1", "method": "echo",
+            "params": {"message": "${item.path}=${item.text}"}});
+        task.as_object_mut().unwrap().extend(reads.as_object().unwrap().clone());
+        let workflow = serde_json::json!({"name": "files", "tasks": [task]});
         std::fs::write(&file, workflow.to_string()).unwrap();
         let out = cli(&daemon, &["workflow", "submit", file.to_str().unwrap(), "--wait", "--output", "json"]);
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    let report = submit(serde_json::json!({"files": "*.txt", "dir": "notes"}));
+    let report = submit(serde_json::json!({"for_each": {"files": "*.txt", "dir": "notes"}}));
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(report["tasks"][1]["result"]["echoed"], "a.txt=alpha");
     assert_eq!(report["tasks"][2]["result"]["echoed"], "b.txt=beta");
-    let report = submit(serde_json::json!({"files": "*.txt"}));
+    let report = submit(serde_json::json!({"for_each": {"files": "*.txt"}}));
     assert_eq!(report["tasks"][0]["error"]["code"], -32008, "{report}");
     assert_eq!(
         report["tasks"][0]["error"]["message"],
         "for_each: this host reads no files directory 'workflow' (it reads: notes)"
+    );
+    // One file of its own: the task's result is the call's, not a list.
+    let report = submit(serde_json::json!({"file": {"path": "b.txt", "dir": "notes"}}));
+    assert_eq!(report["tasks"][0]["result"]["echoed"], "b.txt=beta", "{report}");
+    let report = submit(serde_json::json!({"file": "a.txt"}));
+    assert_eq!(
+        report["tasks"][0]["error"]["message"], "this host reads no files directory 'workflow' (it reads: notes)",
+        "{report}"
     );
 }

@@ -11,26 +11,10 @@ mod support;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::root;
-
-/// The test server on a free port, on its own runtime.
-struct FakeOllama {
-    port: u16,
-    stats: Arc<fake_ollama::Stats>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn fake_ollama(options: fake_ollama::Options) -> FakeOllama {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (router, stats) = fake_ollama::router(options);
-    runtime.spawn(async move { axum::serve(listener, router).await });
-    FakeOllama { port, stats, _runtime: runtime }
-}
+use support::servers::fake_ollama;
 
 /// A host config pointing the bundled ollama plugin at `port`, granting it.
 fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -138,8 +122,11 @@ tasks:
     assert!(two.get("embedding").is_none(), "a list has no single embedding");
 
     let models = &task(&report, "models")["result"];
-    assert_eq!(models["models"], json!(["llama3:latest", "llava:latest", "nomic-embed-text:latest"]));
-    assert_eq!(models["count"], 3);
+    assert_eq!(
+        models["models"],
+        json!(["llama3:latest", "llama3.2:latest", "llava:latest", "nomic-embed-text:latest"])
+    );
+    assert_eq!(models["count"], 4);
     // A misspelt param fails validation: the schema comes from the plugin.
     std::fs::write(
         &workflow,
@@ -221,6 +208,133 @@ tasks:
         format!("You said {answer}; echo said ping."),
     );
     assert!(task(&report, "complete")["result"]["content"].as_str().is_some_and(|text| !text.is_empty()));
+}
+
+/// The original's files name files relative to where its CLI ran:
+/// `file_path` of chat and generate, `image_path` and `messages` of vision,
+/// and its batch files. `gleitzeit run` reads them from the directory it
+/// runs in (here the project, while the workflows are in `flows/`).
+#[test]
+fn the_originals_files_and_batches_are_read_from_where_run_runs() {
+    let server = fake_ollama(fake_ollama::Options::default());
+    let project = tempfile::tempdir().unwrap();
+    let at = |path: &str| {
+        let path = project.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        path
+    };
+    std::fs::write(at("docs/story.txt"), "Once upon a time.").unwrap();
+    std::fs::write(at("docs/notes.txt"), "Buy milk.").unwrap();
+    std::fs::write(at("docs/.secret.txt"), "hidden").unwrap();
+    std::fs::write(at("images/pixel.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    std::fs::write(
+        at("flows/files.yaml"),
+        r#"name: "Files"
+tasks:
+  - name: "summarize"
+    protocol: "llm/v1"
+    method: "llm/chat"
+    params:
+      model: "llama3.2:latest"
+      file_path: "docs/story.txt"
+      messages:
+        - role: "user"
+          content: "Summarize this story."
+  - name: "complete"
+    method: "llm/generate"
+    params: {file_path: "./docs/notes.txt", prompt: "What to buy?"}
+  - name: "look"
+    protocol: "llm/v1"
+    method: "llm/vision"
+    params:
+      model: "llava:latest"
+      image_path: "images/pixel.png"
+      messages:
+        - role: "user"
+          content: "What is it?"
+  - name: "sequel"
+    method: "llm/chat"
+    dependencies: ["summarize"]
+    params:
+      messages: [{role: user, content: "After ${summarize.response}"}]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        at("flows/batch.yaml"),
+        r#"name: "Batch"
+type: "batch"
+batch:
+  directory: "docs"
+  pattern: "*.txt"
+template:
+  method: "llm/chat"
+  model: "llama3"
+  messages:
+    - role: "user"
+      content: "Summarize ${file_path}."
+"#,
+    )
+    .unwrap();
+    let config = config(project.path(), server.port, "");
+    let gleitzeit = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(args)
+            .args(["--output", "json", "--config", config.to_str().unwrap()])
+            .current_dir(project.path())
+            .env_remove("GLEITZEIT_PLUGINS")
+            .output()
+            .unwrap();
+        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+
+    let (code, verdict) = gleitzeit(&["workflow", "validate", "flows/files.yaml"]);
+    assert_eq!(code, Some(0), "{verdict:#}");
+    let notes: Vec<&str> = verdict["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    for expected in [
+        "task 'summarize', field 'params': the text of 'docs/story.txt' is put after the prompt",
+        "task 'complete', field 'params': the text of 'docs/notes.txt' is put after the prompt",
+        "task 'look', field 'params': 'messages' read as vision's 'prompt' (their contents, in order)",
+        "task 'look', field 'params': the image 'images/pixel.png' is read by the host and sent as 'images'",
+    ] {
+        assert!(notes.contains(&expected), "{expected}: {notes:#?}");
+    }
+    let (code, report) = gleitzeit(&["run", "flows/files.yaml"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let content = |id: &str| task(&report, id)["result"]["content"].as_str().unwrap().to_owned();
+    assert!(content("summarize").ends_with("Summarize this story.\n\nOnce upon a time."), "{}", content("summarize"));
+    assert_eq!(content("complete"), "llama3 answers: What to buy?\n\nBuy milk.");
+    assert_eq!(content("look"), "llava:latest sees 1 image(s) of 4 bytes: What is it?");
+    assert!(content("sequel").contains("Once upon a time."), "the answer reached the next task");
+    assert_eq!(
+        task(&report, "summarize")["item"],
+        json!({"dir": "cwd", "path": "docs/story.txt", "name": "story.txt"})
+    );
+
+    let (code, report) = gleitzeit(&["run", "flows/batch.yaml"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let answers = task(&report, "batch")["result"].as_array().unwrap().clone();
+    let answers: Vec<&str> = answers.iter().map(|a| a["content"].as_str().unwrap()).collect();
+    assert_eq!(answers.len(), 2, "no hidden file: {answers:?}");
+    assert!(answers[0].ends_with("Summarize docs/notes.txt.\n\nBuy milk."), "{answers:?}");
+    assert!(answers[1].ends_with("Summarize docs/story.txt.\n\nOnce upon a time."), "{answers:?}");
+
+    // A path that leaves the directory is refused before anything runs.
+    std::fs::write(
+        at("flows/out.yaml"),
+        "name: out\ntasks:\n  - {id: a, method: llm/chat, params: {file_path: ../etc/passwd, messages: []}}\n  - {id: b, method: llm/chat, params: {file_path: docs/.secret.txt}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "validate", "flows/out.yaml"])
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    let problems = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{problems}");
+    assert!(problems.contains("(2 problems)"), "{problems}");
+    assert!(problems.contains("task 'a', field 'file.path': '../etc/passwd' leaves its directory"), "{problems}");
+    assert!(problems.contains("'docs/.secret.txt' names a hidden file or directory"), "{problems}");
 }
 
 #[test]

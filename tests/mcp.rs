@@ -9,58 +9,19 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use support::root;
-
-/// A server process, killed when the test ends.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use support::servers::{Server, free_port};
 
 fn everything_js() -> PathBuf {
     root().join("tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 }
 
-/// Start `command` with PORT set; wait until its output says it listens.
-fn server(mut command: Command, ready: &str) -> Server {
-    let port = free_port();
-    let mut child = command.env("PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines.next().unwrap_or_else(|| panic!("the server exited before saying {ready:?}")).unwrap();
-        if line.contains(ready) {
-            break;
-        }
-    }
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, port }
-}
-
 fn everything_http() -> Server {
     let mut command = Command::new("node");
     command.arg(everything_js()).arg("streamableHttp");
-    server(command, "listening on port")
-}
-
-fn fastmcp() -> Server {
-    let mut command = Command::new("python3");
-    command.arg(root().join("tests/python/fastmcp_server.py"));
-    server(command, "Uvicorn running")
+    Server::start(command, "listening on port")
 }
 
 /// A host config granting the mcp plugin `servers` (name, port) over HTTP,
@@ -160,7 +121,7 @@ fn server_everything_over_stdio_bridged_by_the_host() {
 
 #[test]
 fn a_fastmcp_server_with_tool_errors_resources_and_prompts() {
-    let server = fastmcp();
+    let server = Server::fastmcp();
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[("py", server.port)], "");
     let (_, report) = run(

@@ -16,17 +16,6 @@ fn ran(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     support::succeeded(Command::new(program).args(args).envs(env.iter().copied()).current_dir(support::root()))
 }
 
-/// The Ollama test server on a port of its own: the port, and the runtime
-/// that serves it (it stops when dropped).
-fn fake_ollama() -> (u16, tokio::runtime::Runtime) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (router, _) = fake_ollama::router(fake_ollama::Options::default());
-    runtime.spawn(async move { axum::serve(listener, router).await });
-    (port, runtime)
-}
-
 /// Wait until the host at `url` serves `protocol` (`gleitzeit protocol
 /// list`, with `token` if any).
 fn until_served(url: &str, token: &str, protocol: &str) {
@@ -62,7 +51,8 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
 
     // The model helpers, through a host whose llm/v1 plugin asks the
     // Ollama test server.
-    let (ollama, _runtime) = fake_ollama();
+    let server = support::servers::fake_ollama(fake_ollama::Options::default());
+    let ollama = server.port;
     let config = tempfile::tempdir().unwrap();
     let settings = config.path().join("gleitzeit.toml");
     let base = format!("http://127.0.0.1:{ollama}");

@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The name `run` gives the workflow file's directory, and the directory a
-/// `files` pattern without `dir` is read from.
+/// `files` pattern or a `file` without `dir` is read from.
 pub const WORKFLOW_DIR: &str = "workflow";
+/// The name `run` gives the directory it runs in: the original system's
+/// files name their files relative to it.
+pub const WORKING_DIR: &str = "cwd";
 /// Largest file whose content a task reads (the largest result, too).
 pub const MAX_FILE_BYTES: u64 = crate::model::MAX_RESULT_BYTES as u64;
 
@@ -116,11 +119,12 @@ impl FileDirs {
 
     /// `item` (from [`FileDirs::list`]) with its content: `text` (UTF-8)
     /// and/or `base64`, as asked.
+    /// A task's own `file` (`{path, dir?}`) is read the same way.
     pub fn read(&self, item: &Value, text: bool, base64: bool) -> Result<Value, FilesError> {
-        let (Some(dir), Some(path)) = (item["dir"].as_str(), item["path"].as_str()) else {
+        let Some(path) = item["path"].as_str() else {
             return Err(FilesError("the item is not a file of a files directory".into()));
         };
-        let (_, base) = self.dir(Some(dir))?;
+        let (dir, base) = self.dir(item["dir"].as_str())?;
         let shown = format!("'{path}' in '{dir}'");
         let canonical = base.join(path).canonicalize().map_err(|e| FilesError(format!("file {shown}: {e}")))?;
         if !canonical.starts_with(base) {
@@ -172,6 +176,22 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// A task's own `file` path is relative, stays inside its directory and
+/// names no hidden file or directory (as a listing matches none).
+pub fn check_path(path: &str) -> Result<(), String> {
+    let components = Path::new(path).components();
+    if path.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if Path::new(path).is_absolute() || components.clone().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("'{path}' leaves its directory: give a path relative to it, without '..'"));
+    }
+    if components.clone().any(|c| c.as_os_str().to_string_lossy().starts_with('.') && c.as_os_str() != ".") {
+        return Err(format!("'{path}' names a hidden file or directory; those are not read"));
+    }
+    Ok(())
 }
 
 /// A pattern is relative and stays inside its directory.

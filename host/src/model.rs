@@ -140,6 +140,34 @@ pub struct Task {
     /// ready: false skips it (and its dependents) without failing anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// One file the task reads as its item (see [`FileRef`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileRef>,
+}
+
+/// `file: {path, dir}`: the task's params see this file as `${item}`
+/// (`${item.text}`, `${item.base64}`, `${item.path}`, `${item.name}`), read
+/// from the named files directory just before each call, as a `for_each`
+/// over files reads each of its files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileRef {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// `{dir?, path, name}`: what `${item}` is before the file is read.
+    #[serde(skip)]
+    pub item: Value,
+}
+
+impl FileRef {
+    pub fn new(path: String, dir: Option<String>) -> Self {
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut item = serde_json::json!({"path": path, "name": name});
+        if let Some(dir) = &dir {
+            item["dir"] = Value::String(dir.clone());
+        }
+        Self { path, dir, item }
+    }
 }
 
 /// Most items one `for_each` may expand into: a larger list fails the task

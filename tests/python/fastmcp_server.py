@@ -14,6 +14,26 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+# echo, multiply and concat are the tools the original system's examples
+# call besides add.
+@mcp.tool
+def echo(message: str) -> str:
+    """The message, as it came."""
+    return message
+
+
+@mcp.tool
+def multiply(a: float, b: float) -> float:
+    """Multiply two numbers."""
+    return a * b
+
+
+@mcp.tool
+def concat(strings: list[str], separator: str = "") -> str:
+    """The strings joined by the separator."""
+    return separator.join(strings)
+
+
 @mcp.tool
 def shout(text: str) -> str:
     """The text in capitals."""

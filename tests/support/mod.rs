@@ -6,6 +6,7 @@
 pub mod api;
 pub mod daemon;
 pub mod process;
+pub mod servers;
 
 // Not every test file uses each.
 #[allow(unused_imports)]

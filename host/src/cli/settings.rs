@@ -150,13 +150,15 @@ impl AuthSettings {
 
 impl FilesArgs {
     /// The named directories, plus (for `run`) the workflow file's own as
-    /// `workflow`.
+    /// `workflow` and the one it runs in as `cwd` (the original's files
+    /// name paths relative to that).
     pub(super) fn dirs(&self, workflow_file: Option<&Path>) -> Result<Arc<crate::files::FileDirs>, Failure> {
         let mut dirs = crate::files::FileDirs::default();
         let input = |e: crate::files::FilesError| Failure::Input(e.into());
         if let Some(file) = workflow_file {
             let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             dirs.allow(crate::files::WORKFLOW_DIR, parent).map_err(input)?;
+            dirs.allow(crate::files::WORKING_DIR, Path::new(".")).map_err(input)?;
         }
         for flag in &self.files_dirs {
             dirs.allow_flag(flag).map_err(input)?;

@@ -59,6 +59,9 @@ pub(super) struct TaskState {
     pub history: Vec<Attempt>,
     /// For a task made by a `for_each`: which item it runs for.
     pub item: Option<ItemOf>,
+    /// For a task that reads a `file`: the file with its content, read just
+    /// before a call that uses it and dropped after.
+    pub file_read: Option<Value>,
     /// For a `for_each` task once expanded: the tasks it became.
     pub group: Option<Group>,
     /// Whether its `when` was checked (and held): retries do not ask again.
@@ -127,6 +130,7 @@ impl TaskState {
             params: None,
             history: Vec::new(),
             item: None,
+            file_read: None,
             group: None,
             condition_checked: false,
             params_bytes: 0,
@@ -390,10 +394,10 @@ impl Run {
     pub fn value_of(&self, t: usize, root: &Root) -> Option<&Value> {
         match root {
             Root::Task(id) => self.result_of(id).map(|result| &**result),
-            Root::Item => {
-                let item = self.tasks[t].item.as_ref()?;
-                item.read.as_ref().or_else(|| self.listed_item(t))
-            }
+            Root::Item => match &self.tasks[t].item {
+                Some(item) => item.read.as_ref().or_else(|| self.listed_item(t)),
+                None => self.tasks[t].file_read.as_ref().or_else(|| self.own_file(t)),
+            },
             Root::ItemIndex => self.tasks[t].item.as_ref().map(|item| &item.index_value),
             Root::Input(name) => self.input(name).map(|value| &**value),
         }
@@ -413,6 +417,11 @@ impl Run {
     fn listed_item(&self, t: usize) -> Option<&Value> {
         let item = self.tasks[t].item.as_ref()?;
         self.tasks[item.parent].group.as_ref()?.items.get(item.index)
+    }
+
+    /// Task `t`'s own `file`, as `${item}` is before it is read.
+    fn own_file(&self, t: usize) -> Option<&Value> {
+        self.workflow.tasks[t].file.as_ref().map(|file| &file.item)
     }
 
     /// The files directory listing `for_each` task `t` asks for, if its
@@ -437,26 +446,44 @@ impl Run {
         }
     }
 
-    /// Before task `t` (a file's item) is called: the file to read, if its
-    /// params use `${item.text}` or `${item.base64}` and it is not read
-    /// yet, as `(listed item, text, base64)`.
+    /// Before task `t` (a file's item, or a task with its own `file`) is
+    /// called: the file to read, if its params use `${item.text}` or
+    /// `${item.base64}` and it is not read yet, as `(listed item, text,
+    /// base64)`.
     pub fn file_to_read(&self, t: usize) -> Option<(Value, bool, bool)> {
-        let item = self.tasks[t].item.as_ref().filter(|item| item.read.is_none())?;
-        self.workflow.tasks[item.parent].for_each.as_ref()?.files()?;
+        let unread = match &self.tasks[t].item {
+            Some(item) if item.read.is_none() => {
+                self.workflow.tasks[item.parent].for_each.as_ref()?.files()?;
+                self.listed_item(t)?
+            }
+            Some(_) => return None,
+            None if self.tasks[t].file_read.is_none() => self.own_file(t)?,
+            None => return None,
+        };
         let uses = |field: &str| {
             substitution::references(&self.workflow.tasks[t].params).iter().flatten().any(|r| {
                 r.root == Root::Item && r.path.first() == Some(&crate::resolver::PathSegment::Key(field.into()))
             })
         };
         let (text, base64) = (uses("text"), uses("base64"));
-        (text || base64).then(|| self.listed_item(t).map(|listed| (listed.clone(), text, base64)))?
+        (text || base64).then(|| (unread.clone(), text, base64))
     }
 
     /// Task `t`'s file, read: `${item.…}` gives its content until the call.
     pub fn file_read(&mut self, t: usize, read: Value) {
-        if let Some(item) = &mut self.tasks[t].item {
-            item.read = Some(read);
+        match &mut self.tasks[t].item {
+            Some(item) => item.read = Some(read),
+            None => self.tasks[t].file_read = Some(read),
         }
+    }
+
+    /// Task `t`'s params are resolved: its file's content is in them now
+    /// (or the call fails), so it is not kept twice.
+    pub fn drop_file_read(&mut self, t: usize) {
+        if let Some(item) = &mut self.tasks[t].item {
+            item.read = None;
+        }
+        self.tasks[t].file_read = None;
     }
 
     /// Turn `for_each` task `t` into one task per item, appended to the
@@ -694,7 +721,7 @@ impl Run {
             params: shown.params.or_else(|| called.then(|| task.params.clone())),
             history: shown.history,
             parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
-            item: self.listed_item(t).cloned(),
+            item: self.listed_item(t).or_else(|| self.own_file(t)).cloned(),
             items: state.group.as_ref().map(|group| group.items.len()),
         }
     }
@@ -768,6 +795,7 @@ fn item_task(template: &Task, index: usize) -> Task {
         for_each: None,
         // The task's own condition was met before it was expanded.
         when: None,
+        file: None,
     }
 }
 

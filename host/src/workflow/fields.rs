@@ -9,7 +9,7 @@
 
 use super::{Problem, inputs, kind, schedule, show, slug};
 use crate::ids::{MAX_ID_CHARS, is_id, is_method, is_protocol};
-use crate::model::{Backoff, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
+use crate::model::{Backoff, FileRef, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
 use crate::resolver::Root;
 use crate::resolver::condition::{Condition, ConditionError};
 use crate::resolver::substitution;
@@ -39,7 +39,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "schedule",
     "tasks",
 ];
-const TASK_FIELDS: &[&str] = &[
+pub(super) const TASK_FIELDS: &[&str] = &[
     "id",
     "name",
     "description",
@@ -57,6 +57,7 @@ const TASK_FIELDS: &[&str] = &[
     "max_parallel",
     "allow_failures",
     "when",
+    "file",
 ];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
@@ -186,6 +187,10 @@ impl Fields {
         let metadata = self.metadata(at, &mut map);
         let for_each = self.for_each(at, &mut map);
         let when = self.condition(at, &mut map);
+        let file = self.file(at, &mut map);
+        if file.is_some() && for_each.is_some() {
+            self.report(at, Some("file"), "a task reads one 'file' or runs 'for_each' item, not both");
+        }
         if let Some(reserved) = id.as_deref().filter(|id| Root::RESERVED.contains(id)) {
             self.report(at, Some("id"), format!("'{reserved}' is reserved for the items of for_each; rename the task"));
         }
@@ -205,7 +210,50 @@ impl Fields {
             metadata,
             for_each,
             when,
+            file,
         })
+    }
+
+    /// `file: PATH` or `file: {path: PATH, dir: NAME}`: a relative path in
+    /// a files directory (the host checks that it has one).
+    fn file(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<FileRef> {
+        let (path, dir) = match map.remove("file")? {
+            Value::String(path) => (Value::String(path), None),
+            Value::Object(mut spec) => {
+                for key in spec.keys().filter(|k| !["path", "dir"].contains(&k.as_str())) {
+                    self.report(at, Some(&format!("file.{key}")), "unknown field; file fields are: path, dir");
+                }
+                (spec.remove("path").unwrap_or(Value::Null), spec.remove("dir"))
+            }
+            other => {
+                let found = show(&other);
+                self.report(at, Some("file"), format!("must be a path or {{path: PATH, dir: NAME}}, found {found}"));
+                return None;
+            }
+        };
+        // A path reported here still makes the task one that reads a file:
+        // its `${item…}` references are not reported a second time.
+        let path = match path {
+            Value::String(path) => {
+                if let Err(e) = crate::files::check_path(&path) {
+                    self.report(at, Some("file.path"), e);
+                }
+                Some(path)
+            }
+            other => {
+                self.report(at, Some("file.path"), format!("must be a relative path, found {}", show(&other)));
+                None
+            }
+        };
+        let dir = match dir {
+            None => None,
+            Some(Value::String(dir)) if is_id(&dir) => Some(dir),
+            Some(other) => {
+                self.report(at, Some("file.dir"), format!("must be a files directory's name, found {}", show(&other)));
+                None
+            }
+        };
+        Some(FileRef::new(path?, dir))
     }
 
     /// `for_each: {files: PATTERN, dir: NAME}`: a relative glob, and the

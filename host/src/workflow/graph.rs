@@ -99,7 +99,8 @@ fn suggest(dep: &str, workflow: &Workflow) -> String {
 }
 
 /// Every `${…}` must be well formed, and a `${id.result…}` must name an
-/// ancestor; `${item}` is for the params of a `for_each` task. Descendant
+/// ancestor; `${item}` is for the params of a `for_each` task or one
+/// that reads a `file`. Descendant
 /// sets are computed once per referenced task.
 fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -137,8 +138,9 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
                 let Some(id) = r.task() else {
                     if field != "params" {
                         problems.push(located(format!("'{r}': the items are not known yet in '{field}'")));
-                    } else if task.for_each.is_none() {
-                        problems.push(located(format!("'{r}' needs 'for_each' on the task (it names the item)")));
+                    } else if task.for_each.is_none() && (task.file.is_none() || r.root == Root::ItemIndex) {
+                        let needs = if r.root == Root::ItemIndex { "'for_each'" } else { "'for_each' or 'file'" };
+                        problems.push(located(format!("'{r}' needs {needs} on the task (it names the item)")));
                     }
                     continue;
                 };

@@ -161,7 +161,7 @@ tasks:
         "task 'c', field 'allow_failures': must be true or false, found 'yes'",
         "task 'd', field 'max_parallel': applies to a task with 'for_each' only",
         "task 'd', field 'allow_failures': applies to a task with 'for_each' only",
-        "task 'd', field 'params': '${item.x}' needs 'for_each' on the task (it names the item)",
+        "task 'd', field 'params': '${item.x}' needs 'for_each' or 'file' on the task (it names the item)",
         "task 'e', field 'for_each': '${item}': the items are not known yet in 'for_each'",
         "task 'item', field 'id': 'item' is reserved for the items of for_each; rename the task",
         "task 'item', field 'for_each': must be a list of items, one reference",

@@ -44,7 +44,10 @@ impl Default for Options {
         Self {
             latency: Duration::ZERO,
             chunk_delay: Duration::ZERO,
-            models: ["llama3:latest", "llava:latest", "nomic-embed-text:latest"].map(String::from).to_vec(),
+            // llama3.2 is what the original system's examples ask for.
+            models: ["llama3:latest", "llama3.2:latest", "llava:latest", "nomic-embed-text:latest"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct TaskDocument {
     /// A CEL condition over `${…}` references; false skips the task.
     #[schema(nullable = false, max_length = 4096)]
     when: Option<String>,
+    /// One file the params read as `${item.text}` or `${item.base64}`: a
+    /// relative path, or `{path, dir}` naming a `--files-dir` directory.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    file: Option<Value>,
 }
 
 #[derive(utoipa::ToSchema)]

@@ -135,10 +135,7 @@ impl Scheduler {
         }
         let task = &run.workflow.tasks[t];
         let params = substitute(&task.params, |root| run.value_of(t, root));
-        // The content is in the params now (or the call fails): not kept twice.
-        if let Some(item) = &mut run.tasks[t].item {
-            item.read = None;
-        }
+        run.drop_file_read(t);
         let task = &run.workflow.tasks[t];
         let params = match params {
             Ok(params) => params,

@@ -3,7 +3,8 @@
 The original system's `python/v1` ran code on the host; this one runs it
 inside the plugin's WebAssembly sandbox: no files, no network, no
 environment, no processes, the task's deadline and the plugin's memory
-limit. The code sees `context`'s entries as variables and answers by
+limit. The code sees `context`'s entries as variables (and `context`
+itself, as the original's scripts read it) and answers by
 setting `result` (any JSON value); what it prints comes back as `stdout`.
 """
 import contextlib
@@ -27,7 +28,8 @@ class Execute:
 
 @provider.method("Run 'code' with the 'context' entries as variables; answers its 'result' and 'stdout'")
 def execute(params: Execute) -> dict:
-    scope = {"__name__": "__task__", **params.context}
+    # The original's scripts read `context["name"]` as well as `name`.
+    scope = {"__name__": "__task__", "context": params.context, **params.context}
     out = io.StringIO()
     try:
         compiled = compile(params.code, "<task code>", "exec")

@@ -15,10 +15,14 @@
 //!   `llm/v1` task, `${task.response}` is the text it answered
 //!   (`${task.result.content}`).
 //!
+//! - the files the original's tasks named, and its batch files ([`files`]).
+//!
 //! Only what is unambiguous is read: a method with more than one `/` not
 //! in [`RENAMED`], a priority other than 1 to 3, or `${x.field}` where `x`
 //! is not a task of the workflow is left for validation to report. This
 //! module rewrites the tree only; it does not validate.
+
+mod files;
 
 use super::{Problem, slug};
 use crate::ids::is_id_char;
@@ -51,6 +55,10 @@ const LLM_TEXT: &str = "content";
 pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
     let mut notes = Vec::new();
     let Value::Object(workflow) = tree else { return notes };
+    let batch = files::batch(workflow);
+    if let Some(note) = &batch {
+        notes.push(Problem { task: None, field: Some("type".into()), message: note.clone() });
+    }
     if let Some(note) = numeric_priority(workflow) {
         notes.push(Problem { task: None, field: Some("priority".into()), message: note });
     }
@@ -74,6 +82,9 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
         }
         if let Some(message) = numeric_priority(task) {
             note("priority", message);
+        }
+        for (field, message) in files::params(task, batch.is_some()) {
+            note(field, message);
         }
         let key = if task.contains_key("params") { "params" } else { "parameters" };
         if let Some(params) = task.get_mut(key) {
