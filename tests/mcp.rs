@@ -141,6 +141,8 @@ tasks:
     );
     assert_eq!(result(&report, "add")["text"], "42");
     assert_eq!(result(&report, "add")["structured"], json!({"result": 42}));
+    assert_eq!(result(&report, "add")["result"], 42, "the value, unwrapped");
+    assert_eq!(result(&report, "shout")["result"], "ANSWER 42");
     assert_eq!(result(&report, "shout")["text"], "ANSWER 42");
     let refuse = &task(&report, "refuse");
     assert_eq!(refuse["error"]["code"], -32030, "{refuse}");

@@ -35,6 +35,78 @@ fn until_served(url: &str, token: &str, protocol: &str) {
     }
 }
 
+/// The original's `examples/python_api_demo.py`, its Ollama URL changed to
+/// the test server's (`ollama`) and nothing else, run by `python` from a
+/// copy of its folder against a host with `llm/v1` (the Ollama test
+/// server), `mcp/v1` (FastMCP with the tools it calls) and `python/v1`
+/// (the SDK's run-python). Two files it names are not in the copy here;
+/// the test writes its own.
+fn the_originals_api_demo_runs(python: &Path, upstream: &Path, ollama: &str) {
+    let folder = tempfile::tempdir().unwrap();
+    ran(Path::new("cp"), &["-r", upstream.join("examples").to_str().unwrap(), folder.path().to_str().unwrap()], &[]);
+    let examples = folder.path().join("examples");
+    std::fs::write(
+        examples.join("scripts/generate_numbers.py"),
+        "import random\nresult = sorted(random.sample(range(1, 101), 5))\nprint(result)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        examples.join("simple_llm_workflow.yaml"),
+        "name: Simple\ntasks:\n  - name: greet\n    method: llm/chat\n    parameters: {model: llama3.2:latest, messages: [{role: user, content: Hello}]}\n",
+    )
+    .unwrap();
+    let demo = std::fs::read_to_string(examples.join("python_api_demo.py")).unwrap();
+    assert!(demo.contains("http://localhost:11434"), "the demo asks Ollama there");
+    std::fs::write(examples.join("python_api_demo.py"), demo.replace("http://localhost:11434", ollama)).unwrap();
+
+    let mcp = support::servers::Server::fastmcp();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(support::python_plugin("run-python"), plugins.path().join("run-python.wasm")).unwrap();
+    let settings = plugins.path().join("gleitzeit.toml");
+    let mcp = format!("http://127.0.0.1:{}", mcp.port);
+    std::fs::write(
+        &settings,
+        format!(
+            "[manifests.ollama]\nallowed_hosts = [\"{ollama}\"]\n[manifests.ollama.config]\nbase_url = \"{ollama}\"\n\
+             [manifests.mcp]\nallowed_hosts = [\"{mcp}\"]\n[manifests.mcp.config.servers]\ntest = \"{mcp}/mcp\"\n"
+        ),
+    )
+    .unwrap();
+    let cwd = format!("cwd={}", folder.path().display());
+    let host = support::serve(&[
+        "--config",
+        settings.to_str().unwrap(),
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+        "--cache-dir",
+        support::plugin_cache().to_str().unwrap(),
+        "--files-dir",
+        &cwd,
+    ]);
+    until_served(&host.url, &host.token, "python/v1");
+    let out = support::succeeded(
+        Command::new(python)
+            .arg("examples/python_api_demo.py")
+            .env("GLEITZEIT_SERVER", &host.url)
+            .env("GLEITZEIT_TOKEN", &host.token)
+            .current_dir(folder.path()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "✅ Ollama is available",
+        "add: 42",
+        "multiply: 126",
+        "display: 15 + 27 = 42 | Result × 3 = 126",
+        "replies to 1 message(s): What is the capital of France?",
+        "Total files: 3",
+        "Successful: 3",
+        "  - greet: completed",
+        "All demos completed successfully!",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+}
+
 #[test]
 fn the_python_client_installs_with_pip_and_drives_a_host() {
     let venv = tempfile::tempdir().unwrap();
@@ -63,6 +135,9 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     let env = [("GLEITZEIT_SERVER", asking.url.as_str()), ("GLEITZEIT_TOKEN", asking.token.as_str())];
     let session = ran(&python, &["tests/python/client_llm.py"], &env);
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
+    if let Some(upstream) = support::upstream_examples() {
+        the_originals_api_demo_runs(&python, &upstream, &base);
+    }
     let env = [("GLEITZEIT_SERVER", host.url.as_str()), ("GLEITZEIT_TOKEN", host.token.as_str())];
 
     // A provider on the package's base class: typed methods whose schema

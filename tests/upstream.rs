@@ -15,15 +15,8 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use support::root;
-
-fn upstream_examples() -> Option<PathBuf> {
-    let given = std::env::var_os("GLEITZEIT_UPSTREAM_EXAMPLES").map(PathBuf::from);
-    let beside = root().join("../shared/brief/upstream-examples");
-    given.or(Some(beside)).filter(|folder| folder.join("examples").is_dir())
-}
 
 /// Every workflow file of the folder's `examples/` and `tests/`, relative
 /// to it.
@@ -51,12 +44,7 @@ fn content<'a>(report: &'a Value, id: &str) -> &'a str {
 
 #[test]
 fn the_originals_example_files_validate_and_run_from_their_folder() {
-    let Some(folder) = upstream_examples() else {
-        eprintln!(
-            "skipped: no copy of the original's examples (../shared/brief/upstream-examples or GLEITZEIT_UPSTREAM_EXAMPLES)"
-        );
-        return;
-    };
+    let Some(folder) = support::upstream_examples() else { return };
     let files = workflow_files(&folder);
     assert!(files.len() >= 6, "{files:?}");
 
@@ -131,4 +119,5 @@ fn the_originals_example_files_validate_and_run_from_their_folder() {
     let report = gleitzeit(&["run", "tests/mcp_test_workflow.yaml"]);
     assert_eq!(task(&report, "test_echo")["result"]["text"], "Testing MCP provider");
     assert_eq!(task(&report, "test_math")["result"]["text"], "30");
+    assert_eq!(task(&report, "test_math")["result"]["result"], 30, "the original's result of a tool");
 }

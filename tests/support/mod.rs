@@ -133,6 +133,22 @@ pub fn serve(args: &[&str]) -> Served {
     Daemon::new().args(args).start()
 }
 
+/// The original system's example files (not part of this repository):
+/// `../shared/brief/upstream-examples` beside the checkout, or the folder
+/// `GLEITZEIT_UPSTREAM_EXAMPLES` names. Without either the caller's test
+/// says so (here) and checks nothing of them.
+pub fn upstream_examples() -> Option<PathBuf> {
+    let given = std::env::var_os("GLEITZEIT_UPSTREAM_EXAMPLES").map(PathBuf::from);
+    let beside = root().join("../shared/brief/upstream-examples");
+    let found = given.or(Some(beside)).filter(|folder| folder.join("examples").is_dir());
+    if found.is_none() {
+        eprintln!(
+            "skipped: no copy of the original's examples (../shared/brief/upstream-examples or GLEITZEIT_UPSTREAM_EXAMPLES)"
+        );
+    }
+    found
+}
+
 /// Submit `workflow` over Socket.IO with python-socketio and wait for its
 /// report, which gains the `task_progress` events seen (`progress_events`).
 pub fn submit_with_python(host: &Served, workflow: &serde_json::Value) -> serde_json::Value {

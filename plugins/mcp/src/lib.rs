@@ -339,11 +339,25 @@ fn tool_result(session: &mut Session, name: &str, arguments: Value) -> Result<Va
         let message = format!("tool '{name}' on MCP server '{}' failed: {text}", session.server);
         return Err(RpcError::new(codes::TOOL_ERROR, message).with_data(result));
     }
-    let mut out = json!({"server": session.server, "tool": name, "content": result["content"], "text": text});
+    let value = tool_value(result.get("structuredContent"), &text);
+    let mut out =
+        json!({"server": session.server, "tool": name, "content": result["content"], "text": text, "result": value});
     if let Some(structured) = result.get("structuredContent") {
         out["structured"] = structured.clone();
     }
     Ok(out)
+}
+
+/// What the tool answered, as a value: its structured content (unwrapped
+/// where the server wrapped a plain value as `{"result": …}`, as FastMCP
+/// and MCP's Python SDK do), else its text read as JSON, else the text.
+/// The original system's `${tool.result}` read this.
+fn tool_value(structured: Option<&Value>, text: &str) -> Value {
+    match structured {
+        Some(Value::Object(map)) if map.len() == 1 && map.contains_key("result") => map["result"].clone(),
+        Some(structured) => structured.clone(),
+        None => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+    }
 }
 
 /// The text items of MCP content, joined by newlines.

@@ -276,6 +276,29 @@ class GleitzeitClient:
         summary["failed"] = len(summary["errors"])
         return summary
 
+    async def execute_python(
+        self,
+        code: Optional[str] = None,
+        *,
+        file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Run Python `code` (or the script `file` of this machine, at most
+        `MAX_FILE_BYTES`) on the host's `python/v1` provider, inside its
+        sandbox, with `context`'s entries as variables (and `context`
+        itself). The value the code set as `result`; `TaskFailed` if it
+        raised."""
+        if (code is None) == (file is None):
+            raise ValueError("execute_python needs code or a file, not both")
+        if file is not None:
+            code = _read_bounded(Path(file)).decode("utf-8")
+        task = {"id": "run", "protocol": "python/v1", "method": "execute",
+                "params": {"code": code, "context": dict(context or {})}}
+        results = await self.run_workflow({"name": "python", "tasks": [task]}, timeout=timeout, raise_on_failure=True)
+        answer = results["run"].result
+        return answer.get("result") if isinstance(answer, Mapping) else answer
+
     async def _ask(self, method: str, params: Dict[str, Any], timeout: Optional[float]) -> str:
         workflow = {"name": f"llm {method}", "tasks": [{"id": "ask", "protocol": "llm/v1", "method": method, "params": params}]}
         results = await self.run_workflow(workflow, timeout=timeout, raise_on_failure=True)

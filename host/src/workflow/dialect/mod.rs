@@ -70,7 +70,7 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
     let method_notes: Vec<Option<String>> = (tasks.iter_mut())
         .map(|task| if let Value::Object(task) = task { method_with_protocol(task) } else { None })
         .collect();
-    let tasks_by_id = task_protocols(tasks);
+    let tasks_by_id = task_answers(tasks, &method_notes);
     for ((index, task), method_note) in tasks.iter_mut().enumerate().zip(method_notes) {
         let Value::Object(task) = task else { continue };
         let label = label(task, index);
@@ -96,17 +96,39 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
     notes
 }
 
-/// The ids the tasks will have (given, or from their names), with their
-/// protocols.
-fn task_protocols(tasks: &[Value]) -> HashMap<String, Option<String>> {
+/// What the original's shorthand reads of a task's result.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    /// An `llm/v1` task: its `response` is the text (`content` here).
+    Text,
+    /// A script or a tool written in the original's form
+    /// (`python/execute`, `mcp/tool.NAME`): its `result` is the value the
+    /// script set or the tool answered, the `result` field here.
+    Value,
+    Other,
+}
+
+/// The ids the tasks will have (given, or from their names), with what
+/// their results are to the original's shorthand. `rewritten` says which
+/// tasks' methods were written in the original's form.
+fn task_answers(tasks: &[Value], rewritten: &[Option<String>]) -> HashMap<String, Answer> {
     let id = |task: &Value| match (task.get("id"), task.get("name")) {
         (Some(Value::String(id)), _) => Some(id.clone()),
         (Some(Value::Number(n)), _) => Some(n.to_string()),
         (None, Some(Value::String(name))) => Some(slug(name)),
         _ => None,
     };
-    let protocol = |task: &Value| task.get("protocol").and_then(Value::as_str).map(str::to_owned);
-    tasks.iter().filter_map(|task| Some((id(task)?, protocol(task)))).collect()
+    let answer = |task: &Value, rewritten: bool| {
+        let text = |field: &str| task.get(field).and_then(Value::as_str).unwrap_or_default();
+        match (text("protocol"), text("method")) {
+            ("llm/v1", _) => Answer::Text,
+            ("python/v1", "execute") if rewritten => Answer::Value,
+            ("mcp/v1", method) if rewritten && method.starts_with("tool.") => Answer::Value,
+            _ => Answer::Other,
+        }
+    };
+    let answers = tasks.iter().zip(rewritten).map(|(task, note)| Some((id(task)?, answer(task, note.is_some()))));
+    answers.flatten().collect()
 }
 
 fn label(task: &Map<String, Value>, index: usize) -> String {
@@ -175,7 +197,7 @@ type Read = (String, String, &'static str);
 
 /// Rewrite `${task.field…}` and `${task}` in every string of `params` to
 /// name the task's result; returns each.
-fn result_fields(params: &mut Value, ids: &HashMap<String, Option<String>>) -> Vec<Read> {
+fn result_fields(params: &mut Value, ids: &HashMap<String, Answer>) -> Vec<Read> {
     let mut read = Vec::new();
     let mut stack = vec![params];
     while let Some(value) = stack.pop() {
@@ -195,7 +217,7 @@ fn result_fields(params: &mut Value, ids: &HashMap<String, Option<String>>) -> V
 
 /// `text` with each loose reference to a task of `ids` made strict, if any
 /// was; `$${` escapes are kept.
-fn rewrite(text: &str, ids: &HashMap<String, Option<String>>, read: &mut Vec<Read>) -> Option<String> {
+fn rewrite(text: &str, ids: &HashMap<String, Answer>, read: &mut Vec<Read>) -> Option<String> {
     let mut out = String::with_capacity(text.len() + 8);
     let mut rest = text;
     let mut changed = false;
@@ -219,17 +241,27 @@ fn rewrite(text: &str, ids: &HashMap<String, Option<String>>, read: &mut Vec<Rea
 }
 
 /// `task.field…` or `task` (a task of `ids`, not followed by `.result`)
-/// as `task.result.field…`; an LLM task's `response` as its `content`.
-fn strict(inner: &str, ids: &HashMap<String, Option<String>>) -> Option<(String, &'static str)> {
+/// as `task.result.field…`; an LLM task's `response` as its `content`; a
+/// script's or tool's `result` (written in the original's form) as its
+/// `result` field.
+fn strict(inner: &str, ids: &HashMap<String, Answer>) -> Option<(String, &'static str)> {
     let end = inner.find(|c: char| !is_id_char(c)).unwrap_or(inner.len());
     let (task, tail) = inner.split_at(end);
-    let llm = ids.get(task).is_some_and(|protocol| protocol.as_deref() == Some("llm/v1"));
-    if llm
-        && let Some(rest) = tail.strip_prefix(".response")
-        && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    let answer = ids.get(task).copied();
+    let after = |field: &str| {
+        tail.strip_prefix(field).filter(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    };
+    if answer == Some(Answer::Text)
+        && let Some(rest) = after(".response")
     {
         let why = "fields start at the task's result; an LLM's answer is its 'content'";
         return Some((format!("{task}.result.{LLM_TEXT}{rest}"), why));
+    }
+    if answer == Some(Answer::Value)
+        && let Some(rest) = after(".result")
+    {
+        let why = "the original's result of a script or a tool is the value it gave, its 'result' field here";
+        return Some((format!("{task}.result.result{rest}"), why));
     }
     let loose = !ids.contains_key(task)
         || Root::RESERVED.contains(&task)
@@ -305,5 +337,28 @@ mod tests {
         // Only an llm/v1 task's `response` is its `content`.
         assert_eq!(tree["tasks"][3]["params"]["prompt"], "${say.result.response.x} ${tools.result.response}");
         assert_eq!(notes.len(), 5, "{notes:?}");
+    }
+
+    #[test]
+    fn the_result_of_a_script_or_tool_in_the_originals_form_is_its_value() {
+        let mut tree = json!({"name": "old", "tasks": [
+            {"id": "add", "method": "mcp/tool.add", "params": {"a": 1, "b": 2}},
+            {"id": "calc", "method": "python/execute", "params": {"code": "result = 1"}},
+            {"id": "own", "protocol": "mcp/v1", "method": "tool.add"},
+            {"id": "use", "protocol": "echo/v1", "method": "echo", "dependencies": ["add", "calc", "own"],
+             "params": {"message": "${add.result} ${calc.result.x} ${calc.stdout} ${own.result}"}},
+        ]});
+        let notes = read(&mut tree);
+        assert_eq!(
+            tree["tasks"][3]["params"]["message"],
+            "${add.result.result} ${calc.result.result.x} ${calc.result.stdout} ${own.result}",
+            "this host's own form keeps its meaning"
+        );
+        assert!(
+            notes.iter().any(|n| n.to_string().ends_with(
+                "'${add.result}' read as '${add.result.result}' (the original's result of a script or a tool is the value it gave, its 'result' field here)"
+            )),
+            "{notes:?}"
+        );
     }
 }
