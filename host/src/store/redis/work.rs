@@ -164,6 +164,7 @@ fn pipeline_of(batch: &[Op]) -> redis::Pipeline {
                     acks.entry(offers(&taken.protocol)).or_default().push(&taken.entry.id);
                 }
             }
+            Op::Drop { protocol, id } => acks.entry(offers(protocol)).or_default().push(id),
         }
     }
     for (protocol, (size, list)) in offered {
@@ -260,6 +261,12 @@ enum Op {
     Withdraw {
         protocol: String,
         member: String,
+    },
+    /// An entry that holds no offer that can be read: acknowledged, or it
+    /// would stay pending for ever and stop the stream's trimming there.
+    Drop {
+        protocol: String,
+        id: String,
     },
 }
 
@@ -424,7 +431,7 @@ impl Taker {
         for (_, entries) in streams_of(reply) {
             for (id, fields) in entries {
                 match field(fields, "offers").and_then(|text| serde_json::from_str::<Vec<Offer>>(&text).ok()) {
-                    Some(offers) => {
+                    Some(offers) if !offers.is_empty() => {
                         let entry = Arc::new(Entry { id, unanswered: offers.len().into() });
                         taken.extend(offers.into_iter().map(|offer| Taken {
                             protocol: protocol.to_owned(),
@@ -432,7 +439,10 @@ impl Taker {
                             offer,
                         }));
                     }
-                    None => tracing::warn!(%protocol, "offered tasks that cannot be read are dropped"),
+                    _ => {
+                        tracing::warn!(%protocol, entry = %id, "offered tasks that cannot be read are dropped");
+                        self.outbox.send(Op::Drop { protocol: protocol.to_owned(), id });
+                    }
                 }
             }
         }
