@@ -122,7 +122,7 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
 
     // The model helpers, through a host whose llm/v1 plugin asks the
-    // Ollama test server.
+    // Ollama test server, and execute_python through run-python.
     let server = support::servers::fake_ollama(fake_ollama::Options::default());
     let ollama = server.port;
     let config = tempfile::tempdir().unwrap();
@@ -131,7 +131,12 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     let text =
         format!("[manifests.ollama]\nallowed_hosts = [\"{base}\"]\n[manifests.ollama.config]\nbase_url = \"{base}\"\n");
     std::fs::write(&settings, text).unwrap();
-    let asking = support::serve(&["--config", settings.to_str().unwrap()]);
+    std::fs::copy(support::python_plugin("run-python"), config.path().join("run-python.wasm")).unwrap();
+    let cache = support::plugin_cache();
+    let (plugins, cache) = (config.path().to_str().unwrap(), cache.to_str().unwrap());
+    let asking =
+        support::serve(&["--config", settings.to_str().unwrap(), "--plugins", plugins, "--cache-dir", cache]);
+    until_served(&asking.url, &asking.token, "python/v1");
     let env = [("GLEITZEIT_SERVER", asking.url.as_str()), ("GLEITZEIT_TOKEN", asking.token.as_str())];
     let session = ran(&python, &["tests/python/client_llm.py"], &env);
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");

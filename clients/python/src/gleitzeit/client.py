@@ -12,7 +12,9 @@ import asyncio
 import base64
 import json
 import os
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote
@@ -211,7 +213,7 @@ class GleitzeitClient:
             messages = [{"role": "user", "content": prompt}]
             if system is not None:
                 messages.insert(0, {"role": "system", "content": system})
-        params = _given(messages=list(messages), model=model, temperature=temperature, max_tokens=max_tokens)
+        params = _given(messages=_escaped(list(messages)), model=model, temperature=temperature, max_tokens=max_tokens)
         return await self._ask("chat", params, timeout)
 
     async def vision(
@@ -227,75 +229,158 @@ class GleitzeitClient:
         """Ask a vision model about an image file of this machine (sent to
         the host, at most `MAX_FILE_BYTES`). The text it answered."""
         image = base64.b64encode(_read_bounded(Path(image_path))).decode("ascii")
-        params = _given(image_data=image, prompt=prompt, model=model, temperature=temperature, max_tokens=max_tokens)
+        params = _given(image_data=image, prompt=_escaped(prompt), model=model, temperature=temperature, max_tokens=max_tokens)
         return await self._ask("vision", params, timeout)
 
-    async def batch_chat(
+    async def batch_process(
         self,
-        directory: Union[str, "os.PathLike[str]"],
-        prompt: str,
+        directory: Optional[Union[str, "os.PathLike[str]"]] = None,
+        files: Optional[List[Union[str, "os.PathLike[str]"]]] = None,
         pattern: str = "*",
-        *,
+        method: str = "llm/chat",
+        prompt: str = "Analyze this file",
         model: Optional[str] = None,
+        protocol: str = "llm/v1",
+        *,
         temperature: Optional[float] = None,
         max_tokens: Optional[int] = None,
         max_parallel: Optional[int] = None,
         timeout: Optional[float] = None,
     ) -> Dict[str, Any]:
-        """Ask a model the same `prompt` about each file of `directory` (of
-        this machine) matching `pattern`: one workflow, a task per file,
-        the file's text after the prompt. A summary as the original gave
-        it (`batch_id`, `total_files`, `successful`, `failed`), with
-        `results` (path: answer) and `errors` (path: message)."""
-        files = sorted(p for p in Path(directory).glob(pattern) if p.is_file())
-        items = [{"path": str(p), "text": _read_bounded(p).decode("utf-8", errors="replace")} for p in files]
-        total = sum(len(item["text"]) for item in items)
+        """Ask a model the same `prompt` about each file (of this machine):
+        `files`, or those of `directory` matching `pattern`. One workflow,
+        a task per file: `llm/chat` and `llm/generate` get the file's text
+        after the prompt, `llm/vision` the file as the image. The summary
+        as the original gave it: `batch_id`, `created_at`, `summary`
+        (`total`, `successful`, `failed`, `processing_time`), `parameters`,
+        `results` (path: `{status: "success", content}` or `{status:
+        "failed", error}`), and `total_files`, `successful`, `failed` at
+        the top as well."""
+        started = time.monotonic()
+        if protocol != "llm/v1" or method not in ("llm/chat", "llm/generate", "llm/vision"):
+            raise ValueError(f"batch_process asks models (llm/v1: llm/chat, llm/generate, llm/vision), not {protocol} {method}")
+        paths = _batch_files(directory, files, pattern)
+        vision = method == "llm/vision"
+        items = [{"path": str(p), **_file_item(p, vision)} for p in paths]
+        options = _given(model=model, temperature=temperature, max_tokens=max_tokens)
+        name = method.split("/", 1)[1]
+        asked = _escaped(prompt)
+        if vision:
+            params: Dict[str, Any] = {"prompt": asked, "image_data": "${item.base64}", **options}
+        elif name == "generate":
+            params = {"prompt": asked + "\n\n${item.text}", **options}
+        else:
+            params = {"messages": [{"role": "user", "content": asked + "\n\n${item.text}"}], **options}
+        task: Dict[str, Any] = {"id": "file", "protocol": protocol, "method": name, "params": params}
+        parameters = {"method": method, "prompt": prompt, "model": model, "protocol": protocol,
+                      "directory": None if directory is None else str(directory),
+                      "pattern": pattern if directory is not None else None}
+        return await self._batch(task, items, "content", parameters, started, max_parallel, timeout)
+
+    async def batch_python(
+        self,
+        directory: Union[str, "os.PathLike[str]"],
+        pattern: str,
+        script_file: Union[str, "os.PathLike[str]"],
+        timeout: Optional[float] = 10,
+        *,
+        max_parallel: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """Run the script `script_file` (of this machine) once per file of
+        `directory` matching `pattern`, on the host's `python/v1` provider:
+        each run sees `file_path` and `file_content` (the file's text), and
+        sets `result`; at most `timeout` seconds each. The summary as
+        `batch_process` gives it, with each file's `result`."""
+        started = time.monotonic()
+        code = _read_bounded(Path(script_file)).decode("utf-8")
+        items = [{"path": str(p), **_file_item(p, False)} for p in _batch_files(directory, None, pattern)]
+        context = {"file_path": "${item.path}", "file_content": "${item.text}"}
+        task: Dict[str, Any] = {"id": "file", "protocol": "python/v1", "method": "execute",
+                                "params": {"code": _escaped(code), "context": context}}
+        if timeout is not None:
+            task["timeout"] = timeout
+        parameters = {"method": "python/execute", "script_file": str(script_file), "protocol": "python/v1",
+                      "directory": str(directory), "pattern": pattern}
+        return await self._batch(task, items, "result", parameters, started, max_parallel, None)
+
+    async def _batch(
+        self,
+        task: Dict[str, Any],
+        items: List[Dict[str, str]],
+        answer: str,
+        parameters: Dict[str, Any],
+        started: float,
+        max_parallel: Optional[int],
+        timeout: Optional[float],
+    ) -> Dict[str, Any]:
+        """Run `task` once per file of `items`, and sum it up as the
+        original did: each file's `answer` field of its result, or why it
+        failed."""
+        total = sum(len(item.get("text", item.get("base64", ""))) for item in items)
         if total > MAX_BATCH_BYTES:
-            raise ValueError(f"{directory}/{pattern} holds {total} bytes; one batch sends at most {MAX_BATCH_BYTES}")
-        params = _given(
-            messages=[{"role": "user", "content": prompt + "\n\n${item.text}"}],
-            model=model,
-            temperature=temperature,
-            max_tokens=max_tokens,
-        )
-        task: Dict[str, Any] = {"id": "ask", "protocol": "llm/v1", "method": "chat", "params": params}
+            raise ValueError(f"the batch holds {total} bytes; one batch sends at most {MAX_BATCH_BYTES}")
         task.update({"for_each": items, "allow_failures": True})
         if max_parallel is not None:
             task["max_parallel"] = max_parallel
-        workflow_id = await self.submit({"name": f"batch chat: {directory}/{pattern}", "tasks": [task]})
+        workflow_id = await self.submit({"name": f"batch {task['protocol']} {task['method']}", "tasks": [task]})
         await self.wait(workflow_id, timeout=timeout)
         tasks = await self.results(workflow_id)
-        summary: Dict[str, Any] = {"batch_id": workflow_id, "total_files": len(files), "results": {}, "errors": {}}
+        results: Dict[str, Any] = {}
         for index, item in enumerate(items):
-            done = tasks.get(f"ask[{index}]")
+            done = tasks.get(f"file[{index}]")
             if done is not None and done.ok and isinstance(done.result, Mapping):
-                summary["results"][item["path"]] = done.result.get("content")
+                results[item["path"]] = {"status": "success", answer: done.result.get(answer)}
             else:
-                summary["errors"][item["path"]] = (done.error or {}).get("message") if done else "not run"
-        summary["successful"] = len(summary["results"])
-        summary["failed"] = len(summary["errors"])
-        return summary
+                error = (done.error or {}).get("message") if done else "not run"
+                results[item["path"]] = {"status": "failed", "error": error}
+        successful = sum(1 for r in results.values() if r["status"] == "success")
+        failed = len(items) - successful
+        return {
+            "batch_id": workflow_id,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "summary": {"total": len(items), "successful": successful, "failed": failed,
+                        "processing_time": time.monotonic() - started},
+            "parameters": parameters,
+            "results": results,
+            "total_files": len(items),
+            "successful": successful,
+            "failed": failed,
+        }
+
+    async def batch_chat(
+        self,
+        directory: Union[str, "os.PathLike[str]"],
+        pattern: str = "*.txt",
+        prompt: str = "Summarize this document",
+        model: Optional[str] = None,
+        **options: Any,
+    ) -> Dict[str, Any]:
+        """`batch_process` with `llm/chat` over the files of `directory`
+        matching `pattern`."""
+        return await self.batch_process(directory, pattern=pattern, method="llm/chat", prompt=prompt, model=model, **options)
 
     async def execute_python(
         self,
-        code: Optional[str] = None,
-        *,
-        file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        script_file: Optional[Union[str, "os.PathLike[str]"]] = None,
         context: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = 10,
+        *,
+        code: Optional[str] = None,
     ) -> Any:
-        """Run Python `code` (or the script `file` of this machine, at most
-        `MAX_FILE_BYTES`) on the host's `python/v1` provider, inside its
-        sandbox, with `context`'s entries as variables (and `context`
-        itself). The value the code set as `result`; `TaskFailed` if it
-        raised."""
-        if (code is None) == (file is None):
-            raise ValueError("execute_python needs code or a file, not both")
-        if file is not None:
-            code = _read_bounded(Path(file)).decode("utf-8")
-        task = {"id": "run", "protocol": "python/v1", "method": "execute",
-                "params": {"code": code, "context": dict(context or {})}}
-        results = await self.run_workflow({"name": "python", "tasks": [task]}, timeout=timeout, raise_on_failure=True)
+        """Run the script `script_file` of this machine (at most
+        `MAX_FILE_BYTES`), or the Python `code`, on the host's `python/v1`
+        provider, inside its sandbox, with `context`'s entries as
+        variables (and `context` itself), for at most `timeout` seconds.
+        The value the script set as `result`; `TaskFailed` if it raised."""
+        if (code is None) == (script_file is None):
+            raise ValueError("execute_python needs a script_file or code, not both")
+        if script_file is not None:
+            code = _read_bounded(Path(script_file)).decode("utf-8")
+        task: Dict[str, Any] = {"id": "run", "protocol": "python/v1", "method": "execute",
+                                "params": _escaped({"code": code, "context": dict(context or {})})}
+        if timeout is not None:
+            task["timeout"] = timeout
+        results = await self.run_workflow({"name": "python", "tasks": [task]}, raise_on_failure=True)
         answer = results["run"].result
         return answer.get("result") if isinstance(answer, Mapping) else answer
 
@@ -448,6 +533,43 @@ def _ends_stream(event: Event) -> bool:
 def _given(**params: Any) -> Dict[str, Any]:
     """The params that were given (not None)."""
     return {name: value for name, value in params.items() if value is not None}
+
+
+def _batch_files(
+    directory: Optional[Union[str, "os.PathLike[str]"]],
+    files: Optional[List[Union[str, "os.PathLike[str]"]]],
+    pattern: str,
+) -> List[Path]:
+    """The files of a batch: `files`, or those of `directory` matching
+    `pattern`, in path order."""
+    if directory is not None:
+        if not Path(directory).is_dir():
+            raise ValueError(f"{directory} is not a directory")
+        return sorted(p for p in Path(directory).glob(pattern) if p.is_file())
+    if files:
+        return [Path(f) for f in files]
+    raise ValueError("give a directory or files")
+
+
+def _file_item(path: Path, image: bool) -> Dict[str, str]:
+    """A file as a batch sends it: its text, or (an image) its bytes as
+    base64."""
+    data = _read_bounded(path)
+    if image:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+    return {"text": data.decode("utf-8", errors="replace")}
+
+
+def _escaped(value: Any) -> Any:
+    """`value` (text, or lists and mappings of it) as the host reads it
+    literally: a `${` the caller wrote is not a reference (`$${`)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, Mapping):
+        return {key: _escaped(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
 
 
 def _read_bounded(path: Path) -> bytes:

@@ -69,10 +69,17 @@ class SyncGleitzeitClient:
     def vision(self, image_path: Union[str, "os.PathLike[str]"], prompt: str = "Describe this image.", **options: Any) -> str:
         return self._run(self._client.vision(image_path, prompt, **options))
 
-    def batch_chat(
-        self, directory: Union[str, "os.PathLike[str]"], prompt: str, pattern: str = "*", **options: Any
-    ) -> Dict[str, Any]:
-        return self._run(self._client.batch_chat(directory, prompt, pattern, **options))
+    def batch_process(self, *args: Any, **options: Any) -> Dict[str, Any]:
+        return self._run(self._client.batch_process(*args, **options))
+
+    def batch_chat(self, directory: Union[str, "os.PathLike[str]"], *args: Any, **options: Any) -> Dict[str, Any]:
+        return self._run(self._client.batch_chat(directory, *args, **options))
+
+    def batch_python(self, *args: Any, **options: Any) -> Dict[str, Any]:
+        return self._run(self._client.batch_python(*args, **options))
+
+    def execute_python(self, *args: Any, **options: Any) -> Any:
+        return self._run(self._client.execute_python(*args, **options))
 
     def cancel(self, workflow_id: str) -> bool:
         return self._run(self._client.cancel(workflow_id))
