@@ -60,11 +60,13 @@ fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
 /// (python-socketio sends one when the handler returns nothing) and then a
 /// `method_result` event: the documented "empty ack, then `method_result`".
 fn examples_mix_with_the_wasm_echo(lang: &str, run: fn(&Daemon, &str) -> Command, shouted: &str) {
-    let dir = if lang == "python" { "docs/examples/python" } else { "docs/examples/js" };
-    let ext = if lang == "python" { "py" } else { "mjs" };
+    let (dir, provider, ext) = match lang {
+        "python" => ("docs/examples/python", "socketio_provider", "py"),
+        _ => ("docs/examples/js", "provider", "mjs"),
+    };
     for by_event in ["0", "1"] {
         let daemon = daemon();
-        let mut provider = run(&daemon, &format!("{dir}/provider.{ext}"));
+        let mut provider = run(&daemon, &format!("{dir}/{provider}.{ext}"));
         provider.env("REPLY_BY_EVENT", by_event);
         let (_provider, _) = spawn_until(provider, "registered");
         let out = finished(run(&daemon, &format!("{dir}/submit.{ext}")));
@@ -460,7 +462,7 @@ fn the_cli_reports_an_unreachable_host() {
 fn the_protocol_doc_shows_exactly_the_tested_examples() {
     let doc = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
     let files = [
-        ("python", "docs/examples/python/provider.py"),
+        ("python", "docs/examples/python/socketio_provider.py"),
         ("python", "docs/examples/python/submit.py"),
         ("javascript", "docs/examples/js/provider.mjs"),
         ("javascript", "docs/examples/js/submit.mjs"),

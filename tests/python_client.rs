@@ -153,12 +153,12 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
 
     let page = std::fs::read_to_string(support::root().join("docs/python.md")).unwrap();
     // The page's provider example serves text/v1 for the protocol page's
-    // submitter, as the bare-protocol provider.py does.
-    let example = std::fs::read_to_string(support::root().join("docs/examples/python/text_provider.py")).unwrap();
+    // submitter, as the bare-protocol socketio_provider.py does.
+    let example = std::fs::read_to_string(support::root().join("docs/examples/python/provider.py")).unwrap();
     let body = example.split_once("\"\"\"\n").unwrap().1;
-    assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows text_provider.py");
+    assert!(support::fenced_blocks(&page, "python").iter().any(|b| b == body), "docs/python.md shows provider.py");
     let mut serving = Command::new(&python);
-    serving.arg("docs/examples/python/text_provider.py").envs(env.iter().copied()).current_dir(support::root());
+    serving.arg("docs/examples/python/provider.py").envs(env.iter().copied()).current_dir(support::root());
     let _text = support::process::Proc::spawn(serving);
     until_served(&host.url, &host.token, "text/v1");
     let out = ran(&python, &["docs/examples/python/submit.py"], &env);
@@ -177,7 +177,7 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     };
     let first = at_port();
     let mut serving = Command::new(&python);
-    serving.arg("docs/examples/python/text_provider.py").env("GLEITZEIT_SERVER", &url);
+    serving.arg("docs/examples/python/provider.py").env("GLEITZEIT_SERVER", &url);
     serving.env_remove("GLEITZEIT_TOKEN").current_dir(support::root());
     let _provider = support::process::Proc::spawn(serving);
     until_served(&url, "", "text/v1");
