@@ -4,6 +4,9 @@
 # the bundled plugins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Python run by the tests writes no __pycache__ into plugin-sdk/, which
+# host/build.rs watches (it would build the bundled plugins again).
+export PYTHONDONTWRITEBYTECODE=1
 scripts/setup-wasm-target.sh
 # Debian packages the tests run: a real redis-server for the store tests
 # (they start their own instances), faketime for a cluster host whose clock

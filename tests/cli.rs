@@ -278,7 +278,7 @@ fn malformed_files_are_rejected_with_located_errors() {
         (
             "unknown-protocol.yaml",
             &[
-                "task 'a', field 'protocol': no provider serves protocol 'vision/v1' (served: echo/v1, llm/v1, mcp/v1)",
+                "task 'a', field 'protocol': no provider serves protocol 'vision/v1' (served: echo/v1, llm/v1, mcp/v1, python/v1)",
                 "task 'b', field 'method': protocol 'echo/v1' has no method 'shout' (methods: delay, echo, error, flaky, ping, timestamp)",
             ],
         ),

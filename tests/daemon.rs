@@ -497,7 +497,11 @@ fn a_provider_that_stops_answering_is_dropped_and_its_tasks_finish_elsewhere() {
     let out = cli(&daemon, &["provider", "list", "--output", "json"]);
     let providers: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<&str> = providers.as_array().unwrap().iter().map(|p| p["provider_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["wasm:echo", "wasm:ollama", "wasm:mcp", "good"], "the hung provider was disconnected");
+    assert_eq!(
+        ids,
+        ["wasm:echo", "wasm:ollama", "wasm:mcp", "wasm:python", "good"],
+        "the hung provider was disconnected"
+    );
 }
 
 #[test]

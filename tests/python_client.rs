@@ -38,8 +38,8 @@ fn until_served(url: &str, token: &str, protocol: &str) {
 /// The original's `examples/python_api_demo.py`, its Ollama URL changed to
 /// the test server's (`ollama`) and nothing else, run by `python` from a
 /// copy of its folder against a host with `llm/v1` (the Ollama test
-/// server), `mcp/v1` (FastMCP with the tools it calls) and `python/v1`
-/// (the SDK's run-python). Two files it names are not in the copy here;
+/// server), `mcp/v1` (FastMCP with the tools it calls) and its bundled
+/// `python/v1`. Two files it names are not in the copy here;
 /// the test writes its own.
 fn the_originals_api_demo_runs(python: &Path, upstream: &Path, ollama: &str) {
     let folder = tempfile::tempdir().unwrap();
@@ -60,9 +60,8 @@ fn the_originals_api_demo_runs(python: &Path, upstream: &Path, ollama: &str) {
     std::fs::write(examples.join("python_api_demo.py"), demo.replace("http://localhost:11434", ollama)).unwrap();
 
     let mcp = support::servers::Server::fastmcp();
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(support::python_plugin("run-python"), plugins.path().join("run-python.wasm")).unwrap();
-    let settings = plugins.path().join("gleitzeit.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("gleitzeit.toml");
     let mcp = format!("http://127.0.0.1:{}", mcp.port);
     std::fs::write(
         &settings,
@@ -76,14 +75,11 @@ fn the_originals_api_demo_runs(python: &Path, upstream: &Path, ollama: &str) {
     let host = support::serve(&[
         "--config",
         settings.to_str().unwrap(),
-        "--plugins",
-        plugins.path().to_str().unwrap(),
         "--cache-dir",
         support::plugin_cache().to_str().unwrap(),
         "--files-dir",
         &cwd,
     ]);
-    until_served(&host.url, &host.token, "python/v1");
     let out = support::succeeded(
         Command::new(python)
             .arg("examples/python_api_demo.py")
@@ -122,7 +118,7 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");
 
     // The model helpers, through a host whose llm/v1 plugin asks the
-    // Ollama test server, and execute_python through run-python.
+    // Ollama test server, and execute_python through the bundled python/v1.
     let server = support::servers::fake_ollama(fake_ollama::Options::default());
     let ollama = server.port;
     let config = tempfile::tempdir().unwrap();
@@ -131,12 +127,8 @@ fn the_python_client_installs_with_pip_and_drives_a_host() {
     let text =
         format!("[manifests.ollama]\nallowed_hosts = [\"{base}\"]\n[manifests.ollama.config]\nbase_url = \"{base}\"\n");
     std::fs::write(&settings, text).unwrap();
-    std::fs::copy(support::python_plugin("run-python"), config.path().join("run-python.wasm")).unwrap();
     let cache = support::plugin_cache();
-    let (plugins, cache) = (config.path().to_str().unwrap(), cache.to_str().unwrap());
-    let asking =
-        support::serve(&["--config", settings.to_str().unwrap(), "--plugins", plugins, "--cache-dir", cache]);
-    until_served(&asking.url, &asking.token, "python/v1");
+    let asking = support::serve(&["--config", settings.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()]);
     let env = [("GLEITZEIT_SERVER", asking.url.as_str()), ("GLEITZEIT_TOKEN", asking.token.as_str())];
     let session = ran(&python, &["tests/python/client_llm.py"], &env);
     assert_eq!(String::from_utf8_lossy(&session.stdout).trim(), "ok");

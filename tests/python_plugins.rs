@@ -197,3 +197,41 @@ fn the_documented_python_build_makes_a_plugin_that_serves() {
     );
     assert_eq!((code, &task(&report, "c")["result"]["words"]), (Some(0), &json!(3)), "{report:#}");
 }
+
+/// python/v1 ships with the host: a binary built where componentize-py is
+/// installed (as scripts/test.sh does) carries run-python and serves it
+/// with no plugins folder, compiled at its first call; the spec it
+/// registers without compiling is the one the component describes.
+#[test]
+fn python_v1_ships_with_the_host() {
+    let empty = tempfile::tempdir().unwrap();
+    let (code, report) = run(
+        empty.path(),
+        r#"
+name: bundled python
+tasks:
+  - id: mean
+    protocol: python/v1
+    method: execute
+    params: {code: "import statistics\nresult = statistics.mean(context['xs'])\nprint(len(xs))", context: {xs: [1, 2, 6]}}
+"#,
+    );
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(task(&report, "mean")["result"], json!({"result": 3, "stdout": "3\n"}));
+    assert_eq!(task(&report, "mean")["history"][0]["provider"], "wasm:python", "{report:#}");
+
+    // What the host registers without compiling it, against what the same
+    // component says when a plugins folder holds it and it is described.
+    let schemas = |plugins: &[&str]| {
+        let daemon = support::Daemon::new().args(plugins).start();
+        let out = daemon.cli(&["protocol", "list", "--output", "json"]);
+        let protocols: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let python = protocols.as_array().unwrap().iter().find(|p| p["protocol_id"] == "python/v1").cloned();
+        python.unwrap_or_else(|| panic!("no python/v1 in {protocols:#}"))["params_schemas"].clone()
+    };
+    let folder = plugins_dir();
+    let cache = support::plugin_cache();
+    let described = schemas(&["--plugins", folder.path().to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()]);
+    assert_eq!(schemas(&[]), described);
+    assert!(described["execute"]["required"] == json!(["code"]), "{described:#}");
+}

@@ -1,8 +1,8 @@
 //! The original system's own example files, as its users have them: every
 //! one validates, and each runs to completion as its CLI ran it, from the
 //! folder above `examples/` (their paths are relative to that folder), with
-//! the Ollama test server for `llm/v1`, the Python SDK's `python/v1`
-//! plugin and a FastMCP server with the tools they call.
+//! the Ollama test server for `llm/v1`, the host's bundled `python/v1` and a
+//! FastMCP server with the tools they call.
 //!
 //! The files are not part of this repository: they are read from
 //! `../shared/brief/upstream-examples` beside the checkout, or from the
@@ -50,9 +50,8 @@ fn the_originals_example_files_validate_and_run_from_their_folder() {
 
     let ollama = support::servers::fake_ollama(fake_ollama::Options::default());
     let mcp = support::servers::Server::fastmcp();
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(support::python_plugin("run-python"), plugins.path().join("run-python.wasm")).unwrap();
-    let config = plugins.path().join("gleitzeit.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gleitzeit.toml");
     std::fs::write(
         &config,
         format!(
@@ -67,7 +66,6 @@ fn the_originals_example_files_validate_and_run_from_their_folder() {
         let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
             .args(args)
             .args(["--output", "json", "--config", config.to_str().unwrap()])
-            .args(["--plugins", plugins.path().to_str().unwrap()])
             .args(["--cache-dir", support::plugin_cache().to_str().unwrap()])
             .current_dir(&folder)
             .env_remove("GLEITZEIT_LOG")

@@ -20,6 +20,7 @@ use super::runtime::{CompileWhen, WasmRuntime};
 use crate::locks::lock;
 use crate::model::{MethodSpec, ProviderSpec};
 use crate::schema::{MAX_SCHEMA_BYTES, ParamsSchema, SchemaError};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -96,7 +97,7 @@ pub struct Plugin {
     /// first call when compiling was deferred.
     pre: OnceCell<ProviderPre<StoreState>>,
     /// The component, until it is compiled.
-    deferred: Mutex<Option<Arc<[u8]>>>,
+    deferred: Mutex<Option<Bytes>>,
     digest: [u8; 32],
     pub(super) grants: Arc<Grants>,
     pub(super) runtime: Arc<WasmRuntime>,
@@ -131,8 +132,25 @@ pub async fn load_bytes(
     bytes: Vec<u8>,
     grants: Grants,
 ) -> Result<Plugin, LoadError> {
-    let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    load_described(runtime, name, source, (Bytes::from(bytes), digest), grants, None).await
+}
+
+/// [`load_bytes`] of a component and its SHA-256; or, given the plugin's
+/// `describe()` answer (`described`, built with a bundled component),
+/// registered with it and compiled at its first call, whatever
+/// [`CompileWhen`] says: a component that carries an interpreter takes
+/// seconds to compile and tens of megabytes to hold, which no start should
+/// pay for a protocol it may never call.
+async fn load_described(
+    runtime: &Arc<WasmRuntime>,
+    name: &str,
+    source: PluginSource,
+    (bytes, digest): (Bytes, [u8; 32]),
+    grants: Grants,
+    described: Option<&str>,
+) -> Result<Plugin, LoadError> {
+    let fail = |step, reason| LoadError::Plugin { plugin: name.to_owned(), origin: source.clone(), step, reason };
     let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     // Keyed by the grants as the manifest gave them: the bridges add
     // loopback addresses that change with every load.
@@ -152,7 +170,10 @@ pub async fn load_bytes(
         runtime: runtime.clone(),
         _bridges: bridges.clone(),
     };
-    let bytes: Arc<[u8]> = bytes.into();
+    if let Some(text) = described {
+        let spec = serde_json::from_str::<SpecRecord>(text).map_err(|e| e.to_string()).and_then(check_spec);
+        return Ok(plugin(spec.map_err(|reason| fail(LoadStep::Describe, reason))?, None, Some(bytes)));
+    }
     if runtime.compile_when() == CompileWhen::OnFirstCall
         && let Some(spec) = cached_spec(runtime, &key)
     {
@@ -174,7 +195,7 @@ pub async fn load_bytes(
 async fn link(
     runtime: &Arc<WasmRuntime>,
     name: &str,
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
     digest: [u8; 32],
 ) -> Result<ProviderPre<StoreState>, (LoadStep, String)> {
     let compiler = runtime.clone();
@@ -316,10 +337,21 @@ fn check_spec(spec: SpecRecord) -> Result<ProviderSpec, String> {
     })
 }
 
+/// The bundled python/v1 plugin's name: `[manifests.python]` sets its grants.
+pub const PYTHON_PLUGIN: &str = "python";
+
 /// The plugins built into this binary, with the host config's overrides.
 pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
     let mut loaded = Vec::new();
-    for (name, bytes, manifest) in embedded::BUNDLED {
+    let rust = embedded::BUNDLED.iter().map(|(name, bytes, manifest)| {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        (*name, (Bytes::from_static(bytes), digest), *manifest, None)
+    });
+    // Its digest was taken when it was built: its pages are not read
+    // before its first call.
+    let python = embedded::BUNDLED_PYTHON
+        .map(|(bytes, spec, digest)| (PYTHON_PLUGIN, (Bytes::from_static(bytes), *digest), None, Some(spec)));
+    for (name, component, manifest, described) in rust.chain(python) {
         let grants =
             Manifest::parse(manifest.unwrap_or("")).map_err(|r| format!("its built-in manifest: {r}")).and_then(|m| {
                 let with = if overrides.contains_key(name) {
@@ -332,9 +364,9 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
                     .map_err(|r| format!("its grants{with}: {r}"))
             });
         let plugin = match grants {
-            Ok(grants) => load_bytes(runtime, name, PluginSource::Bundled, bytes.to_vec(), grants).await,
+            Ok(grants) => load_described(runtime, name, PluginSource::Bundled, component, grants, described).await,
             Err(reason) => Err(LoadError::Plugin {
-                plugin: (*name).to_owned(),
+                plugin: name.to_owned(),
                 origin: PluginSource::Bundled,
                 step: LoadStep::Manifest,
                 reason,
