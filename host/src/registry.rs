@@ -40,6 +40,8 @@ pub struct Call {
 
 /// The future a provider returns for a call.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
+/// A provider's start before its first call (see [`Provider::starting`]).
+pub type Starting = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Something that serves one protocol.
 pub trait Provider: Send + Sync {
@@ -50,6 +52,14 @@ pub trait Provider: Send + Sync {
     /// Start one call; a provider with limited slots takes one here, before
     /// the future is first polled. The engine also enforces `call.deadline`.
     fn call(&self, call: Call) -> CallFuture;
+    /// What it must do before it can take a call, if anything (a plugin
+    /// whose compiling was deferred to its first call): the engine waits
+    /// for it before the call, off its own thread, and the time does not
+    /// count against the task's deadline. A start that fails shows in the
+    /// call that follows.
+    fn starting(&self) -> Option<Starting> {
+        None
+    }
     /// Where it runs, for listings and for which protocols remote peers
     /// may take on.
     fn kind(&self) -> ProviderKind {

@@ -107,6 +107,11 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// Whether its code is compiled and linked (its calls start at once).
+    pub(super) fn is_linked(&self) -> bool {
+        self.pre.initialized()
+    }
+
     /// The plugin's linked code, compiled (or read from the cache) now if
     /// that was deferred.
     pub(super) async fn pre(&self) -> Result<&ProviderPre<StoreState>, String> {

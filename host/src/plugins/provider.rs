@@ -3,7 +3,7 @@
 use super::bindings::gleitzeit::provider::types::TaskContext;
 use super::loader::{Plugin, with_stderr};
 use crate::model::{MAX_RESULT_BYTES, ProviderSpec, TaskError, codes};
-use crate::registry::{Call, CallFuture, Load, Provider, ProviderKind};
+use crate::registry::{Call, CallFuture, Load, Provider, ProviderKind, Starting};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -63,6 +63,16 @@ impl Provider for WasmProvider {
         Box::pin(async move {
             let _slot = slot;
             running.await
+        })
+    }
+
+    fn starting(&self) -> Option<Starting> {
+        let plugin = self.plugin.clone();
+        (!plugin.is_linked()).then(|| {
+            Box::pin(async move {
+                // A failure is the next call's error.
+                let _ = plugin.pre().await;
+            }) as Starting
         })
     }
 

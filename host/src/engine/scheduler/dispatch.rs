@@ -6,7 +6,7 @@ use super::{Internal, Message, Scheduler};
 use crate::engine::{EngineEvent, ProgressEvent, RunId};
 use crate::model::{TaskError, TaskStatus, codes};
 use crate::queue::PriorityQueue;
-use crate::registry::{Call, Provider, Selection};
+use crate::registry::{Call, Provider, Selection, Starting};
 use crate::resolver::substitute;
 use serde_json::Value;
 use std::sync::Arc;
@@ -123,6 +123,28 @@ impl Scheduler {
         self.fail_before_start(id, t, TaskError::new(codes::NO_PROVIDER, message));
     }
 
+    /// Let `starting` (the chosen provider's start) finish before task `t`
+    /// is called, holding one of the host's call slots meanwhile; the task
+    /// stays queued, its deadline not yet running.
+    fn start_provider(&mut self, id: RunId, t: usize, starting: Starting) {
+        let Some(inbox) = self.inbox.upgrade() else { return };
+        self.running += 1;
+        tokio::spawn(async move {
+            starting.await;
+            let _ = inbox.send(Message::Internal(Internal::ProviderStarted { run: id, task: t }));
+        });
+    }
+
+    /// Task `t`'s provider has started: the task goes back to the front of
+    /// the queue, unless it ended meanwhile.
+    pub(super) fn provider_started(&mut self, id: RunId, t: usize) {
+        self.running -= 1;
+        let Some(run) = self.runs.get(&id) else { return };
+        if run.tasks[t].status == TaskStatus::Queued {
+            self.queue.push_front(run.workflow.tasks[t].priority, (id, t));
+        }
+    }
+
     /// Call the provider for one attempt of a task.
     pub(super) fn launch(&mut self, id: RunId, t: usize, provider: Arc<dyn Provider>) {
         let sink = self.event_sink();
@@ -132,6 +154,9 @@ impl Scheduler {
         }
         if let Some((item, text, base64)) = run.file_to_read(t) {
             return self.read_file(id, t, item, text, base64);
+        }
+        if let Some(starting) = provider.starting() {
+            return self.start_provider(id, t, starting);
         }
         let task = &run.workflow.tasks[t];
         let params = substitute(&task.params, |root| run.value_of(t, root));

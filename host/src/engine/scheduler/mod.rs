@@ -75,6 +75,11 @@ pub(super) enum Internal {
         task: usize,
         outcome: Result<Value, TaskError>,
     },
+    /// The provider a task was to be called on has started.
+    ProviderStarted {
+        run: RunId,
+        task: usize,
+    },
     /// The store has a finished workflow's report.
     ReportStored {
         workflow_id: String,
@@ -243,6 +248,7 @@ impl Scheduler {
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
             Internal::Listed { run, task, outcome } => self.listed(run, task, outcome),
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
+            Internal::ProviderStarted { run, task } => self.provider_started(run, task),
             Internal::ReportStored { workflow_id } => self.forget_finished_id(&workflow_id),
             Internal::Refused(refusal) => self.refused(refusal),
             Internal::ConditionsChecked { owner, turn } => self.conditions_checked(owner, turn),
