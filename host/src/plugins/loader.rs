@@ -343,7 +343,7 @@ fn check_spec(spec: SpecRecord) -> Result<ProviderSpec, String> {
 }
 
 /// The bundled python/v1 plugin's name: `[manifests.python]` sets its grants.
-pub const PYTHON_PLUGIN: &str = "python";
+const PYTHON_PLUGIN: &str = "python";
 
 /// The plugins built into this binary, with the host config's overrides.
 pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
