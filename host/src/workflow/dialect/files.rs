@@ -80,12 +80,12 @@ pub(super) fn params(task: &mut Map<String, Value>, batch: bool) -> Vec<(&'stati
             if path.is_some() || batch {
                 put_text(params, &method);
                 let whence = path.as_deref().map_or("the batch's file".to_owned(), |p| format!("'{p}'"));
-                notes.push((key_of(key), format!("the text of {whence} is put after the prompt")));
+                notes.push((key, format!("the text of {whence} is put after the prompt")));
             }
         }
         ("llm/v1", "vision") => {
             if let Some(note) = messages_as_prompt(params) {
-                notes.push((key_of(key), note));
+                notes.push((key, note));
             }
             path = take_path(params, "image_path", false);
             if path.is_some() || batch {
@@ -94,14 +94,14 @@ pub(super) fn params(task: &mut Map<String, Value>, batch: bool) -> Vec<(&'stati
                     images.push(IMAGE.into());
                 }
                 let whence = path.as_deref().map_or("the batch's file".to_owned(), |p| format!("'{p}'"));
-                notes.push((key_of(key), format!("the image {whence} is read by the host and sent as 'images'")));
+                notes.push((key, format!("the image {whence} is read by the host and sent as 'images'")));
             }
         }
         ("python/v1", "execute") if !params.contains_key("code") => {
             path = take_path(params, "file", true);
             if let Some(script) = &path {
                 params.insert("code".into(), TEXT.into());
-                notes.push((key_of(key), format!("the script '{script}' is read by the host and run as 'code'")));
+                notes.push((key, format!("the script '{script}' is read by the host and run as 'code'")));
             }
             if let Some(timeout) = params.remove("timeout") {
                 task.entry("timeout").or_insert(timeout);
@@ -117,10 +117,6 @@ pub(super) fn params(task: &mut Map<String, Value>, batch: bool) -> Vec<(&'stati
         task.insert("file".into(), json!({"path": path, "dir": WORKING_DIR}));
     }
     notes
-}
-
-fn key_of(key: &str) -> &'static str {
-    if key == "params" { "params" } else { "parameters" }
 }
 
 /// Remove `field` (a path) from `params` if the host is to read it: any
@@ -178,17 +174,11 @@ fn messages_as_prompt(params: &mut Map<String, Value>) -> Option<String> {
 /// A batch template's `${file_path}` and `${file_name}`: the item's.
 fn batch_references(params: Option<&mut Value>) {
     let Some(params) = params else { return };
-    let mut stack = vec![params];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::String(text) if text.contains("${file_") => {
-                *text = text.replace("${file_path}", "${item.path}").replace("${file_name}", "${item.name}");
-            }
-            Value::Array(items) => stack.extend(items.iter_mut()),
-            Value::Object(map) => stack.extend(map.values_mut()),
-            _ => {}
+    super::each_string(params, |text| {
+        if text.contains("${file_") {
+            *text = text.replace("${file_path}", "${item.path}").replace("${file_name}", "${item.name}");
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -199,20 +199,28 @@ type Read = (String, String, &'static str);
 /// name the task's result; returns each.
 fn result_fields(params: &mut Value, ids: &HashMap<String, Answer>) -> Vec<Read> {
     let mut read = Vec::new();
-    let mut stack = vec![params];
+    each_string(params, |text| {
+        if text.contains("${")
+            && let Some(rewritten) = rewrite(text, ids, &mut read)
+        {
+            *text = rewritten;
+        }
+    });
+    read
+}
+
+/// Call `change` on every string in `value`, however deep (iteratively:
+/// the tree's depth is bounded, but not by the stack).
+fn each_string(value: &mut Value, mut change: impl FnMut(&mut String)) {
+    let mut stack = vec![value];
     while let Some(value) = stack.pop() {
         match value {
-            Value::String(text) if text.contains("${") => {
-                if let Some(rewritten) = rewrite(text, ids, &mut read) {
-                    *text = rewritten;
-                }
-            }
+            Value::String(text) => change(text),
             Value::Array(items) => stack.extend(items.iter_mut()),
             Value::Object(map) => stack.extend(map.values_mut()),
             _ => {}
         }
     }
-    read
 }
 
 /// `text` with each loose reference to a task of `ids` made strict, if any
