@@ -28,9 +28,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
 # below, never above. Within a layer the graph must still be acyclic.
 LAYERS: dict[str, list[list[str]]] = {
     "": [
-        ["clock", "codes", "ids", "locks", "metrics", "schema", "text"],  # leaves
+        ["clock", "codes", "ids", "locks", "metrics", "private_files", "schema", "text"],  # leaves
         ["cadence", "listing", "model", "report"],  # data
-        ["auth", "files", "queue", "registry", "resolver", "schedule", "workflow"],  # rules
+        ["auth", "files", "queue", "registry", "resolver", "schedule", "secrets", "workflow"],  # rules
         ["store"],
         ["engine", "plugins"],
         ["client", "daemon"],

@@ -25,6 +25,12 @@ pub fn is_token_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
+/// A secret's name (`gleitzeit secret set NAME`, `{secret:NAME}`): the
+/// same characters as a token's name.
+pub fn is_secret_name(name: &str) -> bool {
+    is_token_name(name)
+}
+
 /// The id a host id was given as: `ID` of a client token's `TOKEN:ID`
 /// (`auth::Caller::own_id` scopes them), any other id as it is.
 pub fn given_id(host_id: &str) -> &str {

@@ -4,9 +4,9 @@
 //! made: names, roles, grants and SHA-256 hashes, never a secret).
 
 use super::{Grant, Role};
+use crate::private_files::{self, PrivateFileError};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The local admin token's secret, in the data directory.
@@ -95,6 +95,15 @@ pub enum TokensFileError {
     NoSuchToken { name: String, path: PathBuf },
 }
 
+impl From<PrivateFileError> for TokensFileError {
+    fn from(e: PrivateFileError) -> Self {
+        match e {
+            PrivateFileError::Io { action, path, reason } => Self::Io { action, path, reason },
+            PrivateFileError::Exposed { path, mode } => Self::Exposed { path, mode },
+        }
+    }
+}
+
 fn io_error(action: &'static str, path: &Path, e: impl std::fmt::Display) -> TokensFileError {
     TokensFileError::Io { action, path: path.to_owned(), reason: e.to_string() }
 }
@@ -162,36 +171,12 @@ pub(super) fn read_file(path: &Path) -> Result<Vec<TokenEntry>, TokensFileError>
     Ok(file.tokens)
 }
 
-/// Write `entries` to `path` whole (a temporary file renamed over it, mode
-/// 0600), so a reader never sees half a file.
+/// Write `entries` to `path` whole (mode 0600), so a reader never sees
+/// half a file.
 fn write_file(path: &Path, entries: Vec<TokenEntry>) -> Result<(), TokensFileError> {
     let text = toml::to_string(&TokensFile { tokens: entries }).map_err(|e| io_error("encode", path, e))?;
     let header = "# Tokens made by `gleitzeit token create`: hashes only, never a secret.\n";
-    let temporary = path.with_extension("toml.new");
-    let _ = std::fs::remove_file(&temporary);
-    write_private(&temporary, &format!("{header}{text}"))?;
-    std::fs::rename(&temporary, path).map_err(|e| io_error("replace", path, e))
-}
-
-/// Create `path` (which must not exist) readable by its owner only.
-fn write_private(path: &Path, text: &str) -> Result<(), TokensFileError> {
-    if let Some(dir) = path.parent() {
-        create_private_dir(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| io_error("create", path, e))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| io_error("write", path, e))
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), TokensFileError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| io_error("create the directory", dir, e))
+    Ok(private_files::replace(path, &format!("{header}{text}"))?)
 }
 
 /// Make a token, add it to `DATA_DIR/tokens.toml`, and return its secret
@@ -240,7 +225,7 @@ pub fn ensure_local_token(data_dir: &Path) -> Result<String, TokensFileError> {
         return Ok(secret);
     }
     let secret = new_secret()?;
-    write_private(&data_dir.join(LOCAL_TOKEN_FILE), &format!("{secret}\n"))?;
+    private_files::create(&data_dir.join(LOCAL_TOKEN_FILE), &format!("{secret}\n"))?;
     Ok(secret)
 }
 
@@ -248,19 +233,7 @@ pub fn ensure_local_token(data_dir: &Path) -> Result<String, TokensFileError> {
 /// is refused.
 pub fn read_local_token(data_dir: &Path) -> Result<Option<String>, TokensFileError> {
     let path = data_dir.join(LOCAL_TOKEN_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("read", &path, e)),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).map_err(|e| io_error("read", &path, e))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(TokensFileError::Exposed { path, mode: mode & 0o777 });
-        }
-    }
+    let Some(text) = private_files::read(&path)? else { return Ok(None) };
     let secret = text.trim();
     if !secret.starts_with(SECRET_PREFIX) {
         return Err(TokensFileError::Invalid {

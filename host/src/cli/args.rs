@@ -49,6 +49,9 @@ pub(super) enum Command {
     /// Tokens: who may connect to the host, and what each may do.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Secrets (API keys) the host adds to plugins' outbound requests.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print the HTTP API's OpenAPI 3 document (what a daemon serves at
     /// /api/v1/openapi.json).
     Openapi,
@@ -437,6 +440,41 @@ pub(super) enum TokenCommand {
         #[command(flatten)]
         dir: TokenPlace,
     },
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum SecretCommand {
+    /// Keep a secret. Its value is read from stdin (not echoed when typed),
+    /// never from the command line, where other users could see it.
+    Set {
+        name: String,
+        #[command(flatten)]
+        place: SecretPlace,
+    },
+    /// The host's secrets by name, and where each is kept; never a value.
+    List {
+        #[command(flatten)]
+        place: SecretPlace,
+    },
+    /// Remove a secret kept with `secret set`.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        place: SecretPlace,
+    },
+}
+
+/// Where a host's secrets are: its data directory, and the references of
+/// its settings file.
+#[derive(clap::Args)]
+pub(super) struct SecretPlace {
+    /// The host's data directory [default: $XDG_DATA_HOME/gleitzeit or
+    /// ~/.local/share/gleitzeit].
+    #[arg(long, env = "GLEITZEIT_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// The settings file, whose `[secrets]` refer to values kept elsewhere.
+    #[arg(long, env = "GLEITZEIT_CONFIG")]
+    pub(super) config: Option<PathBuf>,
 }
 
 /// Where tokens are kept: a host's data directory, or the store a cluster

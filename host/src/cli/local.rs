@@ -171,7 +171,12 @@ pub(super) async fn load_plugins(
     config: &ConfigFile,
     compile: CompileWhen,
 ) -> Result<(Arc<Registry>, Arc<PluginSet>), Failure> {
-    let runtime_config = RuntimeConfig { cache_dir: dirs.cache.clone(), compile, ..RuntimeConfig::default() };
+    let runtime_config = RuntimeConfig {
+        cache_dir: dirs.cache.clone(),
+        compile,
+        secrets: dirs.secrets.clone(),
+        ..RuntimeConfig::default()
+    };
     let runtime = Arc::new(WasmRuntime::new(runtime_config).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
     let overrides = Overrides { manifests: config.manifests.clone(), policy: config.plugin_policy.clone() };

@@ -20,6 +20,7 @@ mod batch;
 mod local;
 mod remote;
 mod scaffold;
+mod secret;
 mod serve;
 mod settings;
 mod token;
@@ -109,6 +110,7 @@ pub fn main() -> ExitCode {
                 remote::list(&server, "list_hosts", "hosts", &columns).await
             }
             Command::Token(command) => token::run(command),
+            Command::Secret(command) => secret::run(command),
             Command::Openapi => {
                 let document = crate::daemon::openapi().to_pretty_json().map_err(|e| Failure::Internal(e.into()))?;
                 out!("{document}");

@@ -9,6 +9,7 @@ use crate::auth;
 use crate::engine::WorkflowLimits;
 use crate::model::Workflow;
 use crate::plugins::{Manifest, PluginPolicy, RuntimeConfig};
+use crate::secrets::{SecretBook, SecretRef};
 use crate::store::{Store, StoreSpec};
 use crate::workflow::{self};
 use anyhow::Context as _;
@@ -16,10 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where plugins come from and where their compiled forms are kept.
+/// Where plugins come from, where their compiled forms are kept, and the
+/// secrets their manifests' headers may name.
 pub(super) struct PluginDirs {
     pub(super) plugins: PathBuf,
     pub(super) cache: Option<PathBuf>,
+    pub(super) secrets: Arc<SecretBook>,
 }
 
 impl PluginArgs {
@@ -42,7 +45,9 @@ impl PluginArgs {
                 .or_else(|| file.cache_dir.clone())
                 .or_else(|| data_dir(data_dir_flag, &file).map(|d| d.join("cache"))),
         };
-        Ok((file, PluginDirs { plugins, cache }))
+        let secrets = SecretBook::new(data_dir(data_dir_flag, &file).as_deref(), file.secrets.clone())
+            .map_err(|e| Failure::Input(anyhow::anyhow!("[secrets] of the settings file: {e}")))?;
+        Ok((file, PluginDirs { plugins, cache, secrets: Arc::new(secrets) }))
     }
 }
 
@@ -70,6 +75,10 @@ pub(super) struct ConfigFile {
     pub(super) min_schedule_interval: Option<String>,
     #[serde(default)]
     pub(super) manifests: std::collections::BTreeMap<String, Manifest>,
+    /// Secrets kept outside the data directory, by reference
+    /// (docs/security.md).
+    #[serde(default)]
+    pub(super) secrets: std::collections::BTreeMap<String, SecretRef>,
     /// The most a plugin's own `NAME.toml` may grant (docs/security.md).
     #[serde(default)]
     pub(super) plugin_policy: PluginPolicy,

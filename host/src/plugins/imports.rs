@@ -108,7 +108,7 @@ fn fetch_error(error: &outbound::FetchError) -> host::FetchError {
     use outbound::FetchError as E;
     let text = error.to_string();
     match error {
-        E::Denied { .. } => host::FetchError::Denied(text),
+        E::Denied { .. } | E::Secret { .. } => host::FetchError::Denied(text),
         E::InvalidUrl { .. } | E::Scheme { .. } | E::Method { .. } => host::FetchError::InvalidRequest(text),
         E::TooLarge { .. } => host::FetchError::TooLarge(text),
         E::Failed { .. } => host::FetchError::Failed(text),

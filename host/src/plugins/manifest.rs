@@ -10,6 +10,9 @@
 //! timeout_s = 30           # longest call, whatever the task asks (default: the task's)
 //! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
 //!
+//! [headers."https://api.openai.com"]   # headers the host adds for a granted origin
+//! Authorization = "Bearer {secret:openai}"  # (see credentials; the plugin never sees the value)
+//!
 //! [config]                 # values the plugin reads with config("key")
 //! model = "llama3"         # tables and arrays arrive as JSON text
 //!
@@ -21,8 +24,11 @@
 //! The host's config file may override any of these per plugin
 //! (`[manifests.NAME]`); see [`Manifest::overlay`]. Only there may
 //! `mcp_stdio` appear: a file dropped into the plugins directory must never
-//! start a process on the host ([`Manifest::read_dropped`]).
+//! start a process on the host ([`Manifest::read_dropped`]); and a dropped
+//! file's `headers` may name only the secrets `[plugin_policy] secrets`
+//! lists.
 
+use super::credentials::{Credentials, HostHeader};
 use super::grants::{Grants, StdioServer};
 use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, HostPattern, Outbound};
 use serde::Deserialize;
@@ -73,6 +79,8 @@ pub struct PluginPolicy {
     allowed_hosts: Vec<String>,
     /// Directories the manifests' `read_dirs` must be inside.
     read_dirs: Vec<PathBuf>,
+    /// Secrets the manifests' `headers` may name.
+    secrets: Vec<String>,
     max_memory_mb: u32,
     max_timeout_s: f64,
     max_response_bytes: u64,
@@ -83,6 +91,7 @@ impl Default for PluginPolicy {
         Self {
             allowed_hosts: Vec::new(),
             read_dirs: Vec::new(),
+            secrets: Vec::new(),
             max_memory_mb: 256,
             max_timeout_s: 300.0,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES as u64,
@@ -132,6 +141,8 @@ impl PluginPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     allowed_hosts: Option<Vec<String>>,
+    /// Per origin pattern: header name and value template.
+    headers: Option<BTreeMap<String, BTreeMap<String, String>>>,
     mcp_stdio: Option<BTreeMap<String, StdioServer>>,
     read_dirs: Option<Vec<PathBuf>>,
     max_response_bytes: Option<u64>,
@@ -172,6 +183,7 @@ impl Manifest {
     /// gives replaces this one's, `[config]` keys one by one.
     pub fn overlay(mut self, over: &Manifest) -> Manifest {
         self.allowed_hosts = over.allowed_hosts.clone().or(self.allowed_hosts);
+        self.headers = over.headers.clone().or(self.headers);
         self.read_dirs = over.read_dirs.clone().or(self.read_dirs);
         if let Some(servers) = &over.mcp_stdio {
             self.mcp_stdio.get_or_insert_default().extend(servers.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -201,6 +213,19 @@ impl Manifest {
             if !policy.covers_host(&asked) {
                 let line = format!("allowed_hosts = [\"{text}\"]");
                 return beyond(format!("allowed_hosts[{i}] '{text}'"), line.clone(), line);
+            }
+        }
+        let headers = self.headers.as_ref().filter(|_| operator.headers.is_none());
+        for (pattern, values) in headers.into_iter().flatten() {
+            for (name, template) in values {
+                let Ok(template) = template.parse::<crate::secrets::Template>() else { continue }; // `grants` reports it
+                if let Some(secret) = template.names().find(|s| !policy.secrets.iter().any(|p| p == s)) {
+                    let line = format!("secrets = [\"{secret}\"]");
+                    let own = format!("[manifests.{plugin}.headers.\"{pattern}\"] {name} = \"{template}\"");
+                    return Err(format!(
+                        "headers.\"{pattern}\".{name} names secret '{secret}', which is beyond the host's plugin policy; allow it for every plugin with {line} under [plugin_policy] in the host config, or give this plugin the header there with {own}"
+                    ));
+                }
             }
         }
         let dirs = self.read_dirs.as_ref().filter(|_| operator.read_dirs.is_none());
@@ -239,7 +264,7 @@ impl Manifest {
 
     /// The grants, checked against the runtime's limits.
     pub fn grants(self, defaults: &Grants) -> Result<Grants, String> {
-        let outbound = self.outbound()?;
+        let outbound = self.outbound(&defaults.outbound)?;
         let read_dirs = self.read_dirs()?;
         let mcp_stdio = self.mcp_stdio.clone().unwrap_or_default();
         for (name, server) in &mcp_stdio {
@@ -298,7 +323,7 @@ impl Manifest {
         self.read_dirs.iter().flatten().enumerate().map(check).collect()
     }
 
-    fn outbound(&self) -> Result<Outbound, String> {
+    fn outbound(&self, defaults: &Outbound) -> Result<Outbound, String> {
         let allowed = self
             .allowed_hosts
             .iter()
@@ -313,7 +338,25 @@ impl Manifest {
             Some(n) => n as usize,
             None => DEFAULT_MAX_RESPONSE_BYTES,
         };
-        Outbound::new(allowed, max_response_bytes)
+        let headers = self.headers(&allowed)?;
+        Outbound::new(allowed, max_response_bytes, Credentials::new(headers, defaults.credentials().book().clone()))
+    }
+
+    /// The `headers` table, each origin within `allowed`.
+    fn headers(&self, allowed: &[HostPattern]) -> Result<Vec<HostHeader>, String> {
+        let mut headers = Vec::new();
+        for (text, values) in self.headers.iter().flatten() {
+            let pattern = text.parse::<HostPattern>().map_err(|e| format!("headers.\"{text}\": {e}"))?;
+            if !allowed.iter().any(|a| a.covers(&pattern)) {
+                return Err(format!("headers.\"{text}\": the plugin may not reach it; add it to allowed_hosts first"));
+            }
+            for (name, template) in values {
+                let header = HostHeader::from_manifest(pattern.clone(), name, template)
+                    .map_err(|e| format!("headers.\"{text}\": {e}"))?;
+                headers.push(header);
+            }
+        }
+        Ok(headers)
     }
 }
 
@@ -327,7 +370,7 @@ mod tests {
             memory_limit: 64 << 20,
             timeout: None,
             max_concurrency: 1000,
-            outbound: Outbound::deny_all(),
+            outbound: Outbound::deny_all(Default::default()),
             read_dirs: Vec::new(),
             mcp_stdio: BTreeMap::new(),
         }

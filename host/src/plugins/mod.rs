@@ -9,6 +9,7 @@
 
 mod bindings;
 mod cache;
+mod credentials;
 mod grants;
 mod imports;
 mod live;

@@ -15,6 +15,7 @@
 //! implementation (`plugins::imports`) converts, as wasmtime's wasi-http maps
 //! its host errors to the WIT's.
 
+use super::credentials::{Credentials, HostHeader, Scrub};
 use reqwest::Url;
 use reqwest::redirect::{Attempt, Policy};
 use std::fmt;
@@ -54,6 +55,9 @@ pub enum FetchError {
         "http-fetch denied: plugin '{plugin}' may not reach {wanted} ({granted}; grant it with allowed_hosts = [\"{wanted}\"] in {plugin}.toml)"
     )]
     Denied { plugin: String, wanted: String, granted: String },
+    /// A header the host adds cannot be made (its secret is not set).
+    #[error("http-fetch {origin}: {reason}")]
+    Secret { origin: String, reason: String },
     #[error("http-fetch {origin}: the response is larger than max_response_bytes ({cap} bytes)")]
     TooLarge { origin: String, cap: usize },
     /// Sent, and it failed on the way: `what` is `timed out`, `cannot
@@ -220,9 +224,9 @@ fn origin(url: &Url) -> String {
 #[derive(Debug, Clone)]
 pub struct Outbound {
     allowed: Arc<[HostPattern]>,
-    /// The host's own endpoints (bridges) and the bearer secret each wants;
-    /// added by the host, never seen by the plugin.
-    credentials: Arc<[(HostPattern, String)]>,
+    /// Headers the host adds (secrets, the bridges' bearer secrets), never
+    /// seen by the plugin.
+    credentials: Credentials,
     max_response_bytes: usize,
     /// None when nothing is granted: no client is built for plugins that
     /// may not reach anything.
@@ -230,25 +234,35 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Nothing granted: every request is refused.
-    pub fn deny_all() -> Self {
+    /// Nothing granted: every request is refused. `secrets` is what a
+    /// manifest's headers will read.
+    pub fn deny_all(secrets: Arc<crate::secrets::SecretBook>) -> Self {
         Self {
             allowed: Arc::new([]),
-            credentials: Arc::new([]),
+            credentials: Credentials::new(Vec::new(), secrets),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             client: None,
         }
     }
 
-    pub fn new(allowed: Vec<HostPattern>, max_response_bytes: usize) -> Result<Self, String> {
+    /// Requests to `allowed` origins, with the headers `credentials` adds.
+    pub fn new(allowed: Vec<HostPattern>, max_response_bytes: usize, credentials: Credentials) -> Result<Self, String> {
         let allowed: Arc<[HostPattern]> = allowed.into();
         let client = if allowed.is_empty() {
             None
         } else {
             let grants = allowed.clone();
+            let given = credentials.clone();
             let redirects = Policy::custom(move |attempt: Attempt| {
+                let from = attempt.previous().last().filter(|from| given.any_for(from));
                 if attempt.previous().len() > MAX_REDIRECTS {
                     attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                } else if from.is_some_and(|from| origin(from) != origin(attempt.url())) {
+                    // The client keeps custom headers (an API key) across
+                    // origins: a secret goes only where it was meant to.
+                    let denied =
+                        format!("redirect from an origin the host adds secrets for to {}", origin(attempt.url()));
+                    attempt.error(denied)
                 } else if grants.iter().any(|g| g.matches(attempt.url())) {
                     attempt.follow()
                 } else {
@@ -265,15 +279,20 @@ impl Outbound {
                 .map_err(|e| format!("cannot set up outbound HTTP: {e}"))?;
             Some(client)
         };
-        Ok(Self { allowed, credentials: Arc::new([]), max_response_bytes, client })
+        Ok(Self { allowed, credentials, max_response_bytes, client })
     }
 
     /// These grants plus the host's own `endpoints` (bridges), each with the
     /// secret to show it.
     pub fn with_endpoints(&self, endpoints: Vec<(HostPattern, String)>) -> Result<Self, String> {
         let allowed = self.allowed.iter().cloned().chain(endpoints.iter().map(|(p, _)| p.clone())).collect();
-        let credentials = self.credentials.iter().cloned().chain(endpoints).collect();
-        Ok(Self { credentials, ..Self::new(allowed, self.max_response_bytes)? })
+        let bearers = endpoints.into_iter().map(|(pattern, secret)| HostHeader::bearer(pattern, &secret)).collect();
+        Self::new(allowed, self.max_response_bytes, self.credentials.with(bearers))
+    }
+
+    /// The headers the host adds to this plugin's requests.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The granted patterns, as written.
@@ -288,9 +307,7 @@ impl Outbound {
     /// Send `request` for `plugin` if its grants allow the URL and read the
     /// whole answer; the error says what was refused or what failed.
     pub async fn fetch(&self, plugin: &str, request: Request) -> Result<Response, FetchError> {
-        let (origin, response) = self.send(plugin, request).await?;
-        let (status, headers) = head(&response);
-        let mut body = BodyStream { response, origin, read: 0, cap: self.max_response_bytes };
+        let (status, headers, mut body) = self.fetch_stream(plugin, request).await?;
         let mut whole = Vec::new();
         while let Some(chunk) = body.next().await? {
             whole.extend_from_slice(&chunk);
@@ -305,13 +322,16 @@ impl Outbound {
         plugin: &str,
         request: Request,
     ) -> Result<(u16, Vec<(String, String)>, BodyStream), FetchError> {
-        let (origin, response) = self.send(plugin, request).await?;
-        let (status, headers) = head(&response);
-        Ok((status, headers, BodyStream { response, origin, read: 0, cap: self.max_response_bytes }))
+        let (origin, response, scrub) = self.send(plugin, request).await?;
+        let (status, headers) = head(&response, &scrub);
+        let body = BodyStream { response, origin, read: 0, cap: self.max_response_bytes, scrub, held: Vec::new() };
+        Ok((status, headers, body))
     }
 
     /// Check the grants, send, and refuse bodies announced as too large.
-    async fn send(&self, plugin: &str, request: Request) -> Result<(String, reqwest::Response), FetchError> {
+    /// The answer comes with what to remove from it (the values of the
+    /// headers the host added).
+    async fn send(&self, plugin: &str, request: Request) -> Result<(String, reqwest::Response, Scrub), FetchError> {
         let url = Url::parse(&request.url)
             .map_err(|e| FetchError::InvalidUrl { url: request.url.clone(), reason: e.to_string() })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -324,16 +344,24 @@ impl Outbound {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| FetchError::Method { method: request.method.clone() })?;
         let origin = origin(&url);
-        let secret = self.credentials.iter().find(|(endpoint, _)| endpoint.matches(&url)).map(|(_, s)| s);
+        let added = self
+            .credentials
+            .for_request(&url)
+            .map_err(|e| FetchError::Secret { origin: origin.clone(), reason: e.to_string() })?;
         let mut builder = client.request(method, url);
         for (name, value) in &request.headers {
-            // The host's endpoints get the host's credential, not the plugin's.
-            if secret.is_none() || !name.eq_ignore_ascii_case("authorization") {
+            // A header the host adds replaces the plugin's of that name.
+            if !added.headers.iter().any(|(host_name, _)| host_name.as_str().eq_ignore_ascii_case(name)) {
                 builder = builder.header(name.as_str(), value.as_str());
             }
         }
-        if let Some(secret) = secret {
-            builder = builder.bearer_auth(secret);
+        for (name, value) in &added.headers {
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| FetchError::Secret {
+                origin: origin.clone(),
+                reason: format!("{name}: not a header value"),
+            })?;
+            value.set_sensitive(true);
+            builder = builder.header(name, value);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);
@@ -345,7 +373,7 @@ impl Outbound {
         if response.content_length().is_some_and(|n| n > self.max_response_bytes as u64) {
             return Err(too_large(&origin, self.max_response_bytes));
         }
-        Ok((origin, response))
+        Ok((origin, response, added.scrub))
     }
 
     fn denial(&self, plugin: &str, url: &Url) -> FetchError {
@@ -359,11 +387,14 @@ impl Outbound {
     }
 }
 
-fn head(response: &reqwest::Response) -> (u16, Vec<(String, String)>) {
+fn head(response: &reqwest::Response, scrub: &Scrub) -> (u16, Vec<(String, String)>) {
     let headers = response
         .headers()
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            let value = scrub.apply(value.as_bytes().to_vec());
+            (name.as_str().to_owned(), String::from_utf8_lossy(&value).into_owned())
+        })
         .collect();
     (response.status().as_u16(), headers)
 }
@@ -378,19 +409,37 @@ pub struct BodyStream {
     origin: String,
     read: usize,
     cap: usize,
+    /// The values to remove from the body.
+    scrub: Scrub,
+    /// The end of the pieces so far that could start a value the next
+    /// piece completes: passed on with it.
+    held: Vec<u8>,
 }
 
 impl BodyStream {
     /// The next piece, or None at the end of the body.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, FetchError> {
-        let Some(chunk) = self.response.chunk().await.map_err(|e| failure(&self.origin, &e))? else {
-            return Ok(None);
-        };
-        self.read += chunk.len();
-        if self.read > self.cap {
-            return Err(too_large(&self.origin, self.cap));
+        loop {
+            let Some(chunk) = self.response.chunk().await.map_err(|e| failure(&self.origin, &e))? else {
+                let rest = std::mem::take(&mut self.held);
+                return Ok((!rest.is_empty()).then_some(rest));
+            };
+            self.read += chunk.len();
+            if self.read > self.cap {
+                return Err(too_large(&self.origin, self.cap));
+            }
+            if self.scrub.is_empty() {
+                return Ok(Some(chunk.to_vec()));
+            }
+            let mut piece = std::mem::take(&mut self.held);
+            piece.extend_from_slice(&chunk);
+            let mut piece = self.scrub.apply(piece);
+            let hold = self.scrub.unfinished_tail(&piece);
+            self.held = piece.split_off(piece.len() - hold);
+            if !piece.is_empty() {
+                return Ok(Some(piece));
+            }
         }
-        Ok(Some(chunk.to_vec()))
     }
 }
 
@@ -458,7 +507,7 @@ mod tests {
 
     #[test]
     fn denials_name_the_plugin_the_origin_and_the_fix() {
-        let outbound = Outbound::new(vec!["http://127.0.0.1:9".parse().unwrap()], 10).unwrap();
+        let outbound = Outbound::new(vec!["http://127.0.0.1:9".parse().unwrap()], 10, Credentials::default()).unwrap();
         let url = Url::parse("https://example.com/secrets").unwrap();
         assert_eq!(
             outbound.denial("notes", &url).to_string(),

@@ -35,6 +35,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     /// When a plugin whose `describe()` answer the cache holds is compiled.
     pub compile: CompileWhen,
+    /// The secrets manifests' `headers` may name.
+    pub secrets: Arc<crate::secrets::SecretBook>,
 }
 
 /// When a plugin is compiled (or its compiled code loaded from the cache).
@@ -53,7 +55,13 @@ pub enum CompileWhen {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 1000, memory_limit: 64 * 1024 * 1024, cache_dir: None, compile: CompileWhen::OnLoad }
+        Self {
+            max_instances: 1000,
+            memory_limit: 64 * 1024 * 1024,
+            cache_dir: None,
+            compile: CompileWhen::OnLoad,
+            secrets: Arc::default(),
+        }
     }
 }
 
@@ -83,7 +91,7 @@ impl RuntimeConfig {
             memory_limit: self.memory_limit,
             timeout: None,
             max_concurrency: self.max_instances as usize,
-            outbound: Outbound::deny_all(),
+            outbound: Outbound::deny_all(self.secrets.clone()),
             read_dirs: Vec::new(),
             mcp_stdio: Default::default(),
         }
