@@ -19,7 +19,7 @@
 //!
 //! It owns no grant: whether the origin may be reached is `outbound`'s.
 
-use super::outbound::HostPattern;
+use super::origins::HostPattern;
 use crate::secrets::{Secret, SecretBook, SecretError, Template};
 use reqwest::Url;
 use reqwest::header::HeaderName;

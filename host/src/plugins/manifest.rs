@@ -30,7 +30,8 @@
 
 use super::credentials::{Credentials, HostHeader};
 use super::grants::{Grants, StdioServer};
-use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, HostPattern, Outbound};
+use super::origins::HostPattern;
+use super::outbound::{DEFAULT_MAX_RESPONSE_BYTES, Outbound};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@
 //! It does not interpret tools, resources or prompts: that is the plugin's.
 
 use super::grants::{Grants, StdioServer};
-use super::outbound::HostPattern;
+use super::origins::HostPattern;
 use crate::codes;
 use crate::locks::lock;
 use axum::extract::State;

@@ -16,6 +16,7 @@ mod live;
 mod loader;
 mod manifest;
 mod mcp_bridge;
+mod origins;
 mod outbound;
 mod output;
 mod provider;
