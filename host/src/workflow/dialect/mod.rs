@@ -71,6 +71,7 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
         .map(|task| if let Value::Object(task) = task { method_with_protocol(task) } else { None })
         .collect();
     let tasks_by_id = task_answers(tasks, &method_notes);
+    let original = batch.is_some() || method_notes.iter().any(Option::is_some);
     for ((index, task), method_note) in tasks.iter_mut().enumerate().zip(method_notes) {
         let Value::Object(task) = task else { continue };
         let label = label(task, index);
@@ -83,12 +84,15 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
         if let Some(message) = numeric_priority(task) {
             note("priority", message);
         }
+        for message in retry_fields(task) {
+            note("retry_config", message);
+        }
         for (field, message) in files::params(task, batch.is_some()) {
             note(field, message);
         }
         let key = if task.contains_key("params") { "params" } else { "parameters" };
         if let Some(params) = task.get_mut(key) {
-            for (from, to, why) in result_fields(params, &tasks_by_id) {
+            for (from, to, why) in result_fields(params, &tasks_by_id, original) {
                 note(key, format!("'{}' read as '{}' ({why})", excerpt(&from), excerpt(&to)));
             }
         }
@@ -143,6 +147,9 @@ fn label(task: &Map<String, Value>, index: usize) -> String {
 /// says).
 fn method_with_protocol(task: &mut Map<String, Value>) -> Option<String> {
     let written = task.get("method")?.as_str()?.to_owned();
+    if let Some(note) = renamed_under_protocol(task, &written) {
+        return Some(note);
+    }
     let (name, method) = written.split_once('/')?;
     let renamed = RENAMED.iter().find(|(protocol, old, _)| *protocol == name && *old == method);
     let here = renamed.map_or(method, |(_, _, new)| new);
@@ -166,6 +173,45 @@ fn method_with_protocol(task: &mut Map<String, Value>) -> Option<String> {
     task.insert("method".into(), Value::String(here.to_owned()));
     task.insert("protocol".into(), Value::String(protocol.clone()));
     Some(format!("'{written}' read as protocol '{protocol}', method '{here}' ({why})"))
+}
+
+/// `protocol: mcp/v1` with a method of the original that has another
+/// name here, written without its protocol (`ping`, `tools/list`).
+fn renamed_under_protocol(task: &mut Map<String, Value>, written: &str) -> Option<String> {
+    let protocol = task.get("protocol")?.as_str()?.to_owned();
+    let (name, _) = protocol.split_once('/')?;
+    let (_, _, here) = RENAMED.iter().find(|(p, old, new)| *p == name && *old == written && old != new)?;
+    task.insert("method".into(), Value::String((*here).to_owned()));
+    Some(format!("'{written}' read as '{here}' (the original's '{written}' of {protocol} is '{here}' here)"))
+}
+
+/// `retry_config`'s (or `retry`'s) fields of the original that have
+/// another name here: `initial_delay` is `base_delay`; `backoff_multiplier`
+/// chooses the backoff (1: fixed, more: exponential, which doubles).
+fn retry_fields(task: &mut Map<String, Value>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let key = if task.contains_key("retry_config") { "retry_config" } else { "retry" };
+    let Some(Value::Object(retry)) = task.get_mut(key) else {
+        return notes;
+    };
+    if !retry.contains_key("base_delay")
+        && let Some(delay) = retry.remove("initial_delay")
+    {
+        retry.insert("base_delay".into(), delay);
+        notes.push("'initial_delay' read as 'base_delay'".to_owned());
+    }
+    let has_backoff = retry.contains_key("backoff") || retry.contains_key("backoff_strategy");
+    if let Some(multiplier) = retry.get("backoff_multiplier").and_then(Value::as_f64).filter(|_| !has_backoff) {
+        retry.remove("backoff_multiplier");
+        let (backoff, why) = if multiplier == 1.0 {
+            ("fixed", "each wait the same".to_owned())
+        } else {
+            ("exponential", format!("each wait twice the last here, {multiplier} times in the original"))
+        };
+        retry.insert("backoff".into(), Value::String(backoff.into()));
+        notes.push(format!("'backoff_multiplier: {multiplier}' read as 'backoff: {backoff}' ({why})"));
+    }
+    notes
 }
 
 /// `wait_for_completion` at the top level: the original's client waited
@@ -196,12 +242,13 @@ fn numeric_priority(map: &mut Map<String, Value>) -> Option<String> {
 type Read = (String, String, &'static str);
 
 /// Rewrite `${task.field…}` and `${task}` in every string of `params` to
-/// name the task's result; returns each.
-fn result_fields(params: &mut Value, ids: &HashMap<String, Answer>) -> Vec<Read> {
+/// name the task's result; returns each. In a file of the `original`'s
+/// form, a reference to no task is kept as text, as the original kept it.
+fn result_fields(params: &mut Value, ids: &HashMap<String, Answer>, original: bool) -> Vec<Read> {
     let mut read = Vec::new();
     each_string(params, |text| {
         if text.contains("${")
-            && let Some(rewritten) = rewrite(text, ids, &mut read)
+            && let Some(rewritten) = rewrite(text, ids, original, &mut read)
         {
             *text = rewritten;
         }
@@ -225,7 +272,7 @@ fn each_string(value: &mut Value, mut change: impl FnMut(&mut String)) {
 
 /// `text` with each loose reference to a task of `ids` made strict, if any
 /// was; `$${` escapes are kept.
-fn rewrite(text: &str, ids: &HashMap<String, Answer>, read: &mut Vec<Read>) -> Option<String> {
+fn rewrite(text: &str, ids: &HashMap<String, Answer>, original: bool, read: &mut Vec<Read>) -> Option<String> {
     let mut out = String::with_capacity(text.len() + 8);
     let mut rest = text;
     let mut changed = false;
@@ -234,10 +281,14 @@ fn rewrite(text: &str, ids: &HashMap<String, Answer>, read: &mut Vec<Read>) -> O
         let Some(close) = rest[at..].find('}').map(|c| at + c) else { break };
         out.push_str(&rest[..at]);
         let inner = &rest[at + 2..close];
-        match (!escaped).then(|| strict(inner, ids)).flatten() {
-            Some((strict, why)) => {
-                read.push((format!("${{{inner}}}"), format!("${{{strict}}}"), why));
-                out.push_str(&format!("${{{strict}}}"));
+        match (!escaped).then(|| strict(inner, ids, original)).flatten() {
+            Some((reading, why)) => {
+                let now = match reading {
+                    Reading::Reference(strict) => format!("${{{strict}}}"),
+                    Reading::Text => format!("$${{{inner}}}"),
+                };
+                read.push((format!("${{{inner}}}"), now.clone(), why));
+                out.push_str(&now);
                 changed = true;
             }
             None => out.push_str(&rest[at..=close]),
@@ -248,38 +299,60 @@ fn rewrite(text: &str, ids: &HashMap<String, Answer>, read: &mut Vec<Read>) -> O
     changed.then_some(out)
 }
 
+/// How a loose reference is read.
+enum Reading {
+    /// As this strict reference.
+    Reference(String),
+    /// As the text it is (it names no task).
+    Text,
+}
+
 /// `task.field…` or `task` (a task of `ids`, not followed by `.result`)
 /// as `task.result.field…`; an LLM task's `response` as its `content`; a
-/// script's or tool's `result` (written in the original's form) as its
-/// `result` field.
-fn strict(inner: &str, ids: &HashMap<String, Answer>) -> Option<(String, &'static str)> {
+/// script's or tool's `result` or `response` (written in the original's
+/// form) as its `result` field; a task named with `_` for the `-` of its
+/// id by its id. In a file of the `original`'s form, a reference to no task
+/// as text.
+fn strict(inner: &str, ids: &HashMap<String, Answer>, original: bool) -> Option<(Reading, &'static str)> {
     let end = inner.find(|c: char| !is_id_char(c)).unwrap_or(inner.len());
-    let (task, tail) = inner.split_at(end);
-    let answer = ids.get(task).copied();
+    let (written, tail) = inner.split_at(end);
+    let bounded = tail.is_empty() || tail.starts_with('.') || tail.starts_with('[');
+    if !bounded || written.is_empty() || Root::RESERVED.contains(&written) {
+        return None;
+    }
+    let Some((task, answer)) = task_named(written, ids) else {
+        let why = "no task has that id; the original passed such a reference on as written";
+        return original.then_some((Reading::Text, why));
+    };
     let after = |field: &str| {
         tail.strip_prefix(field).filter(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
     };
-    if answer == Some(Answer::Text)
+    if answer == Answer::Text
         && let Some(rest) = after(".response")
     {
         let why = "fields start at the task's result; an LLM's answer is its 'content'";
-        return Some((format!("{task}.result.{LLM_TEXT}{rest}"), why));
+        return Some((Reading::Reference(format!("{task}.result.{LLM_TEXT}{rest}")), why));
     }
-    if answer == Some(Answer::Value)
-        && let Some(rest) = after(".result")
+    if answer == Answer::Value
+        && let Some(rest) = after(".result").or_else(|| after(".response"))
     {
         let why = "the original's result of a script or a tool is the value it gave, its 'result' field here";
-        return Some((format!("{task}.result.result{rest}"), why));
+        return Some((Reading::Reference(format!("{task}.result.result{rest}")), why));
     }
-    let loose = !ids.contains_key(task)
-        || Root::RESERVED.contains(&task)
-        || tail == ".result"
-        || tail.starts_with(".result.")
-        || tail.starts_with(".result[");
-    if loose || !(tail.is_empty() || tail.starts_with('.') || tail.starts_with('[')) {
-        return None;
+    if tail == ".result" || tail.starts_with(".result.") || tail.starts_with(".result[") {
+        let why = "the original's ids were task names with '_' between words; here '-'";
+        return (task != written).then(|| (Reading::Reference(format!("{task}{tail}")), why));
     }
-    Some((format!("{task}.result{tail}"), "fields start at the task's result"))
+    Some((Reading::Reference(format!("{task}.result{tail}")), "fields start at the task's result"))
+}
+
+/// The task `written` names: its id, or its id with `_` for `-`.
+fn task_named<'a>(written: &'a str, ids: &'a HashMap<String, Answer>) -> Option<(&'a str, Answer)> {
+    if let Some(answer) = ids.get(written) {
+        return Some((written, *answer));
+    }
+    let respelled = written.replace('_', "-");
+    ids.get_key_value(&respelled).map(|(id, answer)| (id.as_str(), *answer))
 }
 
 #[cfg(test)]
@@ -305,19 +378,58 @@ mod tests {
                 "task 'Write It', field 'method': 'llm/chat' read as protocol 'llm/v1', method 'chat' (the protocol was left out)",
                 "task 'Write It', field 'parameters': '${topic.content}' read as '${topic.result.content}' (fields start at the task's result)",
                 "task 'Write It', field 'parameters': '${topic}' read as '${topic.result}' (fields start at the task's result)",
+                "task 'Write It', field 'parameters': '${other.z}' read as '$${other.z}' (no task has that id; the original passed such a reference on as written)",
             ]
         );
         assert_eq!(tree["tasks"][0]["protocol"], "llm/v1");
         assert_eq!(tree["tasks"][0]["method"], "chat");
         assert_eq!(
             tree["tasks"][1]["parameters"]["prompt"],
-            "About ${topic.result.content} and ${topic.result}, not ${topic.result.x} or $${topic.y} or ${other.z}"
+            "About ${topic.result.content} and ${topic.result}, not ${topic.result.x} or $${topic.y} or $${other.z}"
         );
         assert_eq!(
             (&tree["tasks"][2]["method"], &tree["tasks"][2]["priority"]),
             (&json!("a/b/c"), &json!(7)),
             "left alone"
         );
+    }
+
+    #[test]
+    fn names_with_underscores_bare_renamed_methods_and_retry_config_are_read() {
+        let mut tree = json!({"name": "old", "tasks": [
+            {"name": "Add Numbers", "method": "mcp/tool.add", "params": {"a": 1, "b": 2}},
+            {"name": "Say", "method": "llm/chat", "retry_config": {"max_attempts": 3, "initial_delay": 2, "backoff_multiplier": 1.5},
+             "params": {"prompt": "${add_numbers.result} ${add_numbers.response} ${say.result.content}"}},
+            {"id": "ping", "protocol": "mcp/v1", "method": "ping"},
+            {"id": "tools", "protocol": "mcp/v1", "method": "tools/list"},
+        ]});
+        let notes: Vec<String> = read(&mut tree).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            tree["tasks"][1]["params"]["prompt"],
+            "${add-numbers.result.result} ${add-numbers.result.result} ${say.result.content}"
+        );
+        assert_eq!(
+            tree["tasks"][1]["retry_config"],
+            json!({"max_attempts": 3, "base_delay": 2, "backoff": "exponential"})
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("'backoff_multiplier: 1.5' read as 'backoff: exponential'")),
+            "{notes:?}"
+        );
+        assert_eq!(
+            (&tree["tasks"][2]["method"], &tree["tasks"][3]["method"]),
+            (&json!("server_info"), &json!("list_tools"))
+        );
+        assert!(notes.contains(&"task 'ping', field 'method': 'ping' read as 'server_info' (the original's 'ping' of mcp/v1 is 'server_info' here)".to_owned()), "{notes:?}");
+    }
+
+    #[test]
+    fn a_reference_to_no_task_is_an_error_in_this_hosts_own_form() {
+        let mut tree = json!({"name": "new", "tasks": [
+            {"id": "a", "protocol": "echo/v1", "method": "echo", "params": {"message": "${missing.result}"}},
+        ]});
+        assert!(read(&mut tree).is_empty());
+        assert_eq!(tree["tasks"][0]["params"]["message"], "${missing.result}", "left for validation to refuse");
     }
 
     #[test]
