@@ -412,6 +412,9 @@ fn number_bytes(n: &serde_json::Number) -> usize {
 /// JSON-RPC 2.0 error codes tasks end with: the one table's.
 pub use crate::codes;
 
+/// The longest wait a provider's `retry_after` may ask for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Why an attempt failed: a JSON-RPC 2.0 error object plus retryability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{message} (code {code})")]
@@ -431,6 +434,14 @@ pub struct TaskError {
 impl TaskError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), data: None, retryable: false, requeue: false }
+    }
+
+    /// How long the provider asked to wait before trying again: `data`'s
+    /// `retry_after` in seconds (a backend's 429 or 503 `Retry-After`),
+    /// at most [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        let seconds = self.data.as_ref()?.get("retry_after")?.as_f64()?;
+        Duration::try_from_secs_f64(seconds).ok().map(|d| d.min(MAX_RETRY_AFTER))
     }
 
     /// `who` (e.g. "plugin 'echo'") returned a result of `bytes` from

@@ -8,7 +8,7 @@
 //!
 //! Ranges: -32700 to -32600 are JSON-RPC's own; -32000 to -32009 and -32040
 //! to -32049 are how tasks end; -32010 to -32019 are the host's answers to
-//! requests; -32020 to -32029 the bundled Ollama bridge's and -32030 to
+//! requests; -32020 to -32029 the bundled LLM bridges' (Ollama, OpenAI-compatible) and -32030 to
 //! -32039 the bundled MCP bridge's. A plugin of your own may use the rest of
 //! -32000 to -32099 (JSON-RPC's server-defined range).
 
@@ -105,7 +105,7 @@ codes! {
     /// A quota or capacity is used up; try again later.
     BUSY / Busy = -32017;
 
-    // The bundled Ollama bridge (`llm/v1`).
+    // The bundled LLM bridges (`llm/v1`: Ollama, OpenAI-compatible APIs).
     /// Ollama cannot be reached, or answered 5xx: a retry may help.
     LLM_UNAVAILABLE / LlmUnavailable = -32020;
     /// Ollama does not have the model.
@@ -116,6 +116,11 @@ codes! {
     LLM_MALFORMED / LlmMalformed = -32023;
     /// The host refused the request (a host that is not granted).
     LLM_DENIED / LlmDenied = -32024;
+    /// The backend refused the credentials the host added (401, 403): the
+    /// secret is wrong or missing.
+    LLM_UNAUTHORIZED / LlmUnauthorized = -32025;
+    /// The backend's rate limit (429): retried after its `Retry-After`.
+    LLM_RATE_LIMITED / LlmRateLimited = -32026;
 
     // The bundled MCP bridge (`mcp/v1`).
     /// The tool ran and reported an error (`isError`).

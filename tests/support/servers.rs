@@ -1,4 +1,5 @@
-//! Servers the tests talk to: the Ollama test server (in this process) and
+//! Servers the tests talk to: the Ollama and OpenAI test servers (in this
+//! process) and
 //! real servers in child processes (FastMCP, server-everything), each on a
 //! free loopback port and stopped when dropped.
 
@@ -25,6 +26,23 @@ pub fn fake_ollama(options: fake_ollama::Options) -> FakeOllama {
     let (router, stats) = fake_ollama::router(options);
     runtime.spawn(async move { axum::serve(listener, router).await });
     FakeOllama { port, stats, _runtime: runtime }
+}
+
+/// The OpenAI test server (tests/fake-openai) on its own runtime.
+pub struct FakeOpenai {
+    pub port: u16,
+    pub stats: Arc<fake_openai::Stats>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// The OpenAI test server, taking API key `key`.
+pub fn fake_openai(key: &str) -> FakeOpenai {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (router, stats) = fake_openai::router(key);
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    FakeOpenai { port, stats, _runtime: runtime }
 }
 
 /// A server process listening on `port`, killed when the test ends.

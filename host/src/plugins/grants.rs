@@ -26,6 +26,9 @@ pub struct Grants {
     pub read_dirs: Vec<std::path::PathBuf>,
     /// stdio MCP servers to bridge (started when the plugin loads).
     pub mcp_stdio: BTreeMap<String, StdioServer>,
+    /// The protocol it serves under, if the operator names another than
+    /// the one it describes (two backends of `llm/v1`, say).
+    pub protocol: Option<String>,
 }
 
 /// A stdio MCP server as a manifest names it.

@@ -163,10 +163,15 @@ async fn load_described(
     let (grants, bridges) =
         super::mcp_bridge::attach(name, grants).await.map_err(|reason| fail(LoadStep::Manifest, reason))?;
     let grants = Arc::new(grants);
-    let plugin = |spec, pre: Option<ProviderPre<StoreState>>, deferred| Plugin {
+    let plugin = |mut spec: ProviderSpec, pre: Option<ProviderPre<StoreState>>, deferred| Plugin {
         name: name.into(),
         source: source.clone(),
-        spec,
+        spec: {
+            if let Some(protocol) = &grants.protocol {
+                spec.protocol = protocol.clone();
+            }
+            spec
+        },
         hash: hash.clone(),
         pre: OnceCell::new_with(pre),
         deferred: Mutex::new(deferred),
@@ -357,17 +362,19 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
     let python = embedded::BUNDLED_PYTHON
         .map(|(bytes, spec, digest)| (PYTHON_PLUGIN, (Bytes::from_static(bytes), *digest), None, Some(spec)));
     for (name, component, manifest, described) in rust.chain(python) {
-        let grants =
-            Manifest::parse(manifest.unwrap_or("")).map_err(|r| format!("its built-in manifest: {r}")).and_then(|m| {
-                let with = if overrides.contains_key(name) {
-                    format!(" with [manifests.{name}] of the host config")
-                } else {
-                    String::new()
-                };
-                m.overlay_from(overrides, name)
-                    .grants(&runtime.default_grants())
-                    .map_err(|r| format!("its grants{with}: {r}"))
-            });
+        let manifest = Manifest::parse(manifest.unwrap_or("")).map(|m| m.overlay_from(overrides, name));
+        if manifest.as_ref().is_ok_and(|m| !m.enabled()) {
+            tracing::debug!(plugin = name, "not loaded: enabled = false");
+            continue;
+        }
+        let grants = manifest.map_err(|r| format!("its built-in manifest: {r}")).and_then(|m| {
+            let with = if overrides.contains_key(name) {
+                format!(" with [manifests.{name}] of the host config")
+            } else {
+                String::new()
+            };
+            m.grants(&runtime.default_grants()).map_err(|r| format!("its grants{with}: {r}"))
+        });
         let plugin = match grants {
             Ok(grants) => load_described(runtime, name, PluginSource::Bundled, component, grants, described).await,
             Err(reason) => Err(LoadError::Plugin {

@@ -10,6 +10,9 @@
 //! timeout_s = 30           # longest call, whatever the task asks (default: the task's)
 //! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
 //!
+//! protocol = "llm-remote/v1"  # serve under this protocol instead of its own
+//! enabled = false          # bundled plugins only: not loaded (default true)
+//!
 //! [headers."https://api.openai.com"]   # headers the host adds for a granted origin
 //! Authorization = "Bearer {secret:openai}"  # (see credentials; the plugin never sees the value)
 //!
@@ -150,6 +153,8 @@ pub struct Manifest {
     memory_mb: Option<u32>,
     timeout_s: Option<f64>,
     max_concurrency: Option<u32>,
+    protocol: Option<String>,
+    enabled: Option<bool>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -168,6 +173,11 @@ impl Manifest {
     /// commands: those come only from the host's settings file.
     pub fn read_dropped(path: &Path, plugin: &str) -> Result<Self, String> {
         let manifest = Self::read(path)?;
+        if manifest.enabled.is_some() {
+            return Err(format!(
+                "enabled: only bundled plugins are switched on and off; to stop serving {plugin}, remove {plugin}.wasm"
+            ));
+        }
         match manifest.mcp_stdio.as_ref().and_then(|servers| servers.keys().next()) {
             Some(server) => Err(format!(
                 "[mcp_stdio.{server}] asks the host to run a command, and a file in the plugins directory may not; commands come only from the host's settings file: put it under [manifests.{plugin}.mcp_stdio.{server}] in gleitzeit.toml"
@@ -193,6 +203,8 @@ impl Manifest {
         self.memory_mb = over.memory_mb.or(self.memory_mb);
         self.timeout_s = over.timeout_s.or(self.timeout_s);
         self.max_concurrency = over.max_concurrency.or(self.max_concurrency);
+        self.protocol = over.protocol.clone().or(self.protocol);
+        self.enabled = over.enabled.or(self.enabled);
         self.config.extend(over.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
@@ -263,11 +275,20 @@ impl Manifest {
         }
     }
 
+    /// Whether a bundled plugin is loaded (`enabled`, default true).
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
     /// The grants, checked against the runtime's limits.
     pub fn grants(self, defaults: &Grants) -> Result<Grants, String> {
         let outbound = self.outbound(&defaults.outbound)?;
         let read_dirs = self.read_dirs()?;
         let mcp_stdio = self.mcp_stdio.clone().unwrap_or_default();
+        if let Some(bad) = self.protocol.as_deref().filter(|p| !crate::ids::is_protocol(p)) {
+            return Err(format!("protocol '{}' is not of the form name/version", crate::text::excerpt(bad)));
+        }
+        let protocol = self.protocol.clone();
         for (name, server) in &mcp_stdio {
             server.check(name)?;
         }
@@ -306,7 +327,7 @@ impl Manifest {
                 other => Ok((key, other.to_string())),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound, read_dirs, mcp_stdio })
+        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound, read_dirs, mcp_stdio, protocol })
     }
 
     /// Directories the plugin may read, each checked to exist now.
@@ -374,6 +395,7 @@ mod tests {
             outbound: Outbound::deny_all(Default::default()),
             read_dirs: Vec::new(),
             mcp_stdio: BTreeMap::new(),
+            protocol: None,
         }
     }
 

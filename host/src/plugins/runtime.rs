@@ -94,6 +94,7 @@ impl RuntimeConfig {
             outbound: Outbound::deny_all(self.secrets.clone()),
             read_dirs: Vec::new(),
             mcp_stdio: Default::default(),
+            protocol: None,
         }
     }
 }

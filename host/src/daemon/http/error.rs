@@ -84,6 +84,8 @@ pub fn status_of(code: i32) -> StatusCode {
         | Code::LlmRejected
         | Code::LlmMalformed
         | Code::LlmDenied
+        | Code::LlmUnauthorized
+        | Code::LlmRateLimited
         | Code::McpToolError
         | Code::McpUnavailable
         | Code::McpServerError

@@ -85,7 +85,10 @@ impl Scheduler {
                 self.make_ready(id, t);
             }
             Err(error) if error.retryable && state.attempts < policy.max_attempts => {
-                let delay = policy.delay_before(state.attempts, fastrand::f64());
+                // A backend that said when to come back (429 Retry-After) is
+                // not asked sooner.
+                let delay =
+                    policy.delay_before(state.attempts, fastrand::f64()).max(error.retry_after().unwrap_or_default());
                 tracing::debug!(task = %run.workflow.tasks[t].id, attempt = state.attempts, "retrying in {delay:?}: {error}");
                 state.error = Some(error);
                 state.status = TaskStatus::Pending;

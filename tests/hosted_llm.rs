@@ -1,0 +1,187 @@
+//! The bundled OpenAI-compatible `llm/v1` plugin (plugins/openai) against
+//! the test server of OpenAI's API (tests/fake-openai), with its API key
+//! kept as a secret: every method, streaming, tool calls, a 429 with
+//! Retry-After, a wrong key, a broken stream, and the key in nothing the
+//! host wrote or sent.
+
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use support::servers::fake_openai;
+
+const KEY: &str = "sk-test-0123456789-the-real-key";
+
+/// `gleitzeit secret set NAME` with `value` on stdin.
+fn set_secret(data: &Path, name: &str, value: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["secret", "set", name, "--data-dir", data.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains(value), "the value is not shown: {said}");
+}
+
+/// A settings file that turns the bundled openai plugin on as
+/// `llm-remote/v1` against the test server on `port`, its key the secret.
+fn settings(dir: &Path, data: &Path, port: u16) -> std::path::PathBuf {
+    let origin = format!("http://127.0.0.1:{port}");
+    let text = format!(
+        "data_dir = {data:?}\n\
+         [manifests.openai]\nenabled = true\nprotocol = \"llm-remote/v1\"\nallowed_hosts = [\"{origin}\"]\n\
+         [manifests.openai.headers.\"{origin}\"]\nAuthorization = \"Bearer {{secret:openai}}\"\n\
+         [manifests.openai.config]\nbase_url = \"{origin}/v1\"\nname = \"fake-openai\"\n"
+    );
+    let path = dir.join("gleitzeit.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const WORKFLOW: &str = r#"
+name: hosted
+tasks:
+  - {id: chat, protocol: llm-remote/v1, method: chat, params: {model: gpt-4o-mini, messages: [{role: user, content: "say hi"}]}}
+  - {id: plain, protocol: llm-remote/v1, method: generate, params: {prompt: "one two three", system: "be brief", stream: false}}
+  - {id: look, protocol: llm-remote/v1, method: vision, params: {prompt: "what is it", image_data: "iVBORw0KGgo="}}
+  - {id: embed, protocol: llm-remote/v1, method: embed, params: {text: ["a b", "c"]}}
+  - {id: models, protocol: llm-remote/v1, method: list_models}
+  - id: tools
+    protocol: llm-remote/v1
+    method: chat
+    params:
+      model: tool-caller
+      messages: [{role: user, content: "look it up"}]
+      tools: [{type: function, function: {name: lookup, parameters: {type: object}}}]
+  - {id: headers, protocol: llm-remote/v1, method: chat, params: {model: echo-headers, stream: false, messages: [{role: user, content: "what did I send?"}]}}
+  - {id: limited, protocol: llm-remote/v1, method: chat, retry: {max_attempts: 2, base_delay: 0.01, jitter: false},
+     params: {model: rate-limited, messages: [{role: user, content: "again"}]}}
+  - {id: broken, protocol: llm-remote/v1, method: chat, params: {model: broken-stream, messages: [{role: user, content: "a b c d"}]}}
+"#;
+
+fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("{id}: {report:#}"))
+}
+
+/// Every file under `dir` but the secrets file, as text.
+fn everything_written(dir: &Path) -> String {
+    let mut all = String::new();
+    for entry in walk(dir) {
+        if entry.file_name().is_some_and(|n| n != "secrets.toml") {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()));
+        }
+    }
+    all
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+#[test]
+fn a_hosted_backend_serves_llm_with_its_key_kept_secret() {
+    let server = fake_openai(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let file = dir.path().join("hosted.yaml");
+    std::fs::write(&file, WORKFLOW).unwrap();
+
+    let (out, report) = support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let statuses: Vec<(&str, &str)> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    let failed: Vec<&str> = statuses.iter().filter(|(_, s)| *s != "completed").map(|(id, _)| *id).collect();
+    assert_eq!(failed, ["broken"], "only the broken stream fails: {report:#}\n{stderr}");
+
+    let chat = &task(&report, "chat")["result"];
+    assert_eq!(chat["content"], "gpt-4o-mini replies to 1 message(s): say hi", "{chat:#}");
+    assert_eq!(chat["usage"], serde_json::json!({"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}));
+    assert_eq!(chat["message"]["role"], "assistant");
+    let plain = &task(&report, "plain")["result"];
+    assert_eq!(plain["content"], "gpt-4o-mini replies to 2 message(s): one two three");
+    assert_eq!(plain["tokens_used"], 13, "{plain:#}");
+    assert_eq!(
+        task(&report, "look")["result"]["content"],
+        "gpt-4o-mini replies to 1 message(s): what is it (with 1 image(s))"
+    );
+    assert_eq!(task(&report, "embed")["result"]["dimensions"], 3);
+    assert_eq!(
+        task(&report, "models")["result"]["models"],
+        serde_json::json!(["gpt-4o-mini", "text-embedding-3-small"])
+    );
+    let calls = &task(&report, "tools")["result"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "lookup", "{calls:#}");
+    assert_eq!(calls[0]["function"]["arguments"], "{\"q\": 1}");
+
+    // The backend echoed what it received: the key reached it, and the
+    // plugin (and so the result) saw only its name.
+    let echoed = task(&report, "headers")["result"]["content"].as_str().unwrap();
+    assert!(echoed.contains("authorization: Bearer [secret:openai]"), "{echoed}");
+
+    // The 429 said Retry-After: 1; the retry came no sooner.
+    let limited = task(&report, "limited");
+    assert_eq!((limited["status"].as_str(), limited["attempts"].as_u64()), (Some("completed"), Some(2)), "{limited:#}");
+    let history = limited["history"].as_array().unwrap();
+    assert_eq!(history[0]["error"]["code"], -32026, "{history:#?}");
+    let started = |call: &Value| humantime::parse_rfc3339_weak(call["started_at"].as_str().unwrap()).unwrap();
+    let gap = started(&history[1]).duration_since(started(&history[0])).unwrap();
+    assert!(gap.as_secs_f64() >= 0.95, "retried after {gap:?}, before the backend's Retry-After");
+    assert_eq!(server.stats.limited.load(Ordering::SeqCst), 1);
+
+    let broken = task(&report, "broken");
+    assert_eq!(broken["status"], "failed");
+    assert!(
+        broken["error"]["message"].as_str().unwrap().contains("fake-openai's stream ended without [DONE]"),
+        "{broken:#}"
+    );
+
+    // A wrong key: the error says so, without the key.
+    let wrong = "sk-wrong-key-abcdefghijkl";
+    set_secret(&data, "openai", wrong);
+    let one = dir.path().join("one.yaml");
+    std::fs::write(&one, "name: one\ntasks:\n  - {id: chat, protocol: llm-remote/v1, method: chat, params: {messages: [{role: user, content: hi}]}}\n").unwrap();
+    let (refused_out, refused) = support::run_json(&[one.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let error = &task(&refused, "chat")["error"];
+    assert_eq!(error["code"], -32025, "{refused:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("refused the credentials (401") && message.contains("gleitzeit secret list"), "{message}");
+
+    // Neither key is in anything the host printed or wrote.
+    let printed = [&out, &refused_out]
+        .iter()
+        .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        .collect::<String>();
+    let written = everything_written(dir.path());
+    for key in [KEY, wrong] {
+        assert!(!printed.contains(key), "a key was printed");
+        assert!(!written.contains(key), "a key was written outside secrets.toml");
+    }
+    let listed = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["secret", "list", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.starts_with("openai\t") && !listed.contains(wrong), "{listed}");
+}
