@@ -34,15 +34,16 @@ fn set_secret(data: &Path, name: &str, value: &str) {
     assert!(!said.contains(value), "the value is not shown: {said}");
 }
 
-/// A settings file that turns the bundled openai plugin on as
-/// `llm-remote/v1` against the test server on `port`, its key the secret.
+/// docs/llm-and-mcp.md's settings for a hosted backend, as written, with
+/// the test server on `port` for api.openai.com, and `data` as the data
+/// directory.
 fn settings(dir: &Path, data: &Path, port: u16) -> std::path::PathBuf {
-    let origin = format!("http://127.0.0.1:{port}");
+    let doc = std::fs::read_to_string(support::root().join("docs/llm-and-mcp.md")).unwrap();
+    let section = doc.split("## Hosted models").nth(1).unwrap();
+    let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
     let text = format!(
-        "data_dir = {data:?}\n\
-         [manifests.openai]\nenabled = true\nprotocol = \"llm-remote/v1\"\nallowed_hosts = [\"{origin}\"]\n\
-         [manifests.openai.headers.\"{origin}\"]\nAuthorization = \"Bearer {{secret:openai}}\"\n\
-         [manifests.openai.config]\nbase_url = \"{origin}/v1\"\nname = \"fake-openai\"\n"
+        "data_dir = {data:?}\n{}",
+        block.replace("https://api.openai.com", &format!("http://127.0.0.1:{port}"))
     );
     let path = dir.join("gleitzeit.toml");
     std::fs::write(&path, text).unwrap();
@@ -153,7 +154,7 @@ fn a_hosted_backend_serves_llm_with_its_key_kept_secret() {
     let broken = task(&report, "broken");
     assert_eq!(broken["status"], "failed");
     assert!(
-        broken["error"]["message"].as_str().unwrap().contains("fake-openai's stream ended without [DONE]"),
+        broken["error"]["message"].as_str().unwrap().contains("openai's stream ended without [DONE]"),
         "{broken:#}"
     );
 

@@ -194,7 +194,13 @@ impl Manifest {
     /// gives replaces this one's, `[config]` keys one by one.
     pub fn overlay(mut self, over: &Manifest) -> Manifest {
         self.allowed_hosts = over.allowed_hosts.clone().or(self.allowed_hosts);
-        self.headers = over.headers.clone().or(self.headers);
+        // Headers belong to the hosts they were written for: an override
+        // that names other hosts names their headers too.
+        self.headers = match (&over.headers, &over.allowed_hosts) {
+            (Some(headers), _) => Some(headers.clone()),
+            (None, Some(_)) => None,
+            (None, None) => self.headers,
+        };
         self.read_dirs = over.read_dirs.clone().or(self.read_dirs);
         if let Some(servers) = &over.mcp_stdio {
             self.mcp_stdio.get_or_insert_default().extend(servers.iter().map(|(k, v)| (k.clone(), v.clone())));

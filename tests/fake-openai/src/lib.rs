@@ -10,8 +10,8 @@
 //! deterministic: a chat answers "MODEL replies to N message(s): LAST", one
 //! word per streamed chunk, with usage counted in words. Model names are
 //! test hooks: `echo-headers` answers the request's headers, `rate-limited`
-//! answers 429 with `Retry-After: 1` to every other request (the first, the
-//! third, …), `broken-stream` stops its stream without `[DONE]`,
+//! answers 429 with `Retry-After: 1` to every other request for it (the
+//! first, the third, …), `broken-stream` stops its stream without `[DONE]`,
 //! `tool-caller` calls the first tool it is given.
 //!
 //! It is test support, never part of the product.
@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: AtomicUsize,
+    /// Requests for the model `rate-limited`.
+    pub rate_limited_asked: AtomicUsize,
     /// Answers of 429.
     pub limited: AtomicUsize,
 }
@@ -90,7 +92,7 @@ fn words(text: &str) -> u64 {
 }
 
 async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, body: String) -> Response {
-    let n = server.stats.requests.fetch_add(1, Ordering::SeqCst);
+    server.stats.requests.fetch_add(1, Ordering::SeqCst);
     if let Some(refusal) = refused(&server, &headers) {
         return refusal;
     }
@@ -105,7 +107,7 @@ async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, body: Strin
     let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "'messages' is a required property");
     };
-    if model == "rate-limited" && n % 2 == 0 {
+    if model == "rate-limited" && server.stats.rate_limited_asked.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
         server.stats.limited.fetch_add(1, Ordering::SeqCst);
         let mut limited = error(StatusCode::TOO_MANY_REQUESTS, "requests", "Rate limit reached for requests");
         limited.headers_mut().insert("retry-after", "1".parse().unwrap_or_else(|_| unreachable!()));
