@@ -54,6 +54,7 @@ fn the_seeds_research_workflow_runs_in_yaml_and_json() {
         assert_eq!(topic["model"], "llama3");
         assert_eq!(topic["done_reason"], "stop");
         assert_eq!(topic["tokens_used"], 5 + 7, "prompt plus generated tokens: {topic}");
+        assert_eq!(topic["usage"], json!({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}), "{topic}");
         assert!(topic["total_duration"].as_u64().is_some() && topic["eval_count"] == 7, "{topic}");
         let article = &task(&report, "write-article")["result"];
         assert_eq!(

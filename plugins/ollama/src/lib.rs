@@ -3,7 +3,8 @@
 //! Methods and params follow the original Gleitzeit provider: `generate`,
 //! `chat`, `vision`, `embed`, `list_models`. Results keep its keys
 //! (`content`, `model`, `tokens_used`; `embedding`/`embeddings`,
-//! `dimensions`) plus Ollama's own counts and timings. Generations stream:
+//! `dimensions`) plus `usage` (as the OpenAI-compatible bridge reports it)
+//! and Ollama's own counts and timings. Generations stream:
 //! each piece of text goes to the task's subscribers through `progress` while
 //! the answer is written, and the result holds the whole text.
 //!
@@ -224,10 +225,13 @@ fn set_optional(body: &mut Value, key: &str, value: Option<Value>) {
 /// Ollama's counts and timings (nanoseconds).
 fn completion(model: &str, content: String, last: &Value) -> Value {
     let count = |key: &str| last[key].as_u64().unwrap_or(0);
+    let (prompt, completion) = (count("prompt_eval_count"), count("eval_count"));
     json!({
         "content": content,
         "model": last["model"].as_str().unwrap_or(model),
-        "tokens_used": count("prompt_eval_count") + count("eval_count"),
+        "tokens_used": prompt + completion,
+        // The OpenAI-compatible bridge's names, so usage reads the same on both.
+        "usage": { "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion },
         "done_reason": last["done_reason"],
         "prompt_eval_count": last["prompt_eval_count"],
         "eval_count": last["eval_count"],
