@@ -30,7 +30,7 @@ LAYERS: dict[str, list[list[str]]] = {
     "": [
         ["clock", "codes", "ids", "locks", "metrics", "private_files", "schema", "text"],  # leaves
         ["cadence", "listing", "model", "report"],  # data
-        ["auth", "files", "queue", "registry", "resolver", "schedule", "secrets", "workflow"],  # rules
+        ["auth", "files", "queue", "rate", "registry", "resolver", "schedule", "secrets", "workflow"],  # rules
         ["store"],
         ["engine", "plugins"],
         ["client", "daemon"],

@@ -186,3 +186,39 @@ fn a_hosted_backend_serves_llm_with_its_key_kept_secret() {
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.starts_with("openai\t") && !listed.contains(wrong), "{listed}");
 }
+
+/// A backend that answers 429 past 3 chat completions a second: the
+/// host's `rate_limit` (90 a minute, one every 667 ms) keeps a batch
+/// under it, every task completing at its first attempt; without it the
+/// same batch is refused.
+#[test]
+fn a_rate_limit_keeps_a_batch_within_the_backends_limit() {
+    let limit = fake_openai::Options { limit: Some((3, std::time::Duration::from_secs(1))) };
+    let server = support::servers::fake_openai_with(KEY, limit);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let batch = dir.path().join("batch.yaml");
+    std::fs::write(
+        &batch,
+        "name: batch\ntasks:\n  - {id: ask, protocol: llm-remote/v1, method: chat, for_each: [1, 2, 3, 4, 5, 6, 7, 8], params: {stream: false, messages: [{role: user, content: \"item ${item}\"}]}}\n",
+    )
+    .unwrap();
+    let run = || support::run_json(&[batch.to_str().unwrap(), "--config", config.to_str().unwrap()]).1;
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_limit = text.replace("enabled = true\n", "enabled = true\nrate_limit = { requests_per_minute = 90 }\n");
+    std::fs::write(&config, with_limit).unwrap();
+    let limited = run();
+    assert_eq!(limited["status"], "completed", "{limited:#}");
+    assert_eq!(server.stats.limited.load(Ordering::SeqCst), 0, "no 429 within the limit");
+    let items: Vec<&Value> = limited["tasks"].as_array().unwrap().iter().filter(|t| t["parent"] == "ask").collect();
+    assert_eq!(items.len(), 8);
+    assert!(items.iter().all(|t| t["attempts"] == 1), "waiting is not an attempt: {limited:#}");
+
+    std::fs::write(&config, text).unwrap();
+    let unlimited = run();
+    assert_eq!(unlimited["status"], "failed", "the backend refuses a burst: {unlimited:#}");
+    assert!(server.stats.limited.load(Ordering::SeqCst) > 0);
+}

@@ -9,7 +9,7 @@ mod support;
 
 use gleitzeit::listing::ListQuery;
 use gleitzeit::model::{TaskStatus, Workflow, WorkflowStatus};
-use gleitzeit::report::{Attempt, RunReport, TaskReport};
+use gleitzeit::report::{Attempt, RunReport, TaskReport, Usage};
 use gleitzeit::schedule::Schedule;
 use gleitzeit::store::redis::RedisStore;
 use gleitzeit::store::sqlite::SqliteStore;
@@ -54,6 +54,13 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
                 started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
                 duration_ms: Some(2.5),
                 error: None,
+                // Usage is kept with each call, by every store.
+                usage: Some(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: attempt.into(),
+                    total_tokens: 3 + u64::from(attempt),
+                }),
+                model: Some("llama3.2".into()),
             })
             .collect(),
         items: None,
@@ -84,6 +91,8 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         parent: None,
         item: None,
         items: None,
+        usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }),
+        waiting_for: None,
     };
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);
@@ -146,6 +155,8 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     let recorded = task("w1", "a", TaskStatus::Completed, 1);
     assert_eq!((&w1_report.tasks[0].params, &w1_report.tasks[0].history), (&recorded.params, &recorded.history));
     assert_eq!(w1_report.summary.completed, 1);
+    let usage = Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 });
+    assert_eq!((w1_report.tasks[0].usage, w1_report.usage), (usage, usage), "tokens kept with the report");
     assert!(store.report("w2").unwrap().is_none(), "no report before it finishes");
     assert!(store.report("nope").unwrap().is_none());
     assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");

@@ -34,6 +34,7 @@ pub mod model;
 pub mod plugins;
 pub mod private_files;
 pub mod queue;
+pub mod rate;
 pub mod registry;
 pub mod report;
 pub mod resolver;

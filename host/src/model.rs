@@ -143,7 +143,25 @@ pub struct Task {
     /// One file the task reads as its item (see [`FileRef`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileRef>,
+    /// At most so many tasks with its key run at once (see [`Concurrency`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
+
+/// `concurrency: {key: "${inputs.customer}", max: 2}`: at most `max`
+/// calls of tasks whose `key` (after `${…}` substitution) is the same run
+/// at once, across workflows; the others wait in the queue. On a
+/// `for_each` task it holds for each item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Concurrency {
+    pub key: String,
+    pub max: u32,
+}
+
+/// The most `concurrency.max` may be.
+pub const MAX_KEY_CONCURRENCY: u32 = 100_000;
+/// The longest key, as written and as resolved.
+pub const MAX_KEY_CHARS: usize = 256;
 
 /// `file: {path, dir}`: the task's params see this file as `${item}`
 /// (`${item.text}`, `${item.base64}`, `${item.path}`, `${item.name}`), read

@@ -2,19 +2,22 @@
 //! [`Provider`] interface every kind of provider (WASM plugin, later remote
 //! Socket.IO peer) implements.
 //!
-//! It routes; it does not run, queue or retry anything. Providers can be added
+//! It routes, within each provider's and protocol's rate limits (see
+//! `rate`); it does not run, queue or retry anything. Providers can be added
 //! and removed while tasks run (hot reload, remote peers), so lookups hand out
 //! `Arc`s and never hold the lock across a call.
 
+use crate::locks::lock;
 use crate::model::{ProviderSpec, TaskError};
+use crate::rate::{Limited, Limiter, RateLimit};
 use crate::schema::ParamsSchema;
 use crate::workflow::Catalog;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Receives a call's partial output (LLM tokens, steps), for subscribers.
@@ -69,6 +72,10 @@ pub trait Provider: Send + Sync {
     fn load(&self) -> Load {
         Load { capacity: None, in_flight: 0 }
     }
+    /// The calls and tokens per minute it may use (its manifest's).
+    fn rate_limit(&self) -> RateLimit {
+        RateLimit::default()
+    }
     /// Calls it can take now; `None` for no limit.
     fn free_slots(&self) -> Option<usize> {
         let load = self.load();
@@ -117,6 +124,12 @@ pub enum Selection {
     Busy,
     /// No provider serves the protocol.
     Missing,
+    /// A provider would be free but for a rate limit: none may start a
+    /// call before `until`.
+    Limited {
+        until: Instant,
+        why: String,
+    },
 }
 
 #[derive(Default)]
@@ -129,6 +142,12 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     protocols: RwLock<BTreeMap<String, Entry>>,
+    /// Each protocol's limits that the host config sets, shared by all its
+    /// providers.
+    protocol_limits: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// Each provider's limiter, by id: its own limits and its backend's
+    /// pauses (kept while it serves, and across a reload).
+    limiters: Mutex<HashMap<Arc<str>, Arc<Limiter>>>,
 }
 
 impl Registry {
@@ -136,9 +155,49 @@ impl Registry {
         Self::default()
     }
 
+    /// Limit all calls of `protocol` to `limit` (the host config's).
+    pub fn limit_protocol(&self, protocol: &str, limit: RateLimit) {
+        lock(&self.protocol_limits).insert(protocol.to_owned(), Arc::new(Limiter::new(limit)));
+    }
+
+    /// The limiter of the provider `id`, made from `limit` if it is new or
+    /// its limits changed.
+    fn limiter_of(&self, id: &Arc<str>, limit: RateLimit) -> Arc<Limiter> {
+        let mut limiters = lock(&self.limiters);
+        match limiters.get(id) {
+            Some(limiter) if limiter.limit() == limit => limiter.clone(),
+            _ => {
+                let limiter = Arc::new(Limiter::new(limit));
+                limiters.insert(id.clone(), limiter.clone());
+                limiter
+            }
+        }
+    }
+
+    /// A call of provider `id` ended, having used `tokens` (its result's
+    /// usage) and asked for a pause until `pause` (a 429's Retry-After).
+    pub fn call_ended(&self, protocol: &str, id: &str, tokens: u64, pause: Option<Instant>) {
+        let now = Instant::now();
+        if let Some(limiter) = lock(&self.protocol_limits).get(protocol) {
+            limiter.spend(tokens, now);
+        }
+        if let Some(limiter) = lock(&self.limiters).get(id) {
+            limiter.spend(tokens, now);
+            if let Some(until) = pause {
+                limiter.pause(until);
+            }
+        }
+    }
+
+    /// Whether any provider serves `protocol`.
+    pub fn serves(&self, protocol: &str) -> bool {
+        self.read().get(protocol).is_some_and(|e| !e.providers.is_empty())
+    }
+
     /// Add a provider; it serves alongside others of the same protocol.
     /// A provider with the same id replaces the old one.
     pub fn register(&self, provider: Arc<dyn Provider>) {
+        self.limiter_of(provider.id(), provider.rate_limit());
         let mut protocols = self.write();
         let entry = protocols.entry(provider.spec().protocol.clone()).or_default();
         entry.providers.retain(|p| p.id() != provider.id());
@@ -148,6 +207,7 @@ impl Registry {
     /// Register `provider` in place of any provider with its id, in one step
     /// (its protocol may differ from the old one's).
     pub fn replace(&self, provider: Arc<dyn Provider>) {
+        self.limiter_of(provider.id(), provider.rate_limit());
         let mut protocols = self.write();
         protocols.retain(|_, entry| {
             entry.providers.retain(|p| p.id() != provider.id());
@@ -169,9 +229,11 @@ impl Registry {
         removed
     }
 
-    /// The provider of `protocol` with the most free slots, rotating among
-    /// equals; this host's own first, the other hosts' of a cluster
-    /// ([`ProviderKind::Cluster`]) only when none of its own is free.
+    /// The provider of `protocol` with the most free slots that its rate
+    /// limits let start a call now (which the call then counts against),
+    /// rotating among equals; this host's own first, the other hosts' of a
+    /// cluster ([`ProviderKind::Cluster`]) only when none of its own is
+    /// free or limited.
     pub fn select(&self, protocol: &str) -> Selection {
         self.choose(protocol, true)
     }
@@ -187,9 +249,13 @@ impl Registry {
         let Some(entry) = protocols.get(protocol).filter(|e| !e.providers.is_empty()) else {
             return Selection::Missing;
         };
+        let now = Instant::now();
+        let of_protocol = lock(&self.protocol_limits).get(protocol).cloned();
+        let protocol_wait = of_protocol.as_ref().and_then(|l| l.wait(now)).map(|(until, why)| (until, why, protocol));
         let n = entry.providers.len();
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, &Arc<dyn Provider>)> = None;
+        let mut best: Option<(usize, &Arc<dyn Provider>, Arc<Limiter>)> = None;
+        let mut limited: Option<(Instant, Limited, &str)> = None;
         let (mut own, mut elsewhere) = (false, None);
         for i in 0..n {
             let provider = &entry.providers[(start + i) % n];
@@ -199,14 +265,28 @@ impl Registry {
             }
             own = true;
             let free = provider.free_slots().unwrap_or(usize::MAX);
-            if free > 0 && best.is_none_or(|(most, _)| free > most) {
-                best = Some((free, provider));
+            if free == 0 || best.as_ref().is_some_and(|(most, _, _)| free <= *most) {
+                continue;
+            }
+            let limiter = self.limiter_of(provider.id(), provider.rate_limit());
+            let wait = protocol_wait.or_else(|| limiter.wait(now).map(|(until, why)| (until, why, &**provider.id())));
+            match wait {
+                Some(wait) => limited = Some(limited.map_or(wait, |was| if wait.0 < was.0 { wait } else { was })),
+                None => best = Some((free, provider, limiter)),
             }
         }
-        match (best, elsewhere.filter(|_| elsewhere_too)) {
-            (Some((_, provider)), _) | (None, Some(provider)) => Selection::Provider(provider.clone()),
-            (None, None) if own => Selection::Busy,
-            (None, None) => Selection::Missing,
+        match (best, limited, elsewhere.filter(|_| elsewhere_too)) {
+            (Some((_, provider, limiter)), _, _) => {
+                of_protocol.inspect(|l| l.take(now));
+                limiter.take(now);
+                Selection::Provider(provider.clone())
+            }
+            (None, Some((until, why, whose)), _) => {
+                Selection::Limited { until, why: format!("rate limit of {whose}: {why}") }
+            }
+            (None, None, Some(provider)) => Selection::Provider(provider.clone()),
+            (None, None, None) if own => Selection::Busy,
+            (None, None, None) => Selection::Missing,
         }
     }
 

@@ -55,6 +55,14 @@ pub struct TaskReport {
     /// tasks follow it in the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<usize>,
+    /// Tokens its calls used, as the backends reported them (a `for_each`
+    /// task: its items'); none if no call reported any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why a queued task is held back, e.g. "rate limit of wasm:openai:
+    /// 300 requests per minute".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// The mark of a report whose tasks' outcomes are kept in their records.
@@ -94,6 +102,53 @@ pub struct Attempt {
     pub duration_ms: Option<f64>,
     /// Why the call failed (null if it succeeded or still runs).
     pub error: Option<TaskError>,
+    /// Tokens it used, if its result reported them ([`Usage::of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The model its result names, with its usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Tokens used, as LLM backends report them: the names the
+/// OpenAI-compatible API gives and both bundled `llm/v1` bridges put in
+/// their results' `usage`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// The longest model name kept with a call (a label of `/metrics`).
+const MAX_MODEL_CHARS: usize = 128;
+
+impl Usage {
+    /// The usage `result` reports in its `usage`, with the `model` it names.
+    pub fn of(result: &Value) -> Option<(Self, Option<String>)> {
+        let usage = result.get("usage")?;
+        let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+        let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        let (prompt, completion) = (prompt.unwrap_or(0), completion.unwrap_or(0));
+        let total = count("total_tokens").unwrap_or(prompt.saturating_add(completion));
+        let model = result.get("model").and_then(Value::as_str).map(|m| m.chars().take(MAX_MODEL_CHARS).collect());
+        Some((Self { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total }, model))
+    }
+
+    /// The sum of `all`, or None if there is nothing to sum.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Usage>) -> Option<Usage> {
+        all.into_iter().fold(None, |sum, u| {
+            let sum = sum.unwrap_or_default();
+            Some(Usage {
+                prompt_tokens: sum.prompt_tokens.saturating_add(u.prompt_tokens),
+                completion_tokens: sum.completion_tokens.saturating_add(u.completion_tokens),
+                total_tokens: sum.total_tokens.saturating_add(u.total_tokens),
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -129,6 +184,9 @@ pub struct RunReport {
     /// top-level `error` is a refusal in the protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Tokens all its calls used, as the backends reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// Whether every task completed, was skipped by a false condition, or
@@ -150,8 +208,10 @@ impl RunReport {
         name: String,
         started_at: SystemTime,
         took: Duration,
-        tasks: Vec<TaskReport>,
+        mut tasks: Vec<TaskReport>,
     ) -> Self {
+        let usage = Usage::sum(tasks.iter().filter(|t| t.items.is_none()).filter_map(|t| t.usage.as_ref()));
+        sum_items_usage(&mut tasks);
         let mut summary = Summary { total: tasks.len(), ..Summary::default() };
         for t in &tasks {
             match t.status {
@@ -178,6 +238,7 @@ impl RunReport {
             tasks,
             owner: None,
             failure: None,
+            usage,
         }
     }
 
@@ -235,10 +296,29 @@ impl RunReport {
             "workflow '{}' ({}) {status} in {:.1} ms: {} tasks, {} completed, {} failed, {} skipped, {} cancelled",
             self.name, self.workflow_id, self.duration_ms, s.total, s.completed, s.failed, s.skipped, s.cancelled
         );
+        if let Some(usage) = &self.usage {
+            let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+            let _ = write!(out, "; {} tokens ({prompt} prompt, {completion} completion)", usage.total_tokens);
+        }
         if let Some(failure) = &self.failure {
             let _ = write!(out, "\n{failure}");
         }
         out
+    }
+}
+
+/// Each `for_each` task's usage: the sum of its items'.
+fn sum_items_usage(tasks: &mut [TaskReport]) {
+    let mut by_parent: std::collections::HashMap<String, Vec<Usage>> = std::collections::HashMap::new();
+    for t in tasks.iter() {
+        if let (Some(parent), Some(usage)) = (&t.parent, t.usage) {
+            by_parent.entry(parent.clone()).or_default().push(usage);
+        }
+    }
+    for t in tasks.iter_mut().filter(|t| t.items.is_some()) {
+        if let Some(items) = by_parent.get(&t.id) {
+            t.usage = Usage::sum(items);
+        }
     }
 }
 
@@ -307,6 +387,8 @@ mod tests {
             parent: None,
             item: None,
             items: None,
+            usage: None,
+            waiting_for: None,
         }
     }
 

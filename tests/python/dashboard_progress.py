@@ -44,6 +44,9 @@ def main():
         wait.until(lambda d: "llama3 answers:" in d.execute_script(
             "return document.querySelector('[data-test=task-result]')?.textContent ?? ''"))
         assert shown(driver).startswith(partial), (partial, shown(driver))
+        # The tokens the answer used, as the backend reported them.
+        wait.until(lambda d: " tokens (" in d.execute_script(
+            "return document.querySelector('[data-test=task-tokens]')?.textContent ?? ''"))
         print("ok")
     finally:
         driver.quit()

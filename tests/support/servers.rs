@@ -37,10 +37,15 @@ pub struct FakeOpenai {
 
 /// The OpenAI test server, taking API key `key`.
 pub fn fake_openai(key: &str) -> FakeOpenai {
+    fake_openai_with(key, fake_openai::Options::default())
+}
+
+/// The OpenAI test server with `options` (a rate limit of its own).
+pub fn fake_openai_with(key: &str, options: fake_openai::Options) -> FakeOpenai {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (router, stats) = fake_openai::router(key);
+    let (router, stats) = fake_openai::router_with(key, options);
     runtime.spawn(async move { axum::serve(listener, router).await });
     FakeOpenai { port, stats, _runtime: runtime }
 }

@@ -28,7 +28,17 @@ interface Task {
   duration_ms: number | null;
   error: { code: number; message: string } | null;
   dependencies?: string[];
+  usage?: Usage;
 }
+
+/** Tokens used, as the backends reported them. */
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+const tokens = (u?: Usage) => u ? `${u.total_tokens} tokens (${u.prompt_tokens} prompt, ${u.completion_tokens} completion)` : "–";
 
 interface Call {
   attempt: number;
@@ -36,6 +46,8 @@ interface Call {
   started_at: string;
   duration_ms: number | null;
   error: { code: number; message: string } | null;
+  usage?: Usage;
+  model?: string;
 }
 
 /** A task in full, as `/tasks/{task}` has it. */
@@ -53,6 +65,7 @@ interface Report {
   summary: Record<string, number>;
   tasks: Task[];
   owner?: string;
+  usage?: Usage;
 }
 
 export function workflowView(root: HTMLElement, id: string, signal: AbortSignal): void {
@@ -86,7 +99,8 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     const cancel = report.status === "running"
       ? h("button", { "data-test": "cancel", onclick: async () => { await post(`/api/v1/workflows/${id}/cancel`, "{}"); } }, "cancel")
       : null;
-    clear(head, h("h2", {}, report.name), badge(report.status), h("span", { class: "muted" }, ` ${report.workflow_id} · ${duration(report.duration_ms)}`), cancel);
+    clear(head, h("h2", {}, report.name), badge(report.status), h("span", { class: "muted" }, ` ${report.workflow_id} · ${duration(report.duration_ms)}`),
+      report.usage ? h("span", { class: "muted", "data-test": "workflow-tokens" }, ` · ${tokens(report.usage)}`) : null, cancel);
     const byStatus = new Map<string, number>();
     for (const t of tasks) byStatus.set(t.status, (byStatus.get(t.status) ?? 0) + 1);
     clear(counts, ...[...byStatus.entries()].map(([s, n]) => h("span", { class: `count status-${s}`, "data-status": s }, `${s} ${n}`)));
@@ -141,10 +155,11 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
   };
 
   const calls = (history: Call[]) => h("table", { class: "calls", "data-test": "task-calls" },
-    h("thead", {}, h("tr", {}, ...["#", "provider", "started", "took", "error"].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ...["#", "provider", "started", "took", "tokens", "error"].map((c) => h("th", {}, c)))),
     h("tbody", {}, ...history.map((c) => h("tr", {},
       h("td", {}, c.attempt), h("td", { "data-test": "call-provider" }, c.provider), h("td", {}, time(c.started_at)),
-      h("td", {}, duration(c.duration_ms)), h("td", { class: "error" }, c.error?.message ?? "")))));
+      h("td", {}, duration(c.duration_ms)), h("td", {}, c.usage ? `${c.usage.total_tokens}${c.model ? ` ${c.model}` : ""}` : ""),
+      h("td", { class: "error" }, c.error?.message ?? "")))));
 
   const renderDetail = async (taskId: string) => {
     const t = tasks[index.get(taskId) ?? -1];
@@ -152,6 +167,7 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     const params = h("pre", { "data-test": "task-params" }, "…");
     const history = h("div", {}, "…");
     const result = h("pre", { "data-test": "task-result" }, t.status === "completed" ? "…" : "–");
+    const usage = h("dd", { "data-test": "task-tokens" }, tokens(t.usage));
     const shownProgress = progress.get(taskId);
     clear(detail,
       h("h3", {}, t.name), badge(t.status),
@@ -161,7 +177,8 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
         h("dt", {}, "started"), h("dd", {}, time(t.started_at)),
         h("dt", {}, "finished"), h("dd", {}, time(t.finished_at)),
         h("dt", {}, "queued"), h("dd", {}, duration(t.queued_ms)),
-        h("dt", {}, "took"), h("dd", {}, duration(t.duration_ms))),
+        h("dt", {}, "took"), h("dd", {}, duration(t.duration_ms)),
+        h("dt", {}, "tokens"), usage),
       t.error ? h("div", {}, h("h4", {}, "error"), h("pre", { class: "error", "data-test": "task-error" }, json(t.error))) : null,
       shownProgress ? h("div", {}, h("h4", {}, "progress"), h("pre", { "data-test": "task-progress" }, shownProgress)) : null,
       h("h4", {}, "params"), params,
@@ -171,6 +188,7 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     params.textContent = full.params === undefined ? "– (not called yet)" : json(full.params);
     clear(history, full.history?.length ? calls(full.history) : "–");
     if (full.status === "completed") result.textContent = json(full.result);
+    usage.textContent = tokens(full.usage);
   };
   const select = (taskId: string) => {
     selected = taskId;

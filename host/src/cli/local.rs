@@ -179,6 +179,9 @@ pub(super) async fn load_plugins(
     };
     let runtime = Arc::new(WasmRuntime::new(runtime_config).map_err(|e| Failure::Internal(e.into()))?);
     let registry = Arc::new(Registry::new());
+    for (protocol, limit) in &config.rate_limits {
+        registry.limit_protocol(protocol, *limit);
+    }
     let overrides = Overrides { manifests: config.manifests.clone(), policy: config.plugin_policy.clone() };
     let (plugins, problems) = PluginSet::load(runtime, registry.clone(), &dirs.plugins, overrides)
         .await

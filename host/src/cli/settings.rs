@@ -75,6 +75,10 @@ pub(super) struct ConfigFile {
     pub(super) min_schedule_interval: Option<String>,
     #[serde(default)]
     pub(super) manifests: std::collections::BTreeMap<String, Manifest>,
+    /// Rate limits of protocols, shared by all their providers
+    /// (`[rate_limits."llm/v1"] requests_per_minute = 300`).
+    #[serde(default)]
+    pub(super) rate_limits: std::collections::BTreeMap<String, crate::rate::RateLimit>,
     /// Secrets kept outside the data directory, by reference
     /// (docs/security.md).
     #[serde(default)]
@@ -116,6 +120,15 @@ impl ConfigFile {
                 .map_err(|reason| format!("[manifests.{name}]: {reason}"))?;
         }
         self.plugin_policy.check().map_err(|reason| format!("[plugin_policy]: {reason}"))?;
+        for (protocol, limit) in &self.rate_limits {
+            if !crate::ids::is_protocol(protocol) {
+                return Err(format!(
+                    "[rate_limits.\"{}\"]: not a protocol (name/version)",
+                    crate::text::excerpt(protocol)
+                ));
+            }
+            limit.check().map_err(|reason| format!("[rate_limits.\"{protocol}\"]: {reason}"))?;
+        }
         self.auth.check().map_err(|reason| format!("[auth] {reason}"))
     }
 }

@@ -10,7 +10,7 @@ use super::budget::{Held, WorkflowLimits};
 use super::conditions::ConditionCheck;
 use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes, json_bytes, list_bytes};
 use crate::queue::PriorityQueue;
-use crate::report::{Attempt, RunReport, TaskReport};
+use crate::report::{Attempt, RunReport, TaskReport, Usage};
 use crate::resolver::substitution::{self, Piece, kind, substitute};
 use crate::resolver::{Dag, Root};
 use crate::store::TaskRecord;
@@ -50,6 +50,11 @@ pub(super) struct TaskState {
     pub provider_wait: Option<AbortHandle>,
     /// While waiting for a retry: when it is due.
     pub retry_at: Option<SystemTime>,
+    /// While queued but held back (a rate limit, a concurrency key): by
+    /// what, for listings.
+    pub waiting_for: Option<Arc<str>>,
+    /// While its call runs: the concurrency key it counts against.
+    pub key: Option<Arc<str>>,
     /// When it last became ready (queued), for the queue-wait histogram.
     pub ready_at: Option<Instant>,
     /// The params of its last call where resolving references changed
@@ -126,6 +131,8 @@ impl TaskState {
             abort: None,
             provider_wait: None,
             retry_at: None,
+            waiting_for: None,
+            key: None,
             ready_at: None,
             params: None,
             history: Vec::new(),
@@ -166,15 +173,24 @@ impl TaskState {
             started_at: SystemTime::now(),
             duration_ms: None,
             error: None,
+            usage: None,
+            model: None,
         });
     }
 
-    /// The running call ended after `took`, failing with `error` if any.
-    pub fn call_ended(&mut self, took: Duration, error: Option<&TaskError>) {
+    /// The running call ended after `took`, failing with `error` if any,
+    /// having used `usage` of a model if its result said so.
+    pub fn call_ended(&mut self, took: Duration, error: Option<&TaskError>, usage: Option<(Usage, Option<String>)>) {
         if let Some(call) = self.history.last_mut().filter(|call| call.duration_ms.is_none()) {
             call.duration_ms = Some(took.as_secs_f64() * 1000.0);
             call.error = error.cloned();
+            (call.usage, call.model) = usage.map_or((None, None), |(usage, model)| (Some(usage), model));
         }
+    }
+
+    /// The provider of the running (or last) call.
+    pub fn provider(&self) -> Option<&Arc<str>> {
+        self.history.last().map(|call| &call.provider)
     }
 
     /// The running call will not end: it was cancelled, or the host
@@ -182,7 +198,7 @@ impl TaskState {
     pub fn call_abandoned(&mut self, error: TaskError) {
         let took = self.history.last().map(|call| call.started_at.elapsed().unwrap_or_default());
         if let Some(took) = took {
-            self.call_ended(took, Some(&error));
+            self.call_ended(took, Some(&error), None);
         }
     }
 }
@@ -704,6 +720,7 @@ impl Run {
         let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
         let (task, state) = (&self.workflow.tasks[t], &self.tasks[t]);
         let called = !shown.history.is_empty();
+        let usage = Usage::sum(shown.history.iter().filter_map(|call| call.usage.as_ref()));
         TaskReport {
             id: task.id.clone(),
             name: task.name.clone(),
@@ -723,6 +740,8 @@ impl Run {
             parent: state.item.as_ref().map(|item| self.workflow.tasks[item.parent].id.clone()),
             item: self.listed_item(t).or_else(|| self.own_file(t)).cloned(),
             items: state.group.as_ref().map(|group| group.items.len()),
+            usage,
+            waiting_for: state.waiting_for.as_deref().filter(|_| state.status == TaskStatus::Queued).map(str::to_owned),
         }
     }
 
@@ -796,6 +815,8 @@ fn item_task(template: &Task, index: usize) -> Task {
         // The task's own condition was met before it was expanded.
         when: None,
         file: None,
+        // Each item's call counts against the key.
+        concurrency: template.concurrency.clone(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! What the scheduler counts as it runs, for `/metrics`: workflows
 //! submitted and finished, and per protocol and method the tasks submitted,
 //! ended (by status) and retried, each attempt's duration and each task's
-//! wait from ready to started. Plain numbers in the scheduler's own state
+//! wait from ready to started; and per protocol, provider and model the
+//! tokens the calls' results reported. Plain numbers in the scheduler's own state
 //! (no locks, no atomics); [`super::Engine::stats`] asks for a copy, with
 //! the queue's depth at that moment.
 //!
@@ -10,7 +11,8 @@
 
 use crate::metrics::{Histogram, SECONDS};
 use crate::model::{Priority, TaskStatus, WorkflowStatus};
-use std::collections::HashMap;
+use crate::report::Usage;
+use std::collections::{BTreeMap, HashMap};
 
 /// Most (protocol, method) series kept; tasks of any others count in one
 /// series labelled `other`, so no workload can grow the scrape without bound.
@@ -19,6 +21,12 @@ pub const MAX_SERIES: usize = 2000;
 /// (protocol, `other`). One provider's thousand methods cannot take the
 /// series every other protocol needs.
 pub const MAX_SERIES_PER_PROTOCOL: usize = 100;
+/// Most (protocol, provider, model) token series kept; calls of any others
+/// count under the model `other`.
+pub const MAX_TOKEN_SERIES: usize = 2000;
+
+/// Whose tokens: (protocol, provider, model; empty if the result named none).
+pub type TokenSeries = (String, String, String);
 
 /// The counts of one (protocol, method).
 #[derive(Debug, Clone)]
@@ -79,11 +87,17 @@ pub struct EngineStats {
     pub queued: [usize; 4],
     /// Ready tasks waiting for a free provider of their protocol.
     pub waiting_for_provider: usize,
+    /// Of those, the tasks whose protocol's providers a rate limit holds.
+    pub waiting_for_rate_limit: usize,
+    /// Ready tasks waiting for a place of their concurrency key.
+    pub waiting_for_key: usize,
     pub running: usize,
     /// Workflows running now.
     pub running_workflows: usize,
     /// The store's commits, when there is a store.
     pub store: Option<crate::store::journal::Commits>,
+    /// Tokens the calls' results reported.
+    pub tokens: BTreeMap<TokenSeries, Usage>,
 }
 
 impl EngineStats {
@@ -123,6 +137,16 @@ impl EngineStats {
             WorkflowStatus::Cancelled => self.workflows_cancelled += 1,
             WorkflowStatus::Running => {}
         }
+    }
+
+    /// Count the tokens a call of `provider` for `protocol` used.
+    pub fn count_tokens(&mut self, protocol: &str, provider: &str, model: Option<&str>, usage: &Usage) {
+        let mut key = (protocol.to_owned(), provider.to_owned(), model.unwrap_or_default().to_owned());
+        if !self.tokens.contains_key(&key) && self.tokens.len() >= MAX_TOKEN_SERIES {
+            key.2 = "other".to_owned();
+        }
+        let sum = self.tokens.entry(key).or_default();
+        *sum = Usage::sum([&*sum, usage]).unwrap_or_default();
     }
 
     /// The queue depth of `priority`.

@@ -10,7 +10,7 @@ use crate::model::{TaskStatus, WorkflowStatus, codes};
 use crate::registry::CallFuture;
 use crate::registry::tests::{FnProvider, spec};
 use crate::registry::{Call, Registry};
-use crate::report::TaskReport;
+use crate::report::{TaskReport, Usage};
 use crate::store::TaskRecord;
 use serde_json::json;
 use std::sync::Mutex;
@@ -28,6 +28,11 @@ fn start(concurrency: usize) -> (Engine, Arc<Probe>) {
 }
 
 fn start_with(config: EngineConfig) -> (Engine, Arc<Probe>) {
+    start_limited(config, None)
+}
+
+/// The test provider, its protocol limited to `limit` if given.
+fn start_limited(config: EngineConfig, limit: Option<crate::rate::RateLimit>) -> (Engine, Arc<Probe>) {
     let probe = Arc::new(Probe::default());
     let seen = probe.clone();
     let provider = FnProvider {
@@ -47,6 +52,9 @@ fn start_with(config: EngineConfig) -> (Engine, Arc<Probe>) {
     };
     let registry = Arc::new(Registry::new());
     registry.register(Arc::new(provider));
+    if let Some(limit) = limit {
+        registry.limit_protocol("t/v1", limit);
+    }
     (Engine::start(registry, config), probe)
 }
 
@@ -110,6 +118,93 @@ async fn max_parallel_and_host_concurrency_bound_running_tasks() {
     let (a, b) = tokio::join!(engine.run(wf("a")), engine.run(wf("b")));
     assert_eq!(a.unwrap().summary.completed + b.unwrap().summary.completed, 24);
     assert_eq!(probe.peak.load(Ordering::SeqCst), 4, "the host limit spans workflows");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_usage_results_report_is_kept_per_call_and_summed_per_task_workflow_and_model() {
+    let (engine, _) = start(8);
+    let report = engine
+        .run(workflow(
+            r#"
+name: tokens
+tasks:
+  - {id: a, protocol: t/v1, method: ok, params: {model: m1, usage: {prompt_tokens: 3, completion_tokens: 4, total_tokens: 7}}}
+  - {id: each, protocol: t/v1, method: ok, for_each: [1, 2], params: {model: m2, usage: {prompt_tokens: 1, completion_tokens: 1}}}
+  - {id: plain, protocol: t/v1, method: ok, params: {usage: "not counts"}}
+"#,
+        ))
+        .await
+        .unwrap();
+    let usage = |p, c, t| Some(Usage { prompt_tokens: p, completion_tokens: c, total_tokens: t });
+    let call = &task(&report, "a").history[0];
+    assert_eq!((call.usage, call.model.as_deref()), (usage(3, 4, 7), Some("m1")));
+    assert_eq!(task(&report, "a").usage, usage(3, 4, 7));
+    assert_eq!(task(&report, "each").usage, usage(2, 2, 4), "a for_each task sums its items'");
+    assert_eq!(task(&report, "each[0]").usage, usage(1, 1, 2), "a missing total is the sum");
+    assert_eq!(task(&report, "plain").usage, None);
+    assert_eq!(report.usage, usage(5, 6, 11), "items counted once");
+    assert!(report.to_text().ends_with("; 11 tokens (5 prompt, 6 completion)"), "{}", report.to_text());
+    let stats = engine.stats().await.unwrap();
+    let of = |model: &str| stats.tokens.get(&("t/v1".to_owned(), "test".to_owned(), model.to_owned())).copied();
+    assert_eq!((of("m1"), of("m2")), (usage(3, 4, 7), usage(2, 2, 4)));
+}
+
+/// On the real clock: the limiter counts in real time.
+#[tokio::test]
+async fn a_rate_limit_spaces_calls_and_holds_tasks_without_failing_them() {
+    let limit = crate::rate::RateLimit { requests_per_minute: Some(1200), tokens_per_minute: None }; // 50 ms apart
+    let config = EngineConfig { concurrency: 8, default_timeout: Duration::from_secs(30), ..EngineConfig::default() };
+    let (engine, _) = start_limited(config, Some(limit));
+    let yaml = "name: limited\ntasks:\n  - {id: fan, protocol: t/v1, method: ok, for_each: [1, 2, 3, 4, 5, 6]}\n";
+    let submitted = engine.submit(workflow(yaml)).await.unwrap();
+    let id = submitted.workflow_id.clone();
+    // While it runs, a held task says why.
+    let mut seen_why = None;
+    while seen_why.is_none() {
+        let Some(report) = engine.workflow(&id).await.unwrap() else { break };
+        seen_why = report.tasks.iter().find_map(|t| t.waiting_for.clone());
+        if report.status != WorkflowStatus::Running {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let report = submitted.done.await.unwrap();
+    assert_eq!(report.summary.completed, 7, "{report:?}");
+    assert!(report.tasks.iter().all(|t| t.attempts <= 1), "a wait is not an attempt");
+    let why = seen_why.expect("a held task says why");
+    assert!(why.contains("rate limit of t/v1: 1200 requests per minute"), "{why}");
+    let mut starts: Vec<_> = (0..6).map(|i| task(&report, &format!("fan[{i}]")).history[0].started_at).collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap();
+        assert!(gap >= Duration::from_millis(45), "calls {gap:?} apart, not 50 ms");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_concurrency_key_bounds_its_calls_across_workflows() {
+    let (engine, probe) = start(16);
+    let yaml = |name: &str| {
+        format!(
+            "name: {name}\ninputs: {{customer: string}}\ntasks:\n  - {{id: fan, protocol: t/v1, method: sleep, params: {{ms: 50}}, for_each: [1, 2, 3, 4], concurrency: {{key: \"c-${{inputs.customer}}\", max: 2}}}}\n  - {{id: free, protocol: t/v1, method: sleep, params: {{ms: 50}}}}\n"
+        )
+    };
+    let bind = |name: &str, customer: &str| {
+        let mut w = workflow(&yaml(name));
+        let values = serde_json::Map::from_iter([("customer".to_owned(), json!(customer))]);
+        crate::workflow::inputs::bind("test.yaml", &mut w, values).unwrap();
+        w
+    };
+    let (a, b) = (engine.submit(bind("a", "acme")).await.unwrap(), engine.submit(bind("b", "acme")).await.unwrap());
+    let (a, b) = (a.done.await.unwrap(), b.done.await.unwrap());
+    assert_eq!((a.summary.completed, b.summary.completed), (6, 6));
+    // Two of acme's at once across both workflows, plus the two free tasks.
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 4, "the key's two, and the two tasks without a key");
+    // Another customer's key is its own.
+    let (c, d) = (engine.submit(bind("c", "acme")).await.unwrap(), engine.submit(bind("d", "initech")).await.unwrap());
+    let (c, d) = (c.done.await.unwrap(), d.done.await.unwrap());
+    assert_eq!((c.summary.completed, d.summary.completed), (6, 6));
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 6, "acme's two, initech's two, the two free ones");
 }
 
 #[tokio::test(start_paused = true)]

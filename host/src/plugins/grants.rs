@@ -29,6 +29,8 @@ pub struct Grants {
     /// The protocol it serves under, if the operator names another than
     /// the one it describes (two backends of `llm/v1`, say).
     pub protocol: Option<String>,
+    /// Calls and tokens per minute (see `rate`).
+    pub rate_limit: crate::rate::RateLimit,
 }
 
 /// A stdio MCP server as a manifest names it.

@@ -11,6 +11,7 @@
 //! max_concurrency = 16     # calls at once (default: the runtime's instance limit)
 //!
 //! protocol = "llm-remote/v1"  # serve under this protocol instead of its own
+//! rate_limit = { requests_per_minute = 300, tokens_per_minute = 90000 }  # (default: none)
 //! enabled = false          # bundled plugins only: not loaded (default true)
 //!
 //! [headers."https://api.openai.com"]   # headers the host adds for a granted origin
@@ -155,6 +156,7 @@ pub struct Manifest {
     max_concurrency: Option<u32>,
     protocol: Option<String>,
     enabled: Option<bool>,
+    rate_limit: Option<crate::rate::RateLimit>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -211,6 +213,7 @@ impl Manifest {
         self.max_concurrency = over.max_concurrency.or(self.max_concurrency);
         self.protocol = over.protocol.clone().or(self.protocol);
         self.enabled = over.enabled.or(self.enabled);
+        self.rate_limit = over.rate_limit.or(self.rate_limit);
         self.config.extend(over.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
@@ -295,6 +298,8 @@ impl Manifest {
             return Err(format!("protocol '{}' is not of the form name/version", crate::text::excerpt(bad)));
         }
         let protocol = self.protocol.clone();
+        let rate_limit = self.rate_limit.unwrap_or_default();
+        rate_limit.check().map_err(|e| format!("rate_limit: {e}"))?;
         for (name, server) in &mcp_stdio {
             server.check(name)?;
         }
@@ -333,7 +338,17 @@ impl Manifest {
                 other => Ok((key, other.to_string())),
             })
             .collect::<Result<_, String>>()?;
-        Ok(Grants { config, memory_limit, timeout, max_concurrency, outbound, read_dirs, mcp_stdio, protocol })
+        Ok(Grants {
+            config,
+            memory_limit,
+            timeout,
+            max_concurrency,
+            outbound,
+            read_dirs,
+            mcp_stdio,
+            protocol,
+            rate_limit,
+        })
     }
 
     /// Directories the plugin may read, each checked to exist now.
@@ -402,6 +417,7 @@ mod tests {
             read_dirs: Vec::new(),
             mcp_stdio: BTreeMap::new(),
             protocol: None,
+            rate_limit: Default::default(),
         }
     }
 

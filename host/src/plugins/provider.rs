@@ -83,6 +83,10 @@ impl Provider for WasmProvider {
     fn load(&self) -> Load {
         Load { capacity: Some(self.max_concurrency), in_flight: self.in_flight.load(Ordering::Relaxed) }
     }
+
+    fn rate_limit(&self) -> crate::rate::RateLimit {
+        self.plugin.grants.rate_limit
+    }
 }
 
 /// How a call can end besides the guest's own answer.

@@ -95,6 +95,7 @@ impl RuntimeConfig {
             read_dirs: Vec::new(),
             mcp_stdio: Default::default(),
             protocol: None,
+            rate_limit: Default::default(),
         }
     }
 }

@@ -9,7 +9,10 @@
 
 use super::{Problem, inputs, kind, schedule, show, slug};
 use crate::ids::{MAX_ID_CHARS, is_id, is_method, is_protocol};
-use crate::model::{Backoff, FileRef, ForEach, MAX_ITEMS, Priority, RetryPolicy, Task, Workflow};
+use crate::model::{
+    Backoff, Concurrency, FileRef, ForEach, MAX_ITEMS, MAX_KEY_CHARS, MAX_KEY_CONCURRENCY, Priority, RetryPolicy, Task,
+    Workflow,
+};
 use crate::resolver::Root;
 use crate::resolver::condition::{Condition, ConditionError};
 use crate::resolver::substitution;
@@ -58,6 +61,7 @@ pub(super) const TASK_FIELDS: &[&str] = &[
     "allow_failures",
     "when",
     "file",
+    "concurrency",
 ];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
@@ -188,6 +192,7 @@ impl Fields {
         let for_each = self.for_each(at, &mut map);
         let when = self.condition(at, &mut map);
         let file = self.file(at, &mut map);
+        let concurrency = self.concurrency(at, &mut map);
         if file.is_some() && for_each.is_some() {
             self.report(at, Some("file"), "a task reads one 'file' or runs 'for_each' item, not both");
         }
@@ -211,7 +216,43 @@ impl Fields {
             for_each,
             when,
             file,
+            concurrency,
         })
+    }
+
+    /// `concurrency: {key: TEXT, max: N}`; the key's references are
+    /// checked with the graph.
+    fn concurrency(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<Concurrency> {
+        let mut spec = match map.remove("concurrency")? {
+            Value::Object(spec) => spec,
+            other => {
+                let found = kind(&other);
+                self.report(at, Some("concurrency"), format!("must be a mapping {{key: TEXT, max: N}}, found {found}"));
+                return None;
+            }
+        };
+        for key in spec.keys().filter(|k| !["key", "max"].contains(&k.as_str())) {
+            self.report(at, Some(&format!("concurrency.{key}")), "unknown field; concurrency fields are: key, max");
+        }
+        let key = match spec.remove("key") {
+            Some(Value::String(key)) if !key.is_empty() => {
+                self.check_len(at, "concurrency.key", &key, MAX_KEY_CHARS);
+                Some(key)
+            }
+            other => {
+                let found = other.as_ref().map_or("nothing".to_owned(), show);
+                self.report(at, Some("concurrency.key"), format!("must be a text (it may hold ${{…}}), found {found}"));
+                None
+            }
+        };
+        let max = match spec.remove("max") {
+            Some(v) => self.integer(at, "concurrency.max", &v, 1, MAX_KEY_CONCURRENCY.into()),
+            None => {
+                self.report(at, Some("concurrency.max"), "missing (how many may run at once)");
+                None
+            }
+        };
+        Some(Concurrency { key: key?, max: u32::try_from(max?).ok()? })
     }
 
     /// `file: PATH` or `file: {path: PATH, dir: NAME}`: a relative path in

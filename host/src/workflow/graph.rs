@@ -107,10 +107,12 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
     let mut wanted: HashMap<usize, Vec<(usize, &'static str)>> = HashMap::new();
     for (t, task) in workflow.tasks.iter().enumerate() {
         let when = task.when.clone().map(Value::String);
+        let key = task.concurrency.as_ref().map(|c| Value::String(c.key.clone()));
         let fields = [
             ("params", Some(task.params.as_ref())),
             ("for_each", task.for_each.as_ref().map(|f| f.items.as_ref())),
             ("when", when.as_ref()),
+            ("concurrency", key.as_ref()),
         ];
         for (field, value) in fields {
             let Some(value) = value else { continue };
@@ -136,7 +138,7 @@ fn check_references(workflow: &Workflow, dag: &Dag, index: &HashMap<&str, usize>
                     continue;
                 }
                 let Some(id) = r.task() else {
-                    if field != "params" {
+                    if !matches!(field, "params" | "concurrency") {
                         problems.push(located(format!("'{r}': the items are not known yet in '{field}'")));
                     } else if task.for_each.is_none() && (task.file.is_none() || r.root == Root::ItemIndex) {
                         let needs = if r.root == Root::ItemIndex { "'for_each'" } else { "'for_each' or 'file'" };

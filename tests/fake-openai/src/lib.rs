@@ -12,7 +12,9 @@
 //! test hooks: `echo-headers` answers the request's headers, `rate-limited`
 //! answers 429 with `Retry-After: 1` to every other request for it (the
 //! first, the third, …), `broken-stream` stops its stream without `[DONE]`,
-//! `tool-caller` calls the first tool it is given.
+//! `tool-caller` calls the first tool it is given. With [`Options::limit`]
+//! it also limits chat completions as hosted APIs do: more than N in any
+//! window answers 429 with the `Retry-After` that lets the next through.
 //!
 //! It is test support, never part of the product.
 
@@ -23,8 +25,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// At most this many chat completions in any window of this length.
+    pub limit: Option<(usize, Duration)>,
+}
 
 /// What the server has seen, for tests.
 #[derive(Debug, Default)]
@@ -39,12 +50,20 @@ pub struct Stats {
 struct Server {
     key: String,
     stats: Arc<Stats>,
+    options: Options,
+    /// When the chat completions in the current window were answered.
+    recent: Mutex<VecDeque<Instant>>,
 }
 
 /// The API's routes for API key `key`, and the counters they update.
 pub fn router(key: &str) -> (Router, Arc<Stats>) {
+    router_with(key, Options::default())
+}
+
+/// [`router`] with `options`.
+pub fn router_with(key: &str, options: Options) -> (Router, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
-    let server = Arc::new(Server { key: key.to_owned(), stats: stats.clone() });
+    let server = Arc::new(Server { key: key.to_owned(), stats: stats.clone(), options, recent: Mutex::default() });
     let router = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -107,6 +126,13 @@ async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, body: Strin
     let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "'messages' is a required property");
     };
+    if let Some(wait) = over_limit(&server) {
+        server.stats.limited.fetch_add(1, Ordering::SeqCst);
+        let mut limited = error(StatusCode::TOO_MANY_REQUESTS, "requests", "Rate limit reached for requests");
+        let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
+        limited.headers_mut().insert("retry-after", seconds.parse().unwrap_or_else(|_| unreachable!()));
+        return limited;
+    }
     if model == "rate-limited" && server.stats.rate_limited_asked.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
         server.stats.limited.fetch_add(1, Ordering::SeqCst);
         let mut limited = error(StatusCode::TOO_MANY_REQUESTS, "requests", "Rate limit reached for requests");
@@ -151,6 +177,22 @@ async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, body: Strin
         "usage": usage,
     }))
     .into_response()
+}
+
+/// How long until a request would be let through, if [`Options::limit`]
+/// refuses this one; else the request counts in the window.
+fn over_limit(server: &Server) -> Option<Duration> {
+    let (most, window) = server.options.limit?;
+    let now = Instant::now();
+    let mut recent = server.recent.lock().unwrap_or_else(|e| e.into_inner());
+    while recent.front().is_some_and(|at| now.duration_since(*at) >= window) {
+        recent.pop_front();
+    }
+    if recent.len() >= most {
+        return recent.front().map(|oldest| window.saturating_sub(now.duration_since(*oldest)));
+    }
+    recent.push_back(now);
+    None
 }
 
 /// The answer as server-sent events, one word per chunk.

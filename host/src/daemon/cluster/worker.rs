@@ -179,8 +179,10 @@ impl Running {
         let provider = loop {
             match self.registry.select_own(&taken.protocol) {
                 Selection::Provider(provider) => break provider,
-                Selection::Busy if waited.elapsed() < BUSY_WAIT => tokio::time::sleep(Duration::from_millis(20)).await,
-                Selection::Busy | Selection::Missing => {
+                Selection::Busy | Selection::Limited { .. } if waited.elapsed() < BUSY_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Selection::Busy | Selection::Limited { .. } | Selection::Missing => {
                     let message =
                         format!("host {} has no free provider of {} now", self.cluster.lease.host, taken.protocol);
                     return Err(TaskError::new(codes::SERVER_ERROR, message).requeue());

@@ -115,6 +115,14 @@ fn write(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> 
         "Ready tasks waiting for a free provider of their protocol.",
         [(vec![], engine.waiting_for_provider as i64)],
     )?;
+    scrape.gauges(
+        "gleitzeit_tasks_held",
+        "Ready tasks held back, by reason: rate_limit (of those waiting for a provider), concurrency_key.",
+        [
+            (vec![("reason", "rate_limit")], engine.waiting_for_rate_limit as i64),
+            (vec![("reason", "concurrency_key")], engine.waiting_for_key as i64),
+        ],
+    )?;
     scrape.gauges("gleitzeit_tasks_running", "Task attempts running now.", [(vec![], engine.running as i64)])?;
     fn method(m: &crate::engine::MethodStats) -> Vec<(&'static str, &str)> {
         vec![("protocol", m.protocol.as_str()), ("method", m.method.as_str())]
@@ -130,6 +138,21 @@ fn write(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> 
         engine.methods.iter().map(|m| (method(m), &m.queue_wait_seconds)),
     )?;
     write_providers(scrape, facts)?;
+    scrape.counters(
+        "gleitzeit_llm_tokens",
+        "Tokens the calls' results reported (usage), by protocol, provider, model and kind (prompt, completion).",
+        engine.tokens.iter().flat_map(|((protocol, provider, model), usage)| {
+            let labels = |kind| {
+                vec![
+                    ("protocol", protocol.as_str()),
+                    ("provider", provider.as_str()),
+                    ("model", model.as_str()),
+                    ("kind", kind),
+                ]
+            };
+            [(labels("prompt"), usage.prompt_tokens), (labels("completion"), usage.completion_tokens)]
+        }),
+    )?;
     if let Some(store) = &engine.store {
         scrape.histograms(
             "gleitzeit_store_commit_duration_seconds",

@@ -50,6 +50,11 @@ impl Scheduler {
                         self.await_provider(&protocol);
                         break;
                     }
+                    Selection::Limited { until, why } => {
+                        parked.push_front(priority, (id, t));
+                        self.rate_limited(&protocol, until, why);
+                        break;
+                    }
                 };
                 self.launch(id, t, provider);
             }
@@ -61,10 +66,10 @@ impl Scheduler {
 
     /// Start a queued task, or park it until its protocol has a free provider.
     pub(super) fn start(&mut self, id: RunId, t: usize) {
-        let Some(run) = self.runs.get(&id) else { return };
-        if run.tasks[t].status != TaskStatus::Queued {
+        if self.runs.get(&id).is_none_or(|run| run.tasks[t].status != TaskStatus::Queued) || self.held_by_key(id, t) {
             return;
         }
+        let Some(run) = self.runs.get(&id) else { return };
         let protocol = &run.workflow.tasks[t].protocol;
         match self.registry.select(protocol) {
             Selection::Provider(provider) => self.launch(id, t, provider),
@@ -75,10 +80,38 @@ impl Scheduler {
             selection => {
                 let (priority, protocol) = (run.workflow.tasks[t].priority, protocol.clone());
                 self.parked.entry(protocol.clone()).or_default().push(priority, (id, t));
-                if matches!(selection, Selection::Missing) {
-                    self.await_provider(&protocol);
+                match selection {
+                    Selection::Missing => self.await_provider(&protocol),
+                    Selection::Limited { until, why } => self.rate_limited(&protocol, until, why),
+                    Selection::Provider(_) | Selection::Busy => {}
                 }
             }
+        }
+    }
+
+    /// `protocol`'s parked tasks wait for a rate limit until `until`: each
+    /// says why, and a timer wakes them then (one per protocol, the
+    /// earliest).
+    fn rate_limited(&mut self, protocol: &str, until: Instant, why: String) {
+        let why: Arc<str> = why.into();
+        for &(id, t) in self.parked.get(protocol).into_iter().flat_map(PriorityQueue::iter) {
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.tasks[t].waiting_for = Some(why.clone());
+            }
+        }
+        if self.rate_timers.get(protocol).is_some_and(|due| *due <= until) {
+            return;
+        }
+        self.rate_timers.insert(protocol.to_owned(), until);
+        let wait = until.saturating_duration_since(Instant::now());
+        self.after(wait, Internal::RateWindow { protocol: protocol.to_owned() });
+    }
+
+    /// A rate limit of `protocol` may let its parked tasks start.
+    pub(super) fn rate_window(&mut self, protocol: String) {
+        self.rate_timers.remove(&protocol);
+        if self.parked.contains_key(&protocol) && !self.woken.contains(&protocol) {
+            self.woken.push(protocol);
         }
     }
 
@@ -108,7 +141,7 @@ impl Scheduler {
         let state = &mut run.tasks[t];
         state.provider_wait = None;
         let task = &run.workflow.tasks[t];
-        if state.status != TaskStatus::Queued || !matches!(self.registry.select(&task.protocol), Selection::Missing) {
+        if state.status != TaskStatus::Queued || self.registry.serves(&task.protocol) {
             return;
         }
         let limit = task.timeout.unwrap_or(self.config.default_timeout);
@@ -190,6 +223,7 @@ impl Scheduler {
         if let Some(timer) = state.provider_wait.take() {
             timer.abort();
         }
+        state.waiting_for = None;
         let attempt = state.attempts;
         state.called(attempt, provider.id());
         state.params = (!Arc::ptr_eq(&params, &task.params)).then(|| params.clone());

@@ -11,6 +11,7 @@
 
 mod dispatch;
 mod fan_out;
+mod keys;
 mod outcome;
 mod readiness;
 mod records;
@@ -29,7 +30,7 @@ use crate::store::{Record, TaskRecord};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 /// How often a task may go back to the queue because its provider vanished
@@ -57,6 +58,10 @@ pub(super) enum Internal {
     },
     TimedOut {
         run: RunId,
+    },
+    /// A rate limit of `protocol`'s providers lets a call start again.
+    RateWindow {
+        protocol: String,
     },
     /// A parked task's wait for a provider of its protocol is over.
     ProviderWaitOver {
@@ -137,6 +142,11 @@ pub(super) struct Scheduler {
     parked: HashMap<String, PriorityQueue<(RunId, usize)>>,
     /// Protocols that may have a free provider again.
     woken: Vec<String>,
+    /// Protocols whose parked tasks wait for a rate limit, and when the
+    /// timer that wakes them fires.
+    rate_timers: HashMap<String, Instant>,
+    /// Concurrency keys with calls running or tasks waiting.
+    keys: HashMap<Arc<str>, keys::Key>,
     running: usize,
     next_run: RunId,
     stats: EngineStats,
@@ -167,6 +177,8 @@ impl Scheduler {
             queue: PriorityQueue::default(),
             parked: HashMap::new(),
             woken: Vec::new(),
+            rate_timers: HashMap::new(),
+            keys: HashMap::new(),
             running: 0,
             next_run: 0,
             stats: EngineStats::default(),
@@ -246,6 +258,7 @@ impl Scheduler {
             Internal::RetryDue { run, task } => self.retry_due(run, task),
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
+            Internal::RateWindow { protocol } => self.rate_window(protocol),
             Internal::Listed { run, task, outcome } => self.listed(run, task, outcome),
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ProviderStarted { run, task } => self.provider_started(run, task),
@@ -353,6 +366,9 @@ impl Scheduler {
         let mut stats = self.stats.clone();
         stats.queued = self.queue.lane_lengths();
         stats.waiting_for_provider = self.parked.values().map(PriorityQueue::len).sum();
+        stats.waiting_for_rate_limit =
+            self.rate_timers.keys().filter_map(|protocol| self.parked.get(protocol)).map(PriorityQueue::len).sum();
+        stats.waiting_for_key = self.waiting_for_keys();
         stats.running = self.running;
         stats.running_workflows = self.runs.len();
         stats.store = self.journal.as_ref().map(Journal::commits);
@@ -402,6 +418,10 @@ impl Scheduler {
             run.finish_task(t, TaskStatus::Cancelled);
             changed.push(t);
         }
+        for &t in &changed {
+            self.release_key(id, t);
+        }
+        self.leave_keys(id);
         for t in changed {
             self.notify(id, t);
         }

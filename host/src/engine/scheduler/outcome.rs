@@ -4,8 +4,9 @@
 use super::{Internal, MAX_REQUEUES, Message, Scheduler};
 use crate::engine::RunId;
 use crate::model::{TaskError, TaskStatus, codes};
+use crate::report::Usage;
 use serde_json::Value;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::task::AbortHandle;
 
 impl Scheduler {
@@ -48,7 +49,18 @@ impl Scheduler {
             return; // cancelled while it ran; already accounted for
         }
         state.abort = None;
-        state.call_ended(took, outcome.as_ref().err());
+        let usage = outcome.as_ref().ok().and_then(Usage::of);
+        if let Some(provider) = state.provider() {
+            if let Some((tokens, model)) = &usage {
+                self.stats.count_tokens(protocol, provider, model.as_deref(), tokens);
+            }
+            // A backend that asked for a pause (429 Retry-After) gets no
+            // call from this host before it ends.
+            let pause = outcome.as_ref().err().and_then(TaskError::retry_after).map(|wait| Instant::now() + wait);
+            let tokens = usage.as_ref().map_or(0, |(tokens, _)| tokens.total_tokens);
+            self.registry.call_ended(protocol, provider, tokens, pause);
+        }
+        state.call_ended(took, outcome.as_ref().err(), usage);
         if let Some(method) = self.stats.of_task(&run.series, t) {
             method.attempt_seconds.observe(took.as_secs_f64());
         }
@@ -60,6 +72,7 @@ impl Scheduler {
 
     /// Record an attempt's outcome: complete, re-queue, retry later, or fail.
     pub(super) fn settle(&mut self, id: RunId, t: usize, outcome: Result<Value, TaskError>) {
+        self.release_key(id, t);
         let Some(run) = self.runs.get_mut(&id) else { return };
         let outcome = outcome.and_then(|value| run.hold_result(t, value, &self.config.limits));
         let over = outcome.as_ref().err().filter(|e| e.code == codes::WORKFLOW_LIMIT).cloned();

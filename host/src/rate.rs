@@ -1,0 +1,205 @@
+//! Rate limits of providers and protocols: at most so many calls per
+//! minute, so many tokens per minute (as the calls' results report them),
+//! and a pause when a backend says to come back later (429 with
+//! `Retry-After`). A task over a limit waits in the queue; it is not failed
+//! and its wait is not an attempt.
+//!
+//! Calls are spaced evenly (the generic cell rate algorithm): with 300 per
+//! minute one may start every 200 ms, so no window of a minute ever holds
+//! more than 300, whatever the backend counts in. Tokens are a bucket of a
+//! minute's worth that refills continuously; a call may start while it
+//! holds any, and its usage is taken out when it ends (so one large answer
+//! may overdraw it, and the next calls wait until it refills).
+//!
+//! It owns the arithmetic of limits and nothing else: the registry keeps a
+//! limiter per provider and per protocol, the engine asks before a call and
+//! reports after it.
+
+use crate::locks::lock;
+use serde::Deserialize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most a limit may be set to (per minute).
+pub const MAX_PER_MINUTE: u32 = 1_000_000_000;
+
+/// Limits as the settings name them: `requests_per_minute`,
+/// `tokens_per_minute`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+}
+
+impl RateLimit {
+    /// What is wrong with it, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, value) in
+            [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)]
+        {
+            if value.is_some_and(|n| n == 0 || n > MAX_PER_MINUTE) {
+                return Err(format!("{name} must be from 1 to {MAX_PER_MINUTE}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
+    }
+}
+
+/// Why a call must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Requests(u32),
+    Tokens(u32),
+    /// The backend asked for a pause (Retry-After).
+    Paused,
+}
+
+impl std::fmt::Display for Limited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limited::Requests(n) => write!(f, "{n} requests per minute"),
+            Limited::Tokens(n) => write!(f, "{n} tokens per minute"),
+            Limited::Paused => f.write_str("the backend asked to wait (Retry-After)"),
+        }
+    }
+}
+
+/// One limiter's state: shared by the calls it limits.
+#[derive(Debug)]
+pub struct Limiter {
+    limit: RateLimit,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// When the next call may start (calls per minute).
+    next_call: Instant,
+    /// Tokens left, as of `tokens_at`.
+    tokens: f64,
+    tokens_at: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl Limiter {
+    pub fn new(limit: RateLimit) -> Self {
+        let now = Instant::now();
+        let tokens = limit.tokens_per_minute.map_or(0.0, f64::from);
+        Self { limit, state: Mutex::new(State { next_call: now, tokens, tokens_at: now, paused_until: None }) }
+    }
+
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// None if a call may start at `now`; else when one may, and why not now.
+    pub fn wait(&self, now: Instant) -> Option<(Instant, Limited)> {
+        let mut state = lock(&self.state);
+        if let Some(until) = state.paused_until.filter(|until| *until > now) {
+            return Some((until, Limited::Paused));
+        }
+        if let Some(rpm) = self.limit.requests_per_minute
+            && state.next_call > now
+        {
+            return Some((state.next_call, Limited::Requests(rpm)));
+        }
+        if let Some(tpm) = self.limit.tokens_per_minute {
+            let tokens = refilled(&mut state, tpm, now);
+            if tokens <= 0.0 {
+                let per_second = f64::from(tpm) / 60.0;
+                let wait = Duration::from_secs_f64((1.0 - tokens) / per_second);
+                return Some((now + wait, Limited::Tokens(tpm)));
+            }
+        }
+        None
+    }
+
+    /// A call starts at `now`.
+    pub fn take(&self, now: Instant) {
+        if let Some(rpm) = self.limit.requests_per_minute {
+            let mut state = lock(&self.state);
+            let interval = Duration::from_secs_f64(60.0 / f64::from(rpm));
+            state.next_call = state.next_call.max(now) + interval;
+        }
+    }
+
+    /// A call ended at `now` having used `tokens`.
+    pub fn spend(&self, tokens: u64, now: Instant) {
+        if let Some(tpm) = self.limit.tokens_per_minute {
+            let mut state = lock(&self.state);
+            refilled(&mut state, tpm, now);
+            state.tokens -= tokens as f64;
+        }
+    }
+
+    /// The backend asked that no call start before `until`.
+    pub fn pause(&self, until: Instant) {
+        let mut state = lock(&self.state);
+        state.paused_until = Some(state.paused_until.map_or(until, |was| was.max(until)));
+    }
+}
+
+/// The tokens left at `now`, the bucket refilled since it was last looked at.
+fn refilled(state: &mut State, tpm: u32, now: Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(state.tokens_at).as_secs_f64();
+    state.tokens = (state.tokens + elapsed * f64::from(tpm) / 60.0).min(f64::from(tpm));
+    state.tokens_at = now;
+    state.tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(rpm: Option<u32>, tpm: Option<u32>) -> Limiter {
+        Limiter::new(RateLimit { requests_per_minute: rpm, tokens_per_minute: tpm })
+    }
+
+    #[test]
+    fn calls_are_spaced_evenly() {
+        let l = limiter(Some(300), None);
+        let t0 = Instant::now();
+        assert_eq!(l.wait(t0), None);
+        l.take(t0);
+        let (when, why) = l.wait(t0).unwrap();
+        assert_eq!((when - t0, why), (Duration::from_millis(200), Limited::Requests(300)));
+        assert_eq!(l.wait(t0 + Duration::from_millis(200)), None);
+        // A quiet spell does not store up a burst.
+        let later = t0 + Duration::from_secs(60);
+        l.take(later);
+        assert!(l.wait(later).is_some());
+    }
+
+    #[test]
+    fn tokens_wait_for_the_bucket_to_refill() {
+        let l = limiter(None, Some(600)); // 10 a second
+        let t0 = Instant::now();
+        assert_eq!(l.wait(t0), None);
+        l.spend(650, t0);
+        let (when, why) = l.wait(t0).unwrap();
+        assert_eq!(why, Limited::Tokens(600));
+        assert!((when - t0).as_secs_f64() > 5.0 && (when - t0).as_secs_f64() < 5.2, "{:?}", when - t0);
+        assert_eq!(l.wait(t0 + Duration::from_secs(6)), None);
+    }
+
+    #[test]
+    fn a_pause_holds_every_call_until_it_ends() {
+        let l = limiter(None, None);
+        let t0 = Instant::now();
+        l.pause(t0 + Duration::from_secs(2));
+        l.pause(t0 + Duration::from_secs(1));
+        assert_eq!(l.wait(t0), Some((t0 + Duration::from_secs(2), Limited::Paused)));
+        assert_eq!(l.wait(t0 + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(RateLimit { requests_per_minute: Some(0), tokens_per_minute: None }.check().is_err());
+        assert!(RateLimit { requests_per_minute: Some(300), tokens_per_minute: Some(90_000) }.check().is_ok());
+    }
+}
