@@ -222,3 +222,34 @@ fn a_rate_limit_keeps_a_batch_within_the_backends_limit() {
     assert_eq!(unlimited["status"], "failed", "the backend refuses a burst: {unlimited:#}");
     assert!(server.stats.limited.load(Ordering::SeqCst) > 0);
 }
+
+/// `cache: {ttl}`: the second run of the same calls is answered from the
+/// store's cache, without a request to the backend, and says so; a task
+/// that opts out asks again.
+#[test]
+fn repeated_calls_are_answered_from_the_cache() {
+    let server = fake_openai(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let file = dir.path().join("cached.yaml");
+    std::fs::write(
+        &file,
+        "name: cached\ncache: {ttl: 1h}\ntasks:\n  - {id: ask, protocol: llm-remote/v1, method: chat, params: {stream: false, messages: [{role: user, content: same question}]}}\n  - {id: fresh, protocol: llm-remote/v1, method: chat, cache: false, params: {stream: false, messages: [{role: user, content: same question}]}}\n",
+    )
+    .unwrap();
+    let store = format!("sqlite:{}", dir.path().join("store.db").display());
+    let run =
+        || support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap(), "--store", &store]).1;
+    let first = run();
+    assert_eq!(first["status"], "completed", "{first:#}");
+    let asked = server.stats.requests.load(Ordering::SeqCst);
+    let second = run();
+    assert_eq!(second["status"], "completed", "{second:#}");
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked + 1, "only the task that opted out asked again");
+    let ask = task(&second, "ask");
+    assert_eq!((ask["cached"].as_bool(), &ask["history"][0]["provider"]), (Some(true), &Value::from("cache")));
+    assert_eq!(ask["result"]["content"], task(&first, "ask")["result"]["content"]);
+    assert!(task(&second, "fresh").get("cached").is_none());
+}

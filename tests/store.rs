@@ -61,6 +61,7 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
                     total_tokens: 3 + u64::from(attempt),
                 }),
                 model: Some("llama3.2".into()),
+                cached: false,
             })
             .collect(),
         items: None,
@@ -93,6 +94,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         items: None,
         usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }),
         waiting_for: None,
+        cached: false,
     };
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);
@@ -161,6 +163,14 @@ fn suite(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(store.report("nope").unwrap().is_none());
     assert!(store.has("w1").unwrap() && store.has("w2").unwrap(), "finished and unfinished ids are held");
     assert!(!store.has("nope").unwrap());
+    // Cached results: kept until they expire, replaced by a newer one.
+    store.cache("k1", "{\"content\":\"hi\"}", now + Duration::from_secs(60)).unwrap();
+    store.cache("gone", "1", now - Duration::from_secs(1)).unwrap();
+    assert_eq!(store.cached("k1").unwrap().as_deref(), Some("{\"content\":\"hi\"}"));
+    assert_eq!(store.cached("gone").unwrap(), None, "expired");
+    assert_eq!(store.cached("never").unwrap(), None);
+    store.cache("k1", "2", now + Duration::from_secs(60)).unwrap();
+    assert_eq!(store.cached("k1").unwrap().as_deref(), Some("2"));
     let list = |query: ListQuery| -> Vec<String> {
         store.list(&query).unwrap().workflows.into_iter().map(|s| s.workflow_id).collect()
     };

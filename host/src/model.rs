@@ -146,7 +146,23 @@ pub struct Task {
     /// At most so many tasks with its key run at once (see [`Concurrency`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Its calls' results are kept and reused (see [`CachePolicy`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
 }
+
+/// `cache: {ttl: 1d}` (a task's, or a workflow's for all its tasks): a
+/// call with the same protocol, method, resolved params and provider
+/// versions as one that succeeded within `ttl` is answered with that
+/// result, without a call. Off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CachePolicy {
+    #[serde(with = "secs")]
+    pub ttl: Duration,
+}
+
+/// The longest `cache.ttl`: a year.
+pub const MAX_CACHE_TTL_SECS: f64 = 365.0 * 86_400.0;
 
 /// `concurrency: {key: "${inputs.customer}", max: 2}`: at most `max`
 /// calls of tasks whose `key` (after `${…}` substitution) is the same run

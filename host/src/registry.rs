@@ -76,6 +76,12 @@ pub trait Provider: Send + Sync {
     fn rate_limit(&self) -> RateLimit {
         RateLimit::default()
     }
+    /// Whether the results of `method` may be reused (`cache: {ttl}`); a
+    /// manifest's `uncacheable` says which may not.
+    fn cacheable(&self, method: &str) -> bool {
+        let _ = method;
+        true
+    }
     /// Calls it can take now; `None` for no limit.
     fn free_slots(&self) -> Option<usize> {
         let load = self.load();
@@ -187,6 +193,24 @@ impl Registry {
                 limiter.pause(until);
             }
         }
+    }
+
+    /// Whether every provider of `protocol` lets results of `method` be
+    /// reused.
+    pub fn cacheable(&self, protocol: &str, method: &str) -> bool {
+        self.read().get(protocol).is_some_and(|e| e.providers.iter().all(|p| p.cacheable(method)))
+    }
+
+    /// `name@version` of each provider of `protocol`, sorted: part of a
+    /// cached result's key, so that a new version is a new key.
+    pub fn versions(&self, protocol: &str) -> Vec<String> {
+        let protocols = self.read();
+        let mut versions: Vec<String> = (protocols.get(protocol).into_iter())
+            .flat_map(|e| e.providers.iter().map(|p| format!("{}@{}", p.spec().name, p.spec().version)))
+            .collect();
+        versions.sort();
+        versions.dedup();
+        versions
     }
 
     /// Whether any provider serves `protocol`.

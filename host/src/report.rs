@@ -63,6 +63,9 @@ pub struct TaskReport {
     /// 300 requests per minute".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// Its result came from the result cache (`cache: {ttl}`), not a call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// The mark of a report whose tasks' outcomes are kept in their records.
@@ -108,6 +111,9 @@ pub struct Attempt {
     /// The model its result names, with its usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Answered from the result cache, without a call (provider `cache`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Tokens used, as LLM backends report them: the names the
@@ -270,6 +276,7 @@ impl RunReport {
         for t in &self.tasks {
             let call = format!("{}.{}", t.protocol, t.method);
             let attempts = match (t.items, t.attempts) {
+                _ if t.cached => "cached".to_owned(),
                 (Some(1), _) => "1 item".to_owned(),
                 (Some(items), _) => format!("{items} items"),
                 (None, 1) => "1 attempt ".to_owned(),
@@ -389,6 +396,7 @@ mod tests {
             items: None,
             usage: None,
             waiting_for: None,
+            cached: false,
         }
     }
 

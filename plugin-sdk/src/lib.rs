@@ -46,6 +46,7 @@ pub mod bindings {
 use bindings::gleitzeit::provider::types as wit;
 
 pub mod codes;
+pub mod llm;
 
 /// A JSON-RPC 2.0 error object returned by a method, plus whether the host may
 /// retry the call.

@@ -116,6 +116,9 @@ pub struct TaskEvent {
     pub attempt: u32,
     pub result: Option<Value>,
     pub error: Option<TaskError>,
+    /// Its result came from the result cache, not a call.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Partial output of a running task (`progress` from its provider).
@@ -243,7 +246,8 @@ impl Engine {
         })?;
         let health = Some(journal.health());
         let limits = config.limits;
-        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal));
+        let results = Arc::new(crate::store::StoredResults(store.clone()));
+        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), Some(observer), Some(journal), results);
         tokio::spawn(scheduler.run(messages));
         Ok((Self { inbox, store: Some(crate::store::AsyncStore::new(store)), limits, health }, events))
     }
@@ -255,7 +259,8 @@ impl Engine {
     ) -> Self {
         let (inbox, messages) = mpsc::unbounded_channel();
         let limits = config.limits;
-        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None);
+        let results = Arc::new(crate::store::MemoryCache::default());
+        let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None, results);
         tokio::spawn(scheduler.run(messages));
         Self { inbox, store: None, limits, health: None }
     }

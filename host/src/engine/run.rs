@@ -55,6 +55,8 @@ pub(super) struct TaskState {
     pub waiting_for: Option<Arc<str>>,
     /// While its call runs: the concurrency key it counts against.
     pub key: Option<Arc<str>>,
+    /// Where its cache lookup is (a task with `cache`).
+    pub lookup: Lookup,
     /// When it last became ready (queued), for the queue-wait histogram.
     pub ready_at: Option<Instant>,
     /// The params of its last call where resolving references changed
@@ -133,6 +135,7 @@ impl TaskState {
             retry_at: None,
             waiting_for: None,
             key: None,
+            lookup: Lookup::NotYet,
             ready_at: None,
             params: None,
             history: Vec::new(),
@@ -175,7 +178,17 @@ impl TaskState {
             error: None,
             usage: None,
             model: None,
+            cached: false,
         });
+    }
+
+    /// Attempt `attempt` was answered from the result cache, without a call.
+    pub fn answered_from_cache(&mut self, attempt: u32) {
+        let provider: Arc<str> = Arc::from("cache");
+        self.called(attempt, &provider);
+        if let Some(call) = self.history.last_mut() {
+            (call.duration_ms, call.cached) = (Some(0.0), true);
+        }
     }
 
     /// The running call ended after `took`, failing with `error` if any,
@@ -201,6 +214,17 @@ impl TaskState {
             self.call_ended(took, Some(&error), None);
         }
     }
+}
+
+/// Where a cached task's lookup is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Lookup {
+    #[default]
+    NotYet,
+    Running,
+    /// Looked up and missed: its result is to be kept under this key (none
+    /// when its call may not be cached).
+    Missed(Option<String>),
 }
 
 /// Run-time state of one workflow.
@@ -721,6 +745,7 @@ impl Run {
         let (task, state) = (&self.workflow.tasks[t], &self.tasks[t]);
         let called = !shown.history.is_empty();
         let usage = Usage::sum(shown.history.iter().filter_map(|call| call.usage.as_ref()));
+        let cached = shown.history.last().is_some_and(|call| call.cached);
         TaskReport {
             id: task.id.clone(),
             name: task.name.clone(),
@@ -742,6 +767,7 @@ impl Run {
             items: state.group.as_ref().map(|group| group.items.len()),
             usage,
             waiting_for: state.waiting_for.as_deref().filter(|_| state.status == TaskStatus::Queued).map(str::to_owned),
+            cached,
         }
     }
 
@@ -815,8 +841,9 @@ fn item_task(template: &Task, index: usize) -> Task {
         // The task's own condition was met before it was expanded.
         when: None,
         file: None,
-        // Each item's call counts against the key.
+        // Each item's call counts against the key, and may be cached.
         concurrency: template.concurrency.clone(),
+        cache: template.cache,
     }
 }
 

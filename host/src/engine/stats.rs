@@ -98,6 +98,8 @@ pub struct EngineStats {
     pub store: Option<crate::store::journal::Commits>,
     /// Tokens the calls' results reported.
     pub tokens: BTreeMap<TokenSeries, Usage>,
+    /// Result cache lookups by protocol: (hits, misses).
+    pub cache: BTreeMap<String, (u64, u64)>,
 }
 
 impl EngineStats {
@@ -137,6 +139,14 @@ impl EngineStats {
             WorkflowStatus::Cancelled => self.workflows_cancelled += 1,
             WorkflowStatus::Running => {}
         }
+    }
+
+    /// Count a result cache lookup of a task of `protocol`.
+    pub fn count_cache(&mut self, protocol: &str, hit: bool) {
+        let protocol =
+            if self.cache.contains_key(protocol) || self.cache.len() < MAX_SERIES { protocol } else { "other" };
+        let counts = self.cache.entry(protocol.to_owned()).or_default();
+        if hit { counts.0 += 1 } else { counts.1 += 1 }
     }
 
     /// Count the tokens a call of `provider` for `protocol` used.

@@ -207,6 +207,30 @@ async fn a_concurrency_key_bounds_its_calls_across_workflows() {
     assert_eq!(probe.peak.load(Ordering::SeqCst), 6, "acme's two, initech's two, the two free ones");
 }
 
+#[tokio::test]
+async fn a_cached_call_is_answered_from_the_cache_within_its_ttl() {
+    let (engine, probe) = start(8);
+    let yaml = |prompt: &str| {
+        format!(
+            "name: cached\ncache: {{ttl: 60}}\ntasks:\n  - {{id: ask, protocol: t/v1, method: ok, params: {{prompt: {prompt}}}}}\n  - {{id: fresh, protocol: t/v1, method: ok, cache: false, params: {{prompt: {prompt}}}}}\n"
+        )
+    };
+    let first = engine.run(workflow(&yaml("a"))).await.unwrap();
+    assert!(!task(&first, "ask").cached);
+    let second = engine.run(workflow(&yaml("a"))).await.unwrap();
+    let ask = task(&second, "ask");
+    assert!(ask.cached, "{ask:?}");
+    assert_eq!(ask.result, Some(json!({"prompt": "a"})));
+    assert_eq!((&*ask.history[0].provider, ask.history[0].cached), ("cache", true));
+    assert!(!task(&second, "fresh").cached, "cache: false runs every time");
+    let calls = |id: &str| probe.order.lock().unwrap().iter().filter(|t| *t == id).count();
+    assert_eq!((calls("ask"), calls("fresh")), (1, 2));
+    let third = engine.run(workflow(&yaml("b"))).await.unwrap();
+    assert!(!task(&third, "ask").cached, "other params, another key");
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(stats.cache.get("t/v1"), Some(&(1, 2)), "one hit, two misses");
+}
+
 #[tokio::test(start_paused = true)]
 async fn retries_retryable_errors_only_and_within_max_attempts() {
     let (engine, _) = start(8);
@@ -1091,6 +1115,12 @@ impl crate::store::Store for Picky {
     }
     fn remove_schedule(&self, id: &str) -> Result<bool, crate::store::StoreError> {
         self.0.remove_schedule(id)
+    }
+    fn cached(&self, key: &str) -> Result<Option<String>, crate::store::StoreError> {
+        self.0.cached(key)
+    }
+    fn cache(&self, key: &str, result: &str, expires: std::time::SystemTime) -> Result<(), crate::store::StoreError> {
+        self.0.cache(key, result, expires)
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Grants {
     pub protocol: Option<String>,
     /// Calls and tokens per minute (see `rate`).
     pub rate_limit: crate::rate::RateLimit,
+    /// Methods whose results are never reused (`cache: {ttl}`).
+    pub uncacheable: Vec<String>,
 }
 
 /// A stdio MCP server as a manifest names it.

@@ -12,6 +12,7 @@
 //!
 //! protocol = "llm-remote/v1"  # serve under this protocol instead of its own
 //! rate_limit = { requests_per_minute = 300, tokens_per_minute = 90000 }  # (default: none)
+//! uncacheable = ["list_models"]  # methods whose results `cache: {ttl}` never reuses
 //! enabled = false          # bundled plugins only: not loaded (default true)
 //!
 //! [headers."https://api.openai.com"]   # headers the host adds for a granted origin
@@ -157,6 +158,7 @@ pub struct Manifest {
     protocol: Option<String>,
     enabled: Option<bool>,
     rate_limit: Option<crate::rate::RateLimit>,
+    uncacheable: Option<Vec<String>>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -214,6 +216,7 @@ impl Manifest {
         self.protocol = over.protocol.clone().or(self.protocol);
         self.enabled = over.enabled.or(self.enabled);
         self.rate_limit = over.rate_limit.or(self.rate_limit);
+        self.uncacheable = over.uncacheable.clone().or(self.uncacheable);
         self.config.extend(over.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
@@ -348,6 +351,7 @@ impl Manifest {
             mcp_stdio,
             protocol,
             rate_limit,
+            uncacheable: self.uncacheable.clone().unwrap_or_default(),
         })
     }
 
@@ -418,6 +422,7 @@ mod tests {
             mcp_stdio: BTreeMap::new(),
             protocol: None,
             rate_limit: Default::default(),
+            uncacheable: Vec::new(),
         }
     }
 

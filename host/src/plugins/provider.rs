@@ -87,6 +87,10 @@ impl Provider for WasmProvider {
     fn rate_limit(&self) -> crate::rate::RateLimit {
         self.plugin.grants.rate_limit
     }
+
+    fn cacheable(&self, method: &str) -> bool {
+        !self.plugin.grants.uncacheable.iter().any(|m| m == method)
+    }
 }
 
 /// How a call can end besides the guest's own answer.

@@ -96,6 +96,7 @@ impl RuntimeConfig {
             mcp_stdio: Default::default(),
             protocol: None,
             rate_limit: Default::default(),
+            uncacheable: Vec::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::report::{Attempt, RunReport};
 use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -288,6 +289,82 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forget the schedule `id`; false if there was none.
     fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The result cached under `key` (JSON), if one is kept and has not
+    /// expired (see [`ResultCache`]).
+    fn cached(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Keep `result` (JSON) under `key` until `expires`, within
+    /// [`MAX_CACHED_RESULTS`] (the entries that expire first make room).
+    fn cache(&self, key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError>;
+}
+
+/// Most results a store or a host's memory keeps cached.
+pub const MAX_CACHED_RESULTS: usize = 100_000;
+/// The largest result kept cached (as JSON); larger ones are not.
+pub const MAX_CACHED_RESULT_BYTES: usize = 1024 * 1024;
+
+/// Where the results of `cache: {ttl}` tasks are kept, by key (the engine
+/// makes the key from the call): the store's, or without a store the
+/// host's memory ([`MemoryCache`]).
+pub trait ResultCache: Send + Sync {
+    /// The result cached under `key`, if any is kept and unexpired.
+    fn get(&self, key: &str) -> Result<Option<Value>, StoreError>;
+    /// Keep `result` under `key` until `expires`.
+    fn put(&self, key: &str, result: &Value, expires: SystemTime) -> Result<(), StoreError>;
+}
+
+/// A store's cache: the results are in its `cached`/`cache`.
+pub struct StoredResults(pub Arc<dyn Store>);
+
+impl ResultCache for StoredResults {
+    fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let Some(text) = self.0.cached(key)? else { return Ok(None) };
+        // An entry that does not parse is a miss; the call's result replaces it.
+        Ok(serde_json::from_str(&text).ok())
+    }
+
+    fn put(&self, key: &str, result: &Value, expires: SystemTime) -> Result<(), StoreError> {
+        let text = result.to_string();
+        if text.len() > MAX_CACHED_RESULT_BYTES {
+            return Ok(());
+        }
+        self.0.cache(key, &text, expires)
+    }
+}
+
+/// Results cached in the host's memory (a host without a store), at most
+/// [`MAX_CACHED_RESULTS`]; the entries that expire first make room.
+#[derive(Default)]
+pub struct MemoryCache {
+    entries: std::sync::Mutex<HashMap<String, (Arc<Value>, SystemTime)>>,
+}
+
+impl ResultCache for MemoryCache {
+    fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let entries = crate::locks::lock(&self.entries);
+        let now = SystemTime::now();
+        Ok(entries.get(key).filter(|(_, expires)| *expires > now).map(|(result, _)| Value::clone(result)))
+    }
+
+    fn put(&self, key: &str, result: &Value, expires: SystemTime) -> Result<(), StoreError> {
+        if crate::model::json_bytes(result) > MAX_CACHED_RESULT_BYTES {
+            return Ok(());
+        }
+        let mut entries = crate::locks::lock(&self.entries);
+        if entries.len() >= MAX_CACHED_RESULTS && !entries.contains_key(key) {
+            let now = SystemTime::now();
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= MAX_CACHED_RESULTS {
+                let first = entries.iter().min_by_key(|(_, (_, expires))| *expires).map(|(k, _)| k.clone());
+                if let Some(first) = first {
+                    entries.remove(&first);
+                }
+            }
+        }
+        entries.insert(key.to_owned(), (Arc::new(result.clone()), expires));
+        Ok(())
+    }
 }
 
 /// What a claim of a workflow id came to.

@@ -8,7 +8,7 @@
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Claim, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+use super::{Claim, MAX_CACHED_RESULTS, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::report::RunReport;
@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS task_events (
 CREATE INDEX IF NOT EXISTS task_events_workflow ON task_events (workflow_id);
 CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, result TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS results_expiring ON results (expires_at);
 ";
 
 pub struct SqliteStore {
@@ -500,5 +502,42 @@ impl Store for SqliteStore {
             .execute("DELETE FROM schedules WHERE id = ?1", [id])
             .map(|removed| removed > 0)
             .map_err(|e| self.io("remove a schedule", e))
+    }
+
+    fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let now = to_secs(SystemTime::now());
+        self.connection()
+            .query_row("SELECT result FROM results WHERE key = ?1 AND expires_at > ?2", params![key, now], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.io("read a cached result", e))
+    }
+
+    fn cache(&self, key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError> {
+        let connection = self.connection();
+        let keep = "INSERT OR REPLACE INTO results (key, result, expires_at) VALUES (?1, ?2, ?3)";
+        connection.execute(keep, params![key, result, to_secs(expires)]).map_err(|e| self.io("cache a result", e))?;
+        // Past the bound, the expired entries go, then those that expire first.
+        let count: i64 = connection
+            .query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0))
+            .map_err(|e| self.io("count cached results", e))?;
+        let over = count - MAX_CACHED_RESULTS as i64;
+        if over > 0 {
+            let now = to_secs(SystemTime::now());
+            connection
+                .execute("DELETE FROM results WHERE expires_at <= ?1", [now])
+                .map_err(|e| self.io("prune cached results", e))?;
+            let first = "DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY expires_at LIMIT ?1)";
+            let count: i64 = connection
+                .query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0))
+                .map_err(|e| self.io("count cached results", e))?;
+            // (A negative LIMIT is no limit in SQLite: only a positive one is given.)
+            if count > MAX_CACHED_RESULTS as i64 {
+                let excess = count - MAX_CACHED_RESULTS as i64;
+                connection.execute(first, [excess]).map_err(|e| self.io("prune cached results", e))?;
+            }
+        }
+        Ok(())
     }
 }

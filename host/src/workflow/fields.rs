@@ -10,8 +10,8 @@
 use super::{Problem, inputs, kind, schedule, show, slug};
 use crate::ids::{MAX_ID_CHARS, is_id, is_method, is_protocol};
 use crate::model::{
-    Backoff, Concurrency, FileRef, ForEach, MAX_ITEMS, MAX_KEY_CHARS, MAX_KEY_CONCURRENCY, Priority, RetryPolicy, Task,
-    Workflow,
+    Backoff, CachePolicy, Concurrency, FileRef, ForEach, MAX_CACHE_TTL_SECS, MAX_ITEMS, MAX_KEY_CHARS,
+    MAX_KEY_CONCURRENCY, Priority, RetryPolicy, Task, Workflow,
 };
 use crate::resolver::Root;
 use crate::resolver::condition::{Condition, ConditionError};
@@ -40,6 +40,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "metadata",
     "inputs",
     "schedule",
+    "cache",
     "tasks",
 ];
 pub(super) const TASK_FIELDS: &[&str] = &[
@@ -62,6 +63,7 @@ pub(super) const TASK_FIELDS: &[&str] = &[
     "when",
     "file",
     "concurrency",
+    "cache",
 ];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "backoff_strategy", "base_delay", "max_delay", "jitter"];
 
@@ -107,7 +109,8 @@ impl Fields {
         let inputs = map.remove("inputs").map(|tree| inputs::parse(tree, &mut self.problems)).unwrap_or_default();
         let context = schedule::Context { inputs: &inputs, default_id: schedule_id };
         let schedule = map.remove("schedule").and_then(|tree| schedule::parse(tree, &context, &mut self.problems));
-        let tasks = self.tasks(&mut map, priority);
+        let cache = self.cache(at, &mut map).flatten();
+        let tasks = self.tasks(&mut map, priority, cache);
         Some(Workflow {
             id,
             name: name.unwrap_or_default(),
@@ -124,7 +127,12 @@ impl Fields {
         })
     }
 
-    fn tasks(&mut self, map: &mut Map<String, Value>, default_priority: Priority) -> Option<Vec<Task>> {
+    fn tasks(
+        &mut self,
+        map: &mut Map<String, Value>,
+        default_priority: Priority,
+        default_cache: Option<CachePolicy>,
+    ) -> Option<Vec<Task>> {
         let list = match map.remove("tasks") {
             None => {
                 self.report(None, Some("tasks"), "missing; a workflow needs a list of tasks");
@@ -140,10 +148,17 @@ impl Fields {
                 return None;
             }
         };
-        Some(list.into_iter().enumerate().filter_map(|(i, v)| self.task(i, v, default_priority)).collect())
+        let task = |(i, v)| self.task(i, v, default_priority, default_cache);
+        Some(list.into_iter().enumerate().filter_map(task).collect())
     }
 
-    fn task(&mut self, index: usize, tree: Value, default_priority: Priority) -> Option<Task> {
+    fn task(
+        &mut self,
+        index: usize,
+        tree: Value,
+        default_priority: Priority,
+        default_cache: Option<CachePolicy>,
+    ) -> Option<Task> {
         let numbered = format!("task #{}", index + 1);
         let Value::Object(mut map) = tree else {
             self.report(Some(&numbered), None, format!("must be a mapping, found {}", kind(&tree)));
@@ -193,6 +208,7 @@ impl Fields {
         let when = self.condition(at, &mut map);
         let file = self.file(at, &mut map);
         let concurrency = self.concurrency(at, &mut map);
+        let cache = self.cache(at, &mut map).unwrap_or(default_cache);
         if file.is_some() && for_each.is_some() {
             self.report(at, Some("file"), "a task reads one 'file' or runs 'for_each' item, not both");
         }
@@ -217,7 +233,31 @@ impl Fields {
             when,
             file,
             concurrency,
+            cache,
         })
+    }
+
+    /// `cache: {ttl: DURATION}` (Some(Some)), `cache: false` (Some(None)),
+    /// or nothing said (None).
+    fn cache(&mut self, at: Option<&str>, map: &mut Map<String, Value>) -> Option<Option<CachePolicy>> {
+        let mut spec = match map.remove("cache")? {
+            Value::Bool(false) | Value::Null => return Some(None),
+            Value::Object(spec) => spec,
+            other => {
+                let found = show(&other);
+                self.report(at, Some("cache"), format!("must be {{ttl: DURATION}} or false, found {found}"));
+                return None;
+            }
+        };
+        for key in spec.keys().filter(|k| k.as_str() != "ttl") {
+            self.report(at, Some(&format!("cache.{key}")), "unknown field; cache fields are: ttl");
+        }
+        let Some(ttl) = spec.remove("ttl") else {
+            self.report(at, Some("cache.ttl"), "missing (how long a result is reused, e.g. \"1d\")");
+            return None;
+        };
+        let ttl = self.duration_value(at, "cache.ttl", &ttl, 1.0, MAX_CACHE_TTL_SECS)?;
+        Some(Some(CachePolicy { ttl }))
     }
 
     /// `concurrency: {key: TEXT, max: N}`; the key's references are

@@ -12,8 +12,8 @@
 //! `config("base_url")` (default `http://127.0.0.1:11434`), which the
 //! plugin's manifest must grant.
 
-use base64::Engine as _;
 use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
+use gleitzeit_plugin_sdk::llm::{self, Embed, Vision, max_tokens, stream, temperature};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -26,18 +26,6 @@ mod codes {
         LLM_DENIED as DENIED, LLM_MALFORMED as MALFORMED, LLM_MODEL_NOT_FOUND as MODEL_NOT_FOUND,
         LLM_REJECTED as REJECTED, LLM_UNAVAILABLE as UNAVAILABLE,
     };
-}
-
-fn temperature() -> f64 {
-    0.7
-}
-
-fn max_tokens() -> u32 {
-    500
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Ollama's `options`: the extra ones given (top_p, seed, stop, ...) with
@@ -59,7 +47,7 @@ struct Generate {
     /// Base64 images for multimodal models.
     images: Option<Vec<String>>,
     /// Stream pieces to subscribers as they are generated (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "stream")]
     stream: bool,
     #[serde(default = "temperature")]
     temperature: f64,
@@ -88,7 +76,7 @@ struct Chat {
     messages: Vec<Value>,
     model: Option<String>,
     format: Option<Value>,
-    #[serde(default = "yes")]
+    #[serde(default = "stream")]
     stream: bool,
     #[serde(default = "temperature")]
     temperature: f64,
@@ -113,47 +101,8 @@ fn chat(_: &Context, p: Chat) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Vision {
-    #[serde(default = "describe_image")]
-    prompt: String,
-    model: Option<String>,
-    /// One base64 image.
-    image_data: Option<String>,
-    /// Several base64 images.
-    images: Option<Vec<String>>,
-    /// A file to read, inside a directory the manifest grants (`read_dirs`).
-    image_path: Option<String>,
-    #[serde(default = "yes")]
-    stream: bool,
-    #[serde(default = "temperature")]
-    temperature: f64,
-    #[serde(default = "max_tokens")]
-    max_tokens: u32,
-    /// Extra Ollama `options`, passed as given.
-    #[serde(default)]
-    options: serde_json::Map<String, Value>,
-}
-
-fn describe_image() -> String {
-    "Describe this image.".into()
-}
-
-fn vision(_: &Context, p: Vision) -> Result<Value, RpcError> {
-    let mut images = p.images.unwrap_or_default();
-    images.extend(p.image_data);
-    if let Some(path) = &p.image_path {
-        let bytes = std::fs::read(path).map_err(|e| {
-            RpcError::invalid_params(format!(
-                "cannot read image_path '{path}': {e} (the plugin reads only directories its manifest grants in read_dirs)"
-            ))
-        })?;
-        images.push(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    if images.is_empty() {
-        return Err(RpcError::invalid_params("give an image: 'image_data' (base64), 'images' or 'image_path'"));
-    }
+fn vision(_: &Context, mut p: Vision) -> Result<Value, RpcError> {
+    let images = p.take_images()?;
     let model = p.model.unwrap_or_else(|| default_model("vision_model", "llava"));
     let body = json!({ "model": model, "prompt": p.prompt, "images": images, "options": options(p.temperature, p.max_tokens, p.options) });
     let last = complete("/api/generate", body, p.stream, &model, |object| object["response"].as_str())?;
@@ -162,20 +111,8 @@ fn vision(_: &Context, p: Vision) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Embed {
-    /// One text, or a list of texts.
-    text: Value,
-    model: Option<String>,
-}
-
 fn embed(_: &Context, p: Embed) -> Result<Value, RpcError> {
-    let valid =
-        p.text.is_string() || p.text.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
-    if !valid {
-        return Err(RpcError::invalid_params("'text' must be a string or a non-empty list of strings"));
-    }
+    p.check()?;
     let model = p.model.unwrap_or_else(|| default_model("embed_model", "nomic-embed-text"));
     let answer = request_json("/api/embed", json!({ "model": model, "input": p.text }), &model)?;
     let embeddings = answer["embeddings"].as_array().filter(|e| !e.is_empty()).ok_or_else(|| malformed(&answer))?;
@@ -231,7 +168,7 @@ fn completion(model: &str, content: String, last: &Value) -> Value {
         "model": last["model"].as_str().unwrap_or(model),
         "tokens_used": prompt + completion,
         // The OpenAI-compatible bridge's names, so usage reads the same on both.
-        "usage": { "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion },
+        "usage": llm::usage(prompt, completion, None),
         "done_reason": last["done_reason"],
         "prompt_eval_count": last["prompt_eval_count"],
         "eval_count": last["eval_count"],

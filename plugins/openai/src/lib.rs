@@ -20,6 +20,7 @@
 
 use base64::Engine as _;
 use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
+use gleitzeit_plugin_sdk::llm::{self, Embed, Vision, max_tokens, stream, temperature};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -38,18 +39,6 @@ mod codes {
 /// How long to wait after a 429 or 503 without `Retry-After`.
 const DEFAULT_RETRY_AFTER_S: f64 = 1.0;
 
-fn temperature() -> f64 {
-    0.7
-}
-
-fn max_tokens() -> u32 {
-    500
-}
-
-fn yes() -> bool {
-    true
-}
-
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Chat {
@@ -63,7 +52,7 @@ struct Chat {
     tool_choice: Option<Value>,
     /// `"json"` (a JSON object) or a JSON schema, as the Ollama bridge takes it.
     format: Option<Value>,
-    #[serde(default = "yes")]
+    #[serde(default = "stream")]
     stream: bool,
     #[serde(default = "temperature")]
     temperature: f64,
@@ -96,7 +85,7 @@ struct Generate {
     format: Option<Value>,
     /// Base64 images for multimodal models.
     images: Option<Vec<String>>,
-    #[serde(default = "yes")]
+    #[serde(default = "stream")]
     stream: bool,
     #[serde(default = "temperature")]
     temperature: f64,
@@ -118,46 +107,8 @@ fn generate(_: &Context, p: Generate) -> Result<Value, RpcError> {
     completion(body, p.stream, &model)
 }
 
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Vision {
-    #[serde(default = "describe_image")]
-    prompt: String,
-    model: Option<String>,
-    /// One base64 image.
-    image_data: Option<String>,
-    /// Several base64 images.
-    images: Option<Vec<String>>,
-    /// A file to read, inside a directory the manifest grants (`read_dirs`).
-    image_path: Option<String>,
-    #[serde(default = "yes")]
-    stream: bool,
-    #[serde(default = "temperature")]
-    temperature: f64,
-    #[serde(default = "max_tokens")]
-    max_tokens: u32,
-    #[serde(default)]
-    options: serde_json::Map<String, Value>,
-}
-
-fn describe_image() -> String {
-    "Describe this image.".into()
-}
-
-fn vision(_: &Context, p: Vision) -> Result<Value, RpcError> {
-    let mut images = p.images.unwrap_or_default();
-    images.extend(p.image_data);
-    if let Some(path) = &p.image_path {
-        let bytes = std::fs::read(path).map_err(|e| {
-            RpcError::invalid_params(format!(
-                "cannot read image_path '{path}': {e} (the plugin reads only directories its manifest grants in read_dirs)"
-            ))
-        })?;
-        images.push(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    if images.is_empty() {
-        return Err(RpcError::invalid_params("give an image: 'image_data' (base64), 'images' or 'image_path'"));
-    }
+fn vision(_: &Context, mut p: Vision) -> Result<Value, RpcError> {
+    let images = p.take_images()?;
     let model =
         p.model.or_else(|| host::config("vision_model")).unwrap_or_else(|| config_or("default_model", "gpt-4o-mini"));
     let count = images.len();
@@ -167,20 +118,8 @@ fn vision(_: &Context, p: Vision) -> Result<Value, RpcError> {
     Ok(result)
 }
 
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Embed {
-    /// One text, or a list of texts.
-    text: Value,
-    model: Option<String>,
-}
-
 fn embed(_: &Context, p: Embed) -> Result<Value, RpcError> {
-    let valid =
-        p.text.is_string() || p.text.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
-    if !valid {
-        return Err(RpcError::invalid_params("'text' must be a string or a non-empty list of strings"));
-    }
+    p.check()?;
     let model = p.model.unwrap_or_else(|| config_or("embed_model", "text-embedding-3-small"));
     let answer = send(host::post_json(&url("/embeddings"), &json!({ "model": model, "input": p.text })), &model)?;
     let data = answer["data"].as_array().filter(|d| !d.is_empty()).ok_or_else(|| malformed(&answer))?;
@@ -294,12 +233,10 @@ fn set_optional(body: &mut Value, key: &str, value: Option<Value>) {
     }
 }
 
-/// The backend's usage in the chat API's names (absent counts are 0).
+/// The backend's usage (absent counts are 0).
 fn usage(reported: &Value) -> Value {
     let count = |key: &str| reported[key].as_u64().unwrap_or(0);
-    let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
-    let total = reported["total_tokens"].as_u64().unwrap_or(prompt + completion);
-    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total })
+    llm::usage(count("prompt_tokens"), count("completion_tokens"), reported["total_tokens"].as_u64())
 }
 
 /// Run a chat completion, streamed or not, into the bridges' result shape.

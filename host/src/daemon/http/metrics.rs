@@ -153,6 +153,16 @@ fn write(scrape: &mut Scrape<'_>, facts: &Facts) -> Result<(), std::fmt::Error> 
             [(labels("prompt"), usage.prompt_tokens), (labels("completion"), usage.completion_tokens)]
         }),
     )?;
+    scrape.counters(
+        "gleitzeit_cache_lookups",
+        "Result cache lookups of tasks with cache: {ttl}, by protocol and result (hit: answered without a call).",
+        engine.cache.iter().flat_map(|(protocol, (hits, misses))| {
+            [
+                (vec![("protocol", protocol.as_str()), ("result", "hit")], *hits),
+                (vec![("protocol", protocol.as_str()), ("result", "miss")], *misses),
+            ]
+        }),
+    )?;
     if let Some(store) = &engine.store {
         scrape.histograms(
             "gleitzeit_store_commit_duration_seconds",

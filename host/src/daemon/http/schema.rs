@@ -38,6 +38,10 @@ pub struct WorkflowDocument {
     /// tasks read them as `${inputs.NAME}`, `?input=NAME=VALUE` gives them.
     #[schema(nullable = false, value_type = Option<Object>)]
     inputs: Option<Value>,
+    /// `{ttl}`: every task's results are reused within it (a task's own
+    /// `cache` wins).
+    #[schema(nullable = false, value_type = Option<Object>)]
+    cache: Option<Value>,
     #[schema(min_items = 1)]
     tasks: Vec<TaskDocument>,
 }
@@ -91,6 +95,14 @@ pub struct TaskDocument {
     /// relative path, or `{path, dir}` naming a `--files-dir` directory.
     #[schema(nullable = false, value_type = Option<Object>)]
     file: Option<Value>,
+    /// `{key, max}`: at most `max` tasks whose key (text that may hold
+    /// `${…}`) is the same run at once, across workflows.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    concurrency: Option<Value>,
+    /// `{ttl}` (seconds or text such as "1d"): reuse the result of the same
+    /// call made within it; `false` to opt out of the workflow's.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    cache: Option<Value>,
 }
 
 #[derive(utoipa::ToSchema)]

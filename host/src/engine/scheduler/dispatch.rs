@@ -66,7 +66,8 @@ impl Scheduler {
 
     /// Start a queued task, or park it until its protocol has a free provider.
     pub(super) fn start(&mut self, id: RunId, t: usize) {
-        if self.runs.get(&id).is_none_or(|run| run.tasks[t].status != TaskStatus::Queued) || self.held_by_key(id, t) {
+        let queued = self.runs.get(&id).is_some_and(|run| run.tasks[t].status == TaskStatus::Queued);
+        if !queued || self.looking_up(id, t) || self.held_by_key(id, t) {
             return;
         }
         let Some(run) = self.runs.get(&id) else { return };

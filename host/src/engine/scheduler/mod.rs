@@ -9,6 +9,7 @@
 //! parking, launch), `outcome` (results, retries, timers) and `records`
 //! (the journal and events).
 
+mod cache;
 mod dispatch;
 mod fan_out;
 mod keys;
@@ -26,7 +27,7 @@ use crate::queue::PriorityQueue;
 use crate::registry::Registry;
 use crate::report::RunReport;
 use crate::store::journal::{Journal, Refusal};
-use crate::store::{Record, TaskRecord};
+use crate::store::{Record, ResultCache, TaskRecord};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -58,6 +59,13 @@ pub(super) enum Internal {
     },
     TimedOut {
         run: RunId,
+    },
+    /// A cached task's lookup is done (`hit`: the kept result).
+    CacheLooked {
+        run: RunId,
+        task: usize,
+        key: String,
+        hit: Option<Value>,
     },
     /// A rate limit of `protocol`'s providers lets a call start again.
     RateWindow {
@@ -147,6 +155,8 @@ pub(super) struct Scheduler {
     rate_timers: HashMap<String, Instant>,
     /// Concurrency keys with calls running or tasks waiting.
     keys: HashMap<Arc<str>, keys::Key>,
+    /// Where results of `cache: {ttl}` tasks are kept.
+    results: Arc<dyn ResultCache>,
     running: usize,
     next_run: RunId,
     stats: EngineStats,
@@ -161,6 +171,7 @@ impl Scheduler {
         inbox: mpsc::WeakUnboundedSender<Message>,
         observer: Option<mpsc::UnboundedSender<EngineEvent>>,
         journal: Option<Journal<EngineEvent>>,
+        results: Arc<dyn ResultCache>,
     ) -> Self {
         Self {
             registry,
@@ -179,6 +190,7 @@ impl Scheduler {
             woken: Vec::new(),
             rate_timers: HashMap::new(),
             keys: HashMap::new(),
+            results,
             running: 0,
             next_run: 0,
             stats: EngineStats::default(),
@@ -259,6 +271,7 @@ impl Scheduler {
             Internal::TimedOut { run } => self.cancel(run, "the workflow ran past its timeout"),
             Internal::ProviderWaitOver { run, task } => self.provider_wait_over(run, task),
             Internal::RateWindow { protocol } => self.rate_window(protocol),
+            Internal::CacheLooked { run, task, key, hit } => self.cache_looked(run, task, key, hit),
             Internal::Listed { run, task, outcome } => self.listed(run, task, outcome),
             Internal::FileRead { run, task, outcome } => self.file_read(run, task, outcome),
             Internal::ProviderStarted { run, task } => self.provider_started(run, task),

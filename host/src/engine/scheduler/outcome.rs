@@ -66,6 +66,9 @@ impl Scheduler {
         }
         run.admitted -= 1;
         self.running -= 1;
+        if let Ok(result) = &outcome {
+            self.keep_result(id, t, result);
+        }
         self.settle(id, t, outcome);
         self.admit(id);
     }

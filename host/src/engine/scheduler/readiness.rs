@@ -34,6 +34,7 @@ impl Scheduler {
             attempt: state.attempts,
             result: if final_ { state.result.as_deref().cloned() } else { None },
             error: if final_ || state.status == TaskStatus::Pending { state.error.clone() } else { None },
+            cached: final_ && state.history.last().is_some_and(|call| call.cached),
         }));
     }
 

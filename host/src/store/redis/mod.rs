@@ -851,6 +851,43 @@ impl Store for RedisStore {
         })?;
         Ok(removed > 0)
     }
+
+    // Cached results are shared by every host on the store: no lease is
+    // needed to read or write one (a result is the same whoever keeps it).
+    fn cached(&self, cache_key: &str) -> Result<Option<String>, StoreError> {
+        self.read("read a cached result", |c| c.get(key(&["result", cache_key])))
+    }
+
+    fn cache(&self, cache_key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError> {
+        let at = expires.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as f64;
+        let (entry, index) = (key(&["result", cache_key]), key(&["results"]));
+        // Each entry expires by itself; the index, by expiry, bounds how
+        // many there are: past the bound, those that expire first go.
+        let (_, _, _, count): ((), i64, i64, usize) = self.with("cache a result", |c| {
+            redis::pipe()
+                .cmd("SET")
+                .arg(&entry)
+                .arg(result)
+                .arg("PXAT")
+                .arg(at)
+                .zadd(&index, cache_key, at as f64)
+                .zrembyscore(&index, f64::NEG_INFINITY, now)
+                .zcard(&index)
+                .query(c)
+        })?;
+        if count > super::MAX_CACHED_RESULTS {
+            let excess = count - super::MAX_CACHED_RESULTS;
+            let first: Vec<String> = self
+                .with("prune cached results", |c| c.zpopmin::<_, Vec<String>>(&index, excess as isize))?
+                .into_iter()
+                .step_by(2)
+                .collect();
+            let entries: Vec<String> = first.iter().map(|k| key(&["result", k])).collect();
+            self.with("prune cached results", |c| c.del::<_, ()>(entries))?;
+        }
+        Ok(())
+    }
 }
 
 /// How many of the `stored` schedules (JSON by id) are `owner`'s.
