@@ -186,7 +186,9 @@ impl PluginSet {
             Err(e) => problems.push(e),
         }
         set.sync_bundled();
-        for name in set.overrides.keys().filter(|name| !lock(&set.status).contains_key(*name)) {
+        // A bundled plugin the operator switched off is not "no plugin".
+        let switched_off = |name: &str| set.overrides.get(name).is_some_and(|m| !m.enabled());
+        for name in set.overrides.keys().filter(|name| !lock(&set.status).contains_key(*name) && !switched_off(name)) {
             tracing::warn!(
                 "[manifests.{name}] in the host config names no plugin loaded now; it applies if {name}.wasm appears"
             );
