@@ -253,3 +253,84 @@ fn repeated_calls_are_answered_from_the_cache() {
     assert_eq!(ask["result"]["content"], task(&first, "ask")["result"]["content"]);
     assert!(task(&second, "fresh").get("cached").is_none());
 }
+
+/// `curl` of the daemon's API: the answer as JSON.
+fn curl(method: &str, url: &str, token: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "-H", &format!("Authorization: Bearer {token}"), url])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The report of workflow `id` once it has finished.
+fn finished(host: &support::Served, id: &str) -> Value {
+    let url = format!("{}/api/v1/workflows/{id}", host.url);
+    for _ in 0..600 {
+        let report = curl("GET", &url, &host.token);
+        if report["status"] != "running" && !report["status"].is_null() {
+            return report;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("workflow {id} did not finish");
+}
+
+/// `workflow rerun`: a failed workflow's completed tasks are not asked
+/// again, its failed one and what follows run; `?from=TASK` reruns a
+/// completed one from a task on; the old runs are unchanged.
+#[test]
+fn a_rerun_runs_only_what_failed_and_names_its_origin() {
+    let server = fake_openai(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let file = dir.path().join("rerun.yaml");
+    // The test server answers the model rate-limited with a 429 every other
+    // time: `flaky` fails at first (it has no retry), and succeeds again.
+    std::fs::write(
+        &file,
+        "name: rerun me\ntasks:\n  - {id: first, protocol: llm-remote/v1, method: chat, params: {stream: false, messages: [{role: user, content: one}]}}\n  - {id: flaky, protocol: llm-remote/v1, method: chat, dependencies: [first], params: {model: rate-limited, stream: false, messages: [{role: user, content: \"${first.result.content}\"}]}}\n  - {id: last, protocol: llm-remote/v1, method: chat, dependencies: [flaky], params: {stream: false, messages: [{role: user, content: \"${flaky.result.content}\"}]}}\n",
+    )
+    .unwrap();
+    let gleitzeit = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+            .args(args)
+            .args(["--server", &host.url, "--token", &host.token, "--output", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let failed = gleitzeit(&["workflow", "submit", file.to_str().unwrap(), "--wait"]);
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let old = failed["workflow_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 2, "first, then flaky's 429");
+
+    let rerun = gleitzeit(&["workflow", "rerun", &old, "--wait"]);
+    assert_eq!(rerun["status"], "completed", "{rerun:#}");
+    assert_eq!(rerun["rerun_of"], old.as_str());
+    assert_eq!(task(&rerun, "first")["taken_from"], old.as_str(), "kept, not asked again");
+    assert_eq!(task(&rerun, "first")["result"], task(&failed, "first")["result"]);
+    assert!(task(&rerun, "last")["taken_from"].is_null());
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 4, "flaky and last, not first");
+
+    // From a task on, of the completed rerun, over the HTTP API.
+    let new = rerun["workflow_id"].as_str().unwrap();
+    let url = format!("{}/api/v1/workflows/{new}/rerun?from=last", host.url);
+    let again = curl("POST", &url, &host.token);
+    assert_eq!(again["rerun_of"], new, "{again:#}");
+    let again = finished(&host, again["workflow_id"].as_str().unwrap());
+    assert_eq!(again["status"], "completed", "{again:#}");
+    assert_eq!(task(&again, "flaky")["taken_from"], new);
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), 5, "only last");
+
+    // The old run is as it was; a running or unknown one is refused.
+    assert_eq!(finished(&host, &old)["status"], "failed");
+    let nothing = curl("POST", &format!("{}/api/v1/workflows/nope/rerun", host.url), &host.token);
+    assert_eq!(nothing["code"], -32011, "{nothing:#}");
+    let completed = curl("POST", &format!("{}/api/v1/workflows/{new}/rerun", host.url), &host.token);
+    assert!(completed["message"].as_str().unwrap().contains("--from TASK"), "{completed:#}");
+}

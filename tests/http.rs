@@ -766,3 +766,35 @@ async fn raw_exchange(url: &str, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(30), connection.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// The dashboard's rerun button (tests/python/dashboard_rerun.py, in a
+/// real browser): a workflow that failed because its file was missing runs
+/// again once the file is there, as a new workflow that names its origin.
+#[test]
+fn a_failed_workflow_is_rerun_from_the_dashboard() {
+    let notes = tempfile::tempdir().unwrap();
+    let host = serve(&["--files-dir", &format!("notes={}", notes.path().display())]);
+    let file = notes.path().join("workflow.yaml");
+    std::fs::write(
+        &file,
+        "name: reads a note\ntasks:\n  - {id: hello, protocol: echo/v1, method: echo, params: {message: hi}}\n  - {id: note, protocol: echo/v1, method: echo, dependencies: [hello], file: {path: note.txt, dir: notes}, params: {message: \"${item.text}\"}}\n",
+    )
+    .unwrap();
+    let submitted = Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["workflow", "submit", file.to_str().unwrap(), "--wait", "--output", "json"])
+        .args(["--server", &host.url, "--token", &host.token])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(report["status"], "failed", "{report:#}");
+    std::fs::write(notes.path().join("note.txt"), "written since").unwrap();
+    let out = Command::new("python3")
+        .arg(root().join("tests/python/dashboard_rerun.py"))
+        .env("GLEITZEIT_SERVER", &host.url)
+        .env("GLEITZEIT_TOKEN", &host.token)
+        .env("WORKFLOW_ID", report["workflow_id"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
+}

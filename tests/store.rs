@@ -65,6 +65,7 @@ fn task(workflow_id: &str, task_id: &str, status: TaskStatus, attempts: u32) -> 
             })
             .collect(),
         items: None,
+        taken_from: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn owned_report(workflow_id: &str, finished_at: SystemTime, owner: Option<&str>)
         usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }),
         waiting_for: None,
         cached: false,
+        taken_from: None,
     };
     let mut report =
         RunReport::new(workflow_id.into(), "stored".into(), finished_at, Duration::from_millis(2), vec![task]);

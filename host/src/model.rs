@@ -161,6 +161,10 @@ pub struct CachePolicy {
     pub ttl: Duration,
 }
 
+/// The key of a workflow's `metadata` that names the workflow it reruns
+/// (set by the host on a rerun).
+pub const RERUN_OF: &str = "rerun_of";
+
 /// The longest `cache.ttl`: a year.
 pub const MAX_CACHE_TTL_SECS: f64 = 365.0 * 86_400.0;
 

@@ -66,6 +66,10 @@ pub struct TaskReport {
     /// Its result came from the result cache (`cache: {ttl}`), not a call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// The workflow whose run gave it its outcome: a rerun's completed
+    /// tasks are taken from the run it reruns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<String>,
 }
 
 /// The mark of a report whose tasks' outcomes are kept in their records.
@@ -193,6 +197,9 @@ pub struct RunReport {
     /// Tokens all its calls used, as the backends reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The workflow this run reruns (`workflow rerun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
 }
 
 /// Whether every task completed, was skipped by a false condition, or
@@ -245,6 +252,7 @@ impl RunReport {
             owner: None,
             failure: None,
             usage,
+            rerun_of: None,
         }
     }
 
@@ -397,6 +405,7 @@ mod tests {
             usage: None,
             waiting_for: None,
             cached: false,
+            taken_from: None,
         }
     }
 

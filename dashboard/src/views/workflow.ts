@@ -66,6 +66,7 @@ interface Report {
   tasks: Task[];
   owner?: string;
   usage?: Usage;
+  rerun_of?: string;
 }
 
 export function workflowView(root: HTMLElement, id: string, signal: AbortSignal): void {
@@ -99,8 +100,16 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
     const cancel = report.status === "running"
       ? h("button", { "data-test": "cancel", onclick: async () => { await post(`/api/v1/workflows/${id}/cancel`, "{}"); } }, "cancel")
       : null;
+    // A failed or cancelled run: run what did not complete again, as a new workflow.
+    const rerun = report.status === "failed" || report.status === "cancelled"
+      ? h("button", { "data-test": "rerun", onclick: async () => {
+          const again = await post<{ workflow_id: string }>(`/api/v1/workflows/${id}/rerun`, "");
+          location.hash = `#/workflows/${again.workflow_id}`;
+        } }, "rerun")
+      : null;
     clear(head, h("h2", {}, report.name), badge(report.status), h("span", { class: "muted" }, ` ${report.workflow_id} · ${duration(report.duration_ms)}`),
-      report.usage ? h("span", { class: "muted", "data-test": "workflow-tokens" }, ` · ${tokens(report.usage)}`) : null, cancel);
+      report.usage ? h("span", { class: "muted", "data-test": "workflow-tokens" }, ` · ${tokens(report.usage)}`) : null,
+      report.rerun_of ? h("span", { class: "muted", "data-test": "rerun-of" }, ` · rerun of ${report.rerun_of}`) : null, cancel, rerun);
     const byStatus = new Map<string, number>();
     for (const t of tasks) byStatus.set(t.status, (byStatus.get(t.status) ?? 0) + 1);
     clear(counts, ...[...byStatus.entries()].map(([s, n]) => h("span", { class: `count status-${s}`, "data-status": s }, `${s} ${n}`)));

@@ -98,6 +98,20 @@ pub(super) enum WorkflowCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Start a new workflow from a failed or cancelled one: its completed
+    /// tasks keep their results, the others run again.
+    Rerun {
+        workflow_id: String,
+        /// Run this task and every task after it again too (also of a
+        /// completed workflow).
+        #[arg(long)]
+        from: Option<String>,
+        /// Wait for the new run to finish and print its report.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Subcommand)]

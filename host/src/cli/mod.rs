@@ -91,6 +91,9 @@ pub fn main() -> ExitCode {
             Command::Workflow(WorkflowCommand::Cancel { workflow_id, server }) => {
                 remote::cancel(&server, &workflow_id).await
             }
+            Command::Workflow(WorkflowCommand::Rerun { workflow_id, from, wait, server }) => {
+                remote::rerun(&server, &workflow_id, from.as_deref(), wait).await
+            }
             Command::Task(TaskCommand::Submit { args, server }) => remote::task(&server, args).await,
             Command::Schedule(ScheduleCommand::Add { args, server }) => remote::add_schedule(&server, args).await,
             Command::Schedule(ScheduleCommand::List { server }) => {

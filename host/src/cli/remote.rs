@@ -95,6 +95,28 @@ pub(super) async fn submit(server: &ServerArgs, args: SubmitArgs) -> Result<Exit
     wait_and_print(&mut client, server, &workflow_id, task_count, args.output_file.as_deref()).await
 }
 
+/// Rerun workflow `workflow_id` (from task `from` on), and wait for the
+/// new run if asked.
+pub(super) async fn rerun(
+    server: &ServerArgs,
+    workflow_id: &str,
+    from: Option<&str>,
+    wait: bool,
+) -> Result<ExitCode, Failure> {
+    let mut client = connect(server).await?;
+    let reply = request(&client, "rerun_workflow", json!({ "workflow_id": workflow_id, "from": from })).await?;
+    let new_id = reply["workflow_id"].as_str().unwrap_or_default().to_owned();
+    if !wait {
+        match server.output {
+            Output::Json => print_json(&reply)?,
+            Output::Text => out!("submitted workflow {new_id}, a rerun of {workflow_id}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let task_count = reply["task_count"].as_u64().unwrap_or(0);
+    wait_and_print(&mut client, server, &new_id, task_count, None).await
+}
+
 /// The file as a JSON tree, after the same local validation `run` does
 /// (with its inputs), so mistakes are reported with the file's name.
 fn read_tree(path: &Path, inputs: &InputArgs) -> Result<Value, Failure> {

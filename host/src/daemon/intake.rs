@@ -48,12 +48,22 @@ impl Intake {
     }
 
     /// Accept a validated workflow as `caller`'s.
-    pub(super) async fn submit(&self, caller: &Caller, mut workflow: Workflow) -> Result<Submitted, RpcError> {
+    pub(super) async fn submit(&self, caller: &Caller, workflow: Workflow) -> Result<Submitted, RpcError> {
+        self.submit_keeping(caller, workflow, Vec::new()).await
+    }
+
+    /// [`Intake::submit`] a rerun, whose tasks `kept` have their outcomes.
+    pub(super) async fn submit_keeping(
+        &self,
+        caller: &Caller,
+        mut workflow: Workflow,
+        kept: Vec<crate::store::TaskRecord>,
+    ) -> Result<Submitted, RpcError> {
         workflow.owner = caller.owner();
         workflow.id = caller.own_id(&workflow.id).into_owned();
         self.open()?;
         let quota = (!caller.sees_all()).then_some(self.workflows_per_token);
-        self.engine.submit_within(workflow, quota).await.map_err(|e| match e {
+        self.engine.submit_keeping(workflow, quota, kept).await.map_err(|e| match e {
             EngineError::DuplicateId(_) | EngineError::FinishedId(_) => RpcError::new(errors::CONFLICT, e.to_string()),
             EngineError::TooLarge(_) => RpcError::new(errors::TOO_LARGE, e.to_string()),
             EngineError::Busy(_) => RpcError::new(errors::BUSY, e.to_string()),

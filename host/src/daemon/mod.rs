@@ -22,6 +22,7 @@ mod listen;
 mod quota;
 mod relay;
 mod requests;
+mod rerun;
 mod rpc;
 mod schedules;
 mod socket;

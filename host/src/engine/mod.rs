@@ -29,6 +29,7 @@ use crate::listing::WorkflowSummary;
 use crate::model::{TaskError, TaskStatus, Workflow};
 use crate::report::RunReport;
 use crate::store::Claim;
+use crate::store::TaskRecord;
 use crate::store::journal::{Journal, StoreHealth};
 pub use budget::WorkflowLimits;
 use scheduler::{Message, Scheduler};
@@ -174,6 +175,8 @@ enum Command {
         workflow: Workflow,
         /// Its params and inputs as JSON, measured by the submitter.
         bytes: usize,
+        /// Tasks whose outcomes it has already (see [`Engine::submit_keeping`]).
+        kept: Vec<TaskRecord>,
         /// Most workflows its owner may have running, this one included.
         max_running: Option<usize>,
         accepted: oneshot::Sender<Result<(), EngineError>>,
@@ -287,13 +290,25 @@ impl Engine {
         workflow: Workflow,
         max_running: Option<usize>,
     ) -> Result<Submitted, EngineError> {
+        self.submit_keeping(workflow, max_running, Vec::new()).await
+    }
+
+    /// [`Engine::submit_within`] a workflow whose tasks `kept` have their
+    /// outcomes already (a rerun's, taken from the run it reruns): they
+    /// are not run again.
+    pub async fn submit_keeping(
+        &self,
+        workflow: Workflow,
+        max_running: Option<usize>,
+        kept: Vec<TaskRecord>,
+    ) -> Result<Submitted, EngineError> {
         let bytes = self.within_limits(&workflow)?;
         // On a task of its own, so that it runs to its end even when the
         // caller stops waiting (a client that hangs up): a claim granted and
         // then neither accepted nor given back would hold the id with
         // nothing under it.
         let engine = self.clone();
-        tokio::spawn(async move { engine.claim_and_submit(workflow, bytes, max_running).await })
+        tokio::spawn(async move { engine.claim_and_submit(workflow, bytes, max_running, kept).await })
             .await
             .map_err(|_| EngineError::Stopped)?
     }
@@ -305,13 +320,14 @@ impl Engine {
         workflow: Workflow,
         bytes: usize,
         max_running: Option<usize>,
+        kept: Vec<TaskRecord>,
     ) -> Result<Submitted, EngineError> {
         let quota = max_running.zip(workflow.owner.as_deref()).map(|(max, owner)| (owner.to_owned(), max));
         let claimed = self.claim(&workflow.id, quota).await?;
         let workflow_id = workflow.id.clone();
         let (done_tx, done) = oneshot::channel();
         let accepted =
-            self.ask(|accepted| Command::Submit { workflow, bytes, max_running, accepted, done: done_tx }).await;
+            self.ask(|accepted| Command::Submit { workflow, bytes, kept, max_running, accepted, done: done_tx }).await;
         if let (true, Err(_) | Ok(Err(_))) = (claimed, &accepted) {
             self.release(&workflow_id).await;
         }

@@ -8,7 +8,9 @@
 
 use super::budget::{Held, WorkflowLimits};
 use super::conditions::ConditionCheck;
-use crate::model::{MAX_ITEMS, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes, json_bytes, list_bytes};
+use crate::model::{
+    MAX_ITEMS, RERUN_OF, Task, TaskError, TaskStatus, Workflow, WorkflowStatus, codes, json_bytes, list_bytes,
+};
 use crate::queue::PriorityQueue;
 use crate::report::{Attempt, RunReport, TaskReport, Usage};
 use crate::resolver::substitution::{self, Piece, kind, substitute};
@@ -57,6 +59,8 @@ pub(super) struct TaskState {
     pub key: Option<Arc<str>>,
     /// Where its cache lookup is (a task with `cache`).
     pub lookup: Lookup,
+    /// The workflow whose run gave it its outcome (a rerun's kept task).
+    pub taken_from: Option<String>,
     /// When it last became ready (queued), for the queue-wait histogram.
     pub ready_at: Option<Instant>,
     /// The params of its last call where resolving references changed
@@ -136,6 +140,7 @@ impl TaskState {
             waiting_for: None,
             key: None,
             lookup: Lookup::NotYet,
+            taken_from: None,
             ready_at: None,
             params: None,
             history: Vec::new(),
@@ -376,6 +381,7 @@ impl Run {
             self.held.hold(state.params_bytes + state.result_bytes);
             state.params = record.params;
             state.history = record.history;
+            state.taken_from = record.taken_from;
             if !record.status.is_final() {
                 let stopped = "the host stopped during this call; it is made again";
                 state.call_abandoned(TaskError::new(codes::SERVER_ERROR, stopped));
@@ -639,6 +645,7 @@ impl Run {
             params: state.params.clone().filter(|_| state.status.is_final()),
             history: state.history.clone(),
             items: state.group.as_ref().map(|g| g.items.clone()),
+            taken_from: state.taken_from.clone(),
         }
     }
 
@@ -768,6 +775,7 @@ impl Run {
             usage,
             waiting_for: state.waiting_for.as_deref().filter(|_| state.status == TaskStatus::Queued).map(str::to_owned),
             cached,
+            taken_from: state.taken_from.clone(),
         }
     }
 
@@ -797,6 +805,7 @@ impl Run {
         }
         report.owner = self.workflow.owner.clone();
         report.failure = self.failure.clone();
+        report.rerun_of = self.workflow.metadata.get(RERUN_OF).and_then(Value::as_str).map(str::to_owned);
         report
     }
 

@@ -850,6 +850,7 @@ tasks:
         params: None,
         history: Vec::new(),
         items: items.map(Arc::new),
+        taken_from: None,
     };
     // As stored: items kept as they were then (not as the document lists
     // them), the first done, the second running when the host stopped.
@@ -1115,6 +1116,9 @@ impl crate::store::Store for Picky {
     }
     fn remove_schedule(&self, id: &str) -> Result<bool, crate::store::StoreError> {
         self.0.remove_schedule(id)
+    }
+    fn document(&self, id: &str) -> Result<Option<Workflow>, crate::store::StoreError> {
+        self.0.document(id)
     }
     fn cached(&self, key: &str) -> Result<Option<String>, crate::store::StoreError> {
         self.0.cached(key)

@@ -372,6 +372,7 @@ mod tests {
             params: None,
             history: Vec::new(),
             items: None,
+            taken_from: None,
         })))
     }
 

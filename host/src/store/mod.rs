@@ -149,6 +149,10 @@ pub struct TaskRecord {
     /// makes the same item tasks (files or results may have changed since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Arc<Vec<Value>>>,
+    /// The workflow whose run gave it its outcome (a rerun keeps the
+    /// completed tasks of the run it reruns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<String>,
 }
 
 /// An unfinished workflow as the store has it, to resume after a restart.
@@ -248,6 +252,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A finished workflow's report.
     fn report(&self, workflow_id: &str) -> Result<Option<RunReport>, StoreError>;
+
+    /// The document of workflow `workflow_id` as it was accepted, with its
+    /// owner, finished or not (what a rerun starts from).
+    fn document(&self, workflow_id: &str) -> Result<Option<Workflow>, StoreError>;
 
     /// The stored workflows (running and finished) that `query` asks for,
     /// in listing order (see `listing`). A store whose index cannot filter

@@ -11,6 +11,7 @@
 use super::{Claim, MAX_CACHED_RESULTS, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
+use crate::model::Workflow;
 use crate::report::RunReport;
 use crate::schedule::Schedule;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -340,6 +341,19 @@ impl Store for SqliteStore {
             Ok((document, states))
         };
         super::read_report(&self.target(), workflow_id, &text, records).map(Some)
+    }
+
+    fn document(&self, workflow_id: &str) -> Result<Option<Workflow>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .connection()
+            .query_row("SELECT document, owner FROM workflows WHERE id = ?1", [workflow_id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.io("read a workflow", e))?;
+        let Some((document, owner)) = row else { return Ok(None) };
+        let workflow = super::workflow_from_json(&self.target(), workflow_id, &document)?;
+        Ok(Some(Workflow { owner, ..workflow }))
     }
 
     fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError> {

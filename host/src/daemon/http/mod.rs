@@ -76,6 +76,7 @@ fn routes() -> (axum::Router<Arc<HttpTransport>>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_results))
         .routes(routes!(get_task))
         .routes(routes!(cancel_workflow))
+        .routes(routes!(rerun_workflow))
         .routes(routes!(schedules::add_schedule, schedules::list_schedules))
         .routes(routes!(schedules::get_schedule, schedules::remove_schedule))
         .routes(routes!(stream::workflow_events))
@@ -554,6 +555,51 @@ async fn cancel_workflow(
     } else {
         Err(ApiError::new(errors::NOT_FOUND, format!("no running workflow '{}'", crate::text::excerpt(&id))))
     }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Rerun {
+    /// The new workflow.
+    workflow_id: String,
+    /// The workflow it reruns.
+    rerun_of: String,
+}
+
+impl HasWorkflowId for Rerun {
+    fn workflow_id(&self) -> &str {
+        &self.workflow_id
+    }
+}
+
+/// Start a new workflow from a failed or cancelled one: its completed tasks
+/// keep their results (each marked `taken_from` it), its failed, skipped
+/// and cancelled tasks run again; `?from=TASK` runs that task and every
+/// task after it again too (also of a completed workflow). The new run
+/// names its origin (`rerun_of`); the old one is unchanged.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/rerun", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow id"),
+        ("from" = Option<String>, Query, description = "A task to run again with every task after it")),
+    responses((status = 201, body = Rerun), (status = 404, description = "No such workflow", body = ApiError),
+        (status = 409, description = "It still runs, or completed and no `from` was given", body = ApiError),
+        (status = 422, description = "`from` names no task of it", body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn rerun_workflow(
+    State(api): State<Arc<HttpTransport>>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<(StatusCode, HeaderMap, axum::Json<Rerun>), ApiError> {
+    let caller = auth.may(Action::Submit)?;
+    let route = "POST /api/v1/workflows/{id}/rerun";
+    refuse_repeats(route, &query, &[])?;
+    if let Some((key, _)) = query.iter().find(|(key, _)| key != "from") {
+        let message = format!("{route}: unknown query field '{}'; the one known is from", crate::text::excerpt(key));
+        return Err(ApiError::new(errors::INVALID_PARAMS, message));
+    }
+    let from = query.into_iter().find(|(key, _)| key == "from").map(|(_, task)| task);
+    let submitted = api.core.rerun(caller, &id, from.as_deref()).await?;
+    let origin = api.core.report(caller, &id).await?.map_or(id, |report| report.workflow_id);
+    Ok(created(Rerun { workflow_id: submitted.workflow_id, rerun_of: origin }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -87,6 +87,7 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     socket.on("get_workflow", get_workflow);
     socket.on("list_workflows", list_workflows);
     socket.on("cancel_workflow", cancel_workflow);
+    socket.on("rerun_workflow", rerun_workflow);
     socket.on("add_schedule", add_schedule);
     socket.on("list_schedules", list_schedules);
     socket.on("remove_schedule", remove_schedule);
@@ -475,6 +476,24 @@ async fn cancel_workflow(socket: SocketRef, data: Payload, ack: Reply, State(tra
         } else {
             Err(RpcError::new(errors::NOT_FOUND, format!("cancel_workflow: no running workflow '{id}'")))
         }
+    }
+    .await;
+    answer(&transport, &socket, ack, outcome);
+}
+
+/// `{workflow_id, from?}`: a new workflow from a failed or cancelled one
+/// (see `daemon::rerun`); answers `{workflow_id, rerun_of, task_count}`.
+async fn rerun_workflow(socket: SocketRef, data: Payload, ack: Reply, State(transport): State<Arc<SocketTransport>>) {
+    let outcome = async {
+        let caller = transport.caller(&socket, Action::Submit)?;
+        let map = payload("rerun_workflow", data)?;
+        let fields = Fields { event: "rerun_workflow", map: &map };
+        let id = fields.string("workflow_id")?;
+        let from = fields.optional_string("from")?;
+        let submitted = transport.core.rerun(&caller, &id, from.as_deref()).await?;
+        let report = transport.core.report(&caller, &submitted.workflow_id).await?;
+        let task_count = report.map_or(0, |r| r.tasks.len());
+        Ok(json!({ "workflow_id": submitted.workflow_id, "rerun_of": id, "task_count": task_count }))
     }
     .await;
     answer(&transport, &socket, ack, outcome);

@@ -108,8 +108,9 @@ pub(super) enum Internal {
 
 /// How a workflow comes to the scheduler.
 pub(super) enum Start {
-    /// Submitted, holding `bytes` (params and inputs) as it was.
-    New { bytes: usize },
+    /// Submitted, holding `bytes` (params and inputs) as it was, with the
+    /// outcomes of the tasks `kept` from the run it reruns.
+    New { bytes: usize, kept: Vec<TaskRecord> },
     /// Taken up from the store after a restart, with its tasks' states.
     Resumed { submitted_at: SystemTime, tasks: Vec<TaskRecord> },
 }
@@ -213,11 +214,11 @@ impl Scheduler {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Submit { workflow, bytes, max_running, accepted, done } => {
+            Command::Submit { workflow, bytes, kept, max_running, accepted, done } => {
                 let lane = workflow.id.clone();
                 let outcome = match self.owner_at_quota(&workflow, max_running) {
                     Some(refusal) => Err(refusal),
-                    None => self.submit(workflow, done, Start::New { bytes }),
+                    None => self.submit(workflow, done, Start::New { bytes, kept }),
                 };
                 // A workflow is acknowledged once it is stored.
                 self.after_stored(Some(lane), move || {
@@ -306,12 +307,20 @@ impl Scheduler {
                 run.held.hold(run.workflow.document_bytes());
                 retries = run.resume(submitted_at, tasks);
             }
-            Start::New { bytes } => {
+            Start::New { bytes, kept } => {
                 run.held.hold(bytes);
                 self.record(|| Record::Accepted {
                     workflow: Box::new(run.workflow.clone()),
                     submitted_at: run.started_at,
-                })
+                });
+                if !kept.is_empty() {
+                    let ids: Vec<String> = kept.iter().map(|record| record.task_id.clone()).collect();
+                    retries = run.resume(run.started_at, kept);
+                    // Stored as this run's, so that a restart keeps them too.
+                    for t in ids.iter().filter_map(|id| run.index.get(id).copied()) {
+                        self.record(|| Record::Task(Box::new(run.task_record(t))));
+                    }
+                }
             }
         }
         // A workflow stored before its limits were lowered (or before there

@@ -50,6 +50,7 @@ use super::{
 };
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
+use crate::model::Workflow;
 use crate::report::RunReport;
 use crate::schedule::Schedule;
 use redis::{Commands, Connection, Pipeline};
@@ -652,6 +653,18 @@ impl Store for RedisStore {
             Ok((document, states.into_values().collect()))
         };
         super::read_report(&self.url, workflow_id, &text, records).map(Some)
+    }
+
+    fn document(&self, workflow_id: &str) -> Result<Option<Workflow>, StoreError> {
+        let (document, owner): (Option<String>, Option<String>) = self.read("read a workflow", |c| {
+            redis::pipe()
+                .hget(key(&["workflow", workflow_id]), "document")
+                .hget(key(&["workflow", workflow_id]), "owner")
+                .query(c)
+        })?;
+        let Some(document) = document else { return Ok(None) };
+        let workflow = super::workflow_from_json(PREFIX, workflow_id, &document)?;
+        Ok(Some(Workflow { owner, ..workflow }))
     }
 
     fn claim(&self, workflow_id: &str) -> Result<Claim, StoreError> {
