@@ -77,6 +77,7 @@ async fn every_route_answers_allowed_tokens_and_refuses_the_rest() {
         ("GET", "/api/v1/workflows/{id}/results", format!("{workflow}/results"), None, READERS),
         ("GET", "/api/v1/workflows/{id}/tasks/{task}", format!("{workflow}/tasks/after"), None, READERS),
         ("POST", "/api/v1/workflows/{id}/cancel", format!("{workflow}/cancel"), None, READERS),
+        ("POST", "/api/v1/workflows/{id}/rerun", format!("{workflow}/rerun?from=after"), None, READERS),
         ("GET", "/api/v1/workflows/{id}/events", format!("{workflow}/events"), None, READERS),
         ("GET", "/api/v1/events", "/api/v1/events".into(), None, READERS),
         ("POST", "/api/v1/schedules", "/api/v1/schedules?replace=true".into(), Some(yearly.clone()), READERS),
@@ -797,4 +798,21 @@ fn a_failed_workflow_is_rerun_from_the_dashboard() {
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("ok"), "{stdout}\n{stderr}");
+}
+
+/// A rerun is its caller's own: a client cannot rerun (or learn of)
+/// another client's workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_rerun_another_clients_workflow() {
+    let host = serve(&[]);
+    let api = Api::of(&host);
+    let tokens = tokens(&host);
+    let alices = api.submit(&tokens.alice, &delayed("alice's", 0.0)).await;
+    api.finished(&tokens.alice, &alices).await;
+    let rerun = |token: &str| api.request("POST", &format!("/api/v1/workflows/{alices}/rerun?from=after"), Some(token));
+    let bobs = api.send(rerun(&tokens.bob)).await;
+    assert_eq!((bobs.status, &bobs.body["code"]), (404, &json!(-32011)), "{bobs:?}");
+    let hers = api.send(rerun(&tokens.alice)).await;
+    assert_eq!(hers.status, 201, "{hers:?}");
+    assert_eq!(hers.body["rerun_of"], alices.as_str());
 }

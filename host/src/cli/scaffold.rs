@@ -33,6 +33,7 @@ const RUST: &[File] = &[
     ("gleitzeit-plugin-sdk/Cargo.toml", include_str!("../../../plugin-sdk/Cargo.toml")),
     ("gleitzeit-plugin-sdk/src/lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
     ("gleitzeit-plugin-sdk/src/codes.rs", include_str!("../../../plugin-sdk/src/codes.rs")),
+    ("gleitzeit-plugin-sdk/src/llm.rs", include_str!("../../../plugin-sdk/src/llm.rs")),
     ("gleitzeit-plugin-sdk/wit/provider.wit", WIT),
 ];
 
