@@ -1,5 +1,5 @@
 //! What the bundled `llm/v1` bridges (Ollama, OpenAI-compatible) share,
-//! for an LLM bridge of your own: the params of `vision` and `embed`, the
+//! for an LLM bridge of your own: the params of `generate`, `vision` and `embed`, the
 //! defaults of the generating methods and their checks. The same names and
 //! defaults on every backend let a workflow move between them by
 //! configuration alone.
@@ -26,6 +26,29 @@ pub fn stream() -> bool {
 
 fn describe_image() -> String {
     "Describe this image.".into()
+}
+
+/// `generate`'s params.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    pub prompt: String,
+    pub model: Option<String>,
+    pub system: Option<String>,
+    /// `"json"` or a JSON schema.
+    pub format: Option<Value>,
+    /// Base64 images for multimodal models.
+    pub images: Option<Vec<String>>,
+    /// Stream pieces to subscribers as they are generated (default true).
+    #[serde(default = "stream")]
+    pub stream: bool,
+    #[serde(default = "temperature")]
+    pub temperature: f64,
+    #[serde(default = "max_tokens")]
+    pub max_tokens: u32,
+    /// Extra backend options, passed as given.
+    #[serde(default)]
+    pub options: serde_json::Map<String, Value>,
 }
 
 /// `vision`'s params.

@@ -13,7 +13,7 @@
 //! plugin's manifest must grant.
 
 use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
-use gleitzeit_plugin_sdk::llm::{self, Embed, Vision, max_tokens, stream, temperature};
+use gleitzeit_plugin_sdk::llm::{self, Embed, Generate, Vision, max_tokens, stream, temperature};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -34,28 +34,6 @@ fn options(temperature: f64, max_tokens: u32, mut extra: serde_json::Map<String,
     extra.insert("temperature".into(), json!(temperature));
     extra.insert("num_predict".into(), json!(max_tokens));
     Value::Object(extra)
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Generate {
-    prompt: String,
-    model: Option<String>,
-    system: Option<String>,
-    /// `"json"` or a JSON schema.
-    format: Option<Value>,
-    /// Base64 images for multimodal models.
-    images: Option<Vec<String>>,
-    /// Stream pieces to subscribers as they are generated (default true).
-    #[serde(default = "stream")]
-    stream: bool,
-    #[serde(default = "temperature")]
-    temperature: f64,
-    #[serde(default = "max_tokens")]
-    max_tokens: u32,
-    /// Extra Ollama `options`, passed as given.
-    #[serde(default)]
-    options: serde_json::Map<String, Value>,
 }
 
 fn generate(_: &Context, p: Generate) -> Result<Value, RpcError> {

@@ -20,7 +20,7 @@
 
 use base64::Engine as _;
 use gleitzeit_plugin_sdk::host::{self, FetchError, HttpRequest};
-use gleitzeit_plugin_sdk::llm::{self, Embed, Vision, max_tokens, stream, temperature};
+use gleitzeit_plugin_sdk::llm::{self, Embed, Generate, Vision, max_tokens, stream, temperature};
 use gleitzeit_plugin_sdk::{Context, Provider, RpcError, Value, export_provider, json};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -74,25 +74,6 @@ fn chat(_: &Context, p: Chat) -> Result<Value, RpcError> {
     set_optional(&mut body, "tool_choice", p.tool_choice);
     set_optional(&mut body, "response_format", p.format.map(response_format));
     completion(body, p.stream, &model)
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Generate {
-    prompt: String,
-    model: Option<String>,
-    system: Option<String>,
-    format: Option<Value>,
-    /// Base64 images for multimodal models.
-    images: Option<Vec<String>>,
-    #[serde(default = "stream")]
-    stream: bool,
-    #[serde(default = "temperature")]
-    temperature: f64,
-    #[serde(default = "max_tokens")]
-    max_tokens: u32,
-    #[serde(default)]
-    options: serde_json::Map<String, Value>,
 }
 
 fn generate(_: &Context, p: Generate) -> Result<Value, RpcError> {
