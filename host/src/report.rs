@@ -291,10 +291,11 @@ impl RunReport {
                 (None, attempts) => format!("{attempts} attempts"),
             };
             let took = t.duration_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "-".into());
-            let detail = match (&t.result, &t.error) {
-                (Some(result), _) => clip(&result.to_string()),
-                (None, Some(e)) => clip(&format!("error {}: {}", e.code, e.message)),
-                (None, None) => String::new(),
+            let detail = match (&t.result, &t.error, &t.waiting_for) {
+                (Some(result), _, _) => clip(&result.to_string()),
+                (None, Some(e), _) => clip(&format!("error {}: {}", e.code, e.message)),
+                (None, None, Some(why)) => clip(&format!("waiting for the {why}")),
+                (None, None, None) => String::new(),
             };
             let _ = writeln!(
                 out,
@@ -437,6 +438,12 @@ mod tests {
         assert_eq!(
             lines[3],
             "workflow 'demo' (wf-1) failed in 3.0 ms: 3 tasks, 1 completed, 1 failed, 1 skipped, 0 cancelled"
+        );
+        let mut held = task("d", TaskStatus::Queued, None, None);
+        held.waiting_for = Some("concurrency key 'acme': 2 running".into());
+        let running = RunReport::new("wf-2".into(), "held".into(), SystemTime::UNIX_EPOCH, Duration::ZERO, vec![held]);
+        assert!(
+            running.to_text().lines().next().unwrap().ends_with("waiting for the concurrency key 'acme': 2 running")
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["started_at"], "1970-01-01T00:00:00.000000Z");

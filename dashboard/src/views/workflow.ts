@@ -29,6 +29,8 @@ interface Task {
   error: { code: number; message: string } | null;
   dependencies?: string[];
   usage?: Usage;
+  /** Why a queued task is held back (a rate limit, a concurrency key). */
+  waiting_for?: string;
 }
 
 /** Tokens used, as the backends reported them. */
@@ -187,7 +189,8 @@ export function workflowView(root: HTMLElement, id: string, signal: AbortSignal)
         h("dt", {}, "finished"), h("dd", {}, time(t.finished_at)),
         h("dt", {}, "queued"), h("dd", {}, duration(t.queued_ms)),
         h("dt", {}, "took"), h("dd", {}, duration(t.duration_ms)),
-        h("dt", {}, "tokens"), usage),
+        h("dt", {}, "tokens"), usage,
+        ...(t.waiting_for ? [h("dt", {}, "waiting for"), h("dd", { "data-test": "task-waiting" }, t.waiting_for)] : [])),
       t.error ? h("div", {}, h("h4", {}, "error"), h("pre", { class: "error", "data-test": "task-error" }, json(t.error))) : null,
       shownProgress ? h("div", {}, h("h4", {}, "progress"), h("pre", { "data-test": "task-progress" }, shownProgress)) : null,
       h("h4", {}, "params"), params,
