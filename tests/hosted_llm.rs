@@ -263,17 +263,10 @@ fn curl(method: &str, url: &str, token: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The report of workflow `id` once it has finished.
+/// The report of workflow `id` once it has finished, as the host's admin
+/// sees it.
 fn finished(host: &support::Served, id: &str) -> Value {
-    let url = format!("{}/api/v1/workflows/{id}", host.url);
-    for _ in 0..600 {
-        let report = curl("GET", &url, &host.token);
-        if report["status"] != "running" && !report["status"].is_null() {
-            return report;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("workflow {id} did not finish");
+    finished_as(host, id, &host.token)
 }
 
 /// `workflow rerun`: a failed workflow's completed tasks are not asked
@@ -333,4 +326,69 @@ fn a_rerun_runs_only_what_failed_and_names_its_origin() {
     assert_eq!(nothing["code"], -32011, "{nothing:#}");
     let completed = curl("POST", &format!("{}/api/v1/workflows/{new}/rerun", host.url), &host.token);
     assert!(completed["message"].as_str().unwrap().contains("--from TASK"), "{completed:#}");
+}
+
+/// `curl` with a JSON body.
+fn curl_post(url: &str, token: &str, body: &Value) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json", "--data-binary", &body.to_string(), url])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Through the daemon, as two client tokens: the key reaches the backend
+/// and nothing else; one client's answer (which echoes its request) is not
+/// the other's to read; the key is in no answer, listing, log line or
+/// stored record.
+#[test]
+fn the_daemon_keeps_the_key_from_every_client_log_and_record() {
+    let server = fake_openai(KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let token = |name: &str| {
+        let out =
+            host.cli(&["token", "create", "--name", name, "--role", "client", "--data-dir", data.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let workflow = serde_json::json!({"name": "what did I send", "tasks": [{"id": "echo", "protocol": "llm-remote/v1",
+        "method": "chat", "params": {"model": "echo-headers", "stream": false, "messages": [{"role": "user", "content": "?"}]}}]});
+    let submitted = curl_post(&format!("{}/api/v1/workflows", host.url), &alice, &workflow);
+    let id = submitted["workflow_id"].as_str().unwrap_or_else(|| panic!("{submitted:#}")).to_owned();
+    let report = finished_as(&host, &id, &alice);
+    assert_eq!(report["status"], "completed", "{report:#}");
+    let results = curl("GET", &format!("{}/api/v1/workflows/{id}/results", host.url), &alice);
+    let echoed = results["results"]["echo"]["content"].as_str().unwrap_or_else(|| panic!("{results:#}")).to_owned();
+    assert!(echoed.contains("authorization: Bearer [secret:openai]"), "{echoed}");
+    let bobs = curl("GET", &format!("{}/api/v1/workflows/{id}", host.url), &bob);
+    assert_eq!(bobs["code"], -32011, "bob does not see alice's workflow: {bobs:#}");
+
+    let plugins = curl("GET", &format!("{}/api/v1/plugins", host.url), &host.token);
+    let metrics = Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {}", host.token)])
+        .arg(format!("{}/metrics", host.url))
+        .output()
+        .unwrap();
+    let said = format!("{report}{results}{plugins}{}{}", String::from_utf8_lossy(&metrics.stdout), host.log());
+    assert!(!said.contains(KEY), "the key was in an answer or a log line");
+    assert!(!everything_written(&data).contains(KEY), "the key was stored outside secrets.toml");
+}
+
+/// [`finished`] as `token` sees it.
+fn finished_as(host: &support::Served, id: &str, token: &str) -> Value {
+    let url = format!("{}/api/v1/workflows/{id}", host.url);
+    for _ in 0..600 {
+        let report = curl("GET", &url, token);
+        if report["status"] != "running" && !report["status"].is_null() {
+            return report;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("workflow {id} did not finish");
 }
