@@ -392,3 +392,38 @@ fn finished_as(host: &support::Served, id: &str, token: &str) -> Value {
     }
     panic!("workflow {id} did not finish");
 }
+
+/// Through the daemon: a batch under the plugin's rate limit gets no 429
+/// from a backend that allows 3 a second, and the same calls made again
+/// are answered from the store's cache without a request.
+#[test]
+fn the_daemon_keeps_a_batch_within_the_limit_and_answers_repeats_from_its_cache() {
+    let limit = fake_openai::Options { limit: Some((3, std::time::Duration::from_secs(1))) };
+    let server = support::servers::fake_openai_with(KEY, limit);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("enabled = true\n", "enabled = true\nrate_limit = { requests_per_minute = 90 }\n"),
+    )
+    .unwrap();
+    let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let batch = serde_json::json!({"name": "batch", "cache": {"ttl": "1h"}, "tasks": [{"id": "ask", "protocol": "llm-remote/v1",
+        "method": "chat", "for_each": [1, 2, 3, 4, 5, 6], "params": {"stream": false, "messages": [{"role": "user", "content": "item ${item}"}]}}]});
+    let submit = || {
+        let submitted = curl_post(&format!("{}/api/v1/workflows", host.url), &host.token, &batch);
+        finished(&host, submitted["workflow_id"].as_str().unwrap_or_else(|| panic!("{submitted:#}")))
+    };
+    let first = submit();
+    assert_eq!(first["status"], "completed", "{first:#}");
+    assert_eq!(server.stats.limited.load(Ordering::SeqCst), 0, "no 429 within the limit");
+    let asked = server.stats.requests.load(Ordering::SeqCst);
+    let second = submit();
+    assert_eq!(second["status"], "completed", "{second:#}");
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked, "every call answered from the cache");
+    let items: Vec<&Value> = second["tasks"].as_array().unwrap().iter().filter(|t| t["parent"] == "ask").collect();
+    assert!(items.len() == 6 && items.iter().all(|t| t["cached"] == true), "{second:#}");
+}
