@@ -14,7 +14,6 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use support::servers::fake_openai;
 
 const KEY: &str = "sk-test-0123456789-the-real-key";
 
@@ -48,6 +47,24 @@ fn settings(dir: &Path, data: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("gleitzeit.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A test server of OpenAI's API with `options`, the key kept as the
+/// secret `openai` in a data directory, and the docs' settings for it.
+struct Hosted {
+    server: support::servers::FakeOpenai,
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+fn hosted(options: fake_openai::Options) -> Hosted {
+    let server = support::servers::fake_openai_with(KEY, options);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "openai", KEY);
+    let config = settings(dir.path(), &data, server.port);
+    Hosted { server, dir, data, config }
 }
 
 const WORKFLOW: &str = r#"
@@ -97,11 +114,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_hosted_backend_serves_llm_with_its_key_kept_secret() {
-    let server = fake_openai(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server, dir, data, config } = hosted(fake_openai::Options::default());
     let file = dir.path().join("hosted.yaml");
     std::fs::write(&file, WORKFLOW).unwrap();
 
@@ -194,11 +207,7 @@ fn a_hosted_backend_serves_llm_with_its_key_kept_secret() {
 #[test]
 fn a_rate_limit_keeps_a_batch_within_the_backends_limit() {
     let limit = fake_openai::Options { limit: Some((3, std::time::Duration::from_secs(1))) };
-    let server = support::servers::fake_openai_with(KEY, limit);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server, dir, config, .. } = hosted(limit);
     let batch = dir.path().join("batch.yaml");
     std::fs::write(
         &batch,
@@ -228,11 +237,7 @@ fn a_rate_limit_keeps_a_batch_within_the_backends_limit() {
 /// that opts out asks again.
 #[test]
 fn repeated_calls_are_answered_from_the_cache() {
-    let server = fake_openai(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server, dir, config, .. } = hosted(fake_openai::Options::default());
     let file = dir.path().join("cached.yaml");
     std::fs::write(
         &file,
@@ -274,11 +279,7 @@ fn finished(host: &support::Served, id: &str) -> Value {
 /// completed one from a task on; the old runs are unchanged.
 #[test]
 fn a_rerun_runs_only_what_failed_and_names_its_origin() {
-    let server = fake_openai(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server, dir, data, config } = hosted(fake_openai::Options::default());
     let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     let file = dir.path().join("rerun.yaml");
     // The test server answers the model rate-limited with a 429 every other
@@ -344,11 +345,7 @@ fn curl_post(url: &str, token: &str, body: &Value) -> Value {
 /// stored record.
 #[test]
 fn the_daemon_keeps_the_key_from_every_client_log_and_record() {
-    let server = fake_openai(KEY);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server: _server, dir: _dir, data, config } = hosted(fake_openai::Options::default());
     let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     let token = |name: &str| {
         let out =
@@ -399,11 +396,7 @@ fn finished_as(host: &support::Served, id: &str, token: &str) -> Value {
 #[test]
 fn the_daemon_keeps_a_batch_within_the_limit_and_answers_repeats_from_its_cache() {
     let limit = fake_openai::Options { limit: Some((3, std::time::Duration::from_secs(1))) };
-    let server = support::servers::fake_openai_with(KEY, limit);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    set_secret(&data, "openai", KEY);
-    let config = settings(dir.path(), &data, server.port);
+    let Hosted { server, dir: _dir, data, config } = hosted(limit);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
