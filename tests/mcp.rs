@@ -253,3 +253,37 @@ fn tool_progress_reaches_subscribers() {
         assert_eq!(steps, expected, "{}", config.display());
     }
 }
+
+/// An MCP server over HTTP that wants a bearer token gets it from a secret
+/// the host adds (the plugin never sees it); without the header it
+/// answers 401.
+#[test]
+fn an_mcp_server_behind_a_bearer_token_gets_it_from_a_secret() {
+    const TOKEN: &str = "mcp-0123456789-secret";
+    let server = Server::fastmcp_requiring(TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut set = std::process::Command::new(env!("CARGO_BIN_EXE_gleitzeit"))
+        .args(["secret", "set", "mcp", "--data-dir", data.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut set.stdin.take().unwrap(), TOKEN.as_bytes()).unwrap();
+    assert!(set.wait().unwrap().success());
+    let origin = format!("http://127.0.0.1:{}", server.port);
+    let workflow =
+        "name: secured\ntasks:\n  - {id: shout, protocol: mcp/v1, method: tool.shout, params: {text: quiet}}\n";
+    let without = config(dir.path(), &[("py", server.port)], "");
+    let (_, refused) = run(dir.path(), &without, workflow);
+    let error = task(&refused, "shout")["error"]["message"].as_str().unwrap().to_owned();
+    assert!(error.contains("401"), "{error}");
+    let headers = format!("[manifests.mcp.headers.\"{origin}\"]\nAuthorization = \"Bearer {{secret:mcp}}\"\n");
+    let with = config(dir.path(), &[("py", server.port)], "");
+    let text = std::fs::read_to_string(&with).unwrap();
+    std::fs::write(&with, format!("data_dir = {data:?}\n{text}{headers}")).unwrap();
+    let (out, report) = run(dir.path(), &with, workflow);
+    assert_eq!(result(&report, "shout")["result"], "QUIET");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(TOKEN) && !String::from_utf8_lossy(&out.stderr).contains(TOKEN)
+    );
+}

@@ -1,5 +1,7 @@
 """A small FastMCP server (fastmcp from PyPI) for the mcp/v1 tests, over
-Streamable HTTP on 127.0.0.1:$PORT/mcp."""
+Streamable HTTP on 127.0.0.1:$PORT/mcp. With $REQUIRE_TOKEN set, every
+request must carry `Authorization: Bearer $REQUIRE_TOKEN` (else 401), as
+a hosted MCP server wants its key."""
 import os
 
 from fastmcp import FastMCP
@@ -58,5 +60,26 @@ def review(topic: str) -> str:
     return f"Please review {topic}."
 
 
+class RequireToken:
+    """ASGI middleware: 401 unless the request shows the token."""
+
+    def __init__(self, app, token):
+        self.app, self.wanted = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != self.wanted:
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"a bearer token is required"})
+            return
+        await self.app(scope, receive, send)
+
+
 if __name__ == "__main__":
-    mcp.run(transport="http", host="127.0.0.1", port=int(os.environ["PORT"]), show_banner=False)
+    port = int(os.environ["PORT"])
+    token = os.environ.get("REQUIRE_TOKEN")
+    if token:
+        import uvicorn
+
+        uvicorn.run(RequireToken(mcp.http_app(), token), host="127.0.0.1", port=port, log_level="info")
+    else:
+        mcp.run(transport="http", host="127.0.0.1", port=port, show_banner=False)

@@ -89,4 +89,12 @@ impl Server {
         command.arg(super::root().join("tests/python/fastmcp_server.py"));
         Self::start(command, "Uvicorn running")
     }
+
+    /// [`Server::fastmcp`] that answers 401 to a request without
+    /// `Authorization: Bearer TOKEN`.
+    pub fn fastmcp_requiring(token: &str) -> Self {
+        let mut command = Command::new("python3");
+        command.arg(super::root().join("tests/python/fastmcp_server.py")).env("REQUIRE_TOKEN", token);
+        Self::start(command, "Uvicorn running")
+    }
 }
