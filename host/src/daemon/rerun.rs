@@ -19,10 +19,18 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// A rerun accepted: the new workflow, the one it reruns (as the host
+/// keeps its id), and the new one's documented tasks.
+pub(super) struct Rerun {
+    pub(super) submitted: Submitted,
+    pub(super) rerun_of: String,
+    pub(super) task_count: usize,
+}
+
 impl Core {
     /// Rerun `caller`'s workflow `id` (see the module's doc); from task
     /// `from` on if given.
-    pub(super) async fn rerun(&self, caller: &Caller, id: &str, from: Option<&str>) -> Result<Submitted, RpcError> {
+    pub(super) async fn rerun(&self, caller: &Caller, id: &str, from: Option<&str>) -> Result<Rerun, RpcError> {
         let not_found = || RpcError::new(errors::NOT_FOUND, format!("no workflow '{}'", crate::text::excerpt(id)));
         let report = self.report(caller, id).await?.ok_or_else(not_found)?;
         match (report.status, from) {
@@ -49,7 +57,9 @@ impl Core {
         let mut workflow = document.ok_or_else(not_found)?;
         let kept = kept_records(&report, &workflow, from).map_err(|e| RpcError::new(errors::INVALID_PARAMS, e))?;
         rename(&mut workflow, &origin);
-        self.intake.submit_keeping(caller, workflow, kept).await
+        let task_count = workflow.tasks.len();
+        let submitted = self.intake.submit_keeping(caller, workflow, kept).await?;
+        Ok(Rerun { submitted, rerun_of: origin, task_count })
     }
 }
 

@@ -597,9 +597,8 @@ async fn rerun_workflow(
         return Err(ApiError::new(errors::INVALID_PARAMS, message));
     }
     let from = query.into_iter().find(|(key, _)| key == "from").map(|(_, task)| task);
-    let submitted = api.core.rerun(caller, &id, from.as_deref()).await?;
-    let origin = api.core.report(caller, &id).await?.map_or(id, |report| report.workflow_id);
-    Ok(created(Rerun { workflow_id: submitted.workflow_id, rerun_of: origin }))
+    let rerun = api.core.rerun(caller, &id, from.as_deref()).await?;
+    Ok(created(Rerun { workflow_id: rerun.submitted.workflow_id, rerun_of: rerun.rerun_of }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

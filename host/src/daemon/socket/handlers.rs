@@ -490,10 +490,9 @@ async fn rerun_workflow(socket: SocketRef, data: Payload, ack: Reply, State(tran
         let fields = Fields { event: "rerun_workflow", map: &map };
         let id = fields.string("workflow_id")?;
         let from = fields.optional_string("from")?;
-        let submitted = transport.core.rerun(&caller, &id, from.as_deref()).await?;
-        let report = transport.core.report(&caller, &submitted.workflow_id).await?;
-        let task_count = report.map_or(0, |r| r.tasks.len());
-        Ok(json!({ "workflow_id": submitted.workflow_id, "rerun_of": id, "task_count": task_count }))
+        let rerun = transport.core.rerun(&caller, &id, from.as_deref()).await?;
+        let task_count = rerun.task_count;
+        Ok(json!({ "workflow_id": rerun.submitted.workflow_id, "rerun_of": rerun.rerun_of, "task_count": task_count }))
     }
     .await;
     answer(&transport, &socket, ack, outcome);
