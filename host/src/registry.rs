@@ -140,8 +140,14 @@ pub enum Selection {
 
 #[derive(Default)]
 struct Entry {
-    providers: Vec<Arc<dyn Provider>>,
+    providers: Vec<Served>,
     next: AtomicUsize,
+}
+
+/// A provider with its limiter, found with it when a call is routed.
+struct Served {
+    provider: Arc<dyn Provider>,
+    limiter: Arc<Limiter>,
 }
 
 /// Providers by protocol.
@@ -152,7 +158,8 @@ pub struct Registry {
     /// providers.
     protocol_limits: Mutex<HashMap<String, Arc<Limiter>>>,
     /// Each provider's limiter, by id: its own limits and its backend's
-    /// pauses (kept while it serves, and across a reload).
+    /// pauses (kept while it serves, and across a reload). Routing takes
+    /// it from the provider's entry, without this lock.
     limiters: Mutex<HashMap<Arc<str>, Arc<Limiter>>>,
 }
 
@@ -183,6 +190,9 @@ impl Registry {
     /// A call of provider `id` ended, having used `tokens` (its result's
     /// usage) and asked for a pause until `pause` (a 429's Retry-After).
     pub fn call_ended(&self, protocol: &str, id: &str, tokens: u64, pause: Option<Instant>) {
+        if tokens == 0 && pause.is_none() {
+            return; // most calls: nothing to count, no lock taken
+        }
         let now = Instant::now();
         if let Some(limiter) = lock(&self.protocol_limits).get(protocol) {
             limiter.spend(tokens, now);
@@ -198,7 +208,7 @@ impl Registry {
     /// Whether every provider of `protocol` lets results of `method` be
     /// reused.
     pub fn cacheable(&self, protocol: &str, method: &str) -> bool {
-        self.read().get(protocol).is_some_and(|e| e.providers.iter().all(|p| p.cacheable(method)))
+        self.read().get(protocol).is_some_and(|e| e.providers.iter().all(|s| s.provider.cacheable(method)))
     }
 
     /// `name@version` of each provider of `protocol`, sorted: part of a
@@ -206,7 +216,9 @@ impl Registry {
     pub fn versions(&self, protocol: &str) -> Vec<String> {
         let protocols = self.read();
         let mut versions: Vec<String> = (protocols.get(protocol).into_iter())
-            .flat_map(|e| e.providers.iter().map(|p| format!("{}@{}", p.spec().name, p.spec().version)))
+            .flat_map(|e| {
+                e.providers.iter().map(|s| format!("{}@{}", s.provider.spec().name, s.provider.spec().version))
+            })
             .collect();
         versions.sort();
         versions.dedup();
@@ -221,23 +233,24 @@ impl Registry {
     /// Add a provider; it serves alongside others of the same protocol.
     /// A provider with the same id replaces the old one.
     pub fn register(&self, provider: Arc<dyn Provider>) {
-        self.limiter_of(provider.id(), provider.rate_limit());
+        let limiter = self.limiter_of(provider.id(), provider.rate_limit());
         let mut protocols = self.write();
         let entry = protocols.entry(provider.spec().protocol.clone()).or_default();
-        entry.providers.retain(|p| p.id() != provider.id());
-        entry.providers.push(provider);
+        entry.providers.retain(|s| s.provider.id() != provider.id());
+        entry.providers.push(Served { provider, limiter });
     }
 
     /// Register `provider` in place of any provider with its id, in one step
     /// (its protocol may differ from the old one's).
     pub fn replace(&self, provider: Arc<dyn Provider>) {
-        self.limiter_of(provider.id(), provider.rate_limit());
+        let limiter = self.limiter_of(provider.id(), provider.rate_limit());
         let mut protocols = self.write();
         protocols.retain(|_, entry| {
-            entry.providers.retain(|p| p.id() != provider.id());
+            entry.providers.retain(|s| s.provider.id() != provider.id());
             !entry.providers.is_empty()
         });
-        protocols.entry(provider.spec().protocol.clone()).or_default().providers.push(provider);
+        let entry = protocols.entry(provider.spec().protocol.clone()).or_default();
+        entry.providers.push(Served { provider, limiter });
     }
 
     /// Remove a provider by id; returns whether it was registered.
@@ -246,7 +259,7 @@ impl Registry {
         let mut removed = false;
         protocols.retain(|_, entry| {
             let before = entry.providers.len();
-            entry.providers.retain(|p| &**p.id() != id);
+            entry.providers.retain(|s| &**s.provider.id() != id);
             removed |= entry.providers.len() != before;
             !entry.providers.is_empty()
         });
@@ -278,32 +291,33 @@ impl Registry {
         let protocol_wait = of_protocol.as_ref().and_then(|l| l.wait(now)).map(|(until, why)| (until, why, protocol));
         let n = entry.providers.len();
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, &Arc<dyn Provider>, Arc<Limiter>)> = None;
+        let mut best: Option<(usize, &Served)> = None;
         let mut limited: Option<(Instant, Limited, &str)> = None;
         let (mut own, mut elsewhere) = (false, None);
         for i in 0..n {
-            let provider = &entry.providers[(start + i) % n];
+            let served = &entry.providers[(start + i) % n];
+            let provider = &served.provider;
             if provider.kind() == ProviderKind::Cluster {
                 elsewhere = Some(provider);
                 continue;
             }
             own = true;
             let free = provider.free_slots().unwrap_or(usize::MAX);
-            if free == 0 || best.as_ref().is_some_and(|(most, _, _)| free <= *most) {
+            if free == 0 || best.is_some_and(|(most, _)| free <= most) {
                 continue;
             }
-            let limiter = self.limiter_of(provider.id(), provider.rate_limit());
-            let wait = protocol_wait.or_else(|| limiter.wait(now).map(|(until, why)| (until, why, &**provider.id())));
+            let wait =
+                protocol_wait.or_else(|| served.limiter.wait(now).map(|(until, why)| (until, why, &**provider.id())));
             match wait {
                 Some(wait) => limited = Some(limited.map_or(wait, |was| if wait.0 < was.0 { wait } else { was })),
-                None => best = Some((free, provider, limiter)),
+                None => best = Some((free, served)),
             }
         }
         match (best, limited, elsewhere.filter(|_| elsewhere_too)) {
-            (Some((_, provider, limiter)), _, _) => {
+            (Some((_, served)), _, _) => {
                 of_protocol.inspect(|l| l.take(now));
-                limiter.take(now);
-                Selection::Provider(provider.clone())
+                served.limiter.take(now);
+                Selection::Provider(served.provider.clone())
             }
             (None, Some((until, why, whose)), _) => {
                 Selection::Limited { until, why: format!("rate limit of {whose}: {why}") }
@@ -316,7 +330,7 @@ impl Registry {
 
     /// Every provider, ordered by protocol.
     pub fn providers(&self) -> Vec<Arc<dyn Provider>> {
-        self.read().values().flat_map(|e| e.providers.iter().cloned()).collect()
+        self.read().values().flat_map(|e| e.providers.iter().map(|s| s.provider.clone())).collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
@@ -335,7 +349,7 @@ impl Catalog for Registry {
         let protocols = self.read();
         let entry = protocols.get(protocol)?;
         let mut methods: Vec<String> =
-            entry.providers.iter().flat_map(|p| p.spec().methods.iter().map(|m| m.name.clone())).collect();
+            entry.providers.iter().flat_map(|s| s.provider.spec().methods.iter().map(|m| m.name.clone())).collect();
         methods.sort();
         methods.dedup();
         Some(methods)
@@ -349,7 +363,7 @@ impl Catalog for Registry {
         let protocols = self.read();
         let mut schemas: Vec<ParamsSchema> = Vec::new();
         let providers = protocols.get(protocol).map(|e| e.providers.as_slice()).unwrap_or_default();
-        for schema in providers.iter().filter_map(|p| p.spec().params_schema(method)) {
+        for schema in providers.iter().filter_map(|s| s.provider.spec().params_schema(method)) {
             if !schemas.contains(schema) {
                 schemas.push(schema.clone());
             }

@@ -52,7 +52,7 @@ impl Scheduler {
                     }
                     Selection::Limited { until, why } => {
                         parked.push_front(priority, (id, t));
-                        self.rate_limited(&protocol, until, why);
+                        self.rate_limited(&protocol, until, why, (id, t));
                         break;
                     }
                 };
@@ -83,22 +83,21 @@ impl Scheduler {
                 self.parked.entry(protocol.clone()).or_default().push(priority, (id, t));
                 match selection {
                     Selection::Missing => self.await_provider(&protocol),
-                    Selection::Limited { until, why } => self.rate_limited(&protocol, until, why),
+                    Selection::Limited { until, why } => self.rate_limited(&protocol, until, why, (id, t)),
                     Selection::Provider(_) | Selection::Busy => {}
                 }
             }
         }
     }
 
-    /// `protocol`'s parked tasks wait for a rate limit until `until`: each
-    /// says why, and a timer wakes them then (one per protocol, the
-    /// earliest).
-    fn rate_limited(&mut self, protocol: &str, until: Instant, why: String) {
-        let why: Arc<str> = why.into();
-        for &(id, t) in self.parked.get(protocol).into_iter().flat_map(PriorityQueue::iter) {
-            if let Some(run) = self.runs.get_mut(&id) {
-                run.tasks[t].waiting_for = Some(why.clone());
-            }
+    /// `protocol`'s parked tasks wait for a rate limit until `until`: task
+    /// `t` of run `id`, just parked, says why, and a timer wakes them then
+    /// (one per protocol, the earliest).
+    fn rate_limited(&mut self, protocol: &str, until: Instant, why: String, (id, t): (RunId, usize)) {
+        // The task just parked (or put back) says why; each parked task
+        // said so when it was, so a long queue is not walked each time.
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.tasks[t].waiting_for = Some(why.into());
         }
         if self.rate_timers.get(protocol).is_some_and(|due| *due <= until) {
             return;
