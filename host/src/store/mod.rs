@@ -303,7 +303,8 @@ pub trait Store: Send + Sync + 'static {
     fn cached(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Keep `result` (JSON) under `key` until `expires`, within
-    /// [`MAX_CACHED_RESULTS`] (the entries that expire first make room).
+    /// [`MAX_CACHED_RESULTS`] (the entries that expire first make room; a
+    /// store may check the bound every so many results rather than at each).
     fn cache(&self, key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError>;
 }
 

@@ -83,7 +83,12 @@ pub struct SqliteStore {
     /// taking it back at once (an unfair lock let it starve every status
     /// call and submission for as long as it wrote).
     connection: parking_lot::FairMutex<Connection>,
+    /// Results cached since it opened (see [`PRUNE_EVERY`]).
+    results_kept: std::sync::atomic::AtomicUsize,
 }
+
+/// How many results are cached between two checks of the cache's bound.
+const PRUNE_EVERY: usize = 1000;
 
 impl SqliteStore {
     /// Open (or create) the file at `path`; refuse one that is not ours.
@@ -140,7 +145,11 @@ impl SqliteStore {
         // Claims left by a host that stopped between claiming and accepting:
         // the file is this host's alone, and their submitters got no answer.
         connection.execute_batch("DELETE FROM claims").map_err(|e| open(opening_error(&e)))?;
-        Ok(Self { path: path.to_owned(), connection: parking_lot::FairMutex::new(connection) })
+        Ok(Self {
+            path: path.to_owned(),
+            connection: parking_lot::FairMutex::new(connection),
+            results_kept: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     fn io(&self, action: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -532,25 +541,22 @@ impl Store for SqliteStore {
         let connection = self.connection();
         let keep = "INSERT OR REPLACE INTO results (key, result, expires_at) VALUES (?1, ?2, ?3)";
         connection.execute(keep, params![key, result, to_secs(expires)]).map_err(|e| self.io("cache a result", e))?;
-        // Past the bound, the expired entries go, then those that expire first.
-        let count: i64 = connection
-            .query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0))
-            .map_err(|e| self.io("count cached results", e))?;
-        let over = count - MAX_CACHED_RESULTS as i64;
-        if over > 0 {
-            let now = to_secs(SystemTime::now());
-            connection
-                .execute("DELETE FROM results WHERE expires_at <= ?1", [now])
-                .map_err(|e| self.io("prune cached results", e))?;
+        // Counting the table scans it: the bound is checked once every
+        // PRUNE_EVERY results kept, not at each.
+        if !self.results_kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(PRUNE_EVERY) {
+            return Ok(());
+        }
+        let prune = |e| self.io("prune cached results", e);
+        connection
+            .execute("DELETE FROM results WHERE expires_at <= ?1", [to_secs(SystemTime::now())])
+            .map_err(prune)?;
+        let count: i64 = connection.query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0)).map_err(prune)?;
+        let excess = count - MAX_CACHED_RESULTS as i64;
+        // Past the bound, those that expire first go. (Only a positive
+        // LIMIT is given: a negative one is no limit in SQLite.)
+        if excess > 0 {
             let first = "DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY expires_at LIMIT ?1)";
-            let count: i64 = connection
-                .query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0))
-                .map_err(|e| self.io("count cached results", e))?;
-            // (A negative LIMIT is no limit in SQLite: only a positive one is given.)
-            if count > MAX_CACHED_RESULTS as i64 {
-                let excess = count - MAX_CACHED_RESULTS as i64;
-                connection.execute(first, [excess]).map_err(|e| self.io("prune cached results", e))?;
-            }
+            connection.execute(first, [excess]).map_err(prune)?;
         }
         Ok(())
     }

@@ -872,8 +872,9 @@ impl Store for RedisStore {
     }
 
     fn cache(&self, cache_key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError> {
-        let at = expires.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as f64;
+        // Milliseconds since the epoch: PXAT's unit, and the index's scores.
+        let at = (to_secs(expires) * 1000.0) as u64;
+        let now = to_secs(SystemTime::now()) * 1000.0;
         let (entry, index) = (key(&["result", cache_key]), key(&["results"]));
         // Each entry expires by itself; the index, by expiry, bounds how
         // many there are: past the bound, those that expire first go.
