@@ -302,11 +302,15 @@ template:
     }
     let (code, report) = gleitzeit(&["run", "flows/files.yaml"]);
     assert_eq!(code, Some(0), "{report:#}");
-    let content = |id: &str| task(&report, id)["result"]["content"].as_str().unwrap().to_owned();
-    assert!(content("summarize").ends_with("Summarize this story.\n\nOnce upon a time."), "{}", content("summarize"));
-    assert_eq!(content("complete"), "llama3 answers: What to buy?\n\nBuy milk.");
-    assert_eq!(content("look"), "llava:latest sees 1 image(s) of 4 bytes: What is it?");
-    assert!(content("sequel").contains("Once upon a time."), "the answer reached the next task");
+    let content = |report: &Value, id: &str| task(report, id)["result"]["content"].as_str().unwrap().to_owned();
+    assert!(
+        content(&report, "summarize").ends_with("Summarize this story.\n\nOnce upon a time."),
+        "{}",
+        content(&report, "summarize")
+    );
+    assert_eq!(content(&report, "complete"), "llama3 answers: What to buy?\n\nBuy milk.");
+    assert_eq!(content(&report, "look"), "llava:latest sees 1 image(s) of 4 bytes: What is it?");
+    assert!(content(&report, "sequel").contains("Once upon a time."), "the answer reached the next task");
     assert_eq!(
         task(&report, "summarize")["item"],
         json!({"dir": "cwd", "path": "docs/story.txt", "name": "story.txt"})
@@ -319,6 +323,41 @@ template:
     assert_eq!(answers.len(), 2, "no hidden file: {answers:?}");
     assert!(answers[0].ends_with("Summarize docs/notes.txt.\n\nBuy milk."), "{answers:?}");
     assert!(answers[1].ends_with("Summarize docs/story.txt.\n\nOnce upon a time."), "{answers:?}");
+
+    // The original's pool of instances and its per-task placement params
+    // are dropped; `images` naming one file reads the file.
+    std::fs::write(
+        at("flows/pool.yaml"),
+        r#"name: "Pool"
+providers:
+  ollama_pool:
+    type: "ollama_pool"
+    instances: [{id: "local", url: "http://localhost:11434", max_concurrent: 5}]
+tasks:
+  - name: "ask"
+    protocol: "llm/v1"
+    method: "llm/chat"
+    params:
+      model: "llama3.2"
+      load_balancing_strategy: "least_loaded"
+      instance_tags: ["gpu"]
+      messages: [{role: "user", content: "Hello"}]
+  - name: "see"
+    protocol: "llm/v1"
+    method: "llm/vision"
+    params: {model: "llava", require_gpu: true, prompt: "Colours?", images: ["images/pixel.png"]}
+"#,
+    )
+    .unwrap();
+    let (code, verdict) = gleitzeit(&["workflow", "validate", "flows/pool.yaml"]);
+    assert_eq!(code, Some(0), "{verdict:#}");
+    let notes = verdict["notes"].to_string();
+    assert!(notes.contains("field 'providers': dropped: the original's pool of provider instances"), "{notes}");
+    assert!(notes.contains("'instance_tags' dropped: it chose one of the original's Ollama instances"), "{notes}");
+    let (code, report) = gleitzeit(&["run", "flows/pool.yaml"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert!(content(&report, "ask").ends_with("Hello"), "{}", content(&report, "ask"));
+    assert_eq!(content(&report, "see"), "llava sees 1 image(s) of 4 bytes: Colours?");
 
     // A path that leaves the directory is refused before anything runs.
     std::fs::write(

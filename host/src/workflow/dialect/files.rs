@@ -5,9 +5,10 @@
 //!
 //! - `file_path` in the params of `llm/v1` `chat` or `generate`: the
 //!   file's text is put after the prompt (the last user message);
-//! - a relative `image_path` of `vision`: the image, as `images`; and
-//!   `messages` there, as the `prompt` vision takes;
-//! - `python/v1` `execute` with `file` (a script) for `code`, and the
+//! - a relative `image_path` of `vision`, or `images` that is one
+//!   relative image path: the image, as `images`; and `messages` there,
+//!   as the `prompt` vision takes;
+//! - `python/v1` `execute` with `file` (a script) for `code`; the
 //!   `timeout` among its params as the task's;
 //! - batch files: `type: batch`, `batch: {directory, pattern}` and a
 //!   `template:` task, as one task with `for_each: {files}`.
@@ -87,7 +88,7 @@ pub(super) fn params(task: &mut Map<String, Value>, batch: bool) -> Vec<(&'stati
             if let Some(note) = messages_as_prompt(params) {
                 notes.push((key, note));
             }
-            path = take_path(params, "image_path", false);
+            path = take_path(params, "image_path", false).or_else(|| one_image_path(params));
             if path.is_some() || batch {
                 let images = params.entry("images").or_insert_with(|| json!([]));
                 if let Value::Array(images) = images {
@@ -97,8 +98,10 @@ pub(super) fn params(task: &mut Map<String, Value>, batch: bool) -> Vec<(&'stati
                 notes.push((key, format!("the image {whence} is read by the host and sent as 'images'")));
             }
         }
-        ("python/v1", "execute") if !params.contains_key("code") => {
-            path = take_path(params, "file", true);
+        ("python/v1", "execute") => {
+            if !params.contains_key("code") {
+                path = take_path(params, "file", true);
+            }
             if let Some(script) = &path {
                 params.insert("code".into(), TEXT.into());
                 notes.push((key, format!("the script '{script}' is read by the host and run as 'code'")));
@@ -129,6 +132,23 @@ fn take_path(params: &mut Map<String, Value>, field: &str, always: bool) -> Opti
     }
     let path = path.strip_prefix("./").unwrap_or(path).to_owned();
     params.remove(field);
+    Some(path)
+}
+
+/// The file extensions an `images` entry names an image file by, not
+/// base64 (which ends in letters, digits, `+`, `/` or `=`, never `.png`).
+const IMAGE_FILES: &[&str] = &[".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
+
+/// `images: [PATH]`, one relative path of an image file, taken out of
+/// `params`; `images` of base64 data, or of several entries, is left.
+fn one_image_path(params: &mut Map<String, Value>) -> Option<String> {
+    let [Value::String(path)] = params.get("images")?.as_array()?.as_slice() else { return None };
+    let lower = path.to_ascii_lowercase();
+    if path.starts_with('/') || !IMAGE_FILES.iter().any(|ext| lower.ends_with(ext)) {
+        return None;
+    }
+    let path = path.strip_prefix("./").unwrap_or(path).to_owned();
+    params.remove("images");
     Some(path)
 }
 
@@ -229,6 +249,32 @@ mod tests {
             json!({"protocol": "python/v1", "method": "execute", "params": {"file": "s.py", "code": "x"}}),
             json!({"protocol": "llm/v1", "method": "chat", "file": "a.txt", "params": {"file_path": "b.txt"}}),
         ] {
+            let before = task.clone();
+            let Value::Object(map) = &mut task else { unreachable!() };
+            assert!(params(map, false).is_empty());
+            assert_eq!(task, before);
+        }
+    }
+
+    #[test]
+    fn a_scripts_timeout_is_the_tasks_also_with_code() {
+        let mut task = json!({"protocol": "python/v1", "method": "execute", "params": {"code": "x", "timeout": 30}});
+        let Value::Object(map) = &mut task else { unreachable!() };
+        assert_eq!(params(map, false), [("timeout", "the script's 'timeout' in its params is the task's".to_owned())]);
+        assert_eq!((&task["params"], &task["timeout"]), (&json!({"code": "x"}), &json!(30)));
+    }
+
+    #[test]
+    fn images_that_is_one_relative_image_path_is_read_by_the_host() {
+        let mut task = json!({"protocol": "llm/v1", "method": "vision",
+            "params": {"prompt": "p", "images": ["./pics/a.PNG"]}});
+        let Value::Object(map) = &mut task else { unreachable!() };
+        assert_eq!(params(map, false).len(), 1);
+        assert_eq!(task["file"], json!({"path": "pics/a.PNG", "dir": "cwd"}));
+        assert_eq!(task["params"]["images"], json!([IMAGE]));
+        // Base64, an absolute path or several images: the plugin's.
+        for images in [json!(["iVBORw0KGgo="]), json!(["/srv/a.png"]), json!(["a.png", "b.png"])] {
+            let mut task = json!({"protocol": "llm/v1", "method": "vision", "params": {"images": images}});
             let before = task.clone();
             let Value::Object(map) = &mut task else { unreachable!() };
             assert!(params(map, false).is_empty());

@@ -10,6 +10,12 @@
 //! - numeric priorities, as its loader read them: 1 high, 2 normal, 3 low;
 //! - `wait_for_completion` at the top level, which told its client to
 //!   wait: dropped (here the client says whether it waits);
+//! - `providers` at the top level, the original's pool of Ollama
+//!   instances, and the params that chose an instance or a Docker
+//!   container for one task ([`ORIGINAL_HINTS`]): dropped, in a file of
+//!   the original's form (here the operator configures providers, the host
+//!   spreads calls over them by free capacity, and scripts run in the
+//!   sandbox);
 //! - `${task.field}` in params, a field of the task's result (here
 //!   `${task.result.field}`), and `${task}` for the whole result; on an
 //!   `llm/v1` task, `${task.response}` is the text it answered
@@ -46,6 +52,22 @@ const RENAMED: &[(&str, &str, &str)] = &[
     ("mcp", "ping", "server_info"),
 ];
 
+/// Params of the original that chose where one task ran, not what it
+/// did: (protocol, method or `*`, param, why it is dropped here).
+const ORIGINAL_HINTS: &[(&str, &str, &str, &str)] = &[
+    ("llm/v1", "*", "load_balancing_strategy", SPREAD),
+    ("llm/v1", "*", "instance_tags", SPREAD),
+    ("llm/v1", "*", "require_gpu", SPREAD),
+    ("python/v1", "execute", "execution_mode", SANDBOX),
+    ("python/v1", "execute", "image", SANDBOX),
+    ("python/v1", "execute", "memory_limit", SANDBOX),
+    ("python/v1", "execute", "cpu_limit", SANDBOX),
+];
+const SPREAD: &str = "it chose one of the original's Ollama instances; here the host spreads calls over the \
+                      providers of the protocol by their free capacity";
+const SANDBOX: &str = "it chose the original's Docker container; here every script runs in the host's WASM \
+                       sandbox, within the operator's limits";
+
 /// The field of an `llm/v1` result that holds the text (the original's
 /// `response`).
 const LLM_TEXT: &str = "content";
@@ -65,13 +87,17 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
     if let Some(note) = wait_for_completion(workflow) {
         notes.push(Problem { task: None, field: Some("wait_for_completion".into()), message: note });
     }
+    let pool = provider_pool(workflow);
+    if let Some(note) = &pool {
+        notes.push(Problem { task: None, field: Some("providers".into()), message: note.clone() });
+    }
     let Some(Value::Array(tasks)) = workflow.get_mut("tasks") else { return notes };
     // References are read once every task's protocol is known.
     let method_notes: Vec<Option<String>> = (tasks.iter_mut())
         .map(|task| if let Value::Object(task) = task { method_with_protocol(task) } else { None })
         .collect();
     let tasks_by_id = task_answers(tasks, &method_notes);
-    let original = batch.is_some() || method_notes.iter().any(Option::is_some);
+    let original = batch.is_some() || pool.is_some() || method_notes.iter().any(Option::is_some);
     for ((index, task), method_note) in tasks.iter_mut().enumerate().zip(method_notes) {
         let Value::Object(task) = task else { continue };
         let label = label(task, index);
@@ -89,6 +115,11 @@ pub(super) fn read(tree: &mut Value) -> Vec<Problem> {
         }
         for (field, message) in files::params(task, batch.is_some()) {
             note(field, message);
+        }
+        if original {
+            for message in placement_hints(task) {
+                note("params", message);
+            }
         }
         let key = if task.contains_key("params") { "params" } else { "parameters" };
         if let Some(params) = task.get_mut(key) {
@@ -223,6 +254,32 @@ fn wait_for_completion(workflow: &mut Map<String, Value>) -> Option<String> {
          `workflow submit --wait` wait, `workflow submit` returns at once"
             .into(),
     )
+}
+
+/// `providers` at the top level: the original's pool of Ollama instances
+/// ("in production, this would be in your main configuration file").
+fn provider_pool(workflow: &mut Map<String, Value>) -> Option<String> {
+    if !workflow.get("providers").is_some_and(Value::is_object) {
+        return None;
+    }
+    workflow.remove("providers");
+    Some(
+        "dropped: the original's pool of provider instances; here the operator configures providers (plugins, \
+         [manifests], remote providers) and the host spreads calls over them by their free capacity"
+            .into(),
+    )
+}
+
+/// The params of [`ORIGINAL_HINTS`] in `task`'s params, dropped; a note
+/// for each.
+fn placement_hints(task: &mut Map<String, Value>) -> Vec<String> {
+    let text = |field: &str| task.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (protocol, method) = (text("protocol"), text("method"));
+    let key = if task.contains_key("params") { "params" } else { "parameters" };
+    let Some(Value::Object(params)) = task.get_mut(key) else { return Vec::new() };
+    let applies = ORIGINAL_HINTS.iter().filter(|(p, m, ..)| *p == protocol && (*m == "*" || *m == method));
+    let dropped = applies.filter(|(_, _, param, _)| params.remove(*param).is_some());
+    dropped.map(|(_, _, param, why)| format!("'{param}' dropped: {why}")).collect()
 }
 
 /// `priority: 1|2|3`: high, normal, low.
@@ -421,6 +478,35 @@ mod tests {
             (&json!("server_info"), &json!("list_tools"))
         );
         assert!(notes.contains(&"task 'ping', field 'method': 'ping' read as 'server_info' (the original's 'ping' of mcp/v1 is 'server_info' here)".to_owned()), "{notes:?}");
+    }
+
+    #[test]
+    fn the_originals_provider_pool_and_placement_params_are_dropped_with_notes() {
+        let pool = json!({"ollama_pool": {"type": "ollama_pool", "instances": [{"id": "local"}]}});
+        let mut tree = json!({"name": "old", "providers": pool, "tasks": [
+            {"name": "ask", "protocol": "llm/v1", "method": "llm/chat",
+             "params": {"model": "m", "load_balancing_strategy": "least_loaded", "instance_tags": ["gpu"], "require_gpu": true}},
+            {"name": "calc", "protocol": "python/v1", "method": "python/execute",
+             "params": {"execution_mode": "sandboxed", "memory_limit": "512m", "cpu_limit": 1.0, "image": "python:3.11", "code": "result = 1"}},
+            {"id": "own", "protocol": "echo/v1", "method": "echo", "params": {"require_gpu": true}},
+        ]});
+        let notes: Vec<String> = read(&mut tree).iter().map(ToString::to_string).collect();
+        assert_eq!(tree.get("providers"), None);
+        assert_eq!(tree["tasks"][0]["params"], json!({"model": "m"}));
+        assert_eq!(tree["tasks"][1]["params"], json!({"code": "result = 1"}));
+        assert_eq!(tree["tasks"][2]["params"], json!({"require_gpu": true}), "another protocol's params are its own");
+        assert!(
+            notes[0].starts_with("field 'providers': dropped: the original's pool of provider instances"),
+            "{notes:?}"
+        );
+        assert_eq!(notes.iter().filter(|n| n.contains("dropped: it chose one of the original's Ollama")).count(), 3);
+        assert_eq!(notes.iter().filter(|n| n.contains("dropped: it chose the original's Docker")).count(), 4);
+
+        // In this host's own form, such params are the plugin's to judge.
+        let mut own = json!({"name": "new", "tasks": [
+            {"id": "ask", "protocol": "llm/v1", "method": "chat", "params": {"instance_tags": ["gpu"]}}]});
+        assert!(read(&mut own).is_empty());
+        assert_eq!(own["tasks"][0]["params"], json!({"instance_tags": ["gpu"]}));
     }
 
     #[test]
