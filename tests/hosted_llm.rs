@@ -233,11 +233,12 @@ fn a_rate_limit_keeps_a_batch_within_the_backends_limit() {
 }
 
 /// `cache: {ttl}`: the second run of the same calls is answered from the
-/// store's cache, without a request to the backend, and says so; a task
-/// that opts out asks again.
+/// cache, without a request to the backend, and says so; a task that opts
+/// out asks again. A run without a store keeps its cache in the data
+/// directory; one with a store, in the store.
 #[test]
 fn repeated_calls_are_answered_from_the_cache() {
-    let Hosted { server, dir, config, .. } = hosted(fake_openai::Options::default());
+    let Hosted { server, dir, config, data } = hosted(fake_openai::Options::default());
     let file = dir.path().join("cached.yaml");
     std::fs::write(
         &file,
@@ -245,18 +246,24 @@ fn repeated_calls_are_answered_from_the_cache() {
     )
     .unwrap();
     let store = format!("sqlite:{}", dir.path().join("store.db").display());
-    let run =
-        || support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap(), "--store", &store]).1;
-    let first = run();
-    assert_eq!(first["status"], "completed", "{first:#}");
-    let asked = server.stats.requests.load(Ordering::SeqCst);
-    let second = run();
-    assert_eq!(second["status"], "completed", "{second:#}");
-    assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked + 1, "only the task that opted out asked again");
-    let ask = task(&second, "ask");
-    assert_eq!((ask["cached"].as_bool(), &ask["history"][0]["provider"]), (Some(true), &Value::from("cache")));
-    assert_eq!(ask["result"]["content"], task(&first, "ask")["result"]["content"]);
-    assert!(task(&second, "fresh").get("cached").is_none());
+    for with in [&[][..], &["--store", &store][..]] {
+        let run =
+            || support::run_json(&[&[file.to_str().unwrap(), "--config", config.to_str().unwrap()], with].concat()).1;
+        let asked = server.stats.requests.load(Ordering::SeqCst);
+        let first = run();
+        assert_eq!(first["status"], "completed", "{first:#}");
+        assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked + 2, "{with:?}: the first run asks");
+        let second = run();
+        assert_eq!(second["status"], "completed", "{second:#}");
+        let asked_again = server.stats.requests.load(Ordering::SeqCst) - asked - 2;
+        assert_eq!(asked_again, 1, "{with:?}: only the task that opted out asked again");
+        let ask = task(&second, "ask");
+        assert_eq!((ask["cached"].as_bool(), &ask["history"][0]["provider"]), (Some(true), &Value::from("cache")));
+        assert_eq!(ask["result"]["content"], task(&first, "ask")["result"]["content"]);
+        assert!(task(&second, "fresh").get("cached").is_none());
+    }
+    let kept = std::fs::metadata(data.join("results.db")).expect("a run without a store keeps its cache here");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&kept.permissions()) & 0o777, 0o600);
 }
 
 /// `curl` of the daemon's API: the answer as JSON.
@@ -347,13 +354,7 @@ fn curl_post(url: &str, token: &str, body: &Value) -> Value {
 fn the_daemon_keeps_the_key_from_every_client_log_and_record() {
     let Hosted { server: _server, dir: _dir, data, config } = hosted(fake_openai::Options::default());
     let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
-    let token = |name: &str| {
-        let out =
-            host.cli(&["token", "create", "--name", name, "--role", "client", "--data-dir", data.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let (alice, bob) = (token("alice"), token("bob"));
+    let (alice, bob) = (client_token(&host, &data, "alice"), client_token(&host, &data, "bob"));
     let workflow = serde_json::json!({"name": "what did I send", "tasks": [{"id": "echo", "protocol": "llm-remote/v1",
         "method": "chat", "params": {"model": "echo-headers", "stream": false, "messages": [{"role": "user", "content": "?"}]}}]});
     let submitted = curl_post(&format!("{}/api/v1/workflows", host.url), &alice, &workflow);
@@ -375,6 +376,14 @@ fn the_daemon_keeps_the_key_from_every_client_log_and_record() {
     let said = format!("{report}{results}{plugins}{}{}", String::from_utf8_lossy(&metrics.stdout), host.log());
     assert!(!said.contains(KEY), "the key was in an answer or a log line");
     assert!(!everything_written(&data).contains(KEY), "the key was stored outside secrets.toml");
+}
+
+/// A new client token named `name` of `host`, whose data directory is
+/// `data`.
+fn client_token(host: &support::Served, data: &Path, name: &str) -> String {
+    let out = host.cli(&["token", "create", "--name", name, "--role", "client", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// [`finished`] as `token` sees it.
@@ -406,10 +415,11 @@ fn the_daemon_keeps_a_batch_within_the_limit_and_answers_repeats_from_its_cache(
     let host = support::serve(&["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     let batch = serde_json::json!({"name": "batch", "cache": {"ttl": "1h"}, "tasks": [{"id": "ask", "protocol": "llm-remote/v1",
         "method": "chat", "for_each": [1, 2, 3, 4, 5, 6], "params": {"stream": false, "messages": [{"role": "user", "content": "item ${item}"}]}}]});
-    let submit = || {
-        let submitted = curl_post(&format!("{}/api/v1/workflows", host.url), &host.token, &batch);
-        finished(&host, submitted["workflow_id"].as_str().unwrap_or_else(|| panic!("{submitted:#}")))
+    let submit_as = |token: &str| {
+        let submitted = curl_post(&format!("{}/api/v1/workflows", host.url), token, &batch);
+        finished_as(&host, submitted["workflow_id"].as_str().unwrap_or_else(|| panic!("{submitted:#}")), token)
     };
+    let submit = || submit_as(&host.token);
     let first = submit();
     assert_eq!(first["status"], "completed", "{first:#}");
     assert_eq!(server.stats.limited.load(Ordering::SeqCst), 0, "no 429 within the limit");
@@ -419,4 +429,9 @@ fn the_daemon_keeps_a_batch_within_the_limit_and_answers_repeats_from_its_cache(
     assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked, "every call answered from the cache");
     let items: Vec<&Value> = second["tasks"].as_array().unwrap().iter().filter(|t| t["parent"] == "ask").collect();
     assert!(items.len() == 6 && items.iter().all(|t| t["cached"] == true), "{second:#}");
+
+    // Another token's same calls are not answered from this one's results.
+    let bobs = submit_as(&client_token(&host, &data, "bob"));
+    assert_eq!(bobs["status"], "completed", "{bobs:#}");
+    assert_eq!(server.stats.requests.load(Ordering::SeqCst), asked + 6, "bob's calls were made: {bobs:#}");
 }

@@ -4,14 +4,15 @@
 
 use super::Failure;
 use super::args::{InputArgs, Output, RunArgs, ValidateArgs};
-use super::settings::{ConfigFile, MAX_DEFAULT_TIMEOUT_SECS, PluginDirs, open_store, seconds};
+use super::settings::{ConfigFile, MAX_DEFAULT_TIMEOUT_SECS, PluginDirs, data_dir_or_here, open_store, seconds};
 
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::model::{Workflow, WorkflowStatus};
 use crate::plugins::{CompileWhen, Overrides, PluginSet, RuntimeConfig, WasmRuntime};
 use crate::registry::Registry;
 use crate::report::RunReport;
-use crate::store::StoreSpec;
+use crate::store::sqlite::SqliteCache;
+use crate::store::{MemoryCache, ResultCache, StoreSpec};
 use crate::workflow::{self};
 use anyhow::Context as _;
 use std::path::Path;
@@ -61,6 +62,9 @@ pub(super) async fn run_here(
     let protocols = workflow.tasks.iter().map(|t| t.protocol.as_str()).collect();
     plugin_set.prepare(&protocols).await;
     let engine = match open_store(store, file.data_dir.as_deref())? {
+        None if workflow.tasks.iter().any(|task| task.cache.is_some()) => {
+            Engine::start_cached(registry, config, run_cache(file))
+        }
         None => Engine::start(registry, config),
         Some(store) => {
             let started = Engine::start_durable(registry, config, store).context("cannot start the store's journal");
@@ -73,6 +77,23 @@ pub(super) async fn run_here(
         }
         EngineError::Stopped | EngineError::Store(_) => Failure::Internal(e.into()),
     })
+}
+
+/// The file in the data directory that holds a run's cached results.
+const RUN_CACHE_FILE: &str = "results.db";
+
+/// Where a run without a store keeps the results of `cache: {ttl}` calls:
+/// `DATA_DIR/results.db`, shared by the runs of its user (else this process's
+/// memory, with a warning).
+fn run_cache(file: &ConfigFile) -> Arc<dyn ResultCache> {
+    let path = data_dir_or_here(file.data_dir.as_deref()).join(RUN_CACHE_FILE);
+    match SqliteCache::open(&path) {
+        Ok(cache) => Arc::new(cache),
+        Err(e) => {
+            tracing::warn!("{e}; results are cached for this run only");
+            Arc::new(MemoryCache::default())
+        }
+    }
 }
 
 /// Write the full result document (JSON) to `path`.

@@ -391,7 +391,7 @@ pub(super) fn open_store(spec: &StoreSpec, data_dir: Option<&Path>) -> Result<Op
         .map_err(|e| Failure::Input(anyhow::anyhow!("{e}; not starting over a store that cannot be read")))
 }
 
-fn data_dir_or_here(data_dir: Option<&Path>) -> PathBuf {
+pub(super) fn data_dir_or_here(data_dir: Option<&Path>) -> PathBuf {
     data_dir.map(Path::to_owned).or_else(default_data_dir).unwrap_or_else(|| PathBuf::from("."))
 }
 

@@ -219,7 +219,17 @@ pub struct Engine {
 impl Engine {
     /// Start the scheduler on the current tokio runtime.
     pub fn start(registry: Arc<crate::registry::Registry>, config: EngineConfig) -> Self {
-        Self::spawn(registry, config, None)
+        Self::spawn(registry, config, None, Arc::new(crate::store::MemoryCache::default()))
+    }
+
+    /// [`Engine::start`], with the results of `cache: {ttl}` calls kept in
+    /// `results` rather than in this process's memory.
+    pub fn start_cached(
+        registry: Arc<crate::registry::Registry>,
+        config: EngineConfig,
+        results: Arc<dyn crate::store::ResultCache>,
+    ) -> Self {
+        Self::spawn(registry, config, None, results)
     }
 
     /// Start the scheduler and receive its [`EngineEvent`]s.
@@ -228,7 +238,8 @@ impl Engine {
         config: EngineConfig,
     ) -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (observer, events) = mpsc::unbounded_channel();
-        (Self::spawn(registry, config, Some(observer)), events)
+        let results = Arc::new(crate::store::MemoryCache::default());
+        (Self::spawn(registry, config, Some(observer), results), events)
     }
 
     /// Start the scheduler with a store: every state change is written down
@@ -259,10 +270,10 @@ impl Engine {
         registry: Arc<crate::registry::Registry>,
         config: EngineConfig,
         observer: Option<mpsc::UnboundedSender<EngineEvent>>,
+        results: Arc<dyn crate::store::ResultCache>,
     ) -> Self {
         let (inbox, messages) = mpsc::unbounded_channel();
         let limits = config.limits;
-        let results = Arc::new(crate::store::MemoryCache::default());
         let scheduler = Scheduler::new(registry, config, inbox.downgrade(), observer, None, results);
         tokio::spawn(scheduler.run(messages));
         Self { inbox, store: None, limits, health: None }

@@ -328,18 +328,26 @@ pub struct StoredResults(pub Arc<dyn Store>);
 
 impl ResultCache for StoredResults {
     fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let Some(text) = self.0.cached(key)? else { return Ok(None) };
-        // An entry that does not parse is a miss; the call's result replaces it.
-        Ok(serde_json::from_str(&text).ok())
+        Ok(decode_cached(self.0.cached(key)?))
     }
 
     fn put(&self, key: &str, result: &Value, expires: SystemTime) -> Result<(), StoreError> {
-        let text = result.to_string();
-        if text.len() > MAX_CACHED_RESULT_BYTES {
-            return Ok(());
-        }
+        let Some(text) = encode_cached(result) else { return Ok(()) };
         self.0.cache(key, &text, expires)
     }
+}
+
+/// A result as a store keeps it: JSON, none past
+/// [`MAX_CACHED_RESULT_BYTES`] (it is not kept).
+pub(crate) fn encode_cached(result: &Value) -> Option<String> {
+    let text = result.to_string();
+    (text.len() <= MAX_CACHED_RESULT_BYTES).then_some(text)
+}
+
+/// A kept result read back; one that does not parse is a miss (the call's
+/// result replaces it).
+pub(crate) fn decode_cached(text: Option<String>) -> Option<Value> {
+    serde_json::from_str(&text?).ok()
 }
 
 /// Results cached in the host's memory (a host without a store), at most

@@ -5,9 +5,11 @@
 //! slot or a concurrency key's place; a miss lets it run, and a result it
 //! then gets is kept for `ttl`.
 //!
-//! The key is the SHA-256 of the protocol, the method, the resolved params
+//! The key is the SHA-256 of the workflow's owner (its token; none for
+//! the host's own runs), the protocol, the method, the resolved params
 //! (objects' keys in order) and the name and version of every provider of
-//! the protocol: a new version of a provider is a new key.
+//! the protocol: a new version of a provider is a new key, and one token's
+//! results are never another's (a hit would tell what the other asked).
 
 use super::{Internal, Message, Scheduler};
 use crate::engine::RunId;
@@ -37,7 +39,8 @@ impl Scheduler {
             run.tasks[t].lookup = Lookup::Missed(None);
             return false;
         };
-        let key = key(&task.protocol, &task.method, &params, &self.registry.versions(&task.protocol));
+        let owner = run.owner.as_deref().unwrap_or_default();
+        let key = key(owner, &task.protocol, &task.method, &params, &self.registry.versions(&task.protocol));
         run.tasks[t].lookup = Lookup::Running;
         let (results, inbox) = (self.results.clone(), self.inbox.clone());
         tokio::spawn(async move {
@@ -98,9 +101,9 @@ impl Scheduler {
 }
 
 /// The cache key of a call (see the module's doc).
-fn key(protocol: &str, method: &str, params: &Value, providers: &[String]) -> String {
+fn key(owner: &str, protocol: &str, method: &str, params: &Value, providers: &[String]) -> String {
     let mut hash = Sha256::new();
-    for part in [protocol, method] {
+    for part in [owner, protocol, method] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -147,11 +150,15 @@ mod tests {
     #[test]
     fn keys_ignore_the_order_of_object_keys_and_change_with_everything_else() {
         let providers = vec!["ollama@0.1.0".to_owned()];
-        let a = key("llm/v1", "chat", &json!({"model": "m", "prompt": "p"}), &providers);
-        assert_eq!(a, key("llm/v1", "chat", &json!({"prompt": "p", "model": "m"}), &providers));
-        assert_ne!(a, key("llm/v1", "chat", &json!({"model": "m", "prompt": "q"}), &providers));
-        assert_ne!(a, key("llm/v1", "generate", &json!({"model": "m", "prompt": "p"}), &providers));
-        assert_ne!(a, key("llm/v1", "chat", &json!({"model": "m", "prompt": "p"}), &["ollama@0.2.0".to_owned()]));
+        let a = key("alice", "llm/v1", "chat", &json!({"model": "m", "prompt": "p"}), &providers);
+        assert_eq!(a, key("alice", "llm/v1", "chat", &json!({"prompt": "p", "model": "m"}), &providers));
+        assert_ne!(a, key("alice", "llm/v1", "chat", &json!({"model": "m", "prompt": "q"}), &providers));
+        assert_ne!(a, key("alice", "llm/v1", "generate", &json!({"model": "m", "prompt": "p"}), &providers));
+        assert_ne!(
+            a,
+            key("alice", "llm/v1", "chat", &json!({"model": "m", "prompt": "p"}), &["ollama@0.2.0".to_owned()])
+        );
+        assert_ne!(a, key("bob", "llm/v1", "chat", &json!({"model": "m", "prompt": "p"}), &providers));
         assert_eq!(a.len(), 64);
     }
 }

@@ -3,17 +3,23 @@
 //! Tables: `workflows` (the document as accepted, status, times, the final
 //! report), `tasks` (each task's last state) and `task_events` (every state
 //! change, in order), `schedules` (each schedule, as JSON) and `claims`
-//! (workflow ids claimed and not yet accepted). A batch of records is one transaction, so a crash
+//! (workflow ids claimed and not yet accepted), and `results` (cached
+//! results, [`results`]). A batch of records is one transaction, so a crash
 //! leaves either all of it or none. `synchronous = FULL`: a commit that
 //! returned is on disk, which is what lets the engine report it. The file is
 //! locked for as long as the host runs: one host per store.
 
-use super::{Claim, MAX_CACHED_RESULTS, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
+mod results;
+
+pub use results::SqliteCache;
+
+use super::{Claim, Record, SavedSchedules, Store, StoreError, Unfinished, Unreadable, corrupt};
 use crate::clock::{from_secs, to_secs};
 use crate::listing::{ListQuery, Listed, WorkflowSummary};
 use crate::model::Workflow;
 use crate::report::RunReport;
 use crate::schedule::Schedule;
+use results::Results;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -70,8 +76,6 @@ CREATE TABLE IF NOT EXISTS task_events (
 CREATE INDEX IF NOT EXISTS task_events_workflow ON task_events (workflow_id);
 CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, definition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, result TEXT NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS results_expiring ON results (expires_at);
 ";
 
 pub struct SqliteStore {
@@ -83,24 +87,16 @@ pub struct SqliteStore {
     /// taking it back at once (an unfair lock let it starve every status
     /// call and submission for as long as it wrote).
     connection: parking_lot::FairMutex<Connection>,
-    /// Results cached since it opened (see [`PRUNE_EVERY`]).
-    results_kept: std::sync::atomic::AtomicUsize,
+    /// Its `results` table.
+    results: Results,
 }
-
-/// How many results are cached between two checks of the cache's bound.
-const PRUNE_EVERY: usize = 1000;
 
 impl SqliteStore {
     /// Open (or create) the file at `path`; refuse one that is not ours.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let target = format!("sqlite:{}", path.display());
         let open = |reason: String| StoreError::Open { target: target.clone(), reason };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let mut private = std::fs::DirBuilder::new();
-            std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
-            private.create(dir).map_err(|e| open(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        make_private(path).map_err(|e| open(format!("cannot make it private: {e}")))?;
+        create_private(path).map_err(open)?;
         let connection = Connection::open(path).map_err(|e| open(e.to_string()))?;
         // One host per store: the first write takes a lock this process keeps
         // until it exits (the OS drops it if the process dies), so a second
@@ -119,6 +115,7 @@ impl SqliteStore {
         connection
             .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .and_then(|()| connection.execute_batch(SCHEMA))
+            .and_then(|()| connection.execute_batch(results::SCHEMA))
             .map_err(|e| open(opening_error(&e)))?;
         let version: Option<String> = connection
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
@@ -148,7 +145,7 @@ impl SqliteStore {
         Ok(Self {
             path: path.to_owned(),
             connection: parking_lot::FairMutex::new(connection),
-            results_kept: std::sync::atomic::AtomicUsize::new(0),
+            results: Results::default(),
         })
     }
 
@@ -170,6 +167,16 @@ impl SqliteStore {
     fn connection(&self) -> parking_lot::FairMutexGuard<'_, Connection> {
         self.connection.lock()
     }
+}
+
+/// Create `path` and its directory if missing, private to their owner.
+fn create_private(path: &Path) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut private = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
+        private.create(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    make_private(path).map_err(|e| format!("cannot make it private: {e}"))
 }
 
 /// The store holds every user's params and results: only its owner may
@@ -528,36 +535,10 @@ impl Store for SqliteStore {
     }
 
     fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let now = to_secs(SystemTime::now());
-        self.connection()
-            .query_row("SELECT result FROM results WHERE key = ?1 AND expires_at > ?2", params![key, now], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(|e| self.io("read a cached result", e))
+        self.results.get(&self.connection(), key).map_err(|(action, e)| self.io(action, e))
     }
 
     fn cache(&self, key: &str, result: &str, expires: SystemTime) -> Result<(), StoreError> {
-        let connection = self.connection();
-        let keep = "INSERT OR REPLACE INTO results (key, result, expires_at) VALUES (?1, ?2, ?3)";
-        connection.execute(keep, params![key, result, to_secs(expires)]).map_err(|e| self.io("cache a result", e))?;
-        // Counting the table scans it: the bound is checked once every
-        // PRUNE_EVERY results kept, not at each.
-        if !self.results_kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(PRUNE_EVERY) {
-            return Ok(());
-        }
-        let prune = |e| self.io("prune cached results", e);
-        connection
-            .execute("DELETE FROM results WHERE expires_at <= ?1", [to_secs(SystemTime::now())])
-            .map_err(prune)?;
-        let count: i64 = connection.query_row("SELECT COUNT(*) FROM results", [], |row| row.get(0)).map_err(prune)?;
-        let excess = count - MAX_CACHED_RESULTS as i64;
-        // Past the bound, those that expire first go. (Only a positive
-        // LIMIT is given: a negative one is no limit in SQLite.)
-        if excess > 0 {
-            let first = "DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY expires_at LIMIT ?1)";
-            connection.execute(first, [excess]).map_err(prune)?;
-        }
-        Ok(())
+        self.results.put(&self.connection(), key, result, expires).map_err(|(action, e)| self.io(action, e))
     }
 }
