@@ -559,6 +559,65 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     assert_eq!(report["status"], "cancelled", "the driver shows it cancelled as soon as the answer came: {report:#}");
 }
 
+/// Wait until every host in `api`'s listing says it uses `limit`.
+async fn until_limiting(api: &Api, token: &str, limit: &str, hosts: usize) {
+    let started = std::time::Instant::now();
+    loop {
+        let listed = api.get("/api/v1/hosts", token).await.body;
+        let using = (listed["hosts"].as_array().unwrap().iter())
+            .filter(|h| h["limiting"].as_array().is_some_and(|l| l.iter().any(|n| n == limit)))
+            .count();
+        if using == hosts {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "the hosts never said they use {limit}: {listed:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rate limit is the cluster's: two hosts that both run tasks under a
+/// limit of 10 a second run 100 tasks in 10 s together, not each 50 in 5.
+/// (Lower bounds only: a slow machine can only stretch the span.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_across_the_hosts_that_use_it() {
+    let redis = redis_server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gleitzeit.toml");
+    std::fs::write(&config, "[rate_limits.\"echo/v1\"]\nrequests_per_minute = 600\n").unwrap();
+    let limited = || {
+        let config = config.to_str().unwrap();
+        Daemon::new().args(&["--store", &redis.url, "--cluster", "--lease", LEASE, "--config", config]).start()
+    };
+    let (first, second) = (limited(), limited());
+    let (at_first, at_second) = (Api::of(&first), Api::of(&second));
+    let batch = |n: usize| {
+        json!({"name": "limited", "tasks": [{"id": "each", "protocol": "echo/v1", "method": "echo",
+            "for_each": (0..n).collect::<Vec<_>>(), "params": {"message": "${item}"}}]})
+    };
+    // Both hosts use the limit, and say so.
+    for (api, host) in [(&at_first, &first), (&at_second, &second)] {
+        let id = api.submit(&host.token, &batch(1)).await;
+        assert_eq!(api.finished(&host.token, &id).await["status"], "completed");
+    }
+    until_limiting(&at_first, &first.token, "protocol echo/v1", 2).await;
+
+    let (a, b) = (at_first.submit(&first.token, &batch(50)).await, at_second.submit(&second.token, &batch(50)).await);
+    let (a, b) = (at_first.finished(&first.token, &a).await, at_second.finished(&second.token, &b).await);
+    let mut starts: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    for report in [&a, &b] {
+        assert_eq!(report["status"], "completed", "none failed: {report:#}");
+        let items = report["tasks"].as_array().unwrap().iter().filter(|t| t["parent"] == "each");
+        starts
+            .extend(items.map(|t| t["started_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()));
+    }
+    assert_eq!(starts.len(), 100);
+    starts.sort();
+    let span = (starts[99] - starts[0]).to_std().unwrap();
+    // 100 calls at 10 a second: 9.9 s; each host alone at 10 a second would
+    // take 4.9 s. Up to a beat of both at full speed while the shares settle.
+    assert!(span >= Duration::from_secs(8), "the two hosts together went faster than the limit: {span:?}");
+}
+
 /// The due times (seconds since the epoch) of the runs of schedule
 /// `ticks` the store holds, from their ids (`ticks-KEY-YYYYMMDDTHHMMSSZ`).
 async fn ticks_run(api: &Api, token: &str) -> Vec<i64> {

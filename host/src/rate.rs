@@ -11,6 +11,11 @@
 //! holds any, and its usage is taken out when it ends (so one large answer
 //! may overdraw it, and the next calls wait until it refills).
 //!
+//! Hosts of a cluster each keep their own limiters; those that use one
+//! share its limits: each takes an equal part ([`Limiter::set_share`],
+//! which the cluster's beat sets from which hosts used it lately), so that
+//! together they stay within what the backend allows.
+//!
 //! It owns the arithmetic of limits and nothing else: the registry keeps a
 //! limiter per provider and per protocol, the engine asks before a call and
 //! reports after it.
@@ -84,13 +89,25 @@ struct State {
     tokens: f64,
     tokens_at: Instant,
     paused_until: Option<Instant>,
+    /// This host's part of the limits, from 0 (excluded) to 1 (alone).
+    share: f64,
+    /// When a call last asked to start.
+    wanted_at: Option<Instant>,
+}
+
+impl State {
+    /// `per_minute` of the limits, this host's part of it.
+    fn part(&self, per_minute: u32) -> f64 {
+        f64::from(per_minute) * self.share
+    }
 }
 
 impl Limiter {
     pub fn new(limit: RateLimit) -> Self {
         let now = Instant::now();
         let tokens = limit.tokens_per_minute.map_or(0.0, f64::from);
-        Self { limit, state: Mutex::new(State { next_call: now, tokens, tokens_at: now, paused_until: None }) }
+        let state = State { next_call: now, tokens, tokens_at: now, paused_until: None, share: 1.0, wanted_at: None };
+        Self { limit, state: Mutex::new(state) }
     }
 
     pub fn limit(&self) -> RateLimit {
@@ -100,6 +117,7 @@ impl Limiter {
     /// None if a call may start at `now`; else when one may, and why not now.
     pub fn wait(&self, now: Instant) -> Option<(Instant, Limited)> {
         let mut state = lock(&self.state);
+        state.wanted_at = Some(now);
         if let Some(until) = state.paused_until.filter(|until| *until > now) {
             return Some((until, Limited::Paused));
         }
@@ -111,7 +129,7 @@ impl Limiter {
         if let Some(tpm) = self.limit.tokens_per_minute {
             let tokens = refilled(&mut state, tpm, now);
             if tokens <= 0.0 {
-                let per_second = f64::from(tpm) / 60.0;
+                let per_second = state.part(tpm) / 60.0;
                 let wait = Duration::from_secs_f64((1.0 - tokens) / per_second);
                 return Some((now + wait, Limited::Tokens(tpm)));
             }
@@ -123,7 +141,7 @@ impl Limiter {
     pub fn take(&self, now: Instant) {
         if let Some(rpm) = self.limit.requests_per_minute {
             let mut state = lock(&self.state);
-            let interval = Duration::from_secs_f64(60.0 / f64::from(rpm));
+            let interval = Duration::from_secs_f64(60.0 / state.part(rpm));
             state.next_call = state.next_call.max(now) + interval;
         }
     }
@@ -142,12 +160,30 @@ impl Limiter {
         let mut state = lock(&self.state);
         state.paused_until = Some(state.paused_until.map_or(until, |was| was.max(until)));
     }
+
+    /// Take `share` of the limits (a cluster's hosts that use them share
+    /// them): from 1 (all) down to a thousandth.
+    pub fn set_share(&self, share: f64) {
+        let mut state = lock(&self.state);
+        state.share = share.clamp(MIN_SHARE, 1.0);
+        let most = state.part(self.limit.tokens_per_minute.unwrap_or(0));
+        state.tokens = state.tokens.min(most);
+    }
+
+    /// Whether it limits anything and a call asked to start since `since`.
+    pub fn wanted_since(&self, since: Instant) -> bool {
+        !self.limit.is_none() && lock(&self.state).wanted_at.is_some_and(|at| at >= since)
+    }
 }
+
+/// The least part of a limit a host takes.
+const MIN_SHARE: f64 = 0.001;
 
 /// The tokens left at `now`, the bucket refilled since it was last looked at.
 fn refilled(state: &mut State, tpm: u32, now: Instant) -> f64 {
     let elapsed = now.saturating_duration_since(state.tokens_at).as_secs_f64();
-    state.tokens = (state.tokens + elapsed * f64::from(tpm) / 60.0).min(f64::from(tpm));
+    let tpm = state.part(tpm);
+    state.tokens = (state.tokens + elapsed * tpm / 60.0).min(tpm);
     state.tokens_at = now;
     state.tokens
 }
@@ -185,6 +221,26 @@ mod tests {
         assert_eq!(why, Limited::Tokens(600));
         assert!((when - t0).as_secs_f64() > 5.0 && (when - t0).as_secs_f64() < 5.2, "{:?}", when - t0);
         assert_eq!(l.wait(t0 + Duration::from_secs(6)), None);
+    }
+
+    #[test]
+    fn a_share_of_the_limits_is_that_part_of_them() {
+        let l = limiter(Some(300), Some(600));
+        let t0 = Instant::now();
+        assert!(!l.wanted_since(t0));
+        l.set_share(1.0 / 3.0);
+        assert_eq!(l.wait(t0), None);
+        assert!(l.wanted_since(t0));
+        l.take(t0);
+        let (when, _) = l.wait(t0).unwrap();
+        assert_eq!((when - t0).as_millis(), 600, "100 a minute: one every 600 ms");
+        // The bucket holds a third of a minute's tokens, refilled at that pace.
+        // (200 left, 210 spent; 2 back after 600 ms, 1 more wanted: 2.7 s.)
+        l.spend(210, t0);
+        let (when, why) = l.wait(t0 + Duration::from_millis(600)).unwrap();
+        assert_eq!(why, Limited::Tokens(600));
+        assert!((when - t0).as_secs_f64() > 3.25 && (when - t0).as_secs_f64() < 3.35, "{:?}", when - t0);
+        assert!(!limiter(None, None).wanted_since(t0), "no limits, nothing to share");
     }
 
     #[test]

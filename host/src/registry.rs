@@ -187,6 +187,16 @@ impl Registry {
         }
     }
 
+    /// The limiters that limit anything, each named as the hosts of a
+    /// cluster know it: `provider ID`, `protocol NAME`.
+    pub fn limiters(&self) -> Vec<(String, Arc<Limiter>)> {
+        let mut named: Vec<(String, Arc<Limiter>)> =
+            lock(&self.limiters).iter().map(|(id, l)| (format!("provider {id}"), l.clone())).collect();
+        named.extend(lock(&self.protocol_limits).iter().map(|(p, l)| (format!("protocol {p}"), l.clone())));
+        named.retain(|(_, l)| !l.limit().is_none());
+        named
+    }
+
     /// A call of provider `id` ended, having used `tokens` (its result's
     /// usage) and asked for a pause until `pause` (a 429's Retry-After).
     pub fn call_ended(&self, protocol: &str, id: &str, tokens: u64, pause: Option<Instant>) {

@@ -238,7 +238,11 @@ impl Membership {
             calls.entry(spec.protocol.clone()).or_default().slots =
                 worker::slots(parts.registry, &spec.protocol) as u64;
         }
+        let lately = std::time::Instant::now().checked_sub(LIMITS_USED_LATELY);
+        let limiters = parts.registry.limiters().into_iter();
+        let limiting = limiters.filter(|(_, l)| lately.is_some_and(|at| l.wanted_since(at))).map(|(name, _)| name);
         Announcement {
+            limiting: limiting.collect(),
             address: self.address.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: Some(self.started_at),
@@ -299,6 +303,22 @@ impl Pool for Pooled {
 /// A read of the cluster whose thread stopped.
 fn stopped(e: &tokio::task::JoinError) -> crate::store::StoreError {
     crate::store::StoreError::Io { target: "redis".into(), action: "read the hosts", reason: e.to_string() }
+}
+
+/// How long after its last call a host still counts as using a rate
+/// limit (and so takes its part of it).
+const LIMITS_USED_LATELY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Each of this host's rate limits split equally among the living hosts
+/// that used it lately, this one always among them (it may call at any
+/// moment; the others learn that it does at its next beat).
+fn share_limits(registry: &Registry, hosts: &[HostSeen], me: &str) {
+    for (name, limiter) in registry.limiters() {
+        let others = (hosts.iter().filter(|h| h.status == HostStatus::Up && h.host_id != me))
+            .filter(|h| h.announced.limiting.contains(&name))
+            .count();
+        limiter.set_share(1.0 / (others + 1) as f64);
+    }
 }
 
 /// What a host of a cluster runs beside its engine: the beat, the
@@ -381,6 +401,7 @@ impl Duties {
                         let _ = self.engine.cancel(&id).await;
                     }
                     self.serve_elsewhere(&hosts);
+                    share_limits(&self.registry, &hosts, &self.cluster.lease.host);
                     if let Err(e) = self.schedules.refresh().await {
                         tracing::warn!("cluster: cannot read the schedules: {e}");
                     }

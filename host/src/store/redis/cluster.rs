@@ -158,6 +158,10 @@ pub struct Announcement {
     /// sum of the hosts' parts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub calls: BTreeMap<String, CallsBetween>,
+    /// The rate limits its calls used lately (`provider ID`, `protocol
+    /// NAME`): the hosts that use one share it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limiting: Vec<String>,
 }
 
 /// One host's calls of one protocol between hosts.
