@@ -266,6 +266,42 @@ fn repeated_calls_are_answered_from_the_cache() {
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&kept.permissions()) & 0o777, 0o600);
 }
 
+/// Two instances of the bundled plugin at once, each with its own
+/// backend, key and protocol (the second as the docs declare OpenRouter):
+/// each task reaches its own backend with its own key.
+#[test]
+fn two_hosted_backends_at_once_each_with_its_own_key() {
+    let Hosted { server, dir, data, config } = hosted(fake_openai::Options::default());
+    let router = support::servers::fake_openai_with("sk-router-4b1e", fake_openai::Options::default());
+    set_secret(&data, "openrouter", "sk-router-4b1e");
+    let doc = std::fs::read_to_string(support::root().join("docs/llm-and-mcp.md")).unwrap();
+    let block = doc.split("```toml\n[manifests.openrouter]").nth(1).unwrap().split("```").next().unwrap();
+    let at = format!("http://127.0.0.1:{}", router.port);
+    let block = format!("[manifests.openrouter]{block}")
+        .replace("https://openrouter.ai/api", &at)
+        .replace("https://openrouter.ai", &at);
+    let mut settings = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
+    writeln!(settings, "\n{block}").unwrap();
+    let file = dir.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "name: two\ntasks:\n  - {id: openai, protocol: llm-remote/v1, method: chat, params: {stream: false, messages: [{role: user, content: hi}]}}\n  - {id: router, protocol: llm-router/v1, method: chat, params: {stream: false, messages: [{role: user, content: hi}]}}\n",
+    )
+    .unwrap();
+    let (out, report) = support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(report["status"], "completed", "{report:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(task(&report, "openai")["result"]["content"], "gpt-4o-mini replies to 1 message(s): hi");
+    assert_eq!(task(&report, "router")["result"]["content"], "openai/gpt-4o-mini replies to 1 message(s): hi");
+    assert_eq!((server.stats.requests.load(Ordering::SeqCst), router.stats.requests.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(task(&report, "router")["history"][0]["provider"], "wasm:openrouter");
+
+    // An instance of no bundled plugin is refused, naming the ones there are.
+    writeln!(settings, "\n[manifests.other]\nbundled = \"gpt\"").unwrap();
+    let (out, _) = support::run_json(&[file.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[manifests.other] bundled = 'gpt': no such bundled plugin (bundled: "), "{stderr}");
+}
+
 /// `curl` of the daemon's API: the answer as JSON.
 fn curl(method: &str, url: &str, token: &str) -> Value {
     let out = Command::new("curl")

@@ -350,19 +350,64 @@ fn check_spec(spec: SpecRecord) -> Result<ProviderSpec, String> {
 /// The bundled python/v1 plugin's name: `[manifests.python]` sets its grants.
 const PYTHON_PLUGIN: &str = "python";
 
-/// The plugins built into this binary, with the host config's overrides.
-pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
-    let mut loaded = Vec::new();
-    let rust = embedded::BUNDLED.iter().map(|(name, bytes, manifest)| {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
-        (*name, (Bytes::from_static(bytes), digest), *manifest, None)
+/// A plugin built into this binary: its code, its built-in manifest, and
+/// (python/v1's) its spec as taken when it was built.
+#[derive(Clone)]
+struct Builtin {
+    name: &'static str,
+    component: (Bytes, [u8; 32]),
+    manifest: Option<&'static str>,
+    described: Option<&'static str>,
+}
+
+fn builtins() -> Vec<Builtin> {
+    let rust = embedded::BUNDLED.iter().map(|(name, bytes, manifest)| Builtin {
+        name,
+        component: (Bytes::from_static(bytes), Sha256::digest(bytes).into()),
+        manifest: *manifest,
+        described: None,
     });
     // Its digest was taken when it was built: its pages are not read
     // before its first call.
-    let python = embedded::BUNDLED_PYTHON
-        .map(|(bytes, spec, digest)| (PYTHON_PLUGIN, (Bytes::from_static(bytes), *digest), None, Some(spec)));
-    for (name, component, manifest, described) in rust.chain(python) {
-        let manifest = Manifest::parse(manifest.unwrap_or("")).map(|m| m.overlay_from(overrides, name));
+    let python = embedded::BUNDLED_PYTHON.map(|(bytes, spec, digest)| Builtin {
+        name: PYTHON_PLUGIN,
+        component: (Bytes::from_static(bytes), *digest),
+        manifest: None,
+        described: Some(spec),
+    });
+    rust.chain(python).collect()
+}
+
+/// The plugins built into this binary, with the host config's overrides,
+/// and the instances of them the host config adds (`[manifests.NAME]`
+/// with `bundled = "PLUGIN"`: PLUGIN's code under the name NAME, with
+/// PLUGIN's built-in manifest under NAME's, on unless `enabled = false`).
+pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
+    let builtins = builtins();
+    let mut loaded = Vec::new();
+    // (name, code, whether it is an instance)
+    let mut plugins: Vec<(&str, Builtin, bool)> = builtins.iter().map(|b| (b.name, b.clone(), false)).collect();
+    for (name, manifest) in &overrides.manifests {
+        let Some(of) = manifest.bundled_plugin() else { continue };
+        let own_name = !builtins.iter().any(|b| b.name == name);
+        match builtins.iter().find(|b| b.name == of).filter(|_| own_name) {
+            Some(builtin) => plugins.push((name, builtin.clone(), true)),
+            None => {
+                let names: Vec<&str> = builtins.iter().map(|b| b.name).collect();
+                let reason = format!(
+                    "[manifests.{name}] bundled = '{of}': {} (bundled: {})",
+                    if own_name { "no such bundled plugin" } else { "an instance needs a name of its own" },
+                    names.join(", ")
+                );
+                let (plugin, origin, step) = (name.clone(), PluginSource::Bundled, LoadStep::Manifest);
+                loaded.push(Err(LoadError::Plugin { plugin, origin, step, reason }));
+            }
+        }
+    }
+    for (name, builtin, instance) in plugins {
+        let manifest = Manifest::parse(builtin.manifest.unwrap_or(""))
+            .map(|m| if instance { m.switched_on() } else { m })
+            .map(|m| m.overlay_from(overrides, name));
         if manifest.as_ref().is_ok_and(|m| !m.enabled()) {
             tracing::debug!(plugin = name, "not loaded: enabled = false");
             continue;
@@ -376,7 +421,9 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
             m.grants(&runtime.default_grants()).map_err(|r| format!("its grants{with}: {r}"))
         });
         let plugin = match grants {
-            Ok(grants) => load_described(runtime, name, PluginSource::Bundled, component, grants, described).await,
+            Ok(grants) => {
+                load_described(runtime, name, PluginSource::Bundled, builtin.component, grants, builtin.described).await
+            }
             Err(reason) => Err(LoadError::Plugin {
                 plugin: name.to_owned(),
                 origin: PluginSource::Bundled,

@@ -14,6 +14,8 @@
 //! rate_limit = { requests_per_minute = 300, tokens_per_minute = 90000 }  # (default: none)
 //! uncacheable = ["list_models"]  # methods whose results `cache: {ttl}` never reuses
 //! enabled = false          # bundled plugins only: not loaded (default true)
+//! bundled = "openai"       # only in the host config's [manifests.NAME]: NAME is
+//!                          # another instance of that bundled plugin
 //!
 //! [headers."https://api.openai.com"]   # headers the host adds for a granted origin
 //! Authorization = "Bearer {secret:openai}"  # (see credentials; the plugin never sees the value)
@@ -157,6 +159,7 @@ pub struct Manifest {
     max_concurrency: Option<u32>,
     protocol: Option<String>,
     enabled: Option<bool>,
+    bundled: Option<String>,
     rate_limit: Option<crate::rate::RateLimit>,
     uncacheable: Option<Vec<String>>,
     #[serde(default)]
@@ -180,6 +183,11 @@ impl Manifest {
         if manifest.enabled.is_some() {
             return Err(format!(
                 "enabled: only bundled plugins are switched on and off; to stop serving {plugin}, remove {plugin}.wasm"
+            ));
+        }
+        if let Some(of) = &manifest.bundled {
+            return Err(format!(
+                "bundled = '{of}': instances of bundled plugins are the operator's; put it under [manifests.{plugin}] in gleitzeit.toml"
             ));
         }
         match manifest.mcp_stdio.as_ref().and_then(|servers| servers.keys().next()) {
@@ -285,6 +293,18 @@ impl Manifest {
             Some(over) => self.overlay(over),
             None => self,
         }
+    }
+
+    /// The bundled plugin this names an instance of (`bundled`).
+    pub fn bundled_plugin(&self) -> Option<&str> {
+        self.bundled.as_deref()
+    }
+
+    /// This manifest, switched on (an instance of a bundled plugin is on
+    /// whatever its plugin's built-in manifest says; its own may say off).
+    pub fn switched_on(mut self) -> Self {
+        self.enabled = Some(true);
+        self
     }
 
     /// Whether a bundled plugin is loaded (`enabled`, default true).
@@ -442,6 +462,20 @@ mod tests {
         assert_eq!((none.memory_limit, none.timeout, none.config.len()), (64 << 20, None, 0));
         assert!(none.outbound.allowed().is_empty(), "nothing granted by default");
         assert_eq!(none.outbound.max_response_bytes(), DEFAULT_MAX_RESPONSE_BYTES);
+    }
+
+    #[test]
+    fn a_dropped_manifest_may_not_switch_plugins_or_make_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        for (text, refused) in [
+            ("enabled = true\n", "enabled: only bundled plugins are switched on and off"),
+            ("bundled = \"openai\"\n", "bundled = 'openai': instances of bundled plugins are the operator's"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Manifest::read_dropped(&path, "p").unwrap_err();
+            assert!(error.starts_with(refused), "{error}");
+        }
     }
 
     #[test]
