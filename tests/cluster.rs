@@ -660,6 +660,38 @@ async fn a_schedule_fires_once_per_due_time_across_the_cluster_while_a_host_dies
     assert!(gaps.iter().all(|gap| *gap <= 3), "it kept firing when a host died: gaps {gaps:?} in {due:?}");
 }
 
+/// A schedule's runs never overlap, whichever host drives the last one:
+/// a host whose engine does not know the last run asks the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_s_runs_never_overlap_across_the_hosts() {
+    let redis = redis_server();
+    let (first, second) = (host(&redis), host(&redis));
+    let at_first = Api::of(&first);
+    let slow = json!({"name": "slow", "schedule": {"cron": "* * * * * *", "id": "slow"},
+        "tasks": [{"id": "wait", "protocol": "echo/v1", "method": "delay", "params": {"seconds": 2.5}}]});
+    let added = at_first.post_json("/api/v1/schedules", &first.token, &slow).await;
+    assert_eq!(added.status, 201, "{added:?}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let removed = at_first.send(at_first.request("DELETE", "/api/v1/schedules/slow", Some(&first.token))).await;
+    assert_eq!(removed.status, 200, "{removed:?}");
+
+    let listed = at_first.get("/api/v1/workflows?name=slow&limit=100", &first.token).await.body;
+    let ids: Vec<String> =
+        listed["workflows"].as_array().unwrap().iter().map(|w| w["workflow_id"].as_str().unwrap().to_owned()).collect();
+    let mut runs = Vec::new();
+    for id in &ids {
+        let report = at_first.finished(&first.token, id).await;
+        let at = |field: &str| report[field].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        runs.push((at("started_at"), at("finished_at")));
+    }
+    assert!(runs.len() >= 2, "it ran: {runs:?}");
+    runs.sort_by_key(|run| run.0);
+    for pair in runs.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "a run started while the last one ran: {runs:#?}");
+    }
+    drop(second);
+}
+
 /// Whether `api`'s host accepts `token` (a listing, 200) or refuses it (401).
 async fn accepts(api: &Api, token: &str) -> bool {
     let answer = api.get("/api/v1/workflows", token).await;

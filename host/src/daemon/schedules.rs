@@ -402,7 +402,7 @@ impl Schedules {
         let Some(entry) = entries.get_mut(&fire.id).filter(|e| e.schedule.created_at == fire.created_at) else {
             return std::ops::ControlFlow::Continue(());
         };
-        let outcome = start(intake, fire, entry).await;
+        let outcome = start(intake, self.store.as_ref(), fire, entry).await;
         entry.schedule.last_due = Some(fire.due);
         match outcome {
             Outcome::Stopping => return std::ops::ControlFlow::Break(()),
@@ -467,8 +467,23 @@ enum Outcome {
     Stopping,
 }
 
+/// Whether the workflow `id` runs: on this host's engine, or (in a
+/// cluster) on another host's, which the store says by holding its
+/// document and no final report. A store that cannot be read says no.
+async fn still_running(intake: &Intake, store: Option<&AsyncStore>, id: &str) -> bool {
+    if let Some(report) = intake.engine.workflow(id).await.ok().flatten() {
+        return report.status == WorkflowStatus::Running;
+    }
+    let Some(store) = store else { return false };
+    let id = id.to_owned();
+    let unfinished = move |store: &dyn crate::store::Store| {
+        Ok::<_, StoreError>(store.report(&id)?.is_none() && store.document(&id)?.is_some())
+    };
+    store.call("read a schedule's last run", unfinished).await.unwrap_or(false)
+}
+
 /// Start `fire`'s run of `entry`'s schedule, as its owner.
-async fn start(intake: &Intake, fire: &Fire, entry: &Entry) -> Outcome {
+async fn start(intake: &Intake, store: Option<&AsyncStore>, fire: &Fire, entry: &Entry) -> Outcome {
     let schedule = &entry.schedule;
     let (id, due) = (&fire.id, &fire.due_text);
     if intake.shutting_down() {
@@ -483,7 +498,7 @@ async fn start(intake: &Intake, fire: &Fire, entry: &Entry) -> Outcome {
         return Outcome::Skipped(format!("its token '{owner}' is revoked or may not submit"));
     };
     if let Some(last) = &schedule.last_run
-        && intake.engine.workflow(last).await.ok().flatten().is_some_and(|r| r.status == WorkflowStatus::Running)
+        && still_running(intake, store, last).await
     {
         return Outcome::Busy(format!("its last run {last} is still running"));
     }
