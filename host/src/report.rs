@@ -285,6 +285,7 @@ impl RunReport {
             let call = format!("{}.{}", t.protocol, t.method);
             let attempts = match (t.items, t.attempts) {
                 _ if t.cached => "cached".to_owned(),
+                _ if t.taken_from.is_some() => "kept".to_owned(),
                 (Some(1), _) => "1 item".to_owned(),
                 (Some(items), _) => format!("{items} items"),
                 (None, 1) => "1 attempt ".to_owned(),
@@ -312,6 +313,10 @@ impl RunReport {
             "workflow '{}' ({}) {status} in {:.1} ms: {} tasks, {} completed, {} failed, {} skipped, {} cancelled",
             self.name, self.workflow_id, self.duration_ms, s.total, s.completed, s.failed, s.skipped, s.cancelled
         );
+        if let Some(origin) = &self.rerun_of {
+            let kept = self.tasks.iter().filter(|t| t.taken_from.is_some()).count();
+            let _ = write!(out, "; a rerun of {origin}, {kept} kept from it");
+        }
         if let Some(usage) = &self.usage {
             let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
             let _ = write!(out, "; {} tokens ({prompt} prompt, {completion} completion)", usage.total_tokens);
@@ -445,6 +450,14 @@ mod tests {
         assert!(
             running.to_text().lines().next().unwrap().ends_with("waiting for the concurrency key 'acme': 2 running")
         );
+        let mut kept = task("e", TaskStatus::Completed, Some(json!(1)), None);
+        kept.taken_from = Some("wf-0".into());
+        let mut rerun =
+            RunReport::new("wf-3".into(), "again".into(), SystemTime::UNIX_EPOCH, Duration::ZERO, vec![kept]);
+        rerun.rerun_of = Some("wf-0".into());
+        let text = rerun.to_text();
+        assert!(text.starts_with("completed  e  echo/v1.echo  kept"), "{text}");
+        assert!(text.ends_with("0 cancelled; a rerun of wf-0, 1 kept from it"), "{text}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["started_at"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(json["tasks"][1]["error"], json!({"code": -32602, "message": "bad"}));
