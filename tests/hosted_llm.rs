@@ -404,12 +404,19 @@ fn the_daemon_keeps_the_key_from_every_client_log_and_record() {
     assert_eq!(bobs["code"], -32011, "bob does not see alice's workflow: {bobs:#}");
 
     let plugins = curl("GET", &format!("{}/api/v1/plugins", host.url), &host.token);
+    // The operator sees which secret goes where, never its value.
+    let openai = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "openai").unwrap();
+    assert_eq!(openai["grants"]["headers"][0]["secrets"], serde_json::json!(["openai"]), "{openai:#}");
+    let listed = host.cli(&["plugin", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let origin = openai["grants"]["allowed_hosts"][0].as_str().unwrap();
+    assert!(listed.contains(&format!("adds authorization for {origin} from secret openai")), "{listed}");
     let metrics = Command::new("curl")
         .args(["-s", "-H", &format!("Authorization: Bearer {}", host.token)])
         .arg(format!("{}/metrics", host.url))
         .output()
         .unwrap();
-    let said = format!("{report}{results}{plugins}{}{}", String::from_utf8_lossy(&metrics.stdout), host.log());
+    let said = format!("{report}{results}{plugins}{listed}{}{}", String::from_utf8_lossy(&metrics.stdout), host.log());
     assert!(!said.contains(KEY), "the key was in an answer or a log line");
     assert!(!everything_written(&data).contains(KEY), "the key was stored outside secrets.toml");
 }

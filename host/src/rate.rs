@@ -21,7 +21,7 @@
 //! reports after it.
 
 use crate::locks::lock;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,10 +30,12 @@ pub const MAX_PER_MINUTE: u32 = 1_000_000_000;
 
 /// Limits as the settings name them: `requests_per_minute`,
 /// `tokens_per_minute`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_minute: Option<u32>,
 }
 

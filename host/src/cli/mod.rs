@@ -125,15 +125,7 @@ pub fn main() -> ExitCode {
                 out!("build and deploy it as {} says", dir.join("README.md").display());
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Plugin(PluginCommand::List { server }) => {
-                remote::list(
-                    &server,
-                    "list_plugins",
-                    "plugins",
-                    &["name", "protocol_id", "version", "source", "methods"],
-                )
-                .await
-            }
+            Command::Plugin(PluginCommand::List { server }) => remote::plugins(&server).await,
         }
     });
     // A store call still blocked (a store that stopped answering) does not

@@ -302,6 +302,61 @@ pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &
     Ok(ExitCode::SUCCESS)
 }
 
+/// `plugin list`: the table, then what each plugin may reach, read and
+/// use (`--output json` has its grants whole).
+pub(super) async fn plugins(server: &ServerArgs) -> Result<ExitCode, Failure> {
+    let columns = ["name", "protocol_id", "version", "source", "methods"];
+    let reply = listed(server, "list_plugins", "plugins", &columns).await?;
+    if server.output == Output::Json {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let granted: Vec<String> = (reply["plugins"].as_array().into_iter().flatten())
+        .filter_map(|p| Some((p["name"].as_str()?, granted(&p["grants"])?)))
+        .map(|(name, grants)| format!("  {name}: {grants}"))
+        .collect();
+    if !granted.is_empty() {
+        out!("\ngrants:\n{}", granted.join("\n"));
+    }
+    if let Some(directory) = reply["directory"].as_str() {
+        out!("directory: {directory} (watched)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A plugin's grants in a line: what it may reach and read, the headers
+/// the host adds (by the secrets they name), its rate limits and MCP
+/// servers; none if it has none of these.
+fn granted(grants: &Value) -> Option<String> {
+    let texts = |key: &str| -> Vec<String> {
+        grants[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    let mut parts = Vec::new();
+    if let hosts @ [_, ..] = texts("allowed_hosts").as_slice() {
+        parts.push(format!("reaches {}", hosts.join(", ")));
+    }
+    for header in grants["headers"].as_array().into_iter().flatten() {
+        let secrets: Vec<&str> = header["secrets"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let from = if secrets.is_empty() {
+            "the host's own value".to_owned()
+        } else {
+            format!("secret {}", secrets.join(", "))
+        };
+        parts.push(format!("adds {} for {} from {from}", cell(&header["header"]), cell(&header["origin"])));
+    }
+    if let dirs @ [_, ..] = texts("read_dirs").as_slice() {
+        parts.push(format!("reads {}", dirs.join(", ")));
+    }
+    for (key, unit) in [("requests_per_minute", "requests"), ("tokens_per_minute", "tokens")] {
+        if let Some(n) = grants["rate_limit"][key].as_u64() {
+            parts.push(format!("{n} {unit} a minute"));
+        }
+    }
+    if let servers @ [_, ..] = texts("mcp_stdio").as_slice() {
+        parts.push(format!("runs MCP server {}", servers.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// `protocol list`: the table, then each method's params as its schema
 /// gives them (`--output json` has the schemas whole).
 pub(super) async fn protocols(server: &ServerArgs) -> Result<ExitCode, Failure> {

@@ -64,6 +64,11 @@ impl HostHeader {
         &self.pattern
     }
 
+    /// The header's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
     /// The secrets it names.
     pub fn secrets(&self) -> Vec<&str> {
         match &self.value {

@@ -4,7 +4,7 @@
 //! loaded plugin (`loader::Plugin`).
 
 use super::outbound::Outbound;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -33,6 +33,56 @@ pub struct Grants {
     pub rate_limit: crate::rate::RateLimit,
     /// Methods whose results are never reused (`cache: {ttl}`).
     pub uncacheable: Vec<String>,
+}
+
+/// What a plugin is granted, as `plugin list` shows it to the operator:
+/// names of secrets, never their values; names of MCP servers, not their
+/// commands or environments (which may hold credentials).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Granted {
+    /// Origins `http-fetch` may reach.
+    pub allowed_hosts: Vec<String>,
+    /// Headers the host adds to requests, by origin.
+    pub headers: Vec<GrantedHeader>,
+    /// Directories it may read.
+    pub read_dirs: Vec<String>,
+    pub memory_mb: usize,
+    pub timeout_s: Option<f64>,
+    pub max_concurrency: usize,
+    #[schema(value_type = Object)]
+    pub rate_limit: crate::rate::RateLimit,
+    /// The stdio MCP servers the host runs for it.
+    pub mcp_stdio: Vec<String>,
+}
+
+/// One header the host adds for a plugin.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GrantedHeader {
+    pub origin: String,
+    pub header: String,
+    /// The secrets its value is made from (none: the host's own value).
+    pub secrets: Vec<String>,
+}
+
+impl Grants {
+    /// What it grants, for the operator's eyes.
+    pub fn shown(&self) -> Granted {
+        let headers = self.outbound.credentials().headers().iter().map(|h| GrantedHeader {
+            origin: h.pattern().to_string(),
+            header: h.name().to_owned(),
+            secrets: h.secrets().into_iter().map(str::to_owned).collect(),
+        });
+        Granted {
+            allowed_hosts: self.outbound.allowed().iter().map(ToString::to_string).collect(),
+            headers: headers.collect(),
+            read_dirs: self.read_dirs.iter().map(|d| d.display().to_string()).collect(),
+            memory_mb: self.memory_limit >> 20,
+            timeout_s: self.timeout.map(|t| t.as_secs_f64()),
+            max_concurrency: self.max_concurrency,
+            rate_limit: self.rate_limit,
+            mcp_stdio: self.mcp_stdio.keys().cloned().collect(),
+        }
+    }
 }
 
 /// A stdio MCP server as a manifest names it.

@@ -101,6 +101,10 @@ pub struct PluginStatus {
     pub loads: u64,
     /// Load attempts that failed since the host started.
     pub failures: u64,
+    /// What the version that serves is granted (none for one that failed
+    /// to load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants: Option<super::grants::Granted>,
 }
 
 /// What changed, for whoever listens (the daemon broadcasts it).
@@ -142,6 +146,7 @@ fn status_of(plugin: &Plugin, state: PluginState) -> PluginStatus {
         last_error: None,
         loads: 1,
         failures: 0,
+        grants: Some(plugin.grants.shown()),
     }
 }
 
@@ -266,6 +271,7 @@ impl PluginSet {
                     last_error: None,
                     loads: 0,
                     failures: 0,
+                    grants: None,
                 });
                 status.state = PluginState::Failed;
                 status.failures += 1;
