@@ -352,7 +352,6 @@ const PYTHON_PLUGIN: &str = "python";
 
 /// A plugin built into this binary: its code, its built-in manifest, and
 /// (python/v1's) its spec as taken when it was built.
-#[derive(Clone)]
 struct Builtin {
     name: &'static str,
     component: (Bytes, [u8; 32]),
@@ -379,31 +378,11 @@ fn builtins() -> Vec<Builtin> {
 }
 
 /// The plugins built into this binary, with the host config's overrides,
-/// and the instances of them the host config adds (`[manifests.NAME]`
-/// with `bundled = "PLUGIN"`: PLUGIN's code under the name NAME, with
-/// PLUGIN's built-in manifest under NAME's, on unless `enabled = false`).
+/// and the instances of them the host config adds ([`instances`]).
 pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<Result<Plugin, LoadError>> {
     let builtins = builtins();
-    let mut loaded = Vec::new();
-    // (name, code, whether it is an instance)
-    let mut plugins: Vec<(&str, Builtin, bool)> = builtins.iter().map(|b| (b.name, b.clone(), false)).collect();
-    for (name, manifest) in &overrides.manifests {
-        let Some(of) = manifest.bundled_plugin() else { continue };
-        let own_name = !builtins.iter().any(|b| b.name == name);
-        match builtins.iter().find(|b| b.name == of).filter(|_| own_name) {
-            Some(builtin) => plugins.push((name, builtin.clone(), true)),
-            None => {
-                let names: Vec<&str> = builtins.iter().map(|b| b.name).collect();
-                let reason = format!(
-                    "[manifests.{name}] bundled = '{of}': {} (bundled: {})",
-                    if own_name { "no such bundled plugin" } else { "an instance needs a name of its own" },
-                    names.join(", ")
-                );
-                let (plugin, origin, step) = (name.clone(), PluginSource::Bundled, LoadStep::Manifest);
-                loaded.push(Err(LoadError::Plugin { plugin, origin, step, reason }));
-            }
-        }
-    }
+    let (instances, mut loaded) = instances(&builtins, overrides);
+    let plugins = builtins.iter().map(|b| (b.name, b, false)).chain(instances.into_iter().map(|(n, b)| (n, b, true)));
     for (name, builtin, instance) in plugins {
         let manifest = Manifest::parse(builtin.manifest.unwrap_or(""))
             .map(|m| if instance { m.switched_on() } else { m })
@@ -422,7 +401,8 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
         });
         let plugin = match grants {
             Ok(grants) => {
-                load_described(runtime, name, PluginSource::Bundled, builtin.component, grants, builtin.described).await
+                let component = builtin.component.clone();
+                load_described(runtime, name, PluginSource::Bundled, component, grants, builtin.described).await
             }
             Err(reason) => Err(LoadError::Plugin {
                 plugin: name.to_owned(),
@@ -434,6 +414,33 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
         loaded.push(plugin);
     }
     loaded
+}
+
+/// The instances of bundled plugins the host config declares
+/// (`[manifests.NAME]` with `bundled = "PLUGIN"`: PLUGIN's code under the
+/// name NAME, with PLUGIN's built-in manifest under NAME's, on unless it
+/// says `enabled = false`), each with its code; and the declarations that
+/// name no bundled plugin, or take a bundled plugin's own name.
+fn instances<'a>(
+    builtins: &'a [Builtin],
+    overrides: &'a Overrides,
+) -> (Vec<(&'a str, &'a Builtin)>, Vec<Result<Plugin, LoadError>>) {
+    let (mut found, mut refused) = (Vec::new(), Vec::new());
+    for (name, manifest) in &overrides.manifests {
+        let Some(of) = manifest.bundled_plugin() else { continue };
+        let own_name = !builtins.iter().any(|b| b.name == name);
+        match builtins.iter().find(|b| b.name == of).filter(|_| own_name) {
+            Some(builtin) => found.push((name.as_str(), builtin)),
+            None => {
+                let names: Vec<&str> = builtins.iter().map(|b| b.name).collect();
+                let why = if own_name { "no such bundled plugin" } else { "an instance needs a name of its own" };
+                let reason = format!("[manifests.{name}] bundled = '{of}': {why} (bundled: {})", names.join(", "));
+                let (plugin, origin, step) = (name.clone(), PluginSource::Bundled, LoadStep::Manifest);
+                refused.push(Err(LoadError::Plugin { plugin, origin, step, reason }));
+            }
+        }
+    }
+    (found, refused)
 }
 
 /// The `*.wasm` files directly in `dir`, sorted. A missing directory holds
