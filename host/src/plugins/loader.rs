@@ -416,6 +416,9 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
     loaded
 }
 
+/// A plugin loaded, or why not.
+type Loaded = Result<Plugin, LoadError>;
+
 /// The instances of bundled plugins the host config declares
 /// (`[manifests.NAME]` with `bundled = "PLUGIN"`: PLUGIN's code under the
 /// name NAME, with PLUGIN's built-in manifest under NAME's, on unless it
@@ -424,7 +427,7 @@ pub async fn bundled(runtime: &Arc<WasmRuntime>, overrides: &Overrides) -> Vec<R
 fn instances<'a>(
     builtins: &'a [Builtin],
     overrides: &'a Overrides,
-) -> (Vec<(&'a str, &'a Builtin)>, Vec<Result<Plugin, LoadError>>) {
+) -> (Vec<(&'a str, &'a Builtin)>, Vec<Loaded>) {
     let (mut found, mut refused) = (Vec::new(), Vec::new());
     for (name, manifest) in &overrides.manifests {
         let Some(of) = manifest.bundled_plugin() else { continue };
