@@ -559,6 +559,36 @@ async fn any_host_streams_reads_and_cancels_another_host_s_workflow() {
     assert_eq!(report["status"], "cancelled", "the driver shows it cancelled as soon as the answer came: {report:#}");
 }
 
+/// A task's timeout is its call's, not its wait in the cluster's queue: a
+/// host offers no more calls than the other hosts' providers can run at
+/// once. 32 half-second calls with a 3 s timeout, on a provider of 4 slots
+/// on another host, all complete (offered at once, the last would wait
+/// 3.5 s in the stream and time out).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_waiting_for_another_host_s_provider_does_not_time_out() {
+    let redis = redis_server();
+    let (front, back) = (host(&redis), host(&redis));
+    let mut command = Command::new("python3");
+    command
+        .arg(support::root().join("tests/python/work_provider.py"))
+        .env("GLEITZEIT_SERVER", &back.url)
+        .env("GLEITZEIT_TOKEN", &back.token)
+        .env("PROVIDER_ID", "slow")
+        .env("MAX_CONCURRENT", "4")
+        .env("SECONDS", "0.5");
+    let provider = Proc::spawn(command);
+    provider.wait_for("registered");
+    let api = Api::of(&front);
+    until_served(&api, &front.token, "work/v1").await;
+    let batch = json!({"name": "queued elsewhere", "tasks": [{"id": "job", "protocol": "work/v1", "method": "job",
+        "for_each": (0..32).collect::<Vec<_>>(), "timeout": 3, "retry": {"max_attempts": 1}, "params": {"n": "${item}"}}]});
+    let id = api.submit(&front.token, &batch).await;
+    let report = api.finished(&front.token, &id).await;
+    let failed: Vec<&Value> =
+        report["tasks"].as_array().unwrap().iter().filter(|t| t["status"] != "completed").collect();
+    assert!(failed.is_empty(), "{} tasks did not complete: {failed:#?}", failed.len());
+}
+
 /// Wait until every host in `api`'s listing says it uses `limit`.
 async fn until_limiting(api: &Api, token: &str, limit: &str, hosts: usize) {
     let started = std::time::Instant::now();

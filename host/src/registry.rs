@@ -303,12 +303,15 @@ impl Registry {
         let start = entry.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(usize, &Served)> = None;
         let mut limited: Option<(Instant, Limited, &str)> = None;
-        let (mut own, mut elsewhere) = (false, None);
+        let (mut own, mut elsewhere, mut others_full) = (false, None, false);
         for i in 0..n {
             let served = &entry.providers[(start + i) % n];
             let provider = &served.provider;
             if provider.kind() == ProviderKind::Cluster {
-                elsewhere = Some(provider);
+                match provider.free_slots() {
+                    Some(0) => others_full = true,
+                    _ => elsewhere = Some(provider),
+                }
                 continue;
             }
             own = true;
@@ -333,7 +336,7 @@ impl Registry {
                 Selection::Limited { until, why: format!("rate limit of {whose}: {why}") }
             }
             (None, None, Some(provider)) => Selection::Provider(provider.clone()),
-            (None, None, None) if own => Selection::Busy,
+            (None, None, None) if own || (others_full && elsewhere_too) => Selection::Busy,
             (None, None, None) => Selection::Missing,
         }
     }

@@ -424,10 +424,7 @@ type Loaded = Result<Plugin, LoadError>;
 /// name NAME, with PLUGIN's built-in manifest under NAME's, on unless it
 /// says `enabled = false`), each with its code; and the declarations that
 /// name no bundled plugin, or take a bundled plugin's own name.
-fn instances<'a>(
-    builtins: &'a [Builtin],
-    overrides: &'a Overrides,
-) -> (Vec<(&'a str, &'a Builtin)>, Vec<Loaded>) {
+fn instances<'a>(builtins: &'a [Builtin], overrides: &'a Overrides) -> (Vec<(&'a str, &'a Builtin)>, Vec<Loaded>) {
     let (mut found, mut refused) = (Vec::new(), Vec::new());
     for (name, manifest) in &overrides.manifests {
         let Some(of) = manifest.bundled_plugin() else { continue };

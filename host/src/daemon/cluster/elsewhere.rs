@@ -7,7 +7,7 @@
 use super::Membership;
 use crate::locks::lock;
 use crate::model::{ProviderSpec, TaskError, codes};
-use crate::registry::{Call, CallFuture, Provider, ProviderKind};
+use crate::registry::{Call, CallFuture, Load, Provider, ProviderKind};
 use crate::store::redis::cluster::Cluster;
 use crate::store::redis::work::{Answers, Offer};
 use serde_json::{Value, json};
@@ -34,18 +34,38 @@ struct Offered {
 struct Protocol {
     /// Calls offered and not yet answered.
     waiting: u64,
+    /// How the other hosts take them.
+    reach: Reach,
+}
+
+/// How the other hosts of a cluster take the calls of one protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Reach {
     /// Most offers to put in one stream entry: no more than the host that
     /// takes fewest calls at once can run at once.
-    per_entry: usize,
+    pub per_entry: usize,
+    /// How many calls their providers run at once: this host offers no
+    /// more at a time, so that a call does not spend its time waiting in
+    /// the stream (its deadline runs from when it is offered).
+    pub capacity: usize,
 }
 
 impl Offering {
-    /// Offer at most `per_entry` calls of each protocol in one entry.
-    pub(super) fn set_per_entry(&self, per_entry: &std::collections::BTreeMap<&str, usize>) {
+    /// How the other hosts take each protocol's calls now.
+    pub(super) fn set_reach(&self, reach: &std::collections::BTreeMap<&str, Reach>) {
         let mut offered = lock(&self.0);
-        for (protocol, size) in per_entry {
-            offered.protocols.entry((*protocol).to_owned()).or_default().per_entry = *size;
+        for (protocol, reach) in reach {
+            offered.protocols.entry((*protocol).to_owned()).or_default().reach = *reach;
         }
+    }
+
+    /// How many calls of `protocol` the other hosts run at once, and how
+    /// many this host offered and waits for.
+    fn load(&self, protocol: &str) -> Load {
+        let offered = lock(&self.0);
+        let counted = offered.protocols.get(protocol);
+        let capacity = counted.map_or(1, |p| p.reach.capacity.max(1));
+        Load { capacity: Some(capacity), in_flight: counted.map_or(0, |p| p.waiting as usize) }
     }
 
     /// The calls offered and not yet answered, by protocol.
@@ -61,7 +81,7 @@ impl Offering {
         offered.calls.insert(call, answered);
         let counted = offered.protocols.entry(protocol.to_owned()).or_default();
         counted.waiting += 1;
-        counted.per_entry.max(1)
+        counted.reach.per_entry.max(1)
     }
 
     /// Stop waiting for `call`.
@@ -144,6 +164,10 @@ impl Provider for Elsewhere {
 
     fn kind(&self) -> ProviderKind {
         ProviderKind::Cluster
+    }
+
+    fn load(&self) -> Load {
+        self.membership.offering.load(&self.spec.protocol)
     }
 
     fn call(&self, call: Call) -> CallFuture {

@@ -25,6 +25,7 @@ use crate::store::AsyncStore;
 use crate::store::redis::cluster::{Announcement, CallsBetween, Cluster, HostSeen, HostStatus};
 use crate::store::redis::holds::Kind;
 use crate::store::redis::work::MOST_PER_ENTRY;
+use elsewhere::Reach;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -414,21 +415,25 @@ impl Duties {
 
     /// One provider for each protocol another living host serves; none for
     /// those no other host serves any more. Its calls go in stream entries
-    /// of no more than the host that takes fewest of them at once can run.
+    /// of no more than the host that takes fewest of them at once can run,
+    /// and no more are offered at a time than the other hosts run at once.
     fn serve_elsewhere(&self, hosts: &[HostSeen]) {
         let me = &self.cluster.lease.host;
         let mut offered: BTreeMap<&str, &crate::model::ProviderSpec> = BTreeMap::new();
-        let mut per_entry: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut reach: BTreeMap<&str, Reach> = BTreeMap::new();
         for host in hosts.iter().filter(|h| h.status == HostStatus::Up && &h.host_id != me) {
             for spec in &host.announced.serves {
                 offered.entry(spec.protocol.as_str()).or_insert(spec);
                 // A host that did not say (an older one) takes one at a time.
                 let slots = host.announced.calls.get(&spec.protocol).map_or(1, |calls| calls.slots.max(1));
-                let size = per_entry.entry(spec.protocol.as_str()).or_insert(MOST_PER_ENTRY);
-                *size = (*size).min(usize::try_from(slots).unwrap_or(MOST_PER_ENTRY));
+                let slots = usize::try_from(slots).unwrap_or(MOST_PER_ENTRY);
+                let protocol =
+                    reach.entry(spec.protocol.as_str()).or_insert(Reach { per_entry: MOST_PER_ENTRY, capacity: 0 });
+                protocol.per_entry = protocol.per_entry.min(slots);
+                protocol.capacity = protocol.capacity.saturating_add(slots);
             }
         }
-        self.membership.offering.set_per_entry(&per_entry);
+        self.membership.offering.set_reach(&reach);
         let mut changed = false;
         let standing: Vec<_> =
             self.registry.providers().into_iter().filter(|p| p.kind() == ProviderKind::Cluster).collect();
