@@ -295,10 +295,7 @@ pub(super) async fn remove_schedule(server: &ServerArgs, schedule_id: &str) -> R
 
 /// One of the listing requests, printed as a table or JSON.
 pub(super) async fn list(server: &ServerArgs, event: &str, key: &str, columns: &[&str]) -> Result<ExitCode, Failure> {
-    let reply = listed(server, event, key, columns).await?;
-    if let Some(directory) = reply["directory"].as_str().filter(|_| server.output != Output::Json) {
-        out!("directory: {directory} (watched)");
-    }
+    listed(server, event, key, columns).await?;
     Ok(ExitCode::SUCCESS)
 }
 
